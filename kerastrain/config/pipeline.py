@@ -1,0 +1,184 @@
+"""The whole run's configuration, and loading it from YAML or a mapping."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Mapping
+
+import yaml
+
+from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean
+from kerastrain.config.data import DataConfig
+from kerastrain.config.export import ExportConfig
+from kerastrain.config.train import TrainConfig
+
+STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu")
+StrategyName = Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu"]
+
+#: Sections that merge key by key when a keyword argument overrides a config.
+SECTIONS = ("data_options", "train", "export")
+DEFAULT_BATCH_SIZE = 32
+
+
+def _is_strategy(value: Any) -> bool:
+    # Duck-typed so that this module never imports TensorFlow.
+    return hasattr(value, "scope") and hasattr(value, "num_replicas_in_sync")
+
+
+@dataclasses.dataclass
+class PipelineConfig(Section):
+    """Everything `fit_pipeline` needs; the same keys as its arguments.
+
+    Attributes:
+        data: The data: `"digits"` (embedded default), `(x, y)` arrays, a
+            DataFrame (name its label column in `data_options.target`), or a
+            `tf.data.Dataset` of `(x, y)`. Defaults to `"digits"`.
+        model: A registered factory name (`"auto"`, `"mlp"`, `"cnn"`), a
+            callable returning a tf_keras model, or a built tf_keras model.
+            Defaults to `"auto"`.
+        data_options: See `DataConfig`.
+        train: See `TrainConfig`.
+        export: See `ExportConfig`.
+        strategy: A strategy name or a `tf.distribute.Strategy`.
+            Defaults to `"auto"`.
+        model_options: Keyword arguments of the model factory (`width`,
+            `depth`, `dropout`, ...). Defaults to `{}`.
+        output_dir: The run folder. Defaults to `saved_models/<run name>`.
+        overwrite: Replace a finished run in `output_dir`. Defaults to `False`.
+        seed: Seed of every random choice (splits, shuffling, initializers).
+            Defaults to `None`: a seed is drawn and recorded in the saved
+            config so that the run can be repeated.
+        name: The run's name. Defaults to `None`: `<model>-<timestamp>`.
+    """
+
+    _path: ClassVar[str] = ""
+
+    data: Any = "digits"
+    model: Any = "auto"
+    model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    data_options: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    strategy: Any = "auto"
+    output_dir: str | None = None
+    overwrite: bool = False
+    seed: int | None = None
+    name: str | None = None
+
+    def validate(self) -> None:
+        if isinstance(self.strategy, str):
+            if self.strategy not in STRATEGIES:
+                raise config_error("strategy", self.strategy,
+                                   "one of " + ", ".join(map(repr, STRATEGIES))
+                                   + " or a tf.distribute.Strategy", STRATEGIES)
+        elif not _is_strategy(self.strategy):
+            raise config_error("strategy", self.strategy,
+                               "a strategy name or a tf.distribute.Strategy")
+        if not (isinstance(self.model, str) or callable(self.model)):
+            raise config_error("model", self.model,
+                               "a factory name, a callable returning a tf_keras model, "
+                               "or a tf_keras model")
+        if isinstance(self.output_dir, os.PathLike):
+            self.output_dir = os.fspath(self.output_dir)
+        # One batch size, wherever it was given.
+        data_bs, train_bs = self.data_options.batch_size, self.train.batch_size
+        if data_bs is not None and train_bs is not None and data_bs != train_bs:
+            raise ConfigError(
+                "Two batch sizes were given: data_options.batch_size="
+                f"{data_bs} and train.batch_size={train_bs}. Set one of them.")
+        batch_size = train_bs or data_bs or DEFAULT_BATCH_SIZE
+        object.__setattr__(self.train, "batch_size", batch_size)
+        object.__setattr__(self.data_options, "batch_size", batch_size)
+
+    @property
+    def batch_size(self) -> int:
+        """The resolved batch size (per replica)."""
+        return int(self.train.batch_size)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the config file {str(path)!r}: {exc.strerror}.") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"The config file {str(path)!r} is not valid YAML{where}: {problem}.") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(
+            f"The config file {str(path)!r} must hold a mapping of options "
+            f"(data, model, train, ...); it holds a {type(loaded).__name__}.")
+    return loaded
+
+
+def load_config(config: PipelineConfig | Mapping[str, Any] | str | os.PathLike | None = None,
+                **overrides: Any) -> PipelineConfig:
+    """Builds a checked `PipelineConfig` from a config and keyword overrides.
+
+    Sections given as keyword arguments override the config's key by key
+    (`train={"epochs": 3}` keeps the config's optimizer); other keywords
+    replace the config's value.
+
+    Args:
+        config: A `PipelineConfig`, a mapping with the same keys as
+            `fit_pipeline`'s arguments, or the path of a YAML file.
+            Defaults to `None` (all defaults).
+        **overrides: Options that take precedence over `config`.
+
+    Returns:
+        The checked configuration.
+
+    Raises:
+        ConfigError: For an unreadable file, an unknown key or a bad value.
+
+    Example:
+        >>> load_config({"train": {"epochs": 3}}, train={"optimizer": "sgd"}).train.epochs
+        3
+    """
+    if isinstance(config, PipelineConfig):
+        base: dict[str, Any] = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        base = {k: (v.to_dict() if isinstance(v, Section) else v) for k, v in base.items()}
+    elif isinstance(config, (str, os.PathLike)):
+        base = _read_yaml(Path(config))
+    elif config is None:
+        base = {}
+    elif isinstance(config, Mapping):
+        base = dict(config)
+    else:
+        raise config_error("config", config, "a PipelineConfig, a mapping or a YAML file path")
+
+    names = [f.name for f in dataclasses.fields(PipelineConfig)]
+    for key in overrides:
+        if key not in names:
+            raise ConfigError(f"Unknown option {key!r}. The options are: {', '.join(names)}."
+                              + did_you_mean(key, names))
+    merged = dict(base)
+    for key, value in overrides.items():
+        old = merged.get(key)
+        if key in SECTIONS and isinstance(value, Mapping) and isinstance(old, Mapping):
+            merged[key] = {**old, **value}
+        else:
+            merged[key] = value
+    return PipelineConfig.from_dict(merged)
+
+
+def save_config(config: PipelineConfig, path: str | os.PathLike) -> Path:
+    """Writes the resolved config as YAML (atomically) and returns its path.
+
+    Values that YAML cannot hold (in-memory arrays, a model object, a
+    strategy) are written as a short description, so such a run is repeated
+    by passing the same objects again with `config=` this file.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    os.replace(tmp, path)
+    return path
