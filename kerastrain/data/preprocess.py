@@ -1,0 +1,63 @@
+"""Preprocessing that travels inside the model: standardization.
+
+Statistics are computed on the training rows only, in NumPy (chunk by chunk,
+so no copy of the split is made), and baked into a `Normalization` layer
+built inside the strategy scope. The exported SavedModel and TFLite files
+therefore take raw inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from kerastrain._keras import keras
+from kerastrain.models.base import ModelInputs
+
+__all__ = ["Standardizer", "fit_standardizer", "model_inputs"]
+
+CHUNK_ROWS = 65536
+
+
+@dataclasses.dataclass(frozen=True)
+class Standardizer:
+    """Per-feature (per-channel for images) mean and variance."""
+
+    mean: np.ndarray
+    variance: np.ndarray
+
+
+def fit_standardizer(x: np.ndarray, indices: np.ndarray) -> Standardizer:
+    """Mean and variance over the last axis of ``x[indices]``.
+
+    A constant feature gets variance 1 (it is only centred), so that a value
+    never seen in training cannot blow up to ``value / 1e-7``.
+    """
+    channels = x.shape[-1]
+    total = np.zeros(channels, np.float64)
+    squares = np.zeros(channels, np.float64)
+    count = 0
+    for start in range(0, len(indices), CHUNK_ROWS):
+        block = x[indices[start:start + CHUNK_ROWS]].reshape(-1, channels).astype(np.float64)
+        total += block.sum(axis=0)
+        squares += np.square(block).sum(axis=0)
+        count += len(block)
+    mean = total / max(count, 1)
+    variance = np.maximum(squares / max(count, 1) - np.square(mean), 0.0)
+    variance[variance < 1e-12] = 1.0
+    return Standardizer(mean.astype(np.float32), variance.astype(np.float32))
+
+
+def model_inputs(feature_shape: tuple[int, ...], standardizer: Standardizer | None) -> ModelInputs:
+    """The model's `Input` and, when asked, the standardized features.
+
+    Call inside the strategy scope (the layer's variables are created here).
+    """
+    inputs = keras.Input(shape=feature_shape, name="inputs")
+    features = inputs
+    if standardizer is not None:
+        features = keras.layers.Normalization(
+            axis=-1, mean=standardizer.mean, variance=standardizer.variance,
+            name="normalize")(inputs)
+    return ModelInputs(inputs=inputs, features=features)

@@ -1,0 +1,219 @@
+"""Checks that data can be trained on, and what task it poses.
+
+Every problem raises :class:`~kerastrain.DataError` naming the rows at fault
+(the first few indices and how many in all) before anything trains. Nothing
+is dropped silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Literal
+
+import numpy as np
+
+from kerastrain.config import DataConfig
+from kerastrain.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Task", "Validated", "validate", "rows", "unconvertible_rows"]
+
+#: Float labels with at most this many distinct integral values are classes.
+MAX_INFERRED_CLASSES = 20
+
+
+def rows(indices: Any, limit: int = 5) -> str:
+    """``"3, 17, 42 (3 rows)"`` or ``"3, 17, 42, 50, 61, ... (120 rows)"``."""
+    indices = np.asarray(indices).ravel()
+    shown = ", ".join(str(int(i)) for i in indices[:limit])
+    more = ", ..." if len(indices) > limit else ""
+    return f"{shown}{more} ({len(indices)} row{'s' if len(indices) != 1 else ''})"
+
+
+def unconvertible_rows(values: np.ndarray) -> np.ndarray:
+    """Indices of the entries of ``values`` that are not numbers."""
+    bad = []
+    for i, value in enumerate(values.reshape(len(values), -1) if values.ndim > 1 else values):
+        try:
+            np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            bad.append(i)
+    return np.asarray(bad, dtype=np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What the labels ask of the model.
+
+    Attributes:
+        kind: `"binary"`, `"multiclass"` or `"regression"`.
+        num_classes: Number of classes (1 for regression).
+        class_names: Names of the classes, index by index, when known.
+    """
+
+    kind: Literal["binary", "multiclass", "regression"]
+    num_classes: int = 1
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def is_classification(self) -> bool:
+        return self.kind != "regression"
+
+    @property
+    def output_units(self) -> int:
+        return self.num_classes if self.kind == "multiclass" else 1
+
+    @property
+    def output_activation(self) -> str:
+        return {"binary": "sigmoid", "multiclass": "softmax", "regression": "linear"}[self.kind]
+
+
+@dataclasses.dataclass
+class Validated:
+    """Checked data: float features, integer (or float) labels, and the task."""
+
+    x: np.ndarray
+    y: np.ndarray
+    task: Task
+
+
+def _features(x: Any) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 0:
+        raise DataError("The features are a single value, not one row per example.")
+    if x.ndim == 1:
+        x = x[:, np.newaxis]
+    if x.dtype == object or x.dtype.kind in "USb":
+        bad = unconvertible_rows(x)
+        if len(bad):
+            raise DataError(
+                f"The features must be numbers; rows {rows(bad)} hold values that are not "
+                f"(dtype {x.dtype}).")
+        x = x.astype(np.float32)
+    elif x.dtype.kind not in "fiu" and x.dtype != bool:
+        raise DataError(f"The features must be numbers; their dtype is {x.dtype}.")
+    if x.dtype != np.float32:
+        x = x.astype(np.float32)  # the one copy that a float64 or integer input costs
+    flat = x.reshape(len(x), -1)
+    finite = np.isfinite(flat).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        kinds = "NaN" if np.isnan(flat[bad]).any() else "infinite"
+        if np.isnan(flat[bad]).any() and np.isinf(flat[bad]).any():
+            kinds = "NaN or infinite"
+        raise DataError(f"Rows {rows(bad)} have {kinds} feature values. Impute or remove them "
+                        "before training; kerastrain does not drop rows silently.")
+    return x
+
+
+def _labels(y: Any, options: DataConfig, class_names: list[str] | None) -> tuple[np.ndarray, Task]:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim == 2:  # one-hot rows
+        valid = np.isclose(y.sum(axis=1), 1.0) & ((y == 0) | (y == 1)).all(axis=1)
+        if not valid.all():
+            raise DataError(f"The labels are 2-D but rows {rows(np.flatnonzero(~valid))} are not "
+                            "one-hot (a single 1 among 0s).")
+        y = y.argmax(axis=1)
+        if options.num_classes is None:
+            options = options.replace(num_classes=max(2, int(np.asarray(y).max()) + 1))
+    if y.ndim != 1:
+        raise DataError(f"The labels must have one value per example; their shape is {y.shape}.")
+
+    if y.dtype == object or y.dtype.kind in "USb":
+        if options.task == "regression":
+            bad = unconvertible_rows(y)
+            if len(bad):
+                raise DataError(f"Regression labels must be numbers; rows {rows(bad)} are not.")
+            y = y.astype(np.float32)
+        else:
+            missing = np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in y])
+            if missing.any():
+                raise DataError(f"Rows {rows(np.flatnonzero(missing))} have no label.")
+            names, y = np.unique(y.astype(str), return_inverse=True)
+            class_names = [str(n) for n in names]
+
+    if y.dtype.kind == "f":
+        nan = ~np.isfinite(y)
+        if nan.any():
+            raise DataError(f"Rows {rows(np.flatnonzero(nan))} have a NaN or infinite label.")
+
+    integral = y.dtype.kind in "iub" or (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0))
+    kind = options.task
+    if kind == "auto":
+        distinct = np.unique(y)
+        if not integral or (y.dtype.kind == "f" and len(distinct) > MAX_INFERRED_CLASSES):
+            kind = "regression"
+        elif len(distinct) <= 2 and set(distinct.tolist()) <= {0, 1} and (options.num_classes or 2) == 2:
+            kind = "binary"
+        else:
+            kind = "multiclass"
+        logger.info("Task inferred from the labels: %s (%d distinct values).", kind, len(distinct))
+
+    if kind == "regression":
+        return y.astype(np.float32), Task("regression")
+    if not integral:
+        bad = np.flatnonzero(np.mod(y, 1) != 0)
+        raise DataError(f"Classification labels must be whole class indices; rows {rows(bad)} "
+                        f"are not (first: {y[bad[0]]!r}). Use data_options.task='regression' "
+                        "for continuous targets.")
+    y = y.astype(np.int64)
+    negative = np.flatnonzero(y < 0)
+    if len(negative):
+        raise DataError(f"Class labels must be 0 or more; rows {rows(negative)} are negative "
+                        f"(first: {y[negative[0]]}).")
+    num_classes = options.num_classes or (len(class_names) if class_names else int(y.max()) + 1)
+    if kind == "binary":
+        if options.num_classes not in (None, 2):
+            raise DataError(f"data_options.task='binary' needs 2 classes, not "
+                            f"num_classes={options.num_classes}.")
+        num_classes = 2
+    outside = np.flatnonzero(y >= num_classes)
+    if len(outside):
+        raise DataError(
+            f"Rows {rows(outside)} have labels outside the class range 0..{num_classes - 1} "
+            f"(first: {y[outside[0]]}). Set data_options.num_classes if there are more classes.")
+    if kind == "multiclass" and num_classes < 2:
+        raise DataError("Every label is 0: a classifier needs at least two classes.")
+    names = tuple(class_names) if class_names and len(class_names) == num_classes else None
+    dtype = np.float32 if kind == "binary" else np.int32
+    return y.astype(dtype), Task(kind, num_classes, names)
+
+
+def validate(x: Any, y: Any, options: DataConfig, *,
+             class_names: list[str] | None = None) -> Validated:
+    """Checks features and labels and infers the task.
+
+    Args:
+        x: Features, one row per example (any rank).
+        y: Labels: class indices, class names, one-hot rows, or numbers.
+        options: The data options (`task`, `num_classes`).
+        class_names: Names of the classes, when the source knows them.
+            Defaults to `None`.
+
+    Returns:
+        The features as float32 and the labels as int32 classes (float32 for
+        binary and regression), with the task.
+
+    Raises:
+        DataError: For empty data, mismatched lengths, non-numeric or
+            non-finite features, or labels that do not fit the task; the
+            message names the rows.
+
+    Example:
+        >>> validate(np.zeros((4, 2)), [0, 1, 1, 0], DataConfig()).task.kind
+        'binary'
+    """
+    n_x = len(x) if hasattr(x, "__len__") else None
+    n_y = len(y) if hasattr(y, "__len__") else None
+    if not n_x or not n_y:
+        raise DataError(f"The data is empty: {n_x or 0} feature rows and {n_y or 0} labels.")
+    if n_x != n_y:
+        raise DataError(f"The features have {n_x} rows but there are {n_y} labels; each row "
+                        "needs exactly one label.")
+    features = _features(x)
+    labels, task = _labels(y, options, class_names)
+    return Validated(features, labels, task)

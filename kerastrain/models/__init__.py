@@ -1,0 +1,9 @@
+"""Model factories: `mlp`, `cnn`, and the registry that names them."""
+
+from kerastrain.models.base import Head, ModelInputs
+from kerastrain.models.cnn import cnn
+from kerastrain.models.mlp import mlp
+from kerastrain.models.registry import MODELS, build_model, factory_for, factory_options, register_model
+
+__all__ = ["Head", "ModelInputs", "MODELS", "build_model", "cnn", "factory_for",
+           "factory_options", "mlp", "register_model"]

@@ -1,0 +1,74 @@
+"""What every model factory receives, and the pieces they share."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from kerastrain._keras import keras
+from kerastrain.config.base import config_error
+
+__all__ = ["ModelInputs", "Head", "output_layer", "regularizer", "make_initializer"]
+
+INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal",
+                "lecun_uniform", "lecun_normal", "orthogonal", "random_normal")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInputs:
+    """The model's raw inputs and the features after preprocessing.
+
+    A factory builds its layers on ``features`` and returns
+    ``keras.Model(inputs.inputs, outputs)``, so that preprocessing (the
+    adapted `Normalization`, later encoders) lives inside the one flat
+    functional model that is trained, compressed and exported.
+
+    Attributes:
+        inputs: The `keras.Input` (or a dict of them) the model is called on.
+        features: The tensor the factory's first layer receives.
+    """
+
+    inputs: Any
+    features: Any
+
+    @property
+    def feature_shape(self) -> tuple[int | None, ...]:
+        """Shape of one example of ``features`` (without the batch axis)."""
+        return tuple(self.features.shape[1:])
+
+
+@dataclasses.dataclass(frozen=True)
+class Head:
+    """The output layer the task needs.
+
+    Attributes:
+        units: Output units (classes for multi-class, 1 otherwise).
+        activation: `"softmax"`, `"sigmoid"` or `"linear"`.
+    """
+
+    units: int
+    activation: str
+
+
+def output_layer(head: Head, **kwargs: Any) -> keras.layers.Dense:
+    """The output `Dense` layer, always float32 so that mixed precision
+    leaves the probabilities (and the loss) in full precision."""
+    return keras.layers.Dense(head.units, activation=head.activation, dtype="float32",
+                              name="output", **kwargs)
+
+
+def regularizer(l1: float, l2: float) -> keras.regularizers.Regularizer | None:
+    """An L1/L2 weight penalty, or None when both are 0."""
+    if l1 < 0 or l2 < 0:
+        raise config_error("model_options.l1/l2", (l1, l2), "0 or more")
+    if not l1 and not l2:
+        return None
+    return keras.regularizers.L1L2(l1=l1, l2=l2)
+
+
+def make_initializer(name: str, seed: int | None = None) -> keras.initializers.Initializer:
+    """A named kernel initializer (Glorot, He, LeCun, ...), seeded if asked."""
+    if name not in INITIALIZERS:
+        raise config_error("model_options.initializer", name,
+                           "one of " + ", ".join(map(repr, INITIALIZERS)), INITIALIZERS)
+    return keras.initializers.get({"class_name": name, "config": {"seed": seed}})

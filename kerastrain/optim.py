@@ -1,0 +1,89 @@
+"""Optimizers by name, and the loss and metrics a task needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kerastrain._keras import keras
+from kerastrain.config import TrainConfig
+from kerastrain.config.base import config_error
+from kerastrain.data.validate import Task
+
+__all__ = ["make_optimizer", "make_loss", "make_metrics"]
+
+OPTIMIZERS = {
+    "sgd": keras.optimizers.SGD,
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "rmsprop": keras.optimizers.RMSprop,
+    "adagrad": keras.optimizers.Adagrad,
+    "nadam": keras.optimizers.Nadam,
+}
+
+
+def make_optimizer(train: TrainConfig, learning_rate: Any = None) -> keras.optimizers.Optimizer:
+    """The optimizer ``train`` describes.
+
+    Args:
+        train: `optimizer`, `optimizer_options`, `learning_rate`, `weight_decay`.
+        learning_rate: A float or a `LearningRateSchedule` that replaces
+            `train.learning_rate`. Defaults to `None`.
+
+    Returns:
+        A tf_keras optimizer (`weight_decay` is decoupled, as in AdamW).
+
+    Example:
+        >>> make_optimizer(TrainConfig(optimizer="sgd",
+        ...                optimizer_options={"momentum": 0.9, "nesterov": True})).nesterov
+        True
+    """
+    cls = OPTIMIZERS[train.optimizer]
+    kwargs = dict(train.optimizer_options)
+    if train.weight_decay:
+        kwargs["weight_decay"] = train.weight_decay
+    elif train.optimizer == "adamw":
+        kwargs["weight_decay"] = 0.0  # AdamW's own default (0.004) would surprise
+    lr = train.learning_rate if learning_rate is None else learning_rate
+    return cls(learning_rate=lr, **kwargs)
+
+
+def make_loss(task: Task, train: TrainConfig) -> keras.losses.Loss:
+    """The loss for the task, or the one `train.loss` names.
+
+    Multi-class labels are class indices; with label smoothing the input
+    pipeline one-hot encodes them (see `one_hot_labels`) and the categorical
+    loss is used, since the sparse one cannot smooth.
+    """
+    if train.loss != "auto":
+        try:
+            return keras.losses.get(train.loss)
+        except ValueError:
+            raise config_error("train.loss", train.loss,
+                               "'auto' or the name of a tf_keras loss") from None
+    smoothing = train.label_smoothing
+    if task.kind == "binary":
+        return keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
+    if task.kind == "multiclass":
+        if smoothing:
+            return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+        return keras.losses.SparseCategoricalCrossentropy()
+    if smoothing:
+        raise config_error("train.label_smoothing", smoothing, "0 for a regression task")
+    return keras.losses.MeanSquaredError()
+
+
+def one_hot_labels(task: Task, train: TrainConfig) -> bool:
+    """Whether the pipeline must feed one-hot labels (multi-class smoothing)."""
+    return task.kind == "multiclass" and train.loss == "auto" and train.label_smoothing > 0
+
+
+def make_metrics(task: Task, train: TrainConfig) -> list[Any]:
+    """Metrics Keras tracks every epoch (sklearn computes the rest later)."""
+    if task.kind == "binary":
+        return [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+    if task.kind == "multiclass":
+        if one_hot_labels(task, train):
+            return [keras.metrics.CategoricalAccuracy(name="accuracy")]
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    return [keras.metrics.MeanAbsoluteError(name="mae"),
+            keras.metrics.RootMeanSquaredError(name="rmse")]

@@ -1,0 +1,79 @@
+"""The run folder: where a run's artifacts, config, metrics and report live.
+
+A ``run.json`` marker records the run's state. A folder whose run finished is
+never written over unless ``overwrite=True``; a folder whose run did not
+finish is picked up again (its training backup lets the fit resume).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from kerastrain.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RunFolder", "write_json"]
+
+MARKER = "run.json"
+
+
+def write_json(path: Path, value: Any) -> Path:
+    """Writes JSON atomically (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=False, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+class RunFolder:
+    """A run's folder and its state marker.
+
+    Args:
+        path: The folder.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def prepare(cls, output_dir: str | None, name: str, overwrite: bool) -> "RunFolder":
+        """Opens (creating if needed) the run folder.
+
+        Raises:
+            ConfigError: When the folder holds a finished run and `overwrite`
+                is False.
+        """
+        path = Path(output_dir) if output_dir else Path("saved_models") / name
+        marker = path / MARKER
+        if marker.exists():
+            state = json.loads(marker.read_text()).get("status")
+            if state == "finished" and not overwrite:
+                raise ConfigError(
+                    f"The output_dir {str(path)!r} holds a finished run; it is not overwritten. "
+                    "Pass overwrite=True to replace it, or choose another output_dir.")
+            if state != "finished":
+                logger.info("Resuming the unfinished run in %s.", path)
+        path.mkdir(parents=True, exist_ok=True)
+        folder = cls(path)
+        folder.mark("running")
+        return folder
+
+    @property
+    def resuming(self) -> bool:
+        return (self.path / "backup").exists() and any((self.path / "backup").iterdir())
+
+    def mark(self, status: str, **extra: Any) -> None:
+        write_json(self.path / MARKER, {
+            "status": status, "updated": _dt.datetime.now().isoformat(timespec="seconds"), **extra})
+
+    @staticmethod
+    def default_name(model: Any) -> str:
+        label = model if isinstance(model, str) else getattr(model, "__name__", None) or \
+            getattr(model, "name", None) or "model"
+        return f"{label}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
