@@ -3,17 +3,42 @@ model in one call.
 
     >>> import kerastrain
     >>> result = kerastrain.fit_pipeline("digits")  # doctest: +SKIP
+
+Names are loaded on first use (PEP 562), so ``import kerastrain`` and the
+config and error classes cost no TensorFlow import; `fit_pipeline` does.
 """
 
-from kerastrain.config import DataConfig, ExportConfig, PipelineConfig, TrainConfig, load_config
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from kerastrain.errors import ConfigError, DataError, ExportError, KerastrainError
-from kerastrain.models import register_model
-from kerastrain.pipeline import PipelineResult, fit_pipeline
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConfigError", "DataConfig", "DataError", "ExportConfig", "ExportError", "KerastrainError",
-    "PipelineConfig", "PipelineResult", "TrainConfig", "fit_pipeline", "load_config",
-    "register_model",
-]
+#: Public name -> the module that defines it.
+_LAZY = {
+    "DataConfig": "kerastrain.config",
+    "ExportConfig": "kerastrain.config",
+    "PipelineConfig": "kerastrain.config",
+    "TrainConfig": "kerastrain.config",
+    "load_config": "kerastrain.config",
+    "register_model": "kerastrain.models",
+    "PipelineResult": "kerastrain.pipeline",
+    "fit_pipeline": "kerastrain.pipeline",
+}
+
+__all__ = ["ConfigError", "DataError", "ExportError", "KerastrainError", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kerastrain' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -75,8 +75,7 @@ class _Stages:
 
 
 def _resolve(config: Any, **given: Any) -> PipelineConfig:
-    overrides = {k: v for k, v in given.items() if v is not None}
-    cfg = load_config(config, **overrides)
+    cfg = load_config(config, **given)
     if cfg.seed is None:
         cfg = dataclasses.replace(cfg, seed=random.SystemRandom().randrange(2**31))
     if cfg.name is None:

@@ -131,7 +131,8 @@ def load_config(config: PipelineConfig | Mapping[str, Any] | str | os.PathLike |
         config: A `PipelineConfig`, a mapping with the same keys as
             `fit_pipeline`'s arguments, or the path of a YAML file.
             Defaults to `None` (all defaults).
-        **overrides: Options that take precedence over `config`.
+        **overrides: Options that take precedence over `config`; a `None`
+            value means "not given" and is ignored.
 
     Returns:
         The checked configuration.
@@ -156,6 +157,7 @@ def load_config(config: PipelineConfig | Mapping[str, Any] | str | os.PathLike |
         raise config_error("config", config, "a PipelineConfig, a mapping or a YAML file path")
 
     names = [f.name for f in dataclasses.fields(PipelineConfig)]
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     for key in overrides:
         if key not in names:
             raise ConfigError(f"Unknown option {key!r}. The options are: {', '.join(names)}."

@@ -1,0 +1,96 @@
+"""The ``kerastrain`` command: ``run``, ``demo``.
+
+Errors in the config or the data print one paragraph and exit with code 2,
+without a traceback; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import textwrap
+from typing import Sequence
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+def _configure_logging(verbose: bool) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           "%H:%M:%S"))
+    logger = logging.getLogger("kerastrain")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kerastrain",
+        description="Train, evaluate and export a tf_keras model in one command.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the pipeline a YAML config describes",
+                              description="Run fit_pipeline(config=CONFIG).")
+    run.add_argument("config", help="path of a YAML config (the keys of fit_pipeline)")
+    run.add_argument("--output-dir", help="the run folder (overrides the config's)")
+    run.add_argument("--overwrite", action="store_true", help="replace a finished run")
+
+    demo = commands.add_parser("demo", help="train on the embedded digits data end to end",
+                               description="Train a CNN on scikit-learn's digits, export "
+                               "SavedModel, .keras and TFLite, and verify them.")
+    demo.add_argument("--output-dir", default=os.path.join("saved_models", "demo"),
+                      help="the run folder (default: %(default)s)")
+    demo.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
+    return parser
+
+
+def _summary(result) -> str:  # noqa: ANN001 - PipelineResult, imported lazily
+    lines = [f"Run folder: {result.run_dir}"]
+    for fmt, path in result.artifacts.items():
+        lines.append(f"  {fmt:<10} {path}")
+    lines.append(f"  report     {result.report_path}")
+    for where in ("test", *result.artifacts):
+        values = result.metrics.get(where)
+        if not values:
+            continue
+        key = "accuracy" if "accuracy" in values else "rmse"
+        label = "Keras model" if where == "test" else f"{where} model"
+        lines.append(f"Test {key} ({label}): {values[key]:.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit code."""
+    args = _parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    from kerastrain.config import load_config
+    from kerastrain.errors import ConfigError, DataError, ExportError
+
+    try:
+        if args.command == "run":
+            # Checked before TensorFlow is imported: a typo costs no startup.
+            config = load_config(args.config, output_dir=args.output_dir,
+                                 overwrite=args.overwrite or None)
+        else:
+            config = load_config(None, data="digits", model="auto",
+                                 train={"epochs": args.epochs}, output_dir=args.output_dir,
+                                 overwrite=True, seed=0)
+        from kerastrain.pipeline import fit_pipeline
+
+        result = fit_pipeline(config=config)
+    except (ConfigError, DataError, ExportError) as exc:
+        kind = type(exc).__name__
+        print(textwrap.fill(f"kerastrain: {kind}: {exc}", width=100), file=sys.stderr)
+        return EXIT_USAGE
+    print(_summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
