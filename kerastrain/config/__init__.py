@@ -1,12 +1,13 @@
 """Typed configuration: one dataclass per section, checked when built."""
 
 from kerastrain.config.base import Section, option
+from kerastrain.config.compress import CompressConfig
 from kerastrain.config.data import DataConfig
 from kerastrain.config.export import ExportConfig
 from kerastrain.config.pipeline import PipelineConfig, load_config, save_config
 from kerastrain.config.train import EarlyStoppingConfig, TrainConfig
 
 __all__ = [
-    "Section", "option", "DataConfig", "ExportConfig", "PipelineConfig",
+    "Section", "option", "CompressConfig", "DataConfig", "ExportConfig", "PipelineConfig",
     "EarlyStoppingConfig", "TrainConfig", "load_config", "save_config",
 ]

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal, Mapping
 import yaml
 
 from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean
+from kerastrain.config.compress import CompressConfig
 from kerastrain.config.data import DataConfig
 from kerastrain.config.export import ExportConfig
 from kerastrain.config.train import TrainConfig
@@ -18,7 +19,7 @@ STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_serve
 StrategyName = Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu"]
 
 #: Sections that merge key by key when a keyword argument overrides a config.
-SECTIONS = ("data_options", "train", "export")
+SECTIONS = ("data_options", "train", "export", "compress")
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -40,6 +41,8 @@ class PipelineConfig(Section):
             Defaults to `"auto"`.
         data_options: See `DataConfig`.
         train: See `TrainConfig`.
+        compress: See `CompressConfig`; `None` compresses nothing.
+            Defaults to `None`.
         export: See `ExportConfig`.
         strategy: A strategy name or a `tf.distribute.Strategy`.
             Defaults to `"auto"`.
@@ -60,6 +63,7 @@ class PipelineConfig(Section):
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     data_options: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    compress: CompressConfig | None = None
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     strategy: Any = "auto"
     output_dir: str | None = None
@@ -91,6 +95,11 @@ class PipelineConfig(Section):
         batch_size = train_bs or data_bs or DEFAULT_BATCH_SIZE
         object.__setattr__(self.train, "batch_size", batch_size)
         object.__setattr__(self.data_options, "batch_size", batch_size)
+        if self.compress is not None and self.compress.budget is not None \
+                and "tflite" not in self.export.formats:
+            raise config_error("export.formats", self.export.formats,
+                               "a list that includes 'tflite' when compress.budget is set (the "
+                               "budget is the size of the TFLite file)")
 
     @property
     def batch_size(self) -> int:
