@@ -5,16 +5,21 @@ renamed into place, so an interrupted run never leaves a half-written file
 where a finished one is expected. Verification reloads each artifact the way
 a user would (``tf.saved_model.load``, ``tf_keras.models.load_model``, the
 LiteRT interpreter), runs it on held-out rows and compares its outputs with
-the Keras model's.
+the Keras model's: to `atol` for float artifacts, by the share of rows whose
+prediction agrees for quantized ones. Each artifact's raw and gzip size, and
+each TFLite file's single-example latency, are measured on the way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import logging
 import os
 import shutil
+import statistics
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
@@ -29,13 +34,40 @@ from kerastrain.evaluate import compute_metrics, predicted_classes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["atomic_path", "export_model", "load_predictor", "verify_artifacts", "FILENAMES"]
+__all__ = ["atomic_path", "export_model", "load_predictor", "verify_artifacts", "FILENAMES",
+           "Artifacts", "convert_to_tflite", "artifact_bytes", "tflite_latency",
+           "representative_sample", "tflite_key"]
 
 #: Where each format is written inside the run folder.
 FILENAMES = {"savedmodel": "savedmodel", "keras": "model.keras", "h5": "model.h5",
              "tflite": "model.tflite"}
 
+#: The share of the output range within which a quantized regression output
+#: counts as agreeing with the Keras model's.
+REGRESSION_AGREEMENT_RTOL = 0.05
+
 Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+class Artifacts(dict):
+    """Format name -> path, as written by `export_model`.
+
+    Attributes:
+        approximate: The names of the artifacts that are not expected to match
+            the Keras model to `atol` (quantized TFLite files, and the files of
+            a quantization-aware model other than its SavedModel); they are
+            verified by agreement instead.
+    """
+
+    def __init__(self, *args: Any, approximate: set[str] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.approximate: set[str] = set(approximate or ())
+
+
+def tflite_key(mode: str) -> str:
+    """The artifact name of a TFLite file: `"tflite"` for float32, else
+    `"tflite_<mode>"` (its file is `model_<mode>.tflite`)."""
+    return "tflite" if mode == "float32" else f"tflite_{mode}"
 
 
 @contextlib.contextmanager
@@ -83,36 +115,151 @@ def _save_savedmodel(model: keras.Model, path: Path) -> None:
     model.save(path, save_format="tf", include_optimizer=False)
 
 
-def _convert_tflite(savedmodel_dir: Path, mode: str) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_dir))
-    if mode != "float32":
+def representative_sample(x: np.ndarray, rows: int, seed: int = 0) -> np.ndarray:
+    """A seeded random sample of ``rows`` rows of ``x`` (all when fewer)."""
+    x = np.asarray(x)
+    if len(x) <= rows:
+        return x
+    return x[np.sort(np.random.default_rng(seed).choice(len(x), rows, replace=False))]
+
+
+def input_standardizers(model: keras.Model) -> list[str]:
+    """The `Normalization` layers fed straight by the model's inputs: the
+    standardization that kerastrain puts inside every model."""
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Normalization) and layer.inbound_nodes and all(
+                isinstance(inbound, keras.layers.InputLayer)
+                for inbound in tf.nest.flatten(layer.inbound_nodes[0].inbound_layers)):
+            names.append(layer.name)
+    return names
+
+
+def _op_names(content: bytes, layers: list[str]) -> list[str]:
+    """The names of the ops (their output tensors) of ``layers`` in a TFLite file."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_content=content).get_tensor_details()
+    return [d["name"] for d in details
+            if any(f"/{layer}/" in f"/{d['name']}" for layer in layers)]
+
+
+def _int8_keeping_float(converter: Any, layers: list[str]) -> bytes:
+    """int8 conversion that leaves the ops of ``layers`` in float.
+
+    This is TFLite's selective quantization, done the way its public
+    `tf.lite.experimental.QuantizationDebugger` does it (calibrate, then
+    `mlir_quantize` with denylisted nodes) minus the debugger's extra float
+    conversion and instrumented model, which tripled the conversion time:
+    the input standardization then runs in float and int8 starts after it.
+    """
+    from tensorflow.lite.python import convert as lite_convert
+
+    converter._experimental_calibrate_only = True
+    calibrated = converter.convert()
+    return lite_convert.mlir_quantize(calibrated, disable_per_channel=False,
+                                      fully_quantize=False,
+                                      denylisted_nodes=_op_names(calibrated, layers))
+
+
+def _convert_tflite(savedmodel_dir: Path, mode: str, representative: np.ndarray | None = None,
+                    int8_io: bool = False, float_layers: list[str] | None = None) -> bytes:
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_dir))
+    if mode == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif mode == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode == "int8":
+        if representative is None or len(representative) == 0:
+            raise ExportError("The int8 TFLite mode calibrates on training rows; none were "
+                              "given (representative=None).")
+        rows = np.asarray(representative, dtype=np.float32)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([rows[i:i + 1]] for i in range(len(rows)))
+        if float_layers and not int8_io:
+            return _int8_keeping_float(conv, float_layers)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io:
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+    elif mode != "float32":
         raise ExportError(f"Unknown TFLite mode {mode!r}.")
-    return converter.convert()
+    return conv.convert()
 
 
-def export_model(model: keras.Model, run_dir: str | os.PathLike,
-                 config: ExportConfig) -> dict[str, Path]:
+def convert_to_tflite(model: keras.Model, mode: str = "float32", *,
+                      representative: np.ndarray | None = None, int8_io: bool = False) -> bytes:
+    """Converts a tf_keras model to TFLite bytes through a scratch SavedModel.
+
+    Args:
+        model: The model (compression wrappers stripped, or a QAT model).
+        mode: `"float32"`, `"float16"`, `"dynamic"` or `"int8"`.
+            Defaults to `"float32"`.
+        representative: Input rows the int8 mode calibrates on.
+            Defaults to `None`.
+        int8_io: int8 input and output tensors (int8 mode). Defaults to `False`.
+
+    Returns:
+        The `.tflite` file's content.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="kerastrain-tflite-"))
+    try:
+        _save_savedmodel(model, scratch / "savedmodel")
+        return _convert_tflite(scratch / "savedmodel", mode, representative, int8_io,
+                               input_standardizers(model))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _jobs(config: ExportConfig) -> list[tuple[str, str, str | None]]:
+    """(artifact name, format, TFLite mode) of every file to write."""
+    jobs: list[tuple[str, str, str | None]] = []
+    for fmt in config.formats:
+        if fmt == "tflite":
+            jobs += [(tflite_key(mode), fmt, mode) for mode in config.tflite_modes]
+        else:
+            jobs.append((fmt, fmt, None))
+    return jobs
+
+
+def export_model(model: keras.Model, run_dir: str | os.PathLike, config: ExportConfig, *,
+                 representative: np.ndarray | None = None,
+                 float_model: keras.Model | None = None) -> Artifacts:
     """Writes ``model`` in every format of ``config.formats``.
 
     Args:
-        model: The trained tf_keras model (compression wrappers stripped).
+        model: The trained tf_keras model (compression wrappers stripped, or
+            a quantization-aware model).
         run_dir: The folder the artifacts go into.
-        config: `formats` and the TFLite mode.
+        config: `formats`, the TFLite modes and `representative_rows`.
+        representative: Training input rows; the int8 mode calibrates on a
+            seeded sample of `config.representative_rows` of them.
+            Defaults to `None`.
+        float_model: For a quantization-aware `model`, its float twin (the
+            same weights without fake quantization), written to `.keras` and
+            `.h5` instead: TF-MOT's quantized layers do not reload from those
+            formats, while the SavedModel (written from `model`) reloads with
+            no scopes. Defaults to `None`.
 
     Returns:
-        Each format's name mapped to the path written.
+        Each artifact's name mapped to the path written; `.approximate` names
+        those verified by agreement rather than `atol`.
 
     Raises:
         ExportError: When a format cannot be written; what was there before
             is kept.
     """
     run_dir = Path(run_dir)
-    artifacts: dict[str, Path] = {}
+    artifacts = Artifacts()
     savedmodel_dir: Path | None = None
     scratch = None
+    sample = None if representative is None else representative_sample(
+        representative, config.representative_rows)
     try:
-        for fmt in config.formats:
-            final = run_dir / FILENAMES[fmt]
+        for name, fmt, mode in _jobs(config):
+            final = run_dir / (FILENAMES[fmt] if mode in (None, "float32")
+                               else f"model_{mode}.tflite")
             try:
                 if fmt == "savedmodel":
                     with atomic_path(final) as tmp:
@@ -120,32 +267,45 @@ def export_model(model: keras.Model, run_dir: str | os.PathLike,
                     savedmodel_dir = final
                 elif fmt in ("keras", "h5"):
                     with atomic_path(final) as tmp:
-                        model.save(tmp, save_format=fmt if fmt == "h5" else None)
+                        (float_model or model).save(tmp, save_format=fmt if fmt == "h5" else None)
                 elif fmt == "tflite":
                     if savedmodel_dir is None:
                         scratch = Path(tempfile.mkdtemp(prefix="kerastrain-export-"))
                         savedmodel_dir = scratch / "savedmodel"
                         _save_savedmodel(model, savedmodel_dir)
-                    content = _convert_tflite(savedmodel_dir, config.tflite)
+                    content = _convert_tflite(savedmodel_dir, mode, sample,
+                                              config.int8_io and mode == "int8",
+                                              input_standardizers(model))
                     with atomic_path(final) as tmp:
                         tmp.write_bytes(content)
             except ExportError:
                 raise
             except Exception as exc:  # a converter or saver failure, named
-                raise ExportError(f"Exporting the model as {fmt!r} to {final} failed: "
+                raise ExportError(f"Exporting the model as {name!r} to {final} failed: "
                                   f"{type(exc).__name__}: {exc}") from exc
-            artifacts[fmt] = final
-            logger.info("Exported %s: %s (%s).", fmt, final, _size(final))
+            artifacts[name] = final
+            if (mode not in (None, "float32")) or (float_model is not None and fmt != "savedmodel"):
+                artifacts.approximate.add(name)
+            raw, packed = artifact_bytes(final)
+            logger.info("Exported %s: %s (%.1f KiB, %.1f KiB gzipped).", name, final,
+                        raw / 1024, packed / 1024)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     return artifacts
 
 
-def _size(path: Path) -> str:
-    total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() \
-        else path.stat().st_size
-    return f"{total / 1024:.1f} KiB"
+def artifact_bytes(path: str | os.PathLike) -> tuple[int, int]:
+    """Raw and gzip-compressed (level 9) bytes of a file, or summed over the
+    files of a folder: the size that ships."""
+    path = Path(path)
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    raw = packed = 0
+    for f in files:
+        content = f.read_bytes()
+        raw += len(content)
+        packed += len(gzip.compress(content, compresslevel=9, mtime=0))
+    return raw, packed
 
 
 def _batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: int = 512) -> np.ndarray:
@@ -163,34 +323,110 @@ def _savedmodel_predictor(path: Path) -> Predictor:
     return predict
 
 
-def _tflite_predictor(path: Path) -> Predictor:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+class _TFLiteRunner:
+    """A TFLite file's `serving_default` signature, run on float rows.
 
-    def runner(resolver: Any) -> Any:
-        interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=resolver)
-        return interpreter.get_signature_runner("serving_default")
+    It starts with the default delegates (XNNPACK) and falls back to the
+    built-in kernels, saying so, when they fail: XNNPACK refuses to prepare
+    some models with sparse weight tensors. int8 inputs and outputs are
+    quantized and dequantized with the file's own parameters.
+    """
 
-    state = {"run": runner(OpResolverType.AUTO), "fallback": False}
-    details = state["run"].get_input_details()
-    (name, detail), = details.items()
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=detail["dtype"])
+    def __init__(self, path: Path, num_threads: int | None = None):
+        self.path = path
+        self.num_threads = num_threads
+        self.kernels = "default delegates (XNNPACK)"
         try:
-            out = state["run"](**{name: x})
-        except RuntimeError as exc:
-            if state["fallback"]:
+            self._open(fallback=False)
+        except (RuntimeError, ValueError) as exc:
+            self._use_builtin(exc)
+
+    def _open(self, fallback: bool) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        resolver = (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if fallback
+                    else OpResolverType.AUTO)
+        interpreter = Interpreter(model_path=str(self.path), num_threads=self.num_threads,
+                                  experimental_op_resolver_type=resolver)
+        self._run = interpreter.get_signature_runner("serving_default")
+        (self._name, self._input), = self._run.get_input_details().items()
+        (self._output,) = self._run.get_output_details().values()
+        self._fallback = fallback
+
+    def example(self, row: np.ndarray) -> np.ndarray:
+        """One input row as the file takes it: batch axis added, quantized."""
+        row = np.asarray(row, dtype=np.float32)
+        x = row[None] if row.ndim == len(self._input["shape"]) - 1 else row[:1]
+        return self._quantize(x)
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        dtype = self._input["dtype"]
+        if np.issubdtype(dtype, np.integer):
+            scale, zero = self._input["quantization"]
+            info = np.iinfo(dtype)
+            return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+        return np.asarray(x, dtype=dtype)
+
+    def _dequantize(self, y: np.ndarray) -> np.ndarray:
+        if np.issubdtype(y.dtype, np.integer):
+            scale, zero = self._output["quantization"]
+            return (y.astype(np.float32) - zero) * scale
+        return y
+
+    def invoke(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Runs inputs already in the file's dtype; falls back once if the
+        default delegates fail."""
+        try:
+            return self._run(**{self._name: x})
+        except (RuntimeError, ValueError) as exc:
+            if self._fallback:
                 raise
-            # XNNPACK refuses some models (sparse weight tensors); the built-in
-            # kernels run them.
-            logger.warning("TFLite default delegates failed on %s (%s); using the built-in "
-                           "kernels.", path.name, exc)
-            state["run"] = runner(OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-            state["fallback"] = True
-            out = state["run"](**{name: x})
-        (value,) = out.values()
-        return value
-    return predict
+            self._use_builtin(exc)
+            return self._run(**{self._name: x})
+
+    def _use_builtin(self, exc: Exception) -> None:
+        logger.warning("TFLite default delegates failed on %s (%s); using the built-in "
+                       "kernels.", self.path.name, exc)
+        self._open(fallback=True)
+        self.kernels = "built-in kernels (the default delegates failed)"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        (value,) = self.invoke(self._quantize(np.asarray(x, dtype=np.float32))).values()
+        return self._dequantize(value)
+
+
+def _tflite_predictor(path: Path) -> Predictor:
+    return _TFLiteRunner(path)
+
+
+def tflite_latency(path: str | os.PathLike, example: np.ndarray, runs: int = 200,
+                   warmup: int = 20) -> dict[str, Any]:
+    """Single-example latency of a TFLite file, measured with the interpreter.
+
+    One thread, the same kernels `load_predictor` uses, input conversion
+    done before timing; the median over `runs` is robust to a loaded machine.
+
+    Args:
+        path: The `.tflite` file.
+        example: One input row (with or without the batch axis).
+        runs: Timed runs. Defaults to `200`.
+        warmup: Untimed runs first. Defaults to `20`.
+
+    Returns:
+        `latency_ms` (the median), `latency_p90_ms` and `kernels`.
+    """
+    runner = _TFLiteRunner(Path(path), num_threads=1)
+    x = runner.example(example)
+    for _ in range(max(warmup, 1)):  # the first run settles the kernels (may fall back)
+        runner.invoke(x)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner.invoke(x)
+        times.append(time.perf_counter() - start)
+    return {"latency_ms": 1e3 * statistics.median(times),
+            "latency_p90_ms": 1e3 * float(np.percentile(times, 90)),
+            "kernels": runner.kernels}
 
 
 def load_predictor(path: str | os.PathLike) -> Predictor:
@@ -223,41 +459,80 @@ def load_predictor(path: str | os.PathLike) -> Predictor:
     return lambda x: _batched(fn, x)
 
 
+def agreement(task: Task, outputs: np.ndarray, reference: np.ndarray) -> float:
+    """The share of rows on which ``outputs`` agree with ``reference``.
+
+    Classification: the predicted class matches. Regression: the output is
+    within `REGRESSION_AGREEMENT_RTOL` of the reference outputs' range.
+    """
+    if len(reference) == 0:
+        return 1.0
+    if task.is_classification:
+        return float(np.mean(predicted_classes(task, outputs) == predicted_classes(task, reference)))
+    span = float(np.ptp(reference)) or 1.0
+    diff = np.abs(outputs.reshape(reference.shape) - reference).reshape(len(reference), -1)
+    return float(np.mean(diff.max(axis=1) <= REGRESSION_AGREEMENT_RTOL * span))
+
+
 def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np.ndarray,
-                     y: np.ndarray, task: Task, atol: float) -> dict[str, dict[str, Any]]:
+                     y: np.ndarray, task: Task, atol: float, *, min_agreement: float = 0.98,
+                     latency_runs: int = 0) -> dict[str, dict[str, Any]]:
     """Reloads each artifact, scores it and checks it answers like the model.
+
+    Float artifacts must match the model's outputs to `atol`; the ones in
+    `artifacts.approximate` (quantized) must agree with it on at least
+    `min_agreement` of the rows.
 
     Args:
         reference: The Keras model's outputs on `x`.
-        artifacts: Format name to path, as `export_model` returns.
+        artifacts: Artifact name to path, as `export_model` returns.
         x: Held-out input rows.
         y: Their labels.
         task: The task, for the metrics.
         atol: The largest absolute output difference allowed.
+        min_agreement: The smallest agreement allowed for approximate
+            artifacts. Defaults to `0.98`.
+        latency_runs: Single-example runs timed for each TFLite file; 0
+            measures nothing. Defaults to `0`.
 
     Returns:
-        For each format, its metrics plus `max_abs_diff` and (classification)
-        `agreement`, the share of rows whose predicted class matches.
+        For each artifact, its metrics plus `max_abs_diff`, `agreement` (see
+        `agreement`), `bytes` and `gzip_bytes`, and for TFLite files
+        `latency_ms` and the `kernels` that ran.
 
     Raises:
         ExportError: Naming the artifact, when its outputs differ from the
-            model's by more than `atol`.
+            model's by more than allowed.
     """
+    approximate = getattr(artifacts, "approximate", set())
     results: dict[str, dict[str, Any]] = {}
-    for fmt, path in artifacts.items():
+    for name, path in artifacts.items():
+        path = Path(path)
         outputs = load_predictor(path)(x)
         diff = float(np.max(np.abs(outputs.reshape(reference.shape) - reference))) if len(x) else 0.0
         metrics = compute_metrics(task, y, outputs)
         metrics["max_abs_diff"] = diff
-        if task.is_classification and len(x):
-            metrics["agreement"] = float(np.mean(
-                predicted_classes(task, outputs) == predicted_classes(task, reference)))
-        results[fmt] = metrics
+        if task.is_classification or name in approximate:
+            metrics["agreement"] = agreement(task, outputs, reference)
+        metrics["bytes"], metrics["gzip_bytes"] = artifact_bytes(path)
+        if path.suffix == ".tflite" and latency_runs and len(x):
+            metrics.update(tflite_latency(path, x[0], latency_runs))
+        results[name] = metrics
+        if name in approximate:
+            if metrics["agreement"] < min_agreement:
+                raise ExportError(
+                    f"The exported {name} model at {path} does not answer like the trained "
+                    f"model: it agrees on {metrics['agreement']:.1%} of {len(x)} rows "
+                    f"(allowed: export.min_agreement={min_agreement:g}); its outputs differ by "
+                    f"up to {diff:.3g}.")
+            logger.info("Verified %s: agrees on %.1f%% of %d rows (max |difference| %.2g).",
+                        name, 100 * metrics["agreement"], len(x), diff)
+            continue
         if diff > atol:
             disagree = f"; predicted classes agree on {metrics['agreement']:.1%} of rows" \
                 if "agreement" in metrics else ""
             raise ExportError(
-                f"The exported {fmt} model at {path} does not answer like the trained model: "
+                f"The exported {name} model at {path} does not answer like the trained model: "
                 f"outputs differ by up to {diff:.3g} (allowed: export.atol={atol:g}){disagree}.")
-        logger.info("Verified %s: max |difference| %.2g over %d rows.", fmt, diff, len(x))
+        logger.info("Verified %s: max |difference| %.2g over %d rows.", name, diff, len(x))
     return results
