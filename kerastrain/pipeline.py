@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kerastrain._keras import keras, tf
+from kerastrain.compress import compress_model, compression_tables
 from kerastrain.config import PipelineConfig, load_config, save_config
 from kerastrain.data.prepare import Prepared, prepare_data
 from kerastrain.distribute import make_strategy
@@ -97,7 +98,8 @@ def _held_out(prepared: Prepared) -> str:
 
 
 def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = None,
-                 train: Any = None, export: Any = None, model_options: Any = None,
+                 train: Any = None, compress: Any = None, export: Any = None,
+                 model_options: Any = None,
                  strategy: Any = None, output_dir: Any = None, overwrite: bool | None = None,
                  seed: int | None = None, name: str | None = None,
                  config: Any = None) -> PipelineResult:
@@ -114,6 +116,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
             tf_keras model. Defaults to the config's, else `"auto"`.
         data_options: Mapping or `DataConfig`. Defaults to `None`.
         train: Mapping or `TrainConfig`. Defaults to `None`.
+        compress: Mapping or `CompressConfig` (prune, quantize, cluster,
+            distill, budget). Defaults to `None` (no compression).
         export: Mapping or `ExportConfig`. Defaults to `None`.
         model_options: Keyword options of the model factory. Defaults to `None`.
         strategy: A strategy name or a `tf.distribute.Strategy`.
@@ -139,8 +143,9 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         >>> result.metrics["tflite"]["accuracy"]  # doctest: +SKIP
     """
     cfg = _resolve(config, data=data, model=model, data_options=data_options, train=train,
-                   export=export, model_options=model_options, strategy=strategy,
-                   output_dir=output_dir, overwrite=overwrite, seed=seed, name=name)
+                   compress=compress, export=export, model_options=model_options,
+                   strategy=strategy, output_dir=output_dir, overwrite=overwrite, seed=seed,
+                   name=name)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -153,21 +158,30 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         strategy_obj = make_strategy(cfg.strategy)
         with stage("train"):
             trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.path / "backup")
+        compressed, export_cfg = None, cfg.export
+        if cfg.compress is not None:
+            with stage("compress"):
+                compressed = compress_model(trained, prepared, cfg, strategy_obj, run_dir=run.path)
+            trained, export_cfg = compressed.model, compressed.export
         with stage("evaluate"):
-            metrics = _evaluate(trained, prepared)
+            metrics = {**_evaluate(trained, prepared), **(compressed.metrics if compressed else {})}
         with stage("export"):
-            artifacts = export_model(trained, run.path, cfg.export)
-        if cfg.export.verify and artifacts:
+            artifacts = export_model(trained, run.path, export_cfg,
+                                     representative=prepared.part("train")[0],
+                                     float_model=compressed.float_model if compressed else None)
+        if export_cfg.verify and artifacts:
             with stage("verify"):
                 x, y = prepared.part(_held_out(prepared))
-                metrics.update(verify_artifacts(predict(trained, x), artifacts, x, y,
-                                                prepared.task, cfg.export.atol))
+                metrics.update(verify_artifacts(
+                    predict(trained, x), artifacts, x, y, prepared.task, export_cfg.atol,
+                    min_agreement=export_cfg.min_agreement, latency_runs=export_cfg.latency_runs))
         with stage("report"):
             write_json(run.path / "metrics.json", metrics)
             write_json(run.path / "history.json", fit.history)
             report = write_report(run.path, name=cfg.name, summary=prepared.summary(),
                                   history=fit.history, metrics=metrics, artifacts=artifacts,
-                                  timings=stage.timings, stop_reason=fit.stop_reason)
+                                  timings=stage.timings, stop_reason=fit.stop_reason,
+                                  tables=compression_tables(compressed, metrics, artifacts))
     except BaseException as exc:
         run.mark("failed", error=f"{type(exc).__name__}: {exc}")
         raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +51,21 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _table(title: str, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A titled Markdown table; columns are the keys of all rows, in order."""
+    if not rows:
+        return []
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = [f"## {title}", "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    return lines + [""]
+
+
 def write_report(run_dir: Path, *, name: str, summary: Mapping[str, Any],
                  history: Mapping[str, list[float]], metrics: Mapping[str, Mapping[str, Any]],
                  artifacts: Mapping[str, Path], timings: Mapping[str, float],
-                 stop_reason: str) -> Path:
+                 stop_reason: str,
+                 tables: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> Path:
     """Writes ``report.md`` (and ``learning_curves.png``) in the run folder.
 
     Args:
@@ -67,6 +78,8 @@ def write_report(run_dir: Path, *, name: str, summary: Mapping[str, Any],
         artifacts: Format name to path.
         timings: Seconds per pipeline stage.
         stop_reason: Why training stopped.
+        tables: More tables from other stages (title -> rows of column ->
+            value), e.g. the compression tables. Defaults to `None`.
 
     Returns:
         The report's path.
@@ -87,6 +100,8 @@ def write_report(run_dir: Path, *, name: str, summary: Mapping[str, Any],
         lines += ["## Confusion matrix (test; rows are true classes)", "", "```"]
         lines += [" ".join(f"{v:4d}" for v in row) for row in test["confusion_matrix"]]
         lines += ["```", ""]
+    for title, rows in (tables or {}).items():
+        lines += _table(title, rows)
     if plot is not None:
         lines += ["## Learning curves", "", f"![learning curves]({plot.name})", ""]
     if artifacts:
