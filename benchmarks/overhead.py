@@ -12,12 +12,10 @@ Run: python benchmarks/overhead.py [--rows 20000] [--epochs 4] [--repeats 3]
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from _common import interleave, table
 
 import numpy as np  # noqa: E402
 
@@ -79,14 +77,10 @@ def main() -> None:
     args = parser.parse_args()
     x, y = make_data(args.rows)
     plain_tf_keras(x, y, 1, 0)  # warm up TensorFlow's one-time costs for both sides
-    results: dict[str, list[float]] = {"plain tf_keras": [], "kerastrain": []}
-    for repeat in range(args.repeats):
-        results["plain tf_keras"].append(plain_tf_keras(x, y, args.epochs, repeat))
-        results["kerastrain"].append(with_kerastrain(x, y, args.epochs, repeat))
-    medians = {name: statistics.median(values) for name, values in results.items()}
-    print(f"{'side':<16}{'examples/s (median)':>22}{'runs':>40}")
-    for name, values in results.items():
-        print(f"{name:<16}{medians[name]:>22,.0f}    {', '.join(f'{v:,.0f}' for v in values)}")
+    medians = table(interleave({
+        "plain tf_keras": lambda seed: plain_tf_keras(x, y, args.epochs, seed),
+        "kerastrain": lambda seed: with_kerastrain(x, y, args.epochs, seed),
+    }, args.repeats))
     ratio = medians["kerastrain"] / medians["plain tf_keras"]
     print(f"ratio kerastrain / plain = {ratio:.3f} (goal >= 0.95)")
 
