@@ -17,6 +17,7 @@ from typing import Any, Iterator
 
 from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig, load_config, save_config
+from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared, prepare_data
 from kerastrain.data.preprocess import with_target_scale
 from kerastrain.distribute import make_strategy
@@ -24,7 +25,7 @@ from kerastrain.evaluate import compute_metrics
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.report import write_report
 from kerastrain.runs import RunFolder, write_json
-from kerastrain.trial import predict, run_training
+from kerastrain.trial import predict, predict_split, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -85,12 +86,10 @@ def _resolve(config: Any, **given: Any) -> PipelineConfig:
 
 
 def _evaluate(model: keras.Model, prepared: Prepared) -> dict[str, dict[str, Any]]:
-    metrics = {}
-    for split in ("val", "test"):
-        x, y = prepared.part(split)
-        if len(x):
-            metrics[split] = compute_metrics(prepared.task, y, predict(model, x))
-    return metrics
+    memory = InMemory(prepared.x, prepared.y)
+    return {split: compute_metrics(prepared.task, prepared.y[getattr(prepared.splits, split)],
+                                   predict_split(model, prepared, split, memory))
+            for split in ("val", "test") if len(getattr(prepared.splits, split))}
 
 
 def _held_out(prepared: Prepared) -> str:

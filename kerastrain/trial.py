@@ -23,7 +23,7 @@ from kerastrain.train import TrainResult, compile_model, train_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["make_datasets", "build_compiled_model", "run_training", "predict"]
+__all__ = ["make_datasets", "build_compiled_model", "run_training", "predict", "predict_split"]
 
 
 def make_datasets(config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy,
@@ -95,3 +95,15 @@ def predict(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndar
     if len(x) == 0:
         return np.empty((0, *model.output_shape[1:]), np.float32)
     return model.predict(x, batch_size=batch_size, verbose=0)
+
+
+def predict_split(model: keras.Model, prepared: Prepared, split: str,
+                  memory: InMemory | None = None, batch_size: int = 512) -> np.ndarray:
+    """The model's outputs on one split, gathered batch by batch from the
+    data (no copy of the split is made)."""
+    indices = getattr(prepared.splits, split)
+    if len(indices) == 0:
+        return np.empty((0, *model.output_shape[1:]), np.float32)
+    memory = memory or InMemory(prepared.x, prepared.training_targets)
+    dataset = make_dataset(memory, indices, batch_size, training=False)
+    return model.predict(dataset.map(lambda x, y: x), verbose=0)

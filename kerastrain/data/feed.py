@@ -21,34 +21,28 @@ __all__ = ["make_dataset", "InMemory"]
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-#: Arrays at least this large are never copied into a TensorFlow tensor
-#: (`tf.convert_to_tensor` of a 1 GB array raised the resident set by 2 GB here).
+#: Arrays at least this large are never copied into a TensorFlow tensor: each
+#: batch is gathered from the NumPy array instead. (`tf.convert_to_tensor` of a
+#: 1 GB array raised the resident set by 2 GB here, and a DLPack-shared tensor
+#: captured by the dataset's map function was copied twice.)
 ZERO_COPY_BYTES = 64 * 2**20
-#: TensorFlow's required buffer alignment for a tensor that aliases memory.
-TF_ALIGNMENT = 64
+#: Evaluation splits up to this size are cached once gathered.
+CACHE_BYTES = 256 * 2**20
 
 
 def _shared(array: np.ndarray) -> tuple[Any, bool]:
-    """A tensor view of ``array`` (zero copy when large), or the array itself
-    with ``False`` when it must be gathered in NumPy.
-
-    Large arrays are shared through DLPack when 64-byte aligned (TensorFlow
-    checks); large unaligned ones (NumPy's own allocations are 16-byte
-    aligned) stay NumPy arrays and each batch is gathered with NumPy.
-    """
+    """A tensor holding ``array`` when it is small, else the array itself
+    (with ``False``): large arrays are gathered batch by batch in NumPy."""
     if array.nbytes < ZERO_COPY_BYTES:
         return tf.convert_to_tensor(array), True
-    array = np.ascontiguousarray(array)
-    if array.ctypes.data % TF_ALIGNMENT == 0:
-        return tf.experimental.dlpack.from_dlpack(array.__dlpack__()), True
     return array, False
 
 
 class InMemory:
     """The whole data set, shared by every split's pipeline without copies.
 
-    Small arrays become tensors. Large ones are never copied whole: they are
-    aliased through DLPack, or gathered batch by batch in NumPy.
+    Small arrays become tensors; large ones are never copied whole, but
+    gathered batch by batch in NumPy.
 
     Args:
         x: Float32 features.
@@ -60,6 +54,7 @@ class InMemory:
         self.y, y_in_tf = _shared(y)
         self.in_tensorflow = x_in_tf and y_in_tf
         self.num_rows = int(x.shape[0])
+        self.row_bytes = int(x.nbytes // max(len(x), 1))
         self._specs = (tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
                        tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)))
 
@@ -102,7 +97,7 @@ def make_dataset(data: InMemory, indices: np.ndarray, batch_size: int, *, traini
     ds = ds.batch(batch_size).map(data.gather, num_parallel_calls=AUTOTUNE, deterministic=True)
     if map_batch is not None:
         ds = ds.map(map_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
-    if not training:
+    if not training and len(indices) * data.row_bytes <= CACHE_BYTES:
         ds = ds.cache()
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
