@@ -85,7 +85,8 @@ def compute_metrics(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict
         A JSON-ready mapping of metric names to values.
 
     Example:
-        >>> compute_metrics(Task("binary", 2), np.array([0, 1]), np.array([[0.2], [0.9]]))["accuracy"]
+        >>> outputs = np.array([[0.2], [0.9]])
+        >>> compute_metrics(Task("binary", 2), np.array([0, 1]), outputs)["accuracy"]
         1.0
     """
     from sklearn import metrics as skm
@@ -192,7 +193,8 @@ def reliability(task: Task, y_true: np.ndarray, proba: np.ndarray,
     if task.kind == "binary":
         hits, prob, kind = y_true, proba[:, 1], "positive class"
     else:
-        hits, prob, kind = (proba.argmax(axis=1) == y_true).astype(np.int64), proba.max(axis=1), "top class"
+        hits = (proba.argmax(axis=1) == y_true).astype(np.int64)
+        prob, kind = proba.max(axis=1), "top class"
     prob = np.clip(prob, 0.0, 1.0)
     observed, confidence = calibration_curve(hits, prob, n_bins=bins, strategy="uniform",
                                              pos_label=1)

@@ -35,8 +35,8 @@ from kerastrain.evaluate import (TaskArg, _labels_for, _model_predictor, class_n
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["explain", "explain_run", "check_explainable", "PermutationImportance", "AttributionMaps",
-           "METHODS", "SCORINGS"]
+__all__ = ["explain", "explain_run", "check_explainable", "PermutationImportance",
+           "AttributionMaps", "METHODS", "SCORINGS"]
 
 METHODS = ("permutation", "saliency", "integrated_gradients")
 #: Scores permutation importance can watch; "auto" is accuracy or R².
@@ -247,7 +247,8 @@ def _resolve_scoring(task: Task, scoring: str) -> str:
     if scoring == "auto":
         return "accuracy" if task.is_classification else "r2"
     regression = scoring in ("r2", "neg_mean_absolute_error", "neg_root_mean_squared_error")
-    if regression != (task.kind == "regression") or (scoring == "roc_auc" and task.kind != "binary"):
+    if regression != (task.kind == "regression") or (
+            scoring == "roc_auc" and task.kind != "binary"):
         raise config_error("scoring", scoring, f"a score of a {task.kind} task")
     return scoring
 
@@ -399,7 +400,7 @@ def explain(model: keras.Model, data: Any,
             be read.
 
     Example:
-        >>> imp = explain(model, (x_test, y_test), "permutation", feature_names=columns)  # doctest: +SKIP
+        >>> imp = explain(model, (x_test, y_test), feature_names=columns)  # doctest: +SKIP
         >>> imp.ranking()[:3]  # doctest: +SKIP
     """
     ensure_tf_keras(model, "model")
@@ -407,7 +408,8 @@ def explain(model: keras.Model, data: Any,
         raise config_error("model", model, "a trained tf_keras model")
     if method not in METHODS:
         raise config_error("method", method, "one of " + ", ".join(map(repr, METHODS)), METHODS)
-    for key, value, low in (("repeats", repeats, 1), ("examples", examples, 1), ("steps", steps, 2)):
+    for key, value, low in (("repeats", repeats, 1), ("examples", examples, 1),
+                            ("steps", steps, 2)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise config_error(key, value, f"an integer >= {low}")
     x, y, loaded = read_labelled(data, target)

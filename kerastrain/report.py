@@ -69,8 +69,8 @@ class Section:
         key: The section's id in the page. Defaults to the title, slugged.
 
     Example:
-        >>> Section("Tuning", text="12 trials, best val_accuracy 0.97.",
-        ...         rows=[{"trial": 3, "learning_rate": 1e-3, "val_accuracy": 0.97}])  # doctest: +SKIP
+        >>> tuning = Section("Tuning", text="12 trials, best val_accuracy 0.97.",
+        ...                  rows=[{"trial": 3, "learning_rate": 1e-3, "val_accuracy": 0.97}])
     """
 
     title: str
@@ -101,7 +101,8 @@ def scores_section(title: str, scores: Mapping[str, Mapping[str, Any]], *, text:
         The section.
     """
     shown = [c for c in columns if any(c in m for m in scores.values())]
-    rows = [{"model": where, **{c: values.get(c) for c in shown}} for where, values in scores.items()]
+    rows = [{"model": where, **{c: values.get(c) for c in shown}}
+            for where, values in scores.items()]
     return Section(title, text=text, rows=rows, key=key)
 
 
@@ -475,7 +476,9 @@ def _extra_part(section: Section, run_dir: Path) -> _Part:
         image = Path(image)
         if image.resolve().parent != run_dir.resolve():
             copy = run_dir / f"{section.slug}_{image.name}"
-            shutil.copyfile(image, copy)
+            tmp = copy.with_name(f".{copy.name}.tmp")
+            shutil.copyfile(image, tmp)
+            os.replace(tmp, copy)
             image = copy
         body += _figure(image, image.stem.replace("_", " "))
     return _Part(section.slug, section.title, body)
@@ -665,6 +668,9 @@ def _limits(summary: Mapping[str, Any], metrics: Mapping[str, Mapping[str, Any]]
             half = 1.96 * np.sqrt(max(p * (1 - p), 1e-12) / n)
             limits.append(f"With {n} rows, the accuracy {p:.3f} is known to about ±{half:.3f} "
                           "(95% normal interval).")
+    if "rmse" in scored:
+        limits.append(f"Typical error on held-out rows: RMSE {scored['rmse']:.4g}, MAE "
+                      f"{scored['mae']:.4g} (in the target's units); R² {scored['r2']:.3f}.")
     per_class = scored.get("per_class") or {}
     if per_class:
         weakest = min(per_class, key=lambda c: per_class[c]["f1"])
@@ -684,7 +690,7 @@ def _limits(summary: Mapping[str, Any], metrics: Mapping[str, Mapping[str, Any]]
                       + ("the probabilities can be read as frequencies." if ece < 0.05 else
                          "treat the probabilities as scores, not frequencies."))
     for finding in diagnosis:
-        if finding.kind in ("overfitting", "underfitting"):
+        if finding.kind in ("overfitting", "underfitting", "still_improving"):
             limits.append(finding.observation)
     return limits
 
@@ -723,13 +729,15 @@ def write_model_card(run_dir: str | os.PathLike, *, name: str, summary: Mapping[
                    f"{_fmt(summary.get('example shape'))})"
                    + (f", predicting one of {len(classes)} classes ({', '.join(map(str, classes))})"
                       if isinstance(classes, Mapping) else "")
-                   + ". Intended for rows prepared like the training data (raw features: the "
-                   "standardization is inside the model). Not validated for decisions about "
-                   "people without further review.")
+                   + ". Intended for raw rows measured like the training data (any "
+                   "standardization kerastrain fitted is inside the model). Not validated for "
+                   "decisions about people without further review.")
     lines = [f"# Model card: {name}", "", "## Intended use", "", intended_use or default_use, "",
              "## Data", ""]
-    lines += [f"- **{k}**: {_fmt(v) if not isinstance(v, Mapping) else ', '.join(f'{a}: {b}' for a, b in v.items())}"
-              for k, v in summary.items()]
+    for key, value in summary.items():
+        shown = ", ".join(f"{a}: {b}" for a, b in value.items()) if isinstance(value, Mapping) \
+            else _fmt(value)
+        lines.append(f"- **{key}**: {shown}")
     lines += ["", "## Metrics", ""]
     shown = [c for c in METRIC_COLUMNS if any(c in m for m in metrics.values())]
     lines += _md_table([{"split / artifact": w, **{c: m.get(c) for c in shown}}

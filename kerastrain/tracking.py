@@ -26,8 +26,9 @@ from kerastrain.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["training_callbacks", "tensorboard_callback", "LearningRateLogger", "log_final_scalars", "log_hparams",
-           "log_mlflow", "track_run", "flatten_params", "scalar_metrics", "TENSORBOARD_DIR"]
+__all__ = ["training_callbacks", "tensorboard_callback", "LearningRateLogger", "log_final_scalars",
+           "log_hparams", "log_mlflow", "track_run", "flatten_params", "scalar_metrics",
+           "TENSORBOARD_DIR"]
 
 TENSORBOARD_DIR = "tensorboard"
 #: Run-folder entries never sent to MLflow (the training backup, temporary files).
@@ -122,12 +123,14 @@ def log_hparams(log_dir: str | os.PathLike, hparams: Mapping[str, Any],
 
     Example:
         >>> log_hparams(run / "tensorboard" / "hparams" / "trial_03",
-        ...             {"learning_rate": 1e-3, "width": 64}, {"val_accuracy": 0.97})  # doctest: +SKIP
+        ...             {"learning_rate": 1e-3, "width": 64},
+        ...             {"val_accuracy": 0.97})  # doctest: +SKIP
     """
     from tensorboard.plugins.hparams import api as hp
 
     path = Path(log_dir)
-    values = {k: (v if isinstance(v, (bool, int, float, str)) else str(v)) for k, v in hparams.items()}
+    values = {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
+              for k, v in hparams.items()}
     writer = tf.summary.create_file_writer(os.fspath(path))
     with writer.as_default():
         hp.hparams(values, trial_id=trial_id or path.name)

@@ -110,7 +110,8 @@ def test_regression_metrics_and_residuals_match_scikit_learn():
 @pytest.mark.parametrize("history, baseline, kind, quoted", [
     ({"loss": [1.0, .6, .4, .3, .2, .15, .1], "val_loss": [1.0, .7, .55, .6, .68, .75, .8]},
      None, "overfitting", ["0.55 at epoch 3", "0.8 at epoch 7", "4 epochs", "epoch 3"]),
-    ({"loss": [2.31, 2.30, 2.30, 2.30, 2.30, 2.30], "val_loss": [2.31, 2.31, 2.30, 2.30, 2.30, 2.30]},
+    ({"loss": [2.31, 2.30, 2.30, 2.30, 2.30, 2.30],
+      "val_loss": [2.31, 2.31, 2.30, 2.30, 2.30, 2.30]},
      2.30, "underfitting", ["100%", "2.3"]),
     ({"loss": [2.0, 1.4, 1.0, .8, .6, .45], "val_loss": [2.0, 1.5, 1.1, .9, .7, .55]},
      2.30, "still_improving", ["0.9 to 0.55", "epochs"]),

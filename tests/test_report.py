@@ -26,7 +26,8 @@ HISTORY = {"loss": [1.2, .7, .45, .35, .3, .26, .22], "accuracy": [.5, .7, .8, .
            "val_accuracy": [.5, .65, .75, .74, .73, .72, .71],
            "lr": [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1e-4]}
 SUMMARY = {"data": "test data", "rows": 400, "example shape": (4,), "task": "multiclass",
-           "splits": {"train": 280, "val": 60, "test": 60}, "classes": {"a": 200, "b": 150, "c": 50}}
+           "splits": {"train": 280, "val": 60, "test": 60},
+           "classes": {"a": 200, "b": 150, "c": 50}}
 
 
 def _sections(page: str) -> list[str]:
@@ -195,7 +196,7 @@ def test_the_report_renders_in_chromium_without_broken_images(full_report, tmp_p
 
 @pytest.mark.slow
 def test_fit_pipeline_writes_the_report_and_model_card_and_tracks_the_run(tmp_path, monkeypatch):
-    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra: pip install 'kerastrain[mlflow]'")
+    mlflow = pytest.importorskip("mlflow", reason="needs the mlflow extra; `make test` has it")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's switch for folder stores
     store = (tmp_path / "mlruns").as_uri()
     result = kerastrain.fit_pipeline(
@@ -221,7 +222,8 @@ def test_fit_pipeline_writes_the_report_and_model_card_and_tracks_the_run(tmp_pa
     client = mlflow.tracking.MlflowClient(tracking_uri=store)
     (run,) = client.search_runs([client.get_experiment_by_name("kerastrain").experiment_id])
     assert run.data.params["train.epochs"] == "4"
-    assert run.data.metrics["tflite/accuracy"] == pytest.approx(result.metrics["tflite"]["accuracy"])
+    assert run.data.metrics["tflite/accuracy"] == pytest.approx(
+        result.metrics["tflite"]["accuracy"])
     logged = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"report.html", "MODEL_CARD.md", "model.tflite", "savedmodel"} <= logged
     assert "backup" not in logged

@@ -83,7 +83,7 @@ def finished_run(tmp_path):
 
 @pytest.mark.parametrize("store", ["file", "sqlite"])
 def test_mlflow_run_in_a_local_store(finished_run, tmp_path, monkeypatch, store):
-    mlflow = pytest.importorskip("mlflow", reason="the mlflow extra: pip install 'kerastrain[mlflow]'")
+    mlflow = pytest.importorskip("mlflow", reason="needs the mlflow extra; `make test` has it")
     if store == "file":
         # MLflow 3 keeps the plain-folder store behind this switch of its own.
         monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
