@@ -417,7 +417,9 @@ def evaluate_run(model: Any, prepared: Any, history: Mapping[str, Sequence[float
     split = "test" if len(splits.test) else "val" if len(splits.val) else "train"
     x, y = prepared.part(split)
     outputs = _model_predictor(model)(x)
-    base = baseline_loss(prepared.task, prepared.y[splits.train])
+    # The loss was computed on the targets the model trained on (standardized
+    # for regression), so the baseline is too.
+    base = baseline_loss(prepared.task, prepared.training_targets[splits.train])
     return Evaluation(task=prepared.task, split=split, y_true=y, outputs=outputs,
                       metrics=compute_metrics(prepared.task, y, outputs),
                       curves=curve_data(prepared.task, y, outputs),

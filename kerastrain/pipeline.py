@@ -18,6 +18,7 @@ from typing import Any, Iterator
 from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig, load_config, save_config
 from kerastrain.data.prepare import Prepared, prepare_data
+from kerastrain.data.preprocess import with_target_scale
 from kerastrain.distribute import make_strategy
 from kerastrain.evaluate import compute_metrics, evaluate_run
 from kerastrain.explain import check_explainable, explain_run
@@ -163,6 +164,7 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         with stage("train"):
             trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.path / "backup",
                                         callbacks=training_callbacks(cfg.tracking, run.path))
+            trained = with_target_scale(trained, prepared.target_scaler)
         with stage("evaluate"):
             metrics = _evaluate(trained, prepared)
         with stage("export"):
@@ -171,7 +173,7 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
             with stage("verify"):
                 x, y = prepared.part(_held_out(prepared))
                 metrics.update(verify_artifacts(predict(trained, x), artifacts, x, y,
-                                                prepared.task, cfg.export.atol))
+                                                prepared.task, cfg.export.atol, cfg.export.rtol))
         with stage("explain"):
             explanations = explain_run(trained, prepared, cfg.report, cfg.seed)
         with stage("report"):

@@ -32,7 +32,7 @@ def make_datasets(config: PipelineConfig, prepared: Prepared, strategy: tf.distr
 
     The global batch is `train.batch_size` per replica times the replicas.
     """
-    memory = memory or InMemory(prepared.x, prepared.y)
+    memory = memory or InMemory(prepared.x, prepared.training_targets)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     map_batch = None
     if one_hot_labels(prepared.task, config.train):

@@ -15,7 +15,7 @@ import numpy as np
 from kerastrain._keras import keras
 from kerastrain.models.base import ModelInputs
 
-__all__ = ["Standardizer", "fit_standardizer", "model_inputs"]
+__all__ = ["Standardizer", "fit_standardizer", "model_inputs", "with_target_scale"]
 
 CHUNK_ROWS = 65536
 
@@ -61,3 +61,15 @@ def model_inputs(feature_shape: tuple[int, ...], standardizer: Standardizer | No
             axis=-1, mean=standardizer.mean, variance=standardizer.variance,
             name="normalize")(inputs)
     return ModelInputs(inputs=inputs, features=features)
+
+
+def with_target_scale(model: keras.Model, scaler: Standardizer | None) -> keras.Model:
+    """Appends ``outputs * std + mean`` so a model trained on standardized
+    regression targets answers in the original units. Returns ``model`` itself
+    when there is no scaler."""
+    if scaler is None:
+        return model
+    std = float(np.sqrt(scaler.variance[0]))
+    rescale = keras.layers.Rescaling(scale=std, offset=float(scaler.mean[0]), dtype="float32",
+                                     name="target_scale")
+    return keras.Model(model.inputs, rescale(model.outputs[0]), name=model.name)
