@@ -212,6 +212,16 @@ def curve_data(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict[str,
 
     ROC and PR curves are one-vs-rest, one per class that has both positive
     and negative rows (binary tasks: the positive class only).
+
+    Args:
+        task: The task.
+        y_true: True labels (class indices, or targets).
+        outputs: The model's outputs for the same rows.
+
+    Returns:
+        Classification: `roc` and `pr` (class name to its curve and area) and
+        `reliability` (see `reliability`). Regression: `predicted` and
+        `residual` (true minus predicted).
     """
     from sklearn import metrics as skm
 
@@ -260,7 +270,15 @@ class Finding:
 def baseline_loss(task: Task, y_train: np.ndarray) -> float:
     """The loss of a model that ignores its inputs: the log loss of always
     predicting the training class frequencies (classification), or the
-    variance of the training targets (regression, mean squared error)."""
+    variance of the training targets (regression, mean squared error).
+
+    Args:
+        task: The task.
+        y_train: The labels the model trained on.
+
+    Returns:
+        The loss, NaN without rows.
+    """
     y_train = np.asarray(y_train)
     if len(y_train) == 0:
         return float("nan")
