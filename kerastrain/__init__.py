@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 #: Public name -> the module that defines it.
 _LAZY = {
     "DataConfig": "kerastrain.config",
+    "DistributeConfig": "kerastrain.config",
     "ExportConfig": "kerastrain.config",
     "PipelineConfig": "kerastrain.config",
     "TrainConfig": "kerastrain.config",

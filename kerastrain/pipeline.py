@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig, load_config, save_config
 from kerastrain.data.prepare import Prepared, prepare_data
-from kerastrain.distribute import make_strategy
+from kerastrain.distribute import make_strategy, open_run_folder, strategy_summary
 from kerastrain.evaluate import compute_metrics
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.report import write_report
@@ -98,8 +98,8 @@ def _held_out(prepared: Prepared) -> str:
 
 def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = None,
                  train: Any = None, export: Any = None, model_options: Any = None,
-                 strategy: Any = None, output_dir: Any = None, overwrite: bool | None = None,
-                 seed: int | None = None, name: str | None = None,
+                 strategy: Any = None, distribute: Any = None, output_dir: Any = None,
+                 overwrite: bool | None = None, seed: int | None = None, name: str | None = None,
                  config: Any = None) -> PipelineResult:
     """From data to a trained, evaluated, exported and verified model.
 
@@ -118,6 +118,7 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         model_options: Keyword options of the model factory. Defaults to `None`.
         strategy: A strategy name or a `tf.distribute.Strategy`.
             Defaults to `"auto"`.
+        distribute: Mapping or `DistributeConfig`. Defaults to `None`.
         output_dir: The run folder; rerunning with the same folder after a
             crash resumes training. Defaults to `saved_models/<run name>`.
         overwrite: Replace a finished run in `output_dir`. Defaults to `False`.
@@ -140,19 +141,20 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
     """
     cfg = _resolve(config, data=data, model=model, data_options=data_options, train=train,
                    export=export, model_options=model_options, strategy=strategy,
-                   output_dir=output_dir, overwrite=overwrite, seed=seed, name=name)
+                   distribute=distribute, output_dir=output_dir, overwrite=overwrite, seed=seed,
+                   name=name)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     stage = _Stages()
-    run = RunFolder.prepare(cfg.output_dir, cfg.name, cfg.overwrite)
+    strategy_obj = make_strategy(cfg.strategy, cfg.distribute)  # first: it may wait for workers
+    run = open_run_folder(cfg, strategy_obj)  # the chief's folder; a temporary one elsewhere
     try:
         save_config(cfg, run.path / "config.yaml")
         with stage("data"):
             prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
-        strategy_obj = make_strategy(cfg.strategy)
         with stage("train"):
-            trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.path / "backup")
+            trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.backup_dir)
         with stage("evaluate"):
             metrics = _evaluate(trained, prepared)
         with stage("export"):
@@ -165,7 +167,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         with stage("report"):
             write_json(run.path / "metrics.json", metrics)
             write_json(run.path / "history.json", fit.history)
-            report = write_report(run.path, name=cfg.name, summary=prepared.summary(),
+            summary = {**prepared.summary(), **strategy_summary(cfg, strategy_obj)}
+            report = write_report(run.path, name=cfg.name, summary=summary,
                                   history=fit.history, metrics=metrics, artifacts=artifacts,
                                   timings=stage.timings, stop_reason=fit.stop_reason)
     except BaseException as exc:

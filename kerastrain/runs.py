@@ -49,7 +49,7 @@ class RunFolder:
             ConfigError: When the folder holds a finished run and `overwrite`
                 is False.
         """
-        path = Path(output_dir) if output_dir else Path("saved_models") / name
+        path = cls.location(output_dir, name)
         marker = path / MARKER
         if marker.exists():
             state = json.loads(marker.read_text()).get("status")
@@ -64,9 +64,19 @@ class RunFolder:
         folder.mark("running")
         return folder
 
+    @staticmethod
+    def location(output_dir: str | None, name: str) -> Path:
+        """The run folder's path: `output_dir`, else `saved_models/<name>`."""
+        return Path(output_dir) if output_dir else Path("saved_models") / name
+
+    @property
+    def backup_dir(self) -> Path:
+        """The training backup (`BackupAndRestore`) of this run."""
+        return self.path / "backup"
+
     @property
     def resuming(self) -> bool:
-        return (self.path / "backup").exists() and any((self.path / "backup").iterdir())
+        return self.backup_dir.exists() and any(self.backup_dir.iterdir())
 
     def mark(self, status: str, **extra: Any) -> None:
         write_json(self.path / MARKER, {

@@ -11,6 +11,7 @@ import yaml
 
 from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean
 from kerastrain.config.data import DataConfig
+from kerastrain.config.distribute import DistributeConfig
 from kerastrain.config.export import ExportConfig
 from kerastrain.config.train import TrainConfig
 
@@ -18,7 +19,7 @@ STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_serve
 StrategyName = Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu"]
 
 #: Sections that merge key by key when a keyword argument overrides a config.
-SECTIONS = ("data_options", "train", "export")
+SECTIONS = ("data_options", "train", "export", "distribute")
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -43,6 +44,7 @@ class PipelineConfig(Section):
         export: See `ExportConfig`.
         strategy: A strategy name or a `tf.distribute.Strategy`.
             Defaults to `"auto"`.
+        distribute: See `DistributeConfig`.
         model_options: Keyword arguments of the model factory (`width`,
             `depth`, `dropout`, ...). Defaults to `{}`.
         output_dir: The run folder. Defaults to `saved_models/<run name>`.
@@ -62,6 +64,7 @@ class PipelineConfig(Section):
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     strategy: Any = "auto"
+    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
     output_dir: str | None = None
     overwrite: bool = False
     seed: int | None = None
