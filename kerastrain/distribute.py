@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "make_strategy", "strategy_name", "tf_config", "is_chief", "cluster_task", "serve", "open_run_folder",
+    "make_strategy", "strategy_name", "tf_config", "is_chief", "cluster_task", "serve",
+    "open_run_folder",
     "WorkerRunFolder", "device_kind", "mixed_precision_policy", "distributed_train_config",
     "strategy_summary", "uses_coordinator", "coordinator_datasets", "warn_if_unreachable_by_tpu",
 ]

@@ -149,6 +149,7 @@ def _launch_config(config: Any, ps: int) -> PipelineConfig:
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
     name = cfg.name or RunFolder.default_name(cfg.model)
     output_dir = os.path.abspath(RunFolder.location(cfg.output_dir, name))
+    RunFolder.check(Path(output_dir), cfg.overwrite)  # before any process starts
     return dataclasses.replace(cfg, strategy=wanted, seed=seed, name=name, output_dir=output_dir)
 
 
@@ -310,7 +311,10 @@ class Launcher:
                 stream.write(f"[{name}] {line}\n")
                 stream.flush()
             if self.on_line is not None:
-                self.on_line(name, line)
+                try:
+                    self.on_line(name, line)
+                except Exception:  # keep reading, or the process blocks on a full pipe
+                    logger.exception("on_line failed on a line of %s.", name)
 
     # ----------------------------------------------------------------- watch
 
@@ -454,7 +458,7 @@ def launch(config: Any, workers: int = 2, ps: int = 0, **options: Any) -> Launch
         WorkerFailed: When a process dies; the others are stopped first.
 
     Example:
-        >>> result = launch({"data": "iris", "output_dir": "runs/iris"}, workers=2)  # doctest: +SKIP
+        >>> result = launch({"data": "iris", "output_dir": "runs/iris"})  # doctest: +SKIP
         >>> result.metrics["test"]["accuracy"]  # doctest: +SKIP
     """
     launcher = Launcher(config, workers, ps, **options)

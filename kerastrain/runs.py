@@ -50,19 +50,29 @@ class RunFolder:
                 is False.
         """
         path = cls.location(output_dir, name)
-        marker = path / MARKER
-        if marker.exists():
-            state = json.loads(marker.read_text()).get("status")
-            if state == "finished" and not overwrite:
-                raise ConfigError(
-                    f"The output_dir {str(path)!r} holds a finished run; it is not overwritten. "
-                    "Pass overwrite=True to replace it, or choose another output_dir.")
-            if state != "finished":
-                logger.info("Resuming the unfinished run in %s.", path)
+        if cls.check(path, overwrite) not in (None, "finished"):
+            logger.info("Resuming the unfinished run in %s.", path)
         path.mkdir(parents=True, exist_ok=True)
         folder = cls(path)
         folder.mark("running")
         return folder
+
+    @staticmethod
+    def check(path: Path, overwrite: bool) -> str | None:
+        """The state of the run in ``path`` (None when there is none).
+
+        Raises:
+            ConfigError: When it finished and `overwrite` is False.
+        """
+        marker = path / MARKER
+        if not marker.exists():
+            return None
+        state = json.loads(marker.read_text()).get("status")
+        if state == "finished" and not overwrite:
+            raise ConfigError(
+                f"The output_dir {str(path)!r} holds a finished run; it is not overwritten. "
+                "Pass overwrite=True to replace it, or choose another output_dir.")
+        return state
 
     @staticmethod
     def location(output_dir: str | None, name: str) -> Path:

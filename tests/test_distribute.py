@@ -13,7 +13,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from kerastrain import ConfigError
@@ -248,7 +247,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def mirrored_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mirrored")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path,
            "TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1"}  # skips importing Keras 3
     done = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(out)], env=env,
                           capture_output=True, text=True, timeout=300)

@@ -65,6 +65,13 @@ def test_why_a_process_died_is_read_from_its_exit_and_output():
     assert _reason(0, []).startswith("exited (code 0) while the chief")
 
 
+def test_a_finished_run_is_not_launched_over(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"status": "finished"}))
+    with pytest.raises(ConfigError, match="holds a finished run"):
+        Launcher({"data": "iris", "output_dir": str(tmp_path)})
+    Launcher({"data": "iris", "output_dir": str(tmp_path), "overwrite": True})
+
+
 def test_free_ports_are_distinct():
     ports = free_ports(4)
     assert len(set(ports)) == 4 and all(0 < p < 65536 for p in ports)
@@ -77,7 +84,7 @@ def test_cli_launch_refuses_bad_options_without_starting(tmp_path, capsys):
     assert "'workers' option must be an integer >= 1" in capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------- a worker killed, then rerun
+# --------------------------------------------------------------------------- kill, then rerun
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +159,8 @@ def test_only_the_chief_writes_the_run_folder(killed_then_rerun):
     writes = "this worker writes to the temporary folder"
     used = _temporary_folders(lines[2], "worker 1", writes)
     assert len(used) == 1 and not used[0].exists()
-    assert _temporary_folders(lines[2], "worker 1", "Removed this worker's temporary folder") == used
+    removed = _temporary_folders(lines[2], "worker 1", "Removed this worker's temporary folder")
+    assert removed == used
     killed = _temporary_folders(lines[1], "worker 1", writes)
     assert len(killed) == 1 and not killed[0].exists()
     assert not _temporary_folders(lines[2], "worker 0", writes)
