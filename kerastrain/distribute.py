@@ -359,8 +359,9 @@ def _cluster_words() -> str:
 class WorkerRunFolder(RunFolder):
     """A non-chief worker's run folder: a temporary folder, removed at the end.
 
-    Multi-worker training needs every worker to run the same steps (saving a
-    model, for one, is a collective operation), so non-chief workers write
+    Every worker of a multi-worker run must take the same steps (`predict`
+    gathers outputs across workers; TensorFlow's guide has every worker save
+    the model, the others to temporary paths), so non-chief workers write
     their artifacts too, here, where nobody reads them. The training backup
     is the chief's: every worker must restore the same epoch.
 
