@@ -28,13 +28,15 @@ if not tf.config.list_physical_devices("GPU"):
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import kerastrain  # noqa: E402
-from kerastrain.distribute import make_strategy, mixed_precision_policy  # noqa: E402
+from kerastrain.distribute import make_strategy  # noqa: E402
+from kerastrain.perf import device_info, pick_precision  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 strategy = make_strategy("mirrored")
+precision = pick_precision(device_info(strategy))  # mixed_float16 on GPUs with tensor cores
 print(f"Mirroring over {strategy.num_replicas_in_sync} devices; the precision policy that "
-      f"suits them is {mixed_precision_policy(strategy)!r}.")
+      f"suits them is {precision.value!r} ({precision.reason}).")
 
 result = kerastrain.fit_pipeline(
     "digits", model="cnn",

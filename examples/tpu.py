@@ -17,7 +17,8 @@ import argparse
 import logging
 
 import kerastrain
-from kerastrain.distribute import make_strategy, mixed_precision_policy
+from kerastrain.distribute import make_strategy
+from kerastrain.perf import device_info, pick_precision
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--tpu", default=None, help="'local', a TPU name, or grpc://host:port")
@@ -33,7 +34,7 @@ except kerastrain.ConfigError as exc:
 
 # TPUs compute in bfloat16: "mixed_bfloat16" is the policy that suits them.
 print(f"{strategy.num_replicas_in_sync} TPU cores; precision policy "
-      f"{mixed_precision_policy(strategy)!r}.")
+      f"{pick_precision(device_info(strategy)).value!r}.")
 
 result = kerastrain.fit_pipeline(
     "digits", model="cnn", strategy=strategy,

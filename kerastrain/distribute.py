@@ -10,8 +10,8 @@ Vertex AI or Slurm run it):
   only the chief writes the run folder, the other workers write to temporary
   folders that are removed (:func:`open_run_folder`);
 - :func:`distributed_train_config` scales the learning rate with the replicas
-  when asked, and :func:`mixed_precision_policy` names the policy that suits
-  the device;
+  when asked (the precision policy that suits the strategy's device is
+  `kerastrain.perf.pick_precision(kerastrain.perf.device_info(strategy))`);
 - parameter-server training feeds `model.fit` through dataset functions
   (:func:`coordinator_datasets`), as TensorFlow documents it.
 """
@@ -33,18 +33,19 @@ from kerastrain.config import DistributeConfig, PipelineConfig, TrainConfig
 from kerastrain.config.base import config_error
 from kerastrain.config.distribute import is_chief_task, task_of, tf_config
 from kerastrain.config.pipeline import STRATEGIES
+from kerastrain.data import feed
 from kerastrain.errors import ConfigError
 from kerastrain.runs import RunFolder
 
 if TYPE_CHECKING:
-    from kerastrain.data.split import Splits
+    from kerastrain.data.prepare import Prepared
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "make_strategy", "strategy_name", "tf_config", "is_chief", "cluster_task", "serve",
     "open_run_folder",
-    "WorkerRunFolder", "device_kind", "mixed_precision_policy", "distributed_train_config",
+    "WorkerRunFolder", "distributed_train_config",
     "strategy_summary", "uses_coordinator", "coordinator_datasets", "warn_if_unreachable_by_tpu",
 ]
 
@@ -417,26 +418,6 @@ def open_run_folder(config: PipelineConfig, strategy: Any) -> RunFolder:
 # --------------------------------------------------------------------------- training options
 
 
-def device_kind(strategy: Any) -> str:
-    """``"tpu"``, ``"gpu"`` or ``"cpu"``: what ``strategy`` computes on."""
-    if isinstance(strategy, tf.distribute.TPUStrategy):
-        return "tpu"
-    try:
-        devices = list(strategy.extended.worker_devices)
-    except (RuntimeError, NotImplementedError, AttributeError):
-        devices = [d.name for d in tf.config.list_logical_devices("GPU")[:1]]
-    return "gpu" if any("GPU" in d.upper() for d in devices) else "cpu"
-
-
-def mixed_precision_policy(strategy: Any) -> str:
-    """The Keras precision policy that suits ``strategy``'s device.
-
-    `"mixed_bfloat16"` on a TPU; `"mixed_float16"` on a GPU (`compile` then
-    wraps the optimizer in a `LossScaleOptimizer`); `"float32"` on a CPU.
-    """
-    return {"tpu": "mixed_bfloat16", "gpu": "mixed_float16"}.get(device_kind(strategy), "float32")
-
-
 def distributed_train_config(config: PipelineConfig, strategy: Any) -> TrainConfig:
     """``config.train`` as the strategy needs it.
 
@@ -475,22 +456,35 @@ def strategy_summary(config: PipelineConfig, strategy: Any) -> dict[str, str]:
 
 
 def coordinator_datasets(build: Callable[[], tuple[tf.data.Dataset, tf.data.Dataset | None]],
-                         splits: Splits, global_batch: int) -> tuple[Any, Any, dict[str, int]]:
+                         prepared: Prepared, global_batch: int) -> tuple[Any, Any, dict[str, int]]:
     """Dataset functions for `model.fit` under parameter-server training.
 
-    Each worker runs ``build`` itself (the coordinator sends the function,
-    not the data), and the datasets repeat: an epoch is a number of steps.
+    Each worker runs ``build`` itself: the coordinator sends the function,
+    with in-memory data as constants inside it, and the datasets repeat (an
+    epoch is a number of steps).
 
     Args:
         build: Makes the training and validation datasets (global batches).
-        splits: The split sizes, to count the steps of an epoch.
+        prepared: The data (its splits count the steps of an epoch).
         global_batch: Examples per step.
 
     Returns:
         The training and validation `DatasetCreator`s (the latter None
         without a validation split), and the `fit` arguments
         `steps_per_epoch` and `validation_steps`.
+
+    Raises:
+        ConfigError: When the arrays are too large to travel inside the
+            dataset function (the feed gathers them in NumPy, which a remote
+            worker cannot reach).
     """
+    if prepared.x.nbytes >= feed.ZERO_COPY_BYTES:
+        raise ConfigError(
+            f"Parameter-server training sends in-memory data to every worker inside the dataset "
+            f"function, and {prepared.x.nbytes / 2**20:,.0f} MiB is over the "
+            f"{feed.ZERO_COPY_BYTES / 2**20:,.0f} MiB that can travel that way. Use "
+            "strategy='multi_worker' for this data.")
+    splits = prepared.splits
     creator = keras.utils.experimental.DatasetCreator
 
     def train_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:

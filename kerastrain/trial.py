@@ -24,7 +24,7 @@ from kerastrain.train import TrainResult, compile_model, train_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["make_datasets", "build_compiled_model", "run_training", "predict"]
+__all__ = ["make_datasets", "build_compiled_model", "run_training", "predict", "predict_split"]
 
 
 def make_datasets(config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy,
@@ -33,7 +33,7 @@ def make_datasets(config: PipelineConfig, prepared: Prepared, strategy: tf.distr
 
     The global batch is `train.batch_size` per replica times the replicas.
     """
-    memory = memory or InMemory(prepared.x, prepared.y)
+    memory = memory or InMemory(prepared.x, prepared.training_targets)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     map_batch = None
     if one_hot_labels(prepared.task, config.train):
@@ -89,7 +89,7 @@ def run_training(config: PipelineConfig, prepared: Prepared, strategy: tf.distri
     if uses_coordinator(strategy):  # parameter servers: each worker builds its own pipeline
         train_ds, val_ds, steps = coordinator_datasets(
             lambda: make_datasets(config, prepared, tf.distribute.get_strategy()),
-            prepared.splits, config.batch_size * strategy.num_replicas_in_sync)
+            prepared, config.batch_size * strategy.num_replicas_in_sync)
     else:
         train_ds, val_ds = make_datasets(config, prepared, strategy, memory)
     result = train_model(model, train_ds, val_ds, distributed_train_config(config, strategy),
@@ -103,3 +103,15 @@ def predict(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndar
     if len(x) == 0:
         return np.empty((0, *model.output_shape[1:]), np.float32)
     return model.predict(x, batch_size=batch_size, verbose=0)
+
+
+def predict_split(model: keras.Model, prepared: Prepared, split: str,
+                  memory: InMemory | None = None, batch_size: int = 512) -> np.ndarray:
+    """The model's outputs on one split, gathered batch by batch from the
+    data (no copy of the split is made)."""
+    indices = getattr(prepared.splits, split)
+    if len(indices) == 0:
+        return np.empty((0, *model.output_shape[1:]), np.float32)
+    memory = memory or InMemory(prepared.x, prepared.training_targets)
+    dataset = make_dataset(memory, indices, batch_size, training=False)
+    return model.predict(dataset.map(lambda x, y: x), verbose=0)

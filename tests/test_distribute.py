@@ -21,8 +21,7 @@ from kerastrain.config import DistributeConfig, PipelineConfig, load_config
 from kerastrain.config.distribute import is_chief_task, task_of, tf_config
 from kerastrain.data.prepare import prepare_data
 from kerastrain.distribute import (WorkerRunFolder, coordinator_datasets, distributed_train_config,
-                                   make_strategy, mixed_precision_policy, strategy_name,
-                                   strategy_summary)
+                                   make_strategy, strategy_name, strategy_summary)
 from kerastrain.launch import free_ports
 from kerastrain.trial import make_datasets
 
@@ -120,14 +119,6 @@ def test_gpu_request_without_gpu_is_refused():
         make_strategy("gpu")
 
 
-def test_mixed_precision_follows_the_device():
-    assert mixed_precision_policy(tf.distribute.get_strategy()) == (
-        "mixed_float16" if tf.config.list_logical_devices("GPU") else "float32")
-    assert mixed_precision_policy(tf.distribute.OneDeviceStrategy("/cpu:0")) == "float32"
-    # Placement is lazy, so a GPU strategy can be described without a GPU.
-    assert mixed_precision_policy(tf.distribute.OneDeviceStrategy("/gpu:0")) == "mixed_float16"
-
-
 def test_distribute_options_are_checked():
     with pytest.raises(ConfigError, match="Unknown option 'distribute.scale_lr'"):
         load_config({"distribute": {"scale_lr": True}})
@@ -153,7 +144,7 @@ def test_parameter_server_datasets_repeat_and_count_the_steps():
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
     strategy = tf.distribute.get_strategy()
     train, val, steps = coordinator_datasets(lambda: make_datasets(cfg, prepared, strategy),
-                                             prepared.splits, 16)
+                                             prepared, 16)
     assert steps == {"steps_per_epoch": math.ceil(len(prepared.splits.train) / 16),
                      "validation_steps": math.ceil(len(prepared.splits.val) / 16)}
     context = tf.distribute.InputContext()
@@ -165,8 +156,19 @@ def test_parameter_server_datasets_repeat_and_count_the_steps():
     no_val = PipelineConfig(data="iris", data_options={"validation_split": 0.0}, seed=0)
     prepared = prepare_data(no_val.data, no_val.data_options, no_val.seed)
     _, val, steps = coordinator_datasets(lambda: make_datasets(no_val, prepared, strategy),
-                                         prepared.splits, 32)
+                                         prepared, 32)
     assert val is None and "validation_steps" not in steps
+
+
+def test_parameter_servers_refuse_data_too_large_to_send(monkeypatch):
+    from kerastrain.data import feed
+
+    cfg = PipelineConfig(data="iris", seed=0)
+    prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
+    monkeypatch.setattr(feed, "ZERO_COPY_BYTES", prepared.x.nbytes)  # as if it were large
+    with pytest.raises(ConfigError, match="strategy='multi_worker' for this data"):
+        coordinator_datasets(lambda: make_datasets(cfg, prepared, tf.distribute.get_strategy()),
+                             prepared, 32)
 
 
 def test_a_non_chief_worker_writes_to_a_temporary_folder_it_removes(tmp_path):

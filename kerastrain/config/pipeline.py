@@ -13,13 +13,15 @@ from kerastrain.config.base import ConfigError, Section, config_error, did_you_m
 from kerastrain.config.data import DataConfig
 from kerastrain.config.distribute import DistributeConfig
 from kerastrain.config.export import ExportConfig
+from kerastrain.config.report import ReportConfig
+from kerastrain.config.tracking import TrackingConfig
 from kerastrain.config.train import TrainConfig
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu")
 StrategyName = Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu"]
 
 #: Sections that merge key by key when a keyword argument overrides a config.
-SECTIONS = ("data_options", "train", "export", "distribute")
+SECTIONS = ("data_options", "train", "export", "report", "tracking", "distribute")
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -42,6 +44,8 @@ class PipelineConfig(Section):
         data_options: See `DataConfig`.
         train: See `TrainConfig`.
         export: See `ExportConfig`.
+        report: See `ReportConfig`.
+        tracking: See `TrackingConfig`.
         strategy: A strategy name or a `tf.distribute.Strategy`.
             Defaults to `"auto"`.
         distribute: See `DistributeConfig`.
@@ -63,6 +67,8 @@ class PipelineConfig(Section):
     data_options: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     strategy: Any = "auto"
     distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
     output_dir: str | None = None
