@@ -468,20 +468,22 @@ def agreement(task: Task, outputs: np.ndarray, reference: np.ndarray) -> float:
     if len(reference) == 0:
         return 1.0
     if task.is_classification:
-        return float(np.mean(predicted_classes(task, outputs) == predicted_classes(task, reference)))
+        same = predicted_classes(task, outputs) == predicted_classes(task, reference)
+        return float(np.mean(same))
     span = float(np.ptp(reference)) or 1.0
     diff = np.abs(outputs.reshape(reference.shape) - reference).reshape(len(reference), -1)
     return float(np.mean(diff.max(axis=1) <= REGRESSION_AGREEMENT_RTOL * span))
 
 
 def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np.ndarray,
-                     y: np.ndarray, task: Task, atol: float, *, min_agreement: float = 0.98,
+                     y: np.ndarray, task: Task, atol: float, rtol: float = 0.0, *,
+                     min_agreement: float = 0.98,
                      latency_runs: int = 0) -> dict[str, dict[str, Any]]:
     """Reloads each artifact, scores it and checks it answers like the model.
 
-    Float artifacts must match the model's outputs to `atol`; the ones in
-    `artifacts.approximate` (quantized) must agree with it on at least
-    `min_agreement` of the rows.
+    Float artifacts must match the model's outputs to `atol + rtol *
+    |output|`; the ones in `artifacts.approximate` (quantized) must agree
+    with it on at least `min_agreement` of the rows.
 
     Args:
         reference: The Keras model's outputs on `x`.
@@ -489,7 +491,9 @@ def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np
         x: Held-out input rows.
         y: Their labels.
         task: The task, for the metrics.
-        atol: The largest absolute output difference allowed.
+        atol: Absolute tolerance of each output.
+        rtol: Relative tolerance: an output may differ by
+            `atol + rtol * |reference|`, as in `numpy.allclose`. Defaults to `0`.
         min_agreement: The smallest agreement allowed for approximate
             artifacts. Defaults to `0.98`.
         latency_runs: Single-example runs timed for each TFLite file; 0
@@ -508,8 +512,10 @@ def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np
     results: dict[str, dict[str, Any]] = {}
     for name, path in artifacts.items():
         path = Path(path)
-        outputs = load_predictor(path)(x)
-        diff = float(np.max(np.abs(outputs.reshape(reference.shape) - reference))) if len(x) else 0.0
+        outputs = load_predictor(path)(x).reshape(reference.shape)
+        gap = np.abs(outputs - reference)
+        diff = float(gap.max()) if len(x) else 0.0
+        within = bool(np.all(gap <= atol + rtol * np.abs(reference)))
         metrics = compute_metrics(task, y, outputs)
         metrics["max_abs_diff"] = diff
         if task.is_classification or name in approximate:
@@ -528,11 +534,12 @@ def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np
             logger.info("Verified %s: agrees on %.1f%% of %d rows (max |difference| %.2g).",
                         name, 100 * metrics["agreement"], len(x), diff)
             continue
-        if diff > atol:
+        if not within:
             disagree = f"; predicted classes agree on {metrics['agreement']:.1%} of rows" \
                 if "agreement" in metrics else ""
             raise ExportError(
                 f"The exported {name} model at {path} does not answer like the trained model: "
-                f"outputs differ by up to {diff:.3g} (allowed: export.atol={atol:g}){disagree}.")
+                f"outputs differ by up to {diff:.3g} (allowed: export.atol={atol:g} + "
+                f"export.rtol={rtol:g} x |output|){disagree}.")
         logger.info("Verified %s: max |difference| %.2g over %d rows.", name, diff, len(x))
     return results

@@ -3,8 +3,10 @@ artifacts; the TFLite modes of the export; and a Mirrored strategy."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -26,10 +28,19 @@ TFMOT_CLASSES = ("PruneLowMagnitude", "ClusterWeights", "QuantizeWrapper", "Quan
                  "QuantizeLayer")
 
 
+def section_rows(report: str, slug: str) -> list[list[str]]:
+    """The table of one section of the HTML report, header row first."""
+    match = re.search(rf'<section id="{slug}"[^>]*>(.*?)</section>', report, re.S)
+    assert match, f"no section {slug!r} in the report"
+    return [[html.unescape(cell) for cell in re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S)]
+            for row in re.findall(r"<tr>(.*?)</tr>", match.group(1), re.S)]
+
+
 def test_one_call_distills_prunes_quantizes_and_exports(breast_cancer_arrays, tmp_path):
     result = fit_pipeline(
         breast_cancer_arrays, "mlp", seed=0, output_dir=str(tmp_path),
-        model_options={"width": 32}, train={"epochs": 6, "verbose": 0, "early_stopping": None},
+        model_options={"width": 32}, report={"explain": "none"},
+        train={"epochs": 6, "verbose": 0, "early_stopping": None},
         compress={"distill": {"student": {"width": 16}, "epochs": 3},
                   "prune": {"target_sparsity": 0.5, "epochs": 2, "skip_output": False},
                   "quantize": "qat", "quantize_epochs": 1},
@@ -58,12 +69,16 @@ def test_one_call_distills_prunes_quantizes_and_exports(breast_cancer_arrays, tm
     assert twin.get_layer("dense_0").units == 16
 
     report = result.report_path.read_text()
-    assert "## Compression\n" in report and "| uncompressed float32 TFLite (baseline) |" in report
-    table = report.split("## Compression\n")[1].split("##")[0]
-    row = next(line for line in table.splitlines() if line.startswith("| tflite_int8 |"))
-    assert f"| {int8['gzip_bytes']} |" in row
-    assert "## Compressed layers" in report and "no (left in float)" in report
-    assert "## Compression steps" in report
+    header, *rows = section_rows(report, "compression")
+    table = {row[0]: dict(zip(header, row)) for row in rows}
+    assert list(table) == ["uncompressed float32 TFLite (baseline)", "savedmodel", "keras",
+                           "tflite_int8"]
+    assert table["tflite_int8"]["gzip bytes"] == str(int8["gzip_bytes"])
+    assert float(table["tflite_int8"]["x smaller (gzip)"]) > 3
+    header, *rows = section_rows(report, "compressed-layers")
+    assert ["normalize", "n/a", "n/a", "no (left in float)"] in rows
+    assert [row[0] for row in section_rows(report, "compression-steps")[1:]] == \
+        ["distill", "prune", "qat"]
 
 
 def test_every_tflite_mode_is_verified_and_timed(digits_arrays, tmp_path):
@@ -100,23 +115,29 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import numpy as np
     from sklearn.datasets import load_breast_cancer
-    from kerastrain.pipeline import fit_pipeline
+    from kerastrain.compress import compress_model
+    from kerastrain.config import load_config
+    from kerastrain.data.prepare import prepare_data
+    from kerastrain.trial import run_training
 
     bunch = load_breast_cancer()
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    result = fit_pipeline(
-        (bunch.data.astype(np.float32), bunch.target), "mlp", seed=0, strategy=strategy,
-        output_dir=sys.argv[1], model_options={"width": 32},
-        train={"epochs": 2, "verbose": 0, "early_stopping": None},
-        compress={"distill": {"student": {"width": 16}, "epochs": 2},
+    config = load_config(
+        None, data=(bunch.data.astype(np.float32), bunch.target), model="mlp", seed=0,
+        model_options={"width": 32}, train={"epochs": 1, "verbose": 0, "early_stopping": None},
+        compress={"distill": {"student": {"width": 16}, "epochs": 1},
                   "prune": {"target_sparsity": 0.5, "epochs": 1}},
-        export={"formats": ["tflite"], "latency_runs": 0})
-    summary = json.load(open(result.run_dir / "compression.json"))
+        export={"latency_runs": 0})
+    prepared = prepare_data(config.data, config.data_options, config.seed)
+    trained, _ = run_training(config, prepared, strategy)
+    result = compress_model(trained, prepared, config, strategy)
+    outputs = result.model.predict(prepared.part("test")[0], verbose=0)
     print("RESULT " + json.dumps({
-        "replicas": strategy.num_replicas_in_sync, "sparsity": summary["sparsity"],
+        "replicas": strategy.num_replicas_in_sync, "sparsity": result.plan.sparsity,
         "units": result.model.get_layer("dense_0").units,
-        "accuracy": result.metrics["tflite"]["accuracy"],
-        "steps": [s["step"] for s in summary["steps"]]}))
+        "probabilities": bool(np.all((outputs >= 0) & (outputs <= 1))),
+        "steps": [s.name for s in result.steps],
+        "mirrored": type(result.model.get_layer("dense_0").kernel).__name__}))
 """)
 
 
@@ -133,8 +154,9 @@ def test_compression_under_a_mirrored_strategy_of_two_cpus(tmp_path):
     result = json.loads(line[len("RESULT "):])
     assert result["replicas"] == 2
     # The distiller's loss is scaled per replica; the student was pruned with
-    # wrappers built inside the strategy's scope, and verified (to atol).
+    # wrappers built inside the strategy's scope (its variables are mirrored).
     assert result["steps"] == ["distill", "prune"] and result["units"] == 16
+    assert result["mirrored"] == "MirroredVariable"
     assert set(result["sparsity"]) == {"dense_0", "dense_1"}
     assert all(v >= 0.495 for v in result["sparsity"].values()), result["sparsity"]
-    assert result["accuracy"] > 0.8
+    assert result["probabilities"]

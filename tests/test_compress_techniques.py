@@ -8,18 +8,20 @@ the techniques are checked on the same trained weights.
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
 
 from kerastrain._keras import keras, tf
+from kerastrain.compress import compress_model
 from kerastrain.compress import prune as prune_mod
 from kerastrain.compress.cluster import unique_values
 from kerastrain.compress.common import Context
 from kerastrain.compress.plan import Plan, apply_plan
 from kerastrain.compress.quantize import fuse_activations, quantize
 from kerastrain.compress.quantize import strip as strip_qat
-from kerastrain.config import ExportConfig, load_config
+from kerastrain.config import CompressConfig, ExportConfig, load_config
 from kerastrain.config.compress import ClusterConfig, PruneConfig
 from kerastrain.data.prepare import prepare_data
 from kerastrain.errors import ConfigError
@@ -135,6 +137,16 @@ def test_layer_selection_names_what_is_wrong(trained):
         prune_mod.prunable_layers(model, PruneConfig(skip=["conv_1", "dense"]))
     assert prune_mod.prunable_layers(model, PruneConfig(skip_output=False, skip_first_conv=False)) \
         == ["conv_0", "conv_1", "dense", "output"]
+
+
+def test_a_bad_layer_name_fails_before_any_compression_training(trained):
+    config = trained.ctx.config.replace(compress=CompressConfig(
+        prune=PruneConfig(target_sparsity=0.5), cluster=ClusterConfig(layers=["dense", "outptu"])))
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"compress.cluster.layers.*'outptu'.*Did you mean "
+                                          r"'output'"):
+        compress_model(trained.model, trained.ctx.prepared, config, trained.ctx.strategy)
+    assert time.perf_counter() - start < 5  # no baseline conversion, no pruning fine-tuning
 
 
 def test_pruning_callbacks_always_update_the_step(tmp_path):

@@ -6,8 +6,8 @@ against), then runs, as the config asks: distillation into a smaller student,
 then either the chosen techniques (prune -> cluster -> quantization-aware
 training, each transform -> fine-tune -> strip with TF-MOT) or the budget
 search that chooses them. Post-training quantization happens in the export
-(`export.tflite`). `compression_tables` turns the result and the verified
-artifacts into the report's tables.
+(`export.tflite`). `compression_sections` turns the result and the verified
+artifacts into the report's sections.
 
 Each technique is also usable alone, as a model -> model transform with its
 inverse, like TF-MOT's own API: `prune.prune`/`prune.strip`,
@@ -25,18 +25,23 @@ from typing import Any, Mapping
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.compress.budget import BudgetNotMet, Candidate, score_name, search
-from kerastrain.compress.common import Context, Step
-from kerastrain.compress.plan import Plan, PlanResult, apply_plan, distill
+from kerastrain.compress.common import Context, Step, original_units
+from kerastrain.compress.distill import build_student
+from kerastrain.compress.plan import Plan, PlanResult, apply_plan, check_plan, distill
 from kerastrain.config import ExportConfig, PipelineConfig
 from kerastrain.data.prepare import Prepared
+from kerastrain.data.preprocess import with_target_scale
+from kerastrain.distribute import uses_coordinator
+from kerastrain.errors import ConfigError
 from kerastrain.evaluate import compute_metrics
+from kerastrain.report import Section
 from kerastrain.export import (artifact_bytes, convert_to_tflite, load_predictor,
                                tflite_latency)
 from kerastrain.runs import write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compress_model", "CompressResult", "compression_tables", "BudgetNotMet"]
+__all__ = ["compress_model", "CompressResult", "compression_sections", "BudgetNotMet"]
 
 
 @dataclasses.dataclass
@@ -45,7 +50,8 @@ class CompressResult:
 
     Attributes:
         model: The model to export: stripped of every wrapper, or
-            quantization-aware (its SavedModel reloads with no scopes).
+            quantization-aware (its SavedModel reloads with no scopes); for
+            regression, it answers in the original target units.
         float_model: A quantization-aware model's float twin, which the
             export writes to `.keras`/`.h5`; None otherwise.
         export: The export options to use (the budget sets the TFLite mode).
@@ -96,13 +102,16 @@ def measure_baseline(model: keras.Model, ctx: Context) -> dict[str, Any]:
         path = Path(folder) / "baseline.tflite"
         path.write_bytes(content)
         predictor = load_predictor(path)
+
+        def outputs(rows: Any) -> Any:
+            return original_units(prepared, predictor(rows))
         split = _held_out(prepared)
         x, y = prepared.part(split)
-        result: dict[str, Any] = dict(compute_metrics(prepared.task, y, predictor(x)))
+        result: dict[str, Any] = dict(compute_metrics(prepared.task, y, outputs(x)))
         result.pop("confusion_matrix", None)
         result["split"] = split
         x_val, y_val = prepared.part("val" if len(prepared.splits.val) else "train")
-        result["val_score"] = float(compute_metrics(prepared.task, y_val, predictor(x_val))[
+        result["val_score"] = float(compute_metrics(prepared.task, y_val, outputs(x_val))[
             score_name(ctx)])
         result["bytes"], result["gzip_bytes"] = artifact_bytes(path)
         if ctx.config.export.latency_runs and len(x):
@@ -127,7 +136,8 @@ def compress_model(model: keras.Model, prepared: Prepared, config: PipelineConfi
             are written. Defaults to `None` (nothing written).
 
     Returns:
-        The model to export and what each step did.
+        The model to export (in the original target units, like every model
+        the pipeline exports) and what each step did.
 
     Raises:
         ConfigError: For a layer selection the model does not fit, or a bad
@@ -144,15 +154,24 @@ def compress_model(model: keras.Model, prepared: Prepared, config: PipelineConfi
     if options is None:
         raise ValueError("compress_model needs config.compress; the pipeline skips the stage "
                          "when it is None.")
+    if uses_coordinator(strategy):
+        raise ConfigError("compress is not available under a ParameterServerStrategy: "
+                          "TF-MOT's wrappers fine-tune through model.fit on replicas, which a "
+                          "parameter-server coordinator does not run.")
     run_dir = Path(run_dir) if run_dir is not None else None
     log_dir = run_dir / "logs" if options.summaries and run_dir is not None else None
     ctx = Context.create(config, prepared, strategy, log_dir)
+    plan = Plan(prune=options.prune, cluster=options.cluster, quantize=options.quantize,
+                quantize_epochs=options.quantize_epochs)
+    student = None
+    if options.distill is not None:  # built first, so that a bad option fails before training
+        ensure_tf_keras(options.distill.teacher or model, "compress.distill.teacher")
+        student = build_student(config, options.distill, prepared, strategy)
+    check_plan(student if student is not None else model, plan)
     baseline = measure_baseline(model, ctx)
     steps: list[Step] = []
     if options.distill is not None:
-        teacher = options.distill.teacher or model
-        ensure_tf_keras(teacher, "compress.distill.teacher")
-        model, step = distill(teacher, options.distill, ctx)
+        model, step = distill(options.distill.teacher or model, options.distill, ctx, student)
         steps.append(step)
     export = config.export
     candidates: list[Candidate] = []
@@ -163,12 +182,12 @@ def compress_model(model: keras.Model, prepared: Prepared, config: PipelineConfi
         chosen = winner.name
         logger.info("Budget met by %s (%.1f KiB gzipped).", winner.name, winner.size_kb)
     else:
-        plan = Plan(prune=options.prune, cluster=options.cluster, quantize=options.quantize,
-                    quantize_epochs=options.quantize_epochs)
         result = apply_plan(model, plan, ctx)
     steps += result.steps
-    compressed = CompressResult(model=result.model, float_model=result.float_model, export=export,
-                                steps=steps, plan=result, baseline=baseline,
+    scaler = prepared.target_scaler
+    twin = result.float_model and with_target_scale(result.float_model, scaler)
+    compressed = CompressResult(model=with_target_scale(result.model, scaler), float_model=twin,
+                                export=export, steps=steps, plan=result, baseline=baseline,
                                 candidates=candidates, chosen=chosen)
     if run_dir is not None:
         write_json(run_dir / "compression.json", compressed.summary())
@@ -189,10 +208,10 @@ def _row(name: str, values: Mapping[str, Any], base: Mapping[str, Any], score: s
             "latency ms": None if latency is None else round(latency, 4)}
 
 
-def compression_tables(compressed: CompressResult | None,
-                       metrics: Mapping[str, Mapping[str, Any]],
-                       artifacts: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """The report's compression tables (title -> rows).
+def compression_sections(compressed: CompressResult | None,
+                         metrics: Mapping[str, Mapping[str, Any]],
+                         artifacts: Mapping[str, Any]) -> list[Section]:
+    """The report's compression sections (none when nothing was compressed).
 
     "Compression": each verified artifact against the uncompressed float32
     TFLite baseline (raw and gzip bytes, ratio, score, agreement with the
@@ -201,32 +220,41 @@ def compression_tables(compressed: CompressResult | None,
     steps", and "Budget candidates" when a budget was searched.
 
     Args:
-        compressed: The stage's result, or None (no tables).
+        compressed: The stage's result, or None.
         metrics: The run's metrics, with an entry per verified artifact.
         artifacts: Artifact name -> path.
 
     Returns:
-        Title -> list of rows (mappings of column -> value).
+        `kerastrain.report.Section`s for `write_report(sections=...)`.
     """
     if compressed is None:
-        return {}
+        return []
     base = compressed.baseline
     score = "accuracy" if "accuracy" in base else "r2"
     rows = [_row("uncompressed float32 TFLite (baseline)", base, base, score)]
     rows += [_row(name, metrics[name], base, score) for name in artifacts
              if "gzip_bytes" in metrics.get(name, {})]
+    sections = [Section("Compression", rows=rows, text=(
+        f"Each exported artifact against the float32 TFLite file of the uncompressed model. "
+        f"gzip bytes are the size that ships; {score} is on the {base['split']} split; "
+        "agreement is the share of rows on which the artifact predicts like the compressed "
+        "Keras model; latency is the median single-example time in the LiteRT interpreter "
+        f"(one thread, {base.get('kernels', 'default kernels')})."))]
     plan = compressed.plan
     layers = list(dict.fromkeys([*plan.pruned_layers, *plan.clustered_layers, *plan.unquantized]))
-    layer_rows = [{"layer": name, "sparsity": plan.sparsity.get(name),
-                   "distinct values": plan.unique_values.get(name),
-                   "quantized": ("no (left in float)" if name in plan.unquantized
-                                 else "QAT" if compressed.float_model is not None else "")}
-                  for name in layers]
-    tables = {"Compression": rows}
-    if layer_rows:
-        tables["Compressed layers"] = layer_rows
+    if layers:
+        sections.append(Section("Compressed layers", rows=[
+            {"layer": name, "sparsity": plan.sparsity.get(name),
+             "distinct values": plan.unique_values.get(name),
+             "quantized": ("no (left in float)" if name in plan.unquantized
+                           else "QAT" if compressed.float_model is not None else "")}
+            for name in layers], text=(
+            "Sparsity is measured in the exported weights of each pruned layer (for a "
+            "quantization-aware model, in its kernels after QAT). Layers left in float: the "
+            "input standardization, and layers TF-MOT cannot quantize (no-op QuantizeConfig).")))
     if compressed.steps:
-        tables["Compression steps"] = [s.summary() for s in compressed.steps]
+        sections.append(Section("Compression steps", rows=[s.summary() for s in compressed.steps]))
     if compressed.candidates:
-        tables["Budget candidates"] = [c.row() for c in compressed.candidates]
-    return tables
+        sections.append(Section("Budget candidates", rows=[c.row() for c in compressed.candidates],
+                                text=f"The budget search chose {compressed.chosen}."))
+    return sections

@@ -26,7 +26,7 @@ import numpy as np
 from kerastrain._keras import keras
 from kerastrain.compress import cluster as cluster_mod
 from kerastrain.compress import prune as prune_mod
-from kerastrain.compress.common import Context, rebuild
+from kerastrain.compress.common import Context, original_units, rebuild
 from kerastrain.compress.plan import Plan, PlanResult, apply_plan
 from kerastrain.config.compress import BudgetConfig, ClusterConfig, PruneConfig
 from kerastrain.errors import KerastrainError
@@ -165,7 +165,7 @@ def tflite_score(content: bytes, x: np.ndarray, y: np.ndarray, ctx: Context) -> 
     with tempfile.TemporaryDirectory(prefix="kerastrain-budget-") as folder:
         path = Path(folder) / "candidate.tflite"
         path.write_bytes(content)
-        outputs = load_predictor(path)(x)
+        outputs = original_units(ctx.prepared, load_predictor(path)(x))
     return float(compute_metrics(ctx.prepared.task, y, outputs)[score_name(ctx)])
 
 

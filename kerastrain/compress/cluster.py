@@ -82,7 +82,8 @@ def cluster(model: keras.Model, config: ClusterConfig, *, preserve_sparsity: boo
     return rebuild(model, strategy, wrap, selected)
 
 
-def clustering_callbacks(log_dir: str | os.PathLike | None = None) -> list[keras.callbacks.Callback]:
+def clustering_callbacks(log_dir: str | os.PathLike | None = None
+                         ) -> list[keras.callbacks.Callback]:
     """`ClusteringSummaries` when ``log_dir`` is given, else nothing."""
     if log_dir is None:
         return []

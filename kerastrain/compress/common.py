@@ -22,15 +22,18 @@ from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig
 from kerastrain.config.base import did_you_mean
 from kerastrain.config.compress import LayerSelection
+from kerastrain.config.train import TrainConfig
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared
+from kerastrain.distribute import distributed_train_config
 from kerastrain.errors import ConfigError
 from kerastrain.train import TrainResult, compile_model, train_model
 from kerastrain.trial import make_datasets
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["tfmot", "Context", "rebuild", "select_layers", "kernel_names", "Step"]
+__all__ = ["tfmot", "Context", "rebuild", "select_layers", "kernel_names", "Step",
+           "original_units", "weight_sparsity"]
 
 Wrap = Callable[[keras.layers.Layer], keras.layers.Layer]
 
@@ -87,7 +90,8 @@ class Context:
     @classmethod
     def create(cls, config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy,
                log_dir: Path | None = None) -> "Context":
-        return cls(config, prepared, strategy, InMemory(prepared.x, prepared.y), log_dir)
+        return cls(config, prepared, strategy, InMemory(prepared.x, prepared.training_targets),
+                   log_dir)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -95,23 +99,34 @@ class Context:
         batch = self.config.batch_size * self.strategy.num_replicas_in_sync
         return max(1, math.ceil(len(self.prepared.splits.train) / batch))
 
-    def learning_rate(self, own: float | None = None) -> float:
-        """A step's own rate, else `compress.learning_rate`, else the training one."""
+    def learning_rate(self, own: float | None = None) -> float | None:
+        """A step's own rate, else `compress.learning_rate`, else None (the
+        training one)."""
         shared = self.config.compress.learning_rate if self.config.compress else None
-        return own or shared or self.config.train.learning_rate
+        return own or shared
 
-    def fit(self, model: keras.Model, *, epochs: int, learning_rate: float,
+    def train_options(self, **changes: Any) -> TrainConfig:
+        """`train` as the strategy needs it (see `distributed_train_config`)."""
+        return distributed_train_config(self.config, self.strategy).replace(**changes)
+
+    def fit(self, model: keras.Model, *, epochs: int, learning_rate: float | None = None,
             callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
         """Compiles ``model`` inside the strategy scope and fine-tunes it with
         the spine's `train_model` (no early stopping: a pruning schedule or
-        a restored mask must not be cut short)."""
+        a restored mask must not be cut short).
+
+        A given learning rate is scaled like the training one under a
+        strategy with `distribute.scale_learning_rate`."""
+        options = self.train_options(epochs=epochs, early_stopping=None)
+        if learning_rate is not None:
+            learning_rate *= options.learning_rate / self.config.train.learning_rate
         with self.strategy.scope():
-            compile_model(model, self.prepared.task, self.config.train, learning_rate=learning_rate)
+            compile_model(model, self.prepared.task, options, learning_rate=learning_rate)
         train_ds, val_ds = make_datasets(self.config, self.prepared, self.strategy, self.memory)
-        options = self.config.train.replace(epochs=epochs, early_stopping=None)
         return train_model(model, train_ds, val_ds, options, callbacks=callbacks)
 
-    def timed_fit(self, name: str, model: keras.Model, *, epochs: int, learning_rate: float,
+    def timed_fit(self, name: str, model: keras.Model, *, epochs: int,
+                  learning_rate: float | None,
                   detail: str, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Step:
         """`fit`, recorded as a `Step`."""
         start = time.perf_counter()
@@ -212,6 +227,15 @@ def select_layers(model: keras.Model, selection: LayerSelection, supported: Call
             f"are all skipped. Set {option}.skip_first_conv or {option}.skip_output to False, or "
             f"name the layers in {option}.layers.")
     return chosen
+
+
+def original_units(prepared: Prepared, outputs: np.ndarray) -> np.ndarray:
+    """Outputs of a model trained on standardized regression targets, in the
+    targets' original units (unchanged for classification)."""
+    scaler = prepared.target_scaler
+    if scaler is None:
+        return outputs
+    return outputs * np.sqrt(scaler.variance[0]) + scaler.mean[0]
 
 
 def weight_sparsity(values: np.ndarray) -> float:

@@ -52,7 +52,8 @@ def soft_loss(task: Task, teacher: tf.Tensor, student: tf.Tensor, temperature: f
     teacher and student distributions. Regression: mean squared error.
     """
     if not task.is_classification:
-        return tf.reduce_mean(tf.square(tf.cast(teacher, tf.float32) - tf.cast(student, tf.float32)))
+        gap = tf.cast(teacher, tf.float32) - tf.cast(student, tf.float32)
+        return tf.reduce_mean(tf.square(gap))
     binary = task.kind == "binary"
     log_t = _tempered_log_probs(teacher, temperature, binary)
     log_s = _tempered_log_probs(student, temperature, binary)

@@ -25,7 +25,7 @@ from kerastrain.trial import make_datasets
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Plan", "PlanResult", "apply_plan", "distill"]
+__all__ = ["Plan", "PlanResult", "check_plan", "apply_plan", "distill"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +86,20 @@ def _log_dir(ctx: Context, name: str) -> Any:
     return None if ctx.log_dir is None else ctx.log_dir / name
 
 
+def check_plan(model: keras.Model, plan: Plan) -> None:
+    """Checks the plan's layer selections against ``model`` before anything
+    trains (a later step must not fail after an earlier one's fine-tuning).
+
+    Raises:
+        ConfigError: For a selection that names unknown or unsupported
+            layers, or selects none.
+    """
+    if plan.prune is not None:
+        prune_mod.prunable_layers(model, plan.prune)
+    if plan.cluster is not None:
+        cluster_mod.clusterable_layers(model, plan.cluster)
+
+
 def apply_plan(model: keras.Model, plan: Plan, ctx: Context) -> PlanResult:
     """Runs the plan's steps on a trained model.
 
@@ -97,6 +111,7 @@ def apply_plan(model: keras.Model, plan: Plan, ctx: Context) -> PlanResult:
     Returns:
         The compressed model and what each step did.
     """
+    check_plan(model, plan)
     result = PlanResult(model=model)
     current = model
     strategy = ctx.strategy
@@ -123,7 +138,8 @@ def apply_plan(model: keras.Model, plan: Plan, ctx: Context) -> PlanResult:
             learning_rate=ctx.learning_rate(plan.cluster.learning_rate),
             callbacks=cluster_mod.clustering_callbacks(_log_dir(ctx, "clustering")),
             detail=f"{plan.cluster.clusters} values ({plan.cluster.init}) in "
-                   f"{', '.join(result.clustered_layers)}" + (", zeros kept" if keep_zeros else "")))
+                   f"{', '.join(result.clustered_layers)}"
+                   + (", zeros kept" if keep_zeros else "")))
         current = cluster_mod.strip(clustered, strategy)
         result.unique_values = cluster_mod.unique_values(current, result.clustered_layers)
     if plan.quantize == "qat":
@@ -147,39 +163,42 @@ def apply_plan(model: keras.Model, plan: Plan, ctx: Context) -> PlanResult:
                                          for k, v in lost.items()))
     else:
         with strategy.scope():
-            compile_model(current, ctx.prepared.task, ctx.config.train)
+            compile_model(current, ctx.prepared.task, ctx.train_options())
     result.model = current
     return result
 
 
-def distill(teacher: keras.Model, config: DistillConfig, ctx: Context) -> tuple[keras.Model, Step]:
-    """Trains a student (see `build_student`) on the labels and ``teacher``.
+def distill(teacher: keras.Model, config: DistillConfig, ctx: Context,
+            student: keras.Model | None = None) -> tuple[keras.Model, Step]:
+    """Trains a student on the labels and ``teacher``'s softened outputs.
 
     Args:
         teacher: The trained model (or the one `config.teacher` names).
         config: Student options, temperature, alpha, epochs.
         ctx: The run.
+        student: The untrained student. Defaults to `None`: built by
+            `build_student` from `config.student`.
 
     Returns:
         The trained, compiled student and the step's record.
     """
-    student = build_student(ctx.config, config, ctx.prepared, ctx.strategy)
+    if student is None:
+        student = build_student(ctx.config, config, ctx.prepared, ctx.strategy)
     was_trainable = teacher.trainable
     with ctx.strategy.scope():
         distiller = Distiller(student, teacher, ctx.prepared.task, config.temperature,
                               config.alpha, name="distiller")
     start = time.perf_counter()
     try:
+        options = ctx.train_options(epochs=config.epochs or ctx.config.train.epochs)
         with ctx.strategy.scope():
-            compile_model(distiller, ctx.prepared.task, ctx.config.train,
-                          learning_rate=ctx.config.train.learning_rate)
+            compile_model(distiller, ctx.prepared.task, options)
         train_ds, val_ds = make_datasets(ctx.config, ctx.prepared, ctx.strategy, ctx.memory)
-        options = ctx.config.train.replace(epochs=config.epochs or ctx.config.train.epochs)
         fit = train_model(distiller, train_ds, val_ds, options)
     finally:
         teacher.trainable = was_trainable
     with ctx.strategy.scope():
-        compile_model(student, ctx.prepared.task, ctx.config.train)
+        compile_model(student, ctx.prepared.task, ctx.train_options())
     step = Step("distill", fit.epochs_run, time.perf_counter() - start, fit.history,
                 f"student of {student.count_params():,} parameters (teacher "
                 f"{teacher.count_params():,}), T={config.temperature:g}, alpha={config.alpha:g}")

@@ -25,7 +25,8 @@ from kerastrain.config.compress import PruneConfig
 logger = logging.getLogger(__name__)
 
 __all__ = ["prunable", "prunable_layers", "make_schedule", "prune", "pruning_callbacks", "strip",
-           "sparsity_by_layer", "tflite_weights", "tflite_sparsity", "savedmodel_sparsity", "is_2_by_4"]
+           "sparsity_by_layer", "tflite_weights", "tflite_sparsity", "savedmodel_sparsity",
+           "is_2_by_4", "KERNELS"]
 
 
 def _registry() -> Any:

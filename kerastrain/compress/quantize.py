@@ -84,9 +84,10 @@ def fuse_activations(model: keras.Model, strategy: tf.distribute.Strategy | None
         if source["class_name"] in _FUSABLE and source["config"].get("activation") == "linear" \
                 and consumers.get(source["name"]) == 1:
             source["config"]["activation"] = "relu"
+            old = layer["config"]
             layer["class_name"], layer["config"] = "Activation", {
-                "name": layer["config"]["name"], "trainable": layer["config"].get("trainable", True),
-                "dtype": layer["config"].get("dtype"), "activation": "linear"}
+                "name": old["name"], "trainable": old.get("trainable", True),
+                "dtype": old.get("dtype"), "activation": "linear"}
             fused.append(source["name"])
     if not fused:
         return model

@@ -41,8 +41,11 @@ class ExportConfig(Section):
         verify: Reload every artifact, run it on the test split, and fail with
             `ExportError` when it disagrees with the Keras model. Defaults to
             `True`.
-        atol: The largest absolute difference allowed between an artifact's
-            outputs and the Keras model's (float artifacts). Defaults to `1e-4`.
+        atol: Absolute tolerance between an artifact's outputs and the Keras
+            model's (float artifacts): each output may differ by
+            `atol + rtol * |keras output|`. Defaults to `1e-4`.
+        rtol: Relative tolerance, for outputs far from unit scale
+            (regression in original units). Defaults to `1e-5`.
         min_agreement: For quantized artifacts (and every artifact of a
             quantization-aware model but its SavedModel), which cannot match
             to `atol`: the smallest share of test rows whose predicted class
@@ -61,6 +64,7 @@ class ExportConfig(Section):
     representative_rows: int = option(200, gt=0)
     verify: bool = True
     atol: float = option(1e-4, gt=0.0)
+    rtol: float = option(1e-5, ge=0.0)
     min_agreement: float = option(0.98, gt=0.0, le=1.0)
     latency_runs: int = option(200, ge=0)
 

@@ -12,14 +12,17 @@ import yaml
 from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean
 from kerastrain.config.compress import CompressConfig
 from kerastrain.config.data import DataConfig
+from kerastrain.config.distribute import DistributeConfig
 from kerastrain.config.export import ExportConfig
+from kerastrain.config.report import ReportConfig
+from kerastrain.config.tracking import TrackingConfig
 from kerastrain.config.train import TrainConfig
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu")
 StrategyName = Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu"]
 
 #: Sections that merge key by key when a keyword argument overrides a config.
-SECTIONS = ("data_options", "train", "export", "compress")
+SECTIONS = ("data_options", "train", "export", "report", "tracking", "distribute", "compress")
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -44,8 +47,11 @@ class PipelineConfig(Section):
         compress: See `CompressConfig`; `None` compresses nothing.
             Defaults to `None`.
         export: See `ExportConfig`.
+        report: See `ReportConfig`.
+        tracking: See `TrackingConfig`.
         strategy: A strategy name or a `tf.distribute.Strategy`.
             Defaults to `"auto"`.
+        distribute: See `DistributeConfig`.
         model_options: Keyword arguments of the model factory (`width`,
             `depth`, `dropout`, ...). Defaults to `{}`.
         output_dir: The run folder. Defaults to `saved_models/<run name>`.
@@ -65,7 +71,10 @@ class PipelineConfig(Section):
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     compress: CompressConfig | None = None
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     strategy: Any = "auto"
+    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
     output_dir: str | None = None
     overwrite: bool = False
     seed: int | None = None
@@ -95,6 +104,11 @@ class PipelineConfig(Section):
         batch_size = train_bs or data_bs or DEFAULT_BATCH_SIZE
         object.__setattr__(self.train, "batch_size", batch_size)
         object.__setattr__(self.data_options, "batch_size", batch_size)
+        if self.compress is not None and self.strategy == "parameter_server":
+            raise ConfigError("compress is not available with strategy='parameter_server': "
+                              "TF-MOT's wrappers fine-tune through model.fit on the workers' "
+                              "replicas, which a parameter-server coordinator does not run. Use "
+                              "'multi_worker' or 'mirrored', or compress in a separate run.")
         if self.compress is not None and self.compress.budget is not None \
                 and "tflite" not in self.export.formats:
             raise config_error("export.formats", self.export.formats,
