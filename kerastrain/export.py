@@ -22,7 +22,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from kerastrain.evaluate import compute_metrics, predicted_classes
 logger = logging.getLogger(__name__)
 
 __all__ = ["atomic_path", "export_model", "load_predictor", "verify_artifacts", "FILENAMES",
-           "Artifacts", "convert_to_tflite", "artifact_bytes", "tflite_latency",
+           "Artifacts", "convert_to_tflite", "convert_modes", "artifact_bytes", "tflite_latency",
            "representative_sample", "tflite_key"]
 
 #: Where each format is written inside the run folder.
@@ -54,14 +54,19 @@ class Artifacts(dict):
 
     Attributes:
         approximate: The names of the artifacts that are not expected to match
-            the Keras model to `atol` (quantized TFLite files, and the files of
-            a quantization-aware model other than its SavedModel); they are
-            verified by agreement instead.
+            the Keras model to `atol` (quantized TFLite files, and a
+            quantization-aware model's TFLite files); they are verified by
+            agreement instead.
+        sources: Artifact name -> the in-memory model it was written from,
+            when that is not the model being verified (a QAT model's float
+            twin, in `.keras`/`.h5`): it is checked against that model.
     """
 
-    def __init__(self, *args: Any, approximate: set[str] | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, approximate: set[str] | None = None,
+                 sources: dict[str, keras.Model] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.approximate: set[str] = set(approximate or ())
+        self.sources: dict[str, keras.Model] = dict(sources or {})
 
 
 def tflite_key(mode: str) -> str:
@@ -203,11 +208,18 @@ def convert_to_tflite(model: keras.Model, mode: str = "float32", *,
     Returns:
         The `.tflite` file's content.
     """
+    return convert_modes(model, [mode], representative=representative, int8_io=int8_io)[mode]
+
+
+def convert_modes(model: keras.Model, modes: Sequence[str], *,
+                  representative: np.ndarray | None = None,
+                  int8_io: bool = False) -> dict[str, bytes]:
+    """`convert_to_tflite` for several modes, saving the SavedModel once."""
     scratch = Path(tempfile.mkdtemp(prefix="kerastrain-tflite-"))
     try:
         _save_savedmodel(model, scratch / "savedmodel")
-        return _convert_tflite(scratch / "savedmodel", mode, representative, int8_io,
-                               input_standardizers(model))
+        return {mode: _convert_tflite(scratch / "savedmodel", mode, representative, int8_io,
+                                      input_standardizers(model)) for mode in modes}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -238,13 +250,14 @@ def export_model(model: keras.Model, run_dir: str | os.PathLike, config: ExportC
             Defaults to `None`.
         float_model: For a quantization-aware `model`, its float twin (the
             same weights without fake quantization), written to `.keras` and
-            `.h5` instead: TF-MOT's quantized layers do not reload from those
-            formats, while the SavedModel (written from `model`) reloads with
-            no scopes. Defaults to `None`.
+            `.h5` instead and verified against itself: TF-MOT's quantized
+            layers do not reload from those formats, while the SavedModel
+            (written from `model`) reloads with no scopes. Defaults to `None`.
 
     Returns:
         Each artifact's name mapped to the path written; `.approximate` names
-        those verified by agreement rather than `atol`.
+        those verified by agreement rather than `atol`, `.sources` the model
+        a float twin's files are verified against.
 
     Raises:
         ExportError: When a format cannot be written; what was there before
@@ -284,8 +297,10 @@ def export_model(model: keras.Model, run_dir: str | os.PathLike, config: ExportC
                 raise ExportError(f"Exporting the model as {name!r} to {final} failed: "
                                   f"{type(exc).__name__}: {exc}") from exc
             artifacts[name] = final
-            if (mode not in (None, "float32")) or (float_model is not None and fmt != "savedmodel"):
+            if mode not in (None, "float32") or (float_model is not None and fmt == "tflite"):
                 artifacts.approximate.add(name)
+            if float_model is not None and fmt in ("keras", "h5"):
+                artifacts.sources[name] = float_model
             raw, packed = artifact_bytes(final)
             logger.info("Exported %s: %s (%.1f KiB, %.1f KiB gzipped).", name, final,
                         raw / 1024, packed / 1024)
@@ -482,8 +497,9 @@ def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np
     """Reloads each artifact, scores it and checks it answers like the model.
 
     Float artifacts must match the model's outputs to `atol + rtol *
-    |output|`; the ones in `artifacts.approximate` (quantized) must agree
-    with it on at least `min_agreement` of the rows.
+    |output|` (or, for those in `artifacts.sources`, the outputs of the model
+    they were written from); the ones in `artifacts.approximate` (quantized)
+    must agree with it on at least `min_agreement` of the rows.
 
     Args:
         reference: The Keras model's outputs on `x`.
@@ -509,13 +525,18 @@ def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np
             model's by more than allowed.
     """
     approximate = getattr(artifacts, "approximate", set())
+    sources = getattr(artifacts, "sources", {})
     results: dict[str, dict[str, Any]] = {}
     for name, path in artifacts.items():
         path = Path(path)
         outputs = load_predictor(path)(x).reshape(reference.shape)
-        gap = np.abs(outputs - reference)
+        expected = reference
+        if name in sources and len(x):
+            expected = np.asarray(sources[name].predict(x, batch_size=512, verbose=0)
+                                  ).reshape(reference.shape)
+        gap = np.abs(outputs - expected)
         diff = float(gap.max()) if len(x) else 0.0
-        within = bool(np.all(gap <= atol + rtol * np.abs(reference)))
+        within = bool(np.all(gap <= atol + rtol * np.abs(expected)))
         metrics = compute_metrics(task, y, outputs)
         metrics["max_abs_diff"] = diff
         if task.is_classification or name in approximate:

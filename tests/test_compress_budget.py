@@ -63,7 +63,7 @@ def test_a_budget_that_cannot_be_met_lists_every_candidate(budget_run):
     config = budget_run.config
     prepared = prepare_data(config.data, config.data_options, config.seed)
     ctx = Context.create(config, prepared, tf.distribute.get_strategy())
-    budget = BudgetConfig(max_kb=0.5, sparsities=[0.9], clusters=[], structured=False)
+    budget = BudgetConfig(max_kb=0.5, sparsities=[0.9], clusters=[], structured=False, epochs=1)
     with pytest.raises(BudgetNotMet) as caught:
         search(budget_run.model, budget, ctx, baseline=0.97)
     message = str(caught.value)

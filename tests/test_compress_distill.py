@@ -33,7 +33,7 @@ def test_a_teacher_makes_a_small_data_student_better_than_labels_alone(digits_ar
     x, y = digits_arrays
     strategy = tf.distribute.get_strategy()
     teacher_config = load_config(None, data=(x[:1000], y[:1000]), model="cnn", seed=0,
-                                 data_options={"test_split": 0.0}, train={"epochs": 6, **FAST})
+                                 data_options={"test_split": 0.0}, train={"epochs": 10, **FAST})
     teacher, _ = run_training(teacher_config, prepare_data(
         teacher_config.data, teacher_config.data_options, 0), strategy)
 

@@ -41,7 +41,7 @@ def test_one_call_distills_prunes_quantizes_and_exports(breast_cancer_arrays, tm
         breast_cancer_arrays, "mlp", seed=0, output_dir=str(tmp_path),
         model_options={"width": 32}, report={"explain": "none"},
         train={"epochs": 6, "verbose": 0, "early_stopping": None},
-        compress={"distill": {"student": {"width": 16}, "epochs": 3},
+        compress={"distill": {"student": {"width": 16}, "epochs": 2},
                   "prune": {"target_sparsity": 0.5, "epochs": 2, "skip_output": False},
                   "quantize": "qat", "quantize_epochs": 1},
         export={"tflite": "int8", "latency_runs": 20})
@@ -57,7 +57,8 @@ def test_one_call_distills_prunes_quantizes_and_exports(breast_cancer_arrays, tm
     metrics, artifacts = result.metrics, result.artifacts
     assert set(artifacts) == {"savedmodel", "keras", "tflite_int8"}
     int8, base = metrics["tflite_int8"], metrics["uncompressed_tflite"]
-    assert int8["agreement"] >= 0.98 and int8["accuracy"] >= base["accuracy"] - 0.05
+    # A 4x smaller student after 2 epochs: well above the majority class (0.63).
+    assert int8["agreement"] >= 0.98 and int8["accuracy"] > 0.85
     assert int8["gzip_bytes"] * 3 < base["gzip_bytes"]  # a tiny model: overhead dominates
     assert int8["latency_ms"] > 0 and base["latency_ms"] > 0 and "kernels" in int8
     # Every artifact reloads with no TF-MOT scope; the .keras file holds the
@@ -115,7 +116,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import numpy as np
     from sklearn.datasets import load_breast_cancer
-    from kerastrain.compress import compress_model
+    from kerastrain.compress.common import Context
+    from kerastrain.compress.plan import Plan, apply_plan, distill
     from kerastrain.config import load_config
     from kerastrain.data.prepare import prepare_data
     from kerastrain.trial import run_training
@@ -126,14 +128,15 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         None, data=(bunch.data.astype(np.float32), bunch.target), model="mlp", seed=0,
         model_options={"width": 32}, train={"epochs": 1, "verbose": 0, "early_stopping": None},
         compress={"distill": {"student": {"width": 16}, "epochs": 1},
-                  "prune": {"target_sparsity": 0.5, "epochs": 1}},
-        export={"latency_runs": 0})
+                  "prune": {"target_sparsity": 0.5, "epochs": 1}})
     prepared = prepare_data(config.data, config.data_options, config.seed)
     trained, _ = run_training(config, prepared, strategy)
-    result = compress_model(trained, prepared, config, strategy)
+    ctx = Context.create(config, prepared, strategy)
+    student, _ = distill(trained, config.compress.distill, ctx)
+    result = apply_plan(student, Plan(prune=config.compress.prune), ctx)
     outputs = result.model.predict(prepared.part("test")[0], verbose=0)
     print("RESULT " + json.dumps({
-        "replicas": strategy.num_replicas_in_sync, "sparsity": result.plan.sparsity,
+        "replicas": strategy.num_replicas_in_sync, "sparsity": result.sparsity,
         "units": result.model.get_layer("dense_0").units,
         "probabilities": bool(np.all((outputs >= 0) & (outputs <= 1))),
         "steps": [s.name for s in result.steps],
@@ -144,7 +147,9 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 @pytest.mark.subprocess
 def test_compression_under_a_mirrored_strategy_of_two_cpus(tmp_path):
     """The logical CPUs must exist before TensorFlow starts: its own process."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+    # TF_USE_LEGACY_KERAS=1 (TF-MOT sets it anyway) lets TensorFlow skip
+    # importing Keras 3: a faster start.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
                                           os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "run")],
@@ -155,7 +160,7 @@ def test_compression_under_a_mirrored_strategy_of_two_cpus(tmp_path):
     assert result["replicas"] == 2
     # The distiller's loss is scaled per replica; the student was pruned with
     # wrappers built inside the strategy's scope (its variables are mirrored).
-    assert result["steps"] == ["distill", "prune"] and result["units"] == 16
+    assert result["steps"] == ["prune"] and result["units"] == 16
     assert result["mirrored"] == "MirroredVariable"
     assert set(result["sparsity"]) == {"dense_0", "dense_1"}
     assert all(v >= 0.495 for v in result["sparsity"].values()), result["sparsity"]

@@ -8,7 +8,9 @@ the techniques are checked on the same trained weights.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +27,9 @@ from kerastrain.config import CompressConfig, ExportConfig, load_config
 from kerastrain.config.compress import ClusterConfig, PruneConfig
 from kerastrain.data.prepare import prepare_data
 from kerastrain.errors import ConfigError
-from kerastrain.export import export_model, verify_artifacts
+from kerastrain.export import (agreement, convert_to_tflite, export_model, load_predictor,
+                               tflite_latency, verify_artifacts)
+from kerastrain.models.base import output_layer
 from kerastrain.trial import predict, run_training
 
 #: Kernel sizes of the module's CNN (filters 8, dense 32, on 8x8 digits).
@@ -182,16 +186,69 @@ def test_prune_preserving_qat_converts_to_int8_that_agrees_and_stays_sparse(trai
     float_model = strip_qat(qat, pruned.model)
     artifacts = export_model(qat, tmp_path, ExportConfig(tflite="int8"),
                              representative=trained.x_train, float_model=float_model)
-    assert artifacts.approximate == {"keras", "tflite_int8"}
+    assert artifacts.approximate == {"tflite_int8"}
+    assert artifacts.sources == {"keras": float_model}  # checked against itself, to atol
     metrics = verify_artifacts(predict(qat, trained.x_test), artifacts, trained.x_test,
                                trained.y_test, trained.ctx.prepared.task, atol=1e-4,
                                min_agreement=0.97)
     assert metrics["tflite_int8"]["agreement"] >= 0.99
     assert metrics["savedmodel"]["max_abs_diff"] <= 1e-4  # tf.saved_model.load, no scope
-    assert metrics["keras"]["accuracy"] >= trained.accuracy - 0.05  # the float twin
+    assert metrics["keras"]["max_abs_diff"] <= 1e-4  # the float twin, reloaded, no scope
+    assert metrics["keras"]["accuracy"] >= trained.accuracy - 0.05
     for layer in ("conv_1", "dense"):
         assert prune_mod.weight_sparsity(_tflite_kernel(artifacts["tflite_int8"], layer)) >= 0.745
     assert metrics["tflite_int8"]["gzip_bytes"] * 4 < metrics["savedmodel"]["gzip_bytes"]
+
+
+class Halve(keras.layers.Layer):
+    """A layer TF-MOT has no quantize config for."""
+
+    def call(self, inputs):
+        return inputs * 0.5
+
+
+def halving_mlp(inputs, head):
+    """A digits MLP with a layer TF-MOT cannot quantize in the middle."""
+    x = keras.layers.Flatten(name="flatten")(inputs.features)
+    x = keras.layers.Dense(64, activation="relu", name="dense_0")(x)
+    x = Halve(name="halve")(x)
+    return keras.Model(inputs.inputs, output_layer(head)(x), name="halving_mlp")
+
+
+def test_qat_leaves_unquantizable_layers_float_lists_them_and_agrees_in_int8(digits_arrays):
+    config = load_config(None, data=digits_arrays, model=halving_mlp, seed=0, compress={},
+                         data_options={"validation_split": 0.0},
+                         train={"epochs": 4, "learning_rate": 3e-3, "verbose": 0,
+                                "early_stopping": None})
+    prepared = prepare_data(config.data, config.data_options, config.seed)
+    ctx = Context.create(config, prepared, tf.distribute.get_strategy())
+    model, _ = run_training(config, prepared, ctx.strategy)
+
+    result = apply_plan(model, Plan(quantize="qat", quantize_epochs=1), ctx)
+    assert result.unquantized == ["normalize", "halve"]  # listed, not a crash
+    x, y = prepared.part("test")
+    content = convert_to_tflite(result.model, "int8", representative=prepared.part("train")[0])
+    path = Path(tempfile.mkdtemp()) / "qat.tflite"
+    path.write_bytes(content)
+    outputs = load_predictor(path)(x)
+    assert agreement(prepared.task, outputs, predict(result.model, x)) >= 0.99
+
+
+def test_xnnpack_refusing_a_sparse_model_falls_back_to_the_builtin_kernels(trained, pruned,
+                                                                           tmp_path, caplog):
+    """TFLite's sparse weight encoding: XNNPACK fails to prepare it here."""
+    export_model(pruned.model, tmp_path, ExportConfig(formats=["savedmodel"]))
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "savedmodel"))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT, tf.lite.Optimize.EXPERIMENTAL_SPARSITY]
+    path = tmp_path / "sparse.tflite"
+    path.write_bytes(converter.convert())
+    with caplog.at_level("WARNING", logger="kerastrain.export"):
+        outputs = load_predictor(path)(trained.x_test)
+        timing = tflite_latency(path, trained.x_test[0], runs=5)
+    assert "using the built-in kernels" in caplog.text
+    assert timing["kernels"].startswith("built-in kernels")
+    assert agreement(trained.ctx.prepared.task, outputs, predict(pruned.model, trained.x_test)) \
+        >= 0.97
 
 
 def test_clustering_leaves_at_most_n_values_per_kernel(trained, tmp_path):

@@ -31,7 +31,8 @@ from kerastrain.compress.plan import Plan, PlanResult, apply_plan
 from kerastrain.config.compress import BudgetConfig, ClusterConfig, PruneConfig
 from kerastrain.errors import KerastrainError
 from kerastrain.evaluate import compute_metrics
-from kerastrain.export import convert_to_tflite, load_predictor, representative_sample
+from kerastrain.export import (convert_modes, convert_to_tflite, load_predictor,
+                               representative_sample)
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +170,14 @@ def tflite_score(content: bytes, x: np.ndarray, y: np.ndarray, ctx: Context) -> 
     return float(compute_metrics(ctx.prepared.task, y, outputs)[score_name(ctx)])
 
 
+def _trains(candidate: Candidate) -> bool:
+    return candidate.plan.describe() != "none"
+
+
 def estimate_kb(model: keras.Model, candidate: Candidate, ctx: Context,
                 representative: np.ndarray) -> float:
     """The gzip KiB of the candidate's TFLite file, from its one-shot model."""
-    shot = one_shot(model, candidate.plan, ctx) if candidate.plan.describe() != "none" else model
+    shot = one_shot(model, candidate.plan, ctx) if _trains(candidate) else model
     return _gzip_kb(convert_to_tflite(shot, candidate.mode, representative=representative))
 
 
@@ -237,8 +242,12 @@ def search(model: keras.Model, budget: BudgetConfig, ctx: Context,
     x_val, y_val = _validation(ctx)
     name = score_name(ctx)
     found = candidates(budget)
+    # Candidates without a step are the model itself: converted once, exactly.
+    plain = convert_modes(model, [c.mode for c in found if not _trains(c)],
+                          representative=representative)
     for candidate in found:
-        candidate.estimated_kb = estimate_kb(model, candidate, ctx, representative)
+        candidate.estimated_kb = _gzip_kb(plain[candidate.mode]) if not _trains(candidate) \
+            else estimate_kb(model, candidate, ctx, representative)
     logger.info("Budget %.1f KiB: one-shot estimates %s.", budget.max_kb,
                 ", ".join(f"{c.name} {c.estimated_kb:.1f}" for c in found))
     for candidate in sorted(found, key=lambda c: -c.estimated_kb):
@@ -246,9 +255,12 @@ def search(model: keras.Model, budget: BudgetConfig, ctx: Context,
             candidate.status = f"skipped: estimated over {budget.max_kb:g} KiB"
             continue
         start = time.perf_counter()
-        result = apply_plan(model, candidate.plan, ctx) if candidate.plan.describe() != "none" \
-            else PlanResult(model=model)
-        content = convert_to_tflite(result.model, candidate.mode, representative=representative)
+        if _trains(candidate):
+            result = apply_plan(model, candidate.plan, ctx)
+            content = convert_to_tflite(result.model, candidate.mode,
+                                        representative=representative)
+        else:
+            result, content = PlanResult(model=model), plain[candidate.mode]
         candidate.size_kb = _gzip_kb(content)
         candidate.score = tflite_score(content, x_val, y_val, ctx)
         candidate.drop = baseline - candidate.score

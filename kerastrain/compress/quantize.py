@@ -184,9 +184,13 @@ def quantize(model: keras.Model, *, preserve: str | None = None,
         unquantized.append(layer.name)
         return qkeras.quantize_annotate_layer(layer, quantize_config=noop())
 
+    # TF-MOT re-creates every layer from its config while applying, so the
+    # model's own layer classes (a user's custom layer) must be in scope.
+    scope = {type(layer).__name__: type(layer) for layer in fused.layers}
+    scope["NoOpQuantizeConfig"] = noop
     with strategy.scope():
         annotated = keras.models.clone_model(fused, clone_function=annotate)
-        with qkeras.quantize_scope({"NoOpQuantizeConfig": noop}):
+        with qkeras.quantize_scope(scope):
             quantized = qkeras.quantize_apply(annotated, _keep_float(scheme, set(standardizers)))
     if standardizers:
         logger.info("The input standardization (%s) stays in float; int8 starts after it.",

@@ -46,11 +46,11 @@ class ExportConfig(Section):
             `atol + rtol * |keras output|`. Defaults to `1e-4`.
         rtol: Relative tolerance, for outputs far from unit scale
             (regression in original units). Defaults to `1e-5`.
-        min_agreement: For quantized artifacts (and every artifact of a
-            quantization-aware model but its SavedModel), which cannot match
-            to `atol`: the smallest share of test rows whose predicted class
-            must match the Keras model's (regression: whose output is within
-            5% of the output range). Defaults to `0.98`.
+        min_agreement: For quantized TFLite files (and every TFLite file of
+            a quantization-aware model), which cannot match to `atol`: the
+            smallest share of test rows whose predicted class must match the
+            Keras model's (regression: whose output is within 5% of the
+            output range). Defaults to `0.98`.
         latency_runs: Single-example runs of each TFLite file whose median
             time is reported; 0 measures nothing. Defaults to `200`.
     """
