@@ -95,7 +95,18 @@ def _held_out(prepared: Prepared) -> str:
 
 
 def measure_baseline(model: keras.Model, ctx: Context) -> dict[str, Any]:
-    """Sizes, latency and scores of the uncompressed model's float32 TFLite."""
+    """Sizes, latency and scores of the uncompressed model's float32 TFLite.
+
+    Args:
+        model: The trained float model (on standardized targets for
+            regression; scores are taken in the original units).
+        ctx: The run.
+
+    Returns:
+        `bytes`, `gzip_bytes`, `latency_ms` (unless `export.latency_runs`
+        is 0), the held-out split's metrics and `split`, and `val_score`
+        (the budget's reference).
+    """
     prepared = ctx.prepared
     content = convert_to_tflite(model)
     with tempfile.TemporaryDirectory(prefix="kerastrain-baseline-") as folder:

@@ -58,6 +58,15 @@ def make_schedule(config: PruneConfig, steps_per_epoch: int) -> Any:
     The polynomial schedule's last mask update falls exactly on its end step
     (the end is rounded down to a multiple of the frequency), so the target
     sparsity is reached, not approached.
+
+    Args:
+        config: `target_sparsity`, `schedule`, `initial_sparsity`,
+            `end_epoch`, `frequency`, `epochs`.
+        steps_per_epoch: Training steps per epoch.
+
+    Returns:
+        A `PolynomialDecay` or `ConstantSparsity` (2:4 masks once, at the
+        first step, whatever the schedule).
     """
     sparsity = tfmot().sparsity.keras
     total = config.epochs * steps_per_epoch

@@ -143,7 +143,8 @@ class DistillConfig(Section):
             (T=4 with alpha=0.5 was the best of the pairs tried on a
             small-data digits split).
         epochs: Student training epochs. Defaults to `None`: `train.epochs`.
-        teacher: A tf_keras model from raw inputs to outputs. Defaults to
+        teacher: A tf_keras model from raw inputs to outputs (an object, so
+            a saved config records only its description). Defaults to
             `None`: the model the run just trained.
     """
 

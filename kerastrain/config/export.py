@@ -9,7 +9,6 @@ from kerastrain.config.base import Section, config_error, option
 
 Format = Literal["savedmodel", "keras", "h5", "tflite"]
 TFLiteMode = Literal["float32", "float16", "dynamic", "int8"]
-TFLITE_MODES = ("float32", "float16", "dynamic", "int8")
 
 
 @dataclasses.dataclass
