@@ -23,7 +23,7 @@ from kerastrain.evaluate import compute_metrics
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.report import write_report
 from kerastrain.runs import RunFolder, write_json
-from kerastrain.trial import predict, run_training
+from kerastrain.trial import find_learning_rate, predict, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
             prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
         strategy_obj = make_strategy(cfg.strategy)
         with stage("train"):
+            cfg = find_learning_rate(cfg, prepared, strategy_obj, run.path, reuse=run.resuming)
             trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.path / "backup")
         with stage("evaluate"):
             metrics = _evaluate(trained, prepared)
