@@ -257,8 +257,8 @@ def _accumulating_step(model: keras.Model, steps: int) -> Callable[[Any], dict[s
             return (i + 1, *out)
 
         zeros = [tf.zeros(v.shape, v.dtype) for v in variables]
-        _, *sums = tf.while_loop(lambda i, *_: i < parts, body, (tf.constant(0, rows.dtype), *zeros),
-                                 parallel_iterations=1)
+        start = (tf.constant(0, rows.dtype), *zeros)
+        _, *sums = tf.while_loop(lambda i, *_: i < parts, body, start, parallel_iterations=1)
         pairs = [(g, v) for g, v, u in zip(sums, variables, used) if u]
         grads = [g for g, _ in pairs]
         if scaled:

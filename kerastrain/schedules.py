@@ -251,7 +251,8 @@ class Warmup(LearningRateSchedule):
         if method not in ("linear", "exponential"):
             raise ConfigError(f"Argument `method` must be 'linear' or 'exponential'. "
                               f"Received: method={method!r}")
-        if method == "exponential" and warmup_learning_rate is not None and warmup_learning_rate <= 0:
+        if method == "exponential" and warmup_learning_rate is not None and \
+                warmup_learning_rate <= 0:
             raise ConfigError("Argument `warmup_learning_rate` must be > 0 for an exponential "
                               f"warmup. Received: warmup_learning_rate={warmup_learning_rate!r}")
         self.schedule = schedule

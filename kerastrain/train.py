@@ -136,8 +136,7 @@ def default_callbacks(train: TrainConfig, *, has_validation: bool,
             mode=monitor_mode(monitor, opts.mode), verbose=0))
     if backup_dir is not None:
         own.append(kcb.HistoryRecorder(Path(backup_dir) / HISTORY_BACKUP))
-        own.append(keras.callbacks.BackupAndRestore(os.fspath(backup_dir),
-                                                    save_freq=train.backup_frequency))
+        own.append(kcb.BackupAndRestore(os.fspath(backup_dir), save_freq=train.backup_frequency))
     if train.ema:
         own.append(kcb.SwapEMAWeights())
     stopping = train.early_stopping

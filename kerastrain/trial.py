@@ -20,7 +20,8 @@ from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import model_inputs
 from kerastrain.models import Head, build_model
 from kerastrain.optim import one_hot_labels, precision_policy, steps_per_epoch
-from kerastrain.train import TrainResult, compile_model, find_learning_rate as _range_test, train_model
+from kerastrain.train import TrainResult, compile_model, train_model
+from kerastrain.train import find_learning_rate as _range_test
 
 logger = logging.getLogger(__name__)
 

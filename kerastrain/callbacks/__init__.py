@@ -10,12 +10,13 @@ from kerastrain.callbacks.ema import SwapEMAWeights
 from kerastrain.callbacks.guard import BlowupGuard, TrainingDivergedError
 from kerastrain.callbacks.lr_finder import (LRFinder, LRRangeResult, lr_range_test,
                                             plot_lr_range, suggest_learning_rate)
-from kerastrain.callbacks.resume import HistoryRecorder, load_records, merge_history
+from kerastrain.callbacks.resume import (BackupAndRestore, HistoryRecorder, load_records,
+                                         merge_history)
 from kerastrain.callbacks.throughput import LearningRateLogger, ThroughputLogger
 
 __all__ = [
     "Checkpoint", "EarlyStopping", "monitor_mode", "SwapEMAWeights", "BlowupGuard",
     "TrainingDivergedError", "LRFinder", "LRRangeResult", "lr_range_test", "plot_lr_range",
-    "suggest_learning_rate", "HistoryRecorder", "load_records", "merge_history",
+    "suggest_learning_rate", "BackupAndRestore", "HistoryRecorder", "load_records", "merge_history",
     "LearningRateLogger", "ThroughputLogger",
 ]

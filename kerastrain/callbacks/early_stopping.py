@@ -71,7 +71,8 @@ class EarlyStopping(keras.callbacks.Callback):
                  start_from_epoch: int = 0):
         super().__init__()
         if mode not in ("auto", "min", "max"):
-            raise ValueError(f"Argument `mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
+            raise ValueError(
+                f"Argument `mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
         if patience < 0:
             raise ValueError(f"Argument `patience` must be >= 0. Received: patience={patience!r}")
         self.monitor = monitor
@@ -119,7 +120,8 @@ class EarlyStopping(keras.callbacks.Callback):
             return False, None
         self.wait += 1
         if self.wait >= self.patience:
-            best = "n/a" if self.best_epoch is None else f"{self.best:.4g} at epoch {self.best_epoch + 1}"
+            best = ("n/a" if self.best_epoch is None
+                    else f"{self.best:.4g} at epoch {self.best_epoch + 1}")
             return True, (f"{self.monitor} did not improve by more than {self.min_delta:g} for "
                           f"{self.wait} epochs (best {best})")
         return False, None

@@ -150,8 +150,8 @@ class MultiStepOptions(Section):
 
     def validate(self) -> None:
         if self.boundaries is not None:
-            if not self.boundaries or any(b <= a for a, b in zip(self.boundaries, self.boundaries[1:])) \
-                    or self.boundaries[0] <= 0:
+            steps = zip(self.boundaries, self.boundaries[1:])
+            if not self.boundaries or any(b <= a for a, b in steps) or self.boundaries[0] <= 0:
                 raise config_error("train.schedule_options.boundaries", self.boundaries,
                                    "a non-empty, strictly increasing list of epochs > 0")
         if self.values is not None:
