@@ -17,13 +17,15 @@ from typing import Any, Iterator
 
 from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig, load_config, save_config
+from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared, prepare_data
+from kerastrain.data.preprocess import with_target_scale
 from kerastrain.distribute import make_strategy
 from kerastrain.evaluate import compute_metrics
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.report import write_report
 from kerastrain.runs import RunFolder, write_json
-from kerastrain.trial import find_learning_rate, predict, run_training
+from kerastrain.trial import find_learning_rate, predict, predict_split, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +86,10 @@ def _resolve(config: Any, **given: Any) -> PipelineConfig:
 
 
 def _evaluate(model: keras.Model, prepared: Prepared) -> dict[str, dict[str, Any]]:
-    metrics = {}
-    for split in ("val", "test"):
-        x, y = prepared.part(split)
-        if len(x):
-            metrics[split] = compute_metrics(prepared.task, y, predict(model, x))
-    return metrics
+    memory = InMemory(prepared.x, prepared.y)
+    return {split: compute_metrics(prepared.task, prepared.y[getattr(prepared.splits, split)],
+                                   predict_split(model, prepared, split, memory))
+            for split in ("val", "test") if len(getattr(prepared.splits, split))}
 
 
 def _held_out(prepared: Prepared) -> str:
@@ -154,6 +154,7 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         with stage("train"):
             cfg = find_learning_rate(cfg, prepared, strategy_obj, run.path, reuse=run.resuming)
             trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.path / "backup")
+            trained = with_target_scale(trained, prepared.target_scaler)
         with stage("evaluate"):
             metrics = _evaluate(trained, prepared)
         with stage("export"):
@@ -162,7 +163,7 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
             with stage("verify"):
                 x, y = prepared.part(_held_out(prepared))
                 metrics.update(verify_artifacts(predict(trained, x), artifacts, x, y,
-                                                prepared.task, cfg.export.atol))
+                                                prepared.task, cfg.export.atol, cfg.export.rtol))
         with stage("report"):
             write_json(run.path / "metrics.json", metrics)
             write_json(run.path / "history.json", fit.history)

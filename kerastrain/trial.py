@@ -25,8 +25,8 @@ from kerastrain.train import find_learning_rate as _range_test
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["make_datasets", "build_compiled_model", "run_training", "predict", "global_batch_size",
-           "find_learning_rate"]
+__all__ = ["make_datasets", "build_compiled_model", "run_training", "predict", "predict_split",
+           "global_batch_size", "find_learning_rate"]
 
 
 def global_batch_size(config: PipelineConfig, strategy: tf.distribute.Strategy) -> int:
@@ -43,7 +43,7 @@ def make_datasets(config: PipelineConfig, prepared: Prepared, strategy: tf.distr
     (times `train.gradient_accumulation`: each batch holds the micro-batches
     of one update).
     """
-    memory = memory or InMemory(prepared.x, prepared.y)
+    memory = memory or InMemory(prepared.x, prepared.training_targets)
     global_batch = global_batch_size(config, strategy)
     map_batch = None
     if one_hot_labels(prepared.task, config.train):
@@ -129,3 +129,15 @@ def predict(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndar
     if len(x) == 0:
         return np.empty((0, *model.output_shape[1:]), np.float32)
     return model.predict(x, batch_size=batch_size, verbose=0)
+
+
+def predict_split(model: keras.Model, prepared: Prepared, split: str,
+                  memory: InMemory | None = None, batch_size: int = 512) -> np.ndarray:
+    """The model's outputs on one split, gathered batch by batch from the
+    data (no copy of the split is made)."""
+    indices = getattr(prepared.splits, split)
+    if len(indices) == 0:
+        return np.empty((0, *model.output_shape[1:]), np.float32)
+    memory = memory or InMemory(prepared.x, prepared.training_targets)
+    dataset = make_dataset(memory, indices, batch_size, training=False)
+    return model.predict(dataset.map(lambda x, y: x), verbose=0)

@@ -450,6 +450,10 @@ class TrainConfig(Section):
             object.__setattr__(self, "learning_rate", float(lr))
 
     def _check_optimizer_options(self) -> None:
+        for key in ("learning_rate", "weight_decay"):
+            if key in self.optimizer_options:
+                raise config_error(f"train.optimizer_options.{key}", self.optimizer_options[key],
+                                   f"set as 'train.{key}', not inside optimizer_options")
         allowed = OPTIMIZER_OPTIONS[self.optimizer] + COMMON_OPTIMIZER_OPTIONS
         for key in self.optimizer_options:
             if key not in allowed:
@@ -457,9 +461,8 @@ class TrainConfig(Section):
                     f"Unknown option 'train.optimizer_options.{key}' for optimizer "
                     f"{self.optimizer!r}. It accepts: {', '.join(allowed)}."
                     + did_you_mean(key, allowed))
-        for key in ("learning_rate", "weight_decay", "clipnorm", "global_clipnorm"):
-            if key in self.optimizer_options and (
-                    key in ("learning_rate", "weight_decay") or getattr(self, key) is not None):
+        for key in ("clipnorm", "global_clipnorm"):
+            if key in self.optimizer_options and getattr(self, key) is not None:
                 raise config_error(f"train.optimizer_options.{key}", self.optimizer_options[key],
                                    f"set once, as 'train.{key}', not also inside optimizer_options")
         norms = [k for k in ("clipnorm", "global_clipnorm")
