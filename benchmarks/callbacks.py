@@ -20,13 +20,12 @@ Goal: ratio (kerastrain / plain) of at least 0.95.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from _common import interleave, table
 
 import numpy as np  # noqa: E402
 
@@ -76,37 +75,33 @@ def main() -> None:
     print(f"{args.rows} rows x 32 features, batch 64, {args.epochs} epochs, MLP 64-64, "
           f"{args.repeats} interleaved runs each\n")
 
-    variants = ("plain fit", "kerastrain train_model")
-    wall: dict[str, list[float]] = {name: [] for name in variants}
-    cpu: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeats):
-        for name in variants:
-            model = _model(initial, config)
-            with tempfile.TemporaryDirectory() as folder:
-                start, start_cpu = time.perf_counter(), time.process_time()
-                if name == "plain fit":
-                    model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, verbose=0)
-                else:
-                    result = train_model(model, train_ds, val_ds, config,
-                                         backup_dir=Path(folder) / "backup",
-                                         examples_per_epoch=examples // args.epochs)
-                    assert result.epochs_run == args.epochs, result.stop_reason
-                wall[name].append(time.perf_counter() - start)
-                cpu[name].append(time.process_time() - start_cpu)
-            keras.backend.clear_session()
+    cpu: dict[str, list[float]] = {"plain fit": [], "kerastrain train_model": []}
 
-    print(f"{'variant':<24} {'examples/s (wall)':>18} {'min':>8} {'max':>8} "
-          f"{'examples/s (CPU)':>17}")
-    for name in variants:
-        speeds = [examples / s for s in wall[name]]
-        print(f"{name:<24} {statistics.median(speeds):>18,.0f} {min(speeds):>8,.0f} "
-              f"{max(speeds):>8,.0f} {examples / statistics.median(cpu[name]):>17,.0f}")
-    plain, ours = (statistics.median(wall[name]) for name in variants)
-    plain_cpu, ours_cpu = (statistics.median(cpu[name]) for name in variants)
-    print(f"\nratio kerastrain / plain: {plain / ours:.3f} by wall clock, "
+    def run(name: str) -> float:
+        model = _model(initial, config)
+        with tempfile.TemporaryDirectory() as folder:
+            start, start_cpu = time.perf_counter(), time.process_time()
+            if name == "plain fit":
+                model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, verbose=0)
+            else:
+                result = train_model(model, train_ds, val_ds, config,
+                                     backup_dir=Path(folder) / "backup",
+                                     examples_per_epoch=examples // args.epochs)
+                assert result.epochs_run == args.epochs, result.stop_reason
+            seconds = time.perf_counter() - start
+            cpu[name].append(time.process_time() - start_cpu)
+        keras.backend.clear_session()
+        return examples / seconds
+
+    medians = table(interleave({name: (lambda _, name=name: run(name)) for name in cpu},
+                               args.repeats))
+    plain, ours = medians["plain fit"], medians["kerastrain train_model"]
+    plain_cpu, ours_cpu = (statistics.median(cpu[name]) for name in cpu)
+    print(f"\nratio kerastrain / plain: {ours / plain:.3f} by wall clock, "
           f"{plain_cpu / ours_cpu:.3f} by CPU time (goal >= 0.95)")
-    print(f"extra time: {(ours - plain) / args.epochs * 1e3:+.0f} ms per epoch of "
-          f"{plain / args.epochs:.2f} s (wall, medians)")
+    epoch_plain, epoch_ours = (examples / args.epochs / v for v in (plain, ours))
+    print(f"extra wall time: {(epoch_ours - epoch_plain) * 1e3:+.0f} ms per epoch of "
+          f"{epoch_plain:.2f} s (medians)")
 
 if __name__ == "__main__":
     main()

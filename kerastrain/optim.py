@@ -6,10 +6,9 @@ here in optimizer steps, from the steps an epoch has (`steps_per_epoch`).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from kerastrain import schedules
 from kerastrain._keras import keras, tf
@@ -21,7 +20,7 @@ from kerastrain.data.validate import Task
 logger = logging.getLogger(__name__)
 
 __all__ = ["make_optimizer", "make_learning_rate", "make_loss", "make_metrics", "one_hot_labels",
-           "precision_policy", "accumulate_gradients", "inner_optimizer"]
+           "accumulate_gradients", "inner_optimizer", "steps_per_epoch"]
 
 OPTIMIZERS = {
     "sgd": keras.optimizers.SGD,
@@ -171,25 +170,6 @@ def make_optimizer(train: TrainConfig, learning_rate: Any = None, *,
 def inner_optimizer(optimizer: Any) -> Any:
     """The optimizer under a `LossScaleOptimizer`, or ``optimizer`` itself."""
     return getattr(optimizer, "inner_optimizer", optimizer)
-
-
-@contextlib.contextmanager
-def precision_policy(name: str) -> Iterator[None]:
-    """Builds layers under the Keras precision policy ``name`` within the block.
-
-    Layers keep the policy they were built with, so the global policy is put
-    back on exit and nothing leaks into later models. A model built under
-    `"mixed_float16"` gets a `LossScaleOptimizer` when compiled.
-
-    Args:
-        name: `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`.
-    """
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(name)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def accumulate_gradients(model: keras.Model, steps: int) -> None:

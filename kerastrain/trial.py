@@ -19,7 +19,8 @@ from kerastrain.data.feed import InMemory, make_dataset
 from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import model_inputs
 from kerastrain.models import Head, build_model
-from kerastrain.optim import one_hot_labels, precision_policy, steps_per_epoch
+from kerastrain.optim import one_hot_labels, steps_per_epoch
+from kerastrain.perf import precision_scope
 from kerastrain.train import TrainResult, compile_model, train_model
 from kerastrain.train import find_learning_rate as _range_test
 
@@ -63,7 +64,7 @@ def build_compiled_model(config: PipelineConfig, prepared: Prepared,
     """Builds and compiles the model inside the strategy scope (and under the
     `train.mixed_precision` policy); schedules count the steps of an epoch."""
     task = prepared.task
-    with strategy.scope(), precision_policy(config.train.mixed_precision):
+    with strategy.scope(), precision_scope(config.train.mixed_precision):
         inputs = model_inputs(prepared.feature_shape, prepared.standardizer)
         model = build_model(config.model, inputs, Head(task.output_units, task.output_activation),
                             config.model_options)

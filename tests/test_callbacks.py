@@ -176,7 +176,8 @@ def exploding():
 
 def test_blowup_guard_recovers_a_diverging_fit(exploding):
     train = TrainConfig(optimizer="sgd", learning_rate=100.0, epochs=3, early_stopping=None,
-                        blowup_guard={"retries": 3, "lr_factor": 1e-5}, verbose=0)
+                        blowup_guard={"retries": 3, "lr_factor": 1e-5}, verbose=0,
+                        steps_per_execution=4)  # the guard sees every 4th step's loss
     model = _dense()
     compile_model(model, Task("regression"), train)
     result = train_model(model, exploding, None, train)
@@ -195,6 +196,15 @@ def test_blowup_guard_fails_clearly_when_retries_run_out(exploding):
     compile_model(model, Task("regression"), train)
     with pytest.raises(TrainingDivergedError, match="after 1 recoveries.*from 1e\\+04 to 5e\\+03"):
         train_model(model, exploding, None, train)
+
+
+def test_default_callbacks_allow_several_steps_per_execution(tmp_path):
+    from kerastrain.perf import pick_steps_per_execution
+    from kerastrain.train import default_callbacks
+
+    own = default_callbacks(TrainConfig(ema=True, tensorboard=True), has_validation=True,
+                            run_dir=tmp_path, backup_dir=tmp_path / "backup")
+    assert pick_steps_per_execution(1e-4, 100, own).value > 1
 
 
 def test_lr_and_throughput_loggers_hooks():

@@ -7,7 +7,7 @@ import pytest
 from kerastrain import ConfigError, schedules
 from kerastrain._keras import keras
 from kerastrain.config import TrainConfig
-from kerastrain.optim import make_learning_rate, make_optimizer, precision_policy
+from kerastrain.optim import make_learning_rate, make_optimizer
 from kerastrain.train import compile_options
 
 
@@ -54,15 +54,6 @@ def test_learning_rate_find_must_be_resolved_first():
     with pytest.raises(ConfigError, match="'train.learning_rate' option must be a number > 0, "
                                           "'find'.*Did you mean 'find'"):
         TrainConfig(learning_rate="fnd")
-
-
-def test_precision_policy_is_restored_even_on_error():
-    with precision_policy("mixed_bfloat16"):
-        assert keras.layers.Dense(2).compute_dtype == "bfloat16"
-    assert keras.mixed_precision.global_policy().name == "float32"
-    with pytest.raises(RuntimeError), precision_policy("mixed_float16"):
-        raise RuntimeError
-    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def test_compile_options_and_their_checks():

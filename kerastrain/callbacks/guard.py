@@ -79,6 +79,9 @@ class BlowupGuard(keras.callbacks.Callback):
             loss seen, and the learning rate before and after.
     """
 
+    #: Correct with several steps per execution (it sees the loss of each call).
+    kerastrain_step_safe = True
+
     def __init__(self, retries: int = 3, lr_factor: float = 0.1):
         super().__init__()
         if retries < 0 or not 0 < lr_factor < 1:

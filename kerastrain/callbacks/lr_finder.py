@@ -131,6 +131,9 @@ class LRFinder(keras.callbacks.Callback):
             schedule (the sweep must set it).
     """
 
+    #: With several steps per execution the rate changes once per call.
+    kerastrain_step_safe = True
+
     def __init__(self, start_learning_rate: float = 1e-7, end_learning_rate: float = 10.0,
                  steps: int = 100, diverge: float = 4.0, beta: float = 0.98):
         super().__init__()

@@ -14,8 +14,8 @@ from kerastrain.config.base import ConfigError, Section, config_error, did_you_m
 Optimizer = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam"]
 Schedule = Literal["constant", "step", "multistep", "exponential", "polynomial", "cosine",
                    "cosine_restarts", "onecycle", "inverse_sqrt", "plateau"]
-#: Explicit precision policies. A later "auto" is added here and resolved in
-#: `kerastrain.optim.precision_policy`.
+#: Explicit precision policies. A later "auto" is added here and resolved
+#: (`kerastrain.perf.pick_precision`) before `kerastrain.perf.precision_scope`.
 Precision = Literal["float32", "mixed_bfloat16", "mixed_float16"]
 
 #: The keyword options each optimizer accepts in ``train.optimizer_options``
