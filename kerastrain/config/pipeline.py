@@ -12,13 +12,15 @@ import yaml
 from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean
 from kerastrain.config.data import DataConfig
 from kerastrain.config.export import ExportConfig
+from kerastrain.config.report import ReportConfig
+from kerastrain.config.tracking import TrackingConfig
 from kerastrain.config.train import TrainConfig
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu")
 StrategyName = Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu"]
 
 #: Sections that merge key by key when a keyword argument overrides a config.
-SECTIONS = ("data_options", "train", "export")
+SECTIONS = ("data_options", "train", "export", "report", "tracking")
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -41,6 +43,8 @@ class PipelineConfig(Section):
         data_options: See `DataConfig`.
         train: See `TrainConfig`.
         export: See `ExportConfig`.
+        report: See `ReportConfig`.
+        tracking: See `TrackingConfig`.
         strategy: A strategy name or a `tf.distribute.Strategy`.
             Defaults to `"auto"`.
         model_options: Keyword arguments of the model factory (`width`,
@@ -61,6 +65,8 @@ class PipelineConfig(Section):
     data_options: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     strategy: Any = "auto"
     output_dir: str | None = None
     overwrite: bool = False

@@ -30,8 +30,8 @@ def test_digits_reaches_90_percent_and_tflite_agrees(digits_run):
 
 def test_the_run_folder_holds_everything_needed_to_repeat_the_run(digits_run):
     run = digits_run.run_dir
-    for name in ("config.yaml", "metrics.json", "history.json", "report.md", "learning_curves.png",
-                 "model.tflite", "model.keras", "savedmodel", "run.json"):
+    for name in ("config.yaml", "metrics.json", "history.json", "report.html", "MODEL_CARD.md",
+                 "learning_curves.png", "model.tflite", "model.keras", "savedmodel", "run.json"):
         assert (run / name).exists(), name
     saved = load_config(run / "config.yaml")
     assert saved.seed == 0 and saved.train.epochs == 12 and saved.data == "digits"
