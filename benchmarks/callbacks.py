@@ -13,6 +13,7 @@ by `BackupAndRestore`) and per fit (the final checkpoints), printed as well:
 the ratio depends on how long an epoch is.
 
     PYTHONPATH=. python benchmarks/callbacks.py [--repeats 5] [--epochs 5] [--rows 60000]
+                                                [--threads 1]
 
 Goal: ratio (kerastrain / plain) of at least 0.95.
 """
@@ -63,7 +64,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs of each variant (default 5)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per run (default 5)")
     parser.add_argument("--rows", type=int, default=60000, help="rows of data (default 60000)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow threads per pool; 1 steadies timings on a shared "
+                             "machine (default 0: TensorFlow's choice)")
     args = parser.parse_args()
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
     train_ds, val_ds = _data(args.rows)
     examples = int(args.rows * 0.85) * args.epochs
@@ -73,7 +80,7 @@ def main() -> None:
         config, has_validation=True, run_dir="run", backup_dir="run/backup")]
     print(f"kerastrain default callbacks: {', '.join(names)}")
     print(f"{args.rows} rows x 32 features, batch 64, {args.epochs} epochs, MLP 64-64, "
-          f"{args.repeats} interleaved runs each\n")
+          f"{args.repeats} interleaved runs each, TensorFlow threads: {args.threads or 'default'}\n")
 
     cpu: dict[str, list[float]] = {"plain fit": [], "kerastrain train_model": []}
 

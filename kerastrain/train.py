@@ -151,8 +151,9 @@ def default_callbacks(train: TrainConfig, *, has_validation: bool,
         mode = monitor_mode(monitor, stopping.mode if stopping is not None else "auto")
         own.append(kcb.Checkpoint(Path(run_dir) / "checkpoints", monitor, mode))
     if run_dir is not None and train.tensorboard:
-        own.append(keras.callbacks.TensorBoard(os.fspath(Path(run_dir) / "tensorboard"),
-                                               profile_batch=0))
+        own.append(keras.callbacks.TensorBoard(
+            os.fspath(Path(run_dir) / "tensorboard"), histogram_freq=0, write_graph=False,
+            update_freq="epoch", profile_batch=0))
     return own
 
 
@@ -233,6 +234,8 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
     for callback in callbacks:
         ensure_tf_keras(callback, "callbacks")
     _refuse_plateau_with_schedule(model, callbacks, train)
+    if train.tensorboard and any(isinstance(cb, keras.callbacks.TensorBoard) for cb in callbacks):
+        train = train.replace(tensorboard=False)  # e.g. tracking.tensorboard already writes it
     previous: list[dict[str, Any]] = []
     if backup_dir is not None:
         backup_dir = Path(backup_dir)

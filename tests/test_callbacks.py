@@ -319,6 +319,14 @@ def test_fit_with_early_stopping_checkpoints_and_tensorboard(tmp_path, breast_ca
     assert (tmp_path / "checkpoints" / "best.weights.h5").exists()
     assert (tmp_path / "checkpoints" / "last.weights.h5").exists()
     assert any((tmp_path / "tensorboard" / "train").iterdir())
+    # Asked twice (train.tensorboard, and the TensorBoard callback tracking.tensorboard
+    # passes): one writer, one events file.
+    run = tmp_path / "twice"
+    model = _dense(inputs=30, activation="sigmoid")
+    compile_model(model, Task("binary"), train, steps_per_epoch=7)
+    theirs = keras.callbacks.TensorBoard(str(run / "tensorboard"))
+    train_model(model, ds.take(2), None, train.replace(epochs=1), run_dir=run, callbacks=[theirs])
+    assert len(list((run / "tensorboard" / "train").glob("events.out.tfevents.*"))) == 1
 
 
 def test_fit_pipeline_learning_rate_find(tmp_path, breast_cancer_arrays):

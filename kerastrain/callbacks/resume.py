@@ -101,8 +101,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     preemption on every batch even with ``save_freq="epoch"``; those calls
     run whenever any other callback has batch hooks (the blow-up guard has)
     and cost a small model a few percent of its speed. With epoch backups
-    (and no save-before-preemption) neither is needed: the epoch backup
-    records batch 0 itself. Everything else is the stock callback.
+    (and no save-before-preemption) neither is needed: tf_keras resumes from
+    the epoch counter alone and reads the batch counter only for step
+    backups. Everything else is the stock callback.
     """
 
     def _per_batch(self) -> bool:

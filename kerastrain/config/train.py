@@ -383,7 +383,8 @@ class TrainConfig(Section):
             the rate and go on, up to `retries` times: `True`, the number of
             retries, a mapping of `BlowupGuardConfig` options, or `False`.
             Defaults to `True`.
-        tensorboard: Write TensorBoard logs to `<run>/tensorboard/`.
+        tensorboard: Write TensorBoard logs to `<run>/tensorboard/` (the same
+            logs as `tracking.tensorboard`; one writer when both are set).
             Defaults to `False`.
         mixed_precision: `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`
             (with loss scaling). Defaults to `"float32"`.
