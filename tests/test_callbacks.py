@@ -215,7 +215,7 @@ def test_lr_and_throughput_loggers_hooks():
     lr_logger.set_model(Holder())
     logs = {}
     lr_logger.on_epoch_end(0, logs)
-    assert logs["lr"] == pytest.approx(0.3)
+    assert logs["learning_rate"] == pytest.approx(0.3)
     speed = ThroughputLogger(examples_per_epoch=1000)
     speed.on_epoch_begin(0)
     time.sleep(0.05)
@@ -315,7 +315,7 @@ def test_fit_with_early_stopping_checkpoints_and_tensorboard(tmp_path, breast_ca
     assert result.stop_reason.startswith("early stopping after epoch 2: val_loss did not improve "
                                          "by more than 0.001 for 1 epochs (best ")
     assert result.epochs_run == 2 and set(result.history) >= {
-        "loss", "val_loss", "val_auc", "lr", "epoch_time", "examples_per_second"}
+        "loss", "val_loss", "val_auc", "learning_rate", "epoch_time", "examples_per_second"}
     assert (tmp_path / "checkpoints" / "best.weights.h5").exists()
     assert (tmp_path / "checkpoints" / "last.weights.h5").exists()
     assert any((tmp_path / "tensorboard" / "train").iterdir())
@@ -338,4 +338,4 @@ def test_fit_pipeline_learning_rate_find(tmp_path, breast_cancer_arrays):
     record = json.loads((result.run_dir / "lr_finder.json").read_text())
     assert (result.run_dir / "lr_finder.png").exists() and len(record["losses"]) <= 30
     assert result.config.train.learning_rate == pytest.approx(record["suggestion"])
-    assert result.history["lr"] == pytest.approx([record["suggestion"]] * 2)
+    assert result.history["learning_rate"] == pytest.approx([record["suggestion"]] * 2)

@@ -79,7 +79,7 @@ def test_crashed_fit_resumes_without_losing_epochs(tmp_path, breast_cancer_array
 
     model, result = _fit(data, backup, train)
     assert result.resumed_at == 4 and "resumed at epoch 4 from the backup" in result.stop_reason
-    assert result.epochs_run == 5 and len(result.history["lr"]) == 5
+    assert result.epochs_run == 5 and len(result.history["learning_rate"]) == 5
     assert result.history["loss"][:3] == pytest.approx([r["loss"] for r in before])
     assert int(model.optimizer.iterations) == 5 * 9  # the optimizer state came back too
     assert not any(backup.iterdir())  # emptied once the fit completed

@@ -87,7 +87,7 @@ def test_run_training_with_techniques_together(tmp_path):
     assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)  # smoothing: one-hot
     history = result.history
     assert len(history["loss"]) == 3 and all(math.isfinite(v) for v in history["loss"])
-    assert history["lr"][0] > history["lr"][-1]  # the cosine decays after warmup
+    assert history["learning_rate"][0] > history["learning_rate"][-1]  # the cosine decays after warmup
     assert all(v > 0 for v in history["examples_per_second"])
     # Validation ran on the averaged weights, which the model ends with.
     _, val_ds = make_datasets(cfg, prepared, strategy)

@@ -11,8 +11,9 @@ __all__ = ["LearningRateLogger", "ThroughputLogger"]
 
 
 class LearningRateLogger(keras.callbacks.Callback):
-    """Adds `lr`, the learning rate of each epoch's last step, to the epoch logs
-    (so to the `History`, TensorBoard and the report).
+    """Adds `learning_rate`, the rate of each epoch's last step, to the epoch
+    logs (so to the `History`, TensorBoard and the report; the name Keras 3
+    uses, and that `kerastrain.tracking` reads).
 
     Put it before `History`-reading callbacks; `fit` adds `History` last.
     """
@@ -23,7 +24,7 @@ class LearningRateLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
-            logs["lr"] = learning_rate_of(self.model.optimizer)
+            logs["learning_rate"] = learning_rate_of(self.model.optimizer)
 
 
 class ThroughputLogger(keras.callbacks.Callback):
