@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 #: Public name -> the module that defines it.
 _LAZY = {
     "DataConfig": "kerastrain.config",
+    "DistributeConfig": "kerastrain.config",
     "ExportConfig": "kerastrain.config",
     "PipelineConfig": "kerastrain.config",
     "ReportConfig": "kerastrain.config",

@@ -20,7 +20,7 @@ from kerastrain.config import PipelineConfig, load_config, save_config
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared, prepare_data
 from kerastrain.data.preprocess import with_target_scale
-from kerastrain.distribute import make_strategy
+from kerastrain.distribute import make_strategy, open_run_folder, strategy_summary
 from kerastrain.evaluate import compute_metrics, evaluate_run
 from kerastrain.explain import check_explainable, explain_run
 from kerastrain.export import export_model, verify_artifacts
@@ -106,7 +106,7 @@ def _split_metrics(model: keras.Model, prepared: Prepared,
 def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = None,
                  train: Any = None, export: Any = None, model_options: Any = None,
                  report: Any = None, tracking: Any = None, strategy: Any = None,
-                 output_dir: Any = None, overwrite: bool | None = None,
+                 distribute: Any = None, output_dir: Any = None, overwrite: bool | None = None,
                  seed: int | None = None, name: str | None = None,
                  config: Any = None) -> PipelineResult:
     """From data to a trained, evaluated, exported and verified model.
@@ -130,6 +130,7 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
             Defaults to `None`.
         strategy: A strategy name or a `tf.distribute.Strategy`.
             Defaults to `"auto"`.
+        distribute: Mapping or `DistributeConfig`. Defaults to `None`.
         output_dir: The run folder; rerunning with the same folder after a
             crash resumes training. Defaults to `saved_models/<run name>`.
         overwrite: Replace a finished run in `output_dir`. Defaults to `False`.
@@ -152,22 +153,22 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
     """
     cfg = _resolve(config, data=data, model=model, data_options=data_options, train=train,
                    export=export, model_options=model_options, report=report,
-                   tracking=tracking, strategy=strategy,
+                   tracking=tracking, strategy=strategy, distribute=distribute,
                    output_dir=output_dir, overwrite=overwrite, seed=seed, name=name)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     stage = _Stages()
-    run = RunFolder.prepare(cfg.output_dir, cfg.name, cfg.overwrite)
+    strategy_obj = make_strategy(cfg.strategy, cfg.distribute)  # first: it may wait for workers
+    run = open_run_folder(cfg, strategy_obj)  # the chief's folder; a temporary one elsewhere
     try:
         save_config(cfg, run.path / "config.yaml")
         with stage("data"):
             prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
             check_explainable(cfg.report.explain, prepared)
-        strategy_obj = make_strategy(cfg.strategy)
         with stage("train"):
             cfg = find_learning_rate(cfg, prepared, strategy_obj, run.path, reuse=run.resuming)
-            trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.path / "backup",
+            trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.backup_dir,
                                         callbacks=training_callbacks(cfg.tracking, run.path))
             trained = with_target_scale(trained, prepared.target_scaler)
         with stage("evaluate"):
@@ -186,7 +187,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
             write_json(run.path / "metrics.json", metrics)
             write_json(run.path / "history.json", fit.history)
             report_path = write_report(
-                run.path, name=cfg.name, summary=prepared.summary(), history=fit.history,
+                run.path, name=cfg.name, history=fit.history,
+                summary={**prepared.summary(), **strategy_summary(cfg, strategy_obj)},
                 metrics=metrics, artifacts=artifacts, timings=stage.timings,
                 stop_reason=fit.stop_reason, config=cfg,
                 evaluation=evaluation, explanations=explanations,

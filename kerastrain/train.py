@@ -197,7 +197,8 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
                 epochs: int | None = None, initial_epoch: int = 0,
                 backup_dir: str | os.PathLike | None = None,
                 run_dir: str | os.PathLike | None = None,
-                examples_per_epoch: int | None = None) -> TrainResult:
+                examples_per_epoch: int | None = None, steps_per_epoch: int | None = None,
+                validation_steps: int | None = None) -> TrainResult:
     """Fits a compiled model with kerastrain's callbacks.
 
     Args:
@@ -220,6 +221,9 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
             the parent of `backup_dir`, or none.
         examples_per_epoch: Training examples per epoch, for the
             `examples_per_second` log. Defaults to `None`.
+        steps_per_epoch: Steps of an epoch over repeating data (parameter-
+            server training). Defaults to `None`: the data's end.
+        validation_steps: Validation steps, likewise. Defaults to `None`.
 
     Returns:
         The history and why training stopped.
@@ -249,7 +253,8 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
                             backup_dir=backup_dir, examples_per_epoch=examples_per_epoch)
     history = model.fit(train_ds, validation_data=val_ds, epochs=total,
                         initial_epoch=initial_epoch, callbacks=[*own, *callbacks],
-                        verbose=_verbose(train.verbose))
+                        verbose=_verbose(train.verbose), steps_per_epoch=steps_per_epoch,
+                        validation_steps=validation_steps)
     logs = kcb.merge_history(previous, history.epoch, history.history)
     stopping = next((cb for cb in own if isinstance(cb, kcb.EarlyStopping)), None)
     guard = next((cb for cb in own if isinstance(cb, kcb.BlowupGuard)), None)

@@ -18,6 +18,7 @@ from kerastrain.config import PipelineConfig
 from kerastrain.data.feed import InMemory, make_dataset
 from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import model_inputs
+from kerastrain.distribute import coordinator_datasets, distributed_train_config, uses_coordinator
 from kerastrain.models import Head, build_model
 from kerastrain.optim import one_hot_labels, steps_per_epoch
 from kerastrain.perf import precision_scope
@@ -68,8 +69,9 @@ def build_compiled_model(config: PipelineConfig, prepared: Prepared,
         inputs = model_inputs(prepared.feature_shape, prepared.standardizer)
         model = build_model(config.model, inputs, Head(task.output_units, task.output_activation),
                             config.model_options)
-        compile_model(model, task, config.train, steps_per_epoch=steps_per_epoch(
-            len(prepared.splits.train), global_batch_size(config, strategy)))
+        compile_model(model, task, distributed_train_config(config, strategy),
+                      steps_per_epoch=steps_per_epoch(len(prepared.splits.train),
+                                                      global_batch_size(config, strategy)))
     logger.info("Model %r: %s parameters.", model.name, f"{model.count_params():,}")
     return model
 
@@ -98,10 +100,17 @@ def run_training(config: PipelineConfig, prepared: Prepared, strategy: tf.distri
     """
     if model is None:
         model = build_compiled_model(config, prepared, strategy)
-    train_ds, val_ds = make_datasets(config, prepared, strategy, memory)
-    result = train_model(model, train_ds, val_ds, config.train, callbacks=callbacks,
-                         epochs=epochs, initial_epoch=initial_epoch, backup_dir=backup_dir,
-                         examples_per_epoch=len(prepared.splits.train))
+    steps: dict[str, int] = {}
+    if uses_coordinator(strategy):  # parameter servers: each worker builds its own pipeline
+        train_ds, val_ds, steps = coordinator_datasets(
+            lambda: make_datasets(config, prepared, tf.distribute.get_strategy()),
+            prepared, global_batch_size(config, strategy))
+    else:
+        train_ds, val_ds = make_datasets(config, prepared, strategy, memory)
+    result = train_model(model, train_ds, val_ds, distributed_train_config(config, strategy),
+                         callbacks=callbacks, epochs=epochs, initial_epoch=initial_epoch,
+                         backup_dir=backup_dir, examples_per_epoch=len(prepared.splits.train),
+                         **steps)
     return model, result
 
 

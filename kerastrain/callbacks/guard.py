@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from kerastrain import schedules
-from kerastrain._keras import keras
+from kerastrain._keras import keras, tf
 from kerastrain.errors import ConfigError, KerastrainError
 from kerastrain.optim import inner_optimizer
 
@@ -75,8 +75,9 @@ class BlowupGuard(keras.callbacks.Callback):
         lr_factor: The learning-rate factor of each recovery. Defaults to `0.1`.
 
     Attributes:
-        recoveries: One record per recovery: epoch and batch (1-based), the
-            loss seen, and the learning rate before and after.
+        recoveries: One record per recovery: epoch and batch (1-based; batch
+            None under parameter-server training, which is checked once per
+            epoch), the loss seen, and the learning rate before and after.
     """
 
     #: Correct with several steps per execution (it sees the loss of each call).
@@ -121,6 +122,10 @@ class BlowupGuard(keras.callbacks.Callback):
             inner_optimizer(optimizer).build(self.model.trainable_variables)
         self.recoveries = []
         self._good = None
+        # Under parameter-server training the per-batch logs are remote values
+        # that cannot be read without waiting: check each epoch's loss instead.
+        self._per_batch = not isinstance(self.model.distribute_strategy,
+                                         tf.distribute.experimental.ParameterServerStrategy)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
@@ -129,7 +134,7 @@ class BlowupGuard(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
-        if loss is None:
+        if loss is None or not self._per_batch:
             return
         value = float(loss)
         if not math.isfinite(value):
@@ -137,11 +142,15 @@ class BlowupGuard(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
-        if loss is not None and math.isfinite(float(loss)):
+        if loss is None:
+            return
+        if math.isfinite(float(loss)):
             self._snapshot()
+        elif not self._per_batch:
+            self._recover(None, float(loss))
 
-    def _recover(self, batch: int, value: float) -> None:
-        where = f"epoch {self._epoch + 1}, batch {batch + 1}"
+    def _recover(self, batch: int | None, value: float) -> None:
+        where = f"epoch {self._epoch + 1}" + ("" if batch is None else f", batch {batch + 1}")
         if len(self.recoveries) >= self.retries:
             first = self.recoveries[0]["lr_before"] if self.recoveries else learning_rate_of(
                 self.model.optimizer)
@@ -154,7 +163,8 @@ class BlowupGuard(keras.callbacks.Callback):
         self._restore()
         before, after = set_learning_rate_scale(self.model.optimizer, self.lr_factor)
         self.model.reset_metrics()
-        self.recoveries.append({"epoch": self._epoch + 1, "batch": batch + 1, "loss": value,
+        self.recoveries.append({"epoch": self._epoch + 1,
+                                "batch": None if batch is None else batch + 1, "loss": value,
                                 "lr_before": before, "lr_after": after})
         logger.warning("Training loss became %s at %s: restored the last good weights and "
                        "lowered the learning rate from %.3g to %.3g (recovery %d of %d).",

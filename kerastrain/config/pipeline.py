@@ -11,6 +11,7 @@ import yaml
 
 from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean
 from kerastrain.config.data import DataConfig
+from kerastrain.config.distribute import DistributeConfig
 from kerastrain.config.export import ExportConfig
 from kerastrain.config.report import ReportConfig
 from kerastrain.config.tracking import TrackingConfig
@@ -20,7 +21,7 @@ STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_serve
 StrategyName = Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu"]
 
 #: Sections that merge key by key when a keyword argument overrides a config.
-SECTIONS = ("data_options", "train", "export", "report", "tracking")
+SECTIONS = ("data_options", "train", "export", "report", "tracking", "distribute")
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -47,6 +48,7 @@ class PipelineConfig(Section):
         tracking: See `TrackingConfig`.
         strategy: A strategy name or a `tf.distribute.Strategy`.
             Defaults to `"auto"`.
+        distribute: See `DistributeConfig`.
         model_options: Keyword arguments of the model factory (`width`,
             `depth`, `dropout`, ...). Defaults to `{}`.
         output_dir: The run folder. Defaults to `saved_models/<run name>`.
@@ -68,6 +70,7 @@ class PipelineConfig(Section):
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     strategy: Any = "auto"
+    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
     output_dir: str | None = None
     overwrite: bool = False
     seed: int | None = None
