@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -103,7 +104,8 @@ def _monitor(name: str, has_validation: bool, what: str) -> str:
 def default_callbacks(train: TrainConfig, *, has_validation: bool,
                       run_dir: str | os.PathLike | None = None,
                       backup_dir: str | os.PathLike | None = None,
-                      examples_per_epoch: int | None = None) -> list[keras.callbacks.Callback]:
+                      examples_per_epoch: int | None = None,
+                      chief: bool = True) -> list[keras.callbacks.Callback]:
     """The callbacks `train_model` adds, in the order they must run.
 
     The blow-up guard, the history backup and `BackupAndRestore` come before
@@ -119,6 +121,11 @@ def default_callbacks(train: TrainConfig, *, has_validation: bool,
         backup_dir: Folder of the `BackupAndRestore` backup. Defaults to `None`.
         examples_per_epoch: Training examples per epoch, for throughput.
             Defaults to `None`.
+        chief: Whether this process writes the run's files. The other
+            workers of a multi-worker run save their checkpoints to a
+            temporary folder instead (saving reads variables through
+            collective operations every worker must join) and skip the history
+            backup; TensorBoard redirects them itself. Defaults to `True`.
 
     Returns:
         The callbacks.
@@ -135,7 +142,8 @@ def default_callbacks(train: TrainConfig, *, has_validation: bool,
             cooldown=opts.cooldown, min_lr=opts.min_learning_rate,
             mode=monitor_mode(monitor, opts.mode), verbose=0))
     if backup_dir is not None:
-        own.append(kcb.HistoryRecorder(Path(backup_dir) / HISTORY_BACKUP))
+        if chief:
+            own.append(kcb.HistoryRecorder(Path(backup_dir) / HISTORY_BACKUP))
         own.append(kcb.BackupAndRestore(os.fspath(backup_dir), save_freq=train.backup_frequency))
     if train.ema:
         own.append(kcb.SwapEMAWeights())
@@ -149,7 +157,9 @@ def default_callbacks(train: TrainConfig, *, has_validation: bool,
         watched = stopping.monitor if stopping is not None else "val_loss"
         monitor = _monitor(watched, has_validation, "the best checkpoint")
         mode = monitor_mode(monitor, stopping.mode if stopping is not None else "auto")
-        own.append(kcb.Checkpoint(Path(run_dir) / "checkpoints", monitor, mode))
+        folder = Path(run_dir) / "checkpoints" if chief else Path(
+            tempfile.mkdtemp(prefix="kerastrain-checkpoints-"))
+        own.append(kcb.Checkpoint(folder, monitor, mode, temporary=not chief))
     if run_dir is not None and train.tensorboard:
         own.append(keras.callbacks.TensorBoard(
             os.fspath(Path(run_dir) / "tensorboard"), histogram_freq=0, write_graph=False,
@@ -241,16 +251,20 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
     if train.tensorboard and any(isinstance(cb, keras.callbacks.TensorBoard) for cb in callbacks):
         train = train.replace(tensorboard=False)  # e.g. tracking.tensorboard already writes it
     previous: list[dict[str, Any]] = []
+    # Only the chief writes (TensorBoard, checkpoints, the history backup);
+    # tf_keras's BackupAndRestore handles the other workers itself.
+    chief = bool(getattr(model.distribute_strategy.extended, "should_checkpoint", True))
     if backup_dir is not None:
         backup_dir = Path(backup_dir)
-        if not train.resume and backup_dir.exists():
+        if not train.resume and backup_dir.exists() and chief:
             logger.info("train.resume is False: removing the backup in %s.", backup_dir)
             shutil.rmtree(backup_dir)
         previous = kcb.load_records(backup_dir / HISTORY_BACKUP)
         if run_dir is None:
             run_dir = backup_dir.parent
     own = default_callbacks(train, has_validation=val_ds is not None, run_dir=run_dir,
-                            backup_dir=backup_dir, examples_per_epoch=examples_per_epoch)
+                            backup_dir=backup_dir, examples_per_epoch=examples_per_epoch,
+                            chief=chief)
     history = model.fit(train_ds, validation_data=val_ds, epochs=total,
                         initial_epoch=initial_epoch, callbacks=[*own, *callbacks],
                         verbose=_verbose(train.verbose), steps_per_epoch=steps_per_epoch,

@@ -50,6 +50,9 @@ class Checkpoint(keras.callbacks.Callback):
         save_last: Write the last weights. Defaults to `True`.
         save_every_seconds: The shortest time between two writes of the best
             weights; 0 writes on every improvement. Defaults to `60.0`.
+        temporary: Remove `directory` when training ends (a non-chief
+            worker's copy, written only because saving takes part in the
+            workers' collective operations). Defaults to `False`.
 
     Attributes:
         best: The best monitored value so far.
@@ -58,7 +61,7 @@ class Checkpoint(keras.callbacks.Callback):
 
     def __init__(self, directory: str | os.PathLike, monitor: str = "val_loss",
                  mode: str = "auto", save_best: bool = True, save_last: bool = True,
-                 save_every_seconds: float = 60.0):
+                 save_every_seconds: float = 60.0, temporary: bool = False):
         super().__init__()
         self.directory = Path(directory)
         self.monitor = monitor
@@ -66,6 +69,7 @@ class Checkpoint(keras.callbacks.Callback):
         self.save_best = save_best
         self.save_last = save_last
         self.save_every_seconds = float(save_every_seconds)
+        self.temporary = temporary
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch: int | None = None
         self._pending: list[Any] | None = None
@@ -124,3 +128,5 @@ class Checkpoint(keras.callbacks.Callback):
             if not self.save_last:
                 self.last_path.unlink()
         self._write_best()
+        if self.temporary:
+            shutil.rmtree(self.directory, ignore_errors=True)

@@ -93,6 +93,7 @@ class BlowupGuard(keras.callbacks.Callback):
         self.recoveries: list[dict[str, Any]] = []
         self._epoch = 0
         self._good: tuple[list[Any], list[Any]] | None = None
+        self._per_batch = True
         self._supports_tf_logs = True
 
     def _variables(self) -> tuple[list[Any], list[Any]]:
@@ -133,8 +134,10 @@ class BlowupGuard(keras.callbacks.Callback):
             self._snapshot()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if not self._per_batch:  # parameter servers: `logs` is a remote value
+            return
         loss = (logs or {}).get("loss")
-        if loss is None or not self._per_batch:
+        if loss is None:
             return
         value = float(loss)
         if not math.isfinite(value):
