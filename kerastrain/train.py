@@ -27,6 +27,7 @@ from kerastrain.config import TrainConfig
 from kerastrain.config.base import ConfigError
 from kerastrain.data.validate import Task
 from kerastrain.optim import accumulate_gradients, make_loss, make_metrics, make_optimizer
+from kerastrain.perf import Decision, configure_execution
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class TrainResult:
         resumed_at: The epoch (1-based) a resumed fit started from, or None.
         recoveries: The blow-up guard's recoveries (epoch, batch, loss,
             learning rate before and after).
+        performance: How each `"auto"` speed option was resolved, and why.
     """
 
     history: dict[str, list[float]]
@@ -60,15 +62,19 @@ class TrainResult:
     best_epoch: int | None = None
     resumed_at: int | None = None
     recoveries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    performance: dict[str, Decision] = dataclasses.field(default_factory=dict)
 
 
 def compile_options(train: TrainConfig) -> dict[str, Any]:
     """The `model.compile` options for speed: `jit_compile`, `steps_per_execution`.
 
-    The place where a later `"auto"` value of either is resolved.
+    An `"auto"` value compiles as off / 1 and is resolved by `train_model`
+    before fitting, once the data and the callbacks are known
+    (`perf.configure_execution`).
     """
-    return {"jit_compile": bool(train.jit_compile),
-            "steps_per_execution": int(train.steps_per_execution)}
+    jit, steps = train.jit_compile, train.steps_per_execution
+    return {"jit_compile": False if jit == "auto" else bool(jit),
+            "steps_per_execution": 1 if steps == "auto" else int(steps)}
 
 
 def compile_model(model: keras.Model, task: Task, train: TrainConfig, *,
@@ -265,6 +271,8 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
     own = default_callbacks(train, has_validation=val_ds is not None, run_dir=run_dir,
                             backup_dir=backup_dir, examples_per_epoch=examples_per_epoch,
                             chief=chief)
+    performance = configure_execution(model, train_ds, train, [*own, *callbacks],
+                                      epochs=total - initial_epoch, steps_per_epoch=steps_per_epoch)
     history = model.fit(train_ds, validation_data=val_ds, epochs=total,
                         initial_epoch=initial_epoch, callbacks=[*own, *callbacks],
                         verbose=_verbose(train.verbose), steps_per_epoch=steps_per_epoch,
@@ -282,7 +290,8 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
     logger.info("Training stopped: %s.", reason)
     return TrainResult(history=logs, epochs_run=len(next(iter(logs.values()), [])),
                        stop_reason=reason, best_epoch=best, resumed_at=resumed_at,
-                       recoveries=list(guard.recoveries) if guard is not None else [])
+                       recoveries=list(guard.recoveries) if guard is not None else [],
+                       performance=performance)
 
 
 def find_learning_rate(build: Callable[[TrainConfig], keras.Model], train_ds: tf.data.Dataset,

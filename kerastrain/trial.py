@@ -21,7 +21,7 @@ from kerastrain.data.preprocess import model_inputs
 from kerastrain.distribute import coordinator_datasets, distributed_train_config, uses_coordinator
 from kerastrain.models import Head, build_model
 from kerastrain.optim import one_hot_labels, steps_per_epoch
-from kerastrain.perf import precision_scope
+from kerastrain.perf import precision_scope, resolve_precision
 from kerastrain.train import TrainResult, compile_model, train_model
 from kerastrain.train import find_learning_rate as _range_test
 
@@ -65,7 +65,10 @@ def build_compiled_model(config: PipelineConfig, prepared: Prepared,
     """Builds and compiles the model inside the strategy scope (and under the
     `train.mixed_precision` policy); schedules count the steps of an epoch."""
     task = prepared.task
-    with strategy.scope(), precision_scope(config.train.mixed_precision):
+    precision = resolve_precision(config.train.mixed_precision, strategy)
+    if config.train.mixed_precision == "auto":
+        logger.info("mixed_precision='auto' chose %s: %s.", precision.value, precision.reason)
+    with strategy.scope(), precision_scope(precision.value):
         inputs = model_inputs(prepared.feature_shape, prepared.standardizer)
         model = build_model(config.model, inputs, Head(task.output_units, task.output_activation),
                             config.model_options)
@@ -111,6 +114,7 @@ def run_training(config: PipelineConfig, prepared: Prepared, strategy: tf.distri
                          callbacks=callbacks, epochs=epochs, initial_epoch=initial_epoch,
                          backup_dir=backup_dir, examples_per_epoch=len(prepared.splits.train),
                          **steps)
+    result.performance["mixed_precision"] = resolve_precision(config.train.mixed_precision, strategy)
     return model, result
 
 

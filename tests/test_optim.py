@@ -61,7 +61,10 @@ def test_compile_options_and_their_checks():
         "jit_compile": True, "steps_per_execution": 8}
     with pytest.raises(ConfigError, match="'train.steps_per_execution' option must be >= 1"):
         TrainConfig(steps_per_execution=0)
-    with pytest.raises(ConfigError, match="'train.mixed_precision' option must be one of 'float32'"):
+    assert compile_options(TrainConfig()) == {"jit_compile": False, "steps_per_execution": 1}
+    with pytest.raises(ConfigError, match="'train.mixed_precision' option must be one of 'auto', 'float32'"):
         TrainConfig(mixed_precision="float16")
+    with pytest.raises(ConfigError, match="'train.steps_per_execution' option must be 'auto' or an integer"):
+        TrainConfig(steps_per_execution="fast")
     with pytest.raises(ConfigError, match="'train.gradient_accumulation' option must be >= 1"):
         TrainConfig(gradient_accumulation=0)

@@ -386,11 +386,18 @@ class TrainConfig(Section):
         tensorboard: Write TensorBoard logs to `<run>/tensorboard/` (the same
             logs as `tracking.tensorboard`; one writer when both are set).
             Defaults to `False`.
-        mixed_precision: `"float32"`, `"mixed_bfloat16"` or `"mixed_float16"`
-            (with loss scaling). Defaults to `"float32"`.
-        jit_compile: Compile the training step with XLA. Defaults to `False`.
-        steps_per_execution: Training steps per `tf.function` call.
-            Defaults to `1`.
+        mixed_precision: `"float32"`, `"mixed_bfloat16"`, `"mixed_float16"`
+            (with loss scaling), or `"auto"`: bfloat16 on TPUs and on CPUs
+            with native bfloat16 (AVX512_BF16 or AMX), float16 on GPUs with
+            tensor cores, float32 elsewhere. Defaults to `"auto"`.
+        jit_compile: Compile the training step with XLA, or `"auto"`: on for
+            TPUs, elsewhere only when a probe shows it faster (probed only when
+            the run is long enough to pay for a compilation).
+            Defaults to `"auto"`.
+        steps_per_execution: Training steps per `tf.function` call, or
+            `"auto"`: chosen from the measured cost of a step (about 50 ms of
+            work per call), and 1 when a callback needs every step.
+            Defaults to `"auto"`.
         deterministic: Enable TensorFlow op determinism (slower, bit-for-bit
             repeatable with a seed). Defaults to `False`.
         verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line
@@ -425,9 +432,9 @@ class TrainConfig(Section):
     checkpoints: bool = True
     blowup_guard: bool | int | BlowupGuardConfig | None = True
     tensorboard: bool = False
-    mixed_precision: Precision = "float32"
-    jit_compile: bool = False
-    steps_per_execution: int = option(1, ge=1)
+    mixed_precision: Literal["auto"] | Precision = "auto"
+    jit_compile: Literal["auto"] | bool = "auto"
+    steps_per_execution: Literal["auto"] | int = option("auto", ge=1)
     deterministic: bool = False
     verbose: Literal["auto", 0, 1, 2] = "auto"
 
