@@ -27,6 +27,8 @@ _LAZY = {
     "register_model": "kerastrain.models",
     "PipelineResult": "kerastrain.pipeline",
     "fit_pipeline": "kerastrain.pipeline",
+    "CrossValidationResult": "kerastrain.cv",
+    "cross_validate": "kerastrain.cv",
 }
 
 __all__ = ["ConfigError", "DataError", "ExportError", "KerastrainError", *_LAZY]

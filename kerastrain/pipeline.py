@@ -87,7 +87,7 @@ def _evaluate(model: keras.Model, prepared: Prepared) -> dict[str, dict[str, Any
     metrics = {}
     for split in ("val", "test"):
         x, y = prepared.part(split)
-        if len(x):
+        if len(y):
             metrics[split] = compute_metrics(prepared.task, y, predict(model, x))
     return metrics
 

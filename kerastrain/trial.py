@@ -14,10 +14,11 @@ import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig
-from kerastrain.data.feed import InMemory, make_dataset
+from kerastrain.data.feed import InMemory, training_datasets
 from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import model_inputs
 from kerastrain.models import Head, build_model
+from kerastrain.models.transfer import fine_tune
 from kerastrain.optim import one_hot_labels
 from kerastrain.train import TrainResult, compile_model, train_model
 
@@ -32,19 +33,10 @@ def make_datasets(config: PipelineConfig, prepared: Prepared, strategy: tf.distr
 
     The global batch is `train.batch_size` per replica times the replicas.
     """
-    memory = memory or InMemory(prepared.x, prepared.y)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
-    map_batch = None
-    if one_hot_labels(prepared.task, config.train):
-        depth = prepared.task.num_classes
-        map_batch = lambda x, y: (x, tf.one_hot(y, depth))  # noqa: E731
-    train_ds = make_dataset(memory, prepared.splits.train, global_batch, training=True,
-                            seed=config.seed, map_batch=map_batch)
-    val_ds = None
-    if len(prepared.splits.val):
-        val_ds = make_dataset(memory, prepared.splits.val, global_batch, training=False,
-                              map_batch=map_batch)
-    return train_ds, val_ds
+    depth = prepared.task.num_classes if one_hot_labels(prepared.task, config.train) else None
+    return training_datasets(prepared, global_batch, seed=config.seed, one_hot_depth=depth,
+                             memory=memory)
 
 
 def build_compiled_model(config: PipelineConfig, prepared: Prepared,
@@ -52,7 +44,7 @@ def build_compiled_model(config: PipelineConfig, prepared: Prepared,
     """Builds and compiles the model inside the strategy scope."""
     task = prepared.task
     with strategy.scope():
-        inputs = model_inputs(prepared.feature_shape, prepared.standardizer)
+        inputs = model_inputs(prepared.feature_shape, prepared.standardizer, prepared.encoding)
         model = build_model(config.model, inputs, Head(task.output_units, task.output_activation),
                             config.model_options)
         compile_model(model, task, config.train)
@@ -87,11 +79,13 @@ def run_training(config: PipelineConfig, prepared: Prepared, strategy: tf.distri
     train_ds, val_ds = make_datasets(config, prepared, strategy, memory)
     result = train_model(model, train_ds, val_ds, config.train, callbacks=callbacks,
                          epochs=epochs, initial_epoch=initial_epoch, backup_dir=backup_dir)
+    result = fine_tune(model, result, prepared.task, config.train, train_ds, val_ds, strategy,
+                       callbacks=callbacks, backup_dir=backup_dir)
     return model, result
 
 
-def predict(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """The model's outputs on ``x``, in inference mode."""
-    if len(x) == 0:
+def predict(model: keras.Model, x: Any, batch_size: int = 512) -> np.ndarray:
+    """The model's outputs on ``x`` (an array or a dict of columns), in inference mode."""
+    if len(next(iter(x.values())) if isinstance(x, dict) else x) == 0:
         return np.empty((0, *model.output_shape[1:]), np.float32)
     return model.predict(x, batch_size=batch_size, verbose=0)
