@@ -5,8 +5,8 @@ The backbone is a Keras Applications network (`mobilenet_v2`,
 `efficientnet_b0`, `resnet50`) with ``weights`` `"imagenet"` (downloaded by
 Keras when online), `None` (random), or the path of a weights file; or any
 trained tf_keras model (a `.keras`/`.h5` file, a SavedModel folder written
-by tf_keras, or the model itself), cut at its penultimate layer (or at
-``backbone_output``).
+by tf_keras, or the model itself, copied), cut at its penultimate layer (or
+at ``backbone_output``).
 
 Phase 1 trains the head with the backbone frozen, for ``train.epochs``.
 Phase 2 (`fine_tune`, called by the training stage after phase 1) unfreezes
@@ -117,7 +117,10 @@ def _load_backbone(spec: Any, output: str | None) -> keras.Model:
                               f"{type(exc).__name__}: {exc}") from None
     else:
         ensure_tf_keras(spec, "model_options.backbone")
-        model = spec
+        if not isinstance(spec, keras.Model):
+            raise config_error("model_options.backbone", spec, "a tf_keras model or its path")
+        model = keras.models.clone_model(spec)  # the caller's model stays as it was
+        model.set_weights(spec.get_weights())
     if not isinstance(model, keras.Model):
         raise config_error("model_options.backbone", spec, "a tf_keras model or its path")
     if output is not None:
