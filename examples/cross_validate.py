@@ -17,6 +17,7 @@ import kerastrain
 
 
 def main(workdir: Path) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
     cv = kerastrain.cross_validate(
         "wine", "mlp", folds=5, seed=0, output_dir=str(workdir / "wine"),
         train={"epochs": 40, "verbose": 0}, export={"formats": []})

@@ -21,6 +21,7 @@ from kerastrain.data.prepare import prepare_data
 
 
 def main(workdir: Path) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
     frame = load_breast_cancer(as_frame=True).frame.iloc[:, [0, 1, 2, 3, 4, 5, 30]]
     frame["size"] = pd.cut(frame["mean radius"], [0, 12, 15, 99],
                            labels=["small", "medium", "large"]).astype(str)

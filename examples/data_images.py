@@ -29,6 +29,7 @@ def write_folder(root: Path) -> None:
 
 
 def main(workdir: Path) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
     write_folder(workdir / "digits")
     in_memory = kerastrain.fit_pipeline(
         str(workdir / "digits"), "cnn", seed=0, output_dir=str(workdir / "memory"),

@@ -33,7 +33,8 @@ class DigitsExample(tfds.core.GeneratorBasedBuilder):
             supervised_keys=("image", "label"))
 
     def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(0, 1400), "test": self._generate_examples(1400, 1797)}
+        return {"train": self._generate_examples(0, 1400),
+                "test": self._generate_examples(1400, 1797)}
 
     def _generate_examples(self, start, stop):
         from sklearn.datasets import load_digits
@@ -45,6 +46,7 @@ class DigitsExample(tfds.core.GeneratorBasedBuilder):
 
 
 def main(workdir: Path) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
     result = kerastrain.fit_pipeline(
         "tfds:digits_example", "cnn", seed=0, output_dir=str(workdir / "run"),
         data_options={"tfds_data_dir": str(workdir / "tfds"),

@@ -3,6 +3,8 @@ missing values, and the failure modes, on real data (breast cancer, wine)."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -71,15 +73,20 @@ def test_csv_with_categories_and_holes_trains_exports_and_serves_raw_columns(tmp
     np.testing.assert_allclose(served, direct, atol=1e-5)
 
 
-def test_encoding_is_learned_on_the_training_rows_only():
+def test_encoding_is_learned_on_the_training_rows_only(caplog):
     # Rows 0-59 train; the held-out rows have other values and a new category.
     frame = pd.DataFrame({
         "x": np.r_[np.arange(60.0), np.full(40, 1000.0)],
         "colour": ["red"] * 40 + ["blue"] * 20 + ["green"] * 40,
         "y": np.r_[np.zeros(30), np.ones(30), np.zeros(20), np.ones(20)].astype(int)})
     options = DataConfig(target="y", split="time", validation_split=0.0, test_split=0.4)
-    prepared = prepare_data(frame, options, seed=0)
+    with caplog.at_level(logging.WARNING):
+        prepared = prepare_data(frame, options, seed=0)
     assert prepared.splits.train.max() == 59
+    # The held-out category is reported, and mapped to the out-of-vocabulary bucket.
+    assert "Column 'colour': 40 rows ('green') of the held-out rows" in caplog.text
+    assert prepared.summary()["categories unseen in training (out-of-vocabulary)"] == {
+        "colour": "40 rows ('green')"}
     x_col, colour = prepared.encoding.columns
     assert x_col.fill == pytest.approx(29.5) and x_col.mean == pytest.approx(29.5)
     assert colour.vocabulary == ["red", "blue"] and colour.fill == "red"
@@ -149,7 +156,7 @@ def test_dropping_rows_is_on_request_and_reported(caplog):
                           "y": [0, 1, 0, 1, 0, np.nan, 0, 1]})
     with pytest.raises(DataError, match=r"rows 5 \(1 row\) .* have no label.*impute='drop'"):
         prepare_data(frame, DataConfig(target="y"), seed=0)
-    with pytest.raises(DataError, match=r"rows 1, 2 \(2 rows\) .* have missing values .*impute=.error."):
+    with pytest.raises(DataError, match=r"rows 1, 2 \(2 rows\) .* missing values .*'error'"):
         prepare_data(frame, DataConfig(target="y", impute="error"), seed=0)
     options = DataConfig(target="y", impute="drop", validation_split=0.0, test_split=0.0)
     prepared = prepare_data(frame, options, seed=0)

@@ -112,7 +112,8 @@ def _first_image(path: str) -> tuple[tuple[int, int], int]:
     try:
         image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
-        raise DataError(f"Cannot decode the image {path!r}: {exc.message.splitlines()[0]}") from None
+        raise DataError(f"Cannot decode the image {path!r}: "
+                        f"{exc.message.splitlines()[0]}") from None
     return (int(image.shape[0]), int(image.shape[1])), int(image.shape[2])
 
 
@@ -185,8 +186,8 @@ class ImageStream(Stream):
         return _decode_all(self.paths, np.asarray(indices), self.size, self.channels, keep=True)
 
 
-def read_image_folder(root: str | os.PathLike,
-                      options: DataConfig) -> tuple[np.ndarray | ImageStream, np.ndarray, list[str]]:
+def read_image_folder(root: str | os.PathLike, options: DataConfig
+                      ) -> tuple[np.ndarray | ImageStream, np.ndarray, list[str]]:
     """Reads an image folder into uint8 arrays, or a stream when too large.
 
     Args:

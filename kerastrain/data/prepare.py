@@ -117,6 +117,10 @@ class Prepared:
             facts["classes"] = dict(zip(names, counts.tolist()))
         if self.encoding is not None:
             facts["columns"] = self.encoding.describe()
+            held = np.concatenate([self.splits.val, self.splits.test])
+            unseen = self.encoding.unseen(self.x, held)
+            if unseen:
+                facts["categories unseen in training (out-of-vocabulary)"] = unseen
         if len(self.dropped):
             facts["dropped rows (impute='drop')"] = rows(self.dropped, limit=20)
         if self.augment:
@@ -148,13 +152,13 @@ def _fit(x: Any, table: Table | None, train: np.ndarray,
 def _augmentations(options: DataConfig, x: Any, task: Task) -> list[dict[str, Any]]:
     images = not isinstance(x, dict) and len(x.shape) >= 3
     parsed = parse_augment(options.augment, "image" if images else "table")
+    shape = "a table" if isinstance(x, dict) else f"shape {tuple(x.shape[1:])}"
     for item in parsed:
         name = item["name"]
         if name in IMAGE_AUGMENTATIONS and not images:
             raise config_error("data_options.augment", name,
                                "an augmentation for this data: its examples are not images "
-                               f"(shape {tuple(x.shape[1:]) if not isinstance(x, dict) else 'table'})"
-                               "; use 'noise' or 'mixup'")
+                               f"({shape}); use 'noise' or 'mixup'")
         if name == "noise" and images:
             raise config_error("data_options.augment", name,
                                "an image augmentation (noise applies to table columns)")
@@ -201,6 +205,12 @@ def prepare_data(data: Any, options: DataConfig, seed: int) -> Prepared:
         task = dataclasses.replace(task, soft_labels=True)
     standardizer, encoding = _fit(x, loaded.table, splits.train, options)
     dropped = loaded.table.dropped_rows if loaded.table is not None else np.empty(0, np.int64)
+    if encoding is not None:
+        held = np.concatenate([splits.val, splits.test])
+        for column, what in encoding.unseen(x, held).items():
+            logger.warning("Column %r: %s of the held-out rows have categories never seen in "
+                           "training; the model maps them to its out-of-vocabulary bucket.",
+                           column, what)
     logger.info("Data: %s, %d rows of shape %s, task %s, splits %s.", loaded.source, len(y),
                 "table" if isinstance(x, dict) else x.shape[1:], task.kind, splits.sizes())
     return Prepared(x=x, y=y, task=task, splits=splits, standardizer=standardizer,

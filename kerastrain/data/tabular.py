@@ -343,7 +343,8 @@ def fit_encoding(x: dict[str, np.ndarray], table: Table, train: np.ndarray,
         else:
             fill = float(np.median(present))
         filled = np.where(missing, fill, values).astype(np.float64)
-        mean, variance = (float(filled.mean()), float(filled.var())) if options.normalize else (0.0, 1.0)
+        mean, variance = (float(filled.mean()), float(filled.var())) if options.normalize \
+            else (0.0, 1.0)
         columns.append(Column(name, kind, fill=fill, mean=mean,
                               variance=variance if variance > 1e-12 else 1.0,
                               indicator=options.missing_indicator and bool(missing.any())))
@@ -367,6 +368,23 @@ class TabularEncoding:
     def numeric_std(self) -> dict[str, float]:
         """Training standard deviation of each numeric column (for noise)."""
         return {c.name: math.sqrt(c.variance) for c in self.numeric}
+
+    def unseen(self, x: dict[str, np.ndarray], indices: np.ndarray) -> dict[str, str]:
+        """Categories of the rows ``indices`` that training never saw (they
+        go to the out-of-vocabulary bucket), column by column."""
+        found = {}
+        for c in self.columns:
+            if c.kind != "categorical":
+                continue
+            values = x[c.name][indices]
+            present = values != "" if c.text else ~np.isnan(values)
+            new = present & ~np.isin(values, np.asarray(c.vocabulary, dtype=values.dtype))
+            if new.any():
+                distinct = np.unique(values[new])
+                more = ", ..." if len(distinct) > 3 else ""
+                shown = ", ".join(repr(v) for v in distinct[:3])
+                found[c.name] = f"{int(new.sum())} rows ({shown}{more})"
+        return found
 
     def describe(self) -> dict[str, str]:
         """One line per column for the report."""

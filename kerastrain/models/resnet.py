@@ -70,8 +70,8 @@ def resnet(inputs: ModelInputs, head: Head, *, width: int = 16, depth: int = 3, 
                            f"{shape} (use 'mlp' for rows of features)")
     reg = regularizer(l1, l2)
     x = keras.layers.Conv2D(width, kernel_size, padding="same", use_bias=False,
-                            kernel_regularizer=reg, kernel_initializer=make_initializer(initializer),
-                            name="stem_conv")(x)
+                            kernel_regularizer=reg, name="stem_conv",
+                            kernel_initializer=make_initializer(initializer))(x)
     x = keras.layers.BatchNormalization(name="stem_bn")(x)
     x = keras.layers.Activation(activation, name="stem_act")(x)
     for stage in range(depth):
