@@ -37,7 +37,8 @@ def test_stratified_cross_validation_on_breast_cancer(breast_cancer_arrays, tmp_
     assert any(not np.allclose(a, b) for a, b in zip(first, second))
     saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert saved["metrics"]["accuracy"]["folds"] == accuracy["folds"]
-    assert (tmp_path / "cv" / "fold_3" / "report.md").exists()
+    assert cv.results[2].run_dir == tmp_path / "cv" / "fold_3"
+    assert cv.results[2].report_path.exists()
     assert "accuracy" in cv.summary() and "±" in cv.summary()
 
 

@@ -41,7 +41,7 @@ def test_folder_trains_through_fit_pipeline_with_classes_from_folder_names(digit
                                      export={"formats": ["savedmodel"]})
     assert result.metrics["test"]["accuracy"] > 0.85
     assert result.metrics["savedmodel"]["max_abs_diff"] < 1e-4
-    summary = (result.run_dir / "report.md").read_text()
+    summary = result.report_path.read_text()
     assert "zero" in summary and "two" in summary
     loaded = load_data(str(root), DataConfig())
     # Classes are the sorted folder names; files are read in sorted order.
@@ -67,7 +67,7 @@ def test_streamed_folder_reads_the_same_pixels_and_trains(digit_folder, tmp_path
                                      model_options={"filters": 8, "dense": 32},
                                      export={"formats": []})
     assert result.metrics["test"]["accuracy"] > 0.8
-    assert "streamed" in (result.run_dir / "report.md").read_text()
+    assert "streamed" in result.report_path.read_text()
 
 
 def test_jpeg_and_png_of_mixed_sizes_and_modes_are_resized(tmp_path, caplog):

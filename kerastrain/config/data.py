@@ -134,6 +134,10 @@ class DataConfig(Section):
         normalize: Standardize the features with a `Normalization` layer adapted
             on the training split and placed inside the exported model.
             Defaults to `True`.
+        scale_target: For regression, train on standardized targets and
+            append a `Rescaling` layer that maps outputs back to the original
+            units, so the exported model answers in those units.
+            Defaults to `True`.
         columns: Table columns by name: `"numeric"`, `"categorical"` or
             `"drop"`; columns not named are inferred (strings, booleans and
             integer columns with at most 10 distinct values are categorical).
@@ -186,6 +190,7 @@ class DataConfig(Section):
     split: Literal["random", "time"] = "random"
     batch_size: int | None = option(None, gt=0)
     normalize: bool = True
+    scale_target: bool = True
     columns: dict[str, Any] = dataclasses.field(default_factory=dict)
     categorical: Literal["auto", "one_hot", "embedding"] = "auto"
     embedding_dim: int | None = option(None, gt=0)

@@ -1,24 +1,17 @@
 """The tf.data input pipeline.
 
 In-memory arrays are fed by index: a dataset of (shuffled) row indices is
-batched and each batch gathers its rows from the one tensor holding all the
-data. Splits therefore cost no copy of the data, the shuffle buffer holds
-indices rather than examples, and the per-element overhead of a
-``from_tensor_slices(x).shuffle().batch()`` chain is paid once per batch.
-Evaluation datasets are gathered once and cached.
+batched and each batch gathers its rows from the one tensor (or, for large
+arrays, the one NumPy array) holding all the data. Splits therefore cost no
+copy of the data, the shuffle buffer holds indices rather than examples, and
+the per-element overhead of a ``from_tensor_slices(x).shuffle().batch()``
+chain is paid once per batch. Evaluation datasets are gathered once and
+cached when they are small.
 
-A NumPy array of at least `ZERO_COPY_BYTES` is not converted to a tensor
-(``tf.convert_to_tensor`` copies it, and briefly needs twice its size):
-each batch's rows are gathered from the array itself by NumPy through
-``tf.numpy_function``, so large inputs cost no second copy (the rows of a
-batch excepted). Such a pipeline runs in the Python process that holds the
-array, which every strategy but ParameterServerStrategy does.
-
-A table is a dict of column tensors gathered the same way (one gather per
+A table is a dict of column arrays gathered the same way (one gather per
 column per batch). uint8 images are kept as bytes and cast to float32 per
 batch. A `Stream` (file-based data too large for memory) is read from its
-files every epoch instead; its evaluation splits are cached when they fit in
-``data_options.in_memory_mb``. In-memory data is sharded by DATA under a
+files every epoch instead. In-memory data is sharded by DATA under a
 multi-worker strategy; streams by AUTO (FILE when the source is files that
 tf.data reads, as TFDS records are, else DATA).
 
@@ -38,42 +31,76 @@ from kerastrain.data.stream import Stream
 __all__ = ["make_dataset", "InMemory", "training_datasets"]
 
 AUTOTUNE = tf.data.AUTOTUNE
-#: Arrays at least this large are gathered in place by NumPy, never copied.
+
+#: Arrays at least this large are never copied into a TensorFlow tensor: each
+#: batch is gathered from the NumPy array instead. (`tf.convert_to_tensor` of a
+#: 1 GB array raised the resident set by 2 GB here, and a DLPack-shared tensor
+#: captured by the dataset's map function was copied twice.)
 ZERO_COPY_BYTES = 64 * 2**20
+#: Evaluation splits up to this size are cached once gathered.
+CACHE_BYTES = 256 * 2**20
 
 
-def _tensor(array: Any) -> tf.Tensor:
-    if isinstance(array, np.ndarray) and array.dtype == object:
-        return tf.convert_to_tensor(array.astype(str), tf.string)
-    return tf.convert_to_tensor(array)
+def _shared(array: np.ndarray) -> tuple[Any, bool]:
+    """A tensor holding ``array`` when it is small, else the array itself
+    (with ``False``): large arrays are gathered batch by batch in NumPy.
+    Text (object arrays, a table's categories) becomes a string tensor."""
+    if array.dtype == object:
+        return tf.convert_to_tensor(array.astype(str), tf.string), True
+    if array.nbytes < ZERO_COPY_BYTES:
+        return tf.convert_to_tensor(array), True
+    return array, False
+
+
+def _take(source: Any, idx: tf.Tensor) -> tf.Tensor:
+    """Rows ``idx`` of a tensor, or of a large NumPy array (in NumPy); uint8
+    pixels come out as float32."""
+    if isinstance(source, np.ndarray):
+        rows = tf.numpy_function(lambda i: np.take(source, i, axis=0), [idx],
+                                 tf.as_dtype(source.dtype), stateful=False)
+        rows.set_shape((None, *source.shape[1:]))
+    else:
+        rows = tf.gather(source, idx)
+    return tf.cast(rows, tf.float32) if rows.dtype == tf.uint8 else rows
 
 
 class InMemory:
-    """The whole data set as tensors, shared by every split's pipeline.
+    """The whole data set, shared by every split's pipeline without copies.
+
+    Small arrays become tensors; large ones are never copied whole, but
+    gathered batch by batch in NumPy.
 
     Args:
-        x: Features: float32 or uint8 array (kept as is, not copied, when
-            it has at least `ZERO_COPY_BYTES`), a dict of column arrays, or a
-            `Stream` (kept as is: read from its files).
-        y: Labels.
-        cache_bytes: A stream's evaluation split is cached when its decoded
-            size is at most this. Defaults to 1 GiB.
+        x: Features: a float32 or uint8 array, a dict of column arrays (a
+            table), or a `Stream` (kept as is: read from its files).
+        y: Labels (the training targets).
+        cache_bytes: Evaluation splits up to this size are cached.
+            Defaults to `CACHE_BYTES`.
     """
 
-    def __init__(self, x: Any, y: np.ndarray, cache_bytes: float = 2**30):
-        if isinstance(x, Stream) or (isinstance(x, np.ndarray) and x.nbytes >= ZERO_COPY_BYTES):
-            self.x = x
+    def __init__(self, x: Any, y: np.ndarray, cache_bytes: float = CACHE_BYTES):
+        self.stream = x if isinstance(x, Stream) else None
+        if self.stream is not None:
+            self.x, x_in_tf = x, True
+            self.row_bytes = x.decoded_bytes(1)
         elif isinstance(x, dict):
-            self.x = {k: _tensor(v) for k, v in x.items()}
+            columns = {k: _shared(v) for k, v in x.items()}
+            self.x = {k: v for k, (v, _) in columns.items()}
+            x_in_tf = all(in_tf for _, in_tf in columns.values())
+            self.row_bytes = sum(int(v.nbytes // max(len(v), 1)) for v in x.values())
         else:
-            self.x = tf.convert_to_tensor(x)
-        self.y = tf.convert_to_tensor(y)
+            self.x, x_in_tf = _shared(x)
+            self.row_bytes = int(x.nbytes // max(len(x), 1))
+        self.y, y_in_tf = _shared(y)
+        self.in_tensorflow = x_in_tf and y_in_tf
         self.num_rows = int(y.shape[0])
         self.cache_bytes = cache_bytes
 
-
-def _to_float(t: tf.Tensor) -> tf.Tensor:
-    return tf.cast(t, tf.float32) if t.dtype == tf.uint8 else t
+    def gather(self, idx: tf.Tensor) -> tuple[Any, tf.Tensor]:
+        """The rows ``idx`` of x (float32 for pixels) and y."""
+        x = {k: _take(v, idx) for k, v in self.x.items()} if isinstance(self.x, dict) \
+            else _take(self.x, idx)
+        return x, _take(self.y, idx)
 
 
 def make_dataset(data: InMemory, indices: np.ndarray, batch_size: int, *, training: bool,
@@ -84,11 +111,12 @@ def make_dataset(data: InMemory, indices: np.ndarray, batch_size: int, *, traini
     """A batched, prefetched dataset of the rows ``indices`` of ``data``.
 
     Args:
-        data: The tensors to gather from.
+        data: The data to gather from.
         indices: The rows of this split.
         batch_size: Examples per batch (the global batch under a strategy).
         training: Shuffle every epoch (seeded) and do not cache; otherwise
-            keep the order and cache the gathered batches.
+            keep the order and cache the gathered batches when they are
+            small.
         seed: The shuffle seed. Defaults to `None`.
         map_batch: A function of `(x, y)` batches applied after the gather
             (label encoding). Defaults to `None`.
@@ -99,32 +127,21 @@ def make_dataset(data: InMemory, indices: np.ndarray, batch_size: int, *, traini
     Returns:
         A `tf.data.Dataset` of `(x, y)` batches.
     """
-    x, y = data.x, data.y
+    indices = np.asarray(indices, dtype=np.int64)
     policy = tf.data.experimental.AutoShardPolicy.DATA
-    if isinstance(x, Stream):
-        ds = x.examples(np.asarray(indices, np.int64), shuffle=training, seed=seed)
-        ds = ds.map(lambda i, features: (_to_float(features), tf.gather(y, i)),
+    if data.stream is not None:
+        y = data.y
+        ds = data.stream.examples(indices, shuffle=training, seed=seed)
+        ds = ds.map(lambda i, x: (tf.cast(x, tf.float32) if x.dtype == tf.uint8 else x,
+                                  _take(y, i)),
                     num_parallel_calls=AUTOTUNE, deterministic=not training).batch(batch_size)
         policy = tf.data.experimental.AutoShardPolicy.AUTO
-        cache = x.nbytes(len(indices)) <= data.cache_bytes
     else:
-        ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
+        ds = tf.data.Dataset.from_tensor_slices(indices)
         if training:
             ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
-
-        if isinstance(x, np.ndarray):
-            array, spec = x, tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype))
-
-            def gather(idx: tf.Tensor) -> tuple[Any, tf.Tensor]:
-                rows = tf.numpy_function(lambda i: array[i], [idx], spec.dtype, stateful=False)
-                return _to_float(tf.ensure_shape(rows, spec.shape)), tf.gather(y, idx)
-        else:
-            def gather(idx: tf.Tensor) -> tuple[Any, tf.Tensor]:
-                return (tf.nest.map_structure(lambda t: _to_float(tf.gather(t, idx)), x),
-                        tf.gather(y, idx))
-
-        ds = ds.batch(batch_size).map(gather, num_parallel_calls=AUTOTUNE, deterministic=True)
-        cache = True
+        ds = ds.batch(batch_size).map(data.gather, num_parallel_calls=AUTOTUNE,
+                                      deterministic=True)
     if map_batch is not None:
         ds = ds.map(map_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
     if training and augment is not None:
@@ -132,7 +149,7 @@ def make_dataset(data: InMemory, indices: np.ndarray, batch_size: int, *, traini
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda batch, s: augment(batch[0], batch[1], s), num_parallel_calls=AUTOTUNE,
             deterministic=True)
-    if not training and cache:
+    if not training and len(indices) * data.row_bytes <= data.cache_bytes:
         ds = ds.cache()
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = policy
@@ -150,8 +167,8 @@ def training_datasets(prepared: Any, batch_size: int, *, seed: int | None,
         seed: Seed of the shuffle and the augmentations.
         one_hot_depth: One-hot encode the labels to this many classes
             (label smoothing, mixup, cutmix). Defaults to `None`.
-        memory: The data as tensors, to share between runs. Defaults to
-            `None` (made here).
+        memory: The data, to share between runs. Defaults to `None` (made
+            here from the features and the training targets).
 
     Returns:
         The training dataset (shuffled, augmented) and the validation one
@@ -160,8 +177,7 @@ def training_datasets(prepared: Any, batch_size: int, *, seed: int | None,
     from kerastrain.data.augment import batch_augmenter
 
     if memory is None:
-        memory = InMemory(prepared.x, prepared.y,
-                          cache_bytes=prepared.options.in_memory_mb * 2**20)
+        memory = InMemory(prepared.x, prepared.training_targets)
     map_batch = None
     if one_hot_depth:
         map_batch = lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), one_hot_depth))  # noqa: E731

@@ -212,11 +212,11 @@ def read_image_folder(root: str | os.PathLike, options: DataConfig
                 len(folder.paths), len(folder.class_names),
                 ", ".join(f"{n}: {c}" for n, c in zip(folder.class_names, counts)), *size, channels)
     everything = np.arange(len(folder.paths))
-    if stream.nbytes() <= options.in_memory_mb * 2**20:
+    if stream.decoded_bytes() <= options.in_memory_mb * 2**20:
         images = _decode_all(folder.paths, everything, size, channels, keep=True)
         return images, folder.labels, folder.class_names
     logger.info("Image folder %s: %.0f MiB decoded exceeds data_options.in_memory_mb=%g; the "
                 "images are streamed from the files. Checking that every file decodes ...",
-                folder.root, stream.nbytes() / 2**20, options.in_memory_mb)
+                folder.root, stream.decoded_bytes() / 2**20, options.in_memory_mb)
     _decode_all(folder.paths, everything, size, channels, keep=False)
     return stream, folder.labels, folder.class_names

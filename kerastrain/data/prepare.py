@@ -42,6 +42,8 @@ class Prepared:
         splits: Row indices of train, validation and test.
         standardizer: Training-split statistics, or None when not normalizing
             (or for tables, whose `encoding` standardizes).
+        target_scaler: Training-split mean and variance of regression
+            targets, or None; the model trains on standardized targets.
         source: Where the data came from.
         feature_names: Column names when known.
         encoding: For tables: each column's encoding, learned on train.
@@ -58,6 +60,7 @@ class Prepared:
     splits: Splits
     standardizer: Standardizer | None
     source: str
+    target_scaler: Standardizer | None = None
     feature_names: list[str] | None = None
     encoding: TabularEncoding | None = None
     table: Table | None = None
@@ -76,6 +79,14 @@ class Prepared:
     @property
     def num_rows(self) -> int:
         return len(self.y)
+
+    @property
+    def training_targets(self) -> np.ndarray:
+        """The labels the model trains on (standardized for regression)."""
+        if self.target_scaler is None:
+            return self.y
+        return ((self.y - self.target_scaler.mean[0]) / np.sqrt(self.target_scaler.variance[0])
+                ).astype(np.float32)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -100,8 +111,9 @@ class Prepared:
         standardizer and column encodings refitted on the new training rows.
         The data itself is shared, not copied."""
         standardizer, encoding = _fit(self.x, self.table, splits.train, self.options)
-        return dataclasses.replace(self, splits=splits, standardizer=standardizer,
-                                   encoding=encoding)
+        return dataclasses.replace(
+            self, splits=splits, standardizer=standardizer, encoding=encoding,
+            target_scaler=_target_scaler(self.y, self.task, splits.train, self.options))
 
     def summary(self) -> dict[str, Any]:
         """Facts for the report: rows, shape, task, class balance, splits."""
@@ -147,6 +159,13 @@ def _fit(x: Any, table: Table | None, train: np.ndarray,
                     len(sample), len(train))
         return fit_standardizer(x.read(sample), np.arange(len(sample))), None
     return fit_standardizer(x, train), None
+
+
+def _target_scaler(y: np.ndarray, task: Task, train: np.ndarray,
+                   options: DataConfig) -> Standardizer | None:
+    if task.kind == "regression" and options.scale_target:
+        return fit_standardizer(y[:, np.newaxis], train)
+    return None
 
 
 def _augmentations(options: DataConfig, x: Any, task: Task) -> list[dict[str, Any]]:
@@ -214,5 +233,7 @@ def prepare_data(data: Any, options: DataConfig, seed: int) -> Prepared:
     logger.info("Data: %s, %d rows of shape %s, task %s, splits %s.", loaded.source, len(y),
                 "table" if isinstance(x, dict) else x.shape[1:], task.kind, splits.sizes())
     return Prepared(x=x, y=y, task=task, splits=splits, standardizer=standardizer,
-                    source=loaded.source, feature_names=loaded.feature_names, encoding=encoding,
-                    table=loaded.table, augment=augment, dropped=dropped, options=options)
+                    source=loaded.source,
+                    target_scaler=_target_scaler(y, task, splits.train, options),
+                    feature_names=loaded.feature_names, encoding=encoding, table=loaded.table,
+                    augment=augment, dropped=dropped, options=options)

@@ -46,7 +46,7 @@ class Stream(abc.ABC):
     def __len__(self) -> int:
         return self.num_rows
 
-    def nbytes(self, rows: int | None = None) -> int:
+    def decoded_bytes(self, rows: int | None = None) -> int:
         """Decoded size of ``rows`` examples (all by default)."""
         rows = self.num_rows if rows is None else rows
         return rows * math.prod(self.example_shape) * self.dtype.itemsize

@@ -228,9 +228,9 @@ def read_table(frame: Any, options: DataConfig, *, source: str,
             numbers, bad = _as_numbers(values, missing)
             if len(bad):
                 raise DataError(
-                    f"Column {column!r} is numeric but {_where(bad, line_offset)} hold values "
-                    f"that are not numbers (first: {values[bad[0]]!r}). Correct them or leave "
-                    "them empty to have them imputed.")
+                    f"Column {column!r} is declared numeric but {_where(bad, line_offset)} hold "
+                    f"values that are not numbers (first: {values[bad[0]]!r}). Correct them or "
+                    "leave them empty to have them imputed.")
             x[name] = numbers
         elif values.dtype.kind in "fiub":
             x[name] = _as_numbers(values, missing)[0]

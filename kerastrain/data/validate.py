@@ -22,6 +22,8 @@ __all__ = ["Task", "Validated", "validate", "check_labels", "rows", "unconvertib
 
 #: Float labels with at most this many distinct integral values are classes.
 MAX_INFERRED_CLASSES = 20
+#: Rows checked at a time for non-finite values.
+CHECK_ROWS = 65536
 
 
 def rows(indices: Any, limit: int = 5) -> str:
@@ -83,21 +85,6 @@ class Validated:
     task: Task
 
 
-#: Rows checked at a time for NaN/inf, so that the check never holds a
-#: boolean copy of the whole array.
-CHECK_ROWS = 65536
-
-
-def _nonfinite_rows(x: np.ndarray) -> np.ndarray:
-    bad = []
-    for start in range(0, len(x), CHECK_ROWS):
-        block = x[start:start + CHECK_ROWS].reshape(min(CHECK_ROWS, len(x) - start), -1)
-        finite = np.isfinite(block).all(axis=1)
-        if not finite.all():
-            bad.append(np.flatnonzero(~finite) + start)
-    return np.concatenate(bad) if bad else np.empty(0, np.int64)
-
-
 def _features(x: Any) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 0:
@@ -117,12 +104,14 @@ def _features(x: Any) -> np.ndarray:
         return x  # pixels: kept as bytes (a quarter of float32), cast per batch
     if x.dtype != np.float32:
         x = x.astype(np.float32)  # the one copy that a float64 or integer input costs
-    bad = _nonfinite_rows(x)
-    if len(bad):
-        flat = x[bad].reshape(len(bad), -1)
-        kinds = "NaN" if np.isnan(flat).any() else "infinite"
-        if np.isnan(flat).any() and np.isinf(flat).any():
-            kinds = "NaN or infinite"
+    flat = x.reshape(len(x), -1)
+    # Chunked, so that checking a large array costs no array of its size.
+    finite = np.concatenate([np.isfinite(flat[i:i + CHECK_ROWS]).all(axis=1)
+                             for i in range(0, len(flat), CHECK_ROWS)])
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        has_nan, has_inf = np.isnan(flat[bad]).any(), np.isinf(flat[bad]).any()
+        kinds = "NaN or infinite" if has_nan and has_inf else "NaN" if has_nan else "infinite"
         raise DataError(f"Rows {rows(bad)} have {kinds} feature values. Impute or remove them "
                         "before training (or pass a DataFrame or CSV file, whose missing values "
                         "kerastrain imputes); kerastrain does not drop rows silently.")

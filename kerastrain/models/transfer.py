@@ -251,7 +251,7 @@ def fine_tune(model: keras.Model, phase1: Any, task: Any, train: Any,
               train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
               strategy: tf.distribute.Strategy, *,
               callbacks: Sequence[keras.callbacks.Callback] = (),
-              backup_dir: str | os.PathLike | None = None) -> Any:
+              backup_dir: str | os.PathLike | None = None, **fit_options: Any) -> Any:
     """Phase 2 of a transfer model: unfreeze the top layers and train on.
 
     Does nothing (returns `phase1`) for a model without a fine-tuning plan.
@@ -267,6 +267,8 @@ def fine_tune(model: keras.Model, phase1: Any, task: Any, train: Any,
         callbacks: Extra callbacks, as in phase 1. Defaults to `()`.
         backup_dir: Phase 1's backup folder; phase 2 uses a sub-folder.
             Defaults to `None`.
+        **fit_options: More arguments of `train_model`, as phase 1 got them
+            (steps per epoch under a parameter-server strategy).
 
     Returns:
         A `TrainResult` covering both phases.
@@ -286,7 +288,8 @@ def fine_tune(model: keras.Model, phase1: Any, task: Any, train: Any,
     start = phase1.epochs_run
     phase2 = train_model(model, train_ds, val_ds, train, callbacks=callbacks,
                          epochs=start + plan.epochs, initial_epoch=start,
-                         backup_dir=None if backup_dir is None else Path(backup_dir) / "fine_tune")
+                         backup_dir=None if backup_dir is None else Path(backup_dir) / "fine_tune",
+                         **fit_options)
     history = {k: list(phase1.history.get(k, [])) + list(v) for k, v in phase2.history.items()}
     history["phase"] = [1.0] * phase1.epochs_run + [2.0] * phase2.epochs_run
     return TrainResult(
