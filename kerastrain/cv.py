@@ -77,11 +77,8 @@ def _aggregate(fold_metrics: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def cross_validate(data: Any = None, model: Any = None, folds: int = 5, *,
-                   data_options: Any = None, train: Any = None, export: Any = None,
-                   model_options: Any = None, strategy: Any = None, output_dir: Any = None,
-                   overwrite: bool | None = None, seed: int | None = None,
-                   name: str | None = None, config: Any = None) -> CrossValidationResult:
+def cross_validate(data: Any = None, model: Any = None, folds: int = 5, *, config: Any = None,
+                   **options: Any) -> CrossValidationResult:
     """Trains and scores one model per cross-validation fold.
 
     Takes the same options as `fit_pipeline`. With `data_options.split="time"`
@@ -95,19 +92,13 @@ def cross_validate(data: Any = None, model: Any = None, folds: int = 5, *,
         data: As `fit_pipeline`. Defaults to the config's, else `"digits"`.
         model: As `fit_pipeline`. Defaults to the config's, else `"auto"`.
         folds: The number of folds. Defaults to `5`.
-        data_options: As `fit_pipeline`. Defaults to `None`.
-        train: As `fit_pipeline`. Defaults to `None`.
-        export: As `fit_pipeline` (each fold exports its model).
-            Defaults to `None`.
-        model_options: As `fit_pipeline`. Defaults to `None`.
-        strategy: As `fit_pipeline`. Defaults to `"auto"`.
-        output_dir: The folder of the folds (`fold_1`, ...). Defaults to
-            `saved_models/<run name>`.
-        overwrite: As `fit_pipeline`. Defaults to `False`.
-        seed: Seed of the folds and of each fold's run (seed + fold).
-            Defaults to a fresh one, recorded.
-        name: The run's name. Defaults to `cv-<model>-<timestamp>`.
         config: As `fit_pipeline`. Defaults to `None`.
+        **options: Any other keyword of `fit_pipeline` (`data_options`,
+            `train`, `export` (each fold exports its model), `model_options`,
+            `report`, `strategy`, ...). `output_dir` holds the folds
+            (`fold_1`, ...; default `saved_models/<run name>`), `seed` seeds
+            the folds and each fold's run (seed + fold), `name` defaults to
+            `cv-<model>-<timestamp>`.
 
     Returns:
         A `CrossValidationResult`.
@@ -120,31 +111,27 @@ def cross_validate(data: Any = None, model: Any = None, folds: int = 5, *,
         >>> cv = cross_validate("wine", "mlp", folds=5, train={"epochs": 30})  # doctest: +SKIP
         >>> cv.metrics["accuracy"]["mean"], cv.metrics["accuracy"]["std"]  # doctest: +SKIP
     """
-    cfg = load_config(config, data=data, model=model, data_options=data_options, train=train,
-                      export=export, model_options=model_options, strategy=strategy,
-                      output_dir=output_dir, overwrite=overwrite, seed=seed, name=name)
+    cfg = load_config(config, data=data, model=model, **options)
     if cfg.seed is None:
         cfg = dataclasses.replace(cfg, seed=random.SystemRandom().randrange(2**31))
     if cfg.name is None:
         cfg = dataclasses.replace(cfg, name="cv-" + RunFolder.default_name(cfg.model))
     root = Path(cfg.output_dir) if cfg.output_dir else Path("saved_models") / cfg.name
-    options = cfg.data_options
-    prepared = prepare_data(cfg.data, options, cfg.seed)
-    pairs = fold_indices(prepared.y, prepared.task, options, folds, cfg.seed)
+    data_options = cfg.data_options
+    prepared = prepare_data(cfg.data, data_options, cfg.seed)
+    pairs = fold_indices(prepared.y, prepared.task, data_options, folds, cfg.seed)
     predictions: np.ndarray | None = None
     results, fold_metrics = [], []
     for i, (train_rows, held) in enumerate(pairs, start=1):
-        inner = split_indices(prepared.y, prepared.task, options, cfg.seed + i, within=train_rows,
-                              test_split=0.0)
+        inner = split_indices(prepared.y, prepared.task, data_options, cfg.seed + i,
+                              within=train_rows, test_split=0.0)
         fold = prepared.with_splits(Splits(train=inner.train, val=inner.val, test=held))
         logger.info("Fold %d of %d: %d training, %d validation, %d held-out rows.", i, folds,
                     len(inner.train), len(inner.val), len(held))
         spec = cfg.model
         if isinstance(spec, keras.Model):
             spec = keras.models.clone_model(spec)
-        result = fit_pipeline(fold, spec, train=cfg.train, export=cfg.export,
-                              model_options=cfg.model_options, strategy=cfg.strategy,
-                              output_dir=str(root / f"fold_{i}"), overwrite=cfg.overwrite,
+        result = fit_pipeline(fold, spec, config=cfg, output_dir=str(root / f"fold_{i}"),
                               seed=cfg.seed + i, name=f"{cfg.name}-fold{i}")
         outputs = predict(result.model, fold.rows(held))
         if predictions is None:

@@ -16,6 +16,9 @@ from kerastrain.data.feed import training_datasets
 from kerastrain.data.prepare import prepare_data
 from kerastrain.export import load_predictor
 
+#: Explanations are tested in test_explain.py; these runs skip them.
+NOEXPLAIN = {"explain": "none"}
+
 
 def test_presets_and_lists_parse_to_full_parameters():
     assert [a["name"] for a in parse_augment("light", "image")] == ["flip", "rotation", "zoom"]
@@ -88,7 +91,7 @@ def test_augmented_training_never_leaks_into_the_exported_model(digits_arrays, t
         digits_arrays, "cnn", seed=0, output_dir=str(tmp_path / "run"),
         data_options={"augment": "strong"}, model_options={"filters": 8, "dense": 32},
         train={"epochs": 2, "batch_size": 128, "verbose": 0, "early_stopping": None},
-        export={"formats": ["savedmodel"]})
+        export={"formats": ["savedmodel"]}, report=NOEXPLAIN)
     model = result.model
     # mixup in the preset: one-hot labels and the categorical loss.
     assert result.config.data_options.augment == "strong"

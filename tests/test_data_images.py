@@ -16,6 +16,9 @@ from kerastrain.data.images import ImageStream
 from kerastrain.data.prepare import prepare_data
 from kerastrain.data.sources import load_data
 
+#: Explanations are tested in test_explain.py; these runs skip them.
+NOEXPLAIN = {"explain": "none"}
+
 
 @pytest.fixture(scope="module")
 def digit_folder(tmp_path_factory):
@@ -38,7 +41,7 @@ def test_folder_trains_through_fit_pipeline_with_classes_from_folder_names(digit
     result = kerastrain.fit_pipeline(str(root), "cnn", seed=0, output_dir=str(tmp_path / "run"),
                                      train={"epochs": 6, "verbose": 0, "early_stopping": None},
                                      model_options={"filters": 8, "dense": 32},
-                                     export={"formats": ["savedmodel"]})
+                                     export={"formats": ["savedmodel"]}, report=NOEXPLAIN)
     assert result.metrics["test"]["accuracy"] > 0.85
     assert result.metrics["savedmodel"]["max_abs_diff"] < 1e-4
     summary = result.report_path.read_text()
@@ -65,7 +68,7 @@ def test_streamed_folder_reads_the_same_pixels_and_trains(digit_folder, tmp_path
                                      data_options={"in_memory_mb": 0},
                                      train={"epochs": 4, "verbose": 0, "early_stopping": None},
                                      model_options={"filters": 8, "dense": 32},
-                                     export={"formats": []})
+                                     export={"formats": []}, report=NOEXPLAIN)
     assert result.metrics["test"]["accuracy"] > 0.8
     assert "streamed" in result.report_path.read_text()
 

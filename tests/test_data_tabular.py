@@ -47,6 +47,9 @@ def test_csv_with_categories_and_holes_trains_exports_and_serves_raw_columns(tmp
     # Every artifact was reloaded and answered like the Keras model.
     assert result.metrics["savedmodel"]["max_abs_diff"] < 1e-4
     assert result.metrics["tflite"]["max_abs_diff"] < 1e-4
+    # The report explains the table column by column (permutation importance).
+    report = result.report_path.read_text()
+    assert "Permutation importance" in report and "size band" in report
     model = result.model
     assert set(model.input) == {"size_band", "mean_radius", "mean_texture", "mean_perimeter",
                                 "mean_area", "mean_smoothness", "mean_compactness",

@@ -16,6 +16,9 @@ from kerastrain.data.prepare import prepare_data
 from kerastrain.data.sources import load_data
 from kerastrain.data.tfds import TfdsStream
 
+#: Explanations are tested in test_explain.py; these runs skip them.
+NOEXPLAIN = {"explain": "none"}
+
 
 class KerastrainTestDigits(tfds.core.GeneratorBasedBuilder):
     """scikit-learn's digits as a TFDS data set: 1,200 train, 597 test."""
@@ -77,7 +80,7 @@ def test_local_builder_with_named_splits_trains_through_fit_pipeline(digits_dir,
                                      data_options=options, output_dir=str(tmp_path / "run"),
                                      model_options={"filters": 16, "dense": 64},
                                      train={"epochs": 6, "verbose": 0, "early_stopping": None},
-                                     export={"formats": []})
+                                     export={"formats": []}, report=NOEXPLAIN)
     # TFDS's test split is the test split; validation comes out of its train split.
     assert result.metrics["test"]["examples"] == 597
     assert result.metrics["test"]["accuracy"] > 0.85
@@ -99,7 +102,8 @@ def test_streamed_tfds_reads_the_rows_the_index_names(digits_dir, tmp_path):
         data_options={"tfds_data_dir": digits_dir, "tfds_split": "train+test",
                       "in_memory_mb": 0},
         model_options={"filters": 8, "dense": 32},
-        train={"epochs": 2, "verbose": 0, "early_stopping": None}, export={"formats": []})
+        train={"epochs": 2, "verbose": 0, "early_stopping": None}, export={"formats": []},
+        report=NOEXPLAIN)
     assert result.metrics["test"]["accuracy"] > 0.4  # labels stay with their images (chance: 0.1)
 
 

@@ -11,13 +11,16 @@ from kerastrain._keras import keras
 from kerastrain.data.preprocess import model_inputs
 from kerastrain.models import MODELS, Head, build_model
 
+#: Explanations are tested in test_explain.py; these runs skip them.
+NOEXPLAIN = {"explain": "none"}
+
 
 def test_resnet_learns_digits_through_fit_pipeline(digits_arrays, tmp_path):
     result = kerastrain.fit_pipeline(
         digits_arrays, "resnet", seed=0, output_dir=str(tmp_path / "run"),
         model_options={"width": 8, "depth": 2, "blocks": 1},
         train={"epochs": 6, "batch_size": 64, "learning_rate": 0.01, "verbose": 0,
-               "early_stopping": None}, export={"formats": []})
+               "early_stopping": None}, export={"formats": []}, report=NOEXPLAIN)
     assert result.metrics["test"]["accuracy"] > 0.7  # chance: 0.1
     model = result.model
     adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]

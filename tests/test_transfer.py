@@ -14,6 +14,9 @@ from kerastrain.data.preprocess import model_inputs
 from kerastrain.models import Head, build_model
 from kerastrain.models.transfer import FINE_TUNE_ATTR
 
+#: Explanations are tested in test_explain.py; these runs skip them.
+NOEXPLAIN = {"explain": "none"}
+
 
 @pytest.mark.parametrize("backbone", ["efficientnet_b0", "resnet50"])
 def test_application_backbones_build_frozen_with_a_new_head(backbone):
@@ -51,7 +54,7 @@ def test_two_phases_in_one_fit_pipeline_call_keep_batchnorm_frozen(digits_arrays
         data_options={"validation_split": 0.0, "test_split": 0.0},
         model_options={"backbone": backbone, "fine_tune_layers": 8, "fine_tune_epochs": 2},
         train={"epochs": 1, "batch_size": 64, "learning_rate": 1e-3, "verbose": 0,
-               "early_stopping": None}, export={"formats": []})
+               "early_stopping": None}, export={"formats": []}, report=NOEXPLAIN)
     # Both phases ran in the one call: the head on the frozen backbone, then
     # the top 8 layers unfrozen (BatchNorm kept frozen) at a tenth of the rate.
     assert result.history["phase"] == [1.0, 2.0, 2.0]
@@ -80,10 +83,11 @@ def test_transfer_from_digits_0_to_4_beats_scratch_on_few_examples_of_5_to_9(dig
     pretrained = kerastrain.fit_pipeline(
         (x[source], y[source]), "cnn", seed=0, output_dir=str(tmp_path / "pretrain"),
         model_options={"filters": 16, "dense": 64},
-        train={"epochs": 10, "verbose": 0, "early_stopping": None}, export={"formats": []})
+        train={"epochs": 10, "verbose": 0, "early_stopping": None}, export={"formats": []},
+        report=NOEXPLAIN)
     target = np.flatnonzero(~source)
     common = dict(data_options={"validation_split": 0.0, "test_split": 0.0},
-                  export={"formats": []})
+                  export={"formats": []}, report=NOEXPLAIN)
     scores = []
     for draw in range(3):  # three draws of 2 labelled examples per class
         rng = np.random.default_rng(100 + draw)
