@@ -120,6 +120,24 @@ def test_wide_categories_use_an_embedding_and_integer_categories_are_detected():
     assert forced.encoding.columns[0].kind == "numeric"
 
 
+def test_table_preprocessing_stays_float32_under_mixed_precision():
+    from kerastrain.models import Head, build_model
+    from kerastrain.perf import precision_scope
+
+    frame = pd.DataFrame({"income": [120_000.0, np.nan, 95_500.0, 250_250.0] * 10,
+                          "city": ["a", "b", "", "c"] * 10,
+                          "city_code": [f"k{i}" for i in range(40)],  # 40: an embedding
+                          "y": [0, 1, 0, 1] * 10})
+    prepared = prepare_data(frame, DataConfig(target="y"), seed=0)
+    with precision_scope("mixed_bfloat16"):
+        inputs = model_inputs((), None, prepared.encoding)
+        model = build_model("mlp", inputs, Head(1, "sigmoid"), {"width": 8})
+    assert inputs.features.dtype == tf.float32
+    assert model.get_layer("dense_0").compute_dtype == "bfloat16"
+    out = model.predict(prepared.rows(np.arange(4)), verbose=0)
+    assert np.isfinite(out).all()
+
+
 def test_missing_target_column_is_named_with_a_suggestion(tmp_path):
     pd.DataFrame({"a": [1, 2], "label": [0, 1]}).to_csv(tmp_path / "d.csv", index=False)
     with pytest.raises(DataError, match=r"target='lable' is not in .*d\.csv.*Did you mean 'label'"):

@@ -410,29 +410,33 @@ class TabularEncoding:
         inputs = {c.name: keras.Input(shape=(), name=c.name,
                                       dtype=tf.string if c.text else tf.float32)
                   for c in self.columns}
+        # float32 throughout, whatever the mixed-precision policy: raw values
+        # (an income of 120,000) do not fit float16 and lose digits in
+        # bfloat16; the model's first layer casts the standardized features.
+        f32 = {"dtype": "float32"}
         parts = []
         numeric = self.numeric
         if numeric:
-            values = layers.FillMissing([c.fill for c in numeric], name="impute")(
+            values = layers.FillMissing([c.fill for c in numeric], name="impute", **f32)(
                 [inputs[c.name] for c in numeric])
             parts.append(keras.layers.Normalization(
                 axis=-1, mean=[c.mean for c in numeric], variance=[c.variance for c in numeric],
-                name="normalize")(values))
+                name="normalize", **f32)(values))
             flagged = [inputs[c.name] for c in numeric if c.indicator]
             if flagged:
-                parts.append(layers.MissingIndicator(name="missing_indicator")(flagged))
+                parts.append(layers.MissingIndicator(name="missing_indicator", **f32)(flagged))
         for c in self.columns:
             if c.kind != "categorical":
                 continue
             encoded = layers.EncodeCategory(
                 vocabulary=c.vocabulary, fill=c.fill, one_hot=not c.embedding_dim,
-                name=f"encode_{c.name}")(inputs[c.name])
+                name=f"encode_{c.name}", **f32)(inputs[c.name])
             if c.embedding_dim:
                 encoded = keras.layers.Embedding(len(c.vocabulary) + 1, c.embedding_dim,
-                                                 name=f"embed_{c.name}")(encoded)
+                                                 name=f"embed_{c.name}", **f32)(encoded)
             parts.append(encoded)
         features = parts[0] if len(parts) == 1 else keras.layers.Concatenate(
-            name="features")(parts)
+            name="features", **f32)(parts)
         return inputs, features
 
 
