@@ -299,6 +299,10 @@ def configure_execution(model: keras.Model, dataset: Any, train: Any, callbacks:
     batch = None
     if isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
         reason = "parameter-server training: the step runs on remote workers"
+    elif isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Each worker would measure its own step; differing choices would
+        # desynchronize their collective operations.
+        reason = "multi-worker training: every worker must make the same choice"
     elif want_steps and not blocking and (steps or 1) > 1 or want_jit:
         batch = _probe_batch(dataset)
         reason = "no batch to measure"
@@ -380,20 +384,21 @@ def as_float32(model: keras.Model) -> keras.Model:
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
     config = _float32_config(model.get_config())
-    copy = model.__class__.from_config(config)
-    copy.set_weights(model.get_weights())
-    # Parent first: setting a nested model's `trainable` resets its layers'.
-    for original, twin in zip(_walk(model), _walk(copy)):
-        twin.trainable = original.trainable
-    for key, value in vars(model).items():  # kerastrain's own notes on the model
-        if key.startswith("_kerastrain"):
-            setattr(copy, key, value)
-    if getattr(model, "optimizer", None) is not None:
-        # Same loss and metrics, a fresh optimizer of the same configuration,
-        # so that `evaluate` and further `fit` calls work on the copy.
-        compiled = model.get_compile_config()
-        if compiled:
-            copy.compile_from_config(compiled)
+    with model.distribute_strategy.scope():  # the copy lives where the original does
+        copy = model.__class__.from_config(config)
+        copy.set_weights(model.get_weights())
+        # Parent first: setting a nested model's `trainable` resets its layers'.
+        for original, twin in zip(_walk(model), _walk(copy)):
+            twin.trainable = original.trainable
+        for key, value in vars(model).items():  # kerastrain's own notes on the model
+            if key.startswith("_kerastrain"):
+                setattr(copy, key, value)
+        if getattr(model, "optimizer", None) is not None:
+            # Same loss and metrics, a fresh optimizer of the same configuration,
+            # so that `evaluate` and further `fit` calls work on the copy.
+            compiled = model.get_compile_config()
+            if compiled:
+                copy.compile_from_config(compiled)
     logger.info("Exported and evaluated in float32: the copy of the %s-trained model computes "
                 "with the same weights.", next(l.dtype_policy.name for l in model.layers
                                                 if l.dtype_policy.name != "float32"))
