@@ -52,11 +52,11 @@ DATASETS = {
 }
 
 
-def ab_latency(artifacts: dict, example: np.ndarray, repeats: int = 7,
+def ab_latency(artifacts: dict, rows: np.ndarray, repeats: int = 7,
                runs: int = 500) -> dict[str, float]:
     """float32 vs int8 file of the same model, interleaved A, B, B, A, ...:
     the median over repeats of each repeat's median single-example time."""
-    sides = {name: (lambda _, path=artifacts[name]: tflite_latency(path, example, runs)[
+    sides = {name: (lambda _, path=artifacts[name]: tflite_latency(path, rows, runs)[
         "latency_ms"]) for name in ("tflite", "tflite_int8")}
     results = interleave(sides, repeats)
     return {name: float(np.median(values)) for name, values in results.items()}
@@ -73,8 +73,8 @@ def run(dataset: str, config: str, seed: int, epochs: int) -> dict:
             train={"epochs": epochs, "verbose": 0, "early_stopping": 5},
             compress=compress, report={"explain": "none"},
             export={"formats": ["tflite"], "tflite": modes, "latency_runs": 1000})
-        example = prepare_data(data, result.config.data_options, seed).part("test")[0][0]
-        ab = ab_latency(result.artifacts, example) if "tflite" in result.artifacts else None
+        rows = prepare_data(data, result.config.data_options, seed).part("test")[0]
+        ab = ab_latency(result.artifacts, rows) if "tflite" in result.artifacts else None
     seconds = time.perf_counter() - start
     base = result.metrics["uncompressed_tflite"]
     int8 = result.metrics["tflite_int8"]

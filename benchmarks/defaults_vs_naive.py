@@ -8,7 +8,7 @@ sides train the same epochs. A and B are interleaved and repeated; the table
 shows the median training examples/second and the ratio (goal >= 3), plus the
 test accuracy of each side and the process's peak memory.
 
-Run: python benchmarks/defaults_vs_naive.py [--rows 20000] [--epochs 3] [--repeats 3]
+Run: python benchmarks/defaults_vs_naive.py [--rows 20000] [--epochs 10] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def defaults(x, y, epochs: int, seed: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20000)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     x, y = make_data(args.rows)

@@ -120,12 +120,16 @@ def _save_savedmodel(model: keras.Model, path: Path) -> None:
     model.save(path, save_format="tf", include_optimizer=False)
 
 
-def representative_sample(x: np.ndarray, rows: int, seed: int = 0) -> np.ndarray:
-    """A seeded random sample of ``rows`` rows of ``x`` (all when fewer)."""
-    x = np.asarray(x)
-    if len(x) <= rows:
+def representative_sample(x: Any, rows: int, seed: int = 0) -> Any:
+    """A seeded random sample of ``rows`` rows of ``x`` (an array or a dict
+    of columns; all of it when it has fewer)."""
+    count = _rows(x)
+    if count <= rows:
         return x
-    return x[np.sort(np.random.default_rng(seed).choice(len(x), rows, replace=False))]
+    picked = np.sort(np.random.default_rng(seed).choice(count, rows, replace=False))
+    if isinstance(x, dict):
+        return {k: np.asarray(v)[picked] for k, v in x.items()}
+    return np.asarray(x)[picked]
 
 
 def input_standardizers(model: keras.Model) -> list[str]:
@@ -167,7 +171,7 @@ def _int8_keeping_float(converter: Any, layers: list[str]) -> bytes:
                                       denylisted_nodes=_op_names(calibrated, layers))
 
 
-def _convert_tflite(savedmodel_dir: Path, mode: str, representative: np.ndarray | None = None,
+def _convert_tflite(savedmodel_dir: Path, mode: str, representative: Any = None,
                     int8_io: bool = False, float_layers: list[str] | None = None) -> bytes:
     conv = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_dir))
     if mode == "float16":
@@ -176,12 +180,14 @@ def _convert_tflite(savedmodel_dir: Path, mode: str, representative: np.ndarray 
     elif mode == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     elif mode == "int8":
-        if representative is None or len(representative) == 0:
+        if representative is None or _rows(representative) == 0:
             raise ExportError("The int8 TFLite mode calibrates on training rows; none were "
                               "given (representative=None).")
-        rows = np.asarray(representative, dtype=np.float32)
+        rows = representative
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([rows[i:i + 1]] for i in range(len(rows)))
+        conv.representative_dataset = lambda: (
+            {k: np.asarray(v[i:i + 1]) for k, v in rows.items()} if isinstance(rows, dict)
+            else [np.asarray(rows[i:i + 1], np.float32)] for i in range(_rows(rows)))
         if float_layers and not int8_io:
             return _int8_keeping_float(conv, float_layers)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -323,28 +329,48 @@ def artifact_bytes(path: str | os.PathLike) -> tuple[int, int]:
     return raw, packed
 
 
-def _batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: int = 512) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(x[i:i + batch])) for i in range(0, len(x), batch)])
+def _rows(x: Any) -> int:
+    """Rows of an array or of a dict of columns (a table)."""
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def _batched(fn: Callable[[Any], np.ndarray], x: Any, batch: int = 512) -> np.ndarray:
+    take = (lambda i: {k: v[i:i + batch] for k, v in x.items()}) if isinstance(x, dict) \
+        else (lambda i: x[i:i + batch])
+    return np.concatenate([np.asarray(fn(take(i))) for i in range(0, _rows(x), batch)])
 
 
 def _savedmodel_predictor(path: Path) -> Predictor:
     loaded = tf.saved_model.load(str(path))
     signature = loaded.signatures["serving_default"]
-    (name, spec), = signature.structured_input_signature[1].items()
+    specs = signature.structured_input_signature[1]
     (output,) = signature.structured_outputs
 
-    def predict(x: np.ndarray) -> np.ndarray:
-        return signature(**{name: tf.convert_to_tensor(x, spec.dtype)})[output].numpy()
+    def predict(x: Any) -> np.ndarray:
+        given = x if isinstance(x, dict) else {next(iter(specs)): x}
+        return signature(**{name: tf.convert_to_tensor(_plain(given[name]), spec.dtype)
+                            for name, spec in specs.items()})[output].numpy()
     return predict
 
 
+def _plain(column: Any) -> Any:
+    """Object arrays of text as str arrays, which TensorFlow converts."""
+    return column.astype(str) if getattr(column, "dtype", None) == object else column
+
+
+def _first_row(x: Any) -> Any:
+    """The first row of an array or of a dict of columns, batch axis kept."""
+    return {k: v[:1] for k, v in x.items()} if isinstance(x, dict) else x[:1]
+
+
 class _TFLiteRunner:
-    """A TFLite file's `serving_default` signature, run on float rows.
+    """A TFLite file's `serving_default` signature, run on rows of inputs
+    (an array, or a dict of columns for a table).
 
     It starts with the default delegates (XNNPACK) and falls back to the
     built-in kernels, saying so, when they fail: XNNPACK refuses to prepare
-    some models with sparse weight tensors. int8 inputs and outputs are
-    quantized and dequantized with the file's own parameters.
+    some models with sparse weight tensors. Quantized (int8) inputs and
+    outputs are converted with the file's own scale and zero point.
     """
 
     def __init__(self, path: Path, num_threads: int | None = None):
@@ -364,40 +390,43 @@ class _TFLiteRunner:
         interpreter = Interpreter(model_path=str(self.path), num_threads=self.num_threads,
                                   experimental_op_resolver_type=resolver)
         self._run = interpreter.get_signature_runner("serving_default")
-        (self._name, self._input), = self._run.get_input_details().items()
+        self._inputs = self._run.get_input_details()
         (self._output,) = self._run.get_output_details().values()
         self._fallback = fallback
 
-    def example(self, row: np.ndarray) -> np.ndarray:
-        """One input row as the file takes it: batch axis added, quantized."""
-        row = np.asarray(row, dtype=np.float32)
-        x = row[None] if row.ndim == len(self._input["shape"]) - 1 else row[:1]
-        return self._quantize(x)
-
-    def _quantize(self, x: np.ndarray) -> np.ndarray:
-        dtype = self._input["dtype"]
-        if np.issubdtype(dtype, np.integer):
-            scale, zero = self._input["quantization"]
-            info = np.iinfo(dtype)
-            return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-        return np.asarray(x, dtype=dtype)
+    def feed(self, x: Any) -> dict[str, np.ndarray]:
+        """The inputs as the file takes them: text encoded, int8 quantized."""
+        given = x if isinstance(x, dict) else {next(iter(self._inputs)): x}
+        inputs = {}
+        for name, detail in self._inputs.items():
+            value, dtype = given[name], detail["dtype"]
+            scale, zero = detail["quantization"]
+            if dtype == np.bytes_:
+                inputs[name] = np.char.encode(_plain(value), "utf-8")
+            elif np.issubdtype(dtype, np.integer) and scale:
+                info = np.iinfo(dtype)
+                quantized = np.round(np.asarray(value, np.float32) / scale + zero)
+                inputs[name] = np.clip(quantized, info.min, info.max).astype(dtype)
+            else:
+                inputs[name] = np.asarray(value, dtype)
+        return inputs
 
     def _dequantize(self, y: np.ndarray) -> np.ndarray:
-        if np.issubdtype(y.dtype, np.integer):
-            scale, zero = self._output["quantization"]
+        scale, zero = self._output["quantization"]
+        if np.issubdtype(y.dtype, np.integer) and scale:
             return (y.astype(np.float32) - zero) * scale
         return y
 
-    def invoke(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Runs inputs already in the file's dtype; falls back once if the
+    def invoke(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs inputs already fed (see `feed`); falls back once if the
         default delegates fail."""
         try:
-            return self._run(**{self._name: x})
+            return self._run(**inputs)
         except (RuntimeError, ValueError) as exc:
             if self._fallback:
                 raise
             self._use_builtin(exc)
-            return self._run(**{self._name: x})
+            return self._run(**inputs)
 
     def _use_builtin(self, exc: Exception) -> None:
         logger.warning("TFLite default delegates failed on %s (%s); using the built-in "
@@ -405,8 +434,8 @@ class _TFLiteRunner:
         self._open(fallback=True)
         self.kernels = "built-in kernels (the default delegates failed)"
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        (value,) = self.invoke(self._quantize(np.asarray(x, dtype=np.float32))).values()
+    def __call__(self, x: Any) -> np.ndarray:
+        (value,) = self.invoke(self.feed(x)).values()
         return self._dequantize(value)
 
 
@@ -414,7 +443,7 @@ def _tflite_predictor(path: Path) -> Predictor:
     return _TFLiteRunner(path)
 
 
-def tflite_latency(path: str | os.PathLike, example: np.ndarray, runs: int = 200,
+def tflite_latency(path: str | os.PathLike, x: Any, runs: int = 200,
                    warmup: int = 20) -> dict[str, Any]:
     """Single-example latency of a TFLite file, measured with the interpreter.
 
@@ -423,7 +452,7 @@ def tflite_latency(path: str | os.PathLike, example: np.ndarray, runs: int = 200
 
     Args:
         path: The `.tflite` file.
-        example: One input row (with or without the batch axis).
+        x: Input rows (an array or a dict of columns); the first is timed.
         runs: Timed runs. Defaults to `200`.
         warmup: Untimed runs first. Defaults to `20`.
 
@@ -431,13 +460,13 @@ def tflite_latency(path: str | os.PathLike, example: np.ndarray, runs: int = 200
         `latency_ms` (the median), `latency_p90_ms` and `kernels`.
     """
     runner = _TFLiteRunner(Path(path), num_threads=1)
-    x = runner.example(example)
+    inputs = runner.feed(_first_row(x))
     for _ in range(max(warmup, 1)):  # the first run settles the kernels (may fall back)
-        runner.invoke(x)
+        runner.invoke(inputs)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        runner.invoke(x)
+        runner.invoke(inputs)
         times.append(time.perf_counter() - start)
     return {"latency_ms": 1e3 * statistics.median(times),
             "latency_p90_ms": 1e3 * float(np.percentile(times, 90)),
@@ -531,29 +560,29 @@ def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np
         path = Path(path)
         outputs = load_predictor(path)(x).reshape(reference.shape)
         expected = reference
-        if name in sources and len(x):
+        if name in sources and _rows(x):
             expected = np.asarray(sources[name].predict(x, batch_size=512, verbose=0)
                                   ).reshape(reference.shape)
         gap = np.abs(outputs - expected)
-        diff = float(gap.max()) if len(x) else 0.0
+        diff = float(gap.max()) if _rows(x) else 0.0
         within = bool(np.all(gap <= atol + rtol * np.abs(expected)))
         metrics = compute_metrics(task, y, outputs)
         metrics["max_abs_diff"] = diff
         if task.is_classification or name in approximate:
             metrics["agreement"] = agreement(task, outputs, reference)
         metrics["bytes"], metrics["gzip_bytes"] = artifact_bytes(path)
-        if path.suffix == ".tflite" and latency_runs and len(x):
-            metrics.update(tflite_latency(path, x[0], latency_runs))
+        if path.suffix == ".tflite" and latency_runs and _rows(x):
+            metrics.update(tflite_latency(path, x, latency_runs))
         results[name] = metrics
         if name in approximate:
             if metrics["agreement"] < min_agreement:
                 raise ExportError(
                     f"The exported {name} model at {path} does not answer like the trained "
-                    f"model: it agrees on {metrics['agreement']:.1%} of {len(x)} rows "
+                    f"model: it agrees on {metrics['agreement']:.1%} of {_rows(x)} rows "
                     f"(allowed: export.min_agreement={min_agreement:g}); its outputs differ by "
                     f"up to {diff:.3g}.")
             logger.info("Verified %s: agrees on %.1f%% of %d rows (max |difference| %.2g).",
-                        name, 100 * metrics["agreement"], len(x), diff)
+                        name, 100 * metrics["agreement"], _rows(x), diff)
             continue
         if not within:
             disagree = f"; predicted classes agree on {metrics['agreement']:.1%} of rows" \
@@ -562,5 +591,5 @@ def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np
                 f"The exported {name} model at {path} does not answer like the trained model: "
                 f"outputs differ by up to {diff:.3g} (allowed: export.atol={atol:g} + "
                 f"export.rtol={rtol:g} x |output|){disagree}.")
-        logger.info("Verified %s: max |difference| %.2g over %d rows.", name, diff, len(x))
+        logger.info("Verified %s: max |difference| %.2g over %d rows.", name, diff, _rows(x))
     return results

@@ -219,7 +219,7 @@ def test_qat_leaves_unquantizable_layers_float_lists_them_and_agrees_in_int8(dig
     config = load_config(None, data=digits_arrays, model=halving_mlp, seed=0, compress={},
                          data_options={"validation_split": 0.0},
                          train={"epochs": 4, "learning_rate": 3e-3, "verbose": 0,
-                                "early_stopping": None})
+                                "early_stopping": None, "mixed_precision": "float32"})
     prepared = prepare_data(config.data, config.data_options, config.seed)
     ctx = Context.create(config, prepared, tf.distribute.get_strategy())
     model, _ = run_training(config, prepared, ctx.strategy)
@@ -244,7 +244,7 @@ def test_xnnpack_refusing_a_sparse_model_falls_back_to_the_builtin_kernels(train
     path.write_bytes(converter.convert())
     with caplog.at_level("WARNING", logger="kerastrain.export"):
         outputs = load_predictor(path)(trained.x_test)
-        timing = tflite_latency(path, trained.x_test[0], runs=5)
+        timing = tflite_latency(path, trained.x_test, runs=5)
     assert "using the built-in kernels" in caplog.text
     assert timing["kernels"].startswith("built-in kernels")
     assert agreement(trained.ctx.prepared.task, outputs, predict(pruned.model, trained.x_test)) \

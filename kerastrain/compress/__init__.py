@@ -37,6 +37,7 @@ from kerastrain.evaluate import compute_metrics
 from kerastrain.report import Section
 from kerastrain.export import (artifact_bytes, convert_to_tflite, load_predictor,
                                tflite_latency)
+from kerastrain.perf import as_float32
 from kerastrain.runs import write_json
 
 logger = logging.getLogger(__name__)
@@ -125,8 +126,8 @@ def measure_baseline(model: keras.Model, ctx: Context) -> dict[str, Any]:
         result["val_score"] = float(compute_metrics(prepared.task, y_val, outputs(x_val))[
             score_name(ctx)])
         result["bytes"], result["gzip_bytes"] = artifact_bytes(path)
-        if ctx.config.export.latency_runs and len(x):
-            result.update(tflite_latency(path, x[0], ctx.config.export.latency_runs))
+        if ctx.config.export.latency_runs and len(y):
+            result.update(tflite_latency(path, x, ctx.config.export.latency_runs))
     logger.info("Baseline float32 TFLite: %.1f KiB (%.1f KiB gzipped).", result["bytes"] / 1024,
                 result["gzip_bytes"] / 1024)
     return result
@@ -179,6 +180,7 @@ def compress_model(model: keras.Model, prepared: Prepared, config: PipelineConfi
         ensure_tf_keras(options.distill.teacher or model, "compress.distill.teacher")
         student = build_student(config, options.distill, prepared, strategy)
     check_plan(student if student is not None else model, plan)
+    model = as_float32(model)
     baseline = measure_baseline(model, ctx)
     steps: list[Step] = []
     if options.distill is not None:

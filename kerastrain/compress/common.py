@@ -28,7 +28,7 @@ from kerastrain.data.prepare import Prepared
 from kerastrain.distribute import distributed_train_config
 from kerastrain.errors import ConfigError
 from kerastrain.train import TrainResult, compile_model, train_model
-from kerastrain.trial import make_datasets
+from kerastrain.trial import global_batch_size, make_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ __all__ = ["tfmot", "Context", "rebuild", "select_layers", "kernel_names", "Step
            "original_units", "weight_sparsity"]
 
 Wrap = Callable[[keras.layers.Layer], keras.layers.Layer]
+
+#: The fine-tuning rate when the training rate is a schedule object.
+FINE_TUNE_RATE = 1e-4
 
 
 def tfmot() -> ModuleType:
@@ -96,7 +99,7 @@ class Context:
     @property
     def steps_per_epoch(self) -> int:
         """Training steps per epoch at the global batch size."""
-        batch = self.config.batch_size * self.strategy.num_replicas_in_sync
+        batch = global_batch_size(self.config, self.strategy)
         return max(1, math.ceil(len(self.prepared.splits.train) / batch))
 
     def learning_rate(self, own: float | None = None) -> float | None:
@@ -109,19 +112,33 @@ class Context:
         """`train` as the strategy needs it (see `distributed_train_config`)."""
         return distributed_train_config(self.config, self.strategy).replace(**changes)
 
+    def fine_tune_rate(self, learning_rate: float | None = None) -> float:
+        """A constant fine-tuning rate: the given one, else the training
+        rate when it is a number (else `FINE_TUNE_RATE`), scaled with the
+        replicas under `distribute.scale_learning_rate` like the training
+        one."""
+        base = self.config.train.learning_rate
+        rate = learning_rate or (float(base) if isinstance(base, (int, float)) else FINE_TUNE_RATE)
+        replicas = self.strategy.num_replicas_in_sync
+        if self.config.distribute.scale_learning_rate and replicas > 1:
+            rate *= replicas
+        return rate
+
     def fit(self, model: keras.Model, *, epochs: int, learning_rate: float | None = None,
             callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
         """Compiles ``model`` inside the strategy scope and fine-tunes it with
-        the spine's `train_model` (no early stopping: a pruning schedule or
-        a restored mask must not be cut short).
+        the spine's `train_model`.
 
-        A given learning rate is scaled like the training one under a
-        strategy with `distribute.scale_learning_rate`."""
-        options = self.train_options(epochs=epochs, early_stopping=None)
-        if learning_rate is not None:
-            learning_rate *= options.learning_rate / self.config.train.learning_rate
+        Fine-tuning runs at a constant rate (`fine_tune_rate`: no warm-up or
+        schedule replayed), one step per call and without XLA (TF-MOT's
+        wrappers update their masks step by step), without early stopping or
+        weight averaging (a pruning schedule must not be cut short, and an
+        average of masked weights is not masked)."""
+        options = self.train_options(epochs=epochs, early_stopping=None, ema=False,
+                                     steps_per_execution=1, jit_compile=False)
         with self.strategy.scope():
-            compile_model(model, self.prepared.task, options, learning_rate=learning_rate)
+            compile_model(model, self.prepared.task, options,
+                          learning_rate=self.fine_tune_rate(learning_rate))
         train_ds, val_ds = make_datasets(self.config, self.prepared, self.strategy, self.memory)
         return train_model(model, train_ds, val_ds, options, callbacks=callbacks)
 

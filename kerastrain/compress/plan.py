@@ -20,6 +20,7 @@ from kerastrain.compress import quantize as quantize_mod
 from kerastrain.compress.common import Context, Step
 from kerastrain.compress.distill import Distiller, build_student
 from kerastrain.config.compress import ClusterConfig, DistillConfig, PruneConfig
+from kerastrain.perf import as_float32
 from kerastrain.train import compile_model, train_model
 from kerastrain.trial import make_datasets
 
@@ -104,7 +105,8 @@ def apply_plan(model: keras.Model, plan: Plan, ctx: Context) -> PlanResult:
     """Runs the plan's steps on a trained model.
 
     Args:
-        model: The trained (or distilled) float model; it is not changed.
+        model: The trained (or distilled) model; it is not changed. A
+            mixed-precision model is compressed as its float32 copy.
         plan: The steps.
         ctx: The run (config, data, strategy).
 
@@ -112,6 +114,7 @@ def apply_plan(model: keras.Model, plan: Plan, ctx: Context) -> PlanResult:
         The compressed model and what each step did.
     """
     check_plan(model, plan)
+    model = as_float32(model)  # TF-MOT's wrappers and TFLite work in float32
     result = PlanResult(model=model)
     current = model
     strategy = ctx.strategy
@@ -190,9 +193,10 @@ def distill(teacher: keras.Model, config: DistillConfig, ctx: Context,
                               config.alpha, name="distiller")
     start = time.perf_counter()
     try:
-        options = ctx.train_options(epochs=config.epochs or ctx.config.train.epochs)
+        options = ctx.train_options(epochs=config.epochs or ctx.config.train.epochs, ema=False)
         with ctx.strategy.scope():
-            compile_model(distiller, ctx.prepared.task, options)
+            compile_model(distiller, ctx.prepared.task, options,
+                          steps_per_epoch=ctx.steps_per_epoch)
         train_ds, val_ds = make_datasets(ctx.config, ctx.prepared, ctx.strategy, ctx.memory)
         fit = train_model(distiller, train_ds, val_ds, options)
     finally:
