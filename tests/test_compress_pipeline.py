@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from kerastrain._keras import keras, tf
+from kerastrain.compress.prune import tflite_weights
 from kerastrain.config import ExportConfig, load_config
 from kerastrain.data.prepare import prepare_data
 from kerastrain.export import export_model, verify_artifacts
@@ -36,20 +37,29 @@ def section_rows(report: str, slug: str) -> list[list[str]]:
             for row in re.findall(r"<tr>(.*?)</tr>", match.group(1), re.S)]
 
 
-def test_one_call_distills_prunes_quantizes_and_exports(breast_cancer_arrays, tmp_path):
+def test_one_call_distills_prunes_clusters_quantizes_and_exports(breast_cancer_arrays, tmp_path):
     result = fit_pipeline(
         breast_cancer_arrays, "mlp", seed=0, output_dir=str(tmp_path),
         model_options={"width": 32}, report={"explain": "none"},
         train={"epochs": 6, "verbose": 0, "early_stopping": None},
         compress={"distill": {"student": {"width": 16}, "epochs": 2},
-                  "prune": {"target_sparsity": 0.5, "epochs": 2, "skip_output": False},
+                  "prune": {"target_sparsity": 0.5, "epochs": 2},
+                  "cluster": {"clusters": 8, "epochs": 1},
                   "quantize": "qat", "quantize_epochs": 1},
         export={"tflite": "int8", "latency_runs": 20})
 
     summary = json.loads((tmp_path / "compression.json").read_text())
-    assert [s["step"] for s in summary["steps"]] == ["distill", "prune", "qat"]
-    assert summary["pruned_layers"] == ["dense_0", "dense_1", "output"]
+    assert [s["step"] for s in summary["steps"]] == ["distill", "prune", "cluster", "qat"]
+    assert summary["pruned_layers"] == ["dense_0", "dense_1"]
+    # Prune- and cluster-preserving QAT: the zeros survive QAT (measured in
+    # the QAT kernels), and each clustered kernel kept at most 8 values.
     assert all(v >= 0.495 for v in summary["sparsity"].values()), summary["sparsity"]
+    assert summary["clustered_layers"] == ["dense_0", "dense_1"]
+    assert all(n <= 8 for n in summary["unique_values"].values()), summary["unique_values"]
+    (dense_1,) = [w for w in tflite_weights(result.artifacts["tflite_int8"]).values()
+                  if w.shape == (16, 16)]  # its int8 kernel: zeros, <= 8 values per channel
+    assert np.mean(dense_1 == 0) >= 0.495
+    assert max(np.unique(row).size for row in dense_1) <= 8
     assert summary["unquantized_layers"] == ["normalize"]
     # The student (width 16) replaced the teacher (width 32).
     assert result.model.get_layer("quant_dense_0").layer.units == 16
@@ -79,7 +89,7 @@ def test_one_call_distills_prunes_quantizes_and_exports(breast_cancer_arrays, tm
     header, *rows = section_rows(report, "compressed-layers")
     assert ["normalize", "n/a", "n/a", "no (left in float)"] in rows
     assert [row[0] for row in section_rows(report, "compression-steps")[1:]] == \
-        ["distill", "prune", "qat"]
+        ["distill", "prune", "cluster", "qat"]
 
 
 def test_every_tflite_mode_is_verified_and_timed(digits_arrays, tmp_path):

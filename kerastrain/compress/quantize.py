@@ -16,6 +16,7 @@ weights and no fake quantization.
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -113,12 +114,18 @@ def _scheme(preserve: str | None) -> Any:
     raise ValueError(f"preserve must be None or one of {SCHEMES}; received {preserve!r}.")
 
 
-class _FloatRegistry:
-    """A quantize registry that refuses the named layers and otherwise asks
-    the scheme's own, so that `quantize_apply` leaves those layers in float
-    (and does not put an output quantizer on them: the prune- and
-    cluster-preserving registries would otherwise fail on a Normalization
-    layer, which they "support" for having no trainable weights)."""
+class _LayerRegistry:
+    """The scheme's quantize registry, made safe to apply layer by layer.
+
+    It refuses the layers kept in float, so that `quantize_apply` leaves
+    them alone (the prune- and cluster-preserving registries "support" a
+    Normalization layer for having no trainable weights, then fail on it).
+    And it gives each layer its own weight quantizer: the preserving
+    registries share one per config class, and the cluster-preserving one
+    turns sparsity preservation off *on that shared quantizer* as soon as it
+    meets a layer without zeros (an unpruned first convolution), so every
+    pruned layer after it lost its zeros in QAT (0.9 fell to 0.0 here).
+    """
 
     def __init__(self, inner: Any, float_layers: set[str]):
         self.inner = inner
@@ -128,7 +135,10 @@ class _FloatRegistry:
         return layer.name not in self.float_layers and self.inner.supports(layer)
 
     def get_quantize_config(self, layer: keras.layers.Layer) -> Any:
-        return self.inner.get_quantize_config(layer)
+        config = self.inner.get_quantize_config(layer)
+        if getattr(config, "weight_quantizer", None) is not None:
+            config.weight_quantizer = copy.copy(config.weight_quantizer)
+        return config
 
 
 def _keep_float(scheme: Any, float_layers: set[str]) -> Any:
@@ -140,7 +150,7 @@ def _keep_float(scheme: Any, float_layers: set[str]) -> Any:
             return scheme.get_layout_transformer()
 
         def get_quantize_registry(self) -> Any:
-            return _FloatRegistry(scheme.get_quantize_registry(), float_layers)
+            return _LayerRegistry(scheme.get_quantize_registry(), float_layers)
 
     return KeepFloat()
 
