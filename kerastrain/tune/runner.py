@@ -1,0 +1,325 @@
+"""The tf_keras trial runner: a `keras_tuner.Tuner` whose trials are
+kerastrain's own training runs.
+
+KerasTuner's stock `Tuner` refuses tf_keras models, so `TrialRunner`
+overrides `run_trial` (a new config per trial, then `run_training`, the
+function the final fit calls too), `save_model`/`load_model` (tf_keras
+checkpoints) and the trial hooks (progress, freeing memory). The oracles,
+their saved state, resume and the chief/worker protocol are KerasTuner's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import keras_tuner as kt
+import numpy as np
+from keras_tuner.src import config as kt_config
+
+from kerastrain._keras import keras, tf
+from kerastrain.config import PipelineConfig
+from kerastrain.data.feed import InMemory
+from kerastrain.data.prepare import Prepared
+from kerastrain.evaluate import compute_metrics
+from kerastrain.runs import write_json
+from kerastrain.trial import build_compiled_model, predict, run_training
+from kerastrain.tune.space import Space, plain_values, trial_config
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrialRunner", "TrialContext", "make_oracle", "RECORD", "rss_mb"]
+
+#: Per-trial facts kerastrain adds next to KerasTuner's ``trial.json``.
+RECORD = "kerastrain.json"
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory in MiB (Linux), else None."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def make_oracle(algorithm: str, *, objective: dict[str, str], hyperparameters: kt.HyperParameters,
+                max_trials: int, max_epochs: int, seed: int, max_consecutive_failures: int,
+                hyperband_factor: int = 3, hyperband_iterations: int = 1) -> kt.Oracle:
+    """KerasTuner's oracle for ``algorithm`` over the discovered space.
+
+    Bayesian optimization starts from `max(2, min(3 * dims, max_trials // 2))`
+    random points, so that the Gaussian process proposes the rest even
+    within a small budget. Hyperband stops at `max_trials` too.
+    """
+    common = dict(objective=kt.Objective(objective["name"], objective["direction"]),
+                  hyperparameters=hyperparameters, seed=seed, max_retries_per_trial=0,
+                  max_consecutive_failed_trials=max_consecutive_failures)
+    if algorithm == "random":
+        return kt.oracles.RandomSearchOracle(max_trials=max_trials, **common)
+    if algorithm == "grid":
+        return kt.oracles.GridSearchOracle(max_trials=max_trials, **common)
+    if algorithm == "bayesian":
+        dims = sum(1 for p in hyperparameters.space if type(p).__name__ != "Fixed")
+        initial = max(2, min(3 * dims, max_trials // 2))
+        return kt.oracles.BayesianOptimizationOracle(max_trials=max_trials,
+                                                     num_initial_points=initial, **common)
+    oracle = kt.oracles.HyperbandOracle(max_epochs=max_epochs, factor=hyperband_factor,
+                                        hyperband_iterations=hyperband_iterations, **common)
+    oracle.max_trials = max_trials
+    return oracle
+
+
+class _NanGuard(keras.callbacks.Callback):
+    """Stops a fit whose loss is no longer finite, and remembers where."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+        self.where: tuple[int, int, float] | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.where = (self.epoch + 1, batch + 1, float(loss))
+            self.model.stop_training = True
+
+
+class _ValidationMetrics(keras.callbacks.Callback):
+    """Adds scikit-learn validation metrics Keras does not log (``val_f1``...).
+
+    Runs before the callbacks that read them (early stopping on them is not
+    supported; the tuner's checkpoint and `History` see them).
+    """
+
+    def __init__(self, prepared: Prepared, names: Sequence[str]):
+        super().__init__()
+        self.task = prepared.task
+        self.x, self.y = prepared.part("val")
+        self.names = tuple(names)
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        if logs is None:
+            return
+        scores = compute_metrics(self.task, self.y, predict(self.model, self.x))
+        for name in self.names:
+            value = scores.get(name[len("val_"):])
+            logs[name] = float("nan") if value is None else float(value)
+
+
+class _SaveBest(keras.callbacks.Callback):
+    """Saves the weights of the best epoch so far (a tf_keras checkpoint)."""
+
+    def __init__(self, objective: dict[str, str], path: str):
+        super().__init__()
+        self.name, self.direction, self.path = objective["name"], objective["direction"], path
+        self.best: float | None = None
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        value = (logs or {}).get(self.name)
+        if value is None or not math.isfinite(float(value)):
+            return
+        value = float(value)
+        if self.best is None or (value < self.best if self.direction == "min" else value > self.best):
+            self.best = value
+            self.model.save_weights(self.path)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, kt.errors.FailedTrialError):
+        return str(exc)
+    if isinstance(exc, tf.errors.ResourceExhaustedError):
+        return "out of memory: " + str(exc).strip().splitlines()[0][:300]
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
+
+
+@dataclasses.dataclass
+class TrialContext:
+    """What every trial shares: the base config, data, strategy and space.
+
+    Attributes:
+        config: The run's config; each trial replaces the tuned options.
+        prepared: The prepared data.
+        strategy: The distribution strategy.
+        space: The search space.
+        memory: The data as tensors, built once for every trial.
+        folds: One `Prepared` per cross-validation fold, or None.
+        computed: Validation metrics computed by scikit-learn each epoch.
+        epochs: Epochs of a trial when neither Hyperband nor the space says.
+    """
+
+    config: PipelineConfig
+    prepared: Prepared
+    strategy: Any
+    space: Space
+    memory: InMemory
+    folds: list[Prepared] | None
+    computed: tuple[str, ...]
+    epochs: int
+
+    @property
+    def objective(self) -> dict[str, str]:
+        return self.config.tune.objective
+
+    def run(self, runner: "TrialRunner", trial: kt.engine.trial.Trial) -> dict[str, float]:
+        """Trains the trial's configuration; returns the objective.
+
+        Raises:
+            keras_tuner.errors.FailedTrialError: With the reason, for a trial
+                that failed (non-finite loss, out of memory, a refused value).
+            keras_tuner.errors.FatalValueError: When training does not log
+                the objective at all (the search cannot go on).
+        """
+        hp = trial.hyperparameters
+        record: dict[str, Any] = {"trial": trial.trial_id, "values": plain_values(hp),
+                                  "tuner": runner.tuner_id, "started": time.time()}
+        for key in ("bracket", "round", "trial_id"):
+            if f"tuner/{key}" in hp.values:
+                record["parent" if key == "trial_id" else key] = hp.values[f"tuner/{key}"]
+        start = time.perf_counter()
+        try:
+            score = self._train(runner, trial, record)
+        except kt.errors.FatalError:
+            raise
+        except Exception as exc:  # a failed trial must not end the search
+            record.update(status="FAILED", reason=_reason(exc))
+            logger.debug("Trial %s failed.", trial.trial_id, exc_info=True)
+            raise kt.errors.FailedTrialError(record["reason"]) from exc
+        else:
+            record.update(status="COMPLETED", score=score)
+        finally:
+            keras.backend.clear_session()
+            gc.collect()
+            record.update(duration_s=round(time.perf_counter() - start, 3), rss_mb=rss_mb())
+            write_json(Path(runner.get_trial_dir(trial.trial_id)) / RECORD, record)
+        return {self.objective["name"]: score}
+
+    def _train(self, runner: "TrialRunner", trial: Any, record: dict[str, Any]) -> float:
+        hp = trial.hyperparameters
+        config = trial_config(self.config, self.space, hp)
+        tuned_epochs = "epochs" in record["values"]
+        epochs = int(hp.values.get("tuner/epochs") or (config.train.epochs if tuned_epochs else self.epochs))
+        initial = int(hp.values.get("tuner/initial_epoch", 0))
+        parent = hp.values.get("tuner/trial_id")
+        record.update(epochs=epochs, initial_epoch=initial, epochs_run=0)
+        saver = None if self.folds else _SaveBest(self.objective, runner.checkpoint_path(trial.trial_id))
+        scores = []
+        for execution in range(self.config.tune.executions):
+            for part in self.folds or [self.prepared]:
+                # Before entering the strategy scope (MirroredStrategy needs it).
+                keras.backend.clear_session()
+                keras.utils.set_random_seed(config.seed + execution)
+                model = None
+                if parent is not None:
+                    model = build_compiled_model(config, part, self.strategy)
+                    model.load_weights(runner.checkpoint_path(parent)).expect_partial()
+                guard = _NanGuard()
+                callbacks: list[keras.callbacks.Callback] = [guard]
+                if self.computed:
+                    callbacks.append(_ValidationMetrics(part, self.computed))
+                if saver is not None:
+                    callbacks.append(saver)
+                model, fit = run_training(config, part, self.strategy, epochs=epochs,
+                                          initial_epoch=initial, model=model,
+                                          callbacks=callbacks, memory=self.memory)
+                del model
+                record["epochs_run"] += fit.epochs_run
+                if guard.where is not None:
+                    epoch, batch, loss = guard.where
+                    raise kt.errors.FailedTrialError(
+                        f"loss became {loss} at epoch {epoch}, batch {batch}")
+                scores.append(self._best(fit.history))
+        if len(scores) > 1:
+            record["scores"] = scores
+        return float(np.mean(scores))
+
+    def _best(self, history: dict[str, list[float]]) -> float:
+        name, direction = self.objective["name"], self.objective["direction"]
+        if name not in history:
+            raise kt.errors.FatalValueError(
+                f"The objective {name!r} was not logged by training. Logged: "
+                f"{', '.join(sorted(history))}. Choose one of them as tune.objective.")
+        values = np.asarray(history[name], dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        if not len(finite):
+            raise kt.errors.FailedTrialError(f"{name} was never finite ({values.tolist()})")
+        return float(finite.min() if direction == "min" else finite.max())
+
+    def load(self, runner: "TrialRunner", trial: Any) -> keras.Model:
+        """The trial's model with its best epoch's weights."""
+        keras.backend.clear_session()
+        config = trial_config(self.config, self.space, trial.hyperparameters)
+        model = build_compiled_model(config, self.prepared, self.strategy)
+        model.load_weights(runner.checkpoint_path(trial.trial_id)).expect_partial()
+        return model
+
+
+class TrialRunner(kt.Tuner):
+    """Runs KerasTuner trials with kerastrain's training (tf_keras models).
+
+    Args:
+        oracle: A KerasTuner oracle (or, in a worker, one that the chief's
+            oracle will stand in for).
+        context: What the trials share.
+        directory: The search folder; trials live in `directory/trials`.
+        progress: Logs each trial's start and end.
+    """
+
+    def __init__(self, oracle: kt.Oracle, context: TrialContext, directory: Path,
+                 progress: Any):
+        self.context = context
+        self.progress = progress
+        super().__init__(oracle=oracle, directory=str(directory), project_name="trials",
+                         overwrite=False)
+        self.oracle.verbose = 0  # kerastrain logs progress itself
+        create = self.oracle.create_trial
+
+        def create_trial(tuner_id: str) -> Any:
+            trial = create(tuner_id)
+            if trial.status == kt.engine.trial.TrialStatus.IDLE:
+                time.sleep(0.5)  # the oracle waits on another worker: do not spin
+            return trial
+
+        self.oracle.create_trial = create_trial
+
+    def search(self, *args: Any, **kwargs: Any) -> None:
+        """KerasTuner's search loop, without its printed tracebacks: a failed
+        trial's reason is logged and kept in the results instead."""
+        previous, kt_config.DEBUG = kt_config.DEBUG, False
+        try:
+            super().search(*args, **kwargs)
+        finally:
+            kt_config.DEBUG = previous
+
+    def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
+        return self.context.run(self, trial)
+
+    def checkpoint_path(self, trial_id: str) -> str:
+        """The tf_keras checkpoint prefix of a trial's best weights."""
+        return os.path.join(self.get_trial_dir(trial_id), "checkpoint")
+
+    def save_model(self, trial_id: str, model: keras.Model, step: int = 0) -> None:
+        model.save_weights(self.checkpoint_path(trial_id))
+
+    def load_model(self, trial: Any) -> keras.Model:
+        return self.context.load(self, trial)
+
+    def on_trial_begin(self, trial: Any) -> None:
+        self.progress.begin(trial)
+
+    def on_trial_end(self, trial: Any) -> None:
+        try:
+            super().on_trial_end(trial)
+        finally:
+            self.progress.end(trial, self.oracle, self.get_trial_dir(trial.trial_id))
