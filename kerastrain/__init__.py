@@ -23,10 +23,12 @@ _LAZY = {
     "ExportConfig": "kerastrain.config",
     "PipelineConfig": "kerastrain.config",
     "TrainConfig": "kerastrain.config",
+    "TuneConfig": "kerastrain.config",
     "load_config": "kerastrain.config",
     "register_model": "kerastrain.models",
     "PipelineResult": "kerastrain.pipeline",
     "fit_pipeline": "kerastrain.pipeline",
+    "TuningError": "kerastrain.tune",
 }
 
 __all__ = ["ConfigError", "DataError", "ExportError", "KerastrainError", *_LAZY]

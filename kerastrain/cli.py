@@ -1,4 +1,4 @@
-"""The ``kerastrain`` command: ``run``, ``demo``.
+"""The ``kerastrain`` command: ``run``, ``tune``, ``demo``.
 
 Errors in the config or the data print one paragraph and exit with code 2,
 without a traceback; anything else is a bug and keeps its traceback.
@@ -41,6 +41,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", help="the run folder (overrides the config's)")
     run.add_argument("--overwrite", action="store_true", help="replace a finished run")
 
+    tune = commands.add_parser(
+        "tune", help="search hyper-parameters as the config's 'tune' section says",
+        description="Run the search alone (`kerastrain run` searches, then trains with the best "
+        "values). Rerunning with the same search folder resumes it.")
+    tune.add_argument("config", help="path of a YAML config with a 'tune' section")
+    tune.add_argument("--workers", type=int, default=0, metavar="N",
+                      help="worker processes; this process serves the oracle on loopback "
+                      "(default: 0, trials run in this process)")
+    tune.add_argument("--output-dir", help="the run folder; the search goes in its 'tuning' "
+                      "sub-folder unless tune.directory is set")
+
     demo = commands.add_parser("demo", help="train on the embedded digits data end to end",
                                description="Train a CNN on scikit-learn's digits, export "
                                "SavedModel, .keras and TFLite, and verify them.")
@@ -70,9 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
     from kerastrain.config import load_config
-    from kerastrain.errors import ConfigError, DataError, ExportError
+    from kerastrain.errors import KerastrainError
 
     try:
+        if args.command == "tune":
+            from kerastrain.tune import search_command, summary
+
+            config = load_config(args.config, output_dir=args.output_dir)
+            print(summary(search_command(config, workers=args.workers)))
+            return 0
         if args.command == "run":
             # Checked before TensorFlow is imported: a typo costs no startup.
             config = load_config(args.config, output_dir=args.output_dir,
@@ -84,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kerastrain.pipeline import fit_pipeline
 
         result = fit_pipeline(config=config)
-    except (ConfigError, DataError, ExportError) as exc:
+    except KerastrainError as exc:
         kind = type(exc).__name__
         print(textwrap.fill(f"kerastrain: {kind}: {exc}", width=100), file=sys.stderr)
         return EXIT_USAGE

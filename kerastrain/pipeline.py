@@ -97,7 +97,7 @@ def _held_out(prepared: Prepared) -> str:
 
 
 def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = None,
-                 train: Any = None, export: Any = None, model_options: Any = None,
+                 train: Any = None, tune: Any = None, export: Any = None, model_options: Any = None,
                  strategy: Any = None, output_dir: Any = None, overwrite: bool | None = None,
                  seed: int | None = None, name: str | None = None,
                  config: Any = None) -> PipelineResult:
@@ -114,6 +114,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
             tf_keras model. Defaults to the config's, else `"auto"`.
         data_options: Mapping or `DataConfig`. Defaults to `None`.
         train: Mapping or `TrainConfig`. Defaults to `None`.
+        tune: Mapping or `TuneConfig`: search hyper-parameters first, then
+            train with the best values. Defaults to `None` (no search).
         export: Mapping or `ExportConfig`. Defaults to `None`.
         model_options: Keyword options of the model factory. Defaults to `None`.
         strategy: A strategy name or a `tf.distribute.Strategy`.
@@ -139,7 +141,7 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         >>> result.metrics["tflite"]["accuracy"]  # doctest: +SKIP
     """
     cfg = _resolve(config, data=data, model=model, data_options=data_options, train=train,
-                   export=export, model_options=model_options, strategy=strategy,
+                   tune=tune, export=export, model_options=model_options, strategy=strategy,
                    output_dir=output_dir, overwrite=overwrite, seed=seed, name=name)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.train.deterministic:
@@ -151,6 +153,13 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         with stage("data"):
             prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
         strategy_obj = make_strategy(cfg.strategy)
+        tuned = None
+        if cfg.tune is not None:
+            from kerastrain.tune import tune_stage  # imports KerasTuner only when asked
+
+            with stage("tune"):
+                tuned = tune_stage(cfg, prepared, strategy_obj, run.path)
+            cfg = tuned.config
         with stage("train"):
             trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.path / "backup")
         with stage("evaluate"):
@@ -173,6 +182,7 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         raise
     run.mark("finished", timings=stage.timings)
     return PipelineResult(model=trained, history=fit.history, metrics=metrics,
-                          artifacts=artifacts, best_hyperparameters=None, report_path=report,
+                          artifacts=artifacts, report_path=report,
+                          best_hyperparameters=tuned.best_values if tuned else None,
                           config=cfg, run_dir=run.path, timings=stage.timings,
                           stop_reason=fit.stop_reason)

@@ -5,8 +5,9 @@ from kerastrain.config.data import DataConfig
 from kerastrain.config.export import ExportConfig
 from kerastrain.config.pipeline import PipelineConfig, load_config, save_config
 from kerastrain.config.train import EarlyStoppingConfig, TrainConfig
+from kerastrain.config.tune import TuneConfig
 
 __all__ = [
     "Section", "option", "DataConfig", "ExportConfig", "PipelineConfig",
-    "EarlyStoppingConfig", "TrainConfig", "load_config", "save_config",
+    "EarlyStoppingConfig", "TrainConfig", "TuneConfig", "load_config", "save_config",
 ]

@@ -379,6 +379,14 @@ class TuneConfig(Section):
                                                  if k not in tuned})
         opt_entry = self.space.get("optimizer")
         optimizers = _possible(opt_entry) if opt_entry else [train.optimizer]
+        for key in train.optimizer_options:
+            refusing = [o for o in optimizers
+                        if key not in OPTIMIZER_OPTIONS[o] + COMMON_OPTIMIZER_OPTIONS]
+            if refusing:
+                raise ConfigError(
+                    f"train.optimizer_options sets {key!r}, which {', '.join(map(repr, refusing))}"
+                    f" (a choice of 'tune.space.optimizer') does not accept. Tune it as "
+                    f"'tune.space.{key}' with when: {{optimizer: ...}} instead.")
         for name, entry in self.space.items():
             where, key = route(name)
             if where == "train":
@@ -398,14 +406,6 @@ class TuneConfig(Section):
                         f"'tune.space.{name}' tunes an option of the optimizer, but "
                         f"train.optimizer={train.optimizer!r} accepts only: "
                         f"{', '.join(accepted)}." + did_you_mean(key, accepted))
-        for key in train.optimizer_options:
-            refusing = [o for o in optimizers
-                        if key not in OPTIMIZER_OPTIONS[o] + COMMON_OPTIMIZER_OPTIONS]
-            if refusing:
-                raise ConfigError(
-                    f"train.optimizer_options sets {key!r}, which {', '.join(map(repr, refusing))}"
-                    f" (a choice of 'tune.space.optimizer') does not accept. Tune it as "
-                    f"'tune.space.{key}' with when: {{optimizer: ...}} instead.")
 
     @property
     def objective_name(self) -> str:
