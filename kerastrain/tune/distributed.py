@@ -35,6 +35,7 @@ WORKER_CONFIG = "search_config.yaml"
 HOST = "127.0.0.1"
 POLL_S = 0.2
 EXIT_WAIT_S = 120
+EXIT_GRACE_S = 3
 
 
 def _check_portable(config: PipelineConfig) -> None:
@@ -120,26 +121,30 @@ def serve(search: Any, config: PipelineConfig, workers: int) -> None:
     try:
         processes = [_start_worker(i, port, directory) for i in range(1, workers + 1)]
         reported = len(oracle.end_order)
-        while True:
+        finished = False
+        while not finished:
             time.sleep(POLL_S)
             for trial_id in list(oracle.end_order[reported:]):
                 search.runner.progress.end(oracle.trials[trial_id], oracle,
                                            search.runner.get_trial_dir(trial_id))
             reported = len(oracle.end_order)
-            if servicer.stop_triggered and exit_chief(oracle):
-                break
+            finished = servicer.stop_triggered and exit_chief(oracle)
             if all(p.poll() is not None for p, _ in processes):
                 break
-        deadline = time.monotonic() + EXIT_WAIT_S
+        # Every worker has been told to stop: give them a moment to exit.
+        deadline = time.monotonic() + (EXIT_GRACE_S if finished else EXIT_WAIT_S)
         for process, _ in processes:
             try:
-                process.wait(timeout=max(1.0, deadline - time.monotonic()))
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
+        lingering = [p for p, _ in processes if p.poll() is None]
     finally:
         server.stop(grace=1)
         for process, _ in processes:
             _stop(process)
+    if finished:  # stopped by us while tearing TensorFlow down after the search: not a failure
+        processes = [(p, log) for p, log in processes if p not in lingering]
     failed = [(p, log) for p, log in processes if p.returncode != 0]
     if failed:
         process, log = failed[0]

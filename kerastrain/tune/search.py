@@ -356,12 +356,14 @@ def _raise_if_failed(oracle: Any, rows: list[dict[str, Any]], limit: int) -> Non
     streak = _failure_streak(oracle)
     reasons = {r["trial"]: r["reason"] for r in rows}
     if len(streak) >= limit:
-        listed = "; ".join(f"trial {t.trial_id}: {reasons.get(t.trial_id)}" for t in streak[-limit:])
+        listed = "; ".join(f"trial {t.trial_id}: {str(reasons.get(t.trial_id)).rstrip('.')}"
+                           for t in streak[-limit:])
         raise TuningError(
             f"The search stopped: {len(streak)} trials in a row failed (the limit is "
             f"tune.max_consecutive_failures={limit}). {listed}.")
     if not any(r["status"] == "COMPLETED" for r in rows):
-        listed = "; ".join(f"trial {r['trial']}: {r['reason']}" for r in rows[:5]) or "no trial ran"
+        listed = "; ".join(f"trial {r['trial']}: {str(r['reason']).rstrip('.')}"
+                           for r in rows[:5]) or "no trial ran"
         raise TuningError(f"No trial of the search completed: {listed}.")
 
 

@@ -235,8 +235,8 @@ def trial_config(base: PipelineConfig, space: Space, hp: kt.HyperParameters) -> 
         changes["train"] = base.train.replace(**train)
         if "batch_size" in train:
             changes["data_options"] = base.data_options.replace(batch_size=train["batch_size"])
-    if builds_model:
-        changes["model"] = _hyper_factory(space, hp)
+    if builds_model:  # the user's build owns the model: no factory options
+        changes.update(model=_hyper_factory(space, hp), model_options={})
     elif model:
         changes["model_options"] = {**base.model_options, **model}
     return base.replace(**changes) if changes else base
