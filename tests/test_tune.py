@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kerastrain import ConfigError, DataError
-from kerastrain._keras import keras
+from kerastrain._keras import keras, tf
 from kerastrain.config import load_config
 from kerastrain.data.prepare import prepare_data
 from kerastrain.distribute import make_strategy
@@ -93,7 +93,9 @@ def test_hyperband_honours_its_epochs_and_warm_starts_from_the_parent(bc, tmp_pa
     config = make_config(bc, tmp_path / "search", algorithm="hyperband", max_trials=4,
                          max_epochs=3, space=GOOD_SPACE)
     prepared = prepare(config)
-    result = run_search(config, prepared, make_strategy("cpu"), output_dir=tmp_path)
+    # Under MirroredStrategy, trials fail unless the session is cleared before its scope.
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])
+    result = run_search(config, prepared, mirrored, output_dir=tmp_path)
     rows = {r["trial"]: r for r in result.rows}
     assert [r["status"] for r in rows.values()] == ["COMPLETED"] * 4
     assert [(r["epochs"], r["initial_epoch"], r["epochs_run"]) for r in rows.values()] == \

@@ -26,6 +26,7 @@ from typing import Any
 import kerastrain
 from kerastrain.config import PipelineConfig, save_config
 from kerastrain.errors import ConfigError
+from kerastrain.tune.search import TuningError
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def serve(search: Any, config: PipelineConfig, workers: int) -> None:
 
     Raises:
         ConfigError: When the config holds objects that YAML cannot name.
-        RuntimeError: When a worker exits with an error (its last log lines
+        TuningError: When a worker exits with an error (its last log lines
             are in the message).
     """
     import grpc
@@ -148,5 +149,5 @@ def serve(search: Any, config: PipelineConfig, workers: int) -> None:
     failed = [(p, log) for p, log in processes if p.returncode != 0]
     if failed:
         process, log = failed[0]
-        raise RuntimeError(f"{len(failed)} worker(s) failed; the first exited with code "
-                           f"{process.returncode}. Last lines of {log}:\n{_tail(log)}")
+        raise TuningError(f"{len(failed)} worker(s) failed; the first exited with code "
+                          f"{process.returncode}. Last lines of {log}:\n{_tail(log)}")
