@@ -1,4 +1,4 @@
-"""The ``kerastrain`` command: ``run``, ``tune``, ``demo``.
+"""The ``kerastrain`` command: ``run``, ``tune``, ``demo``, ``launch``.
 
 Errors in the config or the data print one paragraph and exit with code 2,
 without a traceback; anything else is a bug and keeps its traceback.
@@ -52,6 +52,19 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--output-dir", help="the run folder; the search goes in its 'tuning' "
                       "sub-folder unless tune.directory is set")
 
+    launch = commands.add_parser(
+        "launch", help="run a YAML config on a cluster of local processes",
+        description="Start N workers (and M parameter servers with a chief) on 127.0.0.1, "
+        "each with its own TF_CONFIG, as a cluster would; stream their output; report a "
+        "process that dies. Rerunning resumes from the training backup.")
+    launch.add_argument("config", help="path of a YAML config (the keys of fit_pipeline)")
+    launch.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
+    launch.add_argument("--ps", type=int, default=0,
+                        help="parameter servers (default: 0, multi-worker mirrored training)")
+    launch.add_argument("--timeout", type=float, help="stop everything after this many seconds")
+    launch.add_argument("--output-dir", help="the run folder (overrides the config's)")
+    launch.add_argument("--overwrite", action="store_true", help="replace a finished run")
+
     demo = commands.add_parser("demo", help="train on the embedded digits data end to end",
                                description="Train a CNN on scikit-learn's digits, export "
                                "SavedModel, .keras and TFLite, and verify them.")
@@ -81,14 +94,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
     from kerastrain.config import load_config
-    from kerastrain.errors import KerastrainError
+    from kerastrain.errors import ConfigError, DataError, ExportError
+    from kerastrain.launch import WorkerFailed, launch  # no TensorFlow in the launcher
 
     try:
+        if args.command == "launch":
+            config = load_config(args.config, output_dir=args.output_dir,
+                                 overwrite=args.overwrite or None)
+            result = launch(config, workers=args.workers, ps=args.ps, timeout=args.timeout)
+            print(_summary(result))
+            return 0
         if args.command == "tune":
-            from kerastrain.tune import search_command, summary
+            from kerastrain.tune import TuningError, search_command, summary
 
             config = load_config(args.config, output_dir=args.output_dir)
-            print(summary(search_command(config, workers=args.workers)))
+            try:
+                print(summary(search_command(config, workers=args.workers)))
+            except TuningError as exc:
+                print(f"kerastrain: TuningError: {exc}", file=sys.stderr)
+                return 1
             return 0
         if args.command == "run":
             # Checked before TensorFlow is imported: a typo costs no startup.
@@ -101,10 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kerastrain.pipeline import fit_pipeline
 
         result = fit_pipeline(config=config)
-    except KerastrainError as exc:
+    except (ConfigError, DataError, ExportError) as exc:
         kind = type(exc).__name__
         print(textwrap.fill(f"kerastrain: {kind}: {exc}", width=100), file=sys.stderr)
         return EXIT_USAGE
+    except WorkerFailed as exc:
+        print(f"kerastrain: {exc}", file=sys.stderr)
+        return 1
     print(_summary(result))
     return 0
 

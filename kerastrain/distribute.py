@@ -1,57 +1,501 @@
-"""Choosing a `tf.distribute` strategy from the ``strategy`` option."""
+"""The `tf.distribute` strategy behind ``strategy=``, and what follows from it.
+
+One switch carries the same `fit_pipeline` call from a laptop CPU to GPUs, a
+TPU, or a cluster of workers (TensorFlow's own engine, as Kubernetes TFJob,
+Vertex AI or Slurm run it):
+
+- :func:`make_strategy` turns the `strategy` option into a strategy, logging
+  what it chose and why;
+- a cluster is described by ``TF_CONFIG`` (:func:`tf_config` builds one);
+  only the chief writes the run folder, the other workers write to temporary
+  folders that are removed (:func:`open_run_folder`);
+- :func:`distributed_train_config` scales the learning rate with the replicas
+  when asked (the precision policy that suits the strategy's device is
+  `kerastrain.perf.pick_precision(kerastrain.perf.device_info(strategy))`);
+- parameter-server training feeds `model.fit` through dataset functions
+  (:func:`coordinator_datasets`), as TensorFlow documents it.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import math
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
+from urllib.parse import urlparse
 
-from kerastrain._keras import tf
+from kerastrain._keras import keras, tf
+from kerastrain.config import DistributeConfig, PipelineConfig, TrainConfig
+from kerastrain.config.base import config_error
+from kerastrain.config.distribute import is_chief_task, task_of, tf_config
+from kerastrain.config.pipeline import STRATEGIES
+from kerastrain.data import feed
 from kerastrain.errors import ConfigError
+from kerastrain.runs import RunFolder
+
+if TYPE_CHECKING:
+    from kerastrain.data.prepare import Prepared
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["make_strategy"]
+__all__ = [
+    "make_strategy", "strategy_name", "tf_config", "is_chief", "cluster_task", "serve",
+    "open_run_folder",
+    "WorkerRunFolder", "distributed_train_config",
+    "strategy_summary", "uses_coordinator", "coordinator_datasets", "warn_if_unreachable_by_tpu",
+]
+
+#: Seconds to wait for a TPU's gRPC port before concluding nobody is there.
+TPU_CONNECT_TIMEOUT = 5.0
+
+_TPU_HELP = ("strategy='tpu' needs a TPU: on a Cloud TPU VM set distribute.tpu_address='local'; "
+             "on Colab pick a TPU runtime; elsewhere give the TPU's name or its "
+             "'grpc://host:port'. strategy='auto' uses a GPU or the CPU when no TPU is found.")
 
 
-def _is_strategy(value: Any) -> bool:
-    return isinstance(value, tf.distribute.Strategy)
+# --------------------------------------------------------------------------- cluster
 
 
-def make_strategy(spec: Any) -> tf.distribute.Strategy:
-    """The strategy that ``spec`` names, with its choice logged.
+def _tf_config_env() -> str | None:
+    # TF_CONFIG is TensorFlow's own cluster description, not a kerastrain option.
+    return os.environ.get("TF_CONFIG")
+
+
+def cluster_task() -> tuple[str | None, int]:
+    """This process's ``(task type, index)`` in ``TF_CONFIG``; `(None, 0)` without one."""
+    return task_of(_tf_config_env())
+
+
+def _is_multi_worker(strategy: Any) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def uses_coordinator(strategy: Any) -> bool:
+    """Whether ``strategy`` trains through a `ClusterCoordinator` (parameter servers)."""
+    return isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy)
+
+
+def is_chief(strategy: Any = None) -> bool:
+    """Whether this process writes the run's artifacts and reports.
+
+    Under a multi-worker strategy, the chief is the `"chief"` task, or worker
+    0 when the cluster has none; the parameter-server coordinator (the
+    process that runs `fit_pipeline`) is the chief. Everything else is its
+    own chief.
 
     Args:
-        spec: `"auto"` (several GPUs: Mirrored; one GPU: that GPU; else the
-            default strategy on the CPU), `"cpu"`, `"gpu"`, `"mirrored"`, or a
-            `tf.distribute.Strategy`, used as is.
+        strategy: A strategy, a strategy name, or `None` (read `TF_CONFIG`).
+            Defaults to `None`.
+    """
+    if _is_multi_worker(strategy):
+        return bool(strategy.extended.should_checkpoint)
+    if uses_coordinator(strategy):
+        return True
+    if strategy is None or strategy in ("multi_worker", "parameter_server"):
+        return is_chief_task(_tf_config_env())
+    return True
+
+
+def serve(resolver: Any = None) -> NoReturn:
+    """Runs this process's worker or parameter-server task until it is killed.
+
+    In parameter-server training only the coordinator (the `"chief"` task)
+    runs the pipeline; workers and parameter servers run a
+    `tf.distribute.Server` that the coordinator sends work to.
+
+    Args:
+        resolver: The cluster. Defaults to `None`: read `TF_CONFIG`.
+    """
+    resolver = resolver or tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    # As TensorFlow's parameter-server tutorial does: fail RPCs to dead peers fast.
+    os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
+    server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type,
+                                  task_index=resolver.task_id,
+                                  protocol=resolver.rpc_layer or "grpc", start=True)
+    logger.info("Serving as %s %d of the parameter-server cluster; the coordinator sends the "
+                "work.", resolver.task_type, resolver.task_id)
+    server.join()
+    raise SystemExit(0)  # join() returns only when the server is stopped
+
+
+# --------------------------------------------------------------------------- TPU
+
+
+def _probe(address: str) -> str | None:
+    """Why nothing answers at ``grpc://host:port``, or None when a port is open."""
+    parsed = urlparse(address)
+    if parsed.scheme != "grpc" or not parsed.hostname or not parsed.port:
+        return None
+    try:
+        with socket.create_connection((parsed.hostname, parsed.port), TPU_CONNECT_TIMEOUT):
+            return None
+    except OSError as exc:
+        return f"nothing answers at {address} ({exc.strerror or exc})"
+
+
+def _no_tpu(reason: str) -> ConfigError:
+    error = ConfigError(f"No TPU was found: {reason}. " + _TPU_HELP)
+    error.reason = f"no TPU: {reason}"  # type: ignore[attr-defined]
+    return error
+
+
+def _tpu_resolver(address: str | None) -> Any:
+    """A TPU cluster resolver, or ConfigError saying why there is none."""
+    if address is not None:
+        reason = _probe(address)
+        if reason:
+            raise _no_tpu(reason)
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address)
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+        if address is None and tf.config.list_physical_devices("TPU"):
+            return tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local")
+        raise _no_tpu(f"{type(exc).__name__}: {str(exc).rstrip('.')}") from None
+    reason = _probe(resolver.master())
+    if reason:
+        raise _no_tpu(reason)
+    return resolver
+
+
+def _is_local_tpu(resolver: Any) -> bool:
+    return not resolver.master() or resolver.master() == "local"
+
+
+def _tpu_strategy(resolver: Any) -> tf.distribute.Strategy:
+    try:
+        if not _is_local_tpu(resolver):
+            tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (tf.errors.OpError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
+        raise ConfigError(f"No TPU could be initialized at {resolver.master() or 'local'!r} "
+                          f"({type(exc).__name__}: {first}). " + _TPU_HELP) from None
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def _discover_tpu(address: str | None) -> tuple[Any, str]:
+    """``(resolver, reason)`` when a TPU answers, else ``(None, why not)``."""
+    try:
+        return _tpu_resolver(address), "a TPU answered"
+    except ConfigError as exc:
+        return None, getattr(exc, "reason", str(exc))
+
+
+def warn_if_unreachable_by_tpu(strategy: Any, path: str | os.PathLike | None,
+                               what: str = "output_dir") -> bool:
+    """Warns when a remote TPU would have to write to a local ``path``.
+
+    A Cloud TPU reached over the network (a TPU node, not a TPU VM) reads and
+    writes checkpoints itself, so they must be on a file system it reaches,
+    such as `gs://bucket/...`.
+
+    Args:
+        strategy: The strategy in use.
+        path: The folder (run folder, tuner directory, backup).
+        what: The option's name, for the message. Defaults to `"output_dir"`.
+
+    Returns:
+        Whether a warning was logged.
+    """
+    if not isinstance(strategy, tf.distribute.TPUStrategy):
+        return False
+    resolver = strategy.cluster_resolver
+    if resolver is None or _is_local_tpu(resolver) or "://" in os.fspath(path or ""):
+        return False
+    logger.warning("The TPU at %s is remote, but %s=%r is a local path it cannot reach: "
+                   "checkpoints and backups would fail. Use a bucket the TPU can write to "
+                   "(e.g. 'gs://my-bucket/run').", resolver.master(), what,
+                   os.fspath(path) if path else "saved_models/<run name>")
+    return True
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+def strategy_name(strategy: Any) -> str:
+    """The public name of ``strategy``'s kind (`"MultiWorkerMirroredStrategy"`,
+    not its internal class `CollectiveAllReduceStrategy`)."""
+    kinds = ((tf.distribute.TPUStrategy, "TPUStrategy"),
+             (tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
+             (tf.distribute.experimental.ParameterServerStrategy, "ParameterServerStrategy"),
+             (tf.distribute.MirroredStrategy, "MirroredStrategy"),
+             (tf.distribute.OneDeviceStrategy, "OneDeviceStrategy"))
+    return next((name for kind, name in kinds if isinstance(strategy, kind)),
+                "the default strategy")
+
+
+def _cpu() -> tf.distribute.Strategy:
+    if tf.config.list_physical_devices("GPU"):
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+    return tf.distribute.get_strategy()
+
+
+def _gpu() -> tf.distribute.Strategy:
+    gpus = tf.config.list_logical_devices("GPU")
+    if not gpus:
+        raise ConfigError("strategy='gpu' was asked for but TensorFlow sees no GPU; use "
+                          "'auto' or 'cpu', or check the CUDA installation.")
+    return tf.distribute.OneDeviceStrategy(gpus[0].name)
+
+
+def _mirrored() -> tf.distribute.Strategy:
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    if len(devices) == 1:
+        logger.info("strategy='mirrored' has one device (%s) to mirror over.", devices[0].name)
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+def _multi_worker() -> tf.distribute.Strategy:
+    task_type, index = cluster_task()
+    if task_type is None:
+        logger.info("strategy='multi_worker' without TF_CONFIG: this process is the only worker.")
+    try:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as exc:
+        if "program startup" not in str(exc):
+            raise
+        raise ConfigError(
+            "strategy='multi_worker' must be created before TensorFlow runs any operation in "
+            "this process, and something ran first. Start each worker in a fresh process "
+            "(`kerastrain launch`, or your cluster's entry point) that calls fit_pipeline "
+            "before any other TensorFlow work.") from None
+
+
+def _parameter_server() -> tf.distribute.Strategy:
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    jobs = resolver.cluster_spec().jobs
+    if "ps" not in jobs or "worker" not in jobs or "chief" not in jobs:
+        raise ConfigError(
+            "strategy='parameter_server' needs a TF_CONFIG cluster with 'chief' (the "
+            "coordinator that runs fit_pipeline), 'worker' and 'ps' tasks; TF_CONFIG has "
+            f"{sorted(jobs) or 'none'}. Build one with kerastrain.distribute.tf_config(..., "
+            "ps=[...], chief=...), or try it locally with `kerastrain launch --workers 2 "
+            "--ps 1 CONFIG.yaml`.")
+    if resolver.task_type in ("worker", "ps"):
+        serve(resolver)
+    return tf.distribute.ParameterServerStrategy(resolver)
+
+
+def _auto(options: DistributeConfig) -> tf.distribute.Strategy:
+    resolver, why_not_tpu = _discover_tpu(options.tpu_address)
+    gpus = tf.config.list_logical_devices("GPU")
+    if resolver is not None:
+        reason, strategy = f"a TPU answered at {resolver.master() or 'local'}", \
+            _tpu_strategy(resolver)
+    elif len(gpus) > 1:
+        reason = f"{len(gpus)} GPUs; {why_not_tpu}"
+        strategy = tf.distribute.MirroredStrategy([g.name for g in gpus])
+    elif gpus:
+        reason, strategy = f"one GPU; {why_not_tpu}", tf.distribute.OneDeviceStrategy(gpus[0].name)
+    else:
+        reason, strategy = f"no GPU; {why_not_tpu}", tf.distribute.get_strategy()
+    logger.info("strategy='auto' chose %s with %d replica(s) (%s).", strategy_name(strategy),
+                strategy.num_replicas_in_sync, reason)
+    if task_of(_tf_config_env())[0] is not None:
+        logger.warning("TF_CONFIG describes a cluster, but strategy='auto' trains on this "
+                       "machine alone; set strategy='multi_worker' or 'parameter_server'.")
+    return strategy
+
+
+def make_strategy(spec: Any = "auto", options: DistributeConfig | None = None
+                  ) -> tf.distribute.Strategy:
+    """The strategy that ``spec`` names, with its choice logged.
+
+    A worker or parameter-server task of a parameter-server cluster does not
+    return: it serves the coordinator until it is stopped (see `serve`).
+
+    Args:
+        spec: `"auto"` (a TPU when one answers; Mirrored over several GPUs;
+            one GPU; else the default strategy on the CPU), `"cpu"`, `"gpu"`,
+            `"mirrored"` (all GPUs, else all logical CPUs), `"multi_worker"`
+            (`MultiWorkerMirroredStrategy` over the `TF_CONFIG` cluster),
+            `"parameter_server"`, `"tpu"`, or a `tf.distribute.Strategy`,
+            used as is. Defaults to `"auto"`.
+        options: The `distribute` options (`tpu_address`). Defaults to `None`.
 
     Returns:
         The strategy; build and compile models inside its `scope()`.
 
     Raises:
-        ConfigError: When the hardware asked for is not there.
+        ConfigError: When the hardware or cluster asked for is not there (a
+            TPU request without a TPU fails in seconds, it does not hang).
+
+    Example:
+        >>> make_strategy("cpu").num_replicas_in_sync
+        1
     """
-    if _is_strategy(spec):
-        logger.info("Strategy: %s, as given.", type(spec).__name__)
+    options = options or DistributeConfig()
+    if isinstance(spec, tf.distribute.Strategy):
+        logger.info("Strategy: %s with %d replica(s), as given.", strategy_name(spec),
+                    spec.num_replicas_in_sync)
         return spec
-    gpus = tf.config.list_logical_devices("GPU")
+    if not isinstance(spec, str) or spec not in STRATEGIES:
+        raise config_error("strategy", spec, "one of " + ", ".join(map(repr, STRATEGIES))
+                           + " or a tf.distribute.Strategy", STRATEGIES)
     if spec == "auto":
-        if len(gpus) > 1:
-            reason, strategy = f"{len(gpus)} GPUs", tf.distribute.MirroredStrategy()
-        elif gpus:
-            reason, strategy = "one GPU", tf.distribute.OneDeviceStrategy(gpus[0].name)
-        else:
-            reason, strategy = "no GPU or TPU found", tf.distribute.get_strategy()
-        logger.info("strategy='auto' chose %s (%s).", type(strategy).__name__, reason)
-        return strategy
-    if spec == "cpu":
-        return tf.distribute.get_strategy()
-    if spec == "gpu":
-        if not gpus:
-            raise ConfigError("strategy='gpu' was asked for but TensorFlow sees no GPU; use "
-                              "'auto' or 'cpu', or check the CUDA installation.")
-        return tf.distribute.OneDeviceStrategy(gpus[0].name)
-    if spec == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    raise ConfigError(f"strategy={spec!r} is not available in this version of kerastrain; "
-                      "use 'auto', 'cpu', 'gpu', 'mirrored' or pass a tf.distribute.Strategy.")
+        return _auto(options)
+    builders: dict[str, Callable[[], tf.distribute.Strategy]] = {
+        "cpu": _cpu, "gpu": _gpu, "mirrored": _mirrored, "multi_worker": _multi_worker,
+        "parameter_server": _parameter_server,
+        "tpu": lambda: _tpu_strategy(_tpu_resolver(options.tpu_address)),
+    }
+    strategy = builders[spec]()
+    logger.info("strategy=%r: %s with %d replica(s)%s.", spec, strategy_name(strategy),
+                strategy.num_replicas_in_sync, _cluster_words())
+    return strategy
+
+
+def _cluster_words() -> str:
+    task_type, index = cluster_task()
+    return f", this process is {task_type} {index}" if task_type else ""
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+class WorkerRunFolder(RunFolder):
+    """A non-chief worker's run folder: a temporary folder, removed at the end.
+
+    Every worker of a multi-worker run must take the same steps (`predict`
+    gathers outputs across workers; TensorFlow's guide has every worker save
+    the model, the others to temporary paths), so non-chief workers write
+    their artifacts too, here, where nobody reads them. The training backup
+    is the chief's: every worker must restore the same epoch.
+
+    Args:
+        path: The temporary folder.
+        shared: The chief's run folder.
+    """
+
+    def __init__(self, path: Path, shared: Path):
+        super().__init__(path)
+        self.shared = shared
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.shared / "backup"
+
+    def mark(self, status: str, **extra: Any) -> None:
+        if status in ("finished", "failed") and self.path.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+            logger.info("Removed this worker's temporary folder %s.", self.path)
+
+
+def open_run_folder(config: PipelineConfig, strategy: Any) -> RunFolder:
+    """The run folder this process writes to: the real one on the chief only.
+
+    Args:
+        config: The resolved config (`output_dir`, `name`, `overwrite`).
+        strategy: The strategy in use.
+
+    Returns:
+        A `RunFolder` on the chief; a `WorkerRunFolder` elsewhere.
+
+    Raises:
+        ConfigError: When a cluster of several workers has no `output_dir`
+            (each worker would name its own folder, and their backups would
+            not meet), or the chief finds a finished run (see `RunFolder`).
+    """
+    workers = strategy.extended._num_workers if _is_multi_worker(strategy) else 1
+    if workers > 1 and config.output_dir is None:
+        raise ConfigError(
+            f"Training on {workers} workers needs output_dir set to one folder every worker "
+            "reaches (the chief writes there, and every worker restores the same backup); set "
+            "the same seed on every worker too. `kerastrain launch` sets both.")
+    if is_chief(strategy):
+        warn_if_unreachable_by_tpu(strategy, config.output_dir)
+        return RunFolder.prepare(config.output_dir, config.name, config.overwrite)
+    task_type, index = cluster_task()
+    path = Path(tempfile.mkdtemp(prefix=f"kerastrain-{task_type or 'worker'}{index}-"))
+    logger.info("Not the chief: this worker writes to the temporary folder %s.", path)
+    return WorkerRunFolder(path, RunFolder.location(config.output_dir, config.name))
+
+
+# --------------------------------------------------------------------------- training options
+
+
+def distributed_train_config(config: PipelineConfig, strategy: Any) -> TrainConfig:
+    """``config.train`` as the strategy needs it.
+
+    With `distribute.scale_learning_rate`, the learning rate is multiplied by
+    the replicas (the linear scaling rule). Under parameter-server training,
+    progress is logged once per epoch (Keras refuses a progress bar there).
+    """
+    train = config.train
+    replicas = strategy.num_replicas_in_sync
+    lr = train.learning_rate
+    if config.distribute.scale_learning_rate and replicas > 1 and isinstance(lr, (int, float)):
+        train = train.replace(learning_rate=lr * replicas)
+    if uses_coordinator(strategy) and train.verbose in ("auto", 1):
+        train = train.replace(verbose=2)
+    return train
+
+
+def strategy_summary(config: PipelineConfig, strategy: Any) -> dict[str, str]:
+    """Facts for the report: the strategy, the global batch, the learning rate."""
+    replicas = strategy.num_replicas_in_sync
+    workers = getattr(strategy.extended, "_num_workers", 1) or 1
+    where = f" on {workers} workers" if workers > 1 else ""
+    facts = {
+        "strategy": f"{strategy_name(strategy)}, {replicas} replica(s){where}",
+        "global batch": f"{config.batch_size} per replica x {replicas} = "
+                        f"{config.batch_size * replicas}",
+    }
+    scaled = distributed_train_config(config, strategy).learning_rate
+    if scaled != config.train.learning_rate:
+        facts["learning rate"] = (f"{config.train.learning_rate:g} x {replicas} replicas = "
+                                  f"{scaled:g} (linear scaling)")
+    return facts
+
+
+# --------------------------------------------------------------------------- parameter servers
+
+
+def coordinator_datasets(build: Callable[[], tuple[tf.data.Dataset, tf.data.Dataset | None]],
+                         prepared: Prepared, global_batch: int) -> tuple[Any, Any, dict[str, int]]:
+    """Dataset functions for `model.fit` under parameter-server training.
+
+    Each worker runs ``build`` itself: the coordinator sends the function,
+    with in-memory data as constants inside it, and the datasets repeat (an
+    epoch is a number of steps).
+
+    Args:
+        build: Makes the training and validation datasets (global batches).
+        prepared: The data (its splits count the steps of an epoch).
+        global_batch: Examples per step.
+
+    Returns:
+        The training and validation `DatasetCreator`s (the latter None
+        without a validation split), and the `fit` arguments
+        `steps_per_epoch` and `validation_steps`.
+
+    Raises:
+        ConfigError: When the arrays are too large to travel inside the
+            dataset function (the feed gathers them in NumPy, which a remote
+            worker cannot reach).
+    """
+    if prepared.x.nbytes >= feed.ZERO_COPY_BYTES:
+        raise ConfigError(
+            f"Parameter-server training sends in-memory data to every worker inside the dataset "
+            f"function, and {prepared.x.nbytes / 2**20:,.0f} MiB is over the "
+            f"{feed.ZERO_COPY_BYTES / 2**20:,.0f} MiB that can travel that way. Use "
+            "strategy='multi_worker' for this data.")
+    splits = prepared.splits
+    creator = keras.utils.experimental.DatasetCreator
+
+    def train_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return build()[0].repeat()
+
+    def val_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return build()[1].repeat()
+
+    steps = {"steps_per_epoch": max(1, math.ceil(len(splits.train) / global_batch))}
+    val = None
+    if len(splits.val):
+        val = creator(val_fn)
+        steps["validation_steps"] = max(1, math.ceil(len(splits.val) / global_batch))
+    return creator(train_fn), val, steps

@@ -1,14 +1,18 @@
-"""Metrics from predictions, computed with scikit-learn.
+"""Evaluation: metrics, curves, calibration, and the learning-curve diagnosis.
 
 Everything here works on NumPy arrays of labels and model outputs, so the
 Keras model and every exported artifact are scored by the same code.
+scikit-learn computes every metric it has; only the expected calibration
+error is summed here, from scikit-learn's own reliability bins.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import warnings
-from typing import Any
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
@@ -16,7 +20,21 @@ from kerastrain.data.validate import Task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compute_metrics", "predicted_classes", "class_probabilities"]
+__all__ = ["compute_metrics", "predicted_classes", "class_probabilities", "reliability",
+           "curve_data", "diagnose", "baseline_loss", "Finding", "Evaluation", "evaluate_run",
+           "evaluate", "infer_task", "TOP_K", "CALIBRATION_BINS"]
+
+#: Top-k accuracy is reported with this k when there are more than 5 classes.
+TOP_K = 3
+TOP_K_MIN_CLASSES = 6
+#: Equal-width confidence bins of the reliability diagram and the ECE.
+CALIBRATION_BINS = 10
+#: Relative change below which a loss curve counts as flat.
+FLAT = 0.01
+#: A final training loss at least this share of the baseline's counts as high.
+HIGH = 0.5
+#: Validation loss this much (relative) above its minimum counts as rising.
+RISE = 0.02
 
 
 def class_probabilities(task: Task, outputs: np.ndarray) -> np.ndarray:
@@ -33,13 +51,30 @@ def predicted_classes(task: Task, outputs: np.ndarray) -> np.ndarray:
     return class_probabilities(task, outputs).argmax(axis=1)
 
 
+def _normalized(proba: np.ndarray) -> np.ndarray:
+    # float32 softmax rows (and TFLite's) sum to 1 only within ~1e-7; scikit-learn's
+    # log loss wants them exact.
+    proba = np.clip(proba, 0.0, None)
+    return proba / np.clip(proba.sum(axis=1, keepdims=True), 1e-12, None)
+
+
+def class_names(task: Task) -> list[str]:
+    """The task's class names, or the class indices as strings."""
+    return list(task.class_names) if task.class_names else [str(i) for i in range(task.num_classes)]
+
+
 def compute_metrics(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
     """Scores predictions for the task.
 
-    Classification: accuracy, macro precision, recall and F1, ROC-AUC
-    (one-vs-rest for several classes; `None` when a class is missing from
-    `y_true`, since it is then undefined), and the confusion matrix.
-    Regression: MAE, RMSE and R².
+    Classification: `accuracy`, `balanced_accuracy`; `precision`, `recall`
+    and `f1` (macro averages) with their `_weighted` twins and `per_class`
+    values; `roc_auc` (one-vs-rest macro for several classes) and `pr_auc`
+    (average precision), both `None` when a class has no example in `y_true`
+    (they are undefined then); `log_loss`; `ece` (expected calibration error
+    over `CALIBRATION_BINS` bins); `top_3_accuracy` when there are more than
+    5 classes; `confusion_matrix` (counts, rows the true classes) and
+    `confusion_matrix_normalized` (each row divided by its count).
+    Regression: `mae`, `rmse`, `r2`. Both: `examples`.
 
     Args:
         task: The task.
@@ -47,11 +82,11 @@ def compute_metrics(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict
         outputs: The model's outputs for the same rows.
 
     Returns:
-        A JSON-ready mapping of metric names to values (the confusion matrix
-        as nested lists, rows the true classes).
+        A JSON-ready mapping of metric names to values.
 
     Example:
-        >>> compute_metrics(Task("binary", 2), np.array([0, 1]), np.array([[0.2], [0.9]]))["accuracy"]
+        >>> outputs = np.array([[0.2], [0.9]])
+        >>> compute_metrics(Task("binary", 2), np.array([0, 1]), outputs)["accuracy"]
         1.0
     """
     from sklearn import metrics as skm
@@ -63,36 +98,540 @@ def compute_metrics(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict
         pred = np.asarray(outputs, dtype=np.float64).reshape(-1)
         return {
             "mae": float(skm.mean_absolute_error(y_true, pred)),
-            "rmse": float(np.sqrt(skm.mean_squared_error(y_true, pred))),
+            "rmse": float(skm.root_mean_squared_error(y_true, pred)),
             "r2": float(skm.r2_score(y_true, pred)),
             "examples": int(len(y_true)),
         }
-    proba = class_probabilities(task, outputs)
+    y_true = y_true.astype(np.int64)
+    proba = _normalized(class_probabilities(task, outputs))
     y_pred = proba.argmax(axis=1)
     labels = list(range(task.num_classes))
-    result: dict[str, Any] = {
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "precision": float(skm.precision_score(y_true, y_pred, labels=labels, average="macro",
-                                               zero_division=0)),
-        "recall": float(skm.recall_score(y_true, y_pred, labels=labels, average="macro",
-                                         zero_division=0)),
-        "f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
-        "roc_auc": _roc_auc(task, y_true, proba),
-        "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-        "examples": int(len(y_true)),
-    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
+        result: dict[str, Any] = {
+            "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        }
+    for average in ("macro", "weighted"):
+        p, r, f, _ = skm.precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=average, zero_division=0)
+        suffix = "" if average == "macro" else "_weighted"
+        result.update({f"precision{suffix}": float(p), f"recall{suffix}": float(r),
+                       f"f1{suffix}": float(f)})
+    p, r, f, support = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=None, zero_division=0)
+    result["per_class"] = {
+        name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+               "support": int(support[i])}
+        for i, name in enumerate(class_names(task))}
+    result["roc_auc"] = _roc_auc(task, y_true, proba)
+    result["pr_auc"] = _pr_auc(task, y_true, proba)
+    result["log_loss"] = float(skm.log_loss(y_true, proba, labels=labels))
+    result["ece"] = reliability(task, y_true, proba)["ece"]
+    if task.num_classes >= TOP_K_MIN_CLASSES:
+        result[f"top_{TOP_K}_accuracy"] = float(skm.top_k_accuracy_score(
+            y_true, proba, k=TOP_K, labels=labels))
+    result["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    result["confusion_matrix_normalized"] = skm.confusion_matrix(
+        y_true, y_pred, labels=labels, normalize="true").tolist()
+    result["examples"] = int(len(y_true))
     return result
+
+
+def _all_classes_present(task: Task, y_true: np.ndarray) -> bool:
+    return len(np.unique(y_true)) == task.num_classes
 
 
 def _roc_auc(task: Task, y_true: np.ndarray, proba: np.ndarray) -> float | None:
     from sklearn.metrics import roc_auc_score
 
-    if len(np.unique(y_true)) < task.num_classes:
+    if not _all_classes_present(task, y_true):
         return None  # undefined when a class has no example
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if task.kind == "binary":
-            return float(roc_auc_score(y_true, proba[:, 1]))
-        rows = proba / np.clip(proba.sum(axis=1, keepdims=True), 1e-12, None)
-        return float(roc_auc_score(y_true, rows, multi_class="ovr",
-                                   labels=list(range(task.num_classes))))
+    if task.kind == "binary":
+        return float(roc_auc_score(y_true, proba[:, 1]))
+    return float(roc_auc_score(y_true, proba, multi_class="ovr",
+                               labels=list(range(task.num_classes))))
+
+
+def _pr_auc(task: Task, y_true: np.ndarray, proba: np.ndarray) -> float | None:
+    from sklearn.metrics import average_precision_score
+    from sklearn.preprocessing import label_binarize
+
+    if not _all_classes_present(task, y_true):
+        return None
+    if task.kind == "binary":
+        return float(average_precision_score(y_true, proba[:, 1]))
+    onehot = label_binarize(y_true, classes=list(range(task.num_classes)))
+    return float(average_precision_score(onehot, proba, average="macro"))
+
+
+def reliability(task: Task, y_true: np.ndarray, proba: np.ndarray,
+                bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+    """The reliability diagram's bins and the expected calibration error.
+
+    Binary tasks bin the positive class's probability against the share of
+    positives (scikit-learn's `calibration_curve`); multi-class tasks bin the
+    top class's probability (the confidence) against the share of rows whose
+    top class is right. ECE is the mean gap between the two, each bin weighted
+    by its share of rows.
+
+    Args:
+        task: A classification task.
+        y_true: Class indices.
+        proba: `(n, classes)` probabilities, as `class_probabilities` returns.
+        bins: Equal-width bins over [0, 1]. Defaults to `CALIBRATION_BINS`.
+
+    Returns:
+        `confidence` (mean predicted probability per non-empty bin),
+        `observed` (observed frequency), `counts`, `bin_edges`, `ece`, and
+        `kind` (`"positive class"` or `"top class"`).
+    """
+    from sklearn.calibration import calibration_curve
+
+    y_true = np.asarray(y_true).astype(np.int64)
+    proba = np.asarray(proba, dtype=np.float64)
+    if task.kind == "binary":
+        hits, prob, kind = y_true, proba[:, 1], "positive class"
+    else:
+        hits = (proba.argmax(axis=1) == y_true).astype(np.int64)
+        prob, kind = proba.max(axis=1), "top class"
+    prob = np.clip(prob, 0.0, 1.0)
+    observed, confidence = calibration_curve(hits, prob, n_bins=bins, strategy="uniform",
+                                             pos_label=1)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], prob), minlength=bins)  # sklearn's binning
+    counts = counts[counts > 0]
+    ece = float(np.sum(counts / len(prob) * np.abs(observed - confidence)))
+    return {"confidence": confidence.tolist(), "observed": observed.tolist(),
+            "counts": counts.tolist(), "bin_edges": edges.tolist(), "ece": ece, "kind": kind}
+
+
+def curve_data(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+    """What the report plots: ROC and precision-recall curves, reliability
+    bins (classification), or predictions and residuals (regression).
+
+    ROC and PR curves are one-vs-rest, one per class that has both positive
+    and negative rows (binary tasks: the positive class only).
+
+    Args:
+        task: The task.
+        y_true: True labels (class indices, or targets).
+        outputs: The model's outputs for the same rows.
+
+    Returns:
+        Classification: `roc` and `pr` (class name to its curve and area) and
+        `reliability` (see `reliability`). Regression: `predicted` and
+        `residual` (true minus predicted).
+    """
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true)
+    if task.kind == "regression":
+        pred = np.asarray(outputs, dtype=np.float64).reshape(-1)
+        return {"predicted": pred, "residual": y_true.astype(np.float64) - pred}
+    y_true = y_true.astype(np.int64)
+    proba = _normalized(class_probabilities(task, outputs))
+    names = class_names(task)
+    classes = [1] if task.kind == "binary" else range(task.num_classes)
+    roc, pr = {}, {}
+    for c in classes:
+        positive = y_true == c
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr, _ = skm.roc_curve(positive, proba[:, c])
+        precision, recall, _ = skm.precision_recall_curve(positive, proba[:, c])
+        roc[names[c]] = {"fpr": fpr, "tpr": tpr, "auc": float(skm.auc(fpr, tpr))}
+        pr[names[c]] = {"precision": precision, "recall": recall,
+                        "ap": float(skm.average_precision_score(positive, proba[:, c]))}
+    return {"roc": roc, "pr": pr, "reliability": reliability(task, y_true, proba)}
+
+
+# --------------------------------------------------------------------------- diagnosis
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One observation about the learning curves, with the numbers behind it.
+
+    Attributes:
+        kind: `"overfitting"`, `"underfitting"`, `"still_improving"`,
+            `"good_fit"` or `"too_short"`.
+        observation: What the curves show, with numbers.
+        suggestion: What to change.
+        numbers: The values the observation quotes.
+    """
+
+    kind: Literal["overfitting", "underfitting", "still_improving", "good_fit", "too_short"]
+    observation: str
+    suggestion: str
+    numbers: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def baseline_loss(task: Task, y_train: np.ndarray) -> float:
+    """The loss of a model that ignores its inputs: the log loss of always
+    predicting the training class frequencies (classification), or the
+    variance of the training targets (regression, mean squared error).
+
+    Args:
+        task: The task.
+        y_train: The labels the model trained on.
+
+    Returns:
+        The loss, NaN without rows.
+    """
+    y_train = np.asarray(y_train)
+    if len(y_train) == 0:
+        return float("nan")
+    if task.kind == "regression":
+        return float(np.var(y_train.astype(np.float64)))
+    share = np.bincount(y_train.astype(np.int64), minlength=task.num_classes) / len(y_train)
+    share = share[share > 0]
+    return float(-np.sum(share * np.log(share)))
+
+
+def _relative_drop(values: Sequence[float], window: int) -> float:
+    start, end = values[-window - 1], values[-1]
+    return (start - end) / max(abs(start), 1e-12)
+
+
+def diagnose(history: Mapping[str, Sequence[float]], *,
+             baseline: float | None = None) -> list[Finding]:
+    """Reads over- and under-fitting off the loss curves.
+
+    - Over-fitting: the validation loss rose more than 2% above its minimum
+      and stayed there for at least 2 epochs while the training loss kept
+      falling.
+    - Under-fitting: the training loss is still at least half the `baseline`
+      (or of its first epoch's value without one) and both losses changed by
+      less than 1% over the last quarter of the epochs (at least 2).
+    - Still improving: the validation (else training) loss fell by more than
+      1% over that last stretch and its best value is at the last epoch.
+    - Otherwise a good fit, stated with the gap between the two losses.
+
+    Args:
+        history: Per-epoch `loss` and, when there was a validation split,
+            `val_loss`.
+        baseline: The loss of a model that ignores its inputs (see
+            `baseline_loss`). Defaults to `None`.
+
+    Returns:
+        The findings, most important first (empty without a `loss` curve).
+
+    Example:
+        >>> diagnose({"loss": [1.0, .5, .3, .2, .1], "val_loss": [1.0, .6, .7, .8, .9]})[0].kind
+        'overfitting'
+    """
+    train = [float(v) for v in history.get("loss", [])]
+    val = [float(v) for v in history.get("val_loss", [])][:len(train)] or None
+    n = len(train)
+    if n == 0:
+        return []
+    if n < 3:
+        return [Finding("too_short", f"Only {n} epoch{'s' if n > 1 else ''} logged: too few to "
+                        "read a trend from the loss curves.",
+                        "Train for at least 5 epochs (train.epochs) to see the trend.",
+                        {"epochs": n})]
+    findings: list[Finding] = []
+    window = max(2, n // 4) if n > 3 else n - 1
+    watched = val or train
+    name = "validation" if val else "training"
+    if val:
+        best = int(np.argmin(val))
+        after = n - 1 - best
+        rose = (val[-1] - val[best]) / max(abs(val[best]), 1e-12)
+        if after >= 2 and rose > RISE and train[-1] < train[best]:
+            findings.append(Finding(
+                "overfitting",
+                f"Over-fitting: validation loss rose from {val[best]:.4g} at epoch {best + 1} to "
+                f"{val[-1]:.4g} at epoch {n} ({rose:+.0%}, {after} epochs) while training loss "
+                f"fell from {train[best]:.4g} to {train[-1]:.4g}.",
+                f"Regularize more (model_options.dropout or l2, weight decay, data augmentation) "
+                f"or stop earlier: train.early_stopping with patience <= {max(1, after - 1)} keeps "
+                f"the weights of epoch {best + 1}.",
+                {"best_epoch": best + 1, "epochs_rising": after, "best_val_loss": val[best],
+                 "final_val_loss": val[-1], "train_loss_at_best": train[best],
+                 "final_train_loss": train[-1]}))
+    reference = baseline if baseline is not None and np.isfinite(baseline) and baseline > 0 \
+        else train[0]
+    reference_name = "the loss of a model that ignores its inputs" if reference is baseline \
+        else "the first epoch's loss"
+    ratio = train[-1] / max(reference, 1e-12)
+    drops = [_relative_drop(train, window)] + ([_relative_drop(val, window)] if val else [])
+    flat = all(abs(d) < FLAT for d in drops)
+    if ratio >= HIGH and flat:
+        findings.append(Finding(
+            "underfitting",
+            f"Under-fitting: training loss {train[-1]:.4g}"
+            + (f" and validation loss {val[-1]:.4g}" if val else "")
+            + f" stay at {ratio:.0%} of {reference_name} ({reference:.4g}) and changed by less "
+            f"than {FLAT:.0%} over the last {window} epochs.",
+            "Give the model more capacity (model_options.width or depth), raise "
+            "train.learning_rate, or train longer; lower the regularization if any.",
+            {"final_train_loss": train[-1], "reference_loss": reference, "ratio": ratio,
+             "window": window, **({"final_val_loss": val[-1]} if val else {})}))
+    drop = _relative_drop(watched, window)
+    if not findings and drop > FLAT and int(np.argmin(watched)) == n - 1:
+        findings.append(Finding(
+            "still_improving",
+            f"Still improving: {name} loss fell from {watched[-window - 1]:.4g} to "
+            f"{watched[-1]:.4g} ({-drop:+.1%}) over the last {window} epochs and is lowest at "
+            f"the last epoch ({n}).",
+            f"Train for more epochs (train.epochs, now {n} run); early stopping stops the run "
+            "once the validation loss levels off.",
+            {"epochs": n, "window": window, "drop": drop, "final_loss": watched[-1]}))
+    if not findings:
+        gap = (val[-1] - train[-1]) if val else 0.0
+        findings.append(Finding(
+            "good_fit",
+            f"No sign of over- or under-fitting: {name} loss settled at {watched[-1]:.4g} "
+            f"(best {min(watched):.4g} at epoch {int(np.argmin(watched)) + 1})"
+            + (f"; validation minus training loss is {gap:.4g}." if val else "."),
+            "No change needed; compare against a larger model to see if capacity is the limit.",
+            {"final_loss": watched[-1], "best_loss": min(watched), "gap": gap}))
+    return findings
+
+
+# --------------------------------------------------------------------------- run evaluation
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """The held-out evaluation of a trained model, for the report.
+
+    Attributes:
+        task: The task.
+        split: Which rows were scored (`"test"`, `"val"` or `"train"`).
+        y_true: Their labels.
+        outputs: The model's outputs on them.
+        metrics: `compute_metrics` of the two.
+        curves: `curve_data` of the two.
+        diagnosis: Findings from the learning curves.
+        baseline: The loss of a model that ignores its inputs.
+    """
+
+    task: Task
+    split: str
+    y_true: np.ndarray
+    outputs: np.ndarray
+    metrics: dict[str, Any]
+    curves: dict[str, Any]
+    diagnosis: list[Finding]
+    baseline: float | None = None
+
+
+def evaluate_run(model: Any, prepared: Any, history: Mapping[str, Sequence[float]]) -> Evaluation:
+    """Scores ``model`` on the held-out rows of ``prepared`` and diagnoses its
+    learning curves.
+
+    Args:
+        model: The trained tf_keras model.
+        prepared: The prepared data (`kerastrain.data.prepare.Prepared`).
+        history: The training history.
+
+    Returns:
+        The evaluation, on the test split (else validation, else training).
+    """
+    splits = prepared.splits
+    split = "test" if len(splits.test) else "val" if len(splits.val) else "train"
+    x, y = prepared.part(split)
+    outputs = _model_predictor(model)(x)
+    # The loss was computed on the targets the model trained on (standardized
+    # for regression), so the baseline is too.
+    base = baseline_loss(prepared.task, prepared.training_targets[splits.train])
+    return Evaluation(task=prepared.task, split=split, y_true=y, outputs=outputs,
+                      metrics=compute_metrics(prepared.task, y, outputs),
+                      curves=curve_data(prepared.task, y, outputs),
+                      diagnosis=diagnose(history, baseline=base), baseline=base)
+
+
+# --------------------------------------------------------------------------- evaluate()
+
+TaskArg = Task | Literal["auto", "binary", "multiclass", "regression"]
+
+
+#: Up to this many rows, a model is called directly rather than through
+#: `predict`, whose per-call tracing costs more than the work on small data.
+DIRECT_CALL_ROWS = 8192
+
+
+def _model_predictor(model: Any, batch_size: int = 512) -> Callable[[np.ndarray], np.ndarray]:
+    def predict(x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.empty((0, *model.output_shape[1:]), np.float32)
+        if len(x) > DIRECT_CALL_ROWS:
+            return model.predict(x, batch_size=batch_size, verbose=0)
+        return np.concatenate([np.asarray(model(x[i:i + batch_size], training=False))
+                               for i in range(0, len(x), batch_size)])
+    return predict
+
+
+def output_activation(model: Any) -> str | None:
+    """The name of the model's last activation (`"softmax"`, `"sigmoid"`,
+    `"linear"`), or None when it cannot be read."""
+    layer = model.layers[-1] if getattr(model, "layers", None) else None
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", None)
+
+
+def infer_task(outputs: np.ndarray, y: np.ndarray, *, activation: str | None = None,
+               task: TaskArg = "auto", class_names: Sequence[str] | None = None) -> Task:
+    """The task a model's outputs answer.
+
+    Several output units mean that many classes. One unit is binary when the
+    last activation is a sigmoid, regression when it is linear, and otherwise
+    (an artifact, whose layers are not visible) binary when every label is 0
+    or 1 and every output lies in [0, 1].
+
+    Args:
+        outputs: The model's outputs on some rows.
+        y: The labels of those rows.
+        activation: The last activation's name, when known. Defaults to `None`.
+        task: A `Task`, or a kind that overrides the inference.
+            Defaults to `"auto"`.
+        class_names: Class names, used when their count matches.
+            Defaults to `None`.
+
+    Returns:
+        The task.
+
+    Raises:
+        ConfigError: For an unknown `task`.
+    """
+    from kerastrain.config.base import config_error
+
+    if isinstance(task, Task):
+        return task
+    kinds = ("auto", "binary", "multiclass", "regression")
+    if task not in kinds:
+        raise config_error("task", task, "a Task or one of " + ", ".join(map(repr, kinds)), kinds)
+    outputs = np.asarray(outputs)
+    width = int(np.prod(outputs.shape[1:])) if outputs.ndim > 1 else 1
+    kind = task
+    if kind == "auto":
+        if width > 1:
+            kind = "multiclass"
+        elif activation == "sigmoid":
+            kind = "binary"
+        elif activation in ("linear", "relu"):
+            kind = "regression"
+        else:
+            labels = np.asarray(y)
+            binary_labels = labels.size > 0 and np.isin(labels, (0, 1)).all()
+            in_range = outputs.size == 0 or (outputs.min() >= 0.0 and outputs.max() <= 1.0)
+            kind = "binary" if binary_labels and in_range else "regression"
+    num_classes = width if kind == "multiclass" else 2 if kind == "binary" else 1
+    names = tuple(class_names) if class_names and len(class_names) == num_classes else None
+    return Task(kind, num_classes, names if kind != "regression" else None)
+
+
+def read_labelled(data: Any, target: str | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Reads labelled rows for evaluating, explaining or ensembling.
+
+    Args:
+        data: An `(x, y)` pair, a built-in data set name, a DataFrame (with
+            `target`), or a finite `tf.data.Dataset` of `(x, y)`.
+        target: The label column of a DataFrame. Defaults to `None`.
+
+    Returns:
+        The features (float32), the labels as given, and the `Loaded` record
+        (feature and class names).
+
+    Raises:
+        DataError: For data that cannot be read or rows that are not numbers.
+    """
+    from kerastrain.config import DataConfig
+    from kerastrain.data.sources import load_data
+    from kerastrain.data.validate import validate
+    from kerastrain.errors import DataError
+
+    loaded = load_data(data, DataConfig(target=target))
+    y = np.asarray(loaded.y)
+    n_x = len(loaded.x) if hasattr(loaded.x, "__len__") else 0
+    if n_x != len(y):
+        raise DataError(f"The features have {n_x} rows but there are {len(y)} labels; each row "
+                        "needs exactly one label.")
+    # The features are checked (numbers, finite, bad rows named) with stand-in
+    # labels: the task comes from the model's outputs, not from the labels alone.
+    checked = validate(loaded.x, np.zeros(len(y), np.float32), DataConfig(task="regression"))
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = y.argmax(axis=1)
+    return checked.x, y.reshape(len(y)), loaded
+
+
+def _labels_for(task: Task, y: np.ndarray) -> np.ndarray:
+    from kerastrain.data.validate import rows
+    from kerastrain.errors import DataError
+
+    if task.kind == "regression":
+        return y.astype(np.float64)
+    if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
+        if task.class_names and y.dtype.kind in "OUS":
+            index = {name: i for i, name in enumerate(task.class_names)}
+            unknown = np.flatnonzero([str(v) not in index for v in y])
+            if len(unknown):
+                raise DataError(f"Rows {rows(unknown)} have labels that are not class names "
+                                f"({', '.join(task.class_names)}).")
+            return np.array([index[str(v)] for v in y], np.int64)
+        raise DataError("Classification labels must be class indices; the labels have dtype "
+                        f"{y.dtype}.")
+    y = y.astype(np.int64)
+    outside = np.flatnonzero((y < 0) | (y >= task.num_classes))
+    if len(outside):
+        raise DataError(f"Rows {rows(outside)} have labels outside the model's classes "
+                        f"0..{task.num_classes - 1} (first: {y[outside[0]]}).")
+    return y
+
+
+def evaluate(model_or_artifact_path: Any, data: Any, *, task: TaskArg = "auto",
+             target: str | None = None, batch_size: int = 512) -> dict[str, Any]:
+    """Scores a trained model or an exported artifact on labelled data.
+
+    Args:
+        model_or_artifact_path: A tf_keras model, or the path of an artifact
+            (a SavedModel folder, a `.keras`/`.h5` file, a `.tflite` file).
+        data: `(x, y)` arrays, a built-in data set name (`"wine"`), a
+            DataFrame with `target`, or a finite `tf.data.Dataset` of `(x, y)`.
+        task: `"binary"`, `"multiclass"`, `"regression"`, a `Task`, or
+            `"auto"` to read it from the model's outputs (see `infer_task`).
+            Defaults to `"auto"`.
+        target: The label column when `data` is a DataFrame.
+            Defaults to `None`.
+        batch_size: Rows per prediction call. Defaults to `512`.
+
+    Returns:
+        The metrics of `compute_metrics`, plus `task`.
+
+    Raises:
+        ConfigError: For a model that is neither a tf_keras model nor a path.
+        DataError: For data that cannot be scored (rows named).
+        ExportError: When the artifact cannot be loaded.
+
+    Example:
+        >>> m = evaluate("saved_models/run/model.tflite", "digits")  # doctest: +SKIP
+        >>> m["accuracy"], m["per_class"]["3"]["f1"]  # doctest: +SKIP
+    """
+    from kerastrain._keras import ensure_tf_keras, keras
+    from kerastrain.config.base import config_error
+
+    activation = None
+    if isinstance(model_or_artifact_path, (str, os.PathLike)):
+        from kerastrain.export import load_predictor
+
+        predict = load_predictor(model_or_artifact_path)
+        where = os.fspath(model_or_artifact_path)
+    else:
+        ensure_tf_keras(model_or_artifact_path, "model_or_artifact_path")
+        if not isinstance(model_or_artifact_path, keras.Model):
+            raise config_error("model_or_artifact_path", model_or_artifact_path,
+                               "a tf_keras model or the path of an exported artifact")
+        predict = _model_predictor(model_or_artifact_path, batch_size)
+        activation = output_activation(model_or_artifact_path)
+        where = model_or_artifact_path.name
+    x, y, loaded = read_labelled(data, target)
+    outputs = np.asarray(predict(x))
+    resolved = infer_task(outputs, y, activation=activation, task=task,
+                          class_names=loaded.class_names)
+    metrics = compute_metrics(resolved, _labels_for(resolved, y), outputs)
+    logger.info("Evaluated %s on %d rows (%s): %s", where, len(x), resolved.kind,
+                ", ".join(f"{k}={metrics[k]:.4g}" for k in ("accuracy", "rmse") if k in metrics))
+    return {"task": resolved.kind, **metrics}

@@ -224,7 +224,8 @@ def load_predictor(path: str | os.PathLike) -> Predictor:
 
 
 def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np.ndarray,
-                     y: np.ndarray, task: Task, atol: float) -> dict[str, dict[str, Any]]:
+                     y: np.ndarray, task: Task, atol: float,
+                     rtol: float = 0.0) -> dict[str, dict[str, Any]]:
     """Reloads each artifact, scores it and checks it answers like the model.
 
     Args:
@@ -233,7 +234,9 @@ def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np
         x: Held-out input rows.
         y: Their labels.
         task: The task, for the metrics.
-        atol: The largest absolute output difference allowed.
+        atol: Absolute tolerance of each output.
+        rtol: Relative tolerance: an output may differ by
+            `atol + rtol * |reference|`, as in `numpy.allclose`. Defaults to `0`.
 
     Returns:
         For each format, its metrics plus `max_abs_diff` and (classification)
@@ -241,23 +244,26 @@ def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np
 
     Raises:
         ExportError: Naming the artifact, when its outputs differ from the
-            model's by more than `atol`.
+            model's by more than the tolerance.
     """
     results: dict[str, dict[str, Any]] = {}
     for fmt, path in artifacts.items():
-        outputs = load_predictor(path)(x)
-        diff = float(np.max(np.abs(outputs.reshape(reference.shape) - reference))) if len(x) else 0.0
+        outputs = load_predictor(path)(x).reshape(reference.shape)
+        gap = np.abs(outputs - reference)
+        diff = float(gap.max()) if len(x) else 0.0
+        within = bool(np.all(gap <= atol + rtol * np.abs(reference)))
         metrics = compute_metrics(task, y, outputs)
         metrics["max_abs_diff"] = diff
         if task.is_classification and len(x):
             metrics["agreement"] = float(np.mean(
                 predicted_classes(task, outputs) == predicted_classes(task, reference)))
         results[fmt] = metrics
-        if diff > atol:
+        if not within:
             disagree = f"; predicted classes agree on {metrics['agreement']:.1%} of rows" \
                 if "agreement" in metrics else ""
             raise ExportError(
                 f"The exported {fmt} model at {path} does not answer like the trained model: "
-                f"outputs differ by up to {diff:.3g} (allowed: export.atol={atol:g}){disagree}.")
+                f"outputs differ by up to {diff:.3g} (allowed: export.atol={atol:g} + "
+                f"export.rtol={rtol:g} x |output|){disagree}.")
         logger.info("Verified %s: max |difference| %.2g over %d rows.", fmt, diff, len(x))
     return results

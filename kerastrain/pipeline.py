@@ -17,13 +17,17 @@ from typing import Any, Iterator
 
 from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig, load_config, save_config
+from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared, prepare_data
-from kerastrain.distribute import make_strategy
-from kerastrain.evaluate import compute_metrics
+from kerastrain.data.preprocess import with_target_scale
+from kerastrain.distribute import make_strategy, open_run_folder, strategy_summary
+from kerastrain.evaluate import compute_metrics, evaluate_run
+from kerastrain.explain import check_explainable, explain_run
 from kerastrain.export import export_model, verify_artifacts
-from kerastrain.report import write_report
+from kerastrain.report import Section, write_report
 from kerastrain.runs import RunFolder, write_json
-from kerastrain.trial import predict, run_training
+from kerastrain.tracking import track_run, training_callbacks
+from kerastrain.trial import predict_split, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -83,23 +87,27 @@ def _resolve(config: Any, **given: Any) -> PipelineConfig:
     return cfg
 
 
-def _evaluate(model: keras.Model, prepared: Prepared) -> dict[str, dict[str, Any]]:
+def _split_metrics(model: keras.Model, prepared: Prepared,
+                   evaluation: Any) -> dict[str, dict[str, Any]]:
+    """Metrics of the validation and test splits; the held-out split the
+    evaluation already scored is not predicted twice."""
+    memory = InMemory(prepared.x, prepared.y)
     metrics = {}
     for split in ("val", "test"):
-        x, y = prepared.part(split)
-        if len(x):
-            metrics[split] = compute_metrics(prepared.task, y, predict(model, x))
+        rows = getattr(prepared.splits, split)
+        if split == evaluation.split:
+            metrics[split] = evaluation.metrics
+        elif len(rows):
+            metrics[split] = compute_metrics(prepared.task, prepared.y[rows],
+                                             predict_split(model, prepared, split, memory))
     return metrics
 
 
-def _held_out(prepared: Prepared) -> str:
-    return "test" if len(prepared.splits.test) else "val" if len(prepared.splits.val) else "train"
-
-
 def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = None,
-                 train: Any = None, tune: Any = None, export: Any = None, model_options: Any = None,
-                 strategy: Any = None, output_dir: Any = None, overwrite: bool | None = None,
-                 seed: int | None = None, name: str | None = None,
+                 train: Any = None, tune: Any = None, export: Any = None,
+                 model_options: Any = None, report: Any = None, tracking: Any = None,
+                 strategy: Any = None, distribute: Any = None, output_dir: Any = None,
+                 overwrite: bool | None = None, seed: int | None = None, name: str | None = None,
                  config: Any = None) -> PipelineResult:
     """From data to a trained, evaluated, exported and verified model.
 
@@ -118,8 +126,13 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
             train with the best values. Defaults to `None` (no search).
         export: Mapping or `ExportConfig`. Defaults to `None`.
         model_options: Keyword options of the model factory. Defaults to `None`.
+        report: Mapping or `ReportConfig` (the explanation, the model card's
+            text). Defaults to `None`.
+        tracking: Mapping or `TrackingConfig` (TensorBoard, MLflow).
+            Defaults to `None`.
         strategy: A strategy name or a `tf.distribute.Strategy`.
             Defaults to `"auto"`.
+        distribute: Mapping or `DistributeConfig`. Defaults to `None`.
         output_dir: The run folder; rerunning with the same folder after a
             crash resumes training. Defaults to `saved_models/<run name>`.
         overwrite: Replace a finished run in `output_dir`. Defaults to `False`.
@@ -141,18 +154,20 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         >>> result.metrics["tflite"]["accuracy"]  # doctest: +SKIP
     """
     cfg = _resolve(config, data=data, model=model, data_options=data_options, train=train,
-                   tune=tune, export=export, model_options=model_options, strategy=strategy,
+                   tune=tune, export=export, model_options=model_options, report=report,
+                   tracking=tracking, strategy=strategy, distribute=distribute,
                    output_dir=output_dir, overwrite=overwrite, seed=seed, name=name)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     stage = _Stages()
-    run = RunFolder.prepare(cfg.output_dir, cfg.name, cfg.overwrite)
+    strategy_obj = make_strategy(cfg.strategy, cfg.distribute)  # first: it may wait for workers
+    run = open_run_folder(cfg, strategy_obj)  # the chief's folder; a temporary one elsewhere
     try:
         save_config(cfg, run.path / "config.yaml")
         with stage("data"):
             prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
-        strategy_obj = make_strategy(cfg.strategy)
+            check_explainable(cfg.report.explain, prepared)
         tuned = None
         if cfg.tune is not None:
             from kerastrain.tune import tune_stage  # imports KerasTuner only when asked
@@ -161,28 +176,42 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
                 tuned = tune_stage(cfg, prepared, strategy_obj, run.path)
             cfg = tuned.config
         with stage("train"):
-            trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.path / "backup")
+            trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.backup_dir,
+                                        callbacks=training_callbacks(cfg.tracking, run.path))
+            trained = with_target_scale(trained, prepared.target_scaler)
         with stage("evaluate"):
-            metrics = _evaluate(trained, prepared)
+            evaluation = evaluate_run(trained, prepared, fit.history)
+            metrics = _split_metrics(trained, prepared, evaluation)
         with stage("export"):
             artifacts = export_model(trained, run.path, cfg.export)
         if cfg.export.verify and artifacts:
             with stage("verify"):
-                x, y = prepared.part(_held_out(prepared))
-                metrics.update(verify_artifacts(predict(trained, x), artifacts, x, y,
-                                                prepared.task, cfg.export.atol))
+                x, y = prepared.part(evaluation.split)
+                metrics.update(verify_artifacts(evaluation.outputs, artifacts, x, y,
+                                                prepared.task, cfg.export.atol, cfg.export.rtol))
+        with stage("explain"):
+            explanations = explain_run(trained, prepared, cfg.report, cfg.seed)
         with stage("report"):
             write_json(run.path / "metrics.json", metrics)
             write_json(run.path / "history.json", fit.history)
-            report = write_report(run.path, name=cfg.name, summary=prepared.summary(),
-                                  history=fit.history, metrics=metrics, artifacts=artifacts,
-                                  timings=stage.timings, stop_reason=fit.stop_reason)
+            report_path = write_report(
+                run.path, name=cfg.name, history=fit.history,
+                summary={**prepared.summary(), **strategy_summary(cfg, strategy_obj)},
+                metrics=metrics, artifacts=artifacts, timings=stage.timings,
+                stop_reason=fit.stop_reason, config=cfg,
+                evaluation=evaluation, explanations=explanations,
+                intended_use=cfg.report.intended_use, limitations=cfg.report.limitations,
+                sections=[Section(**tuned.report_section())] if tuned else ())
+        if cfg.tracking.tensorboard or cfg.tracking.mlflow:
+            with stage("track"):
+                track_run(cfg.tracking, run.path, name=cfg.name, params=cfg.to_dict(),
+                          metrics=metrics, history=fit.history)
     except BaseException as exc:
         run.mark("failed", error=f"{type(exc).__name__}: {exc}")
         raise
     run.mark("finished", timings=stage.timings)
     return PipelineResult(model=trained, history=fit.history, metrics=metrics,
-                          artifacts=artifacts, report_path=report,
+                          artifacts=artifacts, report_path=report_path,
                           best_hyperparameters=tuned.best_values if tuned else None,
                           config=cfg, run_dir=run.path, timings=stage.timings,
                           stop_reason=fit.stop_reason)

@@ -49,24 +49,44 @@ class RunFolder:
             ConfigError: When the folder holds a finished run and `overwrite`
                 is False.
         """
-        path = Path(output_dir) if output_dir else Path("saved_models") / name
-        marker = path / MARKER
-        if marker.exists():
-            state = json.loads(marker.read_text()).get("status")
-            if state == "finished" and not overwrite:
-                raise ConfigError(
-                    f"The output_dir {str(path)!r} holds a finished run; it is not overwritten. "
-                    "Pass overwrite=True to replace it, or choose another output_dir.")
-            if state != "finished":
-                logger.info("Resuming the unfinished run in %s.", path)
+        path = cls.location(output_dir, name)
+        if cls.check(path, overwrite) not in (None, "finished"):
+            logger.info("Resuming the unfinished run in %s.", path)
         path.mkdir(parents=True, exist_ok=True)
         folder = cls(path)
         folder.mark("running")
         return folder
 
+    @staticmethod
+    def check(path: Path, overwrite: bool) -> str | None:
+        """The state of the run in ``path`` (None when there is none).
+
+        Raises:
+            ConfigError: When it finished and `overwrite` is False.
+        """
+        marker = path / MARKER
+        if not marker.exists():
+            return None
+        state = json.loads(marker.read_text()).get("status")
+        if state == "finished" and not overwrite:
+            raise ConfigError(
+                f"The output_dir {str(path)!r} holds a finished run; it is not overwritten. "
+                "Pass overwrite=True to replace it, or choose another output_dir.")
+        return state
+
+    @staticmethod
+    def location(output_dir: str | None, name: str) -> Path:
+        """The run folder's path: `output_dir`, else `saved_models/<name>`."""
+        return Path(output_dir) if output_dir else Path("saved_models") / name
+
+    @property
+    def backup_dir(self) -> Path:
+        """The training backup (`BackupAndRestore`) of this run."""
+        return self.path / "backup"
+
     @property
     def resuming(self) -> bool:
-        return (self.path / "backup").exists() and any((self.path / "backup").iterdir())
+        return self.backup_dir.exists() and any(self.backup_dir.iterdir())
 
     def mark(self, status: str, **extra: Any) -> None:
         write_json(self.path / MARKER, {

@@ -82,7 +82,8 @@ def _verbose(setting: Any) -> int:
 def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
                 train: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = (),
                 epochs: int | None = None, initial_epoch: int = 0,
-                backup_dir: str | os.PathLike | None = None) -> TrainResult:
+                backup_dir: str | os.PathLike | None = None, steps_per_epoch: int | None = None,
+                validation_steps: int | None = None) -> TrainResult:
     """Fits a compiled model, with early stopping and crash-safe backups.
 
     Args:
@@ -99,6 +100,9 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
         backup_dir: A folder for `BackupAndRestore`: a killed fit rerun with
             the same folder resumes from its last completed epoch. The folder
             is emptied when the fit completes. Defaults to `None`.
+        steps_per_epoch: Steps of an epoch over repeating data (parameter-
+            server training). Defaults to `None`: the data's end.
+        validation_steps: Validation steps, likewise. Defaults to `None`.
 
     Returns:
         The history and why training stopped.
@@ -118,7 +122,8 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
         ensure_tf_keras(callback, "callbacks")
     history = model.fit(train_ds, validation_data=val_ds, epochs=total,
                         initial_epoch=initial_epoch, callbacks=[*own, *callbacks],
-                        verbose=_verbose(train.verbose))
+                        verbose=_verbose(train.verbose), steps_per_epoch=steps_per_epoch,
+                        validation_steps=validation_steps)
     logs = {k: [float(v) for v in values] for k, values in history.history.items()}
     ran = len(next(iter(logs.values()), []))
     if stopping is not None and stopping.stopped_epoch > 0:

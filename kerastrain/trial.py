@@ -17,13 +17,14 @@ from kerastrain.config import PipelineConfig
 from kerastrain.data.feed import InMemory, make_dataset
 from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import model_inputs
+from kerastrain.distribute import coordinator_datasets, distributed_train_config, uses_coordinator
 from kerastrain.models import Head, build_model
 from kerastrain.optim import one_hot_labels
 from kerastrain.train import TrainResult, compile_model, train_model
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["make_datasets", "build_compiled_model", "run_training", "predict"]
+__all__ = ["make_datasets", "build_compiled_model", "run_training", "predict", "predict_split"]
 
 
 def make_datasets(config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy,
@@ -32,7 +33,7 @@ def make_datasets(config: PipelineConfig, prepared: Prepared, strategy: tf.distr
 
     The global batch is `train.batch_size` per replica times the replicas.
     """
-    memory = memory or InMemory(prepared.x, prepared.y)
+    memory = memory or InMemory(prepared.x, prepared.training_targets)
     global_batch = config.batch_size * strategy.num_replicas_in_sync
     map_batch = None
     if one_hot_labels(prepared.task, config.train):
@@ -55,7 +56,7 @@ def build_compiled_model(config: PipelineConfig, prepared: Prepared,
         inputs = model_inputs(prepared.feature_shape, prepared.standardizer)
         model = build_model(config.model, inputs, Head(task.output_units, task.output_activation),
                             config.model_options)
-        compile_model(model, task, config.train)
+        compile_model(model, task, distributed_train_config(config, strategy))
     logger.info("Model %r: %s parameters.", model.name, f"{model.count_params():,}")
     return model
 
@@ -84,9 +85,16 @@ def run_training(config: PipelineConfig, prepared: Prepared, strategy: tf.distri
     """
     if model is None:
         model = build_compiled_model(config, prepared, strategy)
-    train_ds, val_ds = make_datasets(config, prepared, strategy, memory)
-    result = train_model(model, train_ds, val_ds, config.train, callbacks=callbacks,
-                         epochs=epochs, initial_epoch=initial_epoch, backup_dir=backup_dir)
+    steps: dict[str, int] = {}
+    if uses_coordinator(strategy):  # parameter servers: each worker builds its own pipeline
+        train_ds, val_ds, steps = coordinator_datasets(
+            lambda: make_datasets(config, prepared, tf.distribute.get_strategy()),
+            prepared, config.batch_size * strategy.num_replicas_in_sync)
+    else:
+        train_ds, val_ds = make_datasets(config, prepared, strategy, memory)
+    result = train_model(model, train_ds, val_ds, distributed_train_config(config, strategy),
+                         callbacks=callbacks, epochs=epochs, initial_epoch=initial_epoch,
+                         backup_dir=backup_dir, **steps)
     return model, result
 
 
@@ -95,3 +103,15 @@ def predict(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndar
     if len(x) == 0:
         return np.empty((0, *model.output_shape[1:]), np.float32)
     return model.predict(x, batch_size=batch_size, verbose=0)
+
+
+def predict_split(model: keras.Model, prepared: Prepared, split: str,
+                  memory: InMemory | None = None, batch_size: int = 512) -> np.ndarray:
+    """The model's outputs on one split, gathered batch by batch from the
+    data (no copy of the split is made)."""
+    indices = getattr(prepared.splits, split)
+    if len(indices) == 0:
+        return np.empty((0, *model.output_shape[1:]), np.float32)
+    memory = memory or InMemory(prepared.x, prepared.training_targets)
+    dataset = make_dataset(memory, indices, batch_size, training=False)
+    return model.predict(dataset.map(lambda x, y: x), verbose=0)

@@ -2,12 +2,16 @@
 
 from kerastrain.config.base import Section, option
 from kerastrain.config.data import DataConfig
+from kerastrain.config.distribute import DistributeConfig
 from kerastrain.config.export import ExportConfig
 from kerastrain.config.pipeline import PipelineConfig, load_config, save_config
+from kerastrain.config.report import ReportConfig
+from kerastrain.config.tracking import TrackingConfig
 from kerastrain.config.train import EarlyStoppingConfig, TrainConfig
 from kerastrain.config.tune import TuneConfig
 
 __all__ = [
-    "Section", "option", "DataConfig", "ExportConfig", "PipelineConfig",
-    "EarlyStoppingConfig", "TrainConfig", "TuneConfig", "load_config", "save_config",
+    "Section", "option", "DataConfig", "DistributeConfig", "ExportConfig", "PipelineConfig",
+    "EarlyStoppingConfig", "TrainConfig", "TuneConfig", "ReportConfig", "TrackingConfig",
+    "load_config", "save_config",
 ]

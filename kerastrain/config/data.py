@@ -33,6 +33,10 @@ class DataConfig(Section):
         normalize: Standardize the features with a `Normalization` layer adapted
             on the training split and placed inside the exported model.
             Defaults to `True`.
+        scale_target: For regression, train on standardized targets and
+            append a `Rescaling` layer that maps outputs back to the original
+            units, so the exported model answers in those units.
+            Defaults to `True`.
     """
 
     _path: ClassVar[str] = "data_options"
@@ -45,6 +49,7 @@ class DataConfig(Section):
     stratify: bool = True
     batch_size: int | None = option(None, gt=0)
     normalize: bool = True
+    scale_target: bool = True
 
     def validate(self) -> None:
         held_out = self.validation_split + self.test_split

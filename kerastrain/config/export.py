@@ -24,8 +24,11 @@ class ExportConfig(Section):
         verify: Reload every artifact, run it on the test split, and fail with
             `ExportError` when it disagrees with the Keras model. Defaults to
             `True`.
-        atol: The largest absolute difference allowed between an artifact's
-            outputs and the Keras model's (float artifacts). Defaults to `1e-4`.
+        atol: Absolute tolerance between an artifact's outputs and the Keras
+            model's (float artifacts): each output may differ by
+            `atol + rtol * |keras output|`. Defaults to `1e-4`.
+        rtol: Relative tolerance, for outputs far from unit scale
+            (regression in original units). Defaults to `1e-5`.
     """
 
     _path: ClassVar[str] = "export"
@@ -35,6 +38,7 @@ class ExportConfig(Section):
     tflite: TFLiteMode = "float32"
     verify: bool = True
     atol: float = option(1e-4, gt=0.0)
+    rtol: float = option(1e-5, ge=0.0)
 
     def validate(self) -> None:
         seen = set()

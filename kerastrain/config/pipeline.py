@@ -11,7 +11,10 @@ import yaml
 
 from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean
 from kerastrain.config.data import DataConfig
+from kerastrain.config.distribute import DistributeConfig
 from kerastrain.config.export import ExportConfig
+from kerastrain.config.report import ReportConfig
+from kerastrain.config.tracking import TrackingConfig
 from kerastrain.config.train import TrainConfig
 from kerastrain.config.tune import TuneConfig
 
@@ -19,7 +22,7 @@ STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_serve
 StrategyName = Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu"]
 
 #: Sections that merge key by key when a keyword argument overrides a config.
-SECTIONS = ("data_options", "train", "export", "tune")
+SECTIONS = ("data_options", "train", "export", "report", "tracking", "distribute", "tune")
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -44,8 +47,11 @@ class PipelineConfig(Section):
         export: See `ExportConfig`.
         tune: See `TuneConfig`; `None` trains with the options as given.
             Defaults to `None`.
+        report: See `ReportConfig`.
+        tracking: See `TrackingConfig`.
         strategy: A strategy name or a `tf.distribute.Strategy`.
             Defaults to `"auto"`.
+        distribute: See `DistributeConfig`.
         model_options: Keyword arguments of the model factory (`width`,
             `depth`, `dropout`, ...). Defaults to `{}`.
         output_dir: The run folder. Defaults to `saved_models/<run name>`.
@@ -65,7 +71,10 @@ class PipelineConfig(Section):
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     tune: TuneConfig | None = None
+    report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
+    tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     strategy: Any = "auto"
+    distribute: DistributeConfig = dataclasses.field(default_factory=DistributeConfig)
     output_dir: str | None = None
     overwrite: bool = False
     seed: int | None = None

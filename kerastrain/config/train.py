@@ -100,6 +100,10 @@ class TrainConfig(Section):
             stopping = EarlyStoppingConfig(patience=stopping)
         object.__setattr__(self, "early_stopping", stopping)
 
+        for key in ("learning_rate", "weight_decay"):
+            if key in self.optimizer_options:
+                raise config_error(f"train.optimizer_options.{key}", self.optimizer_options[key],
+                                   f"set as 'train.{key}', not inside optimizer_options")
         allowed = OPTIMIZER_OPTIONS[self.optimizer] + COMMON_OPTIMIZER_OPTIONS
         for key in self.optimizer_options:
             if key not in allowed:
@@ -107,7 +111,3 @@ class TrainConfig(Section):
                     f"Unknown option 'train.optimizer_options.{key}' for optimizer "
                     f"{self.optimizer!r}. It accepts: {', '.join(allowed)}."
                     + did_you_mean(key, allowed))
-        for key in ("learning_rate", "weight_decay"):
-            if key in self.optimizer_options:
-                raise config_error(f"train.optimizer_options.{key}", self.optimizer_options[key],
-                                   f"set as 'train.{key}', not inside optimizer_options")

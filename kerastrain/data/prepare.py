@@ -29,6 +29,8 @@ class Prepared:
         task: What the labels ask for.
         splits: Row indices of train, validation and test.
         standardizer: Training-split statistics, or None when not normalizing.
+        target_scaler: Training-split mean and variance of regression
+            targets, or None; the model trains on standardized targets.
         source: Where the data came from.
         feature_names: Column names when known.
     """
@@ -39,7 +41,16 @@ class Prepared:
     splits: Splits
     standardizer: Standardizer | None
     source: str
+    target_scaler: Standardizer | None = None
     feature_names: list[str] | None = None
+
+    @property
+    def training_targets(self) -> np.ndarray:
+        """The labels the model trains on (standardized for regression)."""
+        if self.target_scaler is None:
+            return self.y
+        return ((self.y - self.target_scaler.mean[0]) / np.sqrt(self.target_scaler.variance[0])
+                ).astype(np.float32)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -81,8 +92,11 @@ def prepare_data(data: Any, options: DataConfig, seed: int) -> Prepared:
     checked = validate(loaded.x, loaded.y, options, class_names=loaded.class_names)
     splits = split_indices(checked.y, checked.task, options, seed)
     standardizer = fit_standardizer(checked.x, splits.train) if options.normalize else None
+    target_scaler = None
+    if checked.task.kind == "regression" and options.scale_target:
+        target_scaler = fit_standardizer(checked.y[:, np.newaxis], splits.train)
     logger.info("Data: %s, %d rows of shape %s, task %s, splits %s.", loaded.source,
                 len(checked.x), checked.x.shape[1:], checked.task.kind, splits.sizes())
     return Prepared(x=checked.x, y=checked.y, task=checked.task, splits=splits,
-                    standardizer=standardizer, source=loaded.source,
+                    standardizer=standardizer, source=loaded.source, target_scaler=target_scaler,
                     feature_names=loaded.feature_names)

@@ -15,9 +15,10 @@ import numpy as np
 from kerastrain._keras import keras
 from kerastrain.models.base import ModelInputs
 
-__all__ = ["Standardizer", "fit_standardizer", "model_inputs"]
+__all__ = ["Standardizer", "fit_standardizer", "model_inputs", "with_target_scale"]
 
-CHUNK_ROWS = 65536
+#: Bytes of features read at a time (in float64) while computing statistics.
+CHUNK_BYTES = 16 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,11 +36,12 @@ def fit_standardizer(x: np.ndarray, indices: np.ndarray) -> Standardizer:
     never seen in training cannot blow up to ``value / 1e-7``.
     """
     channels = x.shape[-1]
+    chunk = max(1, CHUNK_BYTES // (8 * max(1, int(np.prod(x.shape[1:])))))
     total = np.zeros(channels, np.float64)
     squares = np.zeros(channels, np.float64)
     count = 0
-    for start in range(0, len(indices), CHUNK_ROWS):
-        block = x[indices[start:start + CHUNK_ROWS]].reshape(-1, channels).astype(np.float64)
+    for start in range(0, len(indices), chunk):
+        block = x[indices[start:start + chunk]].reshape(-1, channels).astype(np.float64)
         total += block.sum(axis=0)
         squares += np.square(block).sum(axis=0)
         count += len(block)
@@ -61,3 +63,15 @@ def model_inputs(feature_shape: tuple[int, ...], standardizer: Standardizer | No
             axis=-1, mean=standardizer.mean, variance=standardizer.variance,
             name="normalize")(inputs)
     return ModelInputs(inputs=inputs, features=features)
+
+
+def with_target_scale(model: keras.Model, scaler: Standardizer | None) -> keras.Model:
+    """Appends ``outputs * std + mean`` so a model trained on standardized
+    regression targets answers in the original units. Returns ``model`` itself
+    when there is no scaler."""
+    if scaler is None:
+        return model
+    std = float(np.sqrt(scaler.variance[0]))
+    rescale = keras.layers.Rescaling(scale=std, offset=float(scaler.mean[0]), dtype="float32",
+                                     name="target_scale")
+    return keras.Model(model.inputs, rescale(model.outputs[0]), name=model.name)

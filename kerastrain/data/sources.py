@@ -84,8 +84,10 @@ def _from_dataframe(frame: Any, options: DataConfig) -> Loaded:
             f"its columns are {', '.join(map(str, frame.columns[:20]))}."
             + did_you_mean(target, map(str, frame.columns)))
     features = frame.drop(columns=[target])
-    non_numeric = [c for c in features.columns if not np.issubdtype(features[c].dtype, np.number)
-                   and features[c].dtype != bool]
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    non_numeric = [c for c in features.columns
+                   if not (is_numeric_dtype(features[c]) or is_bool_dtype(features[c]))]
     if non_numeric:
         column = non_numeric[0]
         bad = _unconvertible_rows(features[column].to_numpy())

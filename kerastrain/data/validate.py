@@ -22,6 +22,8 @@ __all__ = ["Task", "Validated", "validate", "rows", "unconvertible_rows"]
 
 #: Float labels with at most this many distinct integral values are classes.
 MAX_INFERRED_CLASSES = 20
+#: Rows checked at a time for non-finite values.
+CHECK_ROWS = 65536
 
 
 def rows(indices: Any, limit: int = 5) -> str:
@@ -97,12 +99,13 @@ def _features(x: Any) -> np.ndarray:
     if x.dtype != np.float32:
         x = x.astype(np.float32)  # the one copy that a float64 or integer input costs
     flat = x.reshape(len(x), -1)
-    finite = np.isfinite(flat).all(axis=1)
+    # Chunked, so that checking a large array costs no array of its size.
+    finite = np.concatenate([np.isfinite(flat[i:i + CHECK_ROWS]).all(axis=1)
+                             for i in range(0, len(flat), CHECK_ROWS)])
     if not finite.all():
         bad = np.flatnonzero(~finite)
-        kinds = "NaN" if np.isnan(flat[bad]).any() else "infinite"
-        if np.isnan(flat[bad]).any() and np.isinf(flat[bad]).any():
-            kinds = "NaN or infinite"
+        has_nan, has_inf = np.isnan(flat[bad]).any(), np.isinf(flat[bad]).any()
+        kinds = "NaN or infinite" if has_nan and has_inf else "NaN" if has_nan else "infinite"
         raise DataError(f"Rows {rows(bad)} have {kinds} feature values. Impute or remove them "
                         "before training; kerastrain does not drop rows silently.")
     return x

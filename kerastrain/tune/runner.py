@@ -108,7 +108,8 @@ class _ValidationMetrics(keras.callbacks.Callback):
     def __init__(self, prepared: Prepared, names: Sequence[str]):
         super().__init__()
         self.task = prepared.task
-        self.x, self.y = prepared.part("val")
+        self.x = prepared.x[prepared.splits.val]
+        self.y = prepared.training_targets[prepared.splits.val]  # what the model predicts
         self.names = tuple(names)
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
@@ -178,8 +179,10 @@ class TrialContext:
         prepared: The prepared data.
         strategy: The distribution strategy.
         space: The search space.
-        memory: The data as tensors, built once for every trial.
-        folds: One `Prepared` per cross-validation fold, or None.
+        parts: The data each trial trains on: the prepared data, or one
+            `Prepared` per cross-validation fold.
+        memories: The tensors of each part, built once for every trial.
+        cross_validated: Whether `parts` are folds (no checkpoint is kept).
         computed: Validation metrics computed by scikit-learn each epoch.
         epochs: Epochs of a trial when neither Hyperband nor the space says.
     """
@@ -188,8 +191,9 @@ class TrialContext:
     prepared: Prepared
     strategy: Any
     space: Space
-    memory: InMemory
-    folds: list[Prepared] | None
+    parts: list[Prepared]
+    memories: list[InMemory]
+    cross_validated: bool
     computed: tuple[str, ...]
     epochs: int
 
@@ -239,10 +243,11 @@ class TrialContext:
         initial = int(hp.values.get("tuner/initial_epoch", 0))
         parent = hp.values.get("tuner/trial_id")
         record.update(epochs=epochs, initial_epoch=initial, epochs_run=0)
-        saver = None if self.folds else _SaveBest(self.objective, runner.checkpoint_path(trial.trial_id))
+        saver = None if self.cross_validated else _SaveBest(self.objective,
+                                                            runner.checkpoint_path(trial.trial_id))
         scores = []
         for execution in range(self.config.tune.executions):
-            for part in self.folds or [self.prepared]:
+            for part, memory in zip(self.parts, self.memories):
                 # Before entering the strategy scope (MirroredStrategy needs it).
                 keras.backend.clear_session()
                 keras.utils.set_random_seed(config.seed + execution)
@@ -258,7 +263,7 @@ class TrialContext:
                     callbacks.append(saver)
                 model, fit = run_training(config, part, self.strategy, epochs=epochs,
                                           initial_epoch=initial, model=model,
-                                          callbacks=callbacks, memory=self.memory)
+                                          callbacks=callbacks, memory=memory)
                 del model
                 record["epochs_run"] += fit.epochs_run
                 if guard.where is not None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kerastrain._keras import keras
+from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig
 from kerastrain.config.base import did_you_mean
 from kerastrain.data.feed import InMemory
@@ -31,7 +31,7 @@ from kerastrain.data.validate import rows as row_list
 from kerastrain.errors import ConfigError, DataError, KerastrainError
 from kerastrain.optim import make_metrics
 from kerastrain.runs import write_json
-from kerastrain.tune.results import plot_scores, trial_rows, write_table
+from kerastrain.tune.results import FIXED_COLUMNS, plot_scores, trial_rows, write_table
 from kerastrain.tune.runner import RECORD, TrialContext, TrialRunner, make_oracle
 from kerastrain.tune.space import Space, check_model_options, plain_values, trial_config
 
@@ -86,20 +86,40 @@ class TuneResult:
         """Training epochs over every trial (folds and executions included)."""
         return int(sum(r["epochs_run"] or 0 for r in self.rows))
 
-    def report_section(self) -> dict[str, Any]:
-        """This search's part of the run report, as plain data."""
+    def summary(self) -> dict[str, Any]:
+        """The search as plain, JSON-ready data (written as ``tuning.json``)."""
         counts: dict[str, int] = {}
         for row in self.rows:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
         return {
-            "title": "Hyper-parameter search", "algorithm": self.algorithm,
-            "objective": dict(self.objective),
+            "algorithm": self.algorithm, "objective": dict(self.objective),
             "best": {"trial": self.best_trial, "score": self.best_score,
                      "values": dict(self.best_values)},
             "trials": counts, "epochs_spent": self.epochs_spent,
             "seconds": round(self.seconds, 2), "rows": [dict(r) for r in self.rows],
-            "table": self.table_path, "plots": [p for p in [self.plot_path] if p is not None],
+            "table": str(self.table_path), "directory": str(self.directory),
+            "plots": [str(p) for p in [self.plot_path] if p is not None],
         }
+
+    def report_section(self) -> dict[str, Any]:
+        """The report's tuning section: the fields of `kerastrain.report.Section`
+        (title, text, rows, images, key)."""
+        counts = self.summary()["trials"]
+        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in self.best_values.items())
+        text = (f"{self.algorithm.capitalize()} search over {len(self.rows)} trials "
+                f"({', '.join(f'{n} {s.lower()}' for s, n in counts.items())}), "
+                f"{self.epochs_spent} training epochs in {self.seconds:.0f}s. Best "
+                f"{self.objective['name']} {self.best_score:.4g} (trial {self.best_trial}): "
+                f"{values}. The final model was trained with these values. Every trial is in "
+                f"{self.table_path.name}; the search state (rerun to resume) is in "
+                f"{self.directory}.")
+        keep = ("trial", "status", "score", "epochs_run", "duration_s", "reason")
+        params = [k for k in self.rows[0] if k not in FIXED_COLUMNS] if self.rows else []
+        rows = [{k: r.get(k) for k in ("trial", "status", "score", *params, *keep[3:])
+                 if k in keep or k in params} for r in self.rows]
+        return {"title": "Hyper-parameter search", "text": text, "rows": rows,
+                "images": [p for p in [self.plot_path] if p is not None], "key": "tuning"}
 
 
 def hyperband_trials(max_epochs: int, factor: int, iterations: int) -> int:
@@ -186,7 +206,8 @@ def _computed_metrics(config: PipelineConfig, prepared: Prepared) -> tuple[str, 
 
 
 def _folds(prepared: Prepared, k: int, seed: int) -> list[Prepared]:
-    """k folds of the training and validation rows (stratified by class).
+    """k folds of the training and validation rows (stratified by class),
+    each with its own standardization statistics.
 
     Raises:
         DataError: When a class has fewer than k rows.
@@ -210,9 +231,11 @@ def _folds(prepared: Prepared, k: int, seed: int) -> list[Prepared]:
     for train_idx, val_idx in splitter.split(rows, y):
         train, val = rows[train_idx], rows[val_idx]
         standardizer = fit_standardizer(prepared.x, train) if prepared.standardizer else None
+        target_scaler = fit_standardizer(prepared.y[:, np.newaxis], train) \
+            if prepared.target_scaler is not None else None
         folds.append(dataclasses.replace(
             prepared, splits=Splits(train=train, val=val, test=prepared.splits.test),
-            standardizer=standardizer))
+            standardizer=standardizer, target_scaler=target_scaler))
     return folds
 
 
@@ -299,6 +322,12 @@ def open_search(config: PipelineConfig, prepared: Prepared, strategy: Any, *,
         DataError: When `cv_folds` cannot split the data.
     """
     tune = config.tune
+    if isinstance(strategy, (tf.distribute.MultiWorkerMirroredStrategy,
+                             tf.distribute.experimental.ParameterServerStrategy)):
+        raise ConfigError(
+            f"Tuning runs its trials in one process, not across a {type(strategy).__name__} "
+            "cluster. Search with `kerastrain tune --workers N CONFIG.yaml` (one trial per "
+            "worker process), then train the best values on the cluster without 'tune'.")
     directory = Path(tune.directory)
     if tune.overwrite and role != "worker" and directory.exists():
         logger.info("tune.overwrite: discarding the search in %s.", directory)
@@ -309,7 +338,10 @@ def open_search(config: PipelineConfig, prepared: Prepared, strategy: Any, *,
     hyperparameters = space.discover()
     check_model_options(config, hyperparameters, prepared.feature_shape, space.returns_model)
     computed = _computed_metrics(config, prepared)
-    folds = _folds(prepared, tune.cv_folds, config.seed) if tune.cv_folds else None
+    parts = _folds(prepared, tune.cv_folds, config.seed) if tune.cv_folds else [prepared]
+    shared = InMemory(prepared.x, prepared.training_targets)
+    memories = [shared if p.target_scaler is prepared.target_scaler  # else: refit per fold
+                else InMemory(p.x, p.training_targets) for p in parts]
     max_epochs = tune.max_epochs or config.train.epochs
     fingerprint = {**space.fingerprint(hyperparameters), "seed": config.seed,
                    "max_epochs": max_epochs if tune.algorithm == "hyperband" else None}
@@ -327,7 +359,7 @@ def open_search(config: PipelineConfig, prepared: Prepared, strategy: Any, *,
     else:
         total = tune.max_trials
     context = TrialContext(config=config, prepared=prepared, strategy=strategy, space=space,
-                           memory=InMemory(prepared.x, prepared.y), folds=folds,
+                           parts=parts, memories=memories, cross_validated=bool(tune.cv_folds),
                            computed=computed, epochs=max_epochs)
     progress = Progress(total, tune.objective, approximate=tune.algorithm in ("hyperband", "grid"))
     runner = TrialRunner(oracle, context, directory, progress)
@@ -437,7 +469,7 @@ def tune_stage(config: PipelineConfig, prepared: Prepared, strategy: Any,
     directory = config.tune.directory or str(Path(run_dir) / "tuning")
     config = config.replace(tune=config.tune.replace(directory=directory))
     result = run_search(config, prepared, strategy, output_dir=run_dir)
-    write_json(Path(run_dir) / "tuning.json", result.report_section())
+    write_json(Path(run_dir) / "tuning.json", result.summary())
     return result
 
 
@@ -467,4 +499,5 @@ def search_command(config: PipelineConfig, workers: int = 0) -> TuneResult:
     prepared = prepare_data(config.data, config.data_options, seed)
     from kerastrain.distribute import make_strategy
 
-    return run_search(config, prepared, make_strategy(config.strategy), workers=workers)
+    return run_search(config, prepared, make_strategy(config.strategy, config.distribute),
+                      workers=workers)

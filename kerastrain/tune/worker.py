@@ -34,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config(directory / WORKER_CONFIG)
     keras.utils.set_random_seed(config.seed)
     prepared = prepare_data(config.data, config.data_options, config.seed)
-    search = open_search(config, prepared, make_strategy(config.strategy), role="worker")
+    search = open_search(config, prepared, make_strategy(config.strategy, config.distribute),
+                         role="worker")
     search.runner.search()
     logging.getLogger(__name__).info("Worker %s: the chief ended the search.",
                                      search.runner.tuner_id)

@@ -1,0 +1,34 @@
+"""Shared by the benchmark scripts: interleaved A/B runs, medians, peak memory."""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+from typing import Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident set so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def interleave(sides: dict[str, Callable[[int], float]], repeats: int) -> dict[str, list[float]]:
+    """Runs each side once per repeat, alternating A, B, A, B, ..."""
+    results: dict[str, list[float]] = {name: [] for name in sides}
+    for repeat in range(repeats):
+        order = list(sides) if repeat % 2 == 0 else list(reversed(sides))
+        for name in order:
+            results[name].append(sides[name](repeat))
+    return results
+
+
+def table(results: dict[str, list[float]], unit: str = "examples/s") -> dict[str, float]:
+    """Prints the median and every run of each side; returns the medians."""
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    print(f"{'side':<28}{unit + ' (median)':>24}   runs")
+    for name, values in results.items():
+        print(f"{name:<28}{medians[name]:>24,.0f}   {', '.join(f'{v:,.0f}' for v in values)}")
+    return medians

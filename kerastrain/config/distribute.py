@@ -1,0 +1,157 @@
+"""Distribution options (``fit_pipeline(distribute={...})``) and ``TF_CONFIG``.
+
+``TF_CONFIG`` is the JSON that TensorFlow's multi-worker strategies read to
+learn the cluster and this process's place in it (Kubernetes TFJob, Vertex
+AI and Slurm set it). The helpers here build and read it without importing
+TensorFlow, so that the launcher never pays TensorFlow's start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, ClassVar, Mapping, Sequence
+
+from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean
+
+__all__ = ["DistributeConfig", "tf_config", "task_of", "is_chief_task", "TASK_TYPES"]
+
+#: The task types a TF_CONFIG cluster may hold.
+TASK_TYPES = ("chief", "worker", "ps", "evaluator")
+
+
+@dataclasses.dataclass
+class DistributeConfig(Section):
+    """How training is spread over replicas.
+
+    The strategy itself is the top-level `strategy` option; these refine it.
+
+    Attributes:
+        scale_learning_rate: Multiply `train.learning_rate` by the number of
+            replicas (the linear scaling rule: the rate given is the one for
+            one replica's batch, and the global batch grows with the
+            replicas). Defaults to `False`.
+        tpu_address: The TPU to connect to with `strategy="tpu"`: a TPU name,
+            `"local"` (a Cloud TPU VM) or `"grpc://host:port"`. Defaults to
+            `None`: TensorFlow's own discovery (Colab, `TPU_NAME`, a TPU VM).
+    """
+
+    _path: ClassVar[str] = "distribute"
+
+    scale_learning_rate: bool = False
+    tpu_address: str | None = None
+
+    def validate(self) -> None:
+        if self.tpu_address is not None and not self.tpu_address.strip():
+            raise config_error("distribute.tpu_address", self.tpu_address,
+                               "a TPU name, 'local' or 'grpc://host:port', or None")
+
+
+def _check_addresses(name: str, addresses: Sequence[str]) -> list[str]:
+    if isinstance(addresses, str) or not isinstance(addresses, (list, tuple)):
+        raise config_error(name, addresses, "a list of 'host:port' addresses")
+    checked = []
+    for i, address in enumerate(addresses):
+        host, sep, port = str(address).rpartition(":")
+        if not (isinstance(address, str) and sep and host and port.isdigit()
+                and 0 < int(port) < 65536):
+            raise config_error(f"{name}[{i}]", address, "a 'host:port' address")
+        checked.append(address)
+    return checked
+
+
+def tf_config(workers: Sequence[str], index: int = 0, *, ps: Sequence[str] = (),
+              chief: str | None = None, task_type: str = "worker") -> dict[str, Any]:
+    """A ``TF_CONFIG`` mapping: the cluster and this process's task in it.
+
+    Set it with ``os.environ["TF_CONFIG"] = json.dumps(tf_config(...))``
+    before TensorFlow starts (before the strategy is created).
+
+    Args:
+        workers: The workers' `host:port` addresses.
+        index: This task's index among the tasks of `task_type`.
+            Defaults to `0`.
+        ps: The parameter servers' addresses (parameter-server training).
+            Defaults to `()`.
+        chief: The chief's address. Parameter-server training needs one (it
+            is the coordinator); multi-worker training without it makes
+            worker 0 the chief. Defaults to `None`.
+        task_type: This task's type: `"worker"`, `"chief"`, `"ps"` or
+            `"evaluator"`. Defaults to `"worker"`.
+
+    Returns:
+        `{"cluster": {...}, "task": {"type": ..., "index": ...}}`.
+
+    Raises:
+        ConfigError: For a malformed address, an unknown task type, or an
+            index outside the cluster.
+
+    Example:
+        >>> tf_config(["10.0.0.1:2222", "10.0.0.2:2222"], index=1)["task"]
+        {'type': 'worker', 'index': 1}
+    """
+    cluster: dict[str, list[str]] = {}
+    if chief is not None:
+        cluster["chief"] = _check_addresses("chief", [chief])
+    cluster["worker"] = _check_addresses("workers", workers)
+    if ps:
+        cluster["ps"] = _check_addresses("ps", ps)
+    if not cluster["worker"]:
+        raise config_error("workers", list(workers), "at least one 'host:port' address")
+    if task_type not in TASK_TYPES:
+        raise config_error("task_type", task_type, "one of " + ", ".join(map(repr, TASK_TYPES)),
+                           TASK_TYPES)
+    tasks = cluster.get(task_type, [])
+    if task_type != "evaluator" and not 0 <= index < len(tasks):
+        raise config_error("index", index, f"between 0 and {len(tasks) - 1}, the {task_type} "
+                           f"tasks of the cluster ({len(tasks)} given)")
+    return {"cluster": cluster, "task": {"type": task_type, "index": index}}
+
+
+def _parse(config: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    if config is None or config == "":
+        return {}
+    if isinstance(config, str):
+        try:
+            config = json.loads(config)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"TF_CONFIG is not valid JSON: {exc.msg} at character "
+                              f"{exc.pos}. Received: {config[:80]!r}.") from None
+    if not isinstance(config, Mapping):
+        raise config_error("TF_CONFIG", config, "a JSON object with 'cluster' and 'task'")
+    unknown = [k for k in config if k not in ("cluster", "task", "rpc_layer", "environment")]
+    if unknown:
+        raise ConfigError(f"Unknown key {unknown[0]!r} in TF_CONFIG; it holds 'cluster' and "
+                          "'task'." + did_you_mean(unknown[0], ["cluster", "task"]))
+    return dict(config)
+
+
+def task_of(config: str | Mapping[str, Any] | None) -> tuple[str | None, int]:
+    """This process's ``(task type, index)`` in a ``TF_CONFIG``.
+
+    Args:
+        config: The TF_CONFIG as JSON text or a mapping; `None` or `""` for
+            none.
+
+    Returns:
+        `(None, 0)` when there is no cluster.
+    """
+    parsed = _parse(config)
+    task = parsed.get("task") or {}
+    return task.get("type"), int(task.get("index", 0))
+
+
+def is_chief_task(config: str | Mapping[str, Any] | None) -> bool:
+    """Whether this process is the chief of the cluster ``config`` describes.
+
+    The chief is the `"chief"` task, or worker 0 when the cluster has no
+    chief; a process without a cluster is its own chief.
+    """
+    parsed = _parse(config)
+    task_type, index = task_of(parsed)
+    if task_type is None:
+        return True
+    if task_type == "chief":
+        return True
+    has_chief = bool((parsed.get("cluster") or {}).get("chief"))
+    return task_type == "worker" and index == 0 and not has_chief

@@ -1,0 +1,247 @@
+"""Fast by default: the ``"auto"`` policies for precision, XLA and steps per execution.
+
+Each decision is a pure function of measured facts (CPU flags, the device,
+the measured cost of one training step) that returns the choice and the
+reason, so it can be logged, recorded in the report, and tested alone. The
+probes that measure those facts never change the model's weights or the
+optimizer's state.
+
+Measured on the 2-core AVX-512/AMX development machine (TF 2.21, tf_keras):
+``mixed_bfloat16`` trains a small CNN about 2x faster than float32, XLA made
+it slower, and a small MLP runs several times faster with many steps per
+execution, because each ``fit`` call into the graph costs about a millisecond.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import statistics
+import time
+from typing import Any, Iterator, Literal, Sequence
+
+from kerastrain._keras import keras, tf
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Decision", "DeviceInfo", "cpu_flags", "device_info", "pick_precision",
+           "precision_scope", "measure_step_seconds", "pick_steps_per_execution", "pick_jit"]
+
+#: CPU flags (from /proc/cpuinfo) that mean native bfloat16 matrix products.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+#: GPUs from this compute capability on have tensor cores for float16.
+TENSOR_CORE_CAPABILITY = (7, 0)
+#: Aim for at least this much work per call into the training graph.
+TARGET_SECONDS_PER_EXECUTION = 0.05
+MAX_STEPS_PER_EXECUTION = 128
+#: Probe XLA only when the run is long enough to pay for a compilation.
+JIT_PROBE_MIN_RUN_SECONDS = 60.0
+#: XLA must be this much faster to be switched on.
+JIT_MIN_SPEEDUP = 1.1
+#: Keras callbacks that stay correct when ``fit`` runs many steps per call.
+_STEP_SAFE_CALLBACKS = ("History", "ProgbarLogger", "BaseLogger", "EarlyStopping",
+                        "BackupAndRestore", "ModelCheckpoint", "TerminateOnNaN", "CSVLogger",
+                        "ReduceLROnPlateau", "LearningRateScheduler", "TensorBoard",
+                        "RemoteMonitor", "LambdaCallback")
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """A chosen value and why it was chosen."""
+
+    value: Any
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceInfo:
+    """What the training devices can do.
+
+    Attributes:
+        kind: `"tpu"`, `"gpu"` or `"cpu"`.
+        gpu_capability: The smallest CUDA compute capability among the
+            GPUs, or None.
+        cpu_bf16: Whether the CPU has native bfloat16 instructions.
+    """
+
+    kind: Literal["tpu", "gpu", "cpu"]
+    gpu_capability: tuple[int, int] | None = None
+    cpu_bf16: bool = False
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def device_info(strategy: tf.distribute.Strategy) -> DeviceInfo:
+    """Inspects the devices that ``strategy`` trains on."""
+    bf16 = any(flag in cpu_flags() for flag in BF16_CPU_FLAGS)
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        return DeviceInfo("tpu", cpu_bf16=bf16)
+    try:
+        devices = list(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy: TensorFlow's own placement
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")][:1]
+    if any("GPU" in d.upper() for d in devices):
+        capabilities = []
+        for gpu in tf.config.list_physical_devices("GPU"):
+            details = tf.config.experimental.get_device_details(gpu)
+            if "compute_capability" in details:
+                capabilities.append(tuple(details["compute_capability"]))
+        return DeviceInfo("gpu", min(capabilities) if capabilities else None, bf16)
+    return DeviceInfo("cpu", cpu_bf16=bf16)
+
+
+def pick_precision(device: DeviceInfo) -> Decision:
+    """The mixed-precision policy for ``device``.
+
+    `mixed_bfloat16` on TPUs and on CPUs with native bfloat16 (AVX512_BF16
+    or AMX); `mixed_float16` (with loss scaling, which tf_keras adds at
+    compile time) on GPUs with tensor cores; float32 elsewhere.
+    """
+    if device.kind == "tpu":
+        return Decision("mixed_bfloat16", "TPUs compute natively in bfloat16")
+    if device.kind == "gpu":
+        cap = device.gpu_capability
+        if cap is not None and cap >= TENSOR_CORE_CAPABILITY:
+            return Decision("mixed_float16",
+                            f"GPU compute capability {cap[0]}.{cap[1]} has tensor cores")
+        return Decision("float32", f"GPU compute capability {cap} has no tensor cores"
+                        if cap else "GPU compute capability unknown")
+    if device.cpu_bf16:
+        return Decision("mixed_bfloat16", "the CPU has native bfloat16 (AVX512_BF16 or AMX)")
+    return Decision("float32", "the CPU has no native bfloat16 instructions")
+
+
+@contextlib.contextmanager
+def precision_scope(policy: str) -> Iterator[None]:
+    """Builds layers under ``policy``; restores the previous global policy after.
+
+    Layers keep the policy they were created with, so only the model built
+    inside the block is affected. Output layers built with `dtype="float32"`
+    stay in float32.
+    """
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _gradient_step(model: keras.Model, loss: Any, jit: bool) -> Any:
+    """Forward and backward pass only: nothing is assigned, so probing
+    changes neither the weights nor any layer's state."""
+
+    def step(x: tf.Tensor, y: tf.Tensor) -> Any:
+        with tf.GradientTape() as tape:
+            value = loss(y, model(x, training=False))
+        return tape.gradient(value, model.trainable_variables)
+
+    return tf.function(step, jit_compile=jit, reduce_retracing=True)
+
+
+def measure_step_seconds(model: keras.Model, loss: Any, batch: tuple[Any, Any], *,
+                         jit: bool = False, repeats: int = 7) -> float:
+    """The median time of one forward+backward pass on ``batch``.
+
+    Args:
+        model: A built model.
+        loss: Its loss function.
+        batch: One `(x, y)` batch as the training dataset yields it.
+        jit: Compile with XLA. Defaults to `False`.
+        repeats: Timed runs after one untimed tracing run. Defaults to `7`.
+
+    Returns:
+        Seconds per step (the optimizer's update is not included).
+    """
+    step = _gradient_step(model, loss, jit)
+    x, y = batch
+    tf.nest.map_structure(lambda t: t.numpy(), step(x, y))  # trace and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.nest.map_structure(lambda t: t.numpy(), step(x, y))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _needs_every_step(callbacks: Sequence[Any]) -> list[str]:
+    """Names of callbacks that override a per-batch hook and are not known
+    to stay correct when several steps run per call."""
+    hooks = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+    names = []
+    for callback in callbacks:
+        cls = type(callback)
+        if cls.__name__ in _STEP_SAFE_CALLBACKS:
+            continue
+        if getattr(callback, "kerastrain_step_safe", False):
+            continue
+        if any(getattr(cls, h, None) is not getattr(keras.callbacks.Callback, h) for h in hooks):
+            names.append(cls.__name__)
+    return names
+
+
+def pick_steps_per_execution(step_seconds: float, steps_per_epoch: int,
+                             callbacks: Sequence[Any] = ()) -> Decision:
+    """How many training steps each call into the graph runs.
+
+    Enough steps that a call takes about `TARGET_SECONDS_PER_EXECUTION`, at
+    most an epoch and `MAX_STEPS_PER_EXECUTION`; 1 when a callback needs
+    every step (TF-MOT's `UpdatePruningStep` counts calls, not steps).
+
+    Args:
+        step_seconds: Measured seconds per step.
+        steps_per_epoch: Steps in one epoch.
+        callbacks: The fit's callbacks. Defaults to `()`.
+
+    Returns:
+        The number of steps per execution and the reason.
+    """
+    blocking = _needs_every_step(callbacks)
+    if blocking:
+        return Decision(1, f"callback {blocking[0]} runs on every step")
+    wanted = int(TARGET_SECONDS_PER_EXECUTION / max(step_seconds, 1e-6))
+    value = max(1, min(wanted, steps_per_epoch, MAX_STEPS_PER_EXECUTION))
+    return Decision(value, f"a step takes {step_seconds * 1e3:.2f} ms: {value} step(s) per call "
+                           f"make about {value * step_seconds * 1e3:.0f} ms of work per call")
+
+
+def pick_jit(device: DeviceInfo, *, run_seconds: float,
+             probe: Any = None) -> Decision:
+    """Whether to compile the training step with XLA.
+
+    On for TPUs (they need it). Elsewhere, off unless a probe shows XLA at
+    least `JIT_MIN_SPEEDUP` times faster; the probe (an XLA compilation) runs
+    only when the run is long enough to pay for it.
+
+    Args:
+        device: The training devices.
+        run_seconds: The estimated length of training without XLA.
+        probe: `probe() -> (seconds_without, seconds_with)`, called only
+            when worth it. Defaults to `None` (no probe: off).
+
+    Returns:
+        `True` or `False` and the reason.
+    """
+    if device.kind == "tpu":
+        return Decision(True, "TPUs run XLA-compiled steps")
+    if probe is None or run_seconds < JIT_PROBE_MIN_RUN_SECONDS:
+        return Decision(False, f"a {run_seconds:.0f} s run is too short to pay for an XLA "
+                               f"probe on {device.kind.upper()}")
+    without, with_xla = probe()
+    speedup = without / max(with_xla, 1e-9)
+    if speedup >= JIT_MIN_SPEEDUP:
+        return Decision(True, f"XLA probe: {speedup:.2f}x faster per step")
+    return Decision(False, f"XLA probe: {speedup:.2f}x per step, not worth it")

@@ -1,0 +1,215 @@
+"""The local launcher: real worker processes on 127.0.0.1, each with its own
+TF_CONFIG. One scenario (a worker killed mid-training, then the same launch
+rerun) serves several tests, since each launch costs seconds of start-up."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from kerastrain import ConfigError
+from kerastrain._keras import keras
+from kerastrain.cli import main as cli_main
+from kerastrain.launch import Launcher, WorkerFailed, _launch_config, _reason, free_ports
+from kerastrain.pipeline import fit_pipeline
+
+EPOCHS = 3
+#: Iris with 90 training rows: one full batch of 45 per worker, so that the
+#: order of the rows (reshuffled per epoch, restarted by a resume) does not
+#: change the result, and a single process with a batch of 90 must agree.
+CONFIG = {
+    "data": "iris", "model": "mlp", "seed": 5,
+    "model_options": {"width": 16, "dropout": 0.0},
+    "data_options": {"validation_split": 0.2, "test_split": 0.2},
+    "train": {"epochs": EPOCHS, "batch_size": 45, "optimizer": "sgd", "learning_rate": 0.1,
+              "early_stopping": None, "verbose": 2},
+    "export": {"formats": ["keras"]},
+}
+
+
+# --------------------------------------------------------------------------- before any process
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"config": {**CONFIG, "strategy": "mirrored"}}, r"'strategy'.*'auto' or 'multi_worker'"),
+    ({"config": {**CONFIG, "strategy": "multi_worker"}, "ps": 1},
+     r"'strategy'.*'parameter_server'"),
+    ({"config": CONFIG, "workers": 0}, r"'workers' option must be an integer >= 1"),
+    ({"config": {**CONFIG, "train": {"epochs": 0}}}, r"'train.epochs'.*> 0"),
+])
+def test_a_bad_launch_is_refused_before_any_process_starts(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        Launcher(**kwargs)
+
+
+def test_every_process_gets_the_same_seed_name_and_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = _launch_config({"data": "iris"}, ps=0)
+    assert cfg.strategy == "multi_worker" and cfg.seed is not None
+    assert cfg.output_dir == str(tmp_path / "saved_models" / cfg.name)
+    assert _launch_config({"data": "iris"}, ps=1).strategy == "parameter_server"
+
+
+def test_why_a_process_died_is_read_from_its_exit_and_output():
+    assert _reason(-signal.SIGKILL, []) == "was killed by signal SIGKILL"
+    tail = ["Traceback (most recent call last):", '  File "x.py", line 1',
+            "tensorflow.python.framework.errors_impl.UnavailableError: peer went away"]
+    assert _reason(1, tail) == "exited with code 1: UnavailableError: peer went away"
+    assert _reason(2, ["12:00:00 ERROR kerastrain.launch: DataError: 3 rows are NaN"]) == \
+        "exited with code 2: DataError: 3 rows are NaN"
+    assert _reason(0, []).startswith("exited (code 0) while the chief")
+
+
+def test_a_finished_run_is_not_launched_over(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"status": "finished"}))
+    with pytest.raises(ConfigError, match="holds a finished run"):
+        Launcher({"data": "iris", "output_dir": str(tmp_path)})
+    Launcher({"data": "iris", "output_dir": str(tmp_path), "overwrite": True})
+
+
+def test_free_ports_are_distinct():
+    ports = free_ports(4)
+    assert len(set(ports)) == 4 and all(0 < p < 65536 for p in ports)
+
+
+def test_cli_launch_refuses_bad_options_without_starting(tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({"data": "iris"}))
+    assert cli_main(["launch", "--workers", "0", str(path)]) == 2
+    assert "'workers' option must be an integer >= 1" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- kill, then rerun
+
+
+@pytest.fixture(scope="module")
+def killed_then_rerun(tmp_path_factory):
+    """Launch 1 is killed after epoch 1 (worker 1 gets SIGKILL); launch 2 resumes."""
+    root = tmp_path_factory.mktemp("launch")
+    config = {**CONFIG, "output_dir": str(root / "run")}
+    epochs: dict[int, list[str]] = {1: [], 2: []}
+    lines: dict[int, list[tuple[str, str]]] = {1: [], 2: []}
+
+    def watch(launch_no: int, launcher: Launcher):
+        def on_line(task: str, line: str) -> None:
+            lines[launch_no].append((task, line))
+            if task == "worker 0" and line.startswith("Epoch "):
+                epochs[launch_no].append(line.split()[1])
+                # The chief starts epoch 2 only after backing up epoch 1.
+                if launch_no == 1 and line.startswith("Epoch 2/"):
+                    launcher.kill("worker 1", signal.SIGKILL)
+        return on_line
+
+    first = Launcher(config, workers=2, timeout=240)
+    first.on_line = watch(1, first)
+    first.start()
+    with pytest.raises(WorkerFailed) as failed:
+        first.wait()
+    backup_after_kill = sorted(p.name for p in (root / "run" / "backup").rglob("*"))
+    states = {name: p.returncode for name, p in first.processes.items()}
+
+    second = Launcher(config, workers=2, timeout=240)
+    second.on_line = watch(2, second)
+    second.start()
+    result = second.wait()
+
+    # One process, the same global batch (90), the same seed.
+    single = fit_pipeline(config={**CONFIG, "train": {**CONFIG["train"], "batch_size": 90,
+                                                      "verbose": 0}},
+                          strategy="cpu", output_dir=str(root / "single"))
+    return {"failed": failed.value, "states": states, "backup_after_kill": backup_after_kill,
+            "epochs": epochs, "lines": lines, "result": result, "single": single}
+
+
+def _temporary_folders(lines: list[tuple[str, str]], task: str, what: str) -> list[Path]:
+    return [Path(line.split(what)[1].strip().rstrip(".")) for t, line in lines
+            if t == task and what in line]
+
+
+@pytest.mark.subprocess
+def test_the_launcher_reports_which_worker_died_and_why(killed_then_rerun):
+    failed = killed_then_rerun["failed"]
+    assert failed.task == "worker 1" and failed.returncode == -signal.SIGKILL
+    assert "worker 1 was killed by signal SIGKILL; the other processes were stopped" in str(failed)
+    # The chief was stopped, not left waiting for its dead peer.
+    assert killed_then_rerun["states"]["worker 0"] is not None
+
+
+@pytest.mark.subprocess
+def test_a_rerun_resumes_from_the_backup_without_losing_epochs(killed_then_rerun):
+    assert killed_then_rerun["backup_after_kill"]  # epoch 1 was backed up
+    assert killed_then_rerun["epochs"][1] == [f"1/{EPOCHS}", f"2/{EPOCHS}"]
+    # The rerun starts at epoch 2: epoch 1 is neither lost nor trained twice.
+    assert killed_then_rerun["epochs"][2] == [f"{e}/{EPOCHS}" for e in range(2, EPOCHS + 1)]
+    result = killed_then_rerun["result"]
+    assert result.stop_reason.startswith("completed")
+    assert json.loads((result.run_dir / "run.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.subprocess
+def test_only_the_chief_writes_the_run_folder(killed_then_rerun):
+    result, single = killed_then_rerun["result"], killed_then_rerun["single"]
+
+    def written(folder: Path) -> list[str]:
+        return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+    # The chief writes what one process writes; nothing comes from worker 1.
+    assert written(result.run_dir) == written(single.run_dir)
+    assert "model.keras" in written(result.run_dir)
+    assert result.artifacts == {"keras": result.run_dir / "model.keras"}
+    # Worker 1 wrote its copy to a temporary folder and removed it; the
+    # launcher removed the one its killed predecessor left.
+    lines = killed_then_rerun["lines"]
+    writes = "this worker writes to the temporary folder"
+    used = _temporary_folders(lines[2], "worker 1", writes)
+    assert len(used) == 1 and not used[0].exists()
+    removed = _temporary_folders(lines[2], "worker 1", "Removed this worker's temporary folder")
+    assert removed == used
+    killed = _temporary_folders(lines[1], "worker 1", writes)
+    assert len(killed) == 1 and not killed[0].exists()
+    assert not _temporary_folders(lines[2], "worker 0", writes)
+    report = result.report_path.read_text()
+    assert "MultiWorkerMirroredStrategy, 2 replica(s) on 2 workers" in report
+    assert "45 per replica x 2 = 90" in report
+
+
+@pytest.mark.subprocess
+def test_two_workers_match_one_process_with_the_same_global_batch(killed_then_rerun):
+    result, single = killed_then_rerun["result"], killed_then_rerun["single"]
+    launched = keras.models.load_model(result.artifacts["keras"])
+    diffs = [np.max(np.abs(a - b)) for a, b in zip(single.model.get_weights(),
+                                                    launched.get_weights())]
+    assert max(diffs) < 1e-5
+    # The resumed epochs log the same losses as the single process's.
+    np.testing.assert_allclose(result.history["loss"][-1], single.history["loss"][-1], rtol=1e-5)
+    assert single.history["loss"][0] - single.history["loss"][-1] > 1e-2  # it did train
+
+
+# --------------------------------------------------------------------------- parameter servers
+
+
+@pytest.mark.subprocess
+def test_parameter_server_training_with_one_ps_and_two_workers_completes(tmp_path, capsys):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": "iris", "model": "mlp", "seed": 2, "output_dir": str(tmp_path / "run"),
+        "model_options": {"width": 16}, "export": {"formats": ["keras"]},
+        "train": {"epochs": 2, "batch_size": 16, "early_stopping": None}}))
+    assert cli_main(["launch", "--workers", "2", "--ps", "1", "--timeout", "240",
+                     str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert f"Run folder: {tmp_path / 'run'}" in out
+    for task in ("chief 0", "worker 0", "worker 1", "ps 0"):
+        assert f"[{task}]" in err
+    assert "Serving as ps 0 of the parameter-server cluster" in err
+    run = Path(tmp_path / "run")
+    assert len(json.loads((run / "history.json").read_text())["loss"]) == 2
+    report = (run / "report.html").read_text()
+    assert "ParameterServerStrategy, 1 replica(s) on 2 workers" in report
+    assert keras.models.load_model(run / "model.keras").predict(np.zeros((1, 4)),
+                                                               verbose=0).shape == (1, 3)

@@ -1,0 +1,96 @@
+"""The "auto" performance policies and the zero-copy feed: correctness, not speed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kerastrain._keras import keras, tf
+from kerastrain.data.feed import ZERO_COPY_BYTES, InMemory, make_dataset
+from kerastrain.perf import (DeviceInfo, cpu_flags, device_info, measure_step_seconds, pick_jit,
+                             pick_precision, pick_steps_per_execution, precision_scope)
+
+
+def test_precision_follows_the_device():
+    assert pick_precision(DeviceInfo("tpu")).value == "mixed_bfloat16"
+    assert pick_precision(DeviceInfo("gpu", (8, 0))).value == "mixed_float16"
+    assert pick_precision(DeviceInfo("gpu", (6, 1))).value == "float32"
+    assert pick_precision(DeviceInfo("cpu", cpu_bf16=True)).value == "mixed_bfloat16"
+    decision = pick_precision(DeviceInfo("cpu", cpu_bf16=False))
+    assert decision.value == "float32" and "no native bfloat16" in decision.reason
+
+
+def test_the_picker_on_this_machine_matches_what_the_cpu_reports():
+    info = device_info(tf.distribute.get_strategy())
+    has_bf16 = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    assert info.kind == "cpu" and info.cpu_bf16 == has_bf16
+    assert pick_precision(info).value == ("mixed_bfloat16" if has_bf16 else "float32")
+
+
+def test_precision_scope_is_restored_and_keeps_the_output_in_float32():
+    with precision_scope("mixed_bfloat16"):
+        inner = keras.layers.Dense(3)
+        out = keras.layers.Dense(2, dtype="float32")
+    assert keras.mixed_precision.global_policy().name == "float32"
+    x = tf.ones((1, 4))
+    assert inner(x).dtype == tf.bfloat16 and out(inner(x)).dtype == tf.float32
+
+
+def test_steps_per_execution_grows_for_cheap_steps_and_stays_1_for_step_hooks():
+    assert pick_steps_per_execution(0.001, 500).value == 50
+    assert pick_steps_per_execution(0.0001, 500).value == 128
+    assert pick_steps_per_execution(0.0001, 20).value == 20
+    assert pick_steps_per_execution(0.2, 500).value == 1
+
+    class CountsSteps(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            pass
+
+    decision = pick_steps_per_execution(0.0001, 500, [keras.callbacks.EarlyStopping(), CountsSteps()])
+    assert decision.value == 1 and "CountsSteps" in decision.reason
+
+
+def test_jit_is_probed_only_when_the_run_pays_for_it():
+    calls = []
+
+    def probe():
+        calls.append(1)
+        return 1.0, 0.5
+
+    assert pick_jit(DeviceInfo("tpu"), run_seconds=1).value is True
+    assert pick_jit(DeviceInfo("cpu"), run_seconds=5, probe=probe).value is False and not calls
+    assert pick_jit(DeviceInfo("cpu"), run_seconds=600, probe=probe).value is True and calls
+    assert pick_jit(DeviceInfo("gpu"), run_seconds=600, probe=lambda: (1.0, 0.95)).value is False
+
+
+def test_measuring_a_step_changes_no_weights():
+    inp = keras.Input((4,))
+    h = keras.layers.BatchNormalization()(keras.layers.Dense(8)(inp))
+    model = keras.Model(inp, keras.layers.Dense(1)(h))
+    before = [w.copy() for w in model.get_weights()]
+    seconds = measure_step_seconds(model, keras.losses.MeanSquaredError(),
+                                   (tf.ones((16, 4)), tf.ones((16, 1))), repeats=3)
+    assert seconds > 0
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_large_arrays_are_gathered_from_numpy_without_a_copy():
+    rows = ZERO_COPY_BYTES // (16 * 4) + 1000
+    x = np.arange(rows * 16, dtype=np.float32).reshape(rows, 16)
+    y = np.arange(rows, dtype=np.int64)
+    memory = InMemory(x, y)
+    assert not memory.in_tensorflow and memory.x is x  # no tensor copy of the array
+    idx = np.array([5, rows - 1, 17])
+    xb, yb = next(iter(make_dataset(memory, idx, 3, training=False)))
+    np.testing.assert_array_equal(xb.numpy(), x[idx])
+    np.testing.assert_array_equal(yb.numpy(), idx)
+    assert xb.shape.as_list() == [3, 16]
+    x[5, 0] = -1.0  # batches read the caller's array itself
+    xb, _ = next(iter(make_dataset(memory, idx[:1], 1, training=True, seed=0)))
+    assert float(xb[0, 0]) == -1.0
+
+
+def test_small_arrays_become_tensors():
+    memory = InMemory(np.ones((10, 3), np.float32), np.zeros(10, np.int64))
+    assert memory.in_tensorflow and isinstance(memory.x, tf.Tensor)
