@@ -78,8 +78,9 @@ def main() -> None:
                    for a in ("random", "hyperband"))
         gap = 100 * (rnd["best_val_accuracy"] - hb["best_val_accuracy"])
         share = hb["epochs"] / rnd["epochs"]
+        verdict = "met" if gap <= 1 and share <= 0.5 else "missed"
         print(f"seed {seed}: Hyperband is {gap:+.2f} points behind random with {share:.0%} of its "
-              f"epochs; goal (<= 1 point, <= 50%) {'met' if gap <= 1 and share <= 0.5 else 'missed'}")
+              f"epochs; goal (<= 1 point, <= 50%) {verdict}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=2)

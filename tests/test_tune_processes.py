@@ -49,7 +49,8 @@ def completed(search: Path) -> dict[str, dict]:
 def test_killed_search_resumes_without_repeating_completed_trials(tmp_path):
     config = write_config(tmp_path, max_trials=8, epochs=2)
     search = tmp_path / "search"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     log = tmp_path / "first.log"
     with open(log, "wb") as handle:
         process = subprocess.Popen([sys.executable, "-m", "kerastrain.cli", "tune", str(config)],

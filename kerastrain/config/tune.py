@@ -19,10 +19,9 @@ name; ``model_options.NAME`` forces that reading)::
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, ClassVar, Literal, Mapping
 
-from kerastrain.config.base import ConfigError, Section, config_error, describe, did_you_mean, option
+from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean, option
 from kerastrain.config.train import COMMON_OPTIMIZER_OPTIONS, OPTIMIZER_OPTIONS
 
 __all__ = ["TuneConfig", "TRAINING_OPTIONS", "route", "infer_direction"]
@@ -56,8 +55,8 @@ def route(name: str) -> tuple[str, str]:
     key)`` or ``("model_options", key)``.
 
     Example:
-        >>> route("momentum"), route("width"), route("model_options.momentum")
-        (('optimizer_options', 'momentum'), ('model_options', 'width'), ('model_options', 'momentum'))
+        >>> route("momentum"), route("model_options.momentum")
+        (('optimizer_options', 'momentum'), ('model_options', 'momentum'))
     """
     if name.startswith(MODEL_PREFIX):
         return "model_options", name[len(MODEL_PREFIX):]
@@ -97,7 +96,8 @@ def _entry(name: str, spec: Any) -> dict[str, Any]:
     for key in spec:
         if key not in _KEYS[kind]:
             raise ConfigError(f"Unknown option '{path}.{key}' for a {kind} parameter. It "
-                              f"accepts: {', '.join(_KEYS[kind])}." + did_you_mean(key, _KEYS[kind]))
+                              f"accepts: {', '.join(_KEYS[kind])}."
+                              + did_you_mean(key, _KEYS[kind]))
     out: dict[str, Any] = {"type": kind}
     if kind in ("int", "float"):
         integer = kind == "int"
@@ -105,7 +105,8 @@ def _entry(name: str, spec: Any) -> dict[str, Any]:
             if key not in spec:
                 raise ConfigError(f"The {kind} parameter {path!r} needs '{key}'.")
             if not _number(spec[key], integer):
-                raise config_error(f"{path}.{key}", spec[key], "an integer" if integer else "a number")
+                raise config_error(f"{path}.{key}", spec[key],
+                                   "an integer" if integer else "a number")
         low, high = spec["min"], spec["max"]
         if not low < high:
             raise config_error(f"{path}.max", high, f"greater than min={low}")
@@ -119,7 +120,8 @@ def _entry(name: str, spec: Any) -> dict[str, Any]:
             raise config_error(f"{path}.min", low, f"> 0 for {sampling} sampling")
         step = spec.get("step")
         if step is not None and (not _number(step, integer) or step <= 0):
-            raise config_error(f"{path}.step", step, "a positive " + ("integer" if integer else "number"))
+            raise config_error(f"{path}.step", step,
+                               "a positive " + ("integer" if integer else "number"))
         out.update(min=low if integer else float(low), max=high if integer else float(high),
                    step=step, sampling=sampling)
         default = spec.get("default")
@@ -133,7 +135,8 @@ def _entry(name: str, spec: Any) -> dict[str, Any]:
         values = list(values)
         if any(not isinstance(v, _SCALARS) for v in values):
             raise config_error(f"{path}.values", values, "a list of numbers, strings or booleans")
-        kinds = {bool if isinstance(v, bool) else str if isinstance(v, str) else "number" for v in values}
+        kinds = {bool if isinstance(v, bool) else str if isinstance(v, str) else "number"
+                 for v in values}
         if len(kinds) > 1:
             raise config_error(f"{path}.values", values, "values of one type (KerasTuner's "
                                "Choice cannot mix strings, numbers and booleans)")
@@ -352,13 +355,15 @@ class TuneConfig(Section):
         unknown = [k for k in objective if k not in ("name", "direction")]
         if unknown:
             raise ConfigError(f"Unknown option 'tune.objective.{unknown[0]}'. The objective "
-                              "options are: name, direction." + did_you_mean(unknown[0], ["name", "direction"]))
+                              "options are: name, direction."
+                              + did_you_mean(unknown[0], ["name", "direction"]))
         name = objective.get("name")
         if not isinstance(name, str) or not name:
             raise config_error("tune.objective.name", name, "a logged quantity such as 'val_loss'")
         direction = objective.get("direction") or infer_direction(name)
         if direction not in ("min", "max"):
-            raise config_error("tune.objective.direction", direction, "'min' or 'max'", ("min", "max"))
+            raise config_error("tune.objective.direction", direction, "'min' or 'max'",
+                               ("min", "max"))
         object.__setattr__(self, "objective", {"name": name, "direction": direction})
 
     def check_train(self, train: Any) -> None:
@@ -419,33 +424,5 @@ class TuneConfig(Section):
         """What a resumed search must share with the one that wrote its state."""
         return {"algorithm": self.algorithm, "objective": dict(self.objective),
                 "cv_folds": self.cv_folds, "executions": self.executions,
-                "hyperband_factor": self.hyperband_factor if self.algorithm == "hyperband" else None}
-
-
-def describe_space(space: Mapping[str, Mapping[str, Any]]) -> str:
-    """One line per parameter, for logs."""
-    parts = []
-    for name, entry in space.items():
-        kind = entry["type"]
-        if kind in ("int", "float"):
-            text = f"{entry['min']}..{entry['max']}" + (" log" if entry["sampling"] == "log" else "")
-        elif kind == "choice":
-            text = "|".join(map(str, entry["values"]))
-        elif kind == "fixed":
-            text = describe(entry["value"])
-        else:
-            text = "bool"
-        parts.append(f"{name}={text}")
-    return ", ".join(parts)
-
-
-def grid_size(space: Mapping[str, Mapping[str, Any]]) -> float:
-    """Combinations of an unconditional grid (an upper bound with conditions)."""
-    total = 1.0
-    for entry in space.values():
-        if entry["type"] == "float":
-            count = math.floor((entry["max"] - entry["min"]) / entry["step"] + 1e-9) + 1
-        else:
-            count = len(_possible(entry) or [0])
-        total *= count
-    return total
+                "hyperband_factor":
+                    self.hyperband_factor if self.algorithm == "hyperband" else None}

@@ -15,7 +15,8 @@ def summary(result: TuneResult) -> str:
     """A few lines for the command line: the best values and where the results are."""
     values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in result.best_values.items())
-    lines = [f"Best {result.objective['name']}: {result.best_score:.4f} (trial {result.best_trial})",
+    name = result.objective["name"]
+    lines = [f"Best {name}: {result.best_score:.4f} (trial {result.best_trial})",
              f"  {values}",
              f"Trials: {len(result.rows)}, epochs: {result.epochs_spent}, {result.seconds:.0f}s",
              f"Results: {result.table_path}"]

@@ -67,7 +67,8 @@ def _start_worker(index: int, port: int, directory: Path) -> tuple[subprocess.Po
     root = str(Path(kerastrain.__file__).resolve().parent.parent)
     env = dict(os.environ)
     env.update(KERASTUNER_TUNER_ID=f"tuner{index}", KERASTUNER_ORACLE_IP=HOST,
-               KERASTUNER_ORACLE_PORT=str(port), TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+               KERASTUNER_ORACLE_PORT=str(port),
+               TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
                PYTHONPATH=os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])]))
     logs = directory / "workers"
     logs.mkdir(parents=True, exist_ok=True)

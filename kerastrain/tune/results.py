@@ -48,7 +48,8 @@ def trial_rows(oracle: Any, trials_dir: Path) -> list[dict[str, Any]]:
     for trial_id in sorted(oracle.trials):
         trial = oracle.trials[trial_id]
         record = _record(trials_dir / f"trial_{trial_id}")
-        values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+        values = {k: v for k, v in trial.hyperparameters.values.items()
+                  if not k.startswith("tuner/")}
         status = str(trial.status)
         score = trial.score if status == "COMPLETED" else None
         row = {

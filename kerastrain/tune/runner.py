@@ -134,7 +134,9 @@ class _SaveBest(keras.callbacks.Callback):
         if value is None or not math.isfinite(float(value)):
             return
         value = float(value)
-        if self.best is None or (value < self.best if self.direction == "min" else value > self.best):
+        better = self.best is None or (
+            value < self.best if self.direction == "min" else value > self.best)
+        if better:
             self.best = value
             self.model.save_weights(self.path)
 
@@ -238,8 +240,9 @@ class TrialContext:
     def _train(self, runner: "TrialRunner", trial: Any, record: dict[str, Any]) -> float:
         hp = trial.hyperparameters
         config = trial_config(self.config, self.space, hp)
-        tuned_epochs = "epochs" in record["values"]
-        epochs = int(hp.values.get("tuner/epochs") or (config.train.epochs if tuned_epochs else self.epochs))
+        # Hyperband's budget, else the tuned epochs, else tune.max_epochs (or train.epochs).
+        epochs = int(hp.values.get("tuner/epochs")
+                     or (config.train.epochs if "epochs" in record["values"] else self.epochs))
         initial = int(hp.values.get("tuner/initial_epoch", 0))
         parent = hp.values.get("tuner/trial_id")
         record.update(epochs=epochs, initial_epoch=initial, epochs_run=0)

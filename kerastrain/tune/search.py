@@ -151,8 +151,8 @@ class Progress:
     def begin(self, trial: Any) -> None:
         values = plain_values(trial.hyperparameters)
         epochs = trial.hyperparameters.values.get("tuner/epochs")
-        extra = f" (epochs {trial.hyperparameters.values.get('tuner/initial_epoch', 0)}->{epochs})" \
-            if epochs else ""
+        initial = trial.hyperparameters.values.get("tuner/initial_epoch", 0)
+        extra = f" (epochs {initial}->{epochs})" if epochs else ""
         logger.info("Trial %s of %s%s: %s", self._number(trial), self.total, extra,
                     ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
 
@@ -257,7 +257,8 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for n in changed:
         diff = {k: (before[n].get(k), after[n].get(k)) for k in set(before[n]) | set(after[n])
                 if before[n].get(k) != after[n].get(k)}
-        changes.append(f"changed {n}: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()))
+        changes.append(f"changed {n}: "
+                       + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()))
     return changes
 
 
@@ -364,7 +365,8 @@ def open_search(config: PipelineConfig, prepared: Prepared, strategy: Any, *,
     progress = Progress(total, tune.objective, approximate=tune.algorithm in ("hyperband", "grid"))
     runner = TrialRunner(oracle, context, directory, progress)
     if resumed and role != "worker":
-        done = sum(1 for t in runner.oracle.trials.values() if str(t.status) in ("COMPLETED", "FAILED"))
+        done = sum(1 for t in runner.oracle.trials.values()
+                   if str(t.status) in ("COMPLETED", "FAILED"))
         logger.info("Resuming the search in %s: %d trial(s) already ended; they are not repeated.",
                     directory, done)
     logger.info("Search: %s over %d parameter(s), objective %s (%s), up to %s trials.",
@@ -445,8 +447,9 @@ def run_search(config: PipelineConfig, prepared: Prepared, strategy: Any, *,
         raise error
     best = oracle.get_best_trials(1)[0]
     final = trial_config(config, search.space, best.hyperparameters)
-    result = TuneResult(best_values=plain_values(best.hyperparameters), best_score=float(best.score),
-                        best_trial=best.trial_id, config=final, rows=rows,
+    result = TuneResult(best_values=plain_values(best.hyperparameters),
+                        best_score=float(best.score), best_trial=best.trial_id, config=final,
+                        rows=rows,
                         objective=dict(config.tune.objective), algorithm=config.tune.algorithm,
                         directory=search.directory, table_path=table, plot_path=plot,
                         seconds=seconds)
