@@ -26,6 +26,7 @@ from typing import Any
 import kerastrain
 from kerastrain.config import PipelineConfig, save_config
 from kerastrain.errors import ConfigError
+from kerastrain.tune.runner import atomic_state_files
 from kerastrain.tune.search import TuningError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ WORKER_CONFIG = "search_config.yaml"
 HOST = "127.0.0.1"
 POLL_S = 0.2
 EXIT_WAIT_S = 120
-EXIT_GRACE_S = 3
+EXIT_GRACE_S = 0.5
 
 
 def _check_portable(config: PipelineConfig) -> None:
@@ -104,11 +105,16 @@ def serve(search: Any, config: PipelineConfig, workers: int) -> None:
         TuningError: When a worker exits with an error (its last log lines
             are in the message).
     """
+    _check_portable(config)
+    with atomic_state_files():
+        _serve(search, config, workers)
+
+
+def _serve(search: Any, config: PipelineConfig, workers: int) -> None:
     import grpc
     from keras_tuner.src import protos
     from keras_tuner.src.distribute.oracle_chief import OracleServicer, exit_chief
 
-    _check_portable(config)
     directory = search.directory
     save_config(config, directory / WORKER_CONFIG)
     search.runner.save()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import json
 import logging
 import math
 import os
@@ -23,6 +24,7 @@ from typing import Any, Iterator, Sequence
 import keras_tuner as kt
 import numpy as np
 from keras_tuner.src import config as kt_config
+from keras_tuner.src import utils as kt_utils
 from tensorflow.python.framework import ops as tf_ops
 
 from kerastrain._keras import keras, tf
@@ -36,8 +38,8 @@ from kerastrain.tune.space import Space, plain_values, trial_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrialRunner", "TrialContext", "make_oracle", "release_trial_gradients", "RECORD",
-           "rss_mb"]
+__all__ = ["TrialRunner", "TrialContext", "make_oracle", "release_trial_gradients",
+           "atomic_state_files", "heal_interrupted", "RECORD", "rss_mb"]
 
 #: Per-trial facts kerastrain adds next to KerasTuner's ``trial.json``.
 RECORD = "kerastrain.json"
@@ -161,6 +163,50 @@ def release_trial_gradients() -> Iterator[None]:
             for key in [k for k in registry if k not in before]:
                 if str(key).startswith("CustomGradient-"):
                     del registry[key]
+
+
+@contextlib.contextmanager
+def atomic_state_files() -> Iterator[None]:
+    """Makes KerasTuner write its state files (``oracle.json``, ``trial.json``,
+    the tuner's) to a temporary name and rename them into place.
+
+    KerasTuner writes them in place, so a search killed during a write would
+    leave a truncated file that no rerun can read.
+    """
+    original = kt_utils.save_json
+
+    def save_json(path: Any, obj: Any) -> str:
+        if "://" in str(path):  # a remote file system: KerasTuner's own writer
+            return original(path, obj)
+        text = json.dumps(obj)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+        return text
+
+    kt_utils.save_json = save_json
+    try:
+        yield
+    finally:
+        kt_utils.save_json = original
+
+
+def heal_interrupted(oracle: kt.Oracle) -> list[str]:
+    """Keeps a reloaded oracle from rerunning trials that had ended.
+
+    KerasTuner saves a finished trial, then the oracle; a search killed
+    between the two reloads that trial as "ongoing" and would run it again.
+
+    Returns:
+        The ids of the trials taken off the retry queue.
+    """
+    ended = ("COMPLETED", "FAILED")
+    healed = [t for t in oracle._retry_queue if str(oracle.trials[t].status) in ended]
+    if healed:
+        oracle._retry_queue = [t for t in oracle._retry_queue if t not in healed]
+        oracle.end_order.extend(t for t in healed if t not in oracle.end_order)
+    return healed
 
 
 def _reason(exc: BaseException) -> str:
@@ -336,7 +382,8 @@ class TrialRunner(kt.Tuner):
         gc.collect()
         gc.freeze()  # the collection after each trial then skips TensorFlow's own objects
         try:
-            super().search(*args, **kwargs)
+            with atomic_state_files():
+                super().search(*args, **kwargs)
         finally:
             gc.unfreeze()
             kt_config.DEBUG = previous

@@ -32,7 +32,8 @@ from kerastrain.errors import ConfigError, DataError, KerastrainError
 from kerastrain.optim import make_metrics
 from kerastrain.runs import write_json
 from kerastrain.tune.results import FIXED_COLUMNS, plot_scores, trial_rows, write_table
-from kerastrain.tune.runner import RECORD, TrialContext, TrialRunner, make_oracle
+from kerastrain.tune.runner import (RECORD, TrialContext, TrialRunner, heal_interrupted,
+                                     make_oracle)
 from kerastrain.tune.space import Space, check_model_options, plain_values, trial_config
 
 logger = logging.getLogger(__name__)
@@ -365,6 +366,10 @@ def open_search(config: PipelineConfig, prepared: Prepared, strategy: Any, *,
     progress = Progress(total, tune.objective, approximate=tune.algorithm in ("hyperband", "grid"))
     runner = TrialRunner(oracle, context, directory, progress)
     if resumed and role != "worker":
+        healed = heal_interrupted(runner.oracle)
+        if healed:
+            logger.info("Trial(s) %s had ended before the search was stopped; not rerun.",
+                        ", ".join(healed))
         done = sum(1 for t in runner.oracle.trials.values()
                    if str(t.status) in ("COMPLETED", "FAILED"))
         logger.info("Resuming the search in %s: %d trial(s) already ended; they are not repeated.",
