@@ -27,6 +27,7 @@ from kerastrain.data.validate import Task
 from kerastrain.errors import ConfigError, DataError
 from kerastrain.evaluate import (TaskArg, _labels_for, _model_predictor, compute_metrics,
                                  infer_task, output_activation, read_labelled)
+from kerastrain.perf import as_float32
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +210,9 @@ def ensemble(models: Sequence[keras.Model], method: Literal["average", "vote", "
         >>> ens = ensemble(cv.models, "stack", data=(x_val, y_val))  # doctest: +SKIP
         >>> ens.scores["ensemble"]["accuracy"], ens.scores["member_0"]["accuracy"]  # doctest: +SKIP
     """
-    members = _check_members(models)
+    # Members trained under mixed precision are combined in float32, the
+    # precision the ensemble is exported and scored in.
+    members = [as_float32(m) for m in _check_members(models)]
     if method not in METHODS:
         raise config_error("method", method, "one of " + ", ".join(map(repr, METHODS)), METHODS)
     if method == "stack" and data is None:

@@ -27,7 +27,8 @@ from kerastrain._keras import keras, tf
 logger = logging.getLogger(__name__)
 
 __all__ = ["Decision", "DeviceInfo", "cpu_flags", "device_info", "pick_precision",
-           "precision_scope", "measure_step_seconds", "pick_steps_per_execution", "pick_jit"]
+           "precision_scope", "measure_step_seconds", "pick_steps_per_execution", "pick_jit",
+           "resolve_precision", "configure_execution"]
 
 #: CPU flags (from /proc/cpuinfo) that mean native bfloat16 matrix products.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -245,3 +246,135 @@ def pick_jit(device: DeviceInfo, *, run_seconds: float,
     if speedup >= JIT_MIN_SPEEDUP:
         return Decision(True, f"XLA probe: {speedup:.2f}x faster per step")
     return Decision(False, f"XLA probe: {speedup:.2f}x per step, not worth it")
+
+
+def resolve_precision(setting: str, strategy: tf.distribute.Strategy) -> Decision:
+    """`train.mixed_precision` made concrete: `"auto"` asks `pick_precision`."""
+    if setting != "auto":
+        return Decision(setting, "as configured")
+    return pick_precision(device_info(strategy))
+
+
+def _probe_batch(dataset: Any) -> tuple[Any, Any] | None:
+    """One `(x, y)` batch of a tf.data dataset, or None when there is none to
+    take (a parameter-server `DatasetCreator`, an empty dataset)."""
+    if not isinstance(dataset, tf.data.Dataset):
+        return None
+    for batch in dataset.take(1):
+        return batch[0], batch[1]
+    return None
+
+
+def configure_execution(model: keras.Model, dataset: Any, train: Any, callbacks: Sequence[Any], *,
+                        epochs: int, steps_per_epoch: int | None = None) -> dict[str, Decision]:
+    """Resolves `"auto"` `steps_per_execution` and `jit_compile` on a compiled model.
+
+    Measures one forward and backward pass on a real batch (see
+    `measure_step_seconds`: no weight or state changes) and applies the
+    decisions before `fit` builds its training function.
+
+    Args:
+        model: The compiled model, not yet fitted with these settings.
+        dataset: The training dataset.
+        train: The training options (`steps_per_execution`, `jit_compile`).
+        callbacks: Every callback the fit will run.
+        epochs: Epochs the fit will run.
+        steps_per_epoch: Steps of an epoch when the dataset does not say.
+            Defaults to `None`.
+
+    Returns:
+        The decisions taken, by option name (empty when nothing was `"auto"`).
+    """
+    want_steps = train.steps_per_execution == "auto"
+    want_jit = train.jit_compile == "auto"
+    if not (want_steps or want_jit):
+        return {}
+    strategy = model.distribute_strategy
+    steps = steps_per_epoch
+    if steps is None and isinstance(dataset, tf.data.Dataset):
+        cardinality = int(dataset.cardinality())
+        steps = cardinality if cardinality > 0 else None
+    decisions: dict[str, Decision] = {}
+    blocking = _needs_every_step(callbacks)
+    batch = None
+    if isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
+        reason = "parameter-server training: the step runs on remote workers"
+    elif want_steps and not blocking and (steps or 2) > 1 or want_jit:
+        batch = _probe_batch(dataset)
+        reason = "no batch to measure"
+    step_seconds = None
+    if batch is not None:
+        try:
+            step_seconds = measure_step_seconds(model, keras.losses.get(model.loss), batch)
+        except (ValueError, TypeError, RuntimeError, tf.errors.OpError) as exc:
+            reason = f"the step could not be measured ({type(exc).__name__}: {exc})"
+    if want_steps:
+        if blocking:
+            decision = Decision(1, f"callback {blocking[0]} runs on every step")
+        elif steps == 1:
+            decision = Decision(1, "an epoch is one step")
+        elif step_seconds is None:
+            decision = Decision(1, reason)
+        else:
+            decision = pick_steps_per_execution(step_seconds, steps or MAX_STEPS_PER_EXECUTION,
+                                                callbacks)
+        # tf_keras keeps steps_per_execution in a variable that its own
+        # "auto" tuner assigns the same way; fit reads it at every call.
+        model._steps_per_execution.assign(decision.value)
+        decisions["steps_per_execution"] = decision
+    if want_jit:
+        device = device_info(strategy)
+        if step_seconds is None and device.kind != "tpu":
+            decision = Decision(False, reason)
+        else:
+            run_seconds = (step_seconds or 0.0) * (steps or 1) * max(epochs, 1)
+            decision = pick_jit(device, run_seconds=run_seconds, probe=lambda: (
+                step_seconds, measure_step_seconds(model, keras.losses.get(model.loss), batch,
+                                                   jit=True)))
+        model._jit_compile = bool(decision.value)
+        model.train_function = None  # rebuilt by fit with the new setting
+        decisions["jit_compile"] = decision
+    for name, decision in decisions.items():
+        logger.info("%s='auto' chose %s: %s.", name, decision.value, decision.reason)
+    return decisions
+
+
+def describe_decisions(decisions: dict[str, Decision]) -> dict[str, str]:
+    """Report lines: ``{"steps_per_execution": "50 (a step takes ...)"}``."""
+    return {name: f"{d.value} ({d.reason})" for name, d in decisions.items()}
+
+
+def _float32_config(value: Any) -> Any:
+    """A layer config tree with every dtype policy set to float32."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key == "dtype" and (isinstance(item, dict) and item.get("class_name") in
+                                   ("Policy", "DTypePolicy") or item in ("mixed_bfloat16",
+                                                                         "mixed_float16")):
+                out[key] = "float32"
+            else:
+                out[key] = _float32_config(item)
+        return out
+    if isinstance(value, list):
+        return [_float32_config(item) for item in value]
+    return value
+
+
+def as_float32(model: keras.Model) -> keras.Model:
+    """A float32 copy of a model trained under a mixed-precision policy.
+
+    The variables of a mixed-precision model are already float32; only its
+    computations are not. The copy computes in float32 with the same weights,
+    which is what TFLite and most servers run (TFLite has no bfloat16
+    kernels). A float32 model is returned as is.
+    """
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+        return model
+    config = _float32_config(model.get_config())
+    copy = model.__class__.from_config(config)
+    copy.set_weights(model.get_weights())
+    logger.info("Exported and evaluated in float32: the copy of the %s-trained model computes "
+                "with the same weights.", next(l.dtype_policy.name for l in model.layers
+                                                if l.dtype_policy.name != "float32"))
+    return copy

@@ -23,11 +23,12 @@ from kerastrain.data.preprocess import with_target_scale
 from kerastrain.distribute import make_strategy, open_run_folder, strategy_summary
 from kerastrain.evaluate import compute_metrics, evaluate_run
 from kerastrain.explain import check_explainable, explain_run
+from kerastrain.perf import as_float32, describe_decisions
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.report import Section, write_report
 from kerastrain.runs import RunFolder, write_json
 from kerastrain.tracking import track_run, training_callbacks
-from kerastrain.trial import predict_split, run_training
+from kerastrain.trial import find_learning_rate, predict_split, run_training
 
 logger = logging.getLogger(__name__)
 
@@ -176,9 +177,10 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
                 tuned = tune_stage(cfg, prepared, strategy_obj, run.path)
             cfg = tuned.config
         with stage("train"):
+            cfg = find_learning_rate(cfg, prepared, strategy_obj, run.path, reuse=run.resuming)
             trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.backup_dir,
                                         callbacks=training_callbacks(cfg.tracking, run.path))
-            trained = with_target_scale(trained, prepared.target_scaler)
+            trained = as_float32(with_target_scale(trained, prepared.target_scaler))
         with stage("evaluate"):
             evaluation = evaluate_run(trained, prepared, fit.history)
             metrics = _split_metrics(trained, prepared, evaluation)
@@ -196,7 +198,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
             write_json(run.path / "history.json", fit.history)
             report_path = write_report(
                 run.path, name=cfg.name, history=fit.history,
-                summary={**prepared.summary(), **strategy_summary(cfg, strategy_obj)},
+                summary={**prepared.summary(), **strategy_summary(cfg, strategy_obj),
+                         **describe_decisions(fit.performance)},
                 metrics=metrics, artifacts=artifacts, timings=stage.timings,
                 stop_reason=fit.stop_reason, config=cfg,
                 evaluation=evaluation, explanations=explanations,

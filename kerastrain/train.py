@@ -1,27 +1,42 @@
 """The training stage: compile and fit a model. Tuning trials call it too.
 
 `train_model` is the single place where kerastrain calls ``model.fit``, so a
-tuning trial trains exactly as the final fit does.
+tuning trial trains exactly as the final fit does. The callbacks it adds by
+default (`default_callbacks`) log the learning rate and throughput, guard
+against a NaN loss, back the run up for resuming, stop early with a stated
+reason, and keep the best and last weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
+import shutil
 import sys
-from typing import Any, Sequence
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
+from kerastrain import callbacks as kcb
 from kerastrain._keras import ensure_tf_keras, keras, tf
-from kerastrain.config import EarlyStoppingConfig, TrainConfig
+from kerastrain.callbacks.early_stopping import MAXIMIZED, monitor_mode
+from kerastrain.callbacks.guard import schedule_of
+from kerastrain.config import TrainConfig
+from kerastrain.config.base import ConfigError
 from kerastrain.data.validate import Task
-from kerastrain.optim import make_loss, make_metrics, make_optimizer
+from kerastrain.optim import accumulate_gradients, make_loss, make_metrics, make_optimizer
+from kerastrain.perf import Decision, configure_execution
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "compile_model", "train_model", "monitor_mode"]
+__all__ = ["TrainResult", "compile_model", "compile_options", "default_callbacks", "train_model",
+           "monitor_mode", "find_learning_rate", "MAXIMIZED"]
 
-MAXIMIZED = ("acc", "auc", "precision", "recall", "f1")
+HISTORY_BACKUP = "history.json"
+LR_FINDER_JSON = "lr_finder.json"
+LR_FINDER_PNG = "lr_finder.png"
 
 
 @dataclasses.dataclass
@@ -29,48 +44,133 @@ class TrainResult:
     """What a fit produced.
 
     Attributes:
-        history: Each logged quantity, one value per epoch run.
-        epochs_run: Epochs trained in this call.
+        history: Each logged quantity, one value per epoch, including the
+            epochs of an interrupted fit that this one resumed.
+        epochs_run: Epochs in `history`.
         stop_reason: Why training stopped, in words.
         best_epoch: The epoch (1-based) whose weights the model ends with,
             when early stopping restored them.
+        resumed_at: The epoch (1-based) a resumed fit started from, or None.
+        recoveries: The blow-up guard's recoveries (epoch, batch, loss,
+            learning rate before and after).
+        performance: How each `"auto"` speed option was resolved, and why.
     """
 
     history: dict[str, list[float]]
     epochs_run: int
     stop_reason: str
     best_epoch: int | None = None
+    resumed_at: int | None = None
+    recoveries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    performance: dict[str, Decision] = dataclasses.field(default_factory=dict)
 
 
-def monitor_mode(monitor: str, mode: str = "auto") -> str:
-    """``"max"`` for accuracy-like quantities (acc, auc, precision, recall,
-    f1), ``"min"`` otherwise, unless `mode` says which."""
-    if mode != "auto":
-        return mode
-    name = monitor.lower()
-    return "max" if any(key in name for key in MAXIMIZED) else "min"
+def compile_options(train: TrainConfig) -> dict[str, Any]:
+    """The `model.compile` options for speed: `jit_compile`, `steps_per_execution`.
+
+    An `"auto"` value compiles as off / 1 and is resolved by `train_model`
+    before fitting, once the data and the callbacks are known
+    (`perf.configure_execution`).
+    """
+    jit, steps = train.jit_compile, train.steps_per_execution
+    return {"jit_compile": False if jit == "auto" else bool(jit),
+            "steps_per_execution": 1 if steps == "auto" else int(steps)}
 
 
 def compile_model(model: keras.Model, task: Task, train: TrainConfig, *,
-                  learning_rate: Any = None) -> None:
+                  learning_rate: Any = None, steps_per_epoch: int | None = None) -> None:
     """Compiles ``model`` with the optimizer, loss and metrics of ``train``.
 
-    Call inside the strategy scope that built the model.
+    Call inside the strategy scope that built the model. With
+    `train.gradient_accumulation > 1` the model's training step splits each
+    batch into that many micro-batches (see `optim.accumulate_gradients`).
+
+    Args:
+        model: A tf_keras model.
+        task: The task (loss and metrics).
+        train: The training options.
+        learning_rate: A float or schedule used as is instead of `train`'s
+            rate and schedule. Defaults to `None`.
+        steps_per_epoch: Optimizer steps per epoch, to turn a schedule given in
+            epochs into steps. Defaults to `None` (enough for a constant rate).
     """
-    model.compile(optimizer=make_optimizer(train, learning_rate),
-                  loss=make_loss(task, train), metrics=make_metrics(task, train))
+    model.compile(optimizer=make_optimizer(train, learning_rate, steps_per_epoch=steps_per_epoch),
+                  loss=make_loss(task, train), metrics=make_metrics(task, train),
+                  **compile_options(train))
+    accumulate_gradients(model, train.gradient_accumulation)
 
 
-def _early_stopping(config: EarlyStoppingConfig, has_validation: bool) -> keras.callbacks.EarlyStopping:
-    monitor = config.monitor
-    if not has_validation and monitor.startswith("val_"):
-        logger.warning("No validation split: early stopping watches %r instead of %r.",
-                       monitor[4:], monitor)
-        monitor = monitor[4:]
-    return keras.callbacks.EarlyStopping(
-        monitor=monitor, patience=config.patience, min_delta=config.min_delta,
-        mode=monitor_mode(monitor, config.mode),
-        restore_best_weights=config.restore_best_weights)
+def _monitor(name: str, has_validation: bool, what: str) -> str:
+    if not has_validation and name.startswith("val_"):
+        logger.warning("No validation split: %s watches %r instead of %r.", what, name[4:], name)
+        return name[4:]
+    return name
+
+
+def default_callbacks(train: TrainConfig, *, has_validation: bool,
+                      run_dir: str | os.PathLike | None = None,
+                      backup_dir: str | os.PathLike | None = None,
+                      examples_per_epoch: int | None = None,
+                      chief: bool = True) -> list[keras.callbacks.Callback]:
+    """The callbacks `train_model` adds, in the order they must run.
+
+    The blow-up guard, the history backup and `BackupAndRestore` come before
+    `SwapEMAWeights`, so they keep the raw weights; early stopping and the
+    checkpoints come after it, so they judge and keep the averaged weights.
+
+    Args:
+        train: The training options.
+        has_validation: Whether the fit has validation data (monitors named
+            `val_*` fall back to the training quantity otherwise).
+        run_dir: Folder for checkpoints and TensorBoard logs. Defaults to
+            `None` (neither is written).
+        backup_dir: Folder of the `BackupAndRestore` backup. Defaults to `None`.
+        examples_per_epoch: Training examples per epoch, for throughput.
+            Defaults to `None`.
+        chief: Whether this process writes the run's files. The other
+            workers of a multi-worker run save their checkpoints to a
+            temporary folder instead (saving reads variables through
+            collective operations every worker must join) and skip the history
+            backup; TensorBoard redirects them itself. Defaults to `True`.
+
+    Returns:
+        The callbacks.
+    """
+    own: list[keras.callbacks.Callback] = [kcb.LearningRateLogger(),
+                                           kcb.ThroughputLogger(examples_per_epoch)]
+    if train.blowup_guard is not None:
+        own.append(kcb.BlowupGuard(train.blowup_guard.retries, train.blowup_guard.lr_factor))
+    if train.schedule == "plateau":
+        opts: Any = train.schedule_settings()
+        monitor = _monitor(opts.monitor, has_validation, "ReduceLROnPlateau")
+        own.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, factor=opts.factor, patience=opts.patience, min_delta=opts.min_delta,
+            cooldown=opts.cooldown, min_lr=opts.min_learning_rate,
+            mode=monitor_mode(monitor, opts.mode), verbose=0))
+    if backup_dir is not None:
+        if chief:
+            own.append(kcb.HistoryRecorder(Path(backup_dir) / HISTORY_BACKUP))
+        own.append(kcb.BackupAndRestore(os.fspath(backup_dir), save_freq=train.backup_frequency))
+    if train.ema:
+        own.append(kcb.SwapEMAWeights())
+    stopping = train.early_stopping
+    if stopping is not None:
+        monitor = _monitor(stopping.monitor, has_validation, "early stopping")
+        own.append(kcb.EarlyStopping(monitor, stopping.patience, stopping.min_delta,
+                                     monitor_mode(monitor, stopping.mode),
+                                     stopping.restore_best_weights))
+    if run_dir is not None and train.checkpoints:
+        watched = stopping.monitor if stopping is not None else "val_loss"
+        monitor = _monitor(watched, has_validation, "the best checkpoint")
+        mode = monitor_mode(monitor, stopping.mode if stopping is not None else "auto")
+        folder = Path(run_dir) / "checkpoints" if chief else Path(
+            tempfile.mkdtemp(prefix="kerastrain-checkpoints-"))
+        own.append(kcb.Checkpoint(folder, monitor, mode, temporary=not chief))
+    if run_dir is not None and train.tensorboard:
+        own.append(keras.callbacks.TensorBoard(
+            os.fspath(Path(run_dir) / "tensorboard"), histogram_freq=0, write_graph=False,
+            update_freq="epoch", profile_batch=0))
+    return own
 
 
 def _verbose(setting: Any) -> int:
@@ -79,18 +179,49 @@ def _verbose(setting: Any) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
+def _refuse_plateau_with_schedule(model: keras.Model, callbacks: Sequence[Any],
+                                  train: TrainConfig) -> None:
+    plateau = train.schedule == "plateau" or any(
+        isinstance(cb, keras.callbacks.ReduceLROnPlateau) for cb in callbacks)
+    schedule = schedule_of(model.optimizer)
+    if plateau and isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        raise ConfigError(
+            "ReduceLROnPlateau cannot be combined with a schedule object: the optimizer's "
+            f"learning rate is a {type(schedule).__name__}, which it cannot set. Compile with a "
+            "float learning rate (no schedule, no warmup), or drop ReduceLROnPlateau.")
+
+
+def _summary(stopping: kcb.EarlyStopping | None, guard: kcb.BlowupGuard | None,
+             epochs: Sequence[int], total: int, resumed_at: int | None) -> str:
+    if stopping is not None:
+        reason = stopping.summary(total)
+    elif epochs and epochs[-1] + 1 < total:
+        reason = f"stopped by a callback after epoch {epochs[-1] + 1} of {total}"
+    else:
+        reason = f"completed all {total} epochs"
+    if resumed_at is not None:
+        reason += f"; resumed at epoch {resumed_at} from the backup"
+    if guard is not None and guard.recoveries:
+        last = guard.recoveries[-1]
+        reason += (f"; recovered from {len(guard.recoveries)} non-finite loss(es), learning rate "
+                   f"lowered to {last['lr_after']:.3g}")
+    return reason
+
+
 def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
                 train: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = (),
                 epochs: int | None = None, initial_epoch: int = 0,
-                backup_dir: str | os.PathLike | None = None, steps_per_epoch: int | None = None,
+                backup_dir: str | os.PathLike | None = None,
+                run_dir: str | os.PathLike | None = None,
+                examples_per_epoch: int | None = None, steps_per_epoch: int | None = None,
                 validation_steps: int | None = None) -> TrainResult:
-    """Fits a compiled model, with early stopping and crash-safe backups.
+    """Fits a compiled model with kerastrain's callbacks.
 
     Args:
-        model: A compiled tf_keras model.
+        model: A compiled tf_keras model (see `compile_model`).
         train_ds: Batches of `(x, y)` for training.
         val_ds: Batches for validation, or None.
-        train: The training options (`epochs`, `early_stopping`, `verbose`).
+        train: The training options.
         callbacks: More tf_keras callbacks, run after kerastrain's own.
             Defaults to `()`.
         epochs: The epoch to stop at, replacing `train.epochs`.
@@ -98,8 +229,14 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
         initial_epoch: The epoch to start from (Hyperband's warm starts).
             Defaults to `0`.
         backup_dir: A folder for `BackupAndRestore`: a killed fit rerun with
-            the same folder resumes from its last completed epoch. The folder
-            is emptied when the fit completes. Defaults to `None`.
+            the same folder resumes from its last backup (unless
+            `train.resume` is False, which empties the folder first), and its
+            history keeps the epochs run before the crash. Emptied when the
+            fit completes. Defaults to `None`.
+        run_dir: The folder for checkpoints and TensorBoard logs. Defaults to
+            the parent of `backup_dir`, or none.
+        examples_per_epoch: Training examples per epoch, for the
+            `examples_per_second` log. Defaults to `None`.
         steps_per_epoch: Steps of an epoch over repeating data (parameter-
             server training). Defaults to `None`: the data's end.
         validation_steps: Validation steps, likewise. Defaults to `None`.
@@ -108,33 +245,96 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
         The history and why training stopped.
 
     Raises:
-        ConfigError: When a callback is a Keras 3 object.
+        ConfigError: When a callback is a Keras 3 object, or ReduceLROnPlateau
+            meets a schedule.
+        TrainingDivergedError: When the loss stays non-finite after the blow-up
+            guard's retries.
     """
     total = train.epochs if epochs is None else epochs
-    own: list[keras.callbacks.Callback] = []
-    if backup_dir is not None:
-        own.append(keras.callbacks.BackupAndRestore(os.fspath(backup_dir)))
-    stopping = None
-    if train.early_stopping is not None:
-        stopping = _early_stopping(train.early_stopping, val_ds is not None)
-        own.append(stopping)
     for callback in callbacks:
         ensure_tf_keras(callback, "callbacks")
+    _refuse_plateau_with_schedule(model, callbacks, train)
+    if train.tensorboard and any(isinstance(cb, keras.callbacks.TensorBoard) for cb in callbacks):
+        train = train.replace(tensorboard=False)  # e.g. tracking.tensorboard already writes it
+    previous: list[dict[str, Any]] = []
+    # Only the chief writes (TensorBoard, checkpoints, the history backup);
+    # tf_keras's BackupAndRestore handles the other workers itself.
+    chief = bool(getattr(model.distribute_strategy.extended, "should_checkpoint", True))
+    if backup_dir is not None:
+        backup_dir = Path(backup_dir)
+        if not train.resume and backup_dir.exists() and chief:
+            logger.info("train.resume is False: removing the backup in %s.", backup_dir)
+            shutil.rmtree(backup_dir)
+        previous = kcb.load_records(backup_dir / HISTORY_BACKUP)
+        if run_dir is None:
+            run_dir = backup_dir.parent
+    own = default_callbacks(train, has_validation=val_ds is not None, run_dir=run_dir,
+                            backup_dir=backup_dir, examples_per_epoch=examples_per_epoch,
+                            chief=chief)
+    performance = configure_execution(model, train_ds, train, [*own, *callbacks],
+                                      epochs=total - initial_epoch, steps_per_epoch=steps_per_epoch)
     history = model.fit(train_ds, validation_data=val_ds, epochs=total,
                         initial_epoch=initial_epoch, callbacks=[*own, *callbacks],
                         verbose=_verbose(train.verbose), steps_per_epoch=steps_per_epoch,
                         validation_steps=validation_steps)
-    logs = {k: [float(v) for v in values] for k, values in history.history.items()}
-    ran = len(next(iter(logs.values()), []))
-    if stopping is not None and stopping.stopped_epoch > 0:
-        best = stopping.best_epoch + 1
-        reason = (f"early stopping after epoch {stopping.stopped_epoch + 1}: {stopping.monitor} "
-                  f"did not improve by more than {abs(stopping.min_delta):g} for "
-                  f"{stopping.patience} epochs (best {stopping.best:.4g} at epoch {best})")
-    else:
-        best = stopping.best_epoch + 1 if stopping is not None and stopping.best_weights is not None else None
-        reason = f"completed all {total} epochs"
-    if stopping is not None and stopping.restore_best_weights and best is not None:
-        reason += f"; weights restored from epoch {best}"
+    logs = kcb.merge_history(previous, history.epoch, history.history)
+    stopping = next((cb for cb in own if isinstance(cb, kcb.EarlyStopping)), None)
+    guard = next((cb for cb in own if isinstance(cb, kcb.BlowupGuard)), None)
+    resumed_at = None
+    if history.epoch and history.epoch[0] > initial_epoch:
+        resumed_at = history.epoch[0] + 1
+    elif not history.epoch and previous:
+        resumed_at = total + 1
+    reason = _summary(stopping, guard, history.epoch, total, resumed_at)
+    best = stopping.best_epoch + 1 if stopping is not None and stopping.restored else None
     logger.info("Training stopped: %s.", reason)
-    return TrainResult(history=logs, epochs_run=ran, stop_reason=reason, best_epoch=best)
+    return TrainResult(history=logs, epochs_run=len(next(iter(logs.values()), [])),
+                       stop_reason=reason, best_epoch=best, resumed_at=resumed_at,
+                       recoveries=list(guard.recoveries) if guard is not None else [],
+                       performance=performance)
+
+
+def find_learning_rate(build: Callable[[TrainConfig], keras.Model], train_ds: tf.data.Dataset,
+                       train: TrainConfig, *, out_dir: str | os.PathLike | None = None,
+                       reuse: bool = False) -> tuple[TrainConfig, dict[str, Any]]:
+    """Resolves ``learning_rate="find"`` with a learning-rate range test.
+
+    A probe model from `build` (compiled with a constant rate, no warmup, no
+    EMA) runs the sweep of `train.lr_finder`; the suggestion becomes the
+    (peak) learning rate of the returned options. With `out_dir`, the sweep
+    and suggestion go to `lr_finder.json` and the loss-against-rate plot to
+    `lr_finder.png`; with `reuse`, an existing `lr_finder.json` is used
+    instead of a new sweep (a resumed run keeps its rate).
+
+    Args:
+        build: Builds and compiles a model from training options.
+        train_ds: The training batches.
+        train: The training options (`learning_rate="find"`, `lr_finder`).
+        out_dir: Where to write the JSON and PNG. Defaults to `None`.
+        reuse: Read an earlier `lr_finder.json` from `out_dir`. Defaults to
+            `False`.
+
+    Returns:
+        The options with the suggested rate, and the range test's record.
+    """
+    saved = Path(out_dir) / LR_FINDER_JSON if out_dir is not None else None
+    if reuse and saved is not None and saved.exists():
+        record = json.loads(saved.read_text())
+        logger.info("Reusing the LR range test's suggestion %.3g from %s.",
+                    record["suggestion"], saved)
+        return train.replace(learning_rate=float(record["suggestion"])), record
+    finder = train.lr_finder
+    probe = build(train.replace(learning_rate=finder.start_learning_rate, schedule="constant",
+                                schedule_options={}, warmup_epochs=0.0, warmup_steps=None,
+                                ema=False, blowup_guard=False))
+    result = kcb.lr_range_test(probe, train_ds, start_learning_rate=finder.start_learning_rate,
+                               end_learning_rate=finder.end_learning_rate, steps=finder.steps,
+                               rule=finder.rule, diverge=finder.diverge)
+    record = result.to_dict()
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        record["plot"] = kcb.plot_lr_range(result, saved.with_name(LR_FINDER_PNG)).name
+        tmp = saved.with_name(f".{saved.name}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, saved)
+    return train.replace(learning_rate=result.suggestion), record

@@ -6,6 +6,7 @@ trial trains exactly as the final fit does.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any, Sequence
@@ -19,22 +20,33 @@ from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import model_inputs
 from kerastrain.distribute import coordinator_datasets, distributed_train_config, uses_coordinator
 from kerastrain.models import Head, build_model
-from kerastrain.optim import one_hot_labels
+from kerastrain.optim import one_hot_labels, steps_per_epoch
+from kerastrain.perf import precision_scope, resolve_precision
 from kerastrain.train import TrainResult, compile_model, train_model
+from kerastrain.train import find_learning_rate as _range_test
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["make_datasets", "build_compiled_model", "run_training", "predict", "predict_split"]
+__all__ = ["make_datasets", "build_compiled_model", "run_training", "predict", "predict_split",
+           "global_batch_size", "find_learning_rate"]
+
+
+def global_batch_size(config: PipelineConfig, strategy: tf.distribute.Strategy) -> int:
+    """Examples per optimizer update: the batch size per replica, times the
+    replicas, times the micro-batches of gradient accumulation."""
+    return config.batch_size * strategy.num_replicas_in_sync * config.train.gradient_accumulation
 
 
 def make_datasets(config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy,
                   memory: InMemory | None = None) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
     """Training and validation datasets with the global batch size.
 
-    The global batch is `train.batch_size` per replica times the replicas.
+    The global batch is `train.batch_size` per replica times the replicas
+    (times `train.gradient_accumulation`: each batch holds the micro-batches
+    of one update).
     """
     memory = memory or InMemory(prepared.x, prepared.training_targets)
-    global_batch = config.batch_size * strategy.num_replicas_in_sync
+    global_batch = global_batch_size(config, strategy)
     map_batch = None
     if one_hot_labels(prepared.task, config.train):
         depth = prepared.task.num_classes
@@ -50,13 +62,19 @@ def make_datasets(config: PipelineConfig, prepared: Prepared, strategy: tf.distr
 
 def build_compiled_model(config: PipelineConfig, prepared: Prepared,
                          strategy: tf.distribute.Strategy) -> keras.Model:
-    """Builds and compiles the model inside the strategy scope."""
+    """Builds and compiles the model inside the strategy scope (and under the
+    `train.mixed_precision` policy); schedules count the steps of an epoch."""
     task = prepared.task
-    with strategy.scope():
+    precision = resolve_precision(config.train.mixed_precision, strategy)
+    if config.train.mixed_precision == "auto":
+        logger.info("mixed_precision='auto' chose %s: %s.", precision.value, precision.reason)
+    with strategy.scope(), precision_scope(precision.value):
         inputs = model_inputs(prepared.feature_shape, prepared.standardizer)
         model = build_model(config.model, inputs, Head(task.output_units, task.output_activation),
                             config.model_options)
-        compile_model(model, task, distributed_train_config(config, strategy))
+        compile_model(model, task, distributed_train_config(config, strategy),
+                      steps_per_epoch=steps_per_epoch(len(prepared.splits.train),
+                                                      global_batch_size(config, strategy)))
     logger.info("Model %r: %s parameters.", model.name, f"{model.count_params():,}")
     return model
 
@@ -89,13 +107,35 @@ def run_training(config: PipelineConfig, prepared: Prepared, strategy: tf.distri
     if uses_coordinator(strategy):  # parameter servers: each worker builds its own pipeline
         train_ds, val_ds, steps = coordinator_datasets(
             lambda: make_datasets(config, prepared, tf.distribute.get_strategy()),
-            prepared, config.batch_size * strategy.num_replicas_in_sync)
+            prepared, global_batch_size(config, strategy))
     else:
         train_ds, val_ds = make_datasets(config, prepared, strategy, memory)
     result = train_model(model, train_ds, val_ds, distributed_train_config(config, strategy),
                          callbacks=callbacks, epochs=epochs, initial_epoch=initial_epoch,
-                         backup_dir=backup_dir, **steps)
+                         backup_dir=backup_dir, examples_per_epoch=len(prepared.splits.train),
+                         **steps)
+    result.performance["mixed_precision"] = resolve_precision(config.train.mixed_precision, strategy)
     return model, result
+
+
+def find_learning_rate(config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy,
+                       run_dir: str | os.PathLike | None = None, *,
+                       reuse: bool = False) -> PipelineConfig:
+    """``config`` with `train.learning_rate="find"` replaced by the suggestion
+    of a learning-rate range test on a probe model (unchanged otherwise).
+
+    See `kerastrain.train.find_learning_rate`; `lr_finder.json` and
+    `lr_finder.png` go to `run_dir`, and `reuse` (a resumed run) reads the
+    earlier suggestion instead of sweeping again.
+    """
+    if config.train.learning_rate != "find":
+        return config
+    build = lambda train: build_compiled_model(  # noqa: E731
+        dataclasses.replace(config, train=train), prepared, strategy)
+    train_ds, _ = make_datasets(config, prepared, strategy)
+    train, _ = _range_test(build, train_ds, config.train, out_dir=run_dir,
+                           reuse=reuse and config.train.resume)
+    return dataclasses.replace(config, train=train)
 
 
 def predict(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:

@@ -84,7 +84,13 @@ def _type_name(tp: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+        args = typing.get_args(tp)
+        choices = [c for a in args if typing.get_origin(a) is Literal for c in typing.get_args(a)]
+        others = [_type_name(a) for a in args if typing.get_origin(a) is not Literal]
+        if not choices:
+            return " or ".join(others)
+        listed = repr(choices[0]) if len(choices) == 1 else "one of " + ", ".join(map(repr, choices))
+        return " or ".join([listed, *others])
     if origin in (list, tuple):
         args = typing.get_args(tp)
         return f"a list of {_type_name(args[0])}" if args else "a list"

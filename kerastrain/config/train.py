@@ -1,4 +1,8 @@
-"""Training options: ``fit_pipeline(train={...})``."""
+"""Training options: ``fit_pipeline(train={...})``.
+
+Schedules are given in epochs here; the training stage converts them to
+optimizer steps once it knows how many steps an epoch has.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,11 @@ from typing import Any, ClassVar, Literal
 from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean, option
 
 Optimizer = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam"]
+Schedule = Literal["constant", "step", "multistep", "exponential", "polynomial", "cosine",
+                   "cosine_restarts", "onecycle", "inverse_sqrt", "plateau"]
+#: Explicit precision policies. A later "auto" is added here and resolved
+#: (`kerastrain.perf.pick_precision`) before `kerastrain.perf.precision_scope`.
+Precision = Literal["float32", "mixed_bfloat16", "mixed_float16"]
 
 #: The keyword options each optimizer accepts in ``train.optimizer_options``
 #: (tf_keras's own argument names), besides the common ones below.
@@ -47,6 +56,272 @@ class EarlyStoppingConfig(Section):
 
 
 @dataclasses.dataclass
+class BlowupGuardConfig(Section):
+    """What happens when the training loss becomes NaN or infinite.
+
+    Attributes:
+        retries: Recoveries (restore the last good weights, lower the learning
+            rate, go on) before training fails. Defaults to `3`.
+        lr_factor: Each recovery multiplies the learning rate by this.
+            Defaults to `0.1`.
+    """
+
+    _path: ClassVar[str] = "train.blowup_guard"
+
+    retries: int = option(3, ge=0)
+    lr_factor: float = option(0.1, gt=0.0, lt=1.0)
+
+
+@dataclasses.dataclass
+class LRFinderConfig(Section):
+    """The learning-rate range test run for ``learning_rate="find"``.
+
+    Attributes:
+        start_learning_rate: The first learning rate tried. Defaults to `1e-7`.
+        end_learning_rate: The last learning rate tried. Defaults to `10.0`.
+        steps: Optimizer steps of the sweep (the rates grow geometrically).
+            Defaults to `100`.
+        rule: `"min_loss"` (a tenth of the rate at the lowest smoothed loss)
+            or `"steepest"` (the rate where the smoothed loss falls fastest).
+            Defaults to `"min_loss"`.
+        diverge: Stop the sweep once the smoothed loss exceeds this multiple
+            of its lowest value. Defaults to `4.0`.
+    """
+
+    _path: ClassVar[str] = "train.lr_finder"
+
+    start_learning_rate: float = option(1e-7, gt=0.0)
+    end_learning_rate: float = option(10.0, gt=0.0)
+    steps: int = option(100, ge=5)
+    rule: Literal["min_loss", "steepest"] = "min_loss"
+    diverge: float = option(4.0, gt=1.0)
+
+    def validate(self) -> None:
+        if self.end_learning_rate <= self.start_learning_rate:
+            raise config_error("train.lr_finder.end_learning_rate", self.end_learning_rate,
+                               f"> start_learning_rate ({self.start_learning_rate:g})")
+
+
+# One section per schedule: the keys of ``train.schedule_options``. Lengths are
+# in epochs; `None` lengths default to the epochs left after warmup.
+
+@dataclasses.dataclass
+class ConstantOptions(Section):
+    """``schedule="constant"`` takes no options."""
+
+    _path: ClassVar[str] = "train.schedule_options"
+
+
+@dataclasses.dataclass
+class StepOptions(Section):
+    """``schedule="step"``: multiply by `gamma` every `step_size` epochs.
+
+    Attributes:
+        step_size: Epochs between decays. Defaults to a third of the epochs
+            after warmup (at least 1).
+        gamma: The factor of each decay. Defaults to `0.1`.
+    """
+
+    _path: ClassVar[str] = "train.schedule_options"
+
+    step_size: float | None = option(None, gt=0.0)
+    gamma: float = option(0.1, gt=0.0)
+
+
+@dataclasses.dataclass
+class MultiStepOptions(Section):
+    """``schedule="multistep"``: piecewise constant.
+
+    Attributes:
+        boundaries: Epochs (counted after warmup) where the rate changes,
+            increasing. Defaults to half and three quarters of the epochs
+            after warmup.
+        values: The rates, one more than the boundaries. Defaults to
+            `learning_rate * gamma**i`.
+        gamma: The factor between successive values when `values` is not
+            given. Defaults to `0.1`.
+    """
+
+    _path: ClassVar[str] = "train.schedule_options"
+
+    boundaries: list[float] | None = None
+    values: list[float] | None = None
+    gamma: float = option(0.1, gt=0.0)
+
+    def validate(self) -> None:
+        if self.boundaries is not None:
+            steps = zip(self.boundaries, self.boundaries[1:])
+            if not self.boundaries or any(b <= a for a, b in steps) or self.boundaries[0] <= 0:
+                raise config_error("train.schedule_options.boundaries", self.boundaries,
+                                   "a non-empty, strictly increasing list of epochs > 0")
+        if self.values is not None:
+            if self.boundaries is None:
+                raise ConfigError("The 'train.schedule_options.values' option needs "
+                                  "'boundaries' too (one value more than boundaries).")
+            if len(self.values) != len(self.boundaries) + 1 or any(v < 0 for v in self.values):
+                raise config_error(
+                    "train.schedule_options.values", self.values,
+                    f"{len(self.boundaries) + 1} learning rates >= 0 (one more than the "
+                    f"{len(self.boundaries)} boundaries)")
+
+
+@dataclasses.dataclass
+class ExponentialOptions(Section):
+    """``schedule="exponential"``: `lr * decay_rate ** (epoch / decay_epochs)`.
+
+    Attributes:
+        decay_epochs: Epochs per factor of `decay_rate`. Defaults to `1.0`.
+        decay_rate: The factor. Defaults to `0.9`.
+        staircase: Decay in whole steps of `decay_epochs`. Defaults to `False`.
+    """
+
+    _path: ClassVar[str] = "train.schedule_options"
+
+    decay_epochs: float = option(1.0, gt=0.0)
+    decay_rate: float = option(0.9, gt=0.0)
+    staircase: bool = False
+
+
+@dataclasses.dataclass
+class PolynomialOptions(Section):
+    """``schedule="polynomial"``: polynomial decay to `end_learning_rate`.
+
+    Attributes:
+        decay_epochs: Length of the decay. Defaults to the epochs after warmup.
+        end_learning_rate: The final rate. Defaults to `0.0`.
+        power: The polynomial's power (1 is linear). Defaults to `1.0`.
+    """
+
+    _path: ClassVar[str] = "train.schedule_options"
+
+    decay_epochs: float | None = option(None, gt=0.0)
+    end_learning_rate: float = option(0.0, ge=0.0)
+    power: float = option(1.0, gt=0.0)
+
+
+@dataclasses.dataclass
+class CosineOptions(Section):
+    """``schedule="cosine"``: half a cosine from `learning_rate` to `alpha * learning_rate`.
+
+    Attributes:
+        decay_epochs: Length of the decay. Defaults to the epochs after warmup.
+        alpha: The final rate as a fraction of the first. Defaults to `0.0`.
+    """
+
+    _path: ClassVar[str] = "train.schedule_options"
+
+    decay_epochs: float | None = option(None, gt=0.0)
+    alpha: float = option(0.0, ge=0.0, le=1.0)
+
+
+@dataclasses.dataclass
+class CosineRestartsOptions(Section):
+    """``schedule="cosine_restarts"``: SGDR, cosine decay with warm restarts.
+
+    Attributes:
+        first_decay_epochs: The first period. Defaults to the length that makes
+            three periods fill the epochs after warmup.
+        t_mul: Each period is this many times longer than the last.
+            Defaults to `2.0`.
+        m_mul: Each restart's peak is this fraction of the last. Defaults to `1.0`.
+        alpha: The floor as a fraction of the peak. Defaults to `0.0`.
+    """
+
+    _path: ClassVar[str] = "train.schedule_options"
+
+    first_decay_epochs: float | None = option(None, gt=0.0)
+    t_mul: float = option(2.0, gt=0.0)
+    m_mul: float = option(1.0, gt=0.0)
+    alpha: float = option(0.0, ge=0.0, le=1.0)
+
+
+@dataclasses.dataclass
+class OneCycleOptions(Section):
+    """``schedule="onecycle"``: up to `learning_rate`, then far below it (PyTorch's OneCycleLR).
+
+    Attributes:
+        total_epochs: Length of the cycle. Defaults to the epochs after warmup.
+        pct_start: Fraction of the cycle spent rising. Defaults to `0.3`.
+        div_factor: The start is `learning_rate / div_factor`. Defaults to `25.0`.
+        final_div_factor: The end is the start divided by this.
+            Defaults to `1e4`.
+    """
+
+    _path: ClassVar[str] = "train.schedule_options"
+
+    total_epochs: float | None = option(None, gt=0.0)
+    pct_start: float = option(0.3, gt=0.0, lt=1.0)
+    div_factor: float = option(25.0, gt=0.0)
+    final_div_factor: float = option(1e4, gt=0.0)
+
+
+@dataclasses.dataclass
+class InverseSqrtOptions(Section):
+    """``schedule="inverse_sqrt"``: `lr / sqrt(1 + t / timescale)` (Transformer style).
+
+    Attributes:
+        timescale_epochs: Where the rate has fallen by `sqrt(2)`. Defaults to
+            the warmup length, or one epoch without warmup.
+    """
+
+    _path: ClassVar[str] = "train.schedule_options"
+
+    timescale_epochs: float | None = option(None, gt=0.0)
+
+
+@dataclasses.dataclass
+class PlateauOptions(Section):
+    """``schedule="plateau"``: `ReduceLROnPlateau`, the adaptive option.
+
+    Attributes:
+        monitor: The logged quantity watched. Defaults to `"val_loss"`.
+        factor: Multiply the rate by this on a plateau. Defaults to `0.1`.
+        patience: Epochs without improvement before lowering. Defaults to `2`.
+        min_delta: The smallest change that counts. Defaults to `1e-4`.
+        cooldown: Epochs to wait after a reduction. Defaults to `0`.
+        min_learning_rate: The floor. Defaults to `0.0`.
+        mode: `"min"`, `"max"` or `"auto"` (from the name). Defaults to `"auto"`.
+    """
+
+    _path: ClassVar[str] = "train.schedule_options"
+
+    monitor: str = "val_loss"
+    factor: float = option(0.1, gt=0.0, lt=1.0)
+    patience: int = option(2, ge=0)
+    min_delta: float = option(1e-4, ge=0.0)
+    cooldown: int = option(0, ge=0)
+    min_learning_rate: float = option(0.0, ge=0.0)
+    mode: Literal["auto", "min", "max"] = "auto"
+
+
+SCHEDULE_OPTIONS: dict[str, type[Section]] = {
+    "constant": ConstantOptions, "step": StepOptions, "multistep": MultiStepOptions,
+    "exponential": ExponentialOptions, "polynomial": PolynomialOptions,
+    "cosine": CosineOptions, "cosine_restarts": CosineRestartsOptions,
+    "onecycle": OneCycleOptions, "inverse_sqrt": InverseSqrtOptions,
+    "plateau": PlateauOptions,
+}
+
+
+def is_schedule_object(value: Any) -> bool:
+    """Whether ``value`` looks like a tf_keras `LearningRateSchedule` (duck-typed:
+    this module never imports TensorFlow)."""
+    return (not isinstance(value, (str, bytes, int, float)) and callable(value)
+            and hasattr(value, "get_config"))
+
+
+def _shorthand(value: Any, section: type[Section], field: str) -> Section | None:
+    """`True` -> defaults, `False`/`None` -> off, an int -> that `field`."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return section()
+    if isinstance(value, int):
+        return section(**{field: value})
+    return value
+
+
+@dataclasses.dataclass
 class TrainConfig(Section):
     """How the model is compiled and fitted.
 
@@ -54,22 +329,75 @@ class TrainConfig(Section):
         epochs: Training epochs (an upper bound with early stopping).
             Defaults to `20`.
         batch_size: Examples per step (per replica under a distribution
-            strategy). Defaults to `32` when neither this nor
-            `data_options.batch_size` is set.
+            strategy, per micro-batch with gradient accumulation). Defaults to
+            `32` when neither this nor `data_options.batch_size` is set.
         optimizer: One of sgd, adam, adamw, rmsprop, adagrad, nadam.
             Defaults to `"adam"`.
         optimizer_options: Extra keyword arguments of the optimizer, e.g.
             `{"momentum": 0.9, "nesterov": True}` for sgd. Defaults to `{}`.
-        learning_rate: The (peak) learning rate. Defaults to `1e-3`.
+        learning_rate: The (peak) learning rate; `"find"` to run a
+            learning-rate range test first and train with its suggestion; or a
+            tf_keras `LearningRateSchedule` object (then `schedule` must stay
+            `"constant"`). Defaults to `1e-3`.
         weight_decay: Decoupled weight decay applied by the optimizer.
             Defaults to `0.0`.
+        schedule: `"constant"`, `"step"`, `"multistep"`, `"exponential"`,
+            `"polynomial"`, `"cosine"`, `"cosine_restarts"`, `"onecycle"`,
+            `"inverse_sqrt"`, or `"plateau"` (`ReduceLROnPlateau`).
+            Defaults to `"constant"`.
+        schedule_options: The chosen schedule's options, lengths in epochs
+            (see `StepOptions`, `CosineOptions`, ...). Defaults to `{}`.
+        warmup_epochs: Warm the rate up over this many epochs (fractions
+            allowed) before the schedule starts. Defaults to `0.0`.
+        warmup_steps: Warm up over this many optimizer steps instead.
+            Defaults to `None`.
+        warmup_method: `"linear"` or `"exponential"`. Defaults to `"linear"`.
+        warmup_learning_rate: The rate warmup starts from. Defaults to `None`:
+            0 for linear warmup, a hundredth of the peak for exponential.
+        lr_finder: Options of the range test behind `learning_rate="find"`.
+            Defaults to `LRFinderConfig()`.
         early_stopping: Patience as an integer, a mapping of
             `EarlyStoppingConfig` options, `True` for the defaults, or
             `None`/`False` to train every epoch. Defaults to `5`.
+        gradient_accumulation: Micro-batches of `batch_size` per optimizer
+            update (same result as a batch this many times larger).
+            Defaults to `1`.
+        ema: Keep an exponential moving average of the weights; validation,
+            evaluation and export use the averaged weights. Defaults to `False`.
+        ema_momentum: The average's momentum. Defaults to `0.99`.
+        clipnorm: Clip each gradient to this norm. Defaults to `None`.
+        global_clipnorm: Clip all gradients together to this global norm.
+            Defaults to `None`.
         loss: A tf_keras loss name, or `"auto"` to choose it from the task.
             Defaults to `"auto"`.
         label_smoothing: Label smoothing for classification losses.
             Defaults to `0.0`.
+        resume: Rerunning with the same `output_dir` after a crash resumes
+            from the last backup; `False` starts training again.
+            Defaults to `True`.
+        backup_frequency: Back up the training state every `"epoch"` or every
+            N steps. Defaults to `"epoch"`.
+        checkpoints: Write the best and the last weights to
+            `<run>/checkpoints/`. Defaults to `True`.
+        blowup_guard: On a NaN/Inf loss, restore the last good weights, lower
+            the rate and go on, up to `retries` times: `True`, the number of
+            retries, a mapping of `BlowupGuardConfig` options, or `False`.
+            Defaults to `True`.
+        tensorboard: Write TensorBoard logs to `<run>/tensorboard/` (the same
+            logs as `tracking.tensorboard`; one writer when both are set).
+            Defaults to `False`.
+        mixed_precision: `"float32"`, `"mixed_bfloat16"`, `"mixed_float16"`
+            (with loss scaling), or `"auto"`: bfloat16 on TPUs and on CPUs
+            with native bfloat16 (AVX512_BF16 or AMX), float16 on GPUs with
+            tensor cores, float32 elsewhere. Defaults to `"auto"`.
+        jit_compile: Compile the training step with XLA, or `"auto"`: on for
+            TPUs, elsewhere only when a probe shows it faster (probed only when
+            the run is long enough to pay for a compilation).
+            Defaults to `"auto"`.
+        steps_per_execution: Training steps per `tf.function` call, or
+            `"auto"`: chosen from the measured cost of a step (about 50 ms of
+            work per call), and 1 when a callback needs every step.
+            Defaults to `"auto"`.
         deterministic: Enable TensorFlow op determinism (slower, bit-for-bit
             repeatable with a seed). Defaults to `False`.
         verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line
@@ -82,24 +410,54 @@ class TrainConfig(Section):
     batch_size: int | None = option(None, gt=0)
     optimizer: Optimizer = "adam"
     optimizer_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    learning_rate: float = option(1e-3, gt=0.0)
+    learning_rate: float | Literal["find"] | Any = option(1e-3, gt=0.0)
     weight_decay: float = option(0.0, ge=0.0)
+    schedule: Schedule = "constant"
+    schedule_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    warmup_epochs: float = option(0.0, ge=0.0)
+    warmup_steps: int | None = option(None, ge=0)
+    warmup_method: Literal["linear", "exponential"] = "linear"
+    warmup_learning_rate: float | None = option(None, ge=0.0)
+    lr_finder: LRFinderConfig = dataclasses.field(default_factory=LRFinderConfig)
     early_stopping: bool | int | EarlyStoppingConfig | None = 5
+    gradient_accumulation: int = option(1, ge=1)
+    ema: bool = False
+    ema_momentum: float = option(0.99, gt=0.0, lt=1.0)
+    clipnorm: float | None = option(None, gt=0.0)
+    global_clipnorm: float | None = option(None, gt=0.0)
     loss: str = "auto"
     label_smoothing: float = option(0.0, ge=0.0, lt=1.0)
+    resume: bool = True
+    backup_frequency: Literal["epoch"] | int = option("epoch", ge=1)
+    checkpoints: bool = True
+    blowup_guard: bool | int | BlowupGuardConfig | None = True
+    tensorboard: bool = False
+    mixed_precision: Literal["auto"] | Precision = "auto"
+    jit_compile: Literal["auto"] | bool = "auto"
+    steps_per_execution: Literal["auto"] | int = option("auto", ge=1)
     deterministic: bool = False
     verbose: Literal["auto", 0, 1, 2] = "auto"
 
     def validate(self) -> None:
-        stopping = self.early_stopping
-        if stopping is False or stopping is None:
-            stopping = None
-        elif stopping is True:
-            stopping = EarlyStoppingConfig()
-        elif isinstance(stopping, int):
-            stopping = EarlyStoppingConfig(patience=stopping)
-        object.__setattr__(self, "early_stopping", stopping)
+        object.__setattr__(self, "early_stopping",
+                           _shorthand(self.early_stopping, EarlyStoppingConfig, "patience"))
+        object.__setattr__(self, "blowup_guard",
+                           _shorthand(self.blowup_guard, BlowupGuardConfig, "retries"))
+        self._check_learning_rate()
+        self._check_optimizer_options()
+        self._check_schedule()
 
+    def _check_learning_rate(self) -> None:
+        lr = self.learning_rate
+        if isinstance(lr, bool) or (isinstance(lr, str) and lr != "find") or not (
+                isinstance(lr, (int, float, str)) or is_schedule_object(lr)):
+            raise config_error("train.learning_rate", lr,
+                               "a number > 0, 'find', or a tf_keras LearningRateSchedule",
+                               ["find"])
+        if isinstance(lr, int):
+            object.__setattr__(self, "learning_rate", float(lr))
+
+    def _check_optimizer_options(self) -> None:
         for key in ("learning_rate", "weight_decay"):
             if key in self.optimizer_options:
                 raise config_error(f"train.optimizer_options.{key}", self.optimizer_options[key],
@@ -111,3 +469,57 @@ class TrainConfig(Section):
                     f"Unknown option 'train.optimizer_options.{key}' for optimizer "
                     f"{self.optimizer!r}. It accepts: {', '.join(allowed)}."
                     + did_you_mean(key, allowed))
+        for key in ("clipnorm", "global_clipnorm"):
+            if key in self.optimizer_options and getattr(self, key) is not None:
+                raise config_error(f"train.optimizer_options.{key}", self.optimizer_options[key],
+                                   f"set once, as 'train.{key}', not also inside optimizer_options")
+        norms = [k for k in ("clipnorm", "global_clipnorm")
+                 if getattr(self, k) is not None or k in self.optimizer_options]
+        if len(norms) > 1:
+            raise ConfigError("Both 'train.clipnorm' and 'train.global_clipnorm' were given; "
+                              "clip each gradient by norm or all of them by their global norm, "
+                              "not both.")
+
+    def _check_schedule(self) -> None:
+        section = SCHEDULE_OPTIONS[self.schedule]
+        names = [f.name for f in dataclasses.fields(section) if f.init]
+        for key in self.schedule_options:
+            if key not in names:
+                accepted = ", ".join(names) if names else "no options"
+                raise ConfigError(
+                    f"Unknown option 'train.schedule_options.{key}' for schedule "
+                    f"{self.schedule!r}. It accepts: {accepted}." + did_you_mean(key, names))
+        section.from_dict(self.schedule_options)
+        warmup = self.warmup_epochs > 0 or bool(self.warmup_steps)
+        if self.warmup_epochs > 0 and self.warmup_steps:
+            raise ConfigError("Both 'train.warmup_epochs' and 'train.warmup_steps' were given; "
+                              "set one of them.")
+        if self.warmup_epochs >= self.epochs:
+            raise config_error("train.warmup_epochs", self.warmup_epochs,
+                               f"< train.epochs ({self.epochs}), so that training goes past warmup")
+        if self.warmup_method == "exponential" and self.warmup_learning_rate == 0:
+            raise config_error("train.warmup_learning_rate", 0.0,
+                               "> 0 with warmup_method='exponential' (it grows geometrically)")
+        if self.schedule == "plateau":
+            if is_schedule_object(self.learning_rate) or warmup:
+                given = ("train.learning_rate is a LearningRateSchedule object"
+                         if is_schedule_object(self.learning_rate) else "warmup was asked for")
+                raise ConfigError(
+                    f"schedule='plateau' (ReduceLROnPlateau) cannot be combined with a schedule "
+                    f"object: {given}. ReduceLROnPlateau sets the optimizer's learning rate "
+                    "itself, which a schedule would fight. Use a number as learning_rate and no "
+                    "warmup, or choose a schedule other than 'plateau'.")
+        elif is_schedule_object(self.learning_rate) and self.schedule != "constant":
+            raise ConfigError(
+                f"train.learning_rate is a LearningRateSchedule object, so it already is the "
+                f"schedule; schedule={self.schedule!r} would replace it. Leave schedule as "
+                "'constant', or give learning_rate as a number.")
+
+    def schedule_settings(self) -> Section:
+        """The checked options of the chosen schedule, defaults filled in."""
+        return SCHEDULE_OPTIONS[self.schedule].from_dict(self.schedule_options)
+
+    @property
+    def has_warmup(self) -> bool:
+        """Whether warmup was asked for."""
+        return self.warmup_epochs > 0 or bool(self.warmup_steps)

@@ -1,0 +1,170 @@
+"""Early stopping that says why it stopped, with best-weight restore."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from kerastrain._keras import keras
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EarlyStopping", "monitor_mode", "MAXIMIZED"]
+
+#: Substrings of the names of quantities that improve upward.
+MAXIMIZED = ("acc", "auc", "precision", "recall", "f1")
+
+
+def monitor_mode(monitor: str, mode: str = "auto") -> str:
+    """``"max"`` for accuracy-like quantities (acc, auc, precision, recall,
+    f1), ``"min"`` otherwise, unless `mode` says which.
+
+    Example:
+        >>> monitor_mode("val_accuracy"), monitor_mode("val_loss")
+        ('max', 'min')
+    """
+    if mode != "auto":
+        return mode
+    name = monitor.lower()
+    return "max" if any(key in name for key in MAXIMIZED) else "min"
+
+
+class EarlyStopping(keras.callbacks.Callback):
+    """Stops training when `monitor` stops improving, and states why.
+
+    The verdict is kept in one method, `evaluate_stopping_criteria`, which
+    returns whether to stop and the reason in words (as Lightning's
+    `EarlyStopping` does). With `restore_best_weights`, the weights of the
+    best epoch are put back when training ends (after the optimizer has
+    finalized its variables, so that an EMA run ends on the best averaged
+    weights), unless the best epoch was the last.
+
+    Args:
+        monitor: The logged quantity watched. Defaults to `"val_loss"`.
+        patience: Epochs without improvement before stopping. Defaults to `5`.
+        min_delta: The smallest change that counts as an improvement.
+            Defaults to `0.0`.
+        mode: `"min"`, `"max"`, or `"auto"` (from the name; see
+            `monitor_mode`). Defaults to `"auto"`.
+        restore_best_weights: End with the best epoch's weights.
+            Defaults to `True`.
+        start_from_epoch: Epochs (0-based) during which no patience is used
+            up. Defaults to `0`.
+
+    Attributes:
+        best: The best value seen.
+        best_epoch: Its epoch (0-based), or None.
+        stopped_epoch: The epoch (0-based) training stopped after, or None.
+        stop_reason: Why training stopped early, or None.
+        restored: Whether the best weights were put back.
+
+    Example:
+        >>> stop = EarlyStopping(patience=2)
+        >>> model.fit(x, y, validation_split=0.2, callbacks=[stop])  # doctest: +SKIP
+        >>> stop.stop_reason  # doctest: +SKIP
+        'val_loss did not improve by more than 0 for 2 epochs (best 0.31 at epoch 4)'
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = True,
+                 start_from_epoch: int = 0):
+        super().__init__()
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(
+                f"Argument `mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
+        if patience < 0:
+            raise ValueError(f"Argument `patience` must be >= 0. Received: patience={patience!r}")
+        self.monitor = monitor
+        self.patience = int(patience)
+        self.min_delta = abs(float(min_delta))
+        self.mode = monitor_mode(monitor, mode)
+        self.restore_best_weights = restore_best_weights
+        self.start_from_epoch = int(start_from_epoch)
+        self._supports_tf_logs = True
+        self._reset()
+
+    def _reset(self) -> None:
+        self.wait = 0
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch: int | None = None
+        self.best_weights: list[Any] | None = None
+        self.stopped_epoch: int | None = None
+        self.stop_reason: str | None = None
+        self.last_epoch: int | None = None
+        self.restored = False
+        self._warned = False
+
+    def is_improvement(self, current: float) -> bool:
+        """Whether `current` beats the best by more than `min_delta`."""
+        if self.mode == "min":
+            return current < self.best - self.min_delta
+        return current > self.best + self.min_delta
+
+    def evaluate_stopping_criteria(self, current: float, epoch: int) -> tuple[bool, str | None]:
+        """Updates the best value and patience with one epoch's value.
+
+        Args:
+            current: The monitored value.
+            epoch: The epoch (0-based).
+
+        Returns:
+            Whether to stop, and why (None when going on).
+        """
+        if not math.isfinite(current):
+            return True, f"{self.monitor} became {current} at epoch {epoch + 1}"
+        if self.is_improvement(current):
+            self.best, self.best_epoch, self.wait = current, epoch, 0
+            return False, None
+        if epoch < self.start_from_epoch:
+            return False, None
+        self.wait += 1
+        if self.wait >= self.patience:
+            best = ("n/a" if self.best_epoch is None
+                    else f"{self.best:.4g} at epoch {self.best_epoch + 1}")
+            return True, (f"{self.monitor} did not improve by more than {self.min_delta:g} for "
+                          f"{self.wait} epochs (best {best})")
+        return False, None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._reset()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        current = (logs or {}).get(self.monitor)
+        if current is None:
+            if not self._warned:
+                logger.warning("Early stopping watches %r, which is not logged; logged: %s.",
+                               self.monitor, ", ".join(sorted(logs or {})))
+                self._warned = True
+            return
+        current = float(current)
+        self.last_epoch = epoch
+        stop, reason = self.evaluate_stopping_criteria(current, epoch)
+        if self.best_epoch == epoch and self.restore_best_weights:
+            self.best_weights = self.model.get_weights()
+        if stop:
+            self.model.stop_training = True
+            self.stopped_epoch = epoch
+            self.stop_reason = reason
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if (self.restore_best_weights and self.best_weights is not None
+                and self.best_epoch != self.last_epoch):
+            self.model.set_weights(self.best_weights)
+            self.restored = True
+            logger.info("Early stopping restored the weights of epoch %d (%s %.4g).",
+                        self.best_epoch + 1, self.monitor, self.best)
+
+    def summary(self, epochs: int) -> str:
+        """Why training ended, in one sentence, for the history and report.
+
+        Args:
+            epochs: The epochs asked for.
+        """
+        if self.stopped_epoch is not None:
+            text = f"early stopping after epoch {self.stopped_epoch + 1}: {self.stop_reason}"
+        else:
+            text = f"completed all {epochs} epochs"
+        if self.restored:
+            text += f"; weights restored from epoch {self.best_epoch + 1}"
+        return text

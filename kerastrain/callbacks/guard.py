@@ -1,0 +1,174 @@
+"""The loss blow-up guard: recover from a NaN or infinite loss, or fail clearly."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from kerastrain import schedules
+from kerastrain._keras import keras, tf
+from kerastrain.errors import ConfigError, KerastrainError
+from kerastrain.optim import inner_optimizer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["BlowupGuard", "TrainingDivergedError", "learning_rate_of", "schedule_of",
+           "set_learning_rate_scale"]
+
+
+class TrainingDivergedError(KerastrainError, RuntimeError):
+    """The training loss stayed NaN or infinite after every recovery."""
+
+
+def learning_rate_of(optimizer: Any) -> float:
+    """The learning rate the optimizer used at its last step (or will use)."""
+    return float(keras.backend.get_value(optimizer.learning_rate))
+
+
+def schedule_of(optimizer: Any) -> Any:
+    # tf_keras keeps the schedule object in `_learning_rate` and offers no
+    # public getter (`learning_rate` returns the current value instead).
+    return getattr(inner_optimizer(optimizer), "_learning_rate", None)
+
+
+def set_learning_rate_scale(optimizer: Any, factor: float) -> tuple[float, float]:
+    """Multiplies the optimizer's learning rate by `factor`.
+
+    A float rate is assigned; a `schedules.Scaled` schedule has its scale
+    lowered (the training function reads it every step).
+
+    Returns:
+        The rate before and after (at the current step).
+
+    Raises:
+        ConfigError: When the rate is a schedule that cannot be scaled.
+    """
+    before = learning_rate_of(optimizer)
+    schedule = schedule_of(optimizer)
+    if isinstance(schedule, schedules.Scaled):
+        schedule.scale.assign(schedule.scale * factor)
+        after = before * factor
+    elif isinstance(schedule, schedules.LearningRateSchedule):
+        raise ConfigError(
+            "The blow-up guard cannot lower the learning rate of a "
+            f"{type(schedule).__name__} schedule. Wrap it in "
+            "kerastrain.schedules.Scaled(schedule) (compile_model does) or use a float rate.")
+    else:
+        optimizer.learning_rate = before * factor
+        after = learning_rate_of(optimizer)
+    return before, after
+
+
+class BlowupGuard(keras.callbacks.Callback):
+    """On a NaN or infinite training loss: restore, lower the rate, go on.
+
+    As TF Model Garden's trainer recovery does, the guard keeps the last
+    good state (the weights and the optimizer's variables at the end of the
+    last epoch whose loss was finite, or at the start), and when a batch ends
+    with a non-finite loss it puts that state back, multiplies the learning
+    rate by `lr_factor`, clears the epoch's running metrics and lets training
+    go on. After `retries` recoveries it raises `TrainingDivergedError`.
+
+    Args:
+        retries: Recoveries allowed. Defaults to `3`.
+        lr_factor: The learning-rate factor of each recovery. Defaults to `0.1`.
+
+    Attributes:
+        recoveries: One record per recovery: epoch and batch (1-based; batch
+            None under parameter-server training, which is checked once per
+            epoch), the loss seen, and the learning rate before and after.
+    """
+
+    #: Correct with several steps per execution (it sees the loss of each call).
+    kerastrain_step_safe = True
+
+    def __init__(self, retries: int = 3, lr_factor: float = 0.1):
+        super().__init__()
+        if retries < 0 or not 0 < lr_factor < 1:
+            raise ConfigError(f"BlowupGuard needs retries >= 0 and 0 < lr_factor < 1. "
+                              f"Received: retries={retries!r}, lr_factor={lr_factor!r}")
+        self.retries = int(retries)
+        self.lr_factor = float(lr_factor)
+        self.recoveries: list[dict[str, Any]] = []
+        self._epoch = 0
+        self._good: tuple[list[Any], list[Any]] | None = None
+        self._per_batch = True
+        self._supports_tf_logs = True
+
+    def _variables(self) -> tuple[list[Any], list[Any]]:
+        return list(self.model.weights), list(self.model.optimizer.variables)
+
+    def _snapshot(self) -> None:
+        weights, opt_vars = self._variables()
+        self._good = (keras.backend.batch_get_value(weights),
+                      keras.backend.batch_get_value(opt_vars))
+
+    def _restore(self) -> None:
+        weights, opt_vars = self._variables()
+        saved_weights, saved_opt = self._good
+        keras.backend.batch_set_value(list(zip(weights, saved_weights)))
+        keras.backend.batch_set_value(list(zip(opt_vars, saved_opt)))
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        optimizer = self.model.optimizer
+        schedule = schedule_of(optimizer)
+        if isinstance(schedule, schedules.LearningRateSchedule) and not isinstance(
+                schedule, schedules.Scaled):
+            raise ConfigError(
+                "BlowupGuard lowers the learning rate after a NaN loss, which a "
+                f"{type(schedule).__name__} schedule does not allow. Wrap it in "
+                "kerastrain.schedules.Scaled(schedule), or use a float rate.")
+        if not getattr(inner_optimizer(optimizer), "_built", False):
+            inner_optimizer(optimizer).build(self.model.trainable_variables)
+        self.recoveries = []
+        self._good = None
+        # Under parameter-server training the per-batch logs are remote values
+        # that cannot be read without waiting: check each epoch's loss instead.
+        self._per_batch = not isinstance(self.model.distribute_strategy,
+                                         tf.distribute.experimental.ParameterServerStrategy)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+        if self._good is None:  # after every on_train_begin (BackupAndRestore's restore)
+            self._snapshot()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if not self._per_batch:  # parameter servers: `logs` is a remote value
+            return
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        value = float(loss)
+        if not math.isfinite(value):
+            self._recover(batch, value)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        if math.isfinite(float(loss)):
+            self._snapshot()
+        elif not self._per_batch:
+            self._recover(None, float(loss))
+
+    def _recover(self, batch: int | None, value: float) -> None:
+        where = f"epoch {self._epoch + 1}" + ("" if batch is None else f", batch {batch + 1}")
+        if len(self.recoveries) >= self.retries:
+            first = self.recoveries[0]["lr_before"] if self.recoveries else learning_rate_of(
+                self.model.optimizer)
+            raise TrainingDivergedError(
+                f"The training loss became {value} at {where}, after {len(self.recoveries)} "
+                f"recoveries (each restored the last good weights and multiplied the learning "
+                f"rate by {self.lr_factor:g}: from {first:.3g} to "
+                f"{learning_rate_of(self.model.optimizer):.3g}). Lower train.learning_rate, "
+                "add train.clipnorm or warmup, or look for extreme values in the data.")
+        self._restore()
+        before, after = set_learning_rate_scale(self.model.optimizer, self.lr_factor)
+        self.model.reset_metrics()
+        self.recoveries.append({"epoch": self._epoch + 1,
+                                "batch": None if batch is None else batch + 1, "loss": value,
+                                "lr_before": before, "lr_after": after})
+        logger.warning("Training loss became %s at %s: restored the last good weights and "
+                       "lowered the learning rate from %.3g to %.3g (recovery %d of %d).",
+                       value, where, before, after, len(self.recoveries), self.retries)
