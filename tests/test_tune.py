@@ -160,18 +160,22 @@ def test_objective_that_training_does_not_produce_is_refused(bc, tmp_path):
 
 
 def test_failed_trials_are_marked_and_the_search_goes_on(bc, tmp_path):
-    config = make_config(bc, tmp_path / "a", algorithm="grid", train={"epochs": 1},
+    # The training stage's blow-up guard (no retries here) raises on the NaN loss.
+    config = make_config(bc, tmp_path / "a", algorithm="grid",
+                         train={"epochs": 1, "blowup_guard": 0},
                          space={"learning_rate": [1e12, 0.05], "optimizer": ["sgd"]})
     result = run_search(config, prepare(config), make_strategy("cpu"))
     failed, done = result.rows
-    assert failed["status"] == "FAILED" and "loss became" in failed["reason"]
+    assert failed["status"] == "FAILED"
+    assert failed["reason"].startswith("TrainingDivergedError: The training loss became nan")
     assert done["status"] == "COMPLETED" and result.best_values["learning_rate"] == 0.05
-    # Too many failures in a row stop the search with every reason.
-    config = make_config(bc, tmp_path / "b", algorithm="grid", train={"epochs": 1},
-                         max_consecutive_failures=2,
+    # Too many failures in a row stop the search with every reason (guard off: the
+    # trial itself finds the NaN loss in the history).
+    config = make_config(bc, tmp_path / "b", algorithm="grid",
+                         train={"epochs": 1, "blowup_guard": False}, max_consecutive_failures=2,
                          space={"learning_rate": [1e12, 1e13, 1e14], "optimizer": ["sgd"]})
-    with pytest.raises(TuningError, match=r"2 trials in a row failed.*"
-                                          r"trial 00: loss became.*trial 01: loss became"):
+    with pytest.raises(TuningError, match=r"2 trials in a row failed.*trial 00: the training "
+                                          r"loss became nan at epoch 1; trial 01: the training"):
         run_search(config, prepare(config), make_strategy("cpu"))
     trials = sorted(p.name for p in (tmp_path / "b" / "trials").glob("trial_*"))
     assert trials == ["trial_00", "trial_01"]

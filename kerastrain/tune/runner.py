@@ -82,24 +82,6 @@ def make_oracle(algorithm: str, *, objective: dict[str, str], hyperparameters: k
     return oracle
 
 
-class _NanGuard(keras.callbacks.Callback):
-    """Stops a fit whose loss is no longer finite, and remembers where."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.epoch = 0
-        self.where: tuple[int, int, float] | None = None
-
-    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.where = (self.epoch + 1, batch + 1, float(loss))
-            self.model.stop_training = True
-
-
 class _ValidationMetrics(keras.callbacks.Callback):
     """Adds scikit-learn validation metrics Keras does not log (``val_f1``...).
 
@@ -304,8 +286,7 @@ class TrialContext:
                 if parent is not None:
                     model = build_compiled_model(config, part, self.strategy)
                     model.load_weights(runner.checkpoint_path(parent)).expect_partial()
-                guard = _NanGuard()
-                callbacks: list[keras.callbacks.Callback] = [guard]
+                callbacks: list[keras.callbacks.Callback] = []
                 if self.computed:
                     callbacks.append(_ValidationMetrics(part, self.computed))
                 if saver is not None:
@@ -315,10 +296,13 @@ class TrialContext:
                                           callbacks=callbacks, memory=memory)
                 del model
                 record["epochs_run"] += fit.epochs_run
-                if guard.where is not None:
-                    epoch, batch, loss = guard.where
+                # A loss the blow-up guard could not save raised TrainingDivergedError;
+                # with the guard off, a non-finite loss fails the trial here.
+                losses = np.asarray(fit.history.get("loss", []), dtype=np.float64)
+                if not np.isfinite(losses).all():
+                    epoch = int(np.flatnonzero(~np.isfinite(losses))[0]) + initial + 1
                     raise kt.errors.FailedTrialError(
-                        f"loss became {loss} at epoch {epoch}, batch {batch}")
+                        f"the training loss became {losses[epoch - initial - 1]} at epoch {epoch}")
                 scores.append(self._best(fit.history))
         if len(scores) > 1:
             record["scores"] = scores
