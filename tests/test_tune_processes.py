@@ -25,7 +25,8 @@ def write_config(tmp_path: Path, max_trials: int, epochs: int) -> Path:
     path.write_text(yaml.safe_dump({
         "data": "iris", "model": "mlp", "seed": 0,
         "data_options": {"validation_split": 0.25, "test_split": 0.0},
-        "train": {"epochs": epochs, "verbose": 0, "early_stopping": None, "batch_size": 56},
+        "train": {"epochs": epochs, "verbose": 0, "early_stopping": None, "batch_size": 56,
+                  "steps_per_execution": 1, "jit_compile": False},
         "tune": {"directory": str(tmp_path / "search"), "max_trials": max_trials,
                  "space": {"learning_rate": {"type": "float", "min": 1e-3, "max": 0.3,
                                              "log": True},
