@@ -250,7 +250,7 @@ def test_memory_stays_flat_over_30_trials(tmp_path):
     rss = [r["rss_mb"] for r in result.rows]
     assert len(rss) == 30 and all(r["status"] == "COMPLETED" for r in result.rows)
     # Stated bound: at most 20 MiB from trial 10 to trial 30 (1 MiB a trial); measured
-X
+    # 2.4 MiB, and 33 MiB without releasing the trials' gradient functions.
     assert rss[-1] - rss[9] < 20, rss
 
 
