@@ -36,6 +36,8 @@ _LAZY = {
     "evaluate": "kerastrain.evaluate",
     "ensemble": "kerastrain.ensemble",
     "explain": "kerastrain.explain",
+    "CrossValidationResult": "kerastrain.cv",
+    "cross_validate": "kerastrain.cv",
     "TuningError": "kerastrain.tune",
 }
 

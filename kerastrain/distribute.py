@@ -478,10 +478,12 @@ def coordinator_datasets(build: Callable[[], tuple[tf.data.Dataset, tf.data.Data
             dataset function (the feed gathers them in NumPy, which a remote
             worker cannot reach).
     """
-    if prepared.x.nbytes >= feed.ZERO_COPY_BYTES:
+    columns = prepared.x.values() if isinstance(prepared.x, dict) else [prepared.x]
+    largest = max(getattr(c, "nbytes", 0) for c in columns)  # a table: its largest column
+    if largest >= feed.ZERO_COPY_BYTES:
         raise ConfigError(
             f"Parameter-server training sends in-memory data to every worker inside the dataset "
-            f"function, and {prepared.x.nbytes / 2**20:,.0f} MiB is over the "
+            f"function, and {largest / 2**20:,.0f} MiB is over the "
             f"{feed.ZERO_COPY_BYTES / 2**20:,.0f} MiB that can travel that way. Use "
             "strategy='multi_worker' for this data.")
     splits = prepared.splits

@@ -455,13 +455,17 @@ DIRECT_CALL_ROWS = 8192
 
 
 def _model_predictor(model: Any, batch_size: int = 512) -> Callable[[np.ndarray], np.ndarray]:
-    def predict(x: np.ndarray) -> np.ndarray:
-        if len(x) == 0:
+    def predict(x: Any) -> np.ndarray:  # an array, or a table's dict of columns
+        table = isinstance(x, dict)
+        n = len(next(iter(x.values()))) if table else len(x)
+        if n == 0:
             return np.empty((0, *model.output_shape[1:]), np.float32)
-        if len(x) > DIRECT_CALL_ROWS:
+        if n > DIRECT_CALL_ROWS:
             return model.predict(x, batch_size=batch_size, verbose=0)
-        return np.concatenate([np.asarray(model(x[i:i + batch_size], training=False))
-                               for i in range(0, len(x), batch_size)])
+        take = (lambda i: {k: v[i:i + batch_size] for k, v in x.items()}) if table \
+            else (lambda i: x[i:i + batch_size])
+        return np.concatenate([np.asarray(model(take(i), training=False))
+                               for i in range(0, n, batch_size)])
     return predict
 
 

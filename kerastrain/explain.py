@@ -207,8 +207,10 @@ def _scorer(task: Task, scoring: str, predict: Callable[[np.ndarray], np.ndarray
 
     from kerastrain.evaluate import _normalized, class_probabilities
 
-    def score(_estimator: Any, x: np.ndarray, y: np.ndarray) -> float:
-        out = predict(np.asarray(x, np.float32))
+    def score(_estimator: Any, x: Any, y: np.ndarray) -> float:
+        table = hasattr(x, "columns")  # a table's columns, as a DataFrame
+        out = predict({k: x[k].to_numpy() for k in x.columns} if table
+                      else np.asarray(x, np.float32))
         if task.kind == "regression":
             pred = out.reshape(-1)
             return float({"r2": skm.r2_score,
@@ -424,7 +426,7 @@ def explain(model: keras.Model, data: Any,
 
 
 def _method_for(method: str, prepared: Any) -> str:
-    images = prepared.x.ndim >= 3
+    images = not isinstance(prepared.x, dict) and len(prepared.x.shape) >= 3
     if method == "auto":
         if images:
             return "saliency" if prepared.task.is_classification else "none"
@@ -444,7 +446,7 @@ def check_explainable(method: str, prepared: Any) -> None:
             maps of rows of features or of a regression model.
     """
     method = _method_for(method, prepared)
-    images = prepared.x.ndim >= 3
+    images = not isinstance(prepared.x, dict) and len(prepared.x.shape) >= 3
     if method == "permutation" and images:
         raise config_error("report.explain", method, "'saliency', 'integrated_gradients', "
                            "'auto' or 'none' for image data", ("saliency", "auto"))
@@ -473,8 +475,16 @@ def explain_run(model: keras.Model, prepared: Any, config: Any,
     splits = prepared.splits
     split = "test" if len(splits.test) else "val" if len(splits.val) else "train"
     x, y = prepared.part(split)
-    if method == "none" or len(x) == 0:
+    if method == "none" or len(y) == 0:
         return []
+    if isinstance(x, dict):  # a table: permute its raw columns
+        import pandas as pd
+
+        keep = np.sort(np.random.default_rng(seed).choice(
+            len(y), min(len(y), config.max_explain_rows), replace=False))
+        return [_permutation(model, prepared.task, pd.DataFrame(x).iloc[keep],
+                             _labels_for(prepared.task, y[keep]), prepared.feature_names,
+                             "auto", config.permutation_repeats, seed)]
     if method == "permutation" and len(x) > config.max_explain_rows:
         keep = np.sort(np.random.default_rng(seed).choice(len(x), config.max_explain_rows,
                                                           replace=False))

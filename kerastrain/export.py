@@ -148,19 +148,33 @@ def _size(path: Path) -> str:
     return f"{total / 1024:.1f} KiB"
 
 
-def _batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, batch: int = 512) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(x[i:i + batch])) for i in range(0, len(x), batch)])
+def _rows(x: Any) -> int:
+    """Rows of an array or of a dict of columns (a table)."""
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def _batched(fn: Callable[[Any], np.ndarray], x: Any, batch: int = 512) -> np.ndarray:
+    take = (lambda i: {k: v[i:i + batch] for k, v in x.items()}) if isinstance(x, dict) \
+        else (lambda i: x[i:i + batch])
+    return np.concatenate([np.asarray(fn(take(i))) for i in range(0, _rows(x), batch)])
 
 
 def _savedmodel_predictor(path: Path) -> Predictor:
     loaded = tf.saved_model.load(str(path))
     signature = loaded.signatures["serving_default"]
-    (name, spec), = signature.structured_input_signature[1].items()
+    specs = signature.structured_input_signature[1]
     (output,) = signature.structured_outputs
 
-    def predict(x: np.ndarray) -> np.ndarray:
-        return signature(**{name: tf.convert_to_tensor(x, spec.dtype)})[output].numpy()
+    def predict(x: Any) -> np.ndarray:
+        given = x if isinstance(x, dict) else {next(iter(specs)): x}
+        return signature(**{name: tf.convert_to_tensor(_plain(given[name]), spec.dtype)
+                            for name, spec in specs.items()})[output].numpy()
     return predict
+
+
+def _plain(column: Any) -> Any:
+    """Object arrays of text as str arrays, which TensorFlow converts."""
+    return column.astype(str) if getattr(column, "dtype", None) == object else column
 
 
 def _tflite_predictor(path: Path) -> Predictor:
@@ -172,12 +186,17 @@ def _tflite_predictor(path: Path) -> Predictor:
 
     state = {"run": runner(OpResolverType.AUTO), "fallback": False}
     details = state["run"].get_input_details()
-    (name, detail), = details.items()
 
-    def predict(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=detail["dtype"])
+    def feed(x: Any) -> dict[str, np.ndarray]:
+        given = x if isinstance(x, dict) else {next(iter(details)): x}
+        return {name: np.char.encode(_plain(given[name]), "utf-8")
+                if detail["dtype"] == np.bytes_ else np.asarray(given[name], detail["dtype"])
+                for name, detail in details.items()}
+
+    def predict(x: Any) -> np.ndarray:
+        inputs = feed(x)
         try:
-            out = state["run"](**{name: x})
+            out = state["run"](**inputs)
         except RuntimeError as exc:
             if state["fallback"]:
                 raise
@@ -187,7 +206,7 @@ def _tflite_predictor(path: Path) -> Predictor:
                            "kernels.", path.name, exc)
             state["run"] = runner(OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
             state["fallback"] = True
-            out = state["run"](**{name: x})
+            out = state["run"](**inputs)
         (value,) = out.values()
         return value
     return predict
@@ -250,11 +269,11 @@ def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np
     for fmt, path in artifacts.items():
         outputs = load_predictor(path)(x).reshape(reference.shape)
         gap = np.abs(outputs - reference)
-        diff = float(gap.max()) if len(x) else 0.0
+        diff = float(gap.max()) if _rows(x) else 0.0
         within = bool(np.all(gap <= atol + rtol * np.abs(reference)))
         metrics = compute_metrics(task, y, outputs)
         metrics["max_abs_diff"] = diff
-        if task.is_classification and len(x):
+        if task.is_classification and _rows(x):
             metrics["agreement"] = float(np.mean(
                 predicted_classes(task, outputs) == predicted_classes(task, reference)))
         results[fmt] = metrics
@@ -265,5 +284,5 @@ def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np
                 f"The exported {fmt} model at {path} does not answer like the trained model: "
                 f"outputs differ by up to {diff:.3g} (allowed: export.atol={atol:g} + "
                 f"export.rtol={rtol:g} x |output|){disagree}.")
-        logger.info("Verified %s: max |difference| %.2g over %d rows.", fmt, diff, len(x))
+        logger.info("Verified %s: max |difference| %.2g over %d rows.", fmt, diff, _rows(x))
     return results

@@ -266,7 +266,7 @@ def make_loss(task: Task, train: TrainConfig) -> keras.losses.Loss:
     if task.kind == "binary":
         return keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
     if task.kind == "multiclass":
-        if smoothing:
+        if smoothing or task.soft_labels:
             return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
         return keras.losses.SparseCategoricalCrossentropy()
     if smoothing:
@@ -275,8 +275,10 @@ def make_loss(task: Task, train: TrainConfig) -> keras.losses.Loss:
 
 
 def one_hot_labels(task: Task, train: TrainConfig) -> bool:
-    """Whether the pipeline must feed one-hot labels (multi-class smoothing)."""
-    return task.kind == "multiclass" and train.loss == "auto" and train.label_smoothing > 0
+    """Whether the pipeline must feed one-hot labels (multi-class smoothing,
+    or mixed labels from mixup/cutmix)."""
+    return task.kind == "multiclass" and (
+        task.soft_labels or (train.loss == "auto" and train.label_smoothing > 0))
 
 
 def make_metrics(task: Task, train: TrainConfig) -> list[Any]:

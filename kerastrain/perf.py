@@ -299,7 +299,11 @@ def configure_execution(model: keras.Model, dataset: Any, train: Any, callbacks:
     batch = None
     if isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
         reason = "parameter-server training: the step runs on remote workers"
-    elif want_steps and not blocking and (steps or 2) > 1 or want_jit:
+    elif isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Each worker would measure its own step; differing choices would
+        # desynchronize their collective operations.
+        reason = "multi-worker training: every worker must make the same choice"
+    elif want_steps and not blocking and (steps or 1) > 1 or want_jit:
         batch = _probe_batch(dataset)
         reason = "no batch to measure"
     step_seconds = None
@@ -311,13 +315,15 @@ def configure_execution(model: keras.Model, dataset: Any, train: Any, callbacks:
     if want_steps:
         if blocking:
             decision = Decision(1, f"callback {blocking[0]} runs on every step")
+        elif steps is None:
+            # tf_keras cannot run several steps per call over data of unknown length.
+            decision = Decision(1, "the number of steps in an epoch is unknown")
         elif steps == 1:
             decision = Decision(1, "an epoch is one step")
         elif step_seconds is None:
             decision = Decision(1, reason)
         else:
-            decision = pick_steps_per_execution(step_seconds, steps or MAX_STEPS_PER_EXECUTION,
-                                                callbacks)
+            decision = pick_steps_per_execution(step_seconds, steps, callbacks)
         # tf_keras keeps steps_per_execution in a variable that its own
         # "auto" tuner assigns the same way; fit reads it at every call.
         model._steps_per_execution.assign(decision.value)
@@ -361,6 +367,12 @@ def _float32_config(value: Any) -> Any:
     return value
 
 
+def _walk(layer: Any) -> Iterator[Any]:
+    yield layer
+    for sub in getattr(layer, "layers", ()):
+        yield from _walk(sub)
+
+
 def as_float32(model: keras.Model) -> keras.Model:
     """A float32 copy of a model trained under a mixed-precision policy.
 
@@ -372,8 +384,21 @@ def as_float32(model: keras.Model) -> keras.Model:
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
     config = _float32_config(model.get_config())
-    copy = model.__class__.from_config(config)
-    copy.set_weights(model.get_weights())
+    with model.distribute_strategy.scope():  # the copy lives where the original does
+        copy = model.__class__.from_config(config)
+        copy.set_weights(model.get_weights())
+        # Parent first: setting a nested model's `trainable` resets its layers'.
+        for original, twin in zip(_walk(model), _walk(copy)):
+            twin.trainable = original.trainable
+        for key, value in vars(model).items():  # kerastrain's own notes on the model
+            if key.startswith("_kerastrain"):
+                setattr(copy, key, value)
+        if getattr(model, "optimizer", None) is not None:
+            # Same loss and metrics, a fresh optimizer of the same configuration,
+            # so that `evaluate` and further `fit` calls work on the copy.
+            compiled = model.get_compile_config()
+            if compiled:
+                copy.compile_from_config(compiled)
     logger.info("Exported and evaluated in float32: the copy of the %s-trained model computes "
                 "with the same weights.", next(l.dtype_policy.name for l in model.layers
                                                 if l.dtype_policy.name != "float32"))

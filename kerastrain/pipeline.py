@@ -117,7 +117,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
 
     Args:
         data: `"digits"` (the embedded default), `(x, y)` arrays, a DataFrame
-            with `data_options={"target": ...}`, or a `tf.data.Dataset` of
+            or CSV path with `data_options={"target": ...}`, a folder of class
+            sub-folders of images, `"tfds:NAME"`, or a `tf.data.Dataset` of
             `(x, y)`. Defaults to the config's, else `"digits"`.
         model: `"auto"`, `"mlp"`, `"cnn"`, a factory callable, or a built
             tf_keras model. Defaults to the config's, else `"auto"`.

@@ -15,11 +15,12 @@ import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig
-from kerastrain.data.feed import InMemory, make_dataset
+from kerastrain.data.feed import InMemory, make_dataset, training_datasets
 from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import model_inputs
 from kerastrain.distribute import coordinator_datasets, distributed_train_config, uses_coordinator
 from kerastrain.models import Head, build_model
+from kerastrain.models.transfer import fine_tune
 from kerastrain.optim import one_hot_labels, steps_per_epoch
 from kerastrain.perf import precision_scope, resolve_precision
 from kerastrain.train import TrainResult, compile_model, train_model
@@ -45,19 +46,9 @@ def make_datasets(config: PipelineConfig, prepared: Prepared, strategy: tf.distr
     (times `train.gradient_accumulation`: each batch holds the micro-batches
     of one update).
     """
-    memory = memory or InMemory(prepared.x, prepared.training_targets)
-    global_batch = global_batch_size(config, strategy)
-    map_batch = None
-    if one_hot_labels(prepared.task, config.train):
-        depth = prepared.task.num_classes
-        map_batch = lambda x, y: (x, tf.one_hot(y, depth))  # noqa: E731
-    train_ds = make_dataset(memory, prepared.splits.train, global_batch, training=True,
-                            seed=config.seed, map_batch=map_batch)
-    val_ds = None
-    if len(prepared.splits.val):
-        val_ds = make_dataset(memory, prepared.splits.val, global_batch, training=False,
-                              map_batch=map_batch)
-    return train_ds, val_ds
+    depth = prepared.task.num_classes if one_hot_labels(prepared.task, config.train) else None
+    return training_datasets(prepared, global_batch_size(config, strategy), seed=config.seed,
+                             one_hot_depth=depth, memory=memory)
 
 
 def build_compiled_model(config: PipelineConfig, prepared: Prepared,
@@ -69,7 +60,7 @@ def build_compiled_model(config: PipelineConfig, prepared: Prepared,
     if config.train.mixed_precision == "auto":
         logger.info("mixed_precision='auto' chose %s: %s.", precision.value, precision.reason)
     with strategy.scope(), precision_scope(precision.value):
-        inputs = model_inputs(prepared.feature_shape, prepared.standardizer)
+        inputs = model_inputs(prepared.feature_shape, prepared.standardizer, prepared.encoding)
         model = build_model(config.model, inputs, Head(task.output_units, task.output_activation),
                             config.model_options)
         compile_model(model, task, distributed_train_config(config, strategy),
@@ -110,10 +101,13 @@ def run_training(config: PipelineConfig, prepared: Prepared, strategy: tf.distri
             prepared, global_batch_size(config, strategy))
     else:
         train_ds, val_ds = make_datasets(config, prepared, strategy, memory)
-    result = train_model(model, train_ds, val_ds, distributed_train_config(config, strategy),
+    train_config = distributed_train_config(config, strategy)
+    result = train_model(model, train_ds, val_ds, train_config,
                          callbacks=callbacks, epochs=epochs, initial_epoch=initial_epoch,
                          backup_dir=backup_dir, examples_per_epoch=len(prepared.splits.train),
                          **steps)
+    result = fine_tune(model, result, prepared.task, train_config, train_ds, val_ds, strategy,
+                       callbacks=callbacks, backup_dir=backup_dir, **steps)
     result.performance["mixed_precision"] = resolve_precision(config.train.mixed_precision, strategy)
     return model, result
 
@@ -138,9 +132,9 @@ def find_learning_rate(config: PipelineConfig, prepared: Prepared, strategy: tf.
     return dataclasses.replace(config, train=train)
 
 
-def predict(model: keras.Model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """The model's outputs on ``x``, in inference mode."""
-    if len(x) == 0:
+def predict(model: keras.Model, x: Any, batch_size: int = 512) -> np.ndarray:
+    """The model's outputs on ``x`` (an array or a dict of columns), in inference mode."""
+    if len(next(iter(x.values())) if isinstance(x, dict) else x) == 0:
         return np.empty((0, *model.output_shape[1:]), np.float32)
     return model.predict(x, batch_size=batch_size, verbose=0)
 

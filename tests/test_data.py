@@ -67,8 +67,9 @@ def test_non_numeric_features_name_their_rows():
 
 def test_dataframe_non_numeric_column_is_named_with_its_rows():
     frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": ["1", "oops", "3"], "y": [0, 1, 0]})
-    with pytest.raises(DataError, match=r"Column 'b' is not numeric.*rows 1 \(1 row\)"):
-        load_data(frame, DataConfig(target="y"))
+    # A text column is categorical unless declared numeric (see test_data_tabular.py).
+    with pytest.raises(DataError, match=r"Column 'b' is declared numeric but rows 1 \(1 row\)"):
+        load_data(frame, DataConfig(target="y", columns={"b": "numeric"}))
     with pytest.raises(DataError, match="Did you mean 'y'"):
         load_data(frame, DataConfig(target="Y"))
     with pytest.raises(DataError, match="no label column was named"):

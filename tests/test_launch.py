@@ -27,7 +27,8 @@ CONFIG = {
     "model_options": {"width": 16, "dropout": 0.0},
     "data_options": {"validation_split": 0.2, "test_split": 0.2},
     "train": {"epochs": EPOCHS, "batch_size": 45, "optimizer": "sgd", "learning_rate": 0.1,
-              "early_stopping": None, "verbose": 2},
+              "early_stopping": None, "verbose": 2,
+              "mixed_precision": "float32"},  # weights compared to 1e-5 across processes
     "export": {"formats": ["keras"]},
 }
 

@@ -3,16 +3,112 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from kerastrain.config.base import Section, config_error, option
 
 Task = Literal["auto", "binary", "multiclass", "regression"]
+ColumnKind = Literal["numeric", "categorical", "drop"]
+
+#: Augmentations and their parameters (name -> {parameter: default}).
+#: Image ones are tf_keras preprocessing layers; mixup and cutmix mix whole
+#: batches; noise is Gaussian noise on standardized numeric columns.
+AUGMENTATIONS: dict[str, dict[str, Any]] = {
+    "flip": {"mode": "horizontal"},
+    "rotation": {"factor": 0.1},
+    "zoom": {"factor": 0.1},
+    "translation": {"factor": 0.1},
+    "contrast": {"factor": 0.2},
+    "crop": {"factor": 0.1},
+    "mixup": {"alpha": 0.2},
+    "cutmix": {"alpha": 1.0},
+    "noise": {"stddev": 0.05},
+}
+IMAGE_AUGMENTATIONS = ("flip", "rotation", "zoom", "translation", "contrast", "crop", "cutmix")
+FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
+
+#: What the presets mean for images and for tables (in the list syntax).
+PRESETS: dict[str, dict[str, list[Any]]] = {
+    "light": {
+        "image": ["flip", {"rotation": 0.05}, {"zoom": 0.1}],
+        "table": [{"noise": 0.05}],
+    },
+    "strong": {
+        "image": ["flip", {"rotation": 0.15}, {"zoom": 0.2}, {"translation": 0.1},
+                  {"contrast": 0.3}, {"crop": 0.1}, {"mixup": 0.2}],
+        "table": [{"noise": 0.1}, {"mixup": 0.2}],
+    },
+}
+
+
+def parse_augment(value: Any, kind: str | None = None) -> list[dict[str, Any]]:
+    """The ``augment`` option as a list of ``{"name": ..., parameter: value}``.
+
+    Args:
+        value: `None`, `"light"`, `"strong"`, or a list whose items are a name
+            (`"flip"`) or a one-key mapping of a name to its parameters
+            (`{"rotation": 0.2}` sets the first parameter, or
+            `{"rotation": {"factor": 0.2}}`).
+        kind: `"image"` or `"table"` to expand a preset, or None to only
+            check. Defaults to `None`.
+
+    Returns:
+        Each augmentation with all its parameters (empty for `None`, and for
+        a preset when `kind` is None).
+
+    Raises:
+        ConfigError: For an unknown name or parameter, or a bad value.
+    """
+    path = "data_options.augment"
+    if value is None:
+        return []
+    if isinstance(value, str):
+        if value in PRESETS:
+            return parse_augment(PRESETS[value][kind]) if kind else []
+        raise config_error(path, value, "'light', 'strong', a list of augmentations, or None",
+                           [*PRESETS, *AUGMENTATIONS])
+    if not isinstance(value, (list, tuple)):
+        raise config_error(path, value, "'light', 'strong', a list of augmentations, or None")
+    parsed = []
+    for i, item in enumerate(value):
+        where = f"{path}[{i}]"
+        if isinstance(item, str):
+            name, params = item, {}
+        elif isinstance(item, dict) and len(item) == 1:
+            ((name, params),) = item.items()
+            if not isinstance(params, dict):
+                params = {next(iter(AUGMENTATIONS.get(name, {"value": None}))): params}
+        else:
+            raise config_error(where, item, "a name or a one-key mapping {name: parameters}")
+        if name not in AUGMENTATIONS:
+            raise config_error(where, name, "one of " + ", ".join(map(repr, AUGMENTATIONS)),
+                               AUGMENTATIONS)
+        defaults = AUGMENTATIONS[name]
+        for key, val in params.items():
+            if key not in defaults:
+                raise config_error(f"{where}.{name}", key, "one of its parameters: "
+                                   + ", ".join(map(repr, defaults)), defaults)
+            if key == "mode":
+                if val not in FLIP_MODES:
+                    raise config_error(f"{where}.{name}.mode", val,
+                                       "one of " + ", ".join(map(repr, FLIP_MODES)), FLIP_MODES)
+            elif isinstance(val, bool) or not isinstance(val, (int, float)) or not (
+                    0 < val <= (1 if name not in ("mixup", "cutmix", "noise") else 100)):
+                raise config_error(f"{where}.{name}.{key}", val,
+                                   "a number in (0, 1]" if name not in ("mixup", "cutmix", "noise")
+                                   else "a positive number")
+        parsed.append({"name": name, **defaults, **params})
+    names = [p["name"] for p in parsed]
+    if "mixup" in names and "cutmix" in names:
+        raise config_error(path, value, "at most one of 'mixup' and 'cutmix' (both mix batches)")
+    if len(set(names)) != len(names):
+        raise config_error(path, value, "a list without repeats")
+    return parsed
 
 
 @dataclasses.dataclass
 class DataConfig(Section):
-    """How the data is read, checked, split and fed.
+    """How the data is read, checked, split, encoded, augmented and fed.
 
     Attributes:
         target: The label column when the data is a DataFrame or a CSV file.
@@ -28,6 +124,11 @@ class DataConfig(Section):
             seen in training or tuning. Defaults to `0.15`.
         stratify: Keep each class's share equal across splits (classification
             only). Defaults to `True`.
+        split: `"random"`: a shuffled holdout (stratified when `stratify`);
+            `"time"`: rows stay in their order, the earliest train, then
+            validation, the latest test, so nothing is learned from the
+            future (cross-validation then uses scikit-learn's
+            `TimeSeriesSplit`). Defaults to `"random"`.
         batch_size: Alias of `train.batch_size` kept for the design's contract;
             setting both to different values is an error. Defaults to `None`.
         normalize: Standardize the features with a `Normalization` layer adapted
@@ -37,6 +138,45 @@ class DataConfig(Section):
             append a `Rescaling` layer that maps outputs back to the original
             units, so the exported model answers in those units.
             Defaults to `True`.
+        columns: Table columns by name: `"numeric"`, `"categorical"` or
+            `"drop"`; columns not named are inferred (strings, booleans and
+            integer columns with at most 10 distinct values are categorical).
+            Defaults to `{}`.
+        categorical: Encoding of categorical columns: `"one_hot"`,
+            `"embedding"`, or `"auto"` (one-hot up to 32 categories, else an
+            embedding). Unseen categories map to an out-of-vocabulary bucket.
+            Defaults to `"auto"`.
+        embedding_dim: Width of categorical embeddings. Defaults to `None`
+            (`min(16, round(1.6 * categories ** 0.56))`).
+        impute: Missing table values (empty, NaN): `"auto"` (median for
+            numbers, most frequent category), `"median"`, `"mean"`,
+            `"most_frequent"` (the statistic for numeric columns; categories
+            always take the most frequent), `"drop"` (drop the rows, reporting
+            how many and which), or `"error"`. Statistics are learned on the
+            training split and live in the model. Defaults to `"auto"`.
+        missing_indicator: Add a 0/1 column per numeric column that had missing
+            values in training. Defaults to `False`.
+        augment: `"light"`, `"strong"`, or a list of `flip`, `rotation`,
+            `zoom`, `translation`, `contrast`, `crop` (images), `mixup`,
+            `cutmix` (batches), `noise` (tables), each a name or
+            `{name: parameters}`. Applied to training batches only, never to
+            evaluation or the exported model. Defaults to `None`.
+        image_size: `[height, width]` images are resized to (image folders,
+            TFDS). Defaults to `None` (the first image's size).
+        channels: 1 (grayscale) or 3 (RGB) for image folders. Defaults to
+            `None` (the first image's).
+        tfds_split: TFDS split(s): a split expression (`"train"`,
+            `"train+test"`, `"train[:50%]"`), split by `validation_split` and
+            `test_split`; or a mapping `{"train": ..., "val": ..., "test": ...}`
+            using the named TFDS splits as they are (a missing `val` or `test`
+            is carved out of `train`). Defaults to `"train"`.
+        tfds_data_dir: Where TFDS data is (or is downloaded to). Defaults to
+            `None` (TFDS's own default, `~/tensorflow_datasets`).
+        tfds_download: Download and prepare a TFDS data set that is not in
+            `tfds_data_dir`. Defaults to `True`.
+        in_memory_mb: File-based sources (image folders, TFDS) are decoded into
+            memory when they take at most this many MiB, else streamed from
+            their files every epoch. Defaults to `1024`.
     """
 
     _path: ClassVar[str] = "data_options"
@@ -47,9 +187,22 @@ class DataConfig(Section):
     validation_split: float = option(0.15, ge=0.0, lt=1.0)
     test_split: float = option(0.15, ge=0.0, lt=1.0)
     stratify: bool = True
+    split: Literal["random", "time"] = "random"
     batch_size: int | None = option(None, gt=0)
     normalize: bool = True
     scale_target: bool = True
+    columns: dict[str, Any] = dataclasses.field(default_factory=dict)
+    categorical: Literal["auto", "one_hot", "embedding"] = "auto"
+    embedding_dim: int | None = option(None, gt=0)
+    impute: Literal["auto", "median", "mean", "most_frequent", "drop", "error"] = "auto"
+    missing_indicator: bool = False
+    augment: Any = None
+    image_size: list[int] | None = None
+    channels: Literal[1, 3, None] = None
+    tfds_split: str | dict[str, str] = "train"
+    tfds_data_dir: str | None = None
+    tfds_download: bool = True
+    in_memory_mb: float = option(1024.0, ge=0.0)
 
     def validate(self) -> None:
         held_out = self.validation_split + self.test_split
@@ -58,3 +211,27 @@ class DataConfig(Section):
                 "data_options.validation_split", self.validation_split,
                 f"small enough that validation_split + test_split < 1 "
                 f"(test_split={self.test_split}, sum={held_out:g})")
+        kinds = ("numeric", "categorical", "drop")
+        for name, kind in self.columns.items():
+            if kind not in kinds:
+                raise config_error(f"data_options.columns.{name}", kind,
+                                   "one of " + ", ".join(map(repr, kinds)), kinds)
+        if self.target is not None and self.columns.get(self.target) is not None:
+            raise config_error(f"data_options.columns.{self.target}", self.columns[self.target],
+                               "absent: it is the target column")
+        parse_augment(self.augment)
+        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
+            raise config_error("data_options.image_size", self.image_size,
+                               "a list [height, width] of two positive integers")
+        if isinstance(self.tfds_split, dict):
+            allowed = ("train", "val", "test")
+            for key in self.tfds_split:
+                if key not in allowed:
+                    raise config_error(f"data_options.tfds_split.{key}", key,
+                                       "one of 'train', 'val', 'test'", allowed)
+            if "train" not in self.tfds_split:
+                raise config_error("data_options.tfds_split", self.tfds_split,
+                                   "a mapping with a 'train' entry")
+
+
+__all__ = ["DataConfig", "AUGMENTATIONS", "PRESETS", "IMAGE_AUGMENTATIONS", "parse_augment"]

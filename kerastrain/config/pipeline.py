@@ -37,9 +37,12 @@ class PipelineConfig(Section):
 
     Attributes:
         data: The data: `"digits"` (embedded default), `(x, y)` arrays, a
-            DataFrame (name its label column in `data_options.target`), or a
-            `tf.data.Dataset` of `(x, y)`. Defaults to `"digits"`.
-        model: A registered factory name (`"auto"`, `"mlp"`, `"cnn"`), a
+            DataFrame or CSV path (name its label column in
+            `data_options.target`), a folder of class sub-folders of images,
+            `"tfds:NAME"`, or a `tf.data.Dataset` of `(x, y)`.
+            Defaults to `"digits"`.
+        model: A registered factory name (`"auto"`, `"mlp"`, `"cnn"`,
+            `"resnet"`, `"transfer"`), a
             callable returning a tf_keras model, or a built tf_keras model.
             Defaults to `"auto"`.
         data_options: See `DataConfig`.

@@ -2,10 +2,21 @@
 
 In-memory arrays are fed by index: a dataset of (shuffled) row indices is
 batched and each batch gathers its rows from the one tensor (or, for large
-unaligned arrays, the one NumPy array) holding all the data. Splits therefore cost no copy of the data, the shuffle buffer holds
-indices rather than examples, and the per-element overhead of a
-``from_tensor_slices(x).shuffle().batch()`` chain is paid once per batch.
-Evaluation datasets are gathered once and cached.
+arrays, the one NumPy array) holding all the data. Splits therefore cost no
+copy of the data, the shuffle buffer holds indices rather than examples, and
+the per-element overhead of a ``from_tensor_slices(x).shuffle().batch()``
+chain is paid once per batch. Evaluation datasets are gathered once and
+cached when they are small.
+
+A table is a dict of column arrays gathered the same way (one gather per
+column per batch). uint8 images are kept as bytes and cast to float32 per
+batch. A `Stream` (file-based data too large for memory) is read from its
+files every epoch instead. In-memory data is sharded by DATA under a
+multi-worker strategy; streams by AUTO (FILE when the source is files that
+tf.data reads, as TFDS records are, else DATA).
+
+Training batches are then augmented (`kerastrain.data.augment`), with a seed
+per batch drawn from the run's seed.
 """
 
 from __future__ import annotations
@@ -15,11 +26,11 @@ from typing import Any, Callable
 import numpy as np
 
 from kerastrain._keras import tf
+from kerastrain.data.stream import Stream
 
-__all__ = ["make_dataset", "InMemory"]
+__all__ = ["make_dataset", "InMemory", "training_datasets"]
 
 AUTOTUNE = tf.data.AUTOTUNE
-
 
 #: Arrays at least this large are never copied into a TensorFlow tensor: each
 #: batch is gathered from the NumPy array instead. (`tf.convert_to_tensor` of a
@@ -32,10 +43,25 @@ CACHE_BYTES = 256 * 2**20
 
 def _shared(array: np.ndarray) -> tuple[Any, bool]:
     """A tensor holding ``array`` when it is small, else the array itself
-    (with ``False``): large arrays are gathered batch by batch in NumPy."""
+    (with ``False``): large arrays are gathered batch by batch in NumPy.
+    Text (object arrays, a table's categories) becomes a string tensor."""
+    if array.dtype == object:
+        return tf.convert_to_tensor(array.astype(str), tf.string), True
     if array.nbytes < ZERO_COPY_BYTES:
         return tf.convert_to_tensor(array), True
     return array, False
+
+
+def _take(source: Any, idx: tf.Tensor) -> tf.Tensor:
+    """Rows ``idx`` of a tensor, or of a large NumPy array (in NumPy); uint8
+    pixels come out as float32."""
+    if isinstance(source, np.ndarray):
+        rows = tf.numpy_function(lambda i: np.take(source, i, axis=0), [idx],
+                                 tf.as_dtype(source.dtype), stateful=False)
+        rows.set_shape((None, *source.shape[1:]))
+    else:
+        rows = tf.gather(source, idx)
+    return tf.cast(rows, tf.float32) if rows.dtype == tf.uint8 else rows
 
 
 class InMemory:
@@ -45,60 +71,131 @@ class InMemory:
     gathered batch by batch in NumPy.
 
     Args:
-        x: Float32 features.
-        y: Labels.
+        x: Features: a float32 or uint8 array, a dict of column arrays (a
+            table), or a `Stream` (kept as is: read from its files).
+        y: Labels (the training targets).
+        cache_bytes: Evaluation splits up to this size are cached.
+            Defaults to `CACHE_BYTES`.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray):
-        self.x, x_in_tf = _shared(x)
+    def __init__(self, x: Any, y: np.ndarray, cache_bytes: float = CACHE_BYTES):
+        self.stream = x if isinstance(x, Stream) else None
+        if self.stream is not None:
+            self.x, x_in_tf = x, True
+            self.row_bytes = x.decoded_bytes(1)
+        elif isinstance(x, dict):
+            columns = {k: _shared(v) for k, v in x.items()}
+            self.x = {k: v for k, (v, _) in columns.items()}
+            x_in_tf = all(in_tf for _, in_tf in columns.values())
+            self.row_bytes = sum(int(v.nbytes // max(len(v), 1)) for v in x.values())
+        else:
+            self.x, x_in_tf = _shared(x)
+            self.row_bytes = int(x.nbytes // max(len(x), 1))
         self.y, y_in_tf = _shared(y)
         self.in_tensorflow = x_in_tf and y_in_tf
-        self.num_rows = int(x.shape[0])
-        self.row_bytes = int(x.nbytes // max(len(x), 1))
-        self._specs = (tf.TensorSpec((None, *x.shape[1:]), tf.as_dtype(x.dtype)),
-                       tf.TensorSpec((None, *y.shape[1:]), tf.as_dtype(y.dtype)))
+        self.num_rows = int(y.shape[0])
+        self.cache_bytes = cache_bytes
 
-    def gather(self, idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """The rows ``idx`` of x and y."""
-        if self.in_tensorflow:
-            return tf.gather(self.x, idx), tf.gather(self.y, idx)
-        x_spec, y_spec = self._specs
-
-        def take(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return np.take(np.asarray(self.x), rows, axis=0), np.take(np.asarray(self.y), rows, axis=0)
-
-        x, y = tf.numpy_function(take, [idx], (x_spec.dtype, y_spec.dtype), stateful=False)
-        x.set_shape(x_spec.shape)
-        y.set_shape(y_spec.shape)
-        return x, y
+    def gather(self, idx: tf.Tensor) -> tuple[Any, tf.Tensor]:
+        """The rows ``idx`` of x (float32 for pixels) and y."""
+        x = {k: _take(v, idx) for k, v in self.x.items()} if isinstance(self.x, dict) \
+            else _take(self.x, idx)
+        return x, _take(self.y, idx)
 
 
 def make_dataset(data: InMemory, indices: np.ndarray, batch_size: int, *, training: bool,
                  seed: int | None = None,
-                 map_batch: Callable[[Any, Any], tuple[Any, Any]] | None = None) -> tf.data.Dataset:
+                 map_batch: Callable[[Any, Any], tuple[Any, Any]] | None = None,
+                 augment: Callable[[Any, Any, Any], tuple[Any, Any]] | None = None
+                 ) -> tf.data.Dataset:
     """A batched, prefetched dataset of the rows ``indices`` of ``data``.
 
     Args:
-        data: The tensors to gather from.
+        data: The data to gather from.
         indices: The rows of this split.
         batch_size: Examples per batch (the global batch under a strategy).
         training: Shuffle every epoch (seeded) and do not cache; otherwise
-            keep the order and cache the gathered batches.
+            keep the order and cache the gathered batches when they are
+            small.
         seed: The shuffle seed. Defaults to `None`.
         map_batch: A function of `(x, y)` batches applied after the gather
-            (label encoding, augmentation). Defaults to `None`.
+            (label encoding). Defaults to `None`.
+        augment: `augment(x, y, seed)` applied to each batch after
+            `map_batch`, with a `[2]` seed drawn per batch from `seed`
+            (training only). Defaults to `None`.
 
     Returns:
         A `tf.data.Dataset` of `(x, y)` batches.
     """
-    ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
-    if training:
-        ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(data.gather, num_parallel_calls=AUTOTUNE, deterministic=True)
+    indices = np.asarray(indices, dtype=np.int64)
+    policy = tf.data.experimental.AutoShardPolicy.DATA
+    if data.stream is not None:
+        y = data.y
+        ds = data.stream.examples(indices, shuffle=training, seed=seed)
+        ds = ds.map(lambda i, x: (tf.cast(x, tf.float32) if x.dtype == tf.uint8 else x,
+                                  _take(y, i)),
+                    num_parallel_calls=AUTOTUNE, deterministic=not training).batch(batch_size)
+        policy = tf.data.experimental.AutoShardPolicy.AUTO
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(indices)
+        if training:
+            ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size).map(data.gather, num_parallel_calls=AUTOTUNE,
+                                      deterministic=True)
     if map_batch is not None:
         ds = ds.map(map_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
-    if not training and len(indices) * data.row_bytes <= CACHE_BYTES:
+    if training and augment is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda batch, s: augment(batch[0], batch[1], s), num_parallel_calls=AUTOTUNE,
+            deterministic=True)
+    if not training and len(indices) * data.row_bytes <= data.cache_bytes:
         ds = ds.cache()
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.experimental_distribute.auto_shard_policy = policy
     return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def training_datasets(prepared: Any, batch_size: int, *, seed: int | None,
+                      one_hot_depth: int | None = None, memory: InMemory | None = None
+                      ) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
+    """The training and validation datasets of a `Prepared`.
+
+    Args:
+        prepared: The prepared data (its splits, augmentations, encodings).
+        batch_size: The global batch size.
+        seed: Seed of the shuffle and the augmentations.
+        one_hot_depth: One-hot encode the labels to this many classes
+            (label smoothing, mixup, cutmix). Defaults to `None`.
+        memory: The data, to share between runs. Defaults to `None` (made
+            here from the features and the training targets).
+
+    Returns:
+        The training dataset (shuffled, augmented) and the validation one
+        (or None when there is no validation split).
+    """
+    from kerastrain.data.augment import batch_augmenter
+
+    if memory is None:
+        memory = InMemory(prepared.x, prepared.training_targets)
+    map_batch = None
+    if one_hot_depth:
+        map_batch = lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), one_hot_depth))  # noqa: E731
+    scale = None
+    if prepared.encoding is not None:
+        scale = prepared.encoding.numeric_std()
+    elif prepared.standardizer is not None:
+        scale = np.sqrt(prepared.standardizer.variance)
+    elif any(a["name"] == "noise" for a in prepared.augment):
+        from kerastrain.data.preprocess import fit_standardizer
+
+        scale = np.sqrt(fit_standardizer(prepared.x, prepared.splits.train).variance)
+    augment = batch_augmenter(prepared.augment, prepared.x, seed=seed or 0,
+                              example_shape=prepared.feature_shape, scale=scale)
+    train_ds = make_dataset(memory, prepared.splits.train, batch_size, training=True, seed=seed,
+                            map_batch=map_batch, augment=augment)
+    val_ds = None
+    if len(prepared.splits.val):
+        val_ds = make_dataset(memory, prepared.splits.val, batch_size, training=False,
+                              map_batch=map_batch)
+    return train_ds, val_ds

@@ -1,14 +1,16 @@
-"""Preprocessing that travels inside the model: standardization.
+"""Preprocessing that travels inside the model: standardization, and a
+table's column encodings.
 
 Statistics are computed on the training rows only, in NumPy (chunk by chunk,
 so no copy of the split is made), and baked into a `Normalization` layer
 built inside the strategy scope. The exported SavedModel and TFLite files
-therefore take raw inputs.
+therefore take raw inputs (for a table: a dict of raw columns).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -51,11 +53,26 @@ def fit_standardizer(x: np.ndarray, indices: np.ndarray) -> Standardizer:
     return Standardizer(mean.astype(np.float32), variance.astype(np.float32))
 
 
-def model_inputs(feature_shape: tuple[int, ...], standardizer: Standardizer | None) -> ModelInputs:
+def model_inputs(feature_shape: tuple[int, ...], standardizer: Standardizer | None,
+                 encoding: Any = None) -> ModelInputs:
     """The model's `Input` and, when asked, the standardized features.
 
     Call inside the strategy scope (the layer's variables are created here).
+
+    Args:
+        feature_shape: Shape of one example.
+        standardizer: Training statistics, or None for raw features.
+        encoding: A table's `TabularEncoding`: the inputs are then a dict of
+            one `Input` per column and the features the encoded vector
+            (`feature_shape` and `standardizer` are not used). Defaults to
+            `None`.
+
+    Returns:
+        The inputs and the features a factory builds on.
     """
+    if encoding is not None:
+        inputs, features = encoding.build()
+        return ModelInputs(inputs=inputs, features=features)
     inputs = keras.Input(shape=feature_shape, name="inputs")
     features = inputs
     if standardizer is not None:

@@ -3,19 +3,25 @@
 Every source returns a :class:`Loaded`: the features and labels as NumPy
 arrays (no copy when the user's arrays already have a usable dtype), plus what
 is known about them (feature and class names, where they came from).
+
+Sources: the scikit-learn sets by name, `(x, y)` arrays, a `tf.data.Dataset`,
+a DataFrame or a CSV file (a dict of column arrays, see `tabular`), a folder
+of class sub-folders of images (see `images`), and ``"tfds:NAME"`` (see
+`tfds`). Image folders and TFDS sets too large for memory come back as a
+`Stream` in place of the feature array.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from kerastrain.config import DataConfig
-from kerastrain.data.validate import rows as _rows
-from kerastrain.data.validate import unconvertible_rows as _unconvertible_rows
 from kerastrain.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -33,6 +39,9 @@ class Loaded:
         source: A short description of where the data came from.
         feature_names: Column names, when the source has them.
         class_names: Class names, when the source has them.
+        table: For tables: each column's kind and original name.
+        parts: Row indices of splits the source fixes itself (TFDS splits
+            named in `tfds_split`), else None.
     """
 
     x: Any
@@ -40,6 +49,8 @@ class Loaded:
     source: str
     feature_names: list[str] | None = None
     class_names: list[str] | None = None
+    table: Any = None
+    parts: dict[str, np.ndarray] | None = None
 
 
 def _sklearn(loader_name: str, *, images: bool = False) -> Callable[[], Loaded]:
@@ -69,36 +80,32 @@ BUILTIN_DATASETS: dict[str, Callable[[], Loaded]] = {
 }
 
 
+def _from_table(x: dict[str, np.ndarray], y: np.ndarray, table: Any, source: str) -> Loaded:
+    return Loaded(x=x, y=y, source=source,
+                  feature_names=[table.sources[k] for k in x], table=table)
+
+
 def _from_dataframe(frame: Any, options: DataConfig) -> Loaded:
-    target = options.target
-    if target is None:
-        raise DataError(
-            "The data is a DataFrame but no label column was named: set "
-            f"data_options.target to one of its columns ({', '.join(map(str, frame.columns[:10]))}"
-            f"{', ...' if len(frame.columns) > 10 else ''}).")
-    if target not in frame.columns:
-        from kerastrain.config.base import did_you_mean
+    from kerastrain.data.tabular import read_table
 
-        raise DataError(
-            f"The label column data_options.target={target!r} is not in the DataFrame; "
-            f"its columns are {', '.join(map(str, frame.columns[:20]))}."
-            + did_you_mean(target, map(str, frame.columns)))
-    features = frame.drop(columns=[target])
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+    source = f"DataFrame {frame.shape}"
+    return _from_table(*read_table(frame, options, source=source), source)
 
-    non_numeric = [c for c in features.columns
-                   if not (is_numeric_dtype(features[c]) or is_bool_dtype(features[c]))]
-    if non_numeric:
-        column = non_numeric[0]
-        bad = _unconvertible_rows(features[column].to_numpy())
-        raise DataError(
-            f"Column {column!r} is not numeric (dtype {features[column].dtype}); rows "
-            f"{_rows(bad)} hold values that are not numbers (first: "
-            f"{features[column].iloc[bad[0]]!r})." if len(bad) else
-            f"Column {column!r} is not numeric (dtype {features[column].dtype}).")
-    x = features.to_numpy(dtype=np.float32)
-    return Loaded(x=x, y=frame[target].to_numpy(), source=f"DataFrame {frame.shape}",
-                  feature_names=[str(c) for c in features.columns])
+
+def _from_path(data: str | os.PathLike, options: DataConfig) -> Loaded | None:
+    path = Path(data)
+    if path.is_dir():
+        from kerastrain.data.images import read_image_folder
+
+        x, y, class_names = read_image_folder(path, options)
+        return Loaded(x=x, y=y, source=f"image folder {path}", class_names=class_names)
+    if path.suffix.lower() in (".csv", ".tsv", ".txt") or path.is_file():
+        if not path.is_file():
+            raise DataError(f"The data file {str(path)!r} does not exist.")
+        from kerastrain.data.tabular import read_csv
+
+        return _from_table(*read_csv(path, options), f"CSV {path}")
+    return None
 
 
 def _from_tf_dataset(dataset: Any) -> Loaded:
@@ -131,28 +138,41 @@ def load_data(data: Any, options: DataConfig) -> Loaded:
 
     Args:
         data: `"digits"` or another name in `BUILTIN_DATASETS`, an `(x, y)`
-            pair of arrays, a pandas DataFrame (with `options.target`), or a
-            finite `tf.data.Dataset` of `(x, y)` pairs, batched or not.
+            pair of arrays, a pandas DataFrame or the path of a CSV file (with
+            `options.target`), a folder of class sub-folders of images,
+            `"tfds:NAME"`, or a finite `tf.data.Dataset` of `(x, y)` pairs,
+            batched or not.
         options: The data options.
 
     Returns:
         The features and labels, not yet validated.
 
     Raises:
-        DataError: When the data is of a kind kerastrain cannot read.
+        DataError: When the data is of a kind kerastrain cannot read, or
+            cannot be read (each source names the file, column or rows).
 
     Example:
         >>> load_data("iris", DataConfig()).x.shape
         (150, 4)
     """
-    if isinstance(data, str):
-        if data in BUILTIN_DATASETS:
-            return BUILTIN_DATASETS[data]()
+    if isinstance(data, str) and data.startswith("tfds:"):
+        from kerastrain.data.tfds import read_tfds
+
+        read = read_tfds(data, options)
+        return Loaded(x=read.x, y=read.y, source=read.description, class_names=read.class_names,
+                      parts=read.parts)
+    if isinstance(data, str) and data in BUILTIN_DATASETS:
+        return BUILTIN_DATASETS[data]()
+    if isinstance(data, (str, os.PathLike)):
+        loaded = _from_path(data, options)
+        if loaded is not None:
+            return loaded
         from kerastrain.config.base import did_you_mean
 
         raise DataError(
-            f"Unknown data source {data!r}. A string names a built-in data set: "
-            f"{', '.join(BUILTIN_DATASETS)}." + did_you_mean(data, BUILTIN_DATASETS))
+            f"Unknown data source {str(data)!r}: not a built-in data set "
+            f"({', '.join(BUILTIN_DATASETS)}), not 'tfds:NAME', and no file or folder of that "
+            "name exists." + did_you_mean(str(data), BUILTIN_DATASETS))
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
         return Loaded(x=np.asarray(x), y=np.asarray(y), source="arrays")
@@ -162,6 +182,6 @@ def load_data(data: Any, options: DataConfig) -> Loaded:
         return _from_tf_dataset(data)
     raise DataError(
         f"Cannot read data of type {type(data).__name__}. Pass an (x, y) tuple of arrays, a "
-        "pandas DataFrame with data_options.target, a tf.data.Dataset of (x, y), or one of "
-        f"the names {', '.join(BUILTIN_DATASETS)}.")
-
+        "pandas DataFrame or CSV path with data_options.target, a folder of class sub-folders "
+        "of images, 'tfds:NAME', a tf.data.Dataset of (x, y), or one of the names "
+        f"{', '.join(BUILTIN_DATASETS)}.")

@@ -18,7 +18,7 @@ from kerastrain.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Task", "Validated", "validate", "rows", "unconvertible_rows"]
+__all__ = ["Task", "Validated", "validate", "check_labels", "rows", "unconvertible_rows"]
 
 #: Float labels with at most this many distinct integral values are classes.
 MAX_INFERRED_CLASSES = 20
@@ -53,11 +53,15 @@ class Task:
         kind: `"binary"`, `"multiclass"` or `"regression"`.
         num_classes: Number of classes (1 for regression).
         class_names: Names of the classes, index by index, when known.
+        soft_labels: The training batches carry mixed labels (mixup,
+            cutmix): multi-class labels are fed one-hot and the loss is the
+            categorical one.
     """
 
     kind: Literal["binary", "multiclass", "regression"]
     num_classes: int = 1
     class_names: tuple[str, ...] | None = None
+    soft_labels: bool = False
 
     @property
     def is_classification(self) -> bool:
@@ -96,6 +100,8 @@ def _features(x: Any) -> np.ndarray:
         x = x.astype(np.float32)
     elif x.dtype.kind not in "fiu" and x.dtype != bool:
         raise DataError(f"The features must be numbers; their dtype is {x.dtype}.")
+    if x.dtype == np.uint8:
+        return x  # pixels: kept as bytes (a quarter of float32), cast per batch
     if x.dtype != np.float32:
         x = x.astype(np.float32)  # the one copy that a float64 or integer input costs
     flat = x.reshape(len(x), -1)
@@ -107,7 +113,8 @@ def _features(x: Any) -> np.ndarray:
         has_nan, has_inf = np.isnan(flat[bad]).any(), np.isinf(flat[bad]).any()
         kinds = "NaN or infinite" if has_nan and has_inf else "NaN" if has_nan else "infinite"
         raise DataError(f"Rows {rows(bad)} have {kinds} feature values. Impute or remove them "
-                        "before training; kerastrain does not drop rows silently.")
+                        "before training (or pass a DataFrame or CSV file, whose missing values "
+                        "kerastrain imputes); kerastrain does not drop rows silently.")
     return x
 
 
@@ -186,6 +193,27 @@ def _labels(y: Any, options: DataConfig, class_names: list[str] | None) -> tuple
     return y.astype(dtype), Task(kind, num_classes, names)
 
 
+def check_labels(y: Any, options: DataConfig,
+                 class_names: list[str] | None = None) -> tuple[np.ndarray, Task]:
+    """Checks labels alone and infers the task (see `validate`).
+
+    Args:
+        y: Class indices, class names, one-hot rows, or numbers.
+        options: The data options (`task`, `num_classes`).
+        class_names: Names of the classes, when known. Defaults to `None`.
+
+    Returns:
+        The labels (int32 classes, float32 for binary and regression) and
+        the task.
+
+    Raises:
+        DataError: Naming the rows whose labels are missing or do not fit.
+    """
+    if not hasattr(y, "__len__") or not len(y):
+        raise DataError("There are no labels.")
+    return _labels(y, options, class_names)
+
+
 def validate(x: Any, y: Any, options: DataConfig, *,
              class_names: list[str] | None = None) -> Validated:
     """Checks features and labels and infers the task.
@@ -198,7 +226,7 @@ def validate(x: Any, y: Any, options: DataConfig, *,
             Defaults to `None`.
 
     Returns:
-        The features as float32 and the labels as int32 classes (float32 for
+        The features as float32 (uint8 arrays stay uint8) and the labels as int32 classes (float32 for
         binary and regression), with the task.
 
     Raises:

@@ -16,6 +16,8 @@ from kerastrain.errors import ConfigError
 from kerastrain.models.base import Head, ModelInputs
 from kerastrain.models.cnn import cnn
 from kerastrain.models.mlp import mlp
+from kerastrain.models.resnet import resnet
+from kerastrain.models.transfer import transfer
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +25,7 @@ __all__ = ["MODELS", "register_model", "factory_for", "factory_options", "build_
 
 Factory = Callable[..., keras.Model]
 
-MODELS: dict[str, Factory] = {"mlp": mlp, "cnn": cnn}
+MODELS: dict[str, Factory] = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "transfer": transfer}
 
 #: Arguments kerastrain passes itself; never model options.
 _RESERVED = ("inputs", "head")

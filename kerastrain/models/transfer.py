@@ -1,0 +1,300 @@
+"""Transfer learning: a pretrained backbone with a new head, fine-tuned in two
+phases inside one training run.
+
+The backbone is a Keras Applications network (`mobilenet_v2`,
+`efficientnet_b0`, `resnet50`) with ``weights`` `"imagenet"` (downloaded by
+Keras when online), `None` (random), or the path of a weights file; or any
+trained tf_keras model (a `.keras`/`.h5` file, a SavedModel folder written
+by tf_keras, or the model itself, copied), cut at its penultimate layer (or
+at ``backbone_output``).
+
+Phase 1 trains the head with the backbone frozen, for ``train.epochs``.
+Phase 2 (`fine_tune`, called by the training stage after phase 1) unfreezes
+the top ``fine_tune_layers`` layers of the backbone, keeps every
+BatchNormalization layer frozen and in inference mode (the backbone is
+always called with ``training=False``, as the Keras transfer-learning guide
+advises), recompiles at ``fine_tune_learning_rate`` times the learning rate,
+and trains ``fine_tune_epochs`` more epochs. The history covers both phases.
+
+The backbone receives the raw inputs (not kerastrain's standardized
+features): Applications get their own preprocessing (pixels in 0..255,
+scaled by ``input_scale``), a trained tf_keras backbone its own layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from kerastrain._keras import ensure_tf_keras, keras, tf
+from kerastrain.config.base import config_error
+from kerastrain.errors import ConfigError
+from kerastrain.models.base import Head, ModelInputs, make_initializer, output_layer, regularizer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["transfer", "fine_tune", "FineTune", "BACKBONES", "FINE_TUNE_ATTR"]
+
+#: Application name -> (constructor name in keras.applications, preprocessing).
+BACKBONES = {
+    "mobilenet_v2": ("MobileNetV2", "mobilenet"),
+    "efficientnet_b0": ("EfficientNetB0", "none"),
+    "resnet50": ("ResNet50", "caffe"),
+}
+#: The smallest input the Applications accept.
+MIN_SIZE = 32
+#: The model attribute that carries the fine-tuning plan to the training stage.
+FINE_TUNE_ATTR = "_kerastrain_fine_tune"
+BACKBONE_NAME = "backbone"
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTune:
+    """Phase 2 of a transfer model's training.
+
+    Attributes:
+        layers: Top backbone layers unfrozen (all when larger than the
+            backbone).
+        epochs: Epochs of phase 2.
+        learning_rate_factor: Phase 2's learning rate as a fraction of
+            `train.learning_rate`.
+    """
+
+    layers: int
+    epochs: int
+    learning_rate_factor: float
+
+
+def _application(name: str, weights: Any, shape: tuple[int, int, int]) -> keras.Model:
+    constructor = getattr(keras.applications, BACKBONES[name][0])
+    if isinstance(weights, (str, os.PathLike)) and weights != "imagenet":
+        if not Path(weights).is_file():
+            raise config_error("model_options.weights", weights,
+                               "'imagenet', None, or the path of an existing weights file")
+        weights = os.fspath(weights)
+    try:
+        return constructor(include_top=False, weights=weights, input_shape=shape)
+    except ValueError as exc:
+        raise ConfigError(f"Cannot build the {name} backbone with weights={weights!r} on inputs "
+                          f"of shape {shape}: {exc}") from None
+    except Exception as exc:  # a failed download: no network, proxy, disk
+        if weights != "imagenet":
+            raise
+        raise ConfigError(
+            f"Downloading the imagenet weights of {name} failed ({type(exc).__name__}: {exc}). "
+            "On a machine without network access pass model_options={'weights': None} (random "
+            "weights) or the path of the weights file (the '_notop' .h5 file from "
+            "https://storage.googleapis.com/tensorflow/keras-applications/, downloaded "
+            "elsewhere); Keras also reuses a copy in ~/.keras/models.") from exc
+
+
+def _preprocess(x: Any, mode: str, scale: float) -> Any:
+    if scale != 1.0:
+        x = keras.layers.Rescaling(scale, name="input_scale")(x)
+    if mode == "mobilenet":
+        return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(x)
+    if mode == "caffe":  # RGB -> BGR, minus the imagenet channel means
+        x = tf.reverse(x, axis=[-1])
+        return keras.layers.Normalization(mean=[103.939, 116.779, 123.68], variance=[1, 1, 1],
+                                          name="preprocess")(x)
+    return x
+
+
+def _load_backbone(spec: Any, output: str | None) -> keras.Model:
+    if isinstance(spec, (str, os.PathLike)):
+        path = Path(spec)
+        if not path.exists():
+            raise config_error("model_options.backbone", spec,
+                               "one of " + ", ".join(map(repr, BACKBONES))
+                               + ", a tf_keras model, or the path of a saved one", BACKBONES)
+        try:
+            model = keras.models.load_model(path, compile=False)
+        except Exception as exc:
+            raise ConfigError(f"Cannot load the backbone model {str(path)!r}: "
+                              f"{type(exc).__name__}: {exc}") from None
+    else:
+        ensure_tf_keras(spec, "model_options.backbone")
+        if not isinstance(spec, keras.Model):
+            raise config_error("model_options.backbone", spec, "a tf_keras model or its path")
+        model = keras.models.clone_model(spec)  # the caller's model stays as it was
+        model.set_weights(spec.get_weights())
+    if not isinstance(model, keras.Model):
+        raise config_error("model_options.backbone", spec, "a tf_keras model or its path")
+    if output is not None:
+        try:
+            layer = model.get_layer(output)
+        except ValueError:
+            names = [layer.name for layer in model.layers]
+            raise config_error("model_options.backbone_output", output,
+                               f"a layer of the backbone ({', '.join(names[-8:])})",
+                               names) from None
+    else:
+        layer = model.layers[-2]
+    return keras.Model(model.inputs, layer.output, name=BACKBONE_NAME)
+
+
+def transfer(inputs: ModelInputs, head: Head, *, backbone: Any = "mobilenet_v2",
+             weights: Any = "imagenet", backbone_output: str | None = None,
+             input_size: Sequence[int] | None = None, input_scale: float = 1.0,
+             dense: int = 0, dropout: float = 0.2, fine_tune_layers: int = 20,
+             fine_tune_epochs: int = 5, fine_tune_learning_rate: float = 0.1,
+             l1: float = 0.0, l2: float = 0.0, initializer: str = "glorot_uniform",
+             activation: str = "relu") -> keras.Model:
+    """A frozen pretrained backbone and a new head, with a fine-tuning plan.
+
+    Args:
+        inputs: The model's inputs; the backbone reads the raw ones.
+        head: The output layer the task needs.
+        backbone: `"mobilenet_v2"`, `"efficientnet_b0"`, `"resnet50"`, a
+            tf_keras model, or the path of one. Defaults to `"mobilenet_v2"`.
+        weights: For Applications: `"imagenet"`, `None`, or a weights file
+            (without the top). Defaults to `"imagenet"`.
+        backbone_output: The layer of a model backbone whose output feeds
+            the head. Defaults to `None` (its penultimate layer).
+        input_size: `[height, width]` the images are resized to for an
+            Application. Defaults to `None` (the data's, at least 32).
+        input_scale: Multiplies the raw pixels so that they span 0..255
+            (`255 / 16` for scikit-learn's digits). Defaults to `1.0`.
+        dense: Units of a dense layer in the head (0 for none).
+            Defaults to `0`.
+        dropout: Dropout before the head's layers. Defaults to `0.2`.
+        fine_tune_layers: Top backbone layers unfrozen in phase 2 (0: no
+            phase 2). Defaults to `20`.
+        fine_tune_epochs: Epochs of phase 2. Defaults to `5`.
+        fine_tune_learning_rate: Phase 2's learning rate as a fraction of
+            `train.learning_rate`. Defaults to `0.1`.
+        l1: L1 penalty on the head's kernels. Defaults to `0.0`.
+        l2: L2 penalty on the head's kernels. Defaults to `0.0`.
+        initializer: The head's kernel initializer. Defaults to
+            `"glorot_uniform"`.
+        activation: Activation of the head's dense layer. Defaults to `"relu"`.
+
+    Returns:
+        An uncompiled model whose backbone is frozen, carrying its
+        `FineTune` plan for the training stage.
+
+    Raises:
+        ConfigError: For an unknown backbone or layer, inputs that do not
+            fit it, or imagenet weights that cannot be downloaded.
+    """
+    if fine_tune_layers < 0 or fine_tune_epochs < 0 or not 0 < fine_tune_learning_rate <= 1:
+        raise config_error("model_options.fine_tune_*",
+                           (fine_tune_layers, fine_tune_epochs, fine_tune_learning_rate),
+                           "layers >= 0, epochs >= 0 and a learning-rate factor in (0, 1]")
+    x = inputs.inputs
+    if isinstance(x, dict):
+        raise config_error("model", "transfer", "a factory for images; the data is a table")
+    shape = tuple(x.shape[1:])
+    if isinstance(backbone, str) and backbone in BACKBONES:
+        if len(shape) == 2:
+            x = keras.layers.Reshape((*shape, 1), name="add_channel")(x)
+            shape = (*shape, 1)
+        if len(shape) != 3 or shape[-1] not in (1, 3):
+            raise config_error("model", "transfer", "a factory for images of 1 or 3 channels; "
+                               f"the examples have shape {shape}")
+        if shape[-1] == 1:
+            x = keras.layers.Concatenate(name="to_rgb")([x, x, x])
+        size = tuple(input_size) if input_size else (max(shape[0], MIN_SIZE),
+                                                     max(shape[1], MIN_SIZE))
+        if size != shape[:2]:
+            x = keras.layers.Resizing(*size, name="resize")(x)
+        x = _preprocess(x, BACKBONES[backbone][1], input_scale)
+        base = _application(backbone, weights, (*size, 3))
+        base._name = BACKBONE_NAME
+    else:
+        base = _load_backbone(backbone, backbone_output)
+        expected = tuple(base.input_shape[1:])
+        if len(expected) != len(shape) or any(e not in (None, g) for e, g in zip(expected, shape)):
+            raise ConfigError(f"The backbone takes inputs of shape {expected} but the data's "
+                              f"examples have shape {shape}.")
+    base.trainable = False
+    features = base(x, training=False)  # BatchNorm stays in inference mode, in both phases
+    if len(features.shape) == 4:
+        features = keras.layers.GlobalAveragePooling2D(name="global_pool")(features)
+    elif len(features.shape) > 2:
+        features = keras.layers.Flatten(name="flatten")(features)
+    reg = regularizer(l1, l2)
+    if dropout:
+        features = keras.layers.Dropout(dropout, name="head_dropout")(features)
+    if dense:
+        features = keras.layers.Dense(dense, activation=activation, kernel_regularizer=reg,
+                                      kernel_initializer=make_initializer(initializer),
+                                      name="head_dense")(features)
+    outputs = output_layer(head, kernel_regularizer=reg,
+                           kernel_initializer=make_initializer(initializer))(features)
+    model = keras.Model(inputs.inputs, outputs, name="transfer")
+    setattr(model, FINE_TUNE_ATTR, FineTune(fine_tune_layers, fine_tune_epochs,
+                                            fine_tune_learning_rate))
+    logger.info("Transfer model: backbone %s (%d layers, frozen), head on %d features; then %s.",
+                backbone if isinstance(backbone, str) else "model", len(base.layers),
+                features.shape[-1], f"{fine_tune_epochs} epochs fine-tuning the top "
+                f"{fine_tune_layers} layers" if fine_tune_layers and fine_tune_epochs
+                else "no fine-tuning")
+    return model
+
+
+def unfreeze_top(backbone: keras.Model, count: int) -> int:
+    """Makes the top ``count`` layers of ``backbone`` trainable, except
+    BatchNormalization layers; returns how many layers hold trainable weights."""
+    backbone.trainable = True
+    cut = max(len(backbone.layers) - count, 0)
+    for i, layer in enumerate(backbone.layers):
+        frozen = i < cut or isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = not frozen
+    return sum(1 for layer in backbone.layers if layer.trainable and layer.trainable_weights)
+
+
+def fine_tune(model: keras.Model, phase1: Any, task: Any, train: Any,
+              train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
+              strategy: tf.distribute.Strategy, *,
+              callbacks: Sequence[keras.callbacks.Callback] = (),
+              backup_dir: str | os.PathLike | None = None, **fit_options: Any) -> Any:
+    """Phase 2 of a transfer model: unfreeze the top layers and train on.
+
+    Does nothing (returns `phase1`) for a model without a fine-tuning plan.
+
+    Args:
+        model: The model phase 1 trained.
+        phase1: Phase 1's `TrainResult`.
+        task: The task (for the loss and metrics of the recompile).
+        train: The training options.
+        train_ds: Training batches.
+        val_ds: Validation batches, or None.
+        strategy: The strategy the model was built under.
+        callbacks: Extra callbacks, as in phase 1. Defaults to `()`.
+        backup_dir: Phase 1's backup folder; phase 2 uses a sub-folder.
+            Defaults to `None`.
+        **fit_options: More arguments of `train_model`, as phase 1 got them
+            (steps per epoch under a parameter-server strategy).
+
+    Returns:
+        A `TrainResult` covering both phases.
+    """
+    from kerastrain.train import TrainResult, compile_model, train_model
+
+    plan = getattr(model, FINE_TUNE_ATTR, None)
+    if plan is None or not plan.layers or not plan.epochs:
+        return phase1
+    backbone = model.get_layer(BACKBONE_NAME)
+    trainable = unfreeze_top(backbone, plan.layers)
+    learning_rate = train.learning_rate * plan.learning_rate_factor
+    with strategy.scope():
+        compile_model(model, task, train, learning_rate=learning_rate)
+    logger.info("Fine-tuning: %d backbone layers with weights unfrozen (BatchNorm frozen), "
+                "learning rate %g, %d epochs.", trainable, learning_rate, plan.epochs)
+    start = phase1.epochs_run
+    phase2 = train_model(model, train_ds, val_ds, train, callbacks=callbacks,
+                         epochs=start + plan.epochs, initial_epoch=start,
+                         backup_dir=None if backup_dir is None else Path(backup_dir) / "fine_tune",
+                         **fit_options)
+    history = {k: list(phase1.history.get(k, [])) + list(v) for k, v in phase2.history.items()}
+    history["phase"] = [1.0] * phase1.epochs_run + [2.0] * phase2.epochs_run
+    return TrainResult(
+        history=history, epochs_run=phase1.epochs_run + phase2.epochs_run,
+        stop_reason=(f"head (backbone frozen): {phase1.stop_reason}; then fine-tuning the top "
+                     f"{plan.layers} backbone layers at learning rate {learning_rate:g}: "
+                     f"{phase2.stop_reason}"),
+        best_epoch=phase2.best_epoch)
