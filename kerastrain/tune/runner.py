@@ -33,7 +33,7 @@ from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared
 from kerastrain.evaluate import compute_metrics
 from kerastrain.runs import write_json
-from kerastrain.trial import build_compiled_model, predict, run_training
+from kerastrain.trial import build_compiled_model, predict_split, run_training
 from kerastrain.tune.space import Space, plain_values, trial_config
 
 logger = logging.getLogger(__name__)
@@ -89,17 +89,17 @@ class _ValidationMetrics(keras.callbacks.Callback):
     supported; the tuner's checkpoint and `History` see them).
     """
 
-    def __init__(self, prepared: Prepared, names: Sequence[str]):
+    def __init__(self, prepared: Prepared, memory: InMemory, names: Sequence[str]):
         super().__init__()
-        self.task = prepared.task
-        self.x = prepared.x[prepared.splits.val]
+        self.prepared, self.memory = prepared, memory
         self.y = prepared.training_targets[prepared.splits.val]  # what the model predicts
         self.names = tuple(names)
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         if logs is None:
             return
-        scores = compute_metrics(self.task, self.y, predict(self.model, self.x))
+        outputs = predict_split(self.model, self.prepared, "val", self.memory)
+        scores = compute_metrics(self.prepared.task, self.y, outputs)
         for name in self.names:
             value = scores.get(name[len("val_"):])
             logs[name] = float("nan") if value is None else float(value)
@@ -288,7 +288,7 @@ class TrialContext:
                     model.load_weights(runner.checkpoint_path(parent)).expect_partial()
                 callbacks: list[keras.callbacks.Callback] = []
                 if self.computed:
-                    callbacks.append(_ValidationMetrics(part, self.computed))
+                    callbacks.append(_ValidationMetrics(part, memory, self.computed))
                 if saver is not None:
                     callbacks.append(saver)
                 model, fit = run_training(config, part, self.strategy, epochs=epochs,

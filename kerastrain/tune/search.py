@@ -25,9 +25,7 @@ from kerastrain.config import PipelineConfig
 from kerastrain.config.base import did_you_mean
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared, prepare_data
-from kerastrain.data.preprocess import fit_standardizer
-from kerastrain.data.split import Splits
-from kerastrain.data.validate import rows as row_list
+from kerastrain.data.split import Splits, fold_indices
 from kerastrain.errors import ConfigError, DataError, KerastrainError
 from kerastrain.optim import make_metrics
 from kerastrain.runs import write_json
@@ -207,37 +205,22 @@ def _computed_metrics(config: PipelineConfig, prepared: Prepared) -> tuple[str, 
 
 
 def _folds(prepared: Prepared, k: int, seed: int) -> list[Prepared]:
-    """k folds of the training and validation rows (stratified by class),
-    each with its own standardization statistics.
+    """k folds of the training and validation rows (stratified by class, as
+    `cross_validate` folds them), each with its standardization and column
+    encodings refitted on its training rows. The test rows stay out.
 
     Raises:
         DataError: When a class has fewer than k rows.
     """
-    from sklearn.model_selection import KFold, StratifiedKFold
-
     rows = np.sort(np.concatenate([prepared.splits.train, prepared.splits.val]))
-    y = prepared.y[rows]
-    if prepared.task.is_classification:
-        classes, counts = np.unique(y, return_counts=True)
-        if counts.min() < k:
-            cls = classes[counts.argmin()]
-            raise DataError(
-                f"tune.cv_folds={k} needs at least {k} rows of each class in the training and "
-                f"validation rows, but class {int(cls)} has {counts.min()} (rows "
-                f"{row_list(rows[y == cls])}). Lower tune.cv_folds.")
-        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    else:
-        splitter = KFold(n_splits=k, shuffle=True, random_state=seed)
-    folds = []
-    for train_idx, val_idx in splitter.split(rows, y):
-        train, val = rows[train_idx], rows[val_idx]
-        standardizer = fit_standardizer(prepared.x, train) if prepared.standardizer else None
-        target_scaler = fit_standardizer(prepared.y[:, np.newaxis], train) \
-            if prepared.target_scaler is not None else None
-        folds.append(dataclasses.replace(
-            prepared, splits=Splits(train=train, val=val, test=prepared.splits.test),
-            standardizer=standardizer, target_scaler=target_scaler))
-    return folds
+    try:
+        pairs = fold_indices(prepared.y[rows], prepared.task, prepared.options, k, seed)
+    except DataError as exc:
+        raise DataError(f"tune.cv_folds={k} cannot split the training and validation rows: "
+                        f"{exc}") from None
+    return [prepared.with_splits(Splits(train=rows[train], val=rows[held],
+                                        test=prepared.splits.test))
+            for train, held in pairs]
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
