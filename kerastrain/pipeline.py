@@ -25,7 +25,7 @@ from kerastrain.evaluate import compute_metrics, evaluate_run
 from kerastrain.explain import check_explainable, explain_run
 from kerastrain.perf import as_float32, describe_decisions
 from kerastrain.export import export_model, verify_artifacts
-from kerastrain.report import write_report
+from kerastrain.report import Section, write_report
 from kerastrain.runs import RunFolder, write_json
 from kerastrain.tracking import track_run, training_callbacks
 from kerastrain.trial import find_learning_rate, predict_split, run_training
@@ -105,10 +105,10 @@ def _split_metrics(model: keras.Model, prepared: Prepared,
 
 
 def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = None,
-                 train: Any = None, export: Any = None, model_options: Any = None,
-                 report: Any = None, tracking: Any = None, strategy: Any = None,
-                 distribute: Any = None, output_dir: Any = None, overwrite: bool | None = None,
-                 seed: int | None = None, name: str | None = None,
+                 train: Any = None, tune: Any = None, export: Any = None,
+                 model_options: Any = None, report: Any = None, tracking: Any = None,
+                 strategy: Any = None, distribute: Any = None, output_dir: Any = None,
+                 overwrite: bool | None = None, seed: int | None = None, name: str | None = None,
                  config: Any = None) -> PipelineResult:
     """From data to a trained, evaluated, exported and verified model.
 
@@ -124,6 +124,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
             tf_keras model. Defaults to the config's, else `"auto"`.
         data_options: Mapping or `DataConfig`. Defaults to `None`.
         train: Mapping or `TrainConfig`. Defaults to `None`.
+        tune: Mapping or `TuneConfig`: search hyper-parameters first, then
+            train with the best values. Defaults to `None` (no search).
         export: Mapping or `ExportConfig`. Defaults to `None`.
         model_options: Keyword options of the model factory. Defaults to `None`.
         report: Mapping or `ReportConfig` (the explanation, the model card's
@@ -154,7 +156,7 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         >>> result.metrics["tflite"]["accuracy"]  # doctest: +SKIP
     """
     cfg = _resolve(config, data=data, model=model, data_options=data_options, train=train,
-                   export=export, model_options=model_options, report=report,
+                   tune=tune, export=export, model_options=model_options, report=report,
                    tracking=tracking, strategy=strategy, distribute=distribute,
                    output_dir=output_dir, overwrite=overwrite, seed=seed, name=name)
     keras.utils.set_random_seed(cfg.seed)
@@ -168,6 +170,13 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         with stage("data"):
             prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
             check_explainable(cfg.report.explain, prepared)
+        tuned = None
+        if cfg.tune is not None:
+            from kerastrain.tune import tune_stage  # imports KerasTuner only when asked
+
+            with stage("tune"):
+                tuned = tune_stage(cfg, prepared, strategy_obj, run.path)
+            cfg = tuned.config
         with stage("train"):
             cfg = find_learning_rate(cfg, prepared, strategy_obj, run.path, reuse=run.resuming)
             trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.backup_dir,
@@ -195,7 +204,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
                 metrics=metrics, artifacts=artifacts, timings=stage.timings,
                 stop_reason=fit.stop_reason, config=cfg,
                 evaluation=evaluation, explanations=explanations,
-                intended_use=cfg.report.intended_use, limitations=cfg.report.limitations)
+                intended_use=cfg.report.intended_use, limitations=cfg.report.limitations,
+                sections=[Section(**tuned.report_section())] if tuned else ())
         if cfg.tracking.tensorboard or cfg.tracking.mlflow:
             with stage("track"):
                 track_run(cfg.tracking, run.path, name=cfg.name, params=cfg.to_dict(),
@@ -205,6 +215,7 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         raise
     run.mark("finished", timings=stage.timings)
     return PipelineResult(model=trained, history=fit.history, metrics=metrics,
-                          artifacts=artifacts, best_hyperparameters=None, report_path=report_path,
+                          artifacts=artifacts, report_path=report_path,
+                          best_hyperparameters=tuned.best_values if tuned else None,
                           config=cfg, run_dir=run.path, timings=stage.timings,
                           stop_reason=fit.stop_reason)

@@ -16,12 +16,13 @@ from kerastrain.config.export import ExportConfig
 from kerastrain.config.report import ReportConfig
 from kerastrain.config.tracking import TrackingConfig
 from kerastrain.config.train import TrainConfig
+from kerastrain.config.tune import TuneConfig
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu")
 StrategyName = Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu"]
 
 #: Sections that merge key by key when a keyword argument overrides a config.
-SECTIONS = ("data_options", "train", "export", "report", "tracking", "distribute")
+SECTIONS = ("data_options", "train", "export", "report", "tracking", "distribute", "tune")
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -47,6 +48,8 @@ class PipelineConfig(Section):
         data_options: See `DataConfig`.
         train: See `TrainConfig`.
         export: See `ExportConfig`.
+        tune: See `TuneConfig`; `None` trains with the options as given.
+            Defaults to `None`.
         report: See `ReportConfig`.
         tracking: See `TrackingConfig`.
         strategy: A strategy name or a `tf.distribute.Strategy`.
@@ -70,6 +73,7 @@ class PipelineConfig(Section):
     data_options: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    tune: TuneConfig | None = None
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     strategy: Any = "auto"
@@ -103,6 +107,8 @@ class PipelineConfig(Section):
         batch_size = train_bs or data_bs or DEFAULT_BATCH_SIZE
         object.__setattr__(self.train, "batch_size", batch_size)
         object.__setattr__(self.data_options, "batch_size", batch_size)
+        if self.tune is not None:
+            self.tune.check_train(self.train)
 
     @property
     def batch_size(self) -> int:
@@ -158,7 +164,9 @@ def load_config(config: PipelineConfig | Mapping[str, Any] | str | os.PathLike |
     """
     if isinstance(config, PipelineConfig):
         base: dict[str, Any] = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-        base = {k: (v.to_dict() if isinstance(v, Section) else v) for k, v in base.items()}
+        # Sections as mappings of their values (objects such as tune.build kept).
+        base = {k: ({f.name: getattr(v, f.name) for f in dataclasses.fields(v) if f.init}
+                    if isinstance(v, Section) else v) for k, v in base.items()}
     elif isinstance(config, (str, os.PathLike)):
         base = _read_yaml(Path(config))
     elif config is None:
