@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 #: Public name -> the module that defines it.
 _LAZY = {
+    "CompressConfig": "kerastrain.config",
     "DataConfig": "kerastrain.config",
     "DistributeConfig": "kerastrain.config",
     "ExportConfig": "kerastrain.config",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kerastrain._keras import keras, tf
+from kerastrain.compress import compress_model, compression_sections
 from kerastrain.config import PipelineConfig, load_config, save_config
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared, prepare_data
@@ -105,8 +106,9 @@ def _split_metrics(model: keras.Model, prepared: Prepared,
 
 
 def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = None,
-                 train: Any = None, tune: Any = None, export: Any = None,
-                 model_options: Any = None, report: Any = None, tracking: Any = None,
+                 train: Any = None, tune: Any = None, compress: Any = None,
+                 export: Any = None, model_options: Any = None, report: Any = None,
+                 tracking: Any = None,
                  strategy: Any = None, distribute: Any = None, output_dir: Any = None,
                  overwrite: bool | None = None, seed: int | None = None, name: str | None = None,
                  config: Any = None) -> PipelineResult:
@@ -126,6 +128,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         train: Mapping or `TrainConfig`. Defaults to `None`.
         tune: Mapping or `TuneConfig`: search hyper-parameters first, then
             train with the best values. Defaults to `None` (no search).
+        compress: Mapping or `CompressConfig` (prune, quantize, cluster,
+            distill, budget). Defaults to `None` (no compression).
         export: Mapping or `ExportConfig`. Defaults to `None`.
         model_options: Keyword options of the model factory. Defaults to `None`.
         report: Mapping or `ReportConfig` (the explanation, the model card's
@@ -156,8 +160,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         >>> result.metrics["tflite"]["accuracy"]  # doctest: +SKIP
     """
     cfg = _resolve(config, data=data, model=model, data_options=data_options, train=train,
-                   tune=tune, export=export, model_options=model_options, report=report,
-                   tracking=tracking, strategy=strategy, distribute=distribute,
+                   tune=tune, compress=compress, export=export, model_options=model_options,
+                   report=report, tracking=tracking, strategy=strategy, distribute=distribute,
                    output_dir=output_dir, overwrite=overwrite, seed=seed, name=name)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.train.deterministic:
@@ -181,17 +185,29 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
             cfg = find_learning_rate(cfg, prepared, strategy_obj, run.path, reuse=run.resuming)
             trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.backup_dir,
                                         callbacks=training_callbacks(cfg.tracking, run.path))
-            trained = as_float32(with_target_scale(trained, prepared.target_scaler))
+            trained = as_float32(trained)
+        compressed, export_cfg = None, cfg.export
+        if cfg.compress is not None:
+            with stage("compress"):
+                compressed = compress_model(trained, prepared, cfg, strategy_obj, run_dir=run.path)
+            trained, export_cfg = compressed.model, compressed.export
+        else:
+            trained = with_target_scale(trained, prepared.target_scaler)
         with stage("evaluate"):
             evaluation = evaluate_run(trained, prepared, fit.history)
-            metrics = _split_metrics(trained, prepared, evaluation)
+            metrics = {**_split_metrics(trained, prepared, evaluation),
+                       **(compressed.metrics if compressed else {})}
         with stage("export"):
-            artifacts = export_model(trained, run.path, cfg.export)
-        if cfg.export.verify and artifacts:
+            artifacts = export_model(trained, run.path, export_cfg,
+                                     representative=prepared.part("train")[0],
+                                     float_model=compressed.float_model if compressed else None)
+        if export_cfg.verify and artifacts:
             with stage("verify"):
                 x, y = prepared.part(evaluation.split)
-                metrics.update(verify_artifacts(evaluation.outputs, artifacts, x, y,
-                                                prepared.task, cfg.export.atol, cfg.export.rtol))
+                metrics.update(verify_artifacts(
+                    evaluation.outputs, artifacts, x, y, prepared.task, export_cfg.atol,
+                    export_cfg.rtol, min_agreement=export_cfg.min_agreement,
+                    latency_runs=export_cfg.latency_runs))
         with stage("explain"):
             explanations = explain_run(trained, prepared, cfg.report, cfg.seed)
         with stage("report"):
@@ -205,7 +221,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
                 stop_reason=fit.stop_reason, config=cfg,
                 evaluation=evaluation, explanations=explanations,
                 intended_use=cfg.report.intended_use, limitations=cfg.report.limitations,
-                sections=[Section(**tuned.report_section())] if tuned else ())
+                sections=[*([Section(**tuned.report_section())] if tuned else ()),
+                          *compression_sections(compressed, metrics, artifacts)])
         if cfg.tracking.tensorboard or cfg.tracking.mlflow:
             with stage("track"):
                 track_run(cfg.tracking, run.path, name=cfg.name, params=cfg.to_dict(),

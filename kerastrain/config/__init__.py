@@ -1,6 +1,7 @@
 """Typed configuration: one dataclass per section, checked when built."""
 
 from kerastrain.config.base import Section, option
+from kerastrain.config.compress import CompressConfig
 from kerastrain.config.data import DataConfig
 from kerastrain.config.distribute import DistributeConfig
 from kerastrain.config.export import ExportConfig
@@ -11,7 +12,8 @@ from kerastrain.config.train import EarlyStoppingConfig, TrainConfig
 from kerastrain.config.tune import TuneConfig
 
 __all__ = [
-    "Section", "option", "DataConfig", "DistributeConfig", "ExportConfig", "PipelineConfig",
-    "EarlyStoppingConfig", "TrainConfig", "TuneConfig", "ReportConfig", "TrackingConfig",
+    "Section", "option", "CompressConfig", "DataConfig", "DistributeConfig", "ExportConfig",
+    "PipelineConfig", "EarlyStoppingConfig", "TrainConfig", "TuneConfig", "ReportConfig",
+    "TrackingConfig",
     "load_config", "save_config",
 ]

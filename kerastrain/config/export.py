@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from kerastrain.config.base import Section, config_error, option
 
 Format = Literal["savedmodel", "keras", "h5", "tflite"]
-TFLiteMode = Literal["float32"]
+TFLiteMode = Literal["float32", "float16", "dynamic", "int8"]
 
 
 @dataclasses.dataclass
@@ -20,7 +20,23 @@ class ExportConfig(Section):
             signature), `"keras"` (tf_keras `.keras` file), `"h5"`, `"tflite"`.
             An empty list exports nothing. Defaults to
             `["savedmodel", "keras", "tflite"]`.
-        tflite: The TFLite conversion mode. Defaults to `"float32"`.
+        tflite: The TFLite conversion mode, or a list of modes (one file
+            each): `"float32"`; `"float16"` (weights stored as float16);
+            `"dynamic"` (int8 weights, float activations); `"int8"` (int8
+            weights and activations, calibrated on rows of the training
+            split; the input standardization runs in float before the first
+            quantization, since one int8 scale cannot hold raw features of
+            different ranges). A float32
+            file is `model.tflite` (artifact `"tflite"`); another mode's is
+            `model_<mode>.tflite` (artifact `"tflite_<mode>"`).
+            Defaults to `"float32"`.
+        int8_io: With `"int8"`, the file is integer only and takes and
+            returns int8 tensors (for integer-only accelerators); kerastrain
+            quantizes the inputs and dequantizes the outputs when it runs
+            it. The raw input then shares one scale: right for images, lossy
+            for tabular features of different ranges. Defaults to `False`.
+        representative_rows: Training rows the int8 conversion calibrates
+            on. Defaults to `200`.
         verify: Reload every artifact, run it on the test split, and fail with
             `ExportError` when it disagrees with the Keras model. Defaults to
             `True`.
@@ -29,16 +45,27 @@ class ExportConfig(Section):
             `atol + rtol * |keras output|`. Defaults to `1e-4`.
         rtol: Relative tolerance, for outputs far from unit scale
             (regression in original units). Defaults to `1e-5`.
+        min_agreement: For quantized TFLite files (and every TFLite file of
+            a quantization-aware model), which cannot match to `atol`: the
+            smallest share of test rows whose predicted class must match the
+            Keras model's (regression: whose output is within 5% of the
+            output range). Defaults to `0.98`.
+        latency_runs: Single-example runs of each TFLite file whose median
+            time is reported; 0 measures nothing. Defaults to `200`.
     """
 
     _path: ClassVar[str] = "export"
 
     formats: list[Format] = dataclasses.field(
         default_factory=lambda: ["savedmodel", "keras", "tflite"])
-    tflite: TFLiteMode = "float32"
+    tflite: TFLiteMode | list[TFLiteMode] = "float32"
+    int8_io: bool = False
+    representative_rows: int = option(200, gt=0)
     verify: bool = True
     atol: float = option(1e-4, gt=0.0)
     rtol: float = option(1e-5, ge=0.0)
+    min_agreement: float = option(0.98, gt=0.0, le=1.0)
+    latency_runs: int = option(200, ge=0)
 
     def validate(self) -> None:
         seen = set()
@@ -46,3 +73,15 @@ class ExportConfig(Section):
             if fmt in seen:
                 raise config_error("export.formats", self.formats, "a list without repeats")
             seen.add(fmt)
+        modes = self.tflite_modes
+        if not modes or len(set(modes)) != len(modes):
+            raise config_error("export.tflite", self.tflite,
+                               "a mode or a non-empty list of modes without repeats")
+        if self.int8_io and "int8" not in modes:
+            raise config_error("export.int8_io", self.int8_io,
+                               "False unless export.tflite includes 'int8'")
+
+    @property
+    def tflite_modes(self) -> list[str]:
+        """The TFLite modes as a list."""
+        return [self.tflite] if isinstance(self.tflite, str) else list(self.tflite)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal, Mapping
 import yaml
 
 from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean
+from kerastrain.config.compress import CompressConfig
 from kerastrain.config.data import DataConfig
 from kerastrain.config.distribute import DistributeConfig
 from kerastrain.config.export import ExportConfig
@@ -22,7 +23,8 @@ STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_serve
 StrategyName = Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu"]
 
 #: Sections that merge key by key when a keyword argument overrides a config.
-SECTIONS = ("data_options", "train", "export", "report", "tracking", "distribute", "tune")
+SECTIONS = ("data_options", "train", "export", "report", "tracking", "distribute", "tune",
+            "compress")
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -47,6 +49,8 @@ class PipelineConfig(Section):
             Defaults to `"auto"`.
         data_options: See `DataConfig`.
         train: See `TrainConfig`.
+        compress: See `CompressConfig`; `None` compresses nothing.
+            Defaults to `None`.
         export: See `ExportConfig`.
         tune: See `TuneConfig`; `None` trains with the options as given.
             Defaults to `None`.
@@ -72,6 +76,7 @@ class PipelineConfig(Section):
     model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     data_options: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    compress: CompressConfig | None = None
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     tune: TuneConfig | None = None
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
@@ -109,6 +114,16 @@ class PipelineConfig(Section):
         object.__setattr__(self.data_options, "batch_size", batch_size)
         if self.tune is not None:
             self.tune.check_train(self.train)
+        if self.compress is not None and self.strategy == "parameter_server":
+            raise ConfigError("compress is not available with strategy='parameter_server': "
+                              "TF-MOT's wrappers fine-tune through model.fit on the workers' "
+                              "replicas, which a parameter-server coordinator does not run. Use "
+                              "'multi_worker' or 'mirrored', or compress in a separate run.")
+        if self.compress is not None and self.compress.budget is not None \
+                and "tflite" not in self.export.formats:
+            raise config_error("export.formats", self.export.formats,
+                               "a list that includes 'tflite' when compress.budget is set (the "
+                               "budget is the size of the TFLite file)")
 
     @property
     def batch_size(self) -> int:
