@@ -29,6 +29,7 @@ _LAZY = {
     "ReportConfig": "kerastrain.config",
     "TrackingConfig": "kerastrain.config",
     "TrainConfig": "kerastrain.config",
+    "TuneConfig": "kerastrain.config",
     "load_config": "kerastrain.config",
     "register_model": "kerastrain.models",
     "PipelineResult": "kerastrain.pipeline",
@@ -38,6 +39,7 @@ _LAZY = {
     "explain": "kerastrain.explain",
     "CrossValidationResult": "kerastrain.cv",
     "cross_validate": "kerastrain.cv",
+    "TuningError": "kerastrain.tune",
 }
 
 #: Functions named like the module that defines them.

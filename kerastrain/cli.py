@@ -1,4 +1,4 @@
-"""The ``kerastrain`` command: ``run``, ``demo``, ``launch``.
+"""The ``kerastrain`` command: ``run``, ``tune``, ``demo``, ``launch``.
 
 Errors in the config or the data print one paragraph and exit with code 2,
 without a traceback; anything else is a bug and keeps its traceback.
@@ -40,6 +40,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="path of a YAML config (the keys of fit_pipeline)")
     run.add_argument("--output-dir", help="the run folder (overrides the config's)")
     run.add_argument("--overwrite", action="store_true", help="replace a finished run")
+
+    tune = commands.add_parser(
+        "tune", help="search hyper-parameters as the config's 'tune' section says",
+        description="Run the search alone (`kerastrain run` searches, then trains with the best "
+        "values). Rerunning with the same search folder resumes it.")
+    tune.add_argument("config", help="path of a YAML config with a 'tune' section")
+    tune.add_argument("--workers", type=int, default=0, metavar="N",
+                      help="worker processes; this process serves the oracle on loopback "
+                      "(default: 0, trials run in this process)")
+    tune.add_argument("--output-dir", help="the run folder; the search goes in its 'tuning' "
+                      "sub-folder unless tune.directory is set")
 
     launch = commands.add_parser(
         "launch", help="run a YAML config on a cluster of local processes",
@@ -92,6 +103,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  overwrite=args.overwrite or None)
             result = launch(config, workers=args.workers, ps=args.ps, timeout=args.timeout)
             print(_summary(result))
+            return 0
+        if args.command == "tune":
+            from kerastrain.tune import TuningError, search_command, summary
+
+            config = load_config(args.config, output_dir=args.output_dir)
+            try:
+                print(summary(search_command(config, workers=args.workers)))
+            except TuningError as exc:
+                print(f"kerastrain: TuningError: {exc}", file=sys.stderr)
+                return 1
             return 0
         if args.command == "run":
             # Checked before TensorFlow is imported: a typo costs no startup.

@@ -266,7 +266,8 @@ def _probe_batch(dataset: Any) -> tuple[Any, Any] | None:
 
 
 def configure_execution(model: keras.Model, dataset: Any, train: Any, callbacks: Sequence[Any], *,
-                        epochs: int, steps_per_epoch: int | None = None) -> dict[str, Decision]:
+                        epochs: int, steps_per_epoch: int | None = None,
+                        probe_dataset: Any = None) -> dict[str, Decision]:
     """Resolves `"auto"` `steps_per_execution` and `jit_compile` on a compiled model.
 
     Measures one forward and backward pass on a real batch (see
@@ -281,6 +282,9 @@ def configure_execution(model: keras.Model, dataset: Any, train: Any, callbacks:
         epochs: Epochs the fit will run.
         steps_per_epoch: Steps of an epoch when the dataset does not say.
             Defaults to `None`.
+        probe_dataset: Where to take the measured batch from, when not the
+            training dataset: iterating a reshuffling dataset once more would
+            change the order of the epochs that follow. Defaults to `None`.
 
     Returns:
         The decisions taken, by option name (empty when nothing was `"auto"`).
@@ -304,7 +308,7 @@ def configure_execution(model: keras.Model, dataset: Any, train: Any, callbacks:
         # desynchronize their collective operations.
         reason = "multi-worker training: every worker must make the same choice"
     elif want_steps and not blocking and (steps or 1) > 1 or want_jit:
-        batch = _probe_batch(dataset)
+        batch = _probe_batch(probe_dataset if probe_dataset is not None else dataset)
         reason = "no batch to measure"
     step_seconds = None
     if batch is not None:

@@ -26,7 +26,7 @@ from kerastrain.evaluate import compute_metrics, evaluate_run
 from kerastrain.explain import check_explainable, explain_run
 from kerastrain.perf import as_float32, describe_decisions
 from kerastrain.export import export_model, verify_artifacts
-from kerastrain.report import write_report
+from kerastrain.report import Section, write_report
 from kerastrain.runs import RunFolder, write_json
 from kerastrain.tracking import track_run, training_callbacks
 from kerastrain.trial import find_learning_rate, predict_split, run_training
@@ -106,8 +106,9 @@ def _split_metrics(model: keras.Model, prepared: Prepared,
 
 
 def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = None,
-                 train: Any = None, compress: Any = None, export: Any = None,
-                 model_options: Any = None, report: Any = None, tracking: Any = None,
+                 train: Any = None, tune: Any = None, compress: Any = None,
+                 export: Any = None, model_options: Any = None, report: Any = None,
+                 tracking: Any = None,
                  strategy: Any = None, distribute: Any = None, output_dir: Any = None,
                  overwrite: bool | None = None, seed: int | None = None, name: str | None = None,
                  config: Any = None) -> PipelineResult:
@@ -125,6 +126,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
             tf_keras model. Defaults to the config's, else `"auto"`.
         data_options: Mapping or `DataConfig`. Defaults to `None`.
         train: Mapping or `TrainConfig`. Defaults to `None`.
+        tune: Mapping or `TuneConfig`: search hyper-parameters first, then
+            train with the best values. Defaults to `None` (no search).
         compress: Mapping or `CompressConfig` (prune, quantize, cluster,
             distill, budget). Defaults to `None` (no compression).
         export: Mapping or `ExportConfig`. Defaults to `None`.
@@ -157,8 +160,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         >>> result.metrics["tflite"]["accuracy"]  # doctest: +SKIP
     """
     cfg = _resolve(config, data=data, model=model, data_options=data_options, train=train,
-                   compress=compress, export=export, model_options=model_options, report=report,
-                   tracking=tracking, strategy=strategy, distribute=distribute,
+                   tune=tune, compress=compress, export=export, model_options=model_options,
+                   report=report, tracking=tracking, strategy=strategy, distribute=distribute,
                    output_dir=output_dir, overwrite=overwrite, seed=seed, name=name)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.train.deterministic:
@@ -171,6 +174,13 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         with stage("data"):
             prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
             check_explainable(cfg.report.explain, prepared)
+        tuned = None
+        if cfg.tune is not None:
+            from kerastrain.tune import tune_stage  # imports KerasTuner only when asked
+
+            with stage("tune"):
+                tuned = tune_stage(cfg, prepared, strategy_obj, run.path)
+            cfg = tuned.config
         with stage("train"):
             cfg = find_learning_rate(cfg, prepared, strategy_obj, run.path, reuse=run.resuming)
             trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.backup_dir,
@@ -211,7 +221,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
                 stop_reason=fit.stop_reason, config=cfg,
                 evaluation=evaluation, explanations=explanations,
                 intended_use=cfg.report.intended_use, limitations=cfg.report.limitations,
-                sections=compression_sections(compressed, metrics, artifacts))
+                sections=[*([Section(**tuned.report_section())] if tuned else ()),
+                          *compression_sections(compressed, metrics, artifacts)])
         if cfg.tracking.tensorboard or cfg.tracking.mlflow:
             with stage("track"):
                 track_run(cfg.tracking, run.path, name=cfg.name, params=cfg.to_dict(),
@@ -221,6 +232,7 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         raise
     run.mark("finished", timings=stage.timings)
     return PipelineResult(model=trained, history=fit.history, metrics=metrics,
-                          artifacts=artifacts, best_hyperparameters=None, report_path=report_path,
+                          artifacts=artifacts, report_path=report_path,
+                          best_hyperparameters=tuned.best_values if tuned else None,
                           config=cfg, run_dir=run.path, timings=stage.timings,
                           stop_reason=fit.stop_reason)

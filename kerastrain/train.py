@@ -272,7 +272,8 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
                             backup_dir=backup_dir, examples_per_epoch=examples_per_epoch,
                             chief=chief)
     performance = configure_execution(model, train_ds, train, [*own, *callbacks],
-                                      epochs=total - initial_epoch, steps_per_epoch=steps_per_epoch)
+                                      epochs=total - initial_epoch, steps_per_epoch=steps_per_epoch,
+                                      probe_dataset=val_ds)
     history = model.fit(train_ds, validation_data=val_ds, epochs=total,
                         initial_epoch=initial_epoch, callbacks=[*own, *callbacks],
                         verbose=_verbose(train.verbose), steps_per_epoch=steps_per_epoch,

@@ -94,3 +94,31 @@ def test_large_arrays_are_gathered_from_numpy_without_a_copy():
 def test_small_arrays_become_tensors():
     memory = InMemory(np.ones((10, 3), np.float32), np.zeros(10, np.int64))
     assert memory.in_tensorflow and isinstance(memory.x, tf.Tensor)
+
+
+def _fit_weights(steps_per_execution):
+    from kerastrain.config import load_config
+    from kerastrain.data.prepare import prepare_data
+    from kerastrain.trial import run_training
+
+    config = load_config(data="breast_cancer", model="mlp", seed=0,
+                         model_options={"width": 8, "depth": 1, "dropout": 0.0},
+                         train={"epochs": 2, "batch_size": 16, "optimizer": "sgd",
+                                "learning_rate": 0.05, "early_stopping": None, "verbose": 0,
+                                "mixed_precision": "float32", "jit_compile": False,
+                                "steps_per_execution": steps_per_execution})
+    prepared = prepare_data(config.data, config.data_options, config.seed)
+    keras.utils.set_random_seed(0)
+    model, result = run_training(config, prepared, tf.distribute.get_strategy())
+    weights = model.get_weights()
+    keras.backend.clear_session()
+    return weights, result
+
+
+def test_auto_steps_per_execution_trains_to_the_same_weights_as_one_step_per_call():
+    one, _ = _fit_weights(1)
+    auto, result = _fit_weights("auto")
+    decision = result.performance["steps_per_execution"]
+    assert decision.value > 1, decision.reason  # a tiny MLP step is far under 50 ms
+    for a, b in zip(one, auto):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -9,9 +9,11 @@ from kerastrain.config.pipeline import PipelineConfig, load_config, save_config
 from kerastrain.config.report import ReportConfig
 from kerastrain.config.tracking import TrackingConfig
 from kerastrain.config.train import EarlyStoppingConfig, TrainConfig
+from kerastrain.config.tune import TuneConfig
 
 __all__ = [
     "Section", "option", "CompressConfig", "DataConfig", "DistributeConfig", "ExportConfig",
-    "PipelineConfig", "EarlyStoppingConfig", "TrainConfig", "ReportConfig", "TrackingConfig",
+    "PipelineConfig", "EarlyStoppingConfig", "TrainConfig", "TuneConfig", "ReportConfig",
+    "TrackingConfig",
     "load_config", "save_config",
 ]

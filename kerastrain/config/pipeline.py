@@ -17,12 +17,14 @@ from kerastrain.config.export import ExportConfig
 from kerastrain.config.report import ReportConfig
 from kerastrain.config.tracking import TrackingConfig
 from kerastrain.config.train import TrainConfig
+from kerastrain.config.tune import TuneConfig
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu")
 StrategyName = Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu"]
 
 #: Sections that merge key by key when a keyword argument overrides a config.
-SECTIONS = ("data_options", "train", "export", "report", "tracking", "distribute", "compress")
+SECTIONS = ("data_options", "train", "export", "report", "tracking", "distribute", "tune",
+            "compress")
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -50,6 +52,8 @@ class PipelineConfig(Section):
         compress: See `CompressConfig`; `None` compresses nothing.
             Defaults to `None`.
         export: See `ExportConfig`.
+        tune: See `TuneConfig`; `None` trains with the options as given.
+            Defaults to `None`.
         report: See `ReportConfig`.
         tracking: See `TrackingConfig`.
         strategy: A strategy name or a `tf.distribute.Strategy`.
@@ -74,6 +78,7 @@ class PipelineConfig(Section):
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     compress: CompressConfig | None = None
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    tune: TuneConfig | None = None
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)
     strategy: Any = "auto"
@@ -107,6 +112,8 @@ class PipelineConfig(Section):
         batch_size = train_bs or data_bs or DEFAULT_BATCH_SIZE
         object.__setattr__(self.train, "batch_size", batch_size)
         object.__setattr__(self.data_options, "batch_size", batch_size)
+        if self.tune is not None:
+            self.tune.check_train(self.train)
         if self.compress is not None and self.strategy == "parameter_server":
             raise ConfigError("compress is not available with strategy='parameter_server': "
                               "TF-MOT's wrappers fine-tune through model.fit on the workers' "
@@ -172,7 +179,9 @@ def load_config(config: PipelineConfig | Mapping[str, Any] | str | os.PathLike |
     """
     if isinstance(config, PipelineConfig):
         base: dict[str, Any] = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-        base = {k: (v.to_dict() if isinstance(v, Section) else v) for k, v in base.items()}
+        # Sections as mappings of their values (objects such as tune.build kept).
+        base = {k: ({f.name: getattr(v, f.name) for f in dataclasses.fields(v) if f.init}
+                    if isinstance(v, Section) else v) for k, v in base.items()}
     elif isinstance(config, (str, os.PathLike)):
         base = _read_yaml(Path(config))
     elif config is None:
