@@ -327,7 +327,7 @@ class Launcher:
         try:
             os.kill(self.processes[task].pid, sig)
         except ProcessLookupError:
-            pass
+            pass  # it has already exited
 
     def _must_outlive_chief(self, name: str) -> bool:
         # Parameter-server workers and servers serve until they are stopped.
@@ -432,7 +432,7 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(process.pid, sig)
     except (ProcessLookupError, PermissionError):
-        pass
+        pass  # the group has already exited
 
 
 def launch(config: Any, workers: int = 2, ps: int = 0, **options: Any) -> LaunchResult:

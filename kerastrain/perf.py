@@ -81,7 +81,7 @@ def cpu_flags() -> frozenset[str]:
                 if line.startswith("flags"):
                     return frozenset(line.split(":", 1)[1].split())
     except OSError:
-        pass
+        pass  # no /proc/cpuinfo (not Linux): no flags known
     return frozenset()
 
 

@@ -145,7 +145,7 @@ def _serve(search: Any, config: PipelineConfig, workers: int) -> None:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                pass
+                pass  # still running: the loop below kills it
         lingering = [p for p, _ in processes if p.poll() is None]
     finally:
         server.stop(grace=1)
