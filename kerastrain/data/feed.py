@@ -1,15 +1,17 @@
 """The tf.data input pipeline.
 
-In-memory arrays are fed by index: a dataset of (shuffled) row indices is
-batched and each batch gathers its rows from the one tensor (or, for large
-arrays, the one NumPy array) holding all the data. Splits therefore cost no
-copy of the data, the shuffle buffer holds indices rather than examples, and
-the per-element overhead of a ``from_tensor_slices(x).shuffle().batch()``
-chain is paid once per batch. Evaluation datasets are gathered once and
-cached when they are small.
+In-memory arrays are fed by index. Each epoch, the split's row indices are
+shuffled in one operation (seeded, a new order every epoch); data held in
+TensorFlow is then gathered for the whole epoch at once and cut into batches
+by one reshape, so tf.data handles one element per batch instead of one per
+row (a ``from_tensor_slices(x).shuffle().batch()`` chain pays its overhead
+per row, and its shuffle buffer holds a second copy of the examples). Large
+NumPy arrays are never copied whole: each batch of indices gathers its rows
+in NumPy. Evaluation datasets are gathered once and cached when they are
+small.
 
 A table is a dict of column arrays gathered the same way (one gather per
-column per batch). uint8 images are kept as bytes and cast to float32 per
+column). uint8 images are kept as bytes and cast to float32 per
 batch. A `Stream` (file-based data too large for memory) is read from its
 files every epoch instead. In-memory data is sharded by DATA under a
 multi-worker strategy; streams by AUTO (FILE when the source is files that
@@ -61,7 +63,27 @@ def _take(source: Any, idx: tf.Tensor) -> tf.Tensor:
         rows.set_shape((None, *source.shape[1:]))
     else:
         rows = tf.gather(source, idx)
+    return _as_float(rows)
+
+
+def _as_float(rows: tf.Tensor) -> tf.Tensor:
     return tf.cast(rows, tf.float32) if rows.dtype == tf.uint8 else rows
+
+
+def _in_batches(tensors: Any, rows: int, batch_size: int) -> tf.data.Dataset:
+    """Consecutive batches of the ``rows`` rows of ``tensors`` (a nest of
+    tensors), the last one smaller when the rows do not divide: one reshape,
+    so that tf.data handles each batch, not each row."""
+    full = rows // batch_size
+
+    def whole(t: tf.Tensor) -> tf.Tensor:
+        return tf.reshape(t[:full * batch_size], [full, batch_size, *t.shape[1:]])
+
+    batches = tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(whole, tensors))
+    if rows > full * batch_size:
+        batches = batches.concatenate(tf.data.Dataset.from_tensors(
+            tf.nest.map_structure(lambda t: t[full * batch_size:], tensors)))
+    return batches
 
 
 class InMemory:
@@ -102,6 +124,38 @@ class InMemory:
             else _take(self.x, idx)
         return x, _take(self.y, idx)
 
+    def batches(self, indices: np.ndarray, batch_size: int, *, shuffle: bool,
+                seed: int | None) -> tf.data.Dataset:
+        """Batches of the rows ``indices``, reshuffled every epoch when asked.
+
+        Data held in TensorFlow is gathered an epoch at a time (one gather,
+        then batches are slices of it: tf.data sees one element per batch);
+        large NumPy arrays are gathered batch by batch, never whole.
+        """
+        rows = len(indices)
+        idx = tf.constant(indices, tf.int64)
+
+        def epoch(order: tf.Tensor) -> tf.data.Dataset:
+            if not self.in_tensorflow:
+                return _in_batches(order, rows, batch_size).map(
+                    self.gather, num_parallel_calls=AUTOTUNE, deterministic=True)
+            ds = _in_batches(tf.nest.map_structure(lambda t: tf.gather(t, order),
+                                                   (self.x, self.y)), rows, batch_size)
+            if any(t.dtype == tf.uint8 for t in tf.nest.flatten(self.x)):
+                # Pixels stay bytes until batched: a float32 copy is 4x larger.
+                ds = ds.map(lambda x, y: (tf.nest.map_structure(_as_float, x), y))
+            return ds
+
+        if shuffle:
+            # A seed per epoch (a fresh draw at each new iterator, as
+            # `reshuffle_each_iteration` does), and one shuffle of the indices.
+            draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+            ds = draws.flat_map(lambda s: epoch(tf.random.experimental.stateless_shuffle(
+                idx, seed=tf.stack([s, tf.constant(seed or 0, tf.int64)]))))
+        else:
+            ds = epoch(idx)
+        return ds.apply(tf.data.experimental.assert_cardinality(-(-rows // batch_size)))
+
 
 def make_dataset(data: InMemory, indices: np.ndarray, batch_size: int, *, training: bool,
                  seed: int | None = None,
@@ -137,11 +191,7 @@ def make_dataset(data: InMemory, indices: np.ndarray, batch_size: int, *, traini
                     num_parallel_calls=AUTOTUNE, deterministic=not training).batch(batch_size)
         policy = tf.data.experimental.AutoShardPolicy.AUTO
     else:
-        ds = tf.data.Dataset.from_tensor_slices(indices)
-        if training:
-            ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size).map(data.gather, num_parallel_calls=AUTOTUNE,
-                                      deterministic=True)
+        ds = data.batches(indices, batch_size, shuffle=training, seed=seed)
     if map_batch is not None:
         ds = ds.map(map_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
     if training and augment is not None:
