@@ -27,8 +27,9 @@ from kerastrain._keras import keras, tf
 logger = logging.getLogger(__name__)
 
 __all__ = ["Decision", "DeviceInfo", "cpu_flags", "device_info", "pick_precision",
-           "precision_scope", "measure_step_seconds", "pick_steps_per_execution", "pick_jit",
-           "resolve_precision", "configure_execution"]
+           "pick_measured_precision", "measure_precision", "precision_scope",
+           "measure_step_seconds", "pick_steps_per_execution", "pick_jit", "resolve_precision",
+           "configure_execution", "precision_is_measurable", "probe_batch", "float32_twin", "as_float32"]
 
 #: CPU flags (from /proc/cpuinfo) that mean native bfloat16 matrix products.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -41,6 +42,9 @@ MAX_STEPS_PER_EXECUTION = 128
 JIT_PROBE_MIN_RUN_SECONDS = 60.0
 #: XLA must be this much faster to be switched on.
 JIT_MIN_SPEEDUP = 1.1
+#: On a CPU, a reduced-precision policy must make the measured training step
+#: at least this much faster than float32 to be kept (a tie keeps float32).
+PRECISION_MIN_SPEEDUP = 1.1
 #: Keras callbacks that stay correct when ``fit`` runs many steps per call.
 _STEP_SAFE_CALLBACKS = ("History", "ProgbarLogger", "BaseLogger", "EarlyStopping",
                         "BackupAndRestore", "ModelCheckpoint", "TerminateOnNaN", "CSVLogger",
@@ -125,6 +129,61 @@ def pick_precision(device: DeviceInfo) -> Decision:
     return Decision("float32", "the CPU has no native bfloat16 instructions")
 
 
+def pick_measured_precision(candidate: Decision, reduced_seconds: float,
+                            float32_seconds: float) -> Decision:
+    """Keeps ``candidate`` only when it measured faster than float32.
+
+    A CPU with native bfloat16 runs large matrix products about twice as
+    fast in bfloat16, but every layer of a mixed-precision model also casts
+    its inputs and weights; on a small model (a tabular MLP at batch 32) the
+    casts cost more than the products save, and bfloat16 measured 2.7x
+    slower than float32 on the development machine.
+
+    Args:
+        candidate: What `pick_precision` chose for the device.
+        reduced_seconds: A measured training step under ``candidate``.
+        float32_seconds: The same step in float32.
+
+    Returns:
+        ``candidate`` when it is at least `PRECISION_MIN_SPEEDUP` times
+        faster, else float32; the reason quotes both measurements.
+    """
+    speedup = float32_seconds / max(reduced_seconds, 1e-9)
+    timing = (f"a measured step took {reduced_seconds * 1e3:.2f} ms in {candidate.value} and "
+              f"{float32_seconds * 1e3:.2f} ms in float32 ({speedup:.2f}x)")
+    if speedup >= PRECISION_MIN_SPEEDUP:
+        return Decision(candidate.value, f"{candidate.reason}, and {timing}")
+    return Decision("float32", f"{candidate.reason}, but {timing}: this model is too small for "
+                               "faster matrix products to pay for the casts")
+
+
+def measure_precision(model: keras.Model, candidate: Decision, loss: Any,
+                      batch: tuple[Any, Any]) -> tuple[keras.Model, Decision, float]:
+    """Times ``model`` (built under ``candidate``) against its float32 twin.
+
+    Both steps are measured by `measure_step_seconds` (no weights change)
+    on the same batch; the faster model is returned (see
+    `pick_measured_precision`). The twin has the same weights, so the choice
+    does not change where training starts.
+
+    Args:
+        model: An uncompiled model built under a reduced-precision policy.
+        candidate: The policy it was built under, and why.
+        loss: The loss the model will be trained with.
+        batch: One `(x, y)` batch as training will feed it.
+
+    Returns:
+        The model to train, the decision, and its measured seconds per step.
+    """
+    twin = float32_twin(model)
+    reduced = measure_step_seconds(model, loss, batch)
+    single = measure_step_seconds(twin, loss, batch)
+    decision = pick_measured_precision(candidate, reduced, single)
+    if decision.value == "float32":
+        return twin, decision, single
+    return model, decision, reduced
+
+
 @contextlib.contextmanager
 def precision_scope(policy: str) -> Iterator[None]:
     """Builds layers under ``policy``; restores the previous global policy after.
@@ -141,41 +200,69 @@ def precision_scope(policy: str) -> Iterator[None]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _gradient_step(model: keras.Model, loss: Any, jit: bool) -> Any:
-    """Forward and backward pass only: nothing is assigned, so probing
-    changes neither the weights nor any layer's state."""
+#: A probe call runs enough steps to make about this much work, so that the
+#: cost of calling into the graph (about a millisecond) cancels out.
+PROBE_SECONDS_PER_CALL = 0.05
+MAX_PROBE_STEPS = 32
 
-    def step(x: tf.Tensor, y: tf.Tensor) -> Any:
-        with tf.GradientTape() as tape:
-            value = loss(y, model(x, training=False))
-        return tape.gradient(value, model.trainable_variables)
 
-    return tf.function(step, jit_compile=jit, reduce_retracing=True)
+def _gradient_steps(model: keras.Model, loss: Any, jit: bool) -> Any:
+    """`n` forward and backward passes in one graph call. Nothing is
+    assigned, so probing changes neither the weights nor any layer's state;
+    the gradients are summed into the result so that none is pruned away."""
+
+    def total(gradients: Sequence[Any]) -> tf.Tensor:
+        values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in gradients
+                  if g is not None]
+        return tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in values] or [0.0])
+
+    def steps(x: Any, y: Any, n: tf.Tensor) -> tf.Tensor:
+        def body(i: tf.Tensor, acc: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            with tf.GradientTape() as tape:
+                value = loss(y, model(x, training=False))
+            return i + 1, acc + total(tape.gradient(value, model.trainable_variables))
+
+        return tf.while_loop(lambda i, _: i < n, body, (tf.constant(0), tf.constant(0.0)))[1]
+
+    return tf.function(steps, jit_compile=jit, reduce_retracing=True)
 
 
 def measure_step_seconds(model: keras.Model, loss: Any, batch: tuple[Any, Any], *,
-                         jit: bool = False, repeats: int = 7) -> float:
-    """The median time of one forward+backward pass on ``batch``.
+                         jit: bool = False, repeats: int = 5) -> float:
+    """The time of one forward+backward pass on ``batch``, inside the graph.
+
+    Calls that run one step and calls that run `k` steps are timed, and the
+    difference divided by `k - 1`: what remains is the step itself, without
+    the fixed cost of a call, which `steps_per_execution` is there to
+    amortize. `k` makes a call about `PROBE_SECONDS_PER_CALL` long.
 
     Args:
         model: A built model.
         loss: Its loss function.
         batch: One `(x, y)` batch as the training dataset yields it.
         jit: Compile with XLA. Defaults to `False`.
-        repeats: Timed runs after one untimed tracing run. Defaults to `7`.
+        repeats: Timed pairs of calls after one untimed tracing call; the
+            median is returned. Defaults to `5`.
 
     Returns:
         Seconds per step (the optimizer's update is not included).
     """
-    step = _gradient_step(model, loss, jit)
+    run = _gradient_steps(model, loss, jit)
     x, y = batch
-    tf.nest.map_structure(lambda t: t.numpy(), step(x, y))  # trace and warm up
-    times = []
-    for _ in range(repeats):
+
+    def timed(n: int) -> float:
         start = time.perf_counter()
-        tf.nest.map_structure(lambda t: t.numpy(), step(x, y))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        run(x, y, tf.constant(n)).numpy()
+        return time.perf_counter() - start
+
+    timed(1)  # trace and warm up
+    single = min(timed(1) for _ in range(2))
+    k = int(min(max(PROBE_SECONDS_PER_CALL / max(single, 1e-6), 2), MAX_PROBE_STEPS))
+    estimates = []
+    for _ in range(repeats):
+        one = timed(1)
+        estimates.append((timed(k) - one) / (k - 1))
+    return max(statistics.median(estimates), 1e-7)
 
 
 def _needs_every_step(callbacks: Sequence[Any]) -> list[str]:
@@ -255,7 +342,18 @@ def resolve_precision(setting: str, strategy: tf.distribute.Strategy) -> Decisio
     return pick_precision(device_info(strategy))
 
 
-def _probe_batch(dataset: Any) -> tuple[Any, Any] | None:
+def precision_is_measurable(strategy: tf.distribute.Strategy) -> bool:
+    """Whether `measure_precision` can time a step for ``strategy``: one CPU
+    device, in this process (every worker of a cluster must build the same
+    model, so a measured choice could differ between them)."""
+    return (strategy.num_replicas_in_sync == 1
+            and not isinstance(strategy, (tf.distribute.experimental.ParameterServerStrategy,
+                                          tf.distribute.MultiWorkerMirroredStrategy,
+                                          tf.distribute.TPUStrategy))
+            and device_info(strategy).kind == "cpu")
+
+
+def probe_batch(dataset: Any) -> tuple[Any, Any] | None:
     """One `(x, y)` batch of a tf.data dataset, or None when there is none to
     take (a parameter-server `DatasetCreator`, an empty dataset)."""
     if not isinstance(dataset, tf.data.Dataset):
@@ -267,7 +365,8 @@ def _probe_batch(dataset: Any) -> tuple[Any, Any] | None:
 
 def configure_execution(model: keras.Model, dataset: Any, train: Any, callbacks: Sequence[Any], *,
                         epochs: int, steps_per_epoch: int | None = None,
-                        probe_dataset: Any = None) -> dict[str, Decision]:
+                        probe_dataset: Any = None,
+                        step_seconds: float | None = None) -> dict[str, Decision]:
     """Resolves `"auto"` `steps_per_execution` and `jit_compile` on a compiled model.
 
     Measures one forward and backward pass on a real batch (see
@@ -285,6 +384,9 @@ def configure_execution(model: keras.Model, dataset: Any, train: Any, callbacks:
         probe_dataset: Where to take the measured batch from, when not the
             training dataset: iterating a reshuffling dataset once more would
             change the order of the epochs that follow. Defaults to `None`.
+        step_seconds: A step of this model already measured on this data
+            (`measure_precision` measured one): not measured again. Defaults
+            to `None`.
 
     Returns:
         The decisions taken, by option name (empty when nothing was `"auto"`).
@@ -308,10 +410,10 @@ def configure_execution(model: keras.Model, dataset: Any, train: Any, callbacks:
         # desynchronize their collective operations.
         reason = "multi-worker training: every worker must make the same choice"
     elif want_steps and not blocking and (steps or 1) > 1 or want_jit:
-        batch = _probe_batch(probe_dataset if probe_dataset is not None else dataset)
+        if step_seconds is None or want_jit:
+            batch = probe_batch(probe_dataset if probe_dataset is not None else dataset)
         reason = "no batch to measure"
-    step_seconds = None
-    if batch is not None:
+    if batch is not None and step_seconds is None:
         try:
             step_seconds = measure_step_seconds(model, keras.losses.get(model.loss), batch)
         except (ValueError, TypeError, RuntimeError, tf.errors.OpError) as exc:
@@ -377,6 +479,29 @@ def _walk(layer: Any) -> Iterator[Any]:
         yield from _walk(sub)
 
 
+def float32_twin(model: keras.Model) -> keras.Model:
+    """An uncompiled copy of ``model`` that computes in float32, same weights.
+
+    Built in the original's strategy scope, with the same `trainable` flags
+    and kerastrain's notes (`_kerastrain*` attributes).
+
+    Raises:
+        ValueError, TypeError: When the model cannot be rebuilt from its
+            config (a custom layer Keras does not know).
+    """
+    config = _float32_config(model.get_config())
+    with model.distribute_strategy.scope():  # the copy lives where the original does
+        copy = model.__class__.from_config(config)
+        copy.set_weights(model.get_weights())
+    # Parent first: setting a nested model's `trainable` resets its layers'.
+    for original, twin in zip(_walk(model), _walk(copy)):
+        twin.trainable = original.trainable
+    for key, value in vars(model).items():  # kerastrain's own notes on the model
+        if key.startswith("_kerastrain"):
+            setattr(copy, key, value)
+    return copy
+
+
 def as_float32(model: keras.Model) -> keras.Model:
     """A float32 copy of a model trained under a mixed-precision policy.
 
@@ -387,21 +512,13 @@ def as_float32(model: keras.Model) -> keras.Model:
     """
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):
         return model
-    config = _float32_config(model.get_config())
-    with model.distribute_strategy.scope():  # the copy lives where the original does
-        copy = model.__class__.from_config(config)
-        copy.set_weights(model.get_weights())
-        # Parent first: setting a nested model's `trainable` resets its layers'.
-        for original, twin in zip(_walk(model), _walk(copy)):
-            twin.trainable = original.trainable
-        for key, value in vars(model).items():  # kerastrain's own notes on the model
-            if key.startswith("_kerastrain"):
-                setattr(copy, key, value)
-        if getattr(model, "optimizer", None) is not None:
-            # Same loss and metrics, a fresh optimizer of the same configuration,
-            # so that `evaluate` and further `fit` calls work on the copy.
-            compiled = model.get_compile_config()
-            if compiled:
+    copy = float32_twin(model)
+    if getattr(model, "optimizer", None) is not None:
+        # Same loss and metrics, a fresh optimizer of the same configuration,
+        # so that `evaluate` and further `fit` calls work on the copy.
+        compiled = model.get_compile_config()
+        if compiled:
+            with model.distribute_strategy.scope():
                 copy.compile_from_config(compiled)
     logger.info("Exported and evaluated in float32: the copy of the %s-trained model computes "
                 "with the same weights.", next(l.dtype_policy.name for l in model.layers

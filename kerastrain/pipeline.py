@@ -24,7 +24,7 @@ from kerastrain.data.preprocess import with_target_scale
 from kerastrain.distribute import make_strategy, open_run_folder, strategy_summary
 from kerastrain.evaluate import compute_metrics, evaluate_run
 from kerastrain.explain import check_explainable, explain_run
-from kerastrain.perf import as_float32, describe_decisions
+from kerastrain.perf import Decision, as_float32, describe_decisions
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.report import Section, write_report
 from kerastrain.runs import RunFolder, write_json
@@ -51,6 +51,8 @@ class PipelineResult:
         run_dir: The run folder.
         timings: Seconds spent in each stage.
         stop_reason: Why training stopped.
+        performance: How each `"auto"` speed option (precision, steps per
+            execution, XLA) was resolved, and why.
     """
 
     model: keras.Model
@@ -63,6 +65,7 @@ class PipelineResult:
     run_dir: Path
     timings: dict[str, float]
     stop_reason: str
+    performance: dict[str, Decision] = dataclasses.field(default_factory=dict)
 
 
 class _Stages:
@@ -235,4 +238,4 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
                           artifacts=artifacts, report_path=report_path,
                           best_hyperparameters=tuned.best_values if tuned else None,
                           config=cfg, run_dir=run.path, timings=stage.timings,
-                          stop_reason=fit.stop_reason)
+                          stop_reason=fit.stop_reason, performance=fit.performance)

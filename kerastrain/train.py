@@ -150,7 +150,8 @@ def default_callbacks(train: TrainConfig, *, has_validation: bool,
     if backup_dir is not None:
         if chief:
             own.append(kcb.HistoryRecorder(Path(backup_dir) / HISTORY_BACKUP))
-        own.append(kcb.BackupAndRestore(os.fspath(backup_dir), save_freq=train.backup_frequency))
+        own.append(kcb.BackupAndRestore(os.fspath(backup_dir), save_freq=train.backup_frequency,
+                                        min_interval=train.backup_interval))
     if train.ema:
         own.append(kcb.SwapEMAWeights())
     stopping = train.early_stopping
@@ -214,7 +215,8 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
                 backup_dir: str | os.PathLike | None = None,
                 run_dir: str | os.PathLike | None = None,
                 examples_per_epoch: int | None = None, steps_per_epoch: int | None = None,
-                validation_steps: int | None = None) -> TrainResult:
+                validation_steps: int | None = None,
+                step_seconds: float | None = None) -> TrainResult:
     """Fits a compiled model with kerastrain's callbacks.
 
     Args:
@@ -240,6 +242,9 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
         steps_per_epoch: Steps of an epoch over repeating data (parameter-
             server training). Defaults to `None`: the data's end.
         validation_steps: Validation steps, likewise. Defaults to `None`.
+        step_seconds: One step of this model on this data, already measured
+            (for `steps_per_execution="auto"`). Defaults to `None`: measured
+            here when needed.
 
     Returns:
         The history and why training stopped.
@@ -273,7 +278,7 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
                             chief=chief)
     performance = configure_execution(model, train_ds, train, [*own, *callbacks],
                                       epochs=total - initial_epoch, steps_per_epoch=steps_per_epoch,
-                                      probe_dataset=val_ds)
+                                      probe_dataset=val_ds, step_seconds=step_seconds)
     history = model.fit(train_ds, validation_data=val_ds, epochs=total,
                         initial_epoch=initial_epoch, callbacks=[*own, *callbacks],
                         verbose=_verbose(train.verbose), steps_per_epoch=steps_per_epoch,

@@ -21,8 +21,9 @@ from kerastrain.data.preprocess import model_inputs
 from kerastrain.distribute import coordinator_datasets, distributed_train_config, uses_coordinator
 from kerastrain.models import Head, build_model
 from kerastrain.models.transfer import fine_tune
-from kerastrain.optim import one_hot_labels, steps_per_epoch
-from kerastrain.perf import precision_scope, resolve_precision
+from kerastrain.optim import make_loss, one_hot_labels, steps_per_epoch
+from kerastrain.perf import (Decision, measure_precision, precision_is_measurable, precision_scope,
+                             probe_batch, resolve_precision)
 from kerastrain.train import TrainResult, compile_model, train_model
 from kerastrain.train import find_learning_rate as _range_test
 
@@ -55,19 +56,47 @@ def build_compiled_model(config: PipelineConfig, prepared: Prepared,
                          strategy: tf.distribute.Strategy) -> keras.Model:
     """Builds and compiles the model inside the strategy scope (and under the
     `train.mixed_precision` policy); schedules count the steps of an epoch."""
+    return _build(config, prepared, strategy)[0]
+
+
+def _build(config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy,
+           probe_data: tf.data.Dataset | None = None) -> tuple[keras.Model, Decision, float | None]:
+    """`build_compiled_model`, measuring the precision when it can.
+
+    With `mixed_precision="auto"` choosing a reduced precision on one CPU
+    device and `probe_data` to take a batch from, the model is timed against
+    its float32 twin and the faster one is kept (`perf.measure_precision`).
+
+    Returns:
+        The compiled model, the precision decision, and the measured seconds
+        of one step of the kept model (None when nothing was measured).
+    """
     task = prepared.task
     precision = resolve_precision(config.train.mixed_precision, strategy)
-    if config.train.mixed_precision == "auto":
-        logger.info("mixed_precision='auto' chose %s: %s.", precision.value, precision.reason)
     with strategy.scope(), precision_scope(precision.value):
         inputs = model_inputs(prepared.feature_shape, prepared.standardizer, prepared.encoding)
         model = build_model(config.model, inputs, Head(task.output_units, task.output_activation),
                             config.model_options)
+    step_seconds = None
+    batch = None
+    if (config.train.mixed_precision == "auto" and precision.value != "float32"
+            and precision_is_measurable(strategy) and probe_data is not None):
+        batch = probe_batch(probe_data)
+    if batch is not None:
+        try:
+            model, precision, step_seconds = measure_precision(
+                model, precision, make_loss(task, config.train), batch)
+        except (ValueError, TypeError, tf.errors.OpError) as exc:  # a custom layer, say
+            precision = Decision(precision.value, f"{precision.reason} (not compared with "
+                                                  f"float32: {type(exc).__name__}: {exc})")
+    if config.train.mixed_precision == "auto":
+        logger.info("mixed_precision='auto' chose %s: %s.", precision.value, precision.reason)
+    with strategy.scope():
         compile_model(model, task, distributed_train_config(config, strategy),
                       steps_per_epoch=steps_per_epoch(len(prepared.splits.train),
                                                       global_batch_size(config, strategy)))
     logger.info("Model %r: %s parameters.", model.name, f"{model.count_params():,}")
-    return model
+    return model, precision, step_seconds
 
 
 def run_training(config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy, *,
@@ -92,8 +121,6 @@ def run_training(config: PipelineConfig, prepared: Prepared, strategy: tf.distri
     Returns:
         The trained model and what training produced.
     """
-    if model is None:
-        model = build_compiled_model(config, prepared, strategy)
     steps: dict[str, int] = {}
     if uses_coordinator(strategy):  # parameter servers: each worker builds its own pipeline
         train_ds, val_ds, steps = coordinator_datasets(
@@ -101,14 +128,23 @@ def run_training(config: PipelineConfig, prepared: Prepared, strategy: tf.distri
             prepared, global_batch_size(config, strategy))
     else:
         train_ds, val_ds = make_datasets(config, prepared, strategy, memory)
+    step_seconds = None
+    if model is None:
+        # The measured batch comes from the validation data when there is
+        # some: one more pass over the reshuffling training data would change
+        # the order of the epochs that follow.
+        model, precision, step_seconds = _build(
+            config, prepared, strategy, val_ds if val_ds is not None else train_ds)
+    else:
+        precision = resolve_precision(config.train.mixed_precision, strategy)
     train_config = distributed_train_config(config, strategy)
     result = train_model(model, train_ds, val_ds, train_config,
                          callbacks=callbacks, epochs=epochs, initial_epoch=initial_epoch,
                          backup_dir=backup_dir, examples_per_epoch=len(prepared.splits.train),
-                         **steps)
+                         step_seconds=step_seconds, **steps)
     result = fine_tune(model, result, prepared.task, train_config, train_ds, val_ds, strategy,
                        callbacks=callbacks, backup_dir=backup_dir, **steps)
-    result.performance["mixed_precision"] = resolve_precision(config.train.mixed_precision, strategy)
+    result.performance["mixed_precision"] = precision
     return model, result
 
 
