@@ -25,7 +25,8 @@ from kerastrain.train import compile_model, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 12
-TRAIN = {"epochs": EPOCHS, "batch_size": 16, "early_stopping": None, "verbose": 0}
+TRAIN = {"epochs": EPOCHS, "batch_size": 16, "early_stopping": None, "verbose": 0,
+         "backup_interval": 0}
 CHILD = """
 import json, sys
 from sklearn.datasets import load_breast_cancer
@@ -69,7 +70,8 @@ def test_crashed_fit_resumes_without_losing_epochs(tmp_path, breast_cancer_array
     x, y = breast_cancer_arrays
     x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
     data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32))).batch(64)  # 9 steps
-    train = TrainConfig(epochs=5, early_stopping=None, verbose=0, checkpoints=False)
+    train = TrainConfig(epochs=5, early_stopping=None, verbose=0, checkpoints=False,
+                        backup_interval=0)
     backup = tmp_path / "backup"
     with pytest.raises(RuntimeError, match="simulated crash"):
         _fit(data, backup, train, callbacks=[Crash(after_epoch=3)])
@@ -86,6 +88,21 @@ def test_crashed_fit_resumes_without_losing_epochs(tmp_path, breast_cancer_array
 
     _, fresh = _fit(data, tmp_path / "second", train.replace(resume=False))
     assert fresh.resumed_at is None and fresh.epochs_run == 5
+
+
+def test_epoch_backups_younger_than_the_interval_are_skipped(tmp_path, breast_cancer_arrays):
+    x, y = breast_cancer_arrays
+    data = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y.astype(np.float32))).batch(64)
+    train = TrainConfig(epochs=5, early_stopping=None, verbose=0, checkpoints=False,
+                        backup_interval=3600)
+    backup = tmp_path / "backup"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _fit(data, backup, train, callbacks=[Crash(after_epoch=3)])
+    assert len(load_records(backup / "history.json")) == 3  # the epochs ran, none backed up
+    assert not list(backup.rglob("ckpt-*"))
+    model, result = _fit(data, backup, train)
+    assert result.resumed_at is None and result.epochs_run == 5  # started again
+    assert int(model.optimizer.iterations) == 5 * 9
 
 
 def test_crash_mid_epoch_resumes_from_the_step_backup(tmp_path, breast_cancer_arrays):

@@ -377,6 +377,12 @@ class TrainConfig(Section):
             Defaults to `True`.
         backup_frequency: Back up the training state every `"epoch"` or every
             N steps. Defaults to `"epoch"`.
+        backup_interval: With epoch backups, skip an epoch's backup while the
+            last one is younger than this many seconds, so that short epochs
+            do not spend their time writing checkpoints (a backup of a small
+            model costs about 40 ms; a crash then repeats at most this long
+            plus one epoch). `0` backs up every epoch. Multi-worker runs back
+            up every epoch (the workers must save together). Defaults to `10.0`.
         checkpoints: Write the best and the last weights to
             `<run>/checkpoints/`. Defaults to `True`.
         blowup_guard: On a NaN/Inf loss, restore the last good weights, lower
@@ -429,6 +435,7 @@ class TrainConfig(Section):
     label_smoothing: float = option(0.0, ge=0.0, lt=1.0)
     resume: bool = True
     backup_frequency: Literal["epoch"] | int = option("epoch", ge=1)
+    backup_interval: float = option(10.0, ge=0.0)
     checkpoints: bool = True
     blowup_guard: bool | int | BlowupGuardConfig | None = True
     tensorboard: bool = False
