@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import resource
 import statistics
-from typing import Callable
+import time
+from typing import Any, Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -13,6 +14,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def peak_rss_mib() -> float:
     """The process's peak resident set so far, in MiB (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def epoch_timer(times: list[float]) -> Any:
+    """A tf_keras callback appending each epoch's seconds (validation
+    included, as kerastrain's `epoch_time` log) to ``times``."""
+    from kerastrain._keras import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            times.append(time.perf_counter() - self.start)
+
+    return EpochTimer()
+
+
+def steady_rate(examples_per_epoch: int, epoch_times: list[float]) -> float:
+    """Examples per second of the epochs after the first (which traces the
+    graphs): the rate a long run converges to."""
+    return examples_per_epoch / statistics.median(epoch_times[1:] or epoch_times)
 
 
 def interleave(sides: dict[str, Callable[[int], float]], repeats: int) -> dict[str, list[float]]:
