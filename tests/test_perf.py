@@ -7,7 +7,8 @@ import pytest
 
 from kerastrain._keras import keras, tf
 from kerastrain.data.feed import ZERO_COPY_BYTES, InMemory, make_dataset
-from kerastrain.perf import (DeviceInfo, cpu_flags, device_info, measure_step_seconds, pick_jit,
+from kerastrain.perf import (Decision, DeviceInfo, cpu_flags, device_info, float32_twin,
+                             measure_step_seconds, pick_jit, pick_measured_precision,
                              pick_precision, pick_steps_per_execution, precision_scope)
 
 
@@ -96,7 +97,7 @@ def test_small_arrays_become_tensors():
     assert memory.in_tensorflow and isinstance(memory.x, tf.Tensor)
 
 
-def _fit_weights(steps_per_execution):
+def _fit_weights(steps_per_execution, precision="float32"):
     from kerastrain.config import load_config
     from kerastrain.data.prepare import prepare_data
     from kerastrain.trial import run_training
@@ -105,7 +106,7 @@ def _fit_weights(steps_per_execution):
                          model_options={"width": 8, "depth": 1, "dropout": 0.0},
                          train={"epochs": 2, "batch_size": 16, "optimizer": "sgd",
                                 "learning_rate": 0.05, "early_stopping": None, "verbose": 0,
-                                "mixed_precision": "float32", "jit_compile": False,
+                                "mixed_precision": precision, "jit_compile": False,
                                 "steps_per_execution": steps_per_execution})
     prepared = prepare_data(config.data, config.data_options, config.seed)
     keras.utils.set_random_seed(0)
@@ -122,3 +123,62 @@ def test_auto_steps_per_execution_trains_to_the_same_weights_as_one_step_per_cal
     assert decision.value > 1, decision.reason  # a tiny MLP step is far under 50 ms
     for a, b in zip(one, auto):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_reduced_precision_is_kept_only_when_it_measured_faster():
+    candidate = Decision("mixed_bfloat16", "the CPU has native bfloat16")
+    kept = pick_measured_precision(candidate, reduced_seconds=0.004, float32_seconds=0.010)
+    assert kept.value == "mixed_bfloat16" and "2.50x" in kept.reason
+    refused = pick_measured_precision(candidate, reduced_seconds=0.0006, float32_seconds=0.0002)
+    assert refused.value == "float32"
+    assert "0.60 ms in mixed_bfloat16" in refused.reason and "0.20 ms in float32" in refused.reason
+    tie = pick_measured_precision(candidate, reduced_seconds=0.010, float32_seconds=0.0105)
+    assert tie.value == "float32"  # 1.05x is not worth bfloat16's rounding
+
+
+def test_the_float32_twin_has_the_same_weights_and_computes_in_float32():
+    with precision_scope("mixed_bfloat16"):
+        inp = keras.Input((6,))
+        model = keras.Model(inp, keras.layers.Dense(3, dtype="float32")(keras.layers.Dense(8)(inp)))
+    model._kerastrain_note = "kept"
+    twin = float32_twin(model)
+    assert all(layer.dtype_policy.name == "float32" for layer in twin.layers)
+    for a, b in zip(model.get_weights(), twin.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert twin._kerastrain_note == "kept"
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    np.testing.assert_allclose(model(x), twin(x), atol=0.05)  # bfloat16 rounding only
+
+
+@pytest.mark.skipif(not {"avx512_bf16", "amx_bf16"} & cpu_flags(),
+                    reason="the measured choice runs only on a CPU with native bfloat16; "
+                           "elsewhere 'auto' is float32 without measuring (tested above)")
+def test_auto_precision_trains_the_model_it_measured_and_says_why():
+    auto, result = _fit_weights(1, precision="auto")
+    decision = result.performance["mixed_precision"]
+    assert "ms in mixed_bfloat16" in decision.reason and "ms in float32" in decision.reason
+    # Whichever won, training is the run of that policy from the same start
+    # (measuring assigns nothing; the twin carries the same weights).
+    same, _ = _fit_weights(1, precision=decision.value)
+    for a, b in zip(auto, same):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_training_reaches_the_float32_accuracy_within_half_a_point(digits_arrays,
+                                                                           tmp_path):
+    """The accuracy guard of `mixed_precision="auto"`: on the same data, seed
+    and network, training in bfloat16 loses at most 0.5 point of test
+    accuracy against float32 (both evaluated as exported: in float32)."""
+    import kerastrain
+
+    scores = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        result = kerastrain.fit_pipeline(
+            digits_arrays, "cnn", seed=0, output_dir=str(tmp_path / precision),
+            train={"epochs": 12, "verbose": 0, "early_stopping": None,
+                   "mixed_precision": precision},
+            export={"formats": []}, report={"explain": "none"})
+        scores[precision] = result.metrics["test"]["accuracy"]
+        keras.backend.clear_session()
+    assert scores["float32"] > 0.9, scores  # both really trained
+    assert scores["mixed_bfloat16"] >= scores["float32"] - 0.005, scores
