@@ -117,3 +117,8 @@ def test_pipeline_config_accepts_a_strategy_instance():
 
     assert isinstance(PipelineConfig(strategy=FakeStrategyShape()).strategy, FakeStrategyShape)
     assert DataConfig().task == "auto"
+
+
+def test_output_dir_may_be_a_path(tmp_path):
+    assert load_config(output_dir=tmp_path / "run").output_dir == str(tmp_path / "run")
+    assert load_config({"output_dir": tmp_path}).output_dir == str(tmp_path)

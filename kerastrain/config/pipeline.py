@@ -101,8 +101,6 @@ class PipelineConfig(Section):
             raise config_error("model", self.model,
                                "a factory name, a callable returning a tf_keras model, "
                                "or a tf_keras model")
-        if isinstance(self.output_dir, os.PathLike):
-            self.output_dir = os.fspath(self.output_dir)
         # One batch size, wherever it was given.
         data_bs, train_bs = self.data_options.batch_size, self.train.batch_size
         if data_bs is not None and train_bs is not None and data_bs != train_bs:
@@ -204,6 +202,8 @@ def load_config(config: PipelineConfig | Mapping[str, Any] | str | os.PathLike |
             merged[key] = {**old, **value}
         else:
             merged[key] = value
+    if isinstance(merged.get("output_dir"), os.PathLike):  # a pathlib.Path is welcome too
+        merged["output_dir"] = os.fspath(merged["output_dir"])
     return PipelineConfig.from_dict(merged)
 
 
