@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from kerastrain._keras import keras, tf
+from kerastrain.callbacks import LearningRateLogger
 from kerastrain.config.tracking import MLFLOW_INSTALL, TrackingConfig
 from kerastrain.errors import ConfigError
 
@@ -37,22 +38,6 @@ NOT_LOGGED = ("backup",)
 MAX_PARAM_CHARS = 500
 #: MLflow's `log_batch` limits.
 BATCH_METRICS, BATCH_PARAMS = 1000, 100
-
-
-class LearningRateLogger(keras.callbacks.Callback):
-    """Adds the optimizer's learning rate to each epoch's logs as
-    `learning_rate` (unless something already logged `lr` or `learning_rate`),
-    so that TensorBoard and the training history record it; tf_keras's
-    TensorBoard callback logs it only for schedules."""
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if logs is None or "lr" in logs or "learning_rate" in logs:
-            return
-        optimizer = self.model.optimizer
-        rate = optimizer.learning_rate
-        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
-            rate = rate(optimizer.iterations)
-        logs["learning_rate"] = float(keras.backend.get_value(rate))
 
 
 def tensorboard_callback(log_dir: str | os.PathLike) -> keras.callbacks.TensorBoard:
