@@ -45,6 +45,10 @@ JIT_MIN_SPEEDUP = 1.1
 #: On a CPU, a reduced-precision policy must make the measured training step
 #: at least this much faster than float32 to be kept (a tie keeps float32).
 PRECISION_MIN_SPEEDUP = 1.1
+#: A training step with fewer matrix-product FLOPs than this keeps float32
+#: without being measured: bfloat16 ran a 1.2 MFLOP step (a 64-wide MLP at
+#: batch 32) 2.7x slower here, and first became faster near 10 MFLOP.
+PRECISION_MIN_STEP_FLOPS = 4e6
 #: Keras callbacks that stay correct when ``fit`` runs many steps per call.
 _STEP_SAFE_CALLBACKS = ("History", "ProgbarLogger", "BaseLogger", "EarlyStopping",
                         "BackupAndRestore", "ModelCheckpoint", "TerminateOnNaN", "CSVLogger",
@@ -157,11 +161,24 @@ def pick_measured_precision(candidate: Decision, reduced_seconds: float,
                                "faster matrix products to pay for the casts")
 
 
+def _step_flops(model: keras.Model, batch: tuple[Any, Any]) -> int | None:
+    """Matrix-product FLOPs of one training step on ``batch`` (None when the
+    model's shapes are not static enough to count)."""
+    from kerastrain.flops import training_flops
+
+    try:
+        return training_flops(model) * int(tf.shape(tf.nest.flatten(batch[0])[0])[0])
+    except ValueError:
+        return None
+
+
 def measure_precision(model: keras.Model, candidate: Decision, loss: Any,
-                      batch: tuple[Any, Any]) -> tuple[keras.Model, Decision, float]:
+                      batch: tuple[Any, Any]) -> tuple[keras.Model, Decision, float | None]:
     """Times ``model`` (built under ``candidate``) against its float32 twin.
 
-    Both steps are measured by `measure_step_seconds` (no weights change)
+    A step of fewer than `PRECISION_MIN_STEP_FLOPS` matrix-product FLOPs
+    (`kerastrain.flops`) keeps float32 unmeasured. Otherwise both steps are
+    measured by `measure_step_seconds` (no weights change)
     on the same batch; the faster model is returned (see
     `pick_measured_precision`). The twin has the same weights, so the choice
     does not change where training starts.
@@ -173,9 +190,16 @@ def measure_precision(model: keras.Model, candidate: Decision, loss: Any,
         batch: One `(x, y)` batch as training will feed it.
 
     Returns:
-        The model to train, the decision, and its measured seconds per step.
+        The model to train, the decision, and its measured seconds per step
+        (None when the step was too small to measure: see
+        `PRECISION_MIN_STEP_FLOPS`).
     """
     twin = float32_twin(model)
+    step_flops = _step_flops(model, batch)
+    if step_flops is not None and step_flops < PRECISION_MIN_STEP_FLOPS:
+        return twin, Decision("float32", f"{candidate.reason}, but a training step is "
+                                         f"{step_flops / 1e6:.1f} MFLOP of matrix products, too "
+                                         "few for faster products to pay for the casts"), None
     reduced = measure_step_seconds(model, loss, batch)
     single = measure_step_seconds(twin, loss, batch)
     decision = pick_measured_precision(candidate, reduced, single)

@@ -97,13 +97,13 @@ def test_small_arrays_become_tensors():
     assert memory.in_tensorflow and isinstance(memory.x, tf.Tensor)
 
 
-def _fit_weights(steps_per_execution, precision="float32"):
+def _fit_weights(steps_per_execution, precision="float32", width=8):
     from kerastrain.config import load_config
     from kerastrain.data.prepare import prepare_data
     from kerastrain.trial import run_training
 
     config = load_config(data="breast_cancer", model="mlp", seed=0,
-                         model_options={"width": 8, "depth": 1, "dropout": 0.0},
+                         model_options={"width": width, "depth": 1, "dropout": 0.0},
                          train={"epochs": 2, "batch_size": 16, "optimizer": "sgd",
                                 "learning_rate": 0.05, "early_stopping": None, "verbose": 0,
                                 "mixed_precision": precision, "jit_compile": False,
@@ -136,6 +136,23 @@ def test_a_reduced_precision_is_kept_only_when_it_measured_faster():
     assert tie.value == "float32"  # 1.05x is not worth bfloat16's rounding
 
 
+def test_a_step_too_small_to_gain_keeps_float32_without_being_measured(monkeypatch):
+    import kerastrain.perf as perf
+
+    with precision_scope("mixed_bfloat16"):
+        inp = keras.Input((32,))
+        model = keras.Model(inp, keras.layers.Dense(4, dtype="float32")(
+            keras.layers.Dense(64)(inp)))
+    monkeypatch.setattr(perf, "measure_step_seconds", lambda *a, **k: pytest.fail("measured"))
+    batch = (tf.ones((32, 32)), tf.zeros((32,)))
+    kept, decision, seconds = perf.measure_precision(
+        model, Decision("mixed_bfloat16", "native bfloat16"), keras.losses.MeanSquaredError(),
+        batch)
+    # 3 x 2 x (32*64 + 64*4) x 32 examples = 0.44 MFLOP
+    assert decision.value == "float32" and "0.4 MFLOP" in decision.reason and seconds is None
+    assert kept.layers[1].dtype_policy.name == "float32"
+
+
 def test_the_float32_twin_has_the_same_weights_and_computes_in_float32():
     with precision_scope("mixed_bfloat16"):
         inp = keras.Input((6,))
@@ -154,12 +171,13 @@ def test_the_float32_twin_has_the_same_weights_and_computes_in_float32():
                     reason="the measured choice runs only on a CPU with native bfloat16; "
                            "elsewhere 'auto' is float32 without measuring (tested above)")
 def test_auto_precision_trains_the_model_it_measured_and_says_why():
-    auto, result = _fit_weights(1, precision="auto")
+    # 4096 wide: 3 x 2 x (30 + 1) x 4096 x 16 = 12 MFLOP per step, enough to be measured.
+    auto, result = _fit_weights(1, precision="auto", width=4096)
     decision = result.performance["mixed_precision"]
     assert "ms in mixed_bfloat16" in decision.reason and "ms in float32" in decision.reason
     # Whichever won, training is the run of that policy from the same start
     # (measuring assigns nothing; the twin carries the same weights).
-    same, _ = _fit_weights(1, precision=decision.value)
+    same, _ = _fit_weights(1, precision=decision.value, width=4096)
     for a, b in zip(auto, same):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
