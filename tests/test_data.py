@@ -153,3 +153,21 @@ def test_feed_gathers_batches_shuffles_training_and_keeps_evaluation_order():
     assert sorted(epoch1.tolist()) == idx.tolist() and epoch1.tolist() != idx.tolist()
     for xb, yb in make_dataset(memory, idx, 4, training=True, seed=1):
         np.testing.assert_array_equal(xb.numpy()[:, 0], 2 * yb.numpy())
+
+
+def test_training_feed_reshuffles_every_epoch_reproducibly_with_a_known_length():
+    memory = InMemory(np.arange(200, dtype=np.float32).reshape(100, 2), np.arange(100))
+    idx = np.arange(3, 100)  # 97 rows: 9 batches of 10 and one of 7
+
+    def epochs(ds, n=3):
+        iterators = [np.concatenate([b[1].numpy() for b in ds]) for _ in range(n)]
+        return [order.tolist() for order in iterators]
+
+    ds = make_dataset(memory, idx, 10, training=True, seed=5)
+    assert int(ds.cardinality()) == 10  # fit can run several steps per call
+    first = epochs(ds)
+    assert all(sorted(order) == idx.tolist() for order in first)  # every row once
+    assert len({tuple(order) for order in first}) == 3  # a new order each epoch
+    assert epochs(make_dataset(memory, idx, 10, training=True, seed=5)) == first  # seeded
+    assert epochs(make_dataset(memory, idx, 10, training=True, seed=6))[0] != first[0]
+    assert [len(b[1]) for b in ds] == [10] * 9 + [7]
