@@ -433,8 +433,13 @@ def evaluate_run(model: Any, prepared: Any, history: Mapping[str, Sequence[float
     """
     splits = prepared.splits
     split = "test" if len(splits.test) else "val" if len(splits.val) else "train"
-    x, y = prepared.part(split)
-    outputs = _model_predictor(model)(x)
+    rows = getattr(splits, split)
+    y = prepared.y[rows]
+    predict = _model_predictor(model)
+    # Chunk by chunk: a large data set's split is never copied whole.
+    outputs = np.concatenate([predict(prepared.rows(rows[i:i + PREDICT_CHUNK_ROWS]))
+                              for i in range(0, len(rows), PREDICT_CHUNK_ROWS)] or
+                             [predict(prepared.rows(rows))])
     # The loss was computed on the targets the model trained on (standardized
     # for regression), so the baseline is too.
     base = baseline_loss(prepared.task, prepared.training_targets[splits.train])
@@ -449,6 +454,8 @@ def evaluate_run(model: Any, prepared: Any, history: Mapping[str, Sequence[float
 TaskArg = Task | Literal["auto", "binary", "multiclass", "regression"]
 
 
+#: `evaluate_run` gathers and predicts at most this many rows at a time.
+PREDICT_CHUNK_ROWS = 65536
 #: Up to this many rows, a model is called directly rather than through
 #: `predict`, whose per-call tracing costs more than the work on small data.
 DIRECT_CALL_ROWS = 8192

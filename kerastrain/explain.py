@@ -474,21 +474,22 @@ def explain_run(model: keras.Model, prepared: Any, config: Any,
     method = _method_for(config.explain, prepared)
     splits = prepared.splits
     split = "test" if len(splits.test) else "val" if len(splits.val) else "train"
-    x, y = prepared.part(split)
-    if method == "none" or len(y) == 0:
+    rows = getattr(splits, split)
+    if method == "none" or len(rows) == 0:
         return []
-    if isinstance(x, dict):  # a table: permute its raw columns
+    y = prepared.y[rows]
+    # Sample the rows first, then gather only those (a large split is never copied whole).
+    table = isinstance(prepared.x, dict)
+    if table or method == "permutation" and len(rows) > config.max_explain_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(
+            len(rows), min(len(rows), config.max_explain_rows), replace=False))
+        rows, y = rows[keep], y[keep]
+    x = prepared.rows(rows)
+    if table:  # permute its raw columns
         import pandas as pd
 
-        keep = np.sort(np.random.default_rng(seed).choice(
-            len(y), min(len(y), config.max_explain_rows), replace=False))
-        return [_permutation(model, prepared.task, pd.DataFrame(x).iloc[keep],
-                             _labels_for(prepared.task, y[keep]), prepared.feature_names,
-                             "auto", config.permutation_repeats, seed)]
-    if method == "permutation" and len(x) > config.max_explain_rows:
-        keep = np.sort(np.random.default_rng(seed).choice(len(x), config.max_explain_rows,
-                                                          replace=False))
-        x, y = x[keep], y[keep]
+        return [_permutation(model, prepared.task, pd.DataFrame(x), _labels_for(prepared.task, y),
+                             prepared.feature_names, "auto", config.permutation_repeats, seed)]
     return [explain(model, (x, y), method, task=prepared.task,
                     feature_names=prepared.feature_names, repeats=config.permutation_repeats,
                     examples=config.explain_examples, seed=seed)]

@@ -202,7 +202,8 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
                        **(compressed.metrics if compressed else {})}
         with stage("export"):
             artifacts = export_model(trained, run.path, export_cfg,
-                                     representative=prepared.part("train")[0],
+                                     representative=prepared.sample(
+                                         "train", export_cfg.representative_rows),
                                      float_model=compressed.float_model if compressed else None)
         if export_cfg.verify and artifacts:
             with stage("verify"):

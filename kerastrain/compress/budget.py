@@ -31,8 +31,7 @@ from kerastrain.compress.plan import Plan, PlanResult, apply_plan
 from kerastrain.config.compress import BudgetConfig, ClusterConfig, PruneConfig
 from kerastrain.errors import KerastrainError
 from kerastrain.evaluate import compute_metrics
-from kerastrain.export import (convert_modes, convert_to_tflite, load_predictor,
-                               representative_sample)
+from kerastrain.export import convert_modes, convert_to_tflite, load_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -237,8 +236,7 @@ def search(model: keras.Model, budget: BudgetConfig, ctx: Context,
         BudgetNotMet: When none meets both limits; the message lists them all
             and the best found.
     """
-    representative = representative_sample(ctx.prepared.part("train")[0],
-                                           ctx.config.export.representative_rows)
+    representative = ctx.prepared.sample("train", ctx.config.export.representative_rows)
     x_val, y_val = _validation(ctx)
     name = score_name(ctx)
     found = candidates(budget)

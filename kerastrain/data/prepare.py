@@ -106,6 +106,15 @@ class Prepared:
         idx = getattr(self.splits, name)
         return self.rows(idx), self.y[idx]
 
+    def sample(self, name: str, rows: int, seed: int = 0) -> Any:
+        """A seeded random sample of ``rows`` rows of one split's features
+        (all of them when the split has fewer), in their order: only those
+        rows are copied (the int8 calibration set of a large training split)."""
+        idx = getattr(self.splits, name)
+        if len(idx) > rows:
+            idx = idx[np.sort(np.random.default_rng(seed).choice(len(idx), rows, replace=False))]
+        return self.rows(idx)
+
     def with_splits(self, splits: Splits) -> "Prepared":
         """The same data split differently (cross-validation folds), with the
         standardizer and column encodings refitted on the new training rows.
