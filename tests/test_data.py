@@ -171,3 +171,23 @@ def test_training_feed_reshuffles_every_epoch_reproducibly_with_a_known_length()
     assert epochs(make_dataset(memory, idx, 10, training=True, seed=5)) == first  # seeded
     assert epochs(make_dataset(memory, idx, 10, training=True, seed=6))[0] != first[0]
     assert [len(b[1]) for b in ds] == [10] * 9 + [7]
+
+
+def test_a_split_sample_copies_only_the_sampled_rows():
+    import tracemalloc
+
+    from kerastrain.config import load_config
+    from kerastrain.data.prepare import prepare_data
+    from kerastrain.export import representative_sample
+
+    x = np.random.default_rng(0).normal(size=(20000, 256)).astype(np.float32)  # 20 MB
+    y = (x[:, 0] > 0).astype(np.int64)
+    config = load_config(data=(x, y), seed=0)
+    prepared = prepare_data(config.data, config.data_options, 0)
+    tracemalloc.start()
+    sample = prepared.sample("train", 100)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert sample.shape == (100, 256) and peak < 1_000_000  # not the 14 MB training split
+    # The same rows the int8 calibration took from a full copy of the split before.
+    np.testing.assert_array_equal(sample, representative_sample(prepared.part("train")[0], 100))
