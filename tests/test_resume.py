@@ -66,10 +66,15 @@ def _fit(data, backup, train, callbacks=()):
     return model, train_model(model, data, None, train, backup_dir=backup, callbacks=callbacks)
 
 
-def test_crashed_fit_resumes_without_losing_epochs(tmp_path, breast_cancer_arrays):
-    x, y = breast_cancer_arrays
+def _batches(arrays):
+    """Breast cancer, standardized, in 9 batches of 64."""
+    x, y = arrays
     x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
-    data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32))).batch(64)  # 9 steps
+    return tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32))).batch(64)
+
+
+def test_crashed_fit_resumes_without_losing_epochs(tmp_path, breast_cancer_arrays):
+    data = _batches(breast_cancer_arrays)
     train = TrainConfig(epochs=5, early_stopping=None, verbose=0, checkpoints=False,
                         backup_interval=0)
     backup = tmp_path / "backup"
@@ -91,8 +96,7 @@ def test_crashed_fit_resumes_without_losing_epochs(tmp_path, breast_cancer_array
 
 
 def test_epoch_backups_younger_than_the_interval_are_skipped(tmp_path, breast_cancer_arrays):
-    x, y = breast_cancer_arrays
-    data = tf.data.Dataset.from_tensor_slices((x.astype(np.float32), y.astype(np.float32))).batch(64)
+    data = _batches(breast_cancer_arrays)
     train = TrainConfig(epochs=5, early_stopping=None, verbose=0, checkpoints=False,
                         backup_interval=3600)
     backup = tmp_path / "backup"
@@ -106,9 +110,7 @@ def test_epoch_backups_younger_than_the_interval_are_skipped(tmp_path, breast_ca
 
 
 def test_crash_mid_epoch_resumes_from_the_step_backup(tmp_path, breast_cancer_arrays):
-    x, y = breast_cancer_arrays
-    x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
-    data = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32))).batch(64)  # 9 steps
+    data = _batches(breast_cancer_arrays)
     train = TrainConfig(epochs=3, early_stopping=None, verbose=0, checkpoints=False,
                         backup_frequency=4)
     backup = tmp_path / "backup"
