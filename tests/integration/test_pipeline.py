@@ -41,6 +41,10 @@ def test_the_run_folder_holds_everything_needed_to_repeat_the_run(digits_run):
     assert len(history["loss"]) == len(digits_run.history["loss"]) <= 12
     report = digits_run.report_path.read_text()
     assert "learning_curves.png" in report and "tflite" in report and digits_run.stop_reason in report
+    # Each "auto" speed choice is in the report with its reason.
+    for option in ("mixed_precision", "steps_per_execution", "jit_compile"):
+        decision = digits_run.performance[option]
+        assert option in report and decision.reason in report, option
     assert not (run / "backup").exists() or not any((run / "backup").iterdir())
 
 
