@@ -7,25 +7,16 @@ without a traceback; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import textwrap
 from typing import Sequence
 
+from kerastrain.logs import log_to_stderr
+
 __all__ = ["main"]
 
 EXIT_USAGE = 2
-
-
-def _configure_logging(verbose: bool) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                           "%H:%M:%S"))
-    logger = logging.getLogger("kerastrain")
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,7 +83,12 @@ def _summary(result) -> str:  # noqa: ANN001 - PipelineResult, imported lazily
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     args = _parser().parse_args(argv)
-    _configure_logging(args.verbose)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with log_to_stderr(args.verbose):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from kerastrain.config import load_config
     from kerastrain.errors import ConfigError, DataError, ExportError
     from kerastrain.launch import WorkerFailed, launch  # no TensorFlow in the launcher

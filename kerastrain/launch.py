@@ -41,6 +41,7 @@ from kerastrain.config import PipelineConfig, load_config
 from kerastrain.config.base import config_error
 from kerastrain.config.distribute import is_chief_task, tf_config
 from kerastrain.errors import ConfigError, DataError, ExportError, KerastrainError
+from kerastrain.logs import log_to_stderr
 from kerastrain.runs import RunFolder, write_json
 
 logger = logging.getLogger("kerastrain.launch")  # also when run as __main__ in each process
@@ -469,16 +470,6 @@ def launch(config: Any, workers: int = 2, ps: int = 0, **options: Any) -> Launch
 # --------------------------------------------------------------------------- in each process
 
 
-def _configure_logging() -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                           "%H:%M:%S"))
-    root = logging.getLogger("kerastrain")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    root.propagate = False  # TensorFlow's absl may configure the root logger too
-
-
 def _task_main(argv: Sequence[str]) -> int:
     """One process of a launch: `python -m kerastrain.launch CONFIG.pickle RESULT.json`."""
     parser = argparse.ArgumentParser(prog="python -m kerastrain.launch",
@@ -486,7 +477,11 @@ def _task_main(argv: Sequence[str]) -> int:
     parser.add_argument("config", help="the pickled PipelineConfig")
     parser.add_argument("result", help="where the chief writes its result (JSON)")
     args = parser.parse_args(argv)
-    _configure_logging()
+    with log_to_stderr():
+        return _run_task(args)
+
+
+def _run_task(args: argparse.Namespace) -> int:
     config = pickle.loads(Path(args.config).read_bytes())
     from kerastrain.pipeline import fit_pipeline
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -15,8 +16,14 @@ def test_run_trains_from_a_yaml_file(tmp_path, capsys):
     config.write_text(yaml.safe_dump({
         "data": "iris", "model": "mlp", "train": {"epochs": 20, "learning_rate": 0.01, "verbose": 0},
         "export": {"formats": ["tflite"]}, "seed": 0, "output_dir": str(tmp_path / "run")}))
+    kerastrain_logger = logging.getLogger("kerastrain")
+    handlers = list(kerastrain_logger.handlers)
     assert main(["run", str(config)]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    # The command logged to stderr while it ran, and put logging back after.
+    assert "kerastrain.pipeline: Stage train done" in captured.err
+    assert kerastrain_logger.handlers == handlers and kerastrain_logger.propagate
+    out = captured.out
     assert f"Run folder: {tmp_path / 'run'}" in out
     assert "Test accuracy (Keras model):" in out and "Test accuracy (tflite model):" in out
     assert (tmp_path / "run" / "model.tflite").exists()
