@@ -184,19 +184,22 @@ def test_auto_precision_trains_the_model_it_measured_and_says_why():
 
 def test_bfloat16_training_reaches_the_float32_accuracy_within_half_a_point(digits_arrays,
                                                                            tmp_path):
-    """The accuracy guard of `mixed_precision="auto"`: on the same data, seed
-    and network, training in bfloat16 loses at most 0.5 point of test
-    accuracy against float32 (both evaluated as exported: in float32)."""
+    """The accuracy guard of `mixed_precision="auto"`: on the same data,
+    seeds and network, training in bfloat16 loses at most 0.5 point of test
+    accuracy against float32 (both evaluated as exported: in float32). Two
+    seeds are averaged: one test image of 270 is 0.37 point."""
     import kerastrain
 
-    scores = {}
-    for precision in ("float32", "mixed_bfloat16"):
-        result = kerastrain.fit_pipeline(
-            digits_arrays, "cnn", seed=0, output_dir=str(tmp_path / precision),
-            train={"epochs": 12, "verbose": 0, "early_stopping": None,
-                   "mixed_precision": precision},
-            export={"formats": []}, report={"explain": "none"})
-        scores[precision] = result.metrics["test"]["accuracy"]
-        keras.backend.clear_session()
-    assert scores["float32"] > 0.9, scores  # both really trained
-    assert scores["mixed_bfloat16"] >= scores["float32"] - 0.005, scores
+    scores: dict[str, list[float]] = {"float32": [], "mixed_bfloat16": []}
+    for seed in (0, 1):
+        for precision in scores:
+            result = kerastrain.fit_pipeline(
+                digits_arrays, "cnn", seed=seed, output_dir=str(tmp_path / f"{precision}{seed}"),
+                train={"epochs": 12, "verbose": 0, "early_stopping": None,
+                       "mixed_precision": precision},
+                export={"formats": []}, report={"explain": "none"})
+            scores[precision].append(result.metrics["test"]["accuracy"])
+            keras.backend.clear_session()
+    float32, bfloat16 = np.mean(scores["float32"]), np.mean(scores["mixed_bfloat16"])
+    assert float32 > 0.9, scores  # both really trained
+    assert bfloat16 >= float32 - 0.005, scores
