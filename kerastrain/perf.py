@@ -429,10 +429,12 @@ def configure_execution(model: keras.Model, dataset: Any, train: Any, callbacks:
     batch = None
     if isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
         reason = "parameter-server training: the step runs on remote workers"
+        step_seconds = None
     elif isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         # Each worker would measure its own step; differing choices would
         # desynchronize their collective operations.
         reason = "multi-worker training: every worker must make the same choice"
+        step_seconds = None
     elif want_steps and not blocking and (steps or 1) > 1 or want_jit:
         if step_seconds is None or want_jit:
             batch = probe_batch(probe_dataset if probe_dataset is not None else dataset)

@@ -67,9 +67,10 @@ _MEASURED_PRECISION: dict[tuple, Decision] = {}
 
 def _architecture(model: keras.Model, batch_size: int) -> tuple:
     """What a precision measurement depends on, without layer names (they
-    change from one build to the next)."""
-    return (batch_size, tuple((type(layer).__name__, str(layer.output_shape), layer.count_params())
-                              for layer in model.layers))
+    change from one build to the next) or per-layer shapes (a shared layer
+    has several)."""
+    return (batch_size, str(model.input_shape), str(model.output_shape),
+            tuple((type(layer).__name__, layer.count_params()) for layer in model.layers))
 
 
 def _build(config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy,
@@ -96,9 +97,10 @@ def _build(config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.S
     if (config.train.mixed_precision == "auto" and precision.value != "float32"
             and precision_is_measurable(strategy)):
         key = _architecture(model, global_batch_size(config, strategy))
-        batch = probe_batch(probe_data) if key not in _MEASURED_PRECISION else None
-        if key in _MEASURED_PRECISION:
-            precision = _MEASURED_PRECISION[key]
+        known = _MEASURED_PRECISION.get(key)
+        batch = probe_batch(probe_data) if known is None else None
+        if known is not None:
+            precision = known
             if precision.value == "float32":
                 model = float32_twin(model)
         elif batch is not None:

@@ -203,3 +203,16 @@ def test_bfloat16_training_reaches_the_float32_accuracy_within_half_a_point(digi
     float32, bfloat16 = np.mean(scores["float32"]), np.mean(scores["mixed_bfloat16"])
     assert float32 > 0.9, scores  # both really trained
     assert bfloat16 >= float32 - 0.005, scores
+
+
+def test_the_remembered_precision_keys_on_the_architecture_not_on_names():
+    from kerastrain.trial import _architecture
+
+    def build(width):
+        inp = keras.Input((4,))
+        shared = keras.layers.Dense(4)  # called twice: a layer with two output shapes
+        return keras.Model(inp, keras.layers.Dense(width)(shared(shared(inp))))
+
+    assert _architecture(build(3), 32) == _architecture(build(3), 32)  # fresh layer names
+    assert _architecture(build(3), 32) != _architecture(build(5), 32)
+    assert _architecture(build(3), 32) != _architecture(build(3), 64)
