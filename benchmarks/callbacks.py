@@ -26,9 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import interleave, table
-
 import numpy as np  # noqa: E402
+from _common import interleave, table
 
 from kerastrain._keras import keras, tf  # noqa: E402
 from kerastrain.config import TrainConfig  # noqa: E402
@@ -36,23 +35,34 @@ from kerastrain.data.validate import Task  # noqa: E402
 from kerastrain.train import compile_model, default_callbacks, train_model  # noqa: E402
 
 
-def _data(rows: int, features: int = 32,
-          batch: int = 64) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+def _data(
+    rows: int, features: int = 32, batch: int = 64
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(rows, features)).astype(np.float32)
     w = rng.normal(size=features).astype(np.float32)
     y = (x @ w + rng.normal(scale=2.0, size=rows) > 0).astype(np.float32)
     split = int(rows * 0.85)
-    train = tf.data.Dataset.from_tensor_slices((x[:split], y[:split])).cache().shuffle(
-        split, seed=0).batch(batch).prefetch(tf.data.AUTOTUNE)
+    train = (
+        tf.data.Dataset.from_tensor_slices((x[:split], y[:split]))
+        .cache()
+        .shuffle(split, seed=0)
+        .batch(batch)
+        .prefetch(tf.data.AUTOTUNE)
+    )
     val = tf.data.Dataset.from_tensor_slices((x[split:], y[split:])).batch(512).cache()
     return train, val
 
 
 def _model(initial: list[np.ndarray] | None, train: TrainConfig) -> keras.Model:
-    model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64, activation="relu"),
-                              keras.layers.Dense(64, activation="relu"),
-                              keras.layers.Dense(1, activation="sigmoid")])
+    model = keras.Sequential(
+        [
+            keras.Input((32,)),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     if initial is not None:
         model.set_weights(initial)
     compile_model(model, Task("binary"), train)
@@ -64,9 +74,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="runs of each variant (default 5)")
     parser.add_argument("--epochs", type=int, default=5, help="epochs per run (default 5)")
     parser.add_argument("--rows", type=int, default=60000, help="rows of data (default 60000)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="TensorFlow threads per pool; 1 steadies timings on a shared "
-                             "machine (default 0: TensorFlow's choice)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TensorFlow threads per pool; 1 steadies timings on a shared "
+        "machine (default 0: TensorFlow's choice)",
+    )
     args = parser.parse_args()
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -76,11 +90,17 @@ def main() -> None:
     examples = int(args.rows * 0.85) * args.epochs
     config = TrainConfig(epochs=args.epochs, verbose=0, learning_rate=1e-3)
     initial = _model(None, config).get_weights()
-    names = [type(cb).__name__ for cb in default_callbacks(
-        config, has_validation=True, run_dir="run", backup_dir="run/backup")]
+    names = [
+        type(cb).__name__
+        for cb in default_callbacks(
+            config, has_validation=True, run_dir="run", backup_dir="run/backup"
+        )
+    ]
     print(f"kerastrain default callbacks: {', '.join(names)}")
-    print(f"{args.rows} rows x 32 features, batch 64, {args.epochs} epochs, MLP 64-64, "
-          f"{args.repeats} interleaved runs each, TensorFlow threads: {args.threads or 'default'}\n")
+    print(
+        f"{args.rows} rows x 32 features, batch 64, {args.epochs} epochs, MLP 64-64, "
+        f"{args.repeats} interleaved runs each, TensorFlow threads: {args.threads or 'default'}\n"
+    )
 
     cpu: dict[str, list[float]] = {"plain fit": [], "kerastrain train_model": []}
 
@@ -91,24 +111,35 @@ def main() -> None:
             if name == "plain fit":
                 model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, verbose=0)
             else:
-                result = train_model(model, train_ds, val_ds, config,
-                                     backup_dir=Path(folder) / "backup",
-                                     examples_per_epoch=examples // args.epochs)
+                result = train_model(
+                    model,
+                    train_ds,
+                    val_ds,
+                    config,
+                    backup_dir=Path(folder) / "backup",
+                    examples_per_epoch=examples // args.epochs,
+                )
                 assert result.epochs_run == args.epochs, result.stop_reason
             seconds = time.perf_counter() - start
             cpu[name].append(time.process_time() - start_cpu)
         keras.backend.clear_session()
         return examples / seconds
 
-    medians = table(interleave({name: (lambda _, name=name: run(name)) for name in cpu},
-                               args.repeats))
+    medians = table(
+        interleave({name: (lambda _, name=name: run(name)) for name in cpu}, args.repeats)
+    )
     plain, ours = medians["plain fit"], medians["kerastrain train_model"]
     plain_cpu, ours_cpu = (statistics.median(cpu[name]) for name in cpu)
-    print(f"\nratio kerastrain / plain: {ours / plain:.3f} by wall clock, "
-          f"{plain_cpu / ours_cpu:.3f} by CPU time (goal >= 0.95)")
+    print(
+        f"\nratio kerastrain / plain: {ours / plain:.3f} by wall clock, "
+        f"{plain_cpu / ours_cpu:.3f} by CPU time (goal >= 0.95)"
+    )
     epoch_plain, epoch_ours = (examples / args.epochs / v for v in (plain, ours))
-    print(f"extra wall time: {(epoch_ours - epoch_plain) * 1e3:+.0f} ms per epoch of "
-          f"{epoch_plain:.2f} s (medians)")
+    print(
+        f"extra wall time: {(epoch_ours - epoch_plain) * 1e3:+.0f} ms per epoch of "
+        f"{epoch_plain:.2f} s (medians)"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -24,9 +24,8 @@ import argparse
 import tempfile
 import time
 
-from _common import epoch_timer, interleave, peak_rss_mib, steady_rate, table
-
 import numpy as np  # noqa: E402
+from _common import epoch_timer, interleave, peak_rss_mib, steady_rate, table
 
 import kerastrain  # noqa: E402
 from kerastrain._keras import keras, tf  # noqa: E402
@@ -56,8 +55,12 @@ def plain_float32(x, y, epochs: int, seed: int) -> float:
     norm.adapt(x)
     model = cnn(ModelInputs(inputs, norm(inputs)), Head(10, "softmax"))
     model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed) \
-        .batch(BATCH).prefetch(tf.data.AUTOTUNE)
+    ds = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shuffle(len(x), seed=seed)
+        .batch(BATCH)
+        .prefetch(tf.data.AUTOTUNE)
+    )
     model.fit(ds, epochs=epochs, verbose=0, callbacks=[epoch_timer(seconds)])
     elapsed = time.perf_counter() - start
     steady[PLAIN].append(steady_rate(len(x), seconds))
@@ -65,16 +68,23 @@ def plain_float32(x, y, epochs: int, seed: int) -> float:
     return len(x) * epochs / elapsed
 
 
-def kerastrain_run(x, y, epochs: int, seed: int, precision: str | None = None,
-                   test_split: float = 0.0):
+def kerastrain_run(
+    x, y, epochs: int, seed: int, precision: str | None = None, test_split: float = 0.0
+):
     train = {"epochs": epochs, "early_stopping": None, "verbose": 0}
     if precision:
         train["mixed_precision"] = precision
     with tempfile.TemporaryDirectory() as out:
         result = kerastrain.fit_pipeline(
-            (x, y), "cnn", data_options={"validation_split": 0.0, "test_split": test_split},
-            train=train, export={"formats": []}, report={"explain": "none"}, output_dir=out,
-            seed=seed)
+            (x, y),
+            "cnn",
+            data_options={"validation_split": 0.0, "test_split": test_split},
+            train=train,
+            export={"formats": []},
+            report={"explain": "none"},
+            output_dir=out,
+            seed=seed,
+        )
     keras.backend.clear_session()
     return result
 
@@ -100,10 +110,15 @@ def main() -> None:
     plain_float32(x[:2000], y[:2000], 1, 0)  # warm up TensorFlow's one-time costs
     steady[PLAIN].clear()
     print(f"speed: {len(x):,} images, batch {BATCH}, {args.epochs} epochs, whole training stage")
-    medians = table(interleave({
-        PLAIN: lambda seed: plain_float32(x, y, args.epochs, seed),
-        DEFAULTS: lambda seed: defaults(x, y, args.epochs, seed),
-    }, args.repeats))
+    medians = table(
+        interleave(
+            {
+                PLAIN: lambda seed: plain_float32(x, y, args.epochs, seed),
+                DEFAULTS: lambda seed: defaults(x, y, args.epochs, seed),
+            },
+            args.repeats,
+        )
+    )
     print("\nsteady epochs (after the first)")
     steady_medians = table(steady)
     print(f"kerastrain chose: {'; '.join(sorted(set(choices)))}")
@@ -115,15 +130,21 @@ def main() -> None:
             accuracy[name].append(result.metrics["test"]["accuracy"])
     print(f"\naccuracy guard: real digits, 30% test, {args.guard_epochs} epochs")
     for name, values in accuracy.items():
-        print(f"kerastrain {name:<17} test accuracy per seed "
-              f"{', '.join(f'{v:.4f}' for v in values)} (median {np.median(values):.4f})")
+        print(
+            f"kerastrain {name:<17} test accuracy per seed "
+            f"{', '.join(f'{v:.4f}' for v in values)} (median {np.median(values):.4f})"
+        )
     gap = 100 * (np.median(accuracy["float32"]) - np.median(accuracy["defaults"]))
     print(f"accuracy guard: float32 minus defaults = {gap:+.2f} points (must be <= 0.5)")
     print(f"peak resident memory: {peak_rss_mib():,.0f} MiB")
-    print(f"ratio kerastrain defaults / plain float32, whole stage = "
-          f"{medians[DEFAULTS] / medians[PLAIN]:.2f} (goal >= 1.8)")
-    print(f"ratio kerastrain defaults / plain float32, steady epochs = "
-          f"{steady_medians[DEFAULTS] / steady_medians[PLAIN]:.2f}")
+    print(
+        f"ratio kerastrain defaults / plain float32, whole stage = "
+        f"{medians[DEFAULTS] / medians[PLAIN]:.2f} (goal >= 1.8)"
+    )
+    print(
+        f"ratio kerastrain defaults / plain float32, steady epochs = "
+        f"{steady_medians[DEFAULTS] / steady_medians[PLAIN]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -22,9 +22,8 @@ import platform
 import tempfile
 import time
 
-from _common import interleave, peak_rss_mib
-
 import numpy as np  # noqa: E402
+from _common import interleave, peak_rss_mib
 
 import kerastrain  # noqa: E402
 from kerastrain.data.prepare import prepare_data  # noqa: E402
@@ -36,13 +35,19 @@ from kerastrain.export import tflite_latency  # noqa: E402
 CONFIGS = {
     "int8 (post-training)": ({}, ["float32", "int8"]),
     "prune 0.8 + int8": ({"prune": {"target_sparsity": 0.8, "epochs": 4}}, ["int8"]),
-    "prune 0.8 + PQAT int8": ({"prune": {"target_sparsity": 0.8, "epochs": 4},
-                               "quantize": "qat", "quantize_epochs": 2}, ["int8"]),
-    "prune 0.8 + cluster 16 + int8": ({"prune": {"target_sparsity": 0.8, "epochs": 4},
-                                       "cluster": {"clusters": 16, "epochs": 2}}, ["int8"]),
+    "prune 0.8 + PQAT int8": (
+        {"prune": {"target_sparsity": 0.8, "epochs": 4}, "quantize": "qat", "quantize_epochs": 2},
+        ["int8"],
+    ),
+    "prune 0.8 + cluster 16 + int8": (
+        {"prune": {"target_sparsity": 0.8, "epochs": 4}, "cluster": {"clusters": 16, "epochs": 2}},
+        ["int8"],
+    ),
     "prune 0.9 + int8": ({"prune": {"target_sparsity": 0.9, "epochs": 8}}, ["int8"]),
-    "prune 0.9 + cluster 8 + int8": ({"prune": {"target_sparsity": 0.9, "epochs": 12},
-                                      "cluster": {"clusters": 8, "epochs": 2}}, ["int8"]),
+    "prune 0.9 + cluster 8 + int8": (
+        {"prune": {"target_sparsity": 0.9, "epochs": 12}, "cluster": {"clusters": 8, "epochs": 2}},
+        ["int8"],
+    ),
 }
 
 #: Each data set: the data, the model, its options and the test split.
@@ -52,12 +57,15 @@ DATASETS = {
 }
 
 
-def ab_latency(artifacts: dict, rows: np.ndarray, repeats: int = 7,
-               runs: int = 500) -> dict[str, float]:
+def ab_latency(
+    artifacts: dict, rows: np.ndarray, repeats: int = 7, runs: int = 500
+) -> dict[str, float]:
     """float32 vs int8 file of the same model, interleaved A, B, B, A, ...:
     the median over repeats of each repeat's median single-example time."""
-    sides = {name: (lambda _, path=artifacts[name]: tflite_latency(path, rows, runs)[
-        "latency_ms"]) for name in ("tflite", "tflite_int8")}
+    sides = {
+        name: (lambda _, path=artifacts[name]: tflite_latency(path, rows, runs)["latency_ms"])
+        for name in ("tflite", "tflite_int8")
+    }
     results = interleave(sides, repeats)
     return {name: float(np.median(values)) for name, values in results.items()}
 
@@ -68,25 +76,37 @@ def run(dataset: str, config: str, seed: int, epochs: int) -> dict:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         result = kerastrain.fit_pipeline(
-            data, model, model_options=options, seed=seed, output_dir=folder,
+            data,
+            model,
+            model_options=options,
+            seed=seed,
+            output_dir=folder,
             data_options={"test_split": test_split},
             train={"epochs": epochs, "verbose": 0, "early_stopping": 5},
-            compress=compress, report={"explain": "none"},
-            export={"formats": ["tflite"], "tflite": modes, "latency_runs": 1000})
+            compress=compress,
+            report={"explain": "none"},
+            export={"formats": ["tflite"], "tflite": modes, "latency_runs": 1000},
+        )
         rows = prepare_data(data, result.config.data_options, seed).part("test")[0]
         ab = ab_latency(result.artifacts, rows) if "tflite" in result.artifacts else None
     seconds = time.perf_counter() - start
     base = result.metrics["uncompressed_tflite"]
     int8 = result.metrics["tflite_int8"]
     return {
-        "dataset": dataset, "config": config,
-        "baseline gzip bytes": base["gzip_bytes"], "gzip bytes": int8["gzip_bytes"],
+        "dataset": dataset,
+        "config": config,
+        "baseline gzip bytes": base["gzip_bytes"],
+        "gzip bytes": int8["gzip_bytes"],
         "ratio": base["gzip_bytes"] / int8["gzip_bytes"],
         "raw ratio": base["bytes"] / int8["bytes"],
-        "baseline accuracy": base["accuracy"], "accuracy": int8["accuracy"],
+        "baseline accuracy": base["accuracy"],
+        "accuracy": int8["accuracy"],
         "points lost": 100 * (base["accuracy"] - int8["accuracy"]),
-        "float32 latency ms": base["latency_ms"], "int8 latency ms": int8["latency_ms"],
-        "kernels": int8["kernels"], "seconds": seconds, "test rows": int8["examples"],
+        "float32 latency ms": base["latency_ms"],
+        "int8 latency ms": int8["latency_ms"],
+        "kernels": int8["kernels"],
+        "seconds": seconds,
+        "test rows": int8["examples"],
         "interleaved ms": ab,
     }
 
@@ -104,28 +124,37 @@ def main() -> None:
         for config in args.configs.split(","):
             rows.append(run(dataset, config, args.seed, args.epochs))
             row = rows[-1]
-            print(f"{dataset:<14}{config:<32}{row['ratio']:6.1f}x (raw {row['raw ratio']:.1f}x)  "
-                  f"{row['baseline accuracy']:.4f} -> {row['accuracy']:.4f} "
-                  f"({row['points lost']:+.2f} pts)  latency {row['float32 latency ms']:.4f} -> "
-                  f"{row['int8 latency ms']:.4f} ms  [{row['seconds']:.0f} s]", flush=True)
+            print(
+                f"{dataset:<14}{config:<32}{row['ratio']:6.1f}x (raw {row['raw ratio']:.1f}x)  "
+                f"{row['baseline accuracy']:.4f} -> {row['accuracy']:.4f} "
+                f"({row['points lost']:+.2f} pts)  latency {row['float32 latency ms']:.4f} -> "
+                f"{row['int8 latency ms']:.4f} ms  [{row['seconds']:.0f} s]",
+                flush=True,
+            )
     print()
-    print("| data | compression | float32 gzip B | compressed gzip B | x smaller (gzip) | "
-          "x smaller (raw) | float32 acc | compressed acc | points lost | float32 ms | int8 ms |")
+    print(
+        "| data | compression | float32 gzip B | compressed gzip B | x smaller (gzip) | "
+        "x smaller (raw) | float32 acc | compressed acc | points lost | float32 ms | int8 ms |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['dataset']} | {r['config']} | {r['baseline gzip bytes']:,} | "
-              f"{r['gzip bytes']:,} | {r['ratio']:.1f} | {r['raw ratio']:.1f} | "
-              f"{r['baseline accuracy']:.4f} | "
-              f"{r['accuracy']:.4f} | {r['points lost']:+.2f} | {r['float32 latency ms']:.4f} | "
-              f"{r['int8 latency ms']:.4f} |")
+        print(
+            f"| {r['dataset']} | {r['config']} | {r['baseline gzip bytes']:,} | "
+            f"{r['gzip bytes']:,} | {r['ratio']:.1f} | {r['raw ratio']:.1f} | "
+            f"{r['baseline accuracy']:.4f} | "
+            f"{r['accuracy']:.4f} | {r['points lost']:+.2f} | {r['float32 latency ms']:.4f} | "
+            f"{r['int8 latency ms']:.4f} |"
+        )
     print("\n| data | float32 ms | int8 ms | int8 / float32 |  (same model, interleaved)")
     print("|---|---|---|---|")
     for r in rows:
         if r["interleaved ms"]:
             f32, i8 = r["interleaved ms"]["tflite"], r["interleaved ms"]["tflite_int8"]
             print(f"| {r['dataset']} | {f32:.4f} | {i8:.4f} | {i8 / f32:.2f} |")
-    print(f"\n{platform.machine()}, {platform.python_version()}, "
-          f"peak RSS {peak_rss_mib():,.0f} MiB; kernels: {rows[-1]['kernels']}")
+    print(
+        f"\n{platform.machine()}, {platform.python_version()}, "
+        f"peak RSS {peak_rss_mib():,.0f} MiB; kernels: {rows[-1]['kernels']}"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1, default=float)

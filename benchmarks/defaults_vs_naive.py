@@ -19,9 +19,8 @@ import argparse
 import tempfile
 import time
 
-from _common import epoch_timer, interleave, peak_rss_mib, steady_rate, table
-
 import numpy as np  # noqa: E402
+from _common import epoch_timer, interleave, peak_rss_mib, steady_rate, table
 
 import kerastrain  # noqa: E402
 from kerastrain._keras import keras  # noqa: E402
@@ -45,8 +44,9 @@ def naive(x, y, epochs: int, seed: int) -> float:
 
     keras.utils.set_random_seed(seed)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.15, stratify=y, random_state=seed)
-    x_tr, x_val, y_tr, y_val = train_test_split(x_tr, y_tr, test_size=0.15 / 0.85, stratify=y_tr,
-                                                random_state=seed)
+    x_tr, x_val, y_tr, y_val = train_test_split(
+        x_tr, y_tr, test_size=0.15 / 0.85, stratify=y_tr, random_state=seed
+    )
     times: list[float] = []
     start = time.perf_counter()
     norm = keras.layers.Normalization()
@@ -57,8 +57,15 @@ def naive(x, y, epochs: int, seed: int) -> float:
         h = keras.layers.Dropout(0.1)(keras.layers.Dense(WIDTH, activation="relu")(h))
     model = keras.Model(inputs, keras.layers.Dense(int(y.max()) + 1, activation="softmax")(h))
     model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
-    model.fit(x_tr, y_tr, batch_size=32, epochs=epochs, validation_data=(x_val, y_val), verbose=0,
-              callbacks=[epoch_timer(times)])
+    model.fit(
+        x_tr,
+        y_tr,
+        batch_size=32,
+        epochs=epochs,
+        validation_data=(x_val, y_val),
+        verbose=0,
+        callbacks=[epoch_timer(times)],
+    )
     elapsed = time.perf_counter() - start
     accuracy[NAIVE].append(model.evaluate(x_te, y_te, verbose=0)[1])
     steady[NAIVE].append(steady_rate(len(x_tr), times))
@@ -69,9 +76,15 @@ def naive(x, y, epochs: int, seed: int) -> float:
 def defaults(x, y, epochs: int, seed: int) -> float:
     with tempfile.TemporaryDirectory() as out:
         result = kerastrain.fit_pipeline(
-            (x, y), "mlp", model_options={"width": WIDTH, "depth": DEPTH, "dropout": 0.1},
+            (x, y),
+            "mlp",
+            model_options={"width": WIDTH, "depth": DEPTH, "dropout": 0.1},
             train={"epochs": epochs, "early_stopping": None, "verbose": 0},
-            export={"formats": []}, report={"explain": "none"}, output_dir=out, seed=seed)
+            export={"formats": []},
+            report={"explain": "none"},
+            output_dir=out,
+            seed=seed,
+        )
     rows = round(len(x) * 0.7)
     accuracy[DEFAULTS].append(result.metrics["test"]["accuracy"])
     steady[DEFAULTS].append(steady_rate(rows, result.history["epoch_time"]))
@@ -91,20 +104,29 @@ def main() -> None:
     accuracy[NAIVE].clear()
     steady[NAIVE].clear()
     print("whole training stage")
-    medians = table(interleave({
-        NAIVE: lambda seed: naive(x, y, args.epochs, seed),
-        DEFAULTS: lambda seed: defaults(x, y, args.epochs, seed),
-    }, args.repeats))
+    medians = table(
+        interleave(
+            {
+                NAIVE: lambda seed: naive(x, y, args.epochs, seed),
+                DEFAULTS: lambda seed: defaults(x, y, args.epochs, seed),
+            },
+            args.repeats,
+        )
+    )
     print("\nsteady epochs (after the first)")
     steady_medians = table(steady)
     for name, values in accuracy.items():
         print(f"{name:<28} test accuracy (median) {np.median(values):.4f}")
     print(f"kerastrain chose: {'; '.join(sorted(set(choices)))}")
     print(f"peak resident memory: {peak_rss_mib():,.0f} MiB")
-    print(f"ratio kerastrain defaults / naive, whole stage = "
-          f"{medians[DEFAULTS] / medians[NAIVE]:.2f} (goal >= 3)")
-    print(f"ratio kerastrain defaults / naive, steady epochs = "
-          f"{steady_medians[DEFAULTS] / steady_medians[NAIVE]:.2f}")
+    print(
+        f"ratio kerastrain defaults / naive, whole stage = "
+        f"{medians[DEFAULTS] / medians[NAIVE]:.2f} (goal >= 3)"
+    )
+    print(
+        f"ratio kerastrain defaults / naive, steady epochs = "
+        f"{steady_medians[DEFAULTS] / steady_medians[NAIVE]:.2f}"
+    )
 
 
 if __name__ == "__main__":

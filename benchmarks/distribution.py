@@ -35,7 +35,8 @@ import tensorflow as tf  # noqa: E402
 GPUS = tf.config.list_physical_devices("GPU")
 if not GPUS:  # before TensorFlow initializes its devices
     tf.config.set_logical_device_configuration(
-        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
 
 from kerastrain._keras import keras  # noqa: E402
 from kerastrain.config import load_config  # noqa: E402
@@ -77,16 +78,21 @@ class _StepTimer(keras.callbacks.Callback):
 
 def throughput(strategy: tf.distribute.Strategy, steps: int, batch: int) -> float:
     """Training steps per second of the digits CNN, per-replica batch ``batch``."""
-    cfg = load_config({"data": "digits", "model": "cnn", "seed": 0,
-                       "data_options": {"validation_split": 0.0, "test_split": 0.0},
-                       "train": {"batch_size": batch, "verbose": 0}})
+    cfg = load_config(
+        {
+            "data": "digits",
+            "model": "cnn",
+            "seed": 0,
+            "data_options": {"validation_split": 0.0, "test_split": 0.0},
+            "train": {"batch_size": batch, "verbose": 0},
+        }
+    )
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
     keras.backend.clear_session()
     model = build_compiled_model(cfg, prepared, strategy)
     train_ds, _ = make_datasets(cfg, prepared, strategy)
     timer = _StepTimer(skip=5)
-    model.fit(train_ds.repeat(), steps_per_epoch=steps + 5, epochs=1, verbose=0,
-              callbacks=[timer])
+    model.fit(train_ds.repeat(), steps_per_epoch=steps + 5, epochs=1, verbose=0, callbacks=[timer])
     return steps / timer.seconds
 
 
@@ -96,21 +102,33 @@ def launch_cost(epochs: int, repeats: int) -> dict[str, list[float]]:
     Both sides get `TF_USE_LEGACY_KERAS=1`, which the launcher gives its
     processes, so that the difference is the launch's own.
     """
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    config = {"data": "iris", "model": "mlp", "seed": 0, "export": {"formats": ["keras"]},
-              "train": {"epochs": epochs, "batch_size": 16, "early_stopping": None}}
+    env = {
+        **os.environ,
+        "TF_USE_LEGACY_KERAS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    config = {
+        "data": "iris",
+        "model": "mlp",
+        "seed": 0,
+        "export": {"formats": ["keras"]},
+        "train": {"epochs": epochs, "batch_size": 16, "early_stopping": None},
+    }
     sides = {"one process": ["run"], "2-worker launch": ["launch", "--workers", "2"]}
     seconds: dict[str, list[float]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(repeats):
-            for side in (list(sides) if repeat % 2 == 0 else list(reversed(sides))):
+            for side in list(sides) if repeat % 2 == 0 else list(reversed(sides)):
                 path = Path(tmp) / f"{side}-{repeat}.yaml"
                 path.write_text(json.dumps({**config, "output_dir": str(path.with_suffix(""))}))
                 start = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "kerastrain.cli", *sides[side], str(path)],
-                               env=env, check=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+                subprocess.run(
+                    [sys.executable, "-m", "kerastrain.cli", *sides[side], str(path)],
+                    env=env,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 seconds[side].append(time.perf_counter() - start)
     return seconds
 
@@ -128,31 +146,44 @@ def main() -> None:
     sides = strategies()
     runs: dict[str, list[float]] = {name: [] for name in sides}
     for repeat in range(args.repeats):  # interleaved, so that load drifts hit every side
-        for name in (list(sides) if repeat % 2 == 0 else list(reversed(sides))):
+        for name in list(sides) if repeat % 2 == 0 else list(reversed(sides)):
             runs[name].append(throughput(sides[name], args.steps, args.batch))
     base_name = next(iter(sides))
     base = statistics.median(runs[base_name])
     figures: dict[str, dict] = {"throughput": {}, "launch": {}}
-    print(f"Throughput: digits CNN, {args.batch} examples per replica per step, "
-          f"median of {args.repeats}")
-    print(f"{'side':<28}{'steps/s':>10}{'examples/s':>12}{'steps/s ratio':>15}"
-          f"{'examples/s ratio':>18}")
+    print(
+        f"Throughput: digits CNN, {args.batch} examples per replica per step, "
+        f"median of {args.repeats}"
+    )
+    print(
+        f"{'side':<28}{'steps/s':>10}{'examples/s':>12}{'steps/s ratio':>15}"
+        f"{'examples/s ratio':>18}"
+    )
     for name, strategy in sides.items():
         steps = statistics.median(runs[name])
         replicas = strategy.num_replicas_in_sync
-        figures["throughput"][name] = {"steps_per_s": steps, "examples_per_s": steps * args.batch
-                                       * replicas, "runs": runs[name]}
-        print(f"{name:<28}{steps:>10.1f}{steps * args.batch * replicas:>12,.0f}"
-              f"{steps / base:>15.2f}{steps * replicas / base:>18.2f}")
+        figures["throughput"][name] = {
+            "steps_per_s": steps,
+            "examples_per_s": steps * args.batch * replicas,
+            "runs": runs[name],
+        }
+        print(
+            f"{name:<28}{steps:>10.1f}{steps * args.batch * replicas:>12,.0f}"
+            f"{steps / base:>15.2f}{steps * replicas / base:>18.2f}"
+        )
 
     cost = launch_cost(args.launch_epochs, args.launch_repeats)
     figures["launch"] = cost
     one, two = (statistics.median(cost[side]) for side in ("one process", "2-worker launch"))
-    print(f"\nStart-up: iris MLP, {args.launch_epochs} epochs, fresh processes, median of "
-          f"{args.launch_repeats}")
+    print(
+        f"\nStart-up: iris MLP, {args.launch_epochs} epochs, fresh processes, median of "
+        f"{args.launch_repeats}"
+    )
     print(f"one process (kerastrain run)        {one:6.1f} s")
-    print(f"2-worker launch (kerastrain launch) {two:6.1f} s   ratio {two / one:.2f}, "
-          f"+{two - one:.1f} s")
+    print(
+        f"2-worker launch (kerastrain launch) {two:6.1f} s   ratio {two / one:.2f}, "
+        f"+{two - one:.1f} s"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
 

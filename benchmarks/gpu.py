@@ -30,11 +30,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from _common import interleave, peak_rss_mib, table
-
 import numpy as np  # noqa: E402
-
+from _common import interleave, peak_rss_mib, table
 from cnn_flops import COMPUTE_DTYPE, kerastrain_fit, plain_fit, report  # noqa: E402
+
 from kerastrain._keras import keras, tf  # noqa: E402
 from kerastrain.flops import matmul_peak_flops  # noqa: E402
 from kerastrain.models import Head, ModelInputs, resnet  # noqa: E402
@@ -44,10 +43,12 @@ def require_gpu() -> list:
     """The visible GPUs; exits with status 2 and a message when there is none."""
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
-        print("benchmarks/gpu.py needs a GPU, and TensorFlow sees none on this machine "
-              f"(tf {tf.__version__}, built with CUDA: {tf.test.is_built_with_cuda()}). "
-              "Run it on a machine with an NVIDIA GPU and a CUDA build of TensorFlow.",
-              file=sys.stderr)
+        print(
+            "benchmarks/gpu.py needs a GPU, and TensorFlow sees none on this machine "
+            f"(tf {tf.__version__}, built with CUDA: {tf.test.is_built_with_cuda()}). "
+            "Run it on a machine with an NVIDIA GPU and a CUDA build of TensorFlow.",
+            file=sys.stderr,
+        )
         sys.exit(2)
     return gpus
 
@@ -73,9 +74,11 @@ def main() -> None:
     gpus = require_gpu()
     details = tf.config.experimental.get_device_details(gpus[0])
     tf32 = tf.config.experimental.tensor_float_32_execution_enabled()
-    print(f"GPU: {details.get('device_name', gpus[0].name)}, compute capability "
-          f"{details.get('compute_capability')}, {len(gpus)} visible; "
-          f"TensorFloat-32 for float32: {'on' if tf32 else 'off'}")
+    print(
+        f"GPU: {details.get('device_name', gpus[0].name)}, compute capability "
+        f"{details.get('compute_capability')}, {len(gpus)} visible; "
+        f"TensorFloat-32 for float32: {'on' if tf32 else 'off'}"
+    )
 
     x, y = synthetic_images(args.examples, seed=0)
     options = {"width": args.width}
@@ -84,46 +87,78 @@ def main() -> None:
         inputs = keras.Input(x.shape[1:])
         return resnet(ModelInputs(inputs, inputs), Head(10, "softmax"), **options)
 
-    print(f"data: {len(x):,} synthetic 32x32x3 images, batch {args.batch}, resnet width "
-          f"{args.width}, {args.epochs} epochs per run (first excluded), {args.repeats} repeats")
-    peaks = {dtype: 1e12 * value for dtype, value in table(interleave({
-        "float32": lambda _: matmul_peak_flops("float32", args.peak_size) / 1e12,
-        "float16": lambda _: matmul_peak_flops("float16", args.peak_size) / 1e12,
-    }, args.repeats), unit="matmul TFLOP/s").items()}
+    print(
+        f"data: {len(x):,} synthetic 32x32x3 images, batch {args.batch}, resnet width "
+        f"{args.width}, {args.epochs} epochs per run (first excluded), {args.repeats} repeats"
+    )
+    peaks = {
+        dtype: 1e12 * value
+        for dtype, value in table(
+            interleave(
+                {
+                    "float32": lambda _: matmul_peak_flops("float32", args.peak_size) / 1e12,
+                    "float16": lambda _: matmul_peak_flops("float16", args.peak_size) / 1e12,
+                },
+                args.repeats,
+            ),
+            unit="matmul TFLOP/s",
+        ).items()
+    }
     print(f"peak float16 / float32: {peaks['float16'] / peaks['float32']:.2f}x")
 
-    plain_fit(build, x[: 4 * args.batch], y[: 4 * args.batch], epochs=1, batch=args.batch,
-              seed=0)  # TensorFlow's and the GPU's one-time costs
+    plain_fit(
+        build, x[: 4 * args.batch], y[: 4 * args.batch], epochs=1, batch=args.batch, seed=0
+    )  # TensorFlow's and the GPU's one-time costs
     flops: dict[str, int] = {}
     chosen: list[str] = []
 
     def plain(policy: str):
         def side(seed: int) -> float:
             rate, flops[f"plain tf_keras {policy}"] = plain_fit(
-                build, x, y, epochs=args.epochs, batch=args.batch, seed=seed, policy=policy)
+                build, x, y, epochs=args.epochs, batch=args.batch, seed=seed, policy=policy
+            )
             return rate
+
         return side
 
     def ours(seed: int) -> float:
         rate, flops["kerastrain defaults"], policy = kerastrain_fit(
-            x, y, epochs=args.epochs, batch=args.batch, seed=seed, model="resnet",
-            model_options=options)
+            x,
+            y,
+            epochs=args.epochs,
+            batch=args.batch,
+            seed=seed,
+            model="resnet",
+            model_options=options,
+        )
         chosen.append(policy)
         return rate
 
-    rates = table(interleave({"plain tf_keras float32": plain("float32"),
-                              "plain tf_keras mixed_float16": plain("mixed_float16"),
-                              "kerastrain defaults": ours}, args.repeats))
+    rates = table(
+        interleave(
+            {
+                "plain tf_keras float32": plain("float32"),
+                "plain tf_keras mixed_float16": plain("mixed_float16"),
+                "kerastrain defaults": ours,
+            },
+            args.repeats,
+        )
+    )
     print(f"kerastrain precision chosen per run: {', '.join(chosen)}")
-    dtypes = {"plain tf_keras float32": "float32", "plain tf_keras mixed_float16": "float16",
-              "kerastrain defaults": COMPUTE_DTYPE[max(set(chosen), key=chosen.count)]}
+    dtypes = {
+        "plain tf_keras float32": "float32",
+        "plain tf_keras mixed_float16": "float16",
+        "kerastrain defaults": COMPUTE_DTYPE[max(set(chosen), key=chosen.count)],
+    }
     for dtype in set(dtypes.values()) - set(peaks):  # kerastrain chose another precision
         peaks[dtype] = matmul_peak_flops(dtype, args.peak_size)
     report(rates, flops, peaks, dtypes, unit=1e12, unit_name="TFLOP/s")
-    print(f"ratio plain mixed_float16 / float32: "
-          f"{rates['plain tf_keras mixed_float16'] / rates['plain tf_keras float32']:.2f}x; "
-          f"kerastrain / plain float32: "
-          f"{rates['kerastrain defaults'] / rates['plain tf_keras float32']:.2f}x")
+    print(
+        f"ratio plain mixed_float16 / float32: "
+        f"{rates['plain tf_keras mixed_float16'] / rates['plain tf_keras float32']:.2f}x; "
+        f"kerastrain / plain float32: "
+        f"{rates['kerastrain defaults'] / rates['plain tf_keras float32']:.2f}x"
+    )
     print(f"peak resident memory: {peak_rss_mib():,.0f} MiB")
 
 

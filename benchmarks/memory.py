@@ -55,12 +55,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gigabytes", type=float, default=1.0)
     args = parser.parse_args()
-    print(f"{'input':<22}{'input MiB':>12}{'peak over baseline MiB':>26}{'peak / (baseline + input)':>28}")
+    print(
+        f"{'input':<22}{'input MiB':>12}{'peak over baseline MiB':>26}{'peak / (baseline + input)':>28}"
+    )
     for layout in ("numpy-allocated", "aligned"):
         with tempfile.TemporaryDirectory():
-            done = subprocess.run([sys.executable, "-c", CHILD, str(args.gigabytes),
-                                   "aligned" if layout == "aligned" else "plain"],
-                                  capture_output=True, text=True, check=True)
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    CHILD,
+                    str(args.gigabytes),
+                    "aligned" if layout == "aligned" else "plain",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
         r = json.loads(done.stdout.strip().splitlines()[-1])
         over = r["peak_mib"] - r["baseline_mib"]
         ratio = r["peak_mib"] / (r["baseline_mib"] + r["input_mib"])

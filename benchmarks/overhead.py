@@ -18,9 +18,8 @@ import argparse
 import tempfile
 import time
 
-from _common import interleave, table
-
 import numpy as np  # noqa: E402
+from _common import interleave, table
 
 import kerastrain  # noqa: E402
 from kerastrain._keras import keras, tf  # noqa: E402
@@ -40,7 +39,9 @@ def plain_tf_keras(x, y, epochs: int, seed: int) -> float:
     from sklearn.model_selection import train_test_split
 
     keras.utils.set_random_seed(seed)
-    x_train, x_val, y_train, y_val = train_test_split(x, y, test_size=0.15, stratify=y, random_state=seed)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=0.15, stratify=y, random_state=seed
+    )
     start = time.perf_counter()
     norm = keras.layers.Normalization(axis=-1)
     norm.adapt(x_train)
@@ -50,9 +51,18 @@ def plain_tf_keras(x, y, epochs: int, seed: int) -> float:
         h = keras.layers.Dropout(0.1)(keras.layers.Dense(WIDTH, activation="relu")(h))
     model = keras.Model(inputs, keras.layers.Dense(int(y.max()) + 1, activation="softmax")(h))
     model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"])
-    train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(len(x_train), seed=seed) \
-        .batch(BATCH).prefetch(tf.data.AUTOTUNE)
-    val = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(BATCH).cache().prefetch(tf.data.AUTOTUNE)
+    train = (
+        tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        .shuffle(len(x_train), seed=seed)
+        .batch(BATCH)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val = (
+        tf.data.Dataset.from_tensor_slices((x_val, y_val))
+        .batch(BATCH)
+        .cache()
+        .prefetch(tf.data.AUTOTUNE)
+    )
     model.fit(train, validation_data=val, epochs=epochs, verbose=0)
     elapsed = time.perf_counter() - start
     keras.backend.clear_session()
@@ -62,11 +72,23 @@ def plain_tf_keras(x, y, epochs: int, seed: int) -> float:
 def with_kerastrain(x, y, epochs: int, seed: int) -> float:
     with tempfile.TemporaryDirectory() as out:
         result = kerastrain.fit_pipeline(
-            (x, y), "mlp", model_options={"width": WIDTH, "depth": DEPTH, "dropout": 0.1},
+            (x, y),
+            "mlp",
+            model_options={"width": WIDTH, "depth": DEPTH, "dropout": 0.1},
             data_options={"validation_split": 0.15, "test_split": 0.0},
-            train={"epochs": epochs, "batch_size": BATCH, "early_stopping": None, "verbose": 0,
-                   "mixed_precision": "float32", "steps_per_execution": 1, "jit_compile": False},
-            export={"formats": []}, output_dir=out, seed=seed)
+            train={
+                "epochs": epochs,
+                "batch_size": BATCH,
+                "early_stopping": None,
+                "verbose": 0,
+                "mixed_precision": "float32",
+                "steps_per_execution": 1,
+                "jit_compile": False,
+            },
+            export={"formats": []},
+            output_dir=out,
+            seed=seed,
+        )
         rows = round(len(x) * 0.85)
         elapsed = result.timings["train"]
     keras.backend.clear_session()
@@ -81,10 +103,15 @@ def main() -> None:
     args = parser.parse_args()
     x, y = make_data(args.rows)
     plain_tf_keras(x, y, 1, 0)  # warm up TensorFlow's one-time costs for both sides
-    medians = table(interleave({
-        "plain tf_keras": lambda seed: plain_tf_keras(x, y, args.epochs, seed),
-        "kerastrain": lambda seed: with_kerastrain(x, y, args.epochs, seed),
-    }, args.repeats))
+    medians = table(
+        interleave(
+            {
+                "plain tf_keras": lambda seed: plain_tf_keras(x, y, args.epochs, seed),
+                "kerastrain": lambda seed: with_kerastrain(x, y, args.epochs, seed),
+            },
+            args.repeats,
+        )
+    )
     ratio = medians["kerastrain"] / medians["plain tf_keras"]
     print(f"ratio kerastrain / plain = {ratio:.3f} (goal >= 0.98)")
 

@@ -35,23 +35,37 @@ SPACE = {
 }
 
 
-def search(algorithm: str, seed: int, max_epochs: int, random_trials: int,
-           folder: str) -> dict:
+def search(algorithm: str, seed: int, max_epochs: int, random_trials: int, folder: str) -> dict:
     """One search on digits; returns its figures."""
-    config = load_config({
-        "data": "digits", "model": "mlp", "seed": seed,
-        "data_options": {"validation_split": 0.2, "test_split": 0.0},
-        "train": {"epochs": max_epochs, "verbose": 0, "early_stopping": None},
-        "tune": {"algorithm": algorithm, "max_epochs": max_epochs,
-                 "max_trials": random_trials if algorithm == "random" else 1000,
-                 "objective": "val_accuracy", "space": SPACE,
-                 "directory": os.path.join(folder, f"{algorithm}-{seed}")}})
+    config = load_config(
+        {
+            "data": "digits",
+            "model": "mlp",
+            "seed": seed,
+            "data_options": {"validation_split": 0.2, "test_split": 0.0},
+            "train": {"epochs": max_epochs, "verbose": 0, "early_stopping": None},
+            "tune": {
+                "algorithm": algorithm,
+                "max_epochs": max_epochs,
+                "max_trials": random_trials if algorithm == "random" else 1000,
+                "objective": "val_accuracy",
+                "space": SPACE,
+                "directory": os.path.join(folder, f"{algorithm}-{seed}"),
+            },
+        }
+    )
     prepared = prepare_data(config.data, config.data_options, seed)
     start = time.perf_counter()
     result = run_search(config, prepared, make_strategy("cpu"))
-    return {"algorithm": algorithm, "seed": seed, "trials": len(result.rows),
-            "epochs": result.epochs_spent, "best_val_accuracy": round(result.best_score, 4),
-            "seconds": round(time.perf_counter() - start, 1), "best": result.best_values}
+    return {
+        "algorithm": algorithm,
+        "seed": seed,
+        "trials": len(result.rows),
+        "epochs": result.epochs_spent,
+        "best_val_accuracy": round(result.best_score, 4),
+        "seconds": round(time.perf_counter() - start, 1),
+        "best": result.best_values,
+    }
 
 
 def main() -> None:
@@ -68,19 +82,27 @@ def main() -> None:
             for algorithm in ("random", "hyperband"):
                 rows.append(search(algorithm, seed, args.max_epochs, args.random_trials, folder))
                 print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{'algorithm':<10} {'seed':>4} {'trials':>6} {'epochs':>6} {'best val acc':>12} "
-          f"{'seconds':>8}")
+    print(
+        f"\n{'algorithm':<10} {'seed':>4} {'trials':>6} {'epochs':>6} {'best val acc':>12} "
+        f"{'seconds':>8}"
+    )
     for row in rows:
-        print(f"{row['algorithm']:<10} {row['seed']:>4} {row['trials']:>6} {row['epochs']:>6} "
-              f"{row['best_val_accuracy']:>12.4f} {row['seconds']:>8.1f}")
+        print(
+            f"{row['algorithm']:<10} {row['seed']:>4} {row['trials']:>6} {row['epochs']:>6} "
+            f"{row['best_val_accuracy']:>12.4f} {row['seconds']:>8.1f}"
+        )
     for seed in args.seeds:
-        rnd, hb = (next(r for r in rows if r["seed"] == seed and r["algorithm"] == a)
-                   for a in ("random", "hyperband"))
+        rnd, hb = (
+            next(r for r in rows if r["seed"] == seed and r["algorithm"] == a)
+            for a in ("random", "hyperband")
+        )
         gap = 100 * (rnd["best_val_accuracy"] - hb["best_val_accuracy"])
         share = hb["epochs"] / rnd["epochs"]
         verdict = "met" if gap <= 1 and share <= 0.5 else "missed"
-        print(f"seed {seed}: Hyperband is {gap:+.2f} points behind random with {share:.0%} of its "
-              f"epochs; goal (<= 1 point, <= 50%) {verdict}")
+        print(
+            f"seed {seed}: Hyperband is {gap:+.2f} points behind random with {share:.0%} of its "
+            f"epochs; goal (<= 1 point, <= 50%) {verdict}"
+        )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(rows, handle, indent=2)

@@ -19,8 +19,14 @@ import kerastrain
 def main(workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     cv = kerastrain.cross_validate(
-        "wine", "mlp", folds=5, seed=0, output_dir=str(workdir / "wine"),
-        train={"epochs": 40, "verbose": 0}, export={"formats": []})
+        "wine",
+        "mlp",
+        folds=5,
+        seed=0,
+        output_dir=str(workdir / "wine"),
+        train={"epochs": 40, "verbose": 0},
+        export={"formats": []},
+    )
     print("wine, stratified 5-fold:", cv.summary())
     print("per fold:", np.round(cv.metrics["accuracy"]["folds"], 3))
     rows = load_wine().data[:3].astype(np.float32)
@@ -28,9 +34,15 @@ def main(workdir: Path) -> None:
     print("the 5 fold models averaged on 3 rows (an ensemble):", averaged.argmax(axis=1))
 
     ts = kerastrain.cross_validate(
-        "diabetes", "mlp", folds=4, seed=0, output_dir=str(workdir / "diabetes"),
+        "diabetes",
+        "mlp",
+        folds=4,
+        seed=0,
+        output_dir=str(workdir / "diabetes"),
         data_options={"split": "time", "task": "regression"},
-        train={"epochs": 60, "learning_rate": 0.01, "verbose": 0}, export={"formats": []})
+        train={"epochs": 60, "learning_rate": 0.01, "verbose": 0},
+        export={"formats": []},
+    )
     print("diabetes, time-series 4-fold:", ts.summary())
     for i, (train, test) in enumerate(ts.folds, start=1):
         print(f"  fold {i}: trains on rows 0..{train.max()}, tested on {test.min()}..{test.max()}")

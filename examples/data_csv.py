@@ -23,17 +23,22 @@ from kerastrain.data.prepare import prepare_data
 def main(workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     frame = load_breast_cancer(as_frame=True).frame.iloc[:, [0, 1, 2, 3, 4, 5, 30]]
-    frame["size"] = pd.cut(frame["mean radius"], [0, 12, 15, 99],
-                           labels=["small", "medium", "large"]).astype(str)
+    frame["size"] = pd.cut(
+        frame["mean radius"], [0, 12, 15, 99], labels=["small", "medium", "large"]
+    ).astype(str)
     rng = np.random.default_rng(0)
     frame.loc[rng.choice(len(frame), 50, replace=False), "mean texture"] = np.nan
     frame.loc[rng.choice(len(frame), 30, replace=False), "size"] = ""
     frame.to_csv(workdir / "cancer.csv", index=False)
 
     result = kerastrain.fit_pipeline(
-        str(workdir / "cancer.csv"), "mlp", seed=0, output_dir=str(workdir / "run"),
+        str(workdir / "cancer.csv"),
+        "mlp",
+        seed=0,
+        output_dir=str(workdir / "run"),
         data_options={"target": "target", "missing_indicator": True, "augment": "light"},
-        train={"epochs": 30, "verbose": 0})
+        train={"epochs": 30, "verbose": 0},
+    )
     print("test accuracy:", result.metrics["test"]["accuracy"])
     print("tflite accuracy:", result.metrics["tflite"]["accuracy"])
     prepared = prepare_data(str(workdir / "cancer.csv"), result.config.data_options, seed=0)
@@ -41,11 +46,17 @@ def main(workdir: Path) -> None:
         print(f"  {name}: {encoding}")
 
     serve = tf.saved_model.load(str(result.artifacts["savedmodel"])).signatures["serving_default"]
-    columns = {name: tf.constant(frame[col].to_numpy(np.float32)[:2])
-               for name, col in [("mean_radius", "mean radius"), ("mean_texture", "mean texture"),
-                                 ("mean_perimeter", "mean perimeter"), ("mean_area", "mean area"),
-                                 ("mean_smoothness", "mean smoothness"),
-                                 ("mean_compactness", "mean compactness")]}
+    columns = {
+        name: tf.constant(frame[col].to_numpy(np.float32)[:2])
+        for name, col in [
+            ("mean_radius", "mean radius"),
+            ("mean_texture", "mean texture"),
+            ("mean_perimeter", "mean perimeter"),
+            ("mean_area", "mean area"),
+            ("mean_smoothness", "mean smoothness"),
+            ("mean_compactness", "mean compactness"),
+        ]
+    }
     columns["mean_texture"] = tf.constant([np.nan, 20.0])
     columns["size"] = tf.constant(["", "enormous"])
     print("SavedModel on raw columns:", serve(**columns)["output"].numpy().ravel())

@@ -32,16 +32,25 @@ def main(workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     write_folder(workdir / "digits")
     in_memory = kerastrain.fit_pipeline(
-        str(workdir / "digits"), "cnn", seed=0, output_dir=str(workdir / "memory"),
+        str(workdir / "digits"),
+        "cnn",
+        seed=0,
+        output_dir=str(workdir / "memory"),
         data_options={"augment": ["rotation", "zoom", "translation"], "image_size": [16, 16]},
-        train={"epochs": 15, "verbose": 0})
+        train={"epochs": 15, "verbose": 0},
+    )
     print("in memory, test accuracy:", in_memory.metrics["test"]["accuracy"])
     print("exported TFLite accuracy:", in_memory.metrics["tflite"]["accuracy"])
 
     streamed = kerastrain.fit_pipeline(
-        str(workdir / "digits"), "cnn", seed=0, output_dir=str(workdir / "stream"),
+        str(workdir / "digits"),
+        "cnn",
+        seed=0,
+        output_dir=str(workdir / "stream"),
         data_options={"in_memory_mb": 0, "image_size": [16, 16]},
-        train={"epochs": 15, "verbose": 0}, export={"formats": ["savedmodel"]})
+        train={"epochs": 15, "verbose": 0},
+        export={"formats": ["savedmodel"]},
+    )
     print("streamed, test accuracy:", streamed.metrics["test"]["accuracy"])
 
 

@@ -27,36 +27,58 @@ class DigitsExample(tfds.core.GeneratorBasedBuilder):
     def _info(self):
         return tfds.core.DatasetInfo(
             builder=self,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(8, 8, 1)),
-                "label": tfds.features.ClassLabel(num_classes=10)}),
-            supervised_keys=("image", "label"))
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(8, 8, 1)),
+                    "label": tfds.features.ClassLabel(num_classes=10),
+                }
+            ),
+            supervised_keys=("image", "label"),
+        )
 
     def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(0, 1400),
-                "test": self._generate_examples(1400, 1797)}
+        return {
+            "train": self._generate_examples(0, 1400),
+            "test": self._generate_examples(1400, 1797),
+        }
 
     def _generate_examples(self, start, stop):
         from sklearn.datasets import load_digits
 
         digits = load_digits()
         for i in range(start, stop):
-            yield i, {"image": (digits.images[i][..., None] * 15).astype(np.uint8),
-                      "label": int(digits.target[i])}
+            yield (
+                i,
+                {
+                    "image": (digits.images[i][..., None] * 15).astype(np.uint8),
+                    "label": int(digits.target[i]),
+                },
+            )
 
 
 def main(workdir: Path) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     result = kerastrain.fit_pipeline(
-        "tfds:digits_example", "cnn", seed=0, output_dir=str(workdir / "run"),
-        data_options={"tfds_data_dir": str(workdir / "tfds"),
-                      "tfds_split": {"train": "train", "test": "test"}},
-        train={"epochs": 15, "verbose": 0})
-    print("TFDS test split accuracy:", result.metrics["test"]["accuracy"],
-          f"({result.metrics['test']['examples']} examples)")
+        "tfds:digits_example",
+        "cnn",
+        seed=0,
+        output_dir=str(workdir / "run"),
+        data_options={
+            "tfds_data_dir": str(workdir / "tfds"),
+            "tfds_split": {"train": "train", "test": "test"},
+        },
+        train={"epochs": 15, "verbose": 0},
+    )
+    print(
+        "TFDS test split accuracy:",
+        result.metrics["test"]["accuracy"],
+        f"({result.metrics['test']['examples']} examples)",
+    )
     try:
-        kerastrain.fit_pipeline("tfds:mnist", data_options={
-            "tfds_data_dir": str(workdir / "empty"), "tfds_download": False})
+        kerastrain.fit_pipeline(
+            "tfds:mnist",
+            data_options={"tfds_data_dir": str(workdir / "empty"), "tfds_download": False},
+        )
     except kerastrain.DataError as error:
         print("Without the data and without download:\n", error)
 

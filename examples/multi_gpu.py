@@ -35,18 +35,25 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 
 strategy = make_strategy("mirrored")
 precision = pick_precision(device_info(strategy))  # mixed_float16 on GPUs with tensor cores
-print(f"Mirroring over {strategy.num_replicas_in_sync} devices; the precision policy that "
-      f"suits them is {precision.value!r} ({precision.reason}).")
+print(
+    f"Mirroring over {strategy.num_replicas_in_sync} devices; the precision policy that "
+    f"suits them is {precision.value!r} ({precision.reason})."
+)
 
 result = kerastrain.fit_pipeline(
-    "digits", model="cnn",
-    strategy=strategy,                              # or simply strategy="mirrored"
+    "digits",
+    model="cnn",
+    strategy=strategy,  # or simply strategy="mirrored"
     train={"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": 1e-3},
-    distribute={"scale_learning_rate": True},       # 1e-3 x replicas
+    distribute={"scale_learning_rate": True},  # 1e-3 x replicas
     export={"formats": ["savedmodel", "keras"]},
-    output_dir=args.output_dir, overwrite=True, seed=0,
+    output_dir=args.output_dir,
+    overwrite=True,
+    seed=0,
 )
-print(f"Global batch: {args.batch_size} x {strategy.num_replicas_in_sync} replicas = "
-      f"{args.batch_size * strategy.num_replicas_in_sync}")
+print(
+    f"Global batch: {args.batch_size} x {strategy.num_replicas_in_sync} replicas = "
+    f"{args.batch_size * strategy.num_replicas_in_sync}"
+)
 print(f"Test accuracy: {result.metrics['test']['accuracy']:.4f}")
 print(f"Report: {result.report_path}")

@@ -32,11 +32,14 @@ args = parser.parse_args()
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 CONFIG = {
-    "data": "digits", "model": "cnn", "seed": 0,       # the same seed on every worker
+    "data": "digits",
+    "model": "cnn",
+    "seed": 0,  # the same seed on every worker
     "strategy": "multi_worker",
     "train": {"epochs": args.epochs, "batch_size": 32},  # 32 per worker
     "export": {"formats": ["savedmodel", "keras", "tflite"]},
-    "output_dir": args.output_dir, "overwrite": True,
+    "output_dir": args.output_dir,
+    "overwrite": True,
 }
 
 if args.local:
@@ -52,7 +55,7 @@ else:
     import kerastrain
     from kerastrain.distribute import is_chief
 
-    result = kerastrain.fit_pipeline(config=CONFIG)   # waits here until every worker is up
+    result = kerastrain.fit_pipeline(config=CONFIG)  # waits here until every worker is up
     if is_chief("multi_worker"):
         print(f"Test accuracy: {result.metrics['test']['accuracy']:.4f}")
         print(f"Report: {result.report_path}")

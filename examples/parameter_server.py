@@ -32,12 +32,15 @@ args = parser.parse_args()
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 CONFIG = {
-    "data": "breast_cancer", "model": "mlp", "seed": 0,
+    "data": "breast_cancer",
+    "model": "mlp",
+    "seed": 0,
     "strategy": "parameter_server",
     # Steps are asynchronous: each worker applies its own batches of 64.
     "train": {"epochs": args.epochs, "batch_size": 64, "early_stopping": None},
     "export": {"formats": ["savedmodel", "keras", "tflite"]},
-    "output_dir": args.output_dir, "overwrite": True,
+    "output_dir": args.output_dir,
+    "overwrite": True,
 }
 
 if args.local:

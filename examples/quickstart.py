@@ -10,8 +10,8 @@ import kerastrain
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 result = kerastrain.fit_pipeline(
-    "digits",                                   # scikit-learn's 8x8 digits, bundled: works offline
-    model="auto",                               # images -> the small CNN
+    "digits",  # scikit-learn's 8x8 digits, bundled: works offline
+    model="auto",  # images -> the small CNN
     train={"epochs": 20, "optimizer": "adam", "learning_rate": 1e-3, "early_stopping": 5},
     export={"formats": ["savedmodel", "keras", "tflite"]},
     output_dir="saved_models/quickstart",

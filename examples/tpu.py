@@ -30,19 +30,25 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 try:
     strategy = make_strategy("tpu", kerastrain.DistributeConfig(tpu_address=args.tpu))
 except kerastrain.ConfigError as exc:
-    raise SystemExit(f"{exc}")
+    raise SystemExit(f"{exc}") from None
 
 # TPUs compute in bfloat16: "mixed_bfloat16" is the policy that suits them.
-print(f"{strategy.num_replicas_in_sync} TPU cores; precision policy "
-      f"{pick_precision(device_info(strategy)).value!r}.")
+print(
+    f"{strategy.num_replicas_in_sync} TPU cores; precision policy "
+    f"{pick_precision(device_info(strategy)).value!r}."
+)
 
 result = kerastrain.fit_pipeline(
-    "digits", model="cnn", strategy=strategy,
+    "digits",
+    model="cnn",
+    strategy=strategy,
     # 128 per core; TPUs like large, fixed-size batches.
     train={"epochs": args.epochs, "batch_size": 128},
     distribute={"scale_learning_rate": True, "tpu_address": args.tpu},
     export={"formats": ["savedmodel", "keras"]},
-    output_dir=args.output_dir, overwrite=True, seed=0,
+    output_dir=args.output_dir,
+    overwrite=True,
+    seed=0,
 )
 print(f"Test accuracy: {result.metrics['test']['accuracy']:.4f}")
 print(f"Report: {result.report_path}")

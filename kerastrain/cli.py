@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 import textwrap
-from typing import Sequence
+from collections.abc import Sequence
 
 from kerastrain.logs import log_to_stderr
 
@@ -21,46 +21,71 @@ EXIT_USAGE = 2
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kerastrain",
-        description="Train, evaluate and export a tf_keras model in one command.")
+        prog="kerastrain", description="Train, evaluate and export a tf_keras model in one command."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="run the pipeline a YAML config describes",
-                              description="Run fit_pipeline(config=CONFIG).")
+    run = commands.add_parser(
+        "run",
+        help="run the pipeline a YAML config describes",
+        description="Run fit_pipeline(config=CONFIG).",
+    )
     run.add_argument("config", help="path of a YAML config (the keys of fit_pipeline)")
     run.add_argument("--output-dir", help="the run folder (overrides the config's)")
     run.add_argument("--overwrite", action="store_true", help="replace a finished run")
 
     tune = commands.add_parser(
-        "tune", help="search hyper-parameters as the config's 'tune' section says",
+        "tune",
+        help="search hyper-parameters as the config's 'tune' section says",
         description="Run the search alone (`kerastrain run` searches, then trains with the best "
-        "values). Rerunning with the same search folder resumes it.")
+        "values). Rerunning with the same search folder resumes it.",
+    )
     tune.add_argument("config", help="path of a YAML config with a 'tune' section")
-    tune.add_argument("--workers", type=int, default=0, metavar="N",
-                      help="worker processes; this process serves the oracle on loopback "
-                      "(default: 0, trials run in this process)")
-    tune.add_argument("--output-dir", help="the run folder; the search goes in its 'tuning' "
-                      "sub-folder unless tune.directory is set")
+    tune.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="worker processes; this process serves the oracle on loopback "
+        "(default: 0, trials run in this process)",
+    )
+    tune.add_argument(
+        "--output-dir",
+        help="the run folder; the search goes in its 'tuning' "
+        "sub-folder unless tune.directory is set",
+    )
 
     launch = commands.add_parser(
-        "launch", help="run a YAML config on a cluster of local processes",
+        "launch",
+        help="run a YAML config on a cluster of local processes",
         description="Start N workers (and M parameter servers with a chief) on 127.0.0.1, "
         "each with its own TF_CONFIG, as a cluster would; stream their output; report a "
-        "process that dies. Rerunning resumes from the training backup.")
+        "process that dies. Rerunning resumes from the training backup.",
+    )
     launch.add_argument("config", help="path of a YAML config (the keys of fit_pipeline)")
     launch.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
-    launch.add_argument("--ps", type=int, default=0,
-                        help="parameter servers (default: 0, multi-worker mirrored training)")
+    launch.add_argument(
+        "--ps",
+        type=int,
+        default=0,
+        help="parameter servers (default: 0, multi-worker mirrored training)",
+    )
     launch.add_argument("--timeout", type=float, help="stop everything after this many seconds")
     launch.add_argument("--output-dir", help="the run folder (overrides the config's)")
     launch.add_argument("--overwrite", action="store_true", help="replace a finished run")
 
-    demo = commands.add_parser("demo", help="train on the embedded digits data end to end",
-                               description="Train a CNN on scikit-learn's digits, export "
-                               "SavedModel, .keras and TFLite, and verify them.")
-    demo.add_argument("--output-dir", default=os.path.join("saved_models", "demo"),
-                      help="the run folder (default: %(default)s)")
+    demo = commands.add_parser(
+        "demo",
+        help="train on the embedded digits data end to end",
+        description="Train a CNN on scikit-learn's digits, export "
+        "SavedModel, .keras and TFLite, and verify them.",
+    )
+    demo.add_argument(
+        "--output-dir",
+        default=os.path.join("saved_models", "demo"),
+        help="the run folder (default: %(default)s)",
+    )
     demo.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
     return parser
 
@@ -95,8 +120,9 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         if args.command == "launch":
-            config = load_config(args.config, output_dir=args.output_dir,
-                                 overwrite=args.overwrite or None)
+            config = load_config(
+                args.config, output_dir=args.output_dir, overwrite=args.overwrite or None
+            )
             result = launch(config, workers=args.workers, ps=args.ps, timeout=args.timeout)
             print(_summary(result))
             return 0
@@ -112,12 +138,19 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         if args.command == "run":
             # Checked before TensorFlow is imported: a typo costs no startup.
-            config = load_config(args.config, output_dir=args.output_dir,
-                                 overwrite=args.overwrite or None)
+            config = load_config(
+                args.config, output_dir=args.output_dir, overwrite=args.overwrite or None
+            )
         else:
-            config = load_config(None, data="digits", model="auto",
-                                 train={"epochs": args.epochs}, output_dir=args.output_dir,
-                                 overwrite=True, seed=0)
+            config = load_config(
+                None,
+                data="digits",
+                model="auto",
+                train={"epochs": args.epochs},
+                output_dir=args.output_dir,
+                overwrite=True,
+                seed=0,
+            )
         from kerastrain.pipeline import fit_pipeline
 
         result = fit_pipeline(config=config)

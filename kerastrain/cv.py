@@ -69,16 +69,22 @@ def _aggregate(fold_metrics: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for key in fold_metrics[0]:
         values = [m.get(key) for m in fold_metrics]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values) \
-                and key != "examples":
+        if (
+            all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            and key != "examples"
+        ):
             array = np.asarray(values, np.float64)
-            out[key] = {"mean": float(array.mean()), "std": float(array.std()),
-                        "folds": [float(v) for v in values]}
+            out[key] = {
+                "mean": float(array.mean()),
+                "std": float(array.std()),
+                "folds": [float(v) for v in values],
+            }
     return out
 
 
-def cross_validate(data: Any = None, model: Any = None, folds: int = 5, *, config: Any = None,
-                   **options: Any) -> CrossValidationResult:
+def cross_validate(
+    data: Any = None, model: Any = None, folds: int = 5, *, config: Any = None, **options: Any
+) -> CrossValidationResult:
     """Trains and scores one model per cross-validation fold.
 
     Takes the same options as `fit_pipeline`. With `data_options.split="time"`
@@ -123,16 +129,29 @@ def cross_validate(data: Any = None, model: Any = None, folds: int = 5, *, confi
     predictions: np.ndarray | None = None
     results, fold_metrics = [], []
     for i, (train_rows, held) in enumerate(pairs, start=1):
-        inner = split_indices(prepared.y, prepared.task, data_options, cfg.seed + i,
-                              within=train_rows, test_split=0.0)
+        inner = split_indices(
+            prepared.y, prepared.task, data_options, cfg.seed + i, within=train_rows, test_split=0.0
+        )
         fold = prepared.with_splits(Splits(train=inner.train, val=inner.val, test=held))
-        logger.info("Fold %d of %d: %d training, %d validation, %d held-out rows.", i, folds,
-                    len(inner.train), len(inner.val), len(held))
+        logger.info(
+            "Fold %d of %d: %d training, %d validation, %d held-out rows.",
+            i,
+            folds,
+            len(inner.train),
+            len(inner.val),
+            len(held),
+        )
         spec = cfg.model
         if isinstance(spec, keras.Model):
             spec = keras.models.clone_model(spec)
-        result = fit_pipeline(fold, spec, config=cfg, output_dir=str(root / f"fold_{i}"),
-                              seed=cfg.seed + i, name=f"{cfg.name}-fold{i}")
+        result = fit_pipeline(
+            fold,
+            spec,
+            config=cfg,
+            output_dir=str(root / f"fold_{i}"),
+            seed=cfg.seed + i,
+            name=f"{cfg.name}-fold{i}",
+        )
         outputs = predict(result.model, fold.rows(held))
         if predictions is None:
             predictions = np.full((prepared.num_rows, *outputs.shape[1:]), np.nan, np.float32)
@@ -140,12 +159,23 @@ def cross_validate(data: Any = None, model: Any = None, folds: int = 5, *, confi
         results.append(result)
         fold_metrics.append(result.metrics["test"])
     metrics = _aggregate(fold_metrics)
-    summary = {"folds": folds, "metrics": metrics, "fold_metrics": fold_metrics,
-               "held_out_rows": [len(h) for _, h in pairs]}
+    summary = {
+        "folds": folds,
+        "metrics": metrics,
+        "fold_metrics": fold_metrics,
+        "held_out_rows": [len(h) for _, h in pairs],
+    }
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "cv.json", summary)
     outcome = CrossValidationResult(
-        metrics=metrics, fold_metrics=fold_metrics, models=[r.model for r in results],
-        results=results, folds=pairs, predictions=predictions, config=cfg, run_dir=root)
+        metrics=metrics,
+        fold_metrics=fold_metrics,
+        models=[r.model for r in results],
+        results=results,
+        folds=pairs,
+        predictions=predictions,
+        config=cfg,
+        run_dir=root,
+    )
     logger.info("Cross-validation over %d folds: %s.", folds, outcome.summary())
     return outcome

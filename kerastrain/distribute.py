@@ -24,8 +24,9 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlparse
 
 from kerastrain._keras import keras, tf
@@ -43,18 +44,29 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "make_strategy", "strategy_name", "tf_config", "is_chief", "cluster_task", "serve",
+    "make_strategy",
+    "strategy_name",
+    "tf_config",
+    "is_chief",
+    "cluster_task",
+    "serve",
     "open_run_folder",
-    "WorkerRunFolder", "distributed_train_config",
-    "strategy_summary", "uses_coordinator", "coordinator_datasets", "warn_if_unreachable_by_tpu",
+    "WorkerRunFolder",
+    "distributed_train_config",
+    "strategy_summary",
+    "uses_coordinator",
+    "coordinator_datasets",
+    "warn_if_unreachable_by_tpu",
 ]
 
 #: Seconds to wait for a TPU's gRPC port before concluding nobody is there.
 TPU_CONNECT_TIMEOUT = 5.0
 
-_TPU_HELP = ("strategy='tpu' needs a TPU: on a Cloud TPU VM set distribute.tpu_address='local'; "
-             "on Colab pick a TPU runtime; elsewhere give the TPU's name or its "
-             "'grpc://host:port'. strategy='auto' uses a GPU or the CPU when no TPU is found.")
+_TPU_HELP = (
+    "strategy='tpu' needs a TPU: on a Cloud TPU VM set distribute.tpu_address='local'; "
+    "on Colab pick a TPU runtime; elsewhere give the TPU's name or its "
+    "'grpc://host:port'. strategy='auto' uses a GPU or the CPU when no TPU is found."
+)
 
 
 # --------------------------------------------------------------------------- cluster
@@ -113,11 +125,18 @@ def serve(resolver: Any = None) -> NoReturn:
     resolver = resolver or tf.distribute.cluster_resolver.TFConfigClusterResolver()
     # As TensorFlow's parameter-server tutorial does: fail RPCs to dead peers fast.
     os.environ.setdefault("GRPC_FAIL_FAST", "use_caller")
-    server = tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type,
-                                  task_index=resolver.task_id,
-                                  protocol=resolver.rpc_layer or "grpc", start=True)
-    logger.info("Serving as %s %d of the parameter-server cluster; the coordinator sends the "
-                "work.", resolver.task_type, resolver.task_id)
+    server = tf.distribute.Server(
+        resolver.cluster_spec(),
+        job_name=resolver.task_type,
+        task_index=resolver.task_id,
+        protocol=resolver.rpc_layer or "grpc",
+        start=True,
+    )
+    logger.info(
+        "Serving as %s %d of the parameter-server cluster; the coordinator sends the work.",
+        resolver.task_type,
+        resolver.task_id,
+    )
     server.join()
     raise SystemExit(0)  # join() returns only when the server is stopped
 
@@ -172,8 +191,10 @@ def _tpu_strategy(resolver: Any) -> tf.distribute.Strategy:
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (tf.errors.OpError, ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
-        raise ConfigError(f"No TPU could be initialized at {resolver.master() or 'local'!r} "
-                          f"({type(exc).__name__}: {first}). " + _TPU_HELP) from None
+        raise ConfigError(
+            f"No TPU could be initialized at {resolver.master() or 'local'!r} "
+            f"({type(exc).__name__}: {first}). " + _TPU_HELP
+        ) from None
     return tf.distribute.TPUStrategy(resolver)
 
 
@@ -185,8 +206,9 @@ def _discover_tpu(address: str | None) -> tuple[Any, str]:
         return None, getattr(exc, "reason", str(exc))
 
 
-def warn_if_unreachable_by_tpu(strategy: Any, path: str | os.PathLike | None,
-                               what: str = "output_dir") -> bool:
+def warn_if_unreachable_by_tpu(
+    strategy: Any, path: str | os.PathLike | None, what: str = "output_dir"
+) -> bool:
     """Warns when a remote TPU would have to write to a local ``path``.
 
     A Cloud TPU reached over the network (a TPU node, not a TPU VM) reads and
@@ -206,10 +228,14 @@ def warn_if_unreachable_by_tpu(strategy: Any, path: str | os.PathLike | None,
     resolver = strategy.cluster_resolver
     if resolver is None or _is_local_tpu(resolver) or "://" in os.fspath(path or ""):
         return False
-    logger.warning("The TPU at %s is remote, but %s=%r is a local path it cannot reach: "
-                   "checkpoints and backups would fail. Use a bucket the TPU can write to "
-                   "(e.g. 'gs://my-bucket/run').", resolver.master(), what,
-                   os.fspath(path) if path else "saved_models/<run name>")
+    logger.warning(
+        "The TPU at %s is remote, but %s=%r is a local path it cannot reach: "
+        "checkpoints and backups would fail. Use a bucket the TPU can write to "
+        "(e.g. 'gs://my-bucket/run').",
+        resolver.master(),
+        what,
+        os.fspath(path) if path else "saved_models/<run name>",
+    )
     return True
 
 
@@ -219,13 +245,16 @@ def warn_if_unreachable_by_tpu(strategy: Any, path: str | os.PathLike | None,
 def strategy_name(strategy: Any) -> str:
     """The public name of ``strategy``'s kind (`"MultiWorkerMirroredStrategy"`,
     not its internal class `CollectiveAllReduceStrategy`)."""
-    kinds = ((tf.distribute.TPUStrategy, "TPUStrategy"),
-             (tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
-             (tf.distribute.experimental.ParameterServerStrategy, "ParameterServerStrategy"),
-             (tf.distribute.MirroredStrategy, "MirroredStrategy"),
-             (tf.distribute.OneDeviceStrategy, "OneDeviceStrategy"))
-    return next((name for kind, name in kinds if isinstance(strategy, kind)),
-                "the default strategy")
+    kinds = (
+        (tf.distribute.TPUStrategy, "TPUStrategy"),
+        (tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
+        (tf.distribute.experimental.ParameterServerStrategy, "ParameterServerStrategy"),
+        (tf.distribute.MirroredStrategy, "MirroredStrategy"),
+        (tf.distribute.OneDeviceStrategy, "OneDeviceStrategy"),
+    )
+    return next(
+        (name for kind, name in kinds if isinstance(strategy, kind)), "the default strategy"
+    )
 
 
 def _cpu() -> tf.distribute.Strategy:
@@ -237,8 +266,10 @@ def _cpu() -> tf.distribute.Strategy:
 def _gpu() -> tf.distribute.Strategy:
     gpus = tf.config.list_logical_devices("GPU")
     if not gpus:
-        raise ConfigError("strategy='gpu' was asked for but TensorFlow sees no GPU; use "
-                          "'auto' or 'cpu', or check the CUDA installation.")
+        raise ConfigError(
+            "strategy='gpu' was asked for but TensorFlow sees no GPU; use "
+            "'auto' or 'cpu', or check the CUDA installation."
+        )
     return tf.distribute.OneDeviceStrategy(gpus[0].name)
 
 
@@ -262,7 +293,8 @@ def _multi_worker() -> tf.distribute.Strategy:
             "strategy='multi_worker' must be created before TensorFlow runs any operation in "
             "this process, and something ran first. Start each worker in a fresh process "
             "(`kerastrain launch`, or your cluster's entry point) that calls fit_pipeline "
-            "before any other TensorFlow work.") from None
+            "before any other TensorFlow work."
+        ) from None
 
 
 def _parameter_server() -> tf.distribute.Strategy:
@@ -274,7 +306,8 @@ def _parameter_server() -> tf.distribute.Strategy:
             "coordinator that runs fit_pipeline), 'worker' and 'ps' tasks; TF_CONFIG has "
             f"{sorted(jobs) or 'none'}. Build one with kerastrain.distribute.tf_config(..., "
             "ps=[...], chief=...), or try it locally with `kerastrain launch --workers 2 "
-            "--ps 1 CONFIG.yaml`.")
+            "--ps 1 CONFIG.yaml`."
+        )
     if resolver.task_type in ("worker", "ps"):
         serve(resolver)
     return tf.distribute.ParameterServerStrategy(resolver)
@@ -284,8 +317,10 @@ def _auto(options: DistributeConfig) -> tf.distribute.Strategy:
     resolver, why_not_tpu = _discover_tpu(options.tpu_address)
     gpus = tf.config.list_logical_devices("GPU")
     if resolver is not None:
-        reason, strategy = f"a TPU answered at {resolver.master() or 'local'}", \
-            _tpu_strategy(resolver)
+        reason, strategy = (
+            f"a TPU answered at {resolver.master() or 'local'}",
+            _tpu_strategy(resolver),
+        )
     elif len(gpus) > 1:
         reason = f"{len(gpus)} GPUs; {why_not_tpu}"
         strategy = tf.distribute.MirroredStrategy([g.name for g in gpus])
@@ -293,16 +328,23 @@ def _auto(options: DistributeConfig) -> tf.distribute.Strategy:
         reason, strategy = f"one GPU; {why_not_tpu}", tf.distribute.OneDeviceStrategy(gpus[0].name)
     else:
         reason, strategy = f"no GPU; {why_not_tpu}", tf.distribute.get_strategy()
-    logger.info("strategy='auto' chose %s with %d replica(s) (%s).", strategy_name(strategy),
-                strategy.num_replicas_in_sync, reason)
+    logger.info(
+        "strategy='auto' chose %s with %d replica(s) (%s).",
+        strategy_name(strategy),
+        strategy.num_replicas_in_sync,
+        reason,
+    )
     if task_of(_tf_config_env())[0] is not None:
-        logger.warning("TF_CONFIG describes a cluster, but strategy='auto' trains on this "
-                       "machine alone; set strategy='multi_worker' or 'parameter_server'.")
+        logger.warning(
+            "TF_CONFIG describes a cluster, but strategy='auto' trains on this "
+            "machine alone; set strategy='multi_worker' or 'parameter_server'."
+        )
     return strategy
 
 
-def make_strategy(spec: Any = "auto", options: DistributeConfig | None = None
-                  ) -> tf.distribute.Strategy:
+def make_strategy(
+    spec: Any = "auto", options: DistributeConfig | None = None
+) -> tf.distribute.Strategy:
     """The strategy that ``spec`` names, with its choice logged.
 
     A worker or parameter-server task of a parameter-server cluster does not
@@ -330,22 +372,37 @@ def make_strategy(spec: Any = "auto", options: DistributeConfig | None = None
     """
     options = options or DistributeConfig()
     if isinstance(spec, tf.distribute.Strategy):
-        logger.info("Strategy: %s with %d replica(s), as given.", strategy_name(spec),
-                    spec.num_replicas_in_sync)
+        logger.info(
+            "Strategy: %s with %d replica(s), as given.",
+            strategy_name(spec),
+            spec.num_replicas_in_sync,
+        )
         return spec
     if not isinstance(spec, str) or spec not in STRATEGIES:
-        raise config_error("strategy", spec, "one of " + ", ".join(map(repr, STRATEGIES))
-                           + " or a tf.distribute.Strategy", STRATEGIES)
+        raise config_error(
+            "strategy",
+            spec,
+            "one of " + ", ".join(map(repr, STRATEGIES)) + " or a tf.distribute.Strategy",
+            STRATEGIES,
+        )
     if spec == "auto":
         return _auto(options)
     builders: dict[str, Callable[[], tf.distribute.Strategy]] = {
-        "cpu": _cpu, "gpu": _gpu, "mirrored": _mirrored, "multi_worker": _multi_worker,
+        "cpu": _cpu,
+        "gpu": _gpu,
+        "mirrored": _mirrored,
+        "multi_worker": _multi_worker,
         "parameter_server": _parameter_server,
         "tpu": lambda: _tpu_strategy(_tpu_resolver(options.tpu_address)),
     }
     strategy = builders[spec]()
-    logger.info("strategy=%r: %s with %d replica(s)%s.", spec, strategy_name(strategy),
-                strategy.num_replicas_in_sync, _cluster_words())
+    logger.info(
+        "strategy=%r: %s with %d replica(s)%s.",
+        spec,
+        strategy_name(strategy),
+        strategy.num_replicas_in_sync,
+        _cluster_words(),
+    )
     return strategy
 
 
@@ -405,7 +462,8 @@ def open_run_folder(config: PipelineConfig, strategy: Any) -> RunFolder:
         raise ConfigError(
             f"Training on {workers} workers needs output_dir set to one folder every worker "
             "reaches (the chief writes there, and every worker restores the same backup); set "
-            "the same seed on every worker too. `kerastrain launch` sets both.")
+            "the same seed on every worker too. `kerastrain launch` sets both."
+        )
     if is_chief(strategy):
         warn_if_unreachable_by_tpu(strategy, config.output_dir)
         return RunFolder.prepare(config.output_dir, config.name, config.overwrite)
@@ -443,20 +501,24 @@ def strategy_summary(config: PipelineConfig, strategy: Any) -> dict[str, str]:
     facts = {
         "strategy": f"{strategy_name(strategy)}, {replicas} replica(s){where}",
         "global batch": f"{config.batch_size} per replica x {replicas} = "
-                        f"{config.batch_size * replicas}",
+        f"{config.batch_size * replicas}",
     }
     scaled = distributed_train_config(config, strategy).learning_rate
     if scaled != config.train.learning_rate:
-        facts["learning rate"] = (f"{config.train.learning_rate:g} x {replicas} replicas = "
-                                  f"{scaled:g} (linear scaling)")
+        facts["learning rate"] = (
+            f"{config.train.learning_rate:g} x {replicas} replicas = {scaled:g} (linear scaling)"
+        )
     return facts
 
 
 # --------------------------------------------------------------------------- parameter servers
 
 
-def coordinator_datasets(build: Callable[[], tuple[tf.data.Dataset, tf.data.Dataset | None]],
-                         prepared: Prepared, global_batch: int) -> tuple[Any, Any, dict[str, int]]:
+def coordinator_datasets(
+    build: Callable[[], tuple[tf.data.Dataset, tf.data.Dataset | None]],
+    prepared: Prepared,
+    global_batch: int,
+) -> tuple[Any, Any, dict[str, int]]:
     """Dataset functions for `model.fit` under parameter-server training.
 
     Each worker runs ``build`` itself: the coordinator sends the function,
@@ -485,7 +547,8 @@ def coordinator_datasets(build: Callable[[], tuple[tf.data.Dataset, tf.data.Data
             f"Parameter-server training sends in-memory data to every worker inside the dataset "
             f"function, and {largest / 2**20:,.0f} MiB is over the "
             f"{feed.ZERO_COPY_BYTES / 2**20:,.0f} MiB that can travel that way. Use "
-            "strategy='multi_worker' for this data.")
+            "strategy='multi_worker' for this data."
+        )
     splits = prepared.splits
     creator = keras.utils.experimental.DatasetCreator
 

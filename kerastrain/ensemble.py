@@ -17,7 +17,8 @@ other model. Three ways to combine:
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,8 +26,15 @@ from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.config.base import config_error
 from kerastrain.data.validate import Task
 from kerastrain.errors import ConfigError, DataError
-from kerastrain.evaluate import (TaskArg, _labels_for, _model_predictor, compute_metrics,
-                                 infer_task, output_activation, read_labelled)
+from kerastrain.evaluate import (
+    TaskArg,
+    _labels_for,
+    _model_predictor,
+    compute_metrics,
+    infer_task,
+    output_activation,
+    read_labelled,
+)
 from kerastrain.perf import as_float32
 
 logger = logging.getLogger(__name__)
@@ -59,7 +67,8 @@ def _check_members(models: Any) -> list[keras.Model]:
             raise ConfigError(
                 f"The members of an ensemble must take the same inputs and give the same outputs: "
                 f"models[0] maps {first_in} to {first_out} but models[{i}] maps "
-                f"{member.input_shape} to {member.output_shape}.")
+                f"{member.input_shape} to {member.output_shape}."
+            )
     return members
 
 
@@ -70,8 +79,9 @@ def _as_layer(member: keras.Model, name: str) -> keras.Model:
         clone = keras.models.clone_model(member)
         clone.set_weights(member.get_weights())
     except (ValueError, TypeError, NotImplementedError):  # subclassed models cannot be cloned
-        logger.info("Model %r cannot be cloned; it is used in the ensemble as %r.",
-                    member.name, name)
+        logger.info(
+            "Model %r cannot be cloned; it is used in the ensemble as %r.", member.name, name
+        )
         clone = member
     clone._name = name  # tf_keras has no public rename; layer names must be unique
     return clone
@@ -123,8 +133,9 @@ def _meta_learner(task: Task, seed: int) -> Any:
     return LogisticRegression(C=META_C, max_iter=2000, random_state=seed)
 
 
-def _fit_stack(task: Task, features: np.ndarray, y: np.ndarray, folds: int,
-               seed: int) -> tuple[Any, np.ndarray]:
+def _fit_stack(
+    task: Task, features: np.ndarray, y: np.ndarray, folds: int, seed: int
+) -> tuple[Any, np.ndarray]:
     """Fits the meta-learner on all rows and predicts each row out of fold."""
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 
@@ -132,12 +143,16 @@ def _fit_stack(task: Task, features: np.ndarray, y: np.ndarray, folds: int,
         counts = np.bincount(y, minlength=task.num_classes)
         missing = np.flatnonzero(counts == 0)
         if len(missing):
-            raise DataError(f"Stacking needs every class in `data`; class {int(missing[0])} has no "
-                            f"row there ({len(missing)} class(es) missing).")
+            raise DataError(
+                f"Stacking needs every class in `data`; class {int(missing[0])} has no "
+                f"row there ({len(missing)} class(es) missing)."
+            )
         folds = min(folds, int(counts.min()))
         if folds < 2:
-            raise DataError("Stacking needs at least 2 rows of every class in `data` to predict "
-                            f"each row out of fold; the smallest class has {int(counts.min())}.")
+            raise DataError(
+                "Stacking needs at least 2 rows of every class in `data` to predict "
+                f"each row out of fold; the smallest class has {int(counts.min())}."
+            )
         splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
         method = "predict_proba"
     else:
@@ -148,8 +163,7 @@ def _fit_stack(task: Task, features: np.ndarray, y: np.ndarray, folds: int,
     # The meta-learner's problems are tiny: BLAS threads only contend (measured
     # here: 0.2-0.9 s per fit with the default pool, 0.03 s with one thread).
     with threadpool_limits(limits=1):
-        oof = cross_val_predict(_meta_learner(task, seed), features, y, cv=splitter,
-                                method=method)
+        oof = cross_val_predict(_meta_learner(task, seed), features, y, cv=splitter, method=method)
         learner = _meta_learner(task, seed).fit(features, y)
     if task.kind == "binary":
         oof = oof[:, 1:]
@@ -158,8 +172,9 @@ def _fit_stack(task: Task, features: np.ndarray, y: np.ndarray, folds: int,
 
 def _stack_layer(task: Task, learner: Any, inputs: int) -> keras.layers.Dense:
     activation = {"binary": "sigmoid", "multiclass": "softmax", "regression": "linear"}[task.kind]
-    layer = keras.layers.Dense(task.output_units, activation=activation, dtype="float32",
-                               name="meta_learner")
+    layer = keras.layers.Dense(
+        task.output_units, activation=activation, dtype="float32", name="meta_learner"
+    )
     layer.build((None, inputs))
     kernel = np.asarray(learner.coef_, np.float32).reshape(task.output_units, inputs).T
     bias = np.asarray(learner.intercept_, np.float32).reshape(task.output_units)
@@ -167,9 +182,17 @@ def _stack_layer(task: Task, learner: Any, inputs: int) -> keras.layers.Dense:
     return layer
 
 
-def ensemble(models: Sequence[keras.Model], method: Literal["average", "vote", "stack"] = "average",
-             data: Any = None, *, task: TaskArg = "auto", folds: int = 5, seed: int = 0,
-             target: str | None = None, name: str | None = None) -> keras.Model:
+def ensemble(
+    models: Sequence[keras.Model],
+    method: Literal["average", "vote", "stack"] = "average",
+    data: Any = None,
+    *,
+    task: TaskArg = "auto",
+    folds: int = 5,
+    seed: int = 0,
+    target: str | None = None,
+    name: str | None = None,
+) -> keras.Model:
     """Combines trained tf_keras models into one tf_keras model.
 
     Args:
@@ -216,8 +239,10 @@ def ensemble(models: Sequence[keras.Model], method: Literal["average", "vote", "
     if method not in METHODS:
         raise config_error("method", method, "one of " + ", ".join(map(repr, METHODS)), METHODS)
     if method == "stack" and data is None:
-        raise ConfigError("The 'data' argument is required with method='stack': rows (x, y) that "
-                          "none of the members was trained on, to fit the meta-learner on.")
+        raise ConfigError(
+            "The 'data' argument is required with method='stack': rows (x, y) that "
+            "none of the members was trained on, to fit the meta-learner on."
+        )
     if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
         raise config_error("folds", folds, "an integer >= 2")
 
@@ -226,20 +251,34 @@ def ensemble(models: Sequence[keras.Model], method: Literal["average", "vote", "
     if data is not None:
         x, y, loaded = read_labelled(data, target)
         outputs = [np.asarray(_model_predictor(m)(x)) for m in members]
-        resolved = infer_task(outputs[0], y, activation=output_activation(members[0]), task=task,
-                              class_names=loaded.class_names)
+        resolved = infer_task(
+            outputs[0],
+            y,
+            activation=output_activation(members[0]),
+            task=task,
+            class_names=loaded.class_names,
+        )
         y = _labels_for(resolved, y)
     else:
         probe = np.zeros((1, *members[0].input_shape[1:]), np.float32)
-        resolved = infer_task(_model_predictor(members[0])(probe), np.zeros(0),
-                              activation=output_activation(members[0]), task=task)
+        resolved = infer_task(
+            _model_predictor(members[0])(probe),
+            np.zeros(0),
+            activation=output_activation(members[0]),
+            task=task,
+        )
     if method == "vote" and not resolved.is_classification:
-        raise config_error("method", method, "'average' or 'stack' for a regression task "
-                           "(a vote needs classes)", ("average", "stack"))
+        raise config_error(
+            "method",
+            method,
+            "'average' or 'stack' for a regression task (a vote needs classes)",
+            ("average", "stack"),
+        )
 
     names = [f"member_{i}" for i in range(len(members))]
-    inputs = keras.Input(shape=members[0].input_shape[1:], dtype=members[0].inputs[0].dtype,
-                         name="inputs")
+    inputs = keras.Input(
+        shape=members[0].input_shape[1:], dtype=members[0].inputs[0].dtype, name="inputs"
+    )
     member_outputs = [_as_layer(m, n)(inputs) for m, n in zip(members, names)]
     ensemble_oof = None
     if method == "average":
@@ -250,7 +289,8 @@ def ensemble(models: Sequence[keras.Model], method: Literal["average", "vote", "
         features = np.concatenate([_stack_features(resolved, o) for o in outputs], axis=1)
         learner, ensemble_oof = _fit_stack(resolved, features, y, folds, seed)
         stacked = keras.layers.Concatenate(name="member_outputs")(
-            [_stack_tensor(resolved, o) for o in member_outputs])
+            [_stack_tensor(resolved, o) for o in member_outputs]
+        )
         combined = _stack_layer(resolved, learner, features.shape[1])(stacked)
     model = keras.Model(inputs, combined, name=name or f"ensemble_{method}")
 
@@ -259,12 +299,16 @@ def ensemble(models: Sequence[keras.Model], method: Literal["average", "vote", "
         for member_name, out in zip(names, outputs):
             scores[member_name] = compute_metrics(resolved, y, out)
         # A stack is scored out of fold; averages and votes learned nothing from `data`.
-        combined_out = ensemble_oof if ensemble_oof is not None \
-            else _model_predictor(model)(x)
+        combined_out = ensemble_oof if ensemble_oof is not None else _model_predictor(model)(x)
         scores["ensemble"] = compute_metrics(resolved, y, combined_out)
         key = "accuracy" if resolved.is_classification else "rmse"
-        logger.info("Ensemble (%s) %s %.4f; members %s.", method, key, scores["ensemble"][key],
-                    ", ".join(f"{scores[n][key]:.4f}" for n in names))
+        logger.info(
+            "Ensemble (%s) %s %.4f; members %s.",
+            method,
+            key,
+            scores["ensemble"][key],
+            ", ".join(f"{scores[n][key]:.4f}" for n in names),
+        )
     # Plain attributes, kept out of tf_keras's object tracking (not saved with
     # the model, and not turned into trackable wrappers).
     model._self_setattr_tracking = False

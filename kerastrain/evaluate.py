@@ -12,7 +12,8 @@ import dataclasses
 import logging
 import os
 import warnings
-from typing import Any, Callable, Literal, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -20,9 +21,22 @@ from kerastrain.data.validate import Task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compute_metrics", "predicted_classes", "class_probabilities", "reliability",
-           "curve_data", "diagnose", "baseline_loss", "Finding", "Evaluation", "evaluate_run",
-           "evaluate", "infer_task", "TOP_K", "CALIBRATION_BINS"]
+__all__ = [
+    "compute_metrics",
+    "predicted_classes",
+    "class_probabilities",
+    "reliability",
+    "curve_data",
+    "diagnose",
+    "baseline_loss",
+    "Finding",
+    "Evaluation",
+    "evaluate_run",
+    "evaluate",
+    "infer_task",
+    "TOP_K",
+    "CALIBRATION_BINS",
+]
 
 #: Top-k accuracy is reported with this k when there are more than 5 classes.
 TOP_K = 3
@@ -114,26 +128,36 @@ def compute_metrics(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict
         }
     for average in ("macro", "weighted"):
         p, r, f, _ = skm.precision_recall_fscore_support(
-            y_true, y_pred, labels=labels, average=average, zero_division=0)
+            y_true, y_pred, labels=labels, average=average, zero_division=0
+        )
         suffix = "" if average == "macro" else "_weighted"
-        result.update({f"precision{suffix}": float(p), f"recall{suffix}": float(r),
-                       f"f1{suffix}": float(f)})
+        result.update(
+            {f"precision{suffix}": float(p), f"recall{suffix}": float(r), f"f1{suffix}": float(f)}
+        )
     p, r, f, support = skm.precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, average=None, zero_division=0)
+        y_true, y_pred, labels=labels, average=None, zero_division=0
+    )
     result["per_class"] = {
-        name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-               "support": int(support[i])}
-        for i, name in enumerate(class_names(task))}
+        name: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(class_names(task))
+    }
     result["roc_auc"] = _roc_auc(task, y_true, proba)
     result["pr_auc"] = _pr_auc(task, y_true, proba)
     result["log_loss"] = float(skm.log_loss(y_true, proba, labels=labels))
     result["ece"] = reliability(task, y_true, proba)["ece"]
     if task.num_classes >= TOP_K_MIN_CLASSES:
-        result[f"top_{TOP_K}_accuracy"] = float(skm.top_k_accuracy_score(
-            y_true, proba, k=TOP_K, labels=labels))
+        result[f"top_{TOP_K}_accuracy"] = float(
+            skm.top_k_accuracy_score(y_true, proba, k=TOP_K, labels=labels)
+        )
     result["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
     result["confusion_matrix_normalized"] = skm.confusion_matrix(
-        y_true, y_pred, labels=labels, normalize="true").tolist()
+        y_true, y_pred, labels=labels, normalize="true"
+    ).tolist()
     result["examples"] = int(len(y_true))
     return result
 
@@ -149,8 +173,9 @@ def _roc_auc(task: Task, y_true: np.ndarray, proba: np.ndarray) -> float | None:
         return None  # undefined when a class has no example
     if task.kind == "binary":
         return float(roc_auc_score(y_true, proba[:, 1]))
-    return float(roc_auc_score(y_true, proba, multi_class="ovr",
-                               labels=list(range(task.num_classes))))
+    return float(
+        roc_auc_score(y_true, proba, multi_class="ovr", labels=list(range(task.num_classes)))
+    )
 
 
 def _pr_auc(task: Task, y_true: np.ndarray, proba: np.ndarray) -> float | None:
@@ -165,8 +190,9 @@ def _pr_auc(task: Task, y_true: np.ndarray, proba: np.ndarray) -> float | None:
     return float(average_precision_score(onehot, proba, average="macro"))
 
 
-def reliability(task: Task, y_true: np.ndarray, proba: np.ndarray,
-                bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+def reliability(
+    task: Task, y_true: np.ndarray, proba: np.ndarray, bins: int = CALIBRATION_BINS
+) -> dict[str, Any]:
     """The reliability diagram's bins and the expected calibration error.
 
     Binary tasks bin the positive class's probability against the share of
@@ -196,14 +222,21 @@ def reliability(task: Task, y_true: np.ndarray, proba: np.ndarray,
         hits = (proba.argmax(axis=1) == y_true).astype(np.int64)
         prob, kind = proba.max(axis=1), "top class"
     prob = np.clip(prob, 0.0, 1.0)
-    observed, confidence = calibration_curve(hits, prob, n_bins=bins, strategy="uniform",
-                                             pos_label=1)
+    observed, confidence = calibration_curve(
+        hits, prob, n_bins=bins, strategy="uniform", pos_label=1
+    )
     edges = np.linspace(0.0, 1.0, bins + 1)
     counts = np.bincount(np.searchsorted(edges[1:-1], prob), minlength=bins)  # sklearn's binning
     counts = counts[counts > 0]
     ece = float(np.sum(counts / len(prob) * np.abs(observed - confidence)))
-    return {"confidence": confidence.tolist(), "observed": observed.tolist(),
-            "counts": counts.tolist(), "bin_edges": edges.tolist(), "ece": ece, "kind": kind}
+    return {
+        "confidence": confidence.tolist(),
+        "observed": observed.tolist(),
+        "counts": counts.tolist(),
+        "bin_edges": edges.tolist(),
+        "ece": ece,
+        "kind": kind,
+    }
 
 
 def curve_data(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
@@ -241,8 +274,11 @@ def curve_data(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict[str,
         fpr, tpr, _ = skm.roc_curve(positive, proba[:, c])
         precision, recall, _ = skm.precision_recall_curve(positive, proba[:, c])
         roc[names[c]] = {"fpr": fpr, "tpr": tpr, "auc": float(skm.auc(fpr, tpr))}
-        pr[names[c]] = {"precision": precision, "recall": recall,
-                        "ap": float(skm.average_precision_score(positive, proba[:, c]))}
+        pr[names[c]] = {
+            "precision": precision,
+            "recall": recall,
+            "ap": float(skm.average_precision_score(positive, proba[:, c])),
+        }
     return {"roc": roc, "pr": pr, "reliability": reliability(task, y_true, proba)}
 
 
@@ -294,8 +330,9 @@ def _relative_drop(values: Sequence[float], window: int) -> float:
     return (start - end) / max(abs(start), 1e-12)
 
 
-def diagnose(history: Mapping[str, Sequence[float]], *,
-             baseline: float | None = None) -> list[Finding]:
+def diagnose(
+    history: Mapping[str, Sequence[float]], *, baseline: float | None = None
+) -> list[Finding]:
     """Reads over- and under-fitting off the loss curves.
 
     - Over-fitting: the validation loss rose more than 2% above its minimum
@@ -322,15 +359,20 @@ def diagnose(history: Mapping[str, Sequence[float]], *,
         'overfitting'
     """
     train = [float(v) for v in history.get("loss", [])]
-    val = [float(v) for v in history.get("val_loss", [])][:len(train)] or None
+    val = [float(v) for v in history.get("val_loss", [])][: len(train)] or None
     n = len(train)
     if n == 0:
         return []
     if n < 3:
-        return [Finding("too_short", f"Only {n} epoch{'s' if n > 1 else ''} logged: too few to "
-                        "read a trend from the loss curves.",
-                        "Train for at least 5 epochs (train.epochs) to see the trend.",
-                        {"epochs": n})]
+        return [
+            Finding(
+                "too_short",
+                f"Only {n} epoch{'s' if n > 1 else ''} logged: too few to "
+                "read a trend from the loss curves.",
+                "Train for at least 5 epochs (train.epochs) to see the trend.",
+                {"epochs": n},
+            )
+        ]
     findings: list[Finding] = []
     window = max(2, n // 4) if n > 3 else n - 1
     watched = val or train
@@ -340,54 +382,80 @@ def diagnose(history: Mapping[str, Sequence[float]], *,
         after = n - 1 - best
         rose = (val[-1] - val[best]) / max(abs(val[best]), 1e-12)
         if after >= 2 and rose > RISE and train[-1] < train[best]:
-            findings.append(Finding(
-                "overfitting",
-                f"Over-fitting: validation loss rose from {val[best]:.4g} at epoch {best + 1} to "
-                f"{val[-1]:.4g} at epoch {n} ({rose:+.0%}, {after} epochs) while training loss "
-                f"fell from {train[best]:.4g} to {train[-1]:.4g}.",
-                f"Regularize more (model_options.dropout or l2, weight decay, data augmentation) "
-                f"or stop earlier: train.early_stopping with patience <= {max(1, after - 1)} keeps "
-                f"the weights of epoch {best + 1}.",
-                {"best_epoch": best + 1, "epochs_rising": after, "best_val_loss": val[best],
-                 "final_val_loss": val[-1], "train_loss_at_best": train[best],
-                 "final_train_loss": train[-1]}))
-    reference = baseline if baseline is not None and np.isfinite(baseline) and baseline > 0 \
-        else train[0]
-    reference_name = "the loss of a model that ignores its inputs" if reference is baseline \
+            findings.append(
+                Finding(
+                    "overfitting",
+                    f"Over-fitting: validation loss rose from {val[best]:.4g} at epoch {best + 1} to "
+                    f"{val[-1]:.4g} at epoch {n} ({rose:+.0%}, {after} epochs) while training loss "
+                    f"fell from {train[best]:.4g} to {train[-1]:.4g}.",
+                    f"Regularize more (model_options.dropout or l2, weight decay, data augmentation) "
+                    f"or stop earlier: train.early_stopping with patience <= {max(1, after - 1)} keeps "
+                    f"the weights of epoch {best + 1}.",
+                    {
+                        "best_epoch": best + 1,
+                        "epochs_rising": after,
+                        "best_val_loss": val[best],
+                        "final_val_loss": val[-1],
+                        "train_loss_at_best": train[best],
+                        "final_train_loss": train[-1],
+                    },
+                )
+            )
+    reference = (
+        baseline if baseline is not None and np.isfinite(baseline) and baseline > 0 else train[0]
+    )
+    reference_name = (
+        "the loss of a model that ignores its inputs"
+        if reference is baseline
         else "the first epoch's loss"
+    )
     ratio = train[-1] / max(reference, 1e-12)
     drops = [_relative_drop(train, window)] + ([_relative_drop(val, window)] if val else [])
     flat = all(abs(d) < FLAT for d in drops)
     if ratio >= HIGH and flat:
-        findings.append(Finding(
-            "underfitting",
-            f"Under-fitting: training loss {train[-1]:.4g}"
-            + (f" and validation loss {val[-1]:.4g}" if val else "")
-            + f" stay at {ratio:.0%} of {reference_name} ({reference:.4g}) and changed by less "
-            f"than {FLAT:.0%} over the last {window} epochs.",
-            "Give the model more capacity (model_options.width or depth), raise "
-            "train.learning_rate, or train longer; lower the regularization if any.",
-            {"final_train_loss": train[-1], "reference_loss": reference, "ratio": ratio,
-             "window": window, **({"final_val_loss": val[-1]} if val else {})}))
+        findings.append(
+            Finding(
+                "underfitting",
+                f"Under-fitting: training loss {train[-1]:.4g}"
+                + (f" and validation loss {val[-1]:.4g}" if val else "")
+                + f" stay at {ratio:.0%} of {reference_name} ({reference:.4g}) and changed by less "
+                f"than {FLAT:.0%} over the last {window} epochs.",
+                "Give the model more capacity (model_options.width or depth), raise "
+                "train.learning_rate, or train longer; lower the regularization if any.",
+                {
+                    "final_train_loss": train[-1],
+                    "reference_loss": reference,
+                    "ratio": ratio,
+                    "window": window,
+                    **({"final_val_loss": val[-1]} if val else {}),
+                },
+            )
+        )
     drop = _relative_drop(watched, window)
     if not findings and drop > FLAT and int(np.argmin(watched)) == n - 1:
-        findings.append(Finding(
-            "still_improving",
-            f"Still improving: {name} loss fell from {watched[-window - 1]:.4g} to "
-            f"{watched[-1]:.4g} ({-drop:+.1%}) over the last {window} epochs and is lowest at "
-            f"the last epoch ({n}).",
-            f"Train for more epochs (train.epochs, now {n} run); early stopping stops the run "
-            "once the validation loss levels off.",
-            {"epochs": n, "window": window, "drop": drop, "final_loss": watched[-1]}))
+        findings.append(
+            Finding(
+                "still_improving",
+                f"Still improving: {name} loss fell from {watched[-window - 1]:.4g} to "
+                f"{watched[-1]:.4g} ({-drop:+.1%}) over the last {window} epochs and is lowest at "
+                f"the last epoch ({n}).",
+                f"Train for more epochs (train.epochs, now {n} run); early stopping stops the run "
+                "once the validation loss levels off.",
+                {"epochs": n, "window": window, "drop": drop, "final_loss": watched[-1]},
+            )
+        )
     if not findings:
         gap = (val[-1] - train[-1]) if val else 0.0
-        findings.append(Finding(
-            "good_fit",
-            f"No sign of over- or under-fitting: {name} loss settled at {watched[-1]:.4g} "
-            f"(best {min(watched):.4g} at epoch {int(np.argmin(watched)) + 1})"
-            + (f"; validation minus training loss is {gap:.4g}." if val else "."),
-            "No change needed; compare against a larger model to see if capacity is the limit.",
-            {"final_loss": watched[-1], "best_loss": min(watched), "gap": gap}))
+        findings.append(
+            Finding(
+                "good_fit",
+                f"No sign of over- or under-fitting: {name} loss settled at {watched[-1]:.4g} "
+                f"(best {min(watched):.4g} at epoch {int(np.argmin(watched)) + 1})"
+                + (f"; validation minus training loss is {gap:.4g}." if val else "."),
+                "No change needed; compare against a larger model to see if capacity is the limit.",
+                {"final_loss": watched[-1], "best_loss": min(watched), "gap": gap},
+            )
+        )
     return findings
 
 
@@ -437,16 +505,26 @@ def evaluate_run(model: Any, prepared: Any, history: Mapping[str, Sequence[float
     y = prepared.y[rows]
     predict = _model_predictor(model)
     # Chunk by chunk: a large data set's split is never copied whole.
-    outputs = np.concatenate([predict(prepared.rows(rows[i:i + PREDICT_CHUNK_ROWS]))
-                              for i in range(0, len(rows), PREDICT_CHUNK_ROWS)] or
-                             [predict(prepared.rows(rows))])
+    outputs = np.concatenate(
+        [
+            predict(prepared.rows(rows[i : i + PREDICT_CHUNK_ROWS]))
+            for i in range(0, len(rows), PREDICT_CHUNK_ROWS)
+        ]
+        or [predict(prepared.rows(rows))]
+    )
     # The loss was computed on the targets the model trained on (standardized
     # for regression), so the baseline is too.
     base = baseline_loss(prepared.task, prepared.training_targets[splits.train])
-    return Evaluation(task=prepared.task, split=split, y_true=y, outputs=outputs,
-                      metrics=compute_metrics(prepared.task, y, outputs),
-                      curves=curve_data(prepared.task, y, outputs),
-                      diagnosis=diagnose(history, baseline=base), baseline=base)
+    return Evaluation(
+        task=prepared.task,
+        split=split,
+        y_true=y,
+        outputs=outputs,
+        metrics=compute_metrics(prepared.task, y, outputs),
+        curves=curve_data(prepared.task, y, outputs),
+        diagnosis=diagnose(history, baseline=base),
+        baseline=base,
+    )
 
 
 # --------------------------------------------------------------------------- evaluate()
@@ -469,10 +547,15 @@ def _model_predictor(model: Any, batch_size: int = 512) -> Callable[[np.ndarray]
             return np.empty((0, *model.output_shape[1:]), np.float32)
         if n > DIRECT_CALL_ROWS:
             return model.predict(x, batch_size=batch_size, verbose=0)
-        take = (lambda i: {k: v[i:i + batch_size] for k, v in x.items()}) if table \
-            else (lambda i: x[i:i + batch_size])
-        return np.concatenate([np.asarray(model(take(i), training=False))
-                               for i in range(0, n, batch_size)])
+        take = (
+            (lambda i: {k: v[i : i + batch_size] for k, v in x.items()})
+            if table
+            else (lambda i: x[i : i + batch_size])
+        )
+        return np.concatenate(
+            [np.asarray(model(take(i), training=False)) for i in range(0, n, batch_size)]
+        )
+
     return predict
 
 
@@ -484,8 +567,14 @@ def output_activation(model: Any) -> str | None:
     return getattr(activation, "__name__", None)
 
 
-def infer_task(outputs: np.ndarray, y: np.ndarray, *, activation: str | None = None,
-               task: TaskArg = "auto", class_names: Sequence[str] | None = None) -> Task:
+def infer_task(
+    outputs: np.ndarray,
+    y: np.ndarray,
+    *,
+    activation: str | None = None,
+    task: TaskArg = "auto",
+    class_names: Sequence[str] | None = None,
+) -> Task:
     """The task a model's outputs answer.
 
     Several output units mean that many classes. One unit is binary when the
@@ -559,8 +648,10 @@ def read_labelled(data: Any, target: str | None = None) -> tuple[np.ndarray, np.
     y = np.asarray(loaded.y)
     n_x = len(loaded.x) if hasattr(loaded.x, "__len__") else 0
     if n_x != len(y):
-        raise DataError(f"The features have {n_x} rows but there are {len(y)} labels; each row "
-                        "needs exactly one label.")
+        raise DataError(
+            f"The features have {n_x} rows but there are {len(y)} labels; each row "
+            "needs exactly one label."
+        )
     # The features are checked (numbers, finite, bad rows named) with stand-in
     # labels: the task comes from the model's outputs, not from the labels alone.
     checked = validate(loaded.x, np.zeros(len(y), np.float32), DataConfig(task="regression"))
@@ -580,21 +671,32 @@ def _labels_for(task: Task, y: np.ndarray) -> np.ndarray:
             index = {name: i for i, name in enumerate(task.class_names)}
             unknown = np.flatnonzero([str(v) not in index for v in y])
             if len(unknown):
-                raise DataError(f"Rows {rows(unknown)} have labels that are not class names "
-                                f"({', '.join(task.class_names)}).")
+                raise DataError(
+                    f"Rows {rows(unknown)} have labels that are not class names "
+                    f"({', '.join(task.class_names)})."
+                )
             return np.array([index[str(v)] for v in y], np.int64)
-        raise DataError("Classification labels must be class indices; the labels have dtype "
-                        f"{y.dtype}.")
+        raise DataError(
+            f"Classification labels must be class indices; the labels have dtype {y.dtype}."
+        )
     y = y.astype(np.int64)
     outside = np.flatnonzero((y < 0) | (y >= task.num_classes))
     if len(outside):
-        raise DataError(f"Rows {rows(outside)} have labels outside the model's classes "
-                        f"0..{task.num_classes - 1} (first: {y[outside[0]]}).")
+        raise DataError(
+            f"Rows {rows(outside)} have labels outside the model's classes "
+            f"0..{task.num_classes - 1} (first: {y[outside[0]]})."
+        )
     return y
 
 
-def evaluate(model_or_artifact_path: Any, data: Any, *, task: TaskArg = "auto",
-             target: str | None = None, batch_size: int = 512) -> dict[str, Any]:
+def evaluate(
+    model_or_artifact_path: Any,
+    data: Any,
+    *,
+    task: TaskArg = "auto",
+    target: str | None = None,
+    batch_size: int = 512,
+) -> dict[str, Any]:
     """Scores a trained model or an exported artifact on labelled data.
 
     Args:
@@ -633,16 +735,25 @@ def evaluate(model_or_artifact_path: Any, data: Any, *, task: TaskArg = "auto",
     else:
         ensure_tf_keras(model_or_artifact_path, "model_or_artifact_path")
         if not isinstance(model_or_artifact_path, keras.Model):
-            raise config_error("model_or_artifact_path", model_or_artifact_path,
-                               "a tf_keras model or the path of an exported artifact")
+            raise config_error(
+                "model_or_artifact_path",
+                model_or_artifact_path,
+                "a tf_keras model or the path of an exported artifact",
+            )
         predict = _model_predictor(model_or_artifact_path, batch_size)
         activation = output_activation(model_or_artifact_path)
         where = model_or_artifact_path.name
     x, y, loaded = read_labelled(data, target)
     outputs = np.asarray(predict(x))
-    resolved = infer_task(outputs, y, activation=activation, task=task,
-                          class_names=loaded.class_names)
+    resolved = infer_task(
+        outputs, y, activation=activation, task=task, class_names=loaded.class_names
+    )
     metrics = compute_metrics(resolved, _labels_for(resolved, y), outputs)
-    logger.info("Evaluated %s on %d rows (%s): %s", where, len(x), resolved.kind,
-                ", ".join(f"{k}={metrics[k]:.4g}" for k in ("accuracy", "rmse") if k in metrics))
+    logger.info(
+        "Evaluated %s on %d rows (%s): %s",
+        where,
+        len(x),
+        resolved.kind,
+        ", ".join(f"{k}={metrics[k]:.4g}" for k in ("accuracy", "rmse") if k in metrics),
+    )
     return {"task": resolved.kind, **metrics}

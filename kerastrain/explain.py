@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,19 +30,41 @@ from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.config.base import config_error
 from kerastrain.data.validate import Task
 from kerastrain.errors import DataError
-from kerastrain.evaluate import (TaskArg, _labels_for, _model_predictor, class_names,
-                                 infer_task, output_activation, predicted_classes,
-                                 read_labelled)
+from kerastrain.evaluate import (
+    TaskArg,
+    _labels_for,
+    _model_predictor,
+    class_names,
+    infer_task,
+    output_activation,
+    predicted_classes,
+    read_labelled,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["explain", "explain_run", "check_explainable", "PermutationImportance",
-           "AttributionMaps", "METHODS", "SCORINGS"]
+__all__ = [
+    "explain",
+    "explain_run",
+    "check_explainable",
+    "PermutationImportance",
+    "AttributionMaps",
+    "METHODS",
+    "SCORINGS",
+]
 
 METHODS = ("permutation", "saliency", "integrated_gradients")
 #: Scores permutation importance can watch; "auto" is accuracy or R².
-SCORINGS = ("auto", "accuracy", "balanced_accuracy", "neg_log_loss", "roc_auc", "r2",
-            "neg_mean_absolute_error", "neg_root_mean_squared_error")
+SCORINGS = (
+    "auto",
+    "accuracy",
+    "balanced_accuracy",
+    "neg_log_loss",
+    "roc_auc",
+    "r2",
+    "neg_mean_absolute_error",
+    "neg_root_mean_squared_error",
+)
 #: Features drawn in the permutation importance figure.
 MAX_PLOTTED_FEATURES = 20
 
@@ -99,23 +122,33 @@ class PermutationImportance:
     def rows(self, limit: int = MAX_PLOTTED_FEATURES) -> list[dict[str, Any]]:
         """The most important features as table rows, for the report."""
         order = np.argsort(-self.importances_mean, kind="stable")[:limit]
-        return [{"feature": self.feature_names[i],
-                 f"mean drop in {self.scoring}": float(self.importances_mean[i]),
-                 "std": float(self.importances_std[i])} for i in order]
+        return [
+            {
+                "feature": self.feature_names[i],
+                f"mean drop in {self.scoring}": float(self.importances_mean[i]),
+                "std": float(self.importances_std[i]),
+            }
+            for i in order
+        ]
 
     def describe(self) -> str:
         top = ", ".join(self.ranking()[:3])
-        return (f"Shuffling one feature at a time over {self.importances.shape[1]} repeats; "
-                f"{self.scoring} on the unshuffled rows is {self.baseline_score:.4g}. "
-                f"Most important: {top}.")
+        return (
+            f"Shuffling one feature at a time over {self.importances.shape[1]} repeats; "
+            f"{self.scoring} on the unshuffled rows is {self.baseline_score:.4g}. "
+            f"Most important: {top}."
+        )
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Draws the importances (mean and spread) as a horizontal box plot."""
         plt = _pyplot()
         order = np.argsort(-self.importances_mean, kind="stable")[:MAX_PLOTTED_FEATURES][::-1]
         fig, ax = plt.subplots(figsize=(7, 0.3 * len(order) + 1.5))
-        ax.boxplot(self.importances[order].T, vert=False,
-                   tick_labels=[self.feature_names[i] for i in order])
+        ax.boxplot(
+            self.importances[order].T,
+            vert=False,
+            tick_labels=[self.feature_names[i] for i in order],
+        )
         ax.axvline(0.0, color="grey", lw=0.8, ls="--")
         ax.set_xlabel(f"drop in {self.scoring} when shuffled")
         ax.set_title("Permutation importance")
@@ -155,18 +188,27 @@ class AttributionMaps:
 
     @property
     def title(self) -> str:
-        return {"saliency": "Saliency maps",
-                "integrated_gradients": "Integrated gradients"}[self.method]
+        return {"saliency": "Saliency maps", "integrated_gradients": "Integrated gradients"}[
+            self.method
+        ]
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"row": int(i), "true": self.class_names[t], "predicted": self.class_names[p],
-                 "correct": bool(c)}
-                for i, t, p, c in zip(self.indices, self.labels, self.predicted, self.correct)]
+        return [
+            {
+                "row": int(i),
+                "true": self.class_names[t],
+                "predicted": self.class_names[p],
+                "correct": bool(c),
+            }
+            for i, t, p, c in zip(self.indices, self.labels, self.predicted, self.correct)
+        ]
 
     def describe(self) -> str:
         right, wrong = int(self.correct.sum()), int((~self.correct).sum())
-        return (f"{self.title} of the predicted class for {right} correctly and {wrong} "
-                "incorrectly classified images; brighter pixels moved the prediction more.")
+        return (
+            f"{self.title} of the predicted class for {right} correctly and {wrong} "
+            "incorrectly classified images; brighter pixels moved the prediction more."
+        )
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Draws each image above its attribution map."""
@@ -181,9 +223,12 @@ class AttributionMaps:
             shown = (image - low) / (high - low) if high > low else np.zeros_like(image)
             axes[0, j].imshow(shown, cmap="gray" if shown.ndim == 2 else None)
             verdict = "right" if self.correct[j] else "wrong"
-            axes[0, j].set_title(f"true {self.class_names[self.labels[j]]}\n"
-                                 f"pred {self.class_names[self.predicted[j]]} ({verdict})",
-                                 fontsize=8, color="black" if self.correct[j] else "crimson")
+            axes[0, j].set_title(
+                f"true {self.class_names[self.labels[j]]}\n"
+                f"pred {self.class_names[self.predicted[j]]} ({verdict})",
+                fontsize=8,
+                color="black" if self.correct[j] else "crimson",
+            )
             axes[1, j].imshow(self.maps[j], cmap="inferno")
             for ax in axes[:, j]:
                 ax.set_xticks([])
@@ -209,14 +254,18 @@ def _scorer(task: Task, scoring: str, predict: Callable[[np.ndarray], np.ndarray
 
     def score(_estimator: Any, x: Any, y: np.ndarray) -> float:
         table = hasattr(x, "columns")  # a table's columns, as a DataFrame
-        out = predict({k: x[k].to_numpy() for k in x.columns} if table
-                      else np.asarray(x, np.float32))
+        out = predict(
+            {k: x[k].to_numpy() for k in x.columns} if table else np.asarray(x, np.float32)
+        )
         if task.kind == "regression":
             pred = out.reshape(-1)
-            return float({"r2": skm.r2_score,
-                          "neg_mean_absolute_error": lambda a, b: -skm.mean_absolute_error(a, b),
-                          "neg_root_mean_squared_error":
-                              lambda a, b: -skm.root_mean_squared_error(a, b)}[scoring](y, pred))
+            return float(
+                {
+                    "r2": skm.r2_score,
+                    "neg_mean_absolute_error": lambda a, b: -skm.mean_absolute_error(a, b),
+                    "neg_root_mean_squared_error": lambda a, b: -skm.root_mean_squared_error(a, b),
+                }[scoring](y, pred)
+            )
         proba = _normalized(class_probabilities(task, out))
         if scoring == "neg_log_loss":
             return -float(skm.log_loss(y, proba, labels=list(range(task.num_classes))))
@@ -225,6 +274,7 @@ def _scorer(task: Task, scoring: str, predict: Callable[[np.ndarray], np.ndarray
         pred = proba.argmax(axis=1)
         metric = skm.accuracy_score if scoring == "accuracy" else skm.balanced_accuracy_score
         return float(metric(y, pred))
+
     return score
 
 
@@ -238,7 +288,7 @@ class _Trained:
     def __init__(self, model: keras.Model):
         self.model = model
 
-    def fit(self, x: Any, y: Any = None) -> "_Trained":
+    def fit(self, x: Any, y: Any = None) -> _Trained:
         """The model is already trained; there is nothing to fit."""
         return self
 
@@ -250,36 +300,60 @@ def _resolve_scoring(task: Task, scoring: str) -> str:
         return "accuracy" if task.is_classification else "r2"
     regression = scoring in ("r2", "neg_mean_absolute_error", "neg_root_mean_squared_error")
     if regression != (task.kind == "regression") or (
-            scoring == "roc_auc" and task.kind != "binary"):
+        scoring == "roc_auc" and task.kind != "binary"
+    ):
         raise config_error("scoring", scoring, f"a score of a {task.kind} task")
     return scoring
 
 
-def _permutation(model: keras.Model, task: Task, x: np.ndarray, y: np.ndarray,
-                 feature_names: Sequence[str] | None, scoring: str, repeats: int,
-                 seed: int) -> PermutationImportance:
+def _permutation(
+    model: keras.Model,
+    task: Task,
+    x: np.ndarray,
+    y: np.ndarray,
+    feature_names: Sequence[str] | None,
+    scoring: str,
+    repeats: int,
+    seed: int,
+) -> PermutationImportance:
     from sklearn.inspection import permutation_importance
 
     if x.ndim != 2:
-        raise DataError(f"Permutation importance needs rows of features (2-D data); the data has "
-                        f"shape {x.shape}. Use method='saliency' or 'integrated_gradients' for "
-                        "images.")
-    names = list(feature_names) if feature_names is not None else \
-        [f"feature_{i}" for i in range(x.shape[1])]
+        raise DataError(
+            f"Permutation importance needs rows of features (2-D data); the data has "
+            f"shape {x.shape}. Use method='saliency' or 'integrated_gradients' for "
+            "images."
+        )
+    names = (
+        list(feature_names)
+        if feature_names is not None
+        else [f"feature_{i}" for i in range(x.shape[1])]
+    )
     if len(names) != x.shape[1]:
         raise config_error("feature_names", feature_names, f"{x.shape[1]} names, one per feature")
     scoring = _resolve_scoring(task, scoring)
     scorer = _scorer(task, scoring, _call(model))
-    result = permutation_importance(_Trained(model), x, y, scoring=scorer, n_repeats=repeats,
-                                    random_state=seed)
+    result = permutation_importance(
+        _Trained(model), x, y, scoring=scorer, n_repeats=repeats, random_state=seed
+    )
     baseline = scorer(None, x, y)
-    logger.info("Permutation importance (%s, baseline %.4g): %s.", scoring, baseline,
-                ", ".join(f"{names[i]} {result.importances_mean[i]:.3g}"
-                          for i in np.argsort(-result.importances_mean)[:5]))
-    return PermutationImportance(feature_names=names, importances_mean=result.importances_mean,
-                                 importances_std=result.importances_std,
-                                 importances=result.importances, scoring=scoring,
-                                 baseline_score=baseline)
+    logger.info(
+        "Permutation importance (%s, baseline %.4g): %s.",
+        scoring,
+        baseline,
+        ", ".join(
+            f"{names[i]} {result.importances_mean[i]:.3g}"
+            for i in np.argsort(-result.importances_mean)[:5]
+        ),
+    )
+    return PermutationImportance(
+        feature_names=names,
+        importances_mean=result.importances_mean,
+        importances_std=result.importances_std,
+        importances=result.importances,
+        scoring=scoring,
+        baseline_score=baseline,
+    )
 
 
 def _choose(correct: np.ndarray, examples: int, seed: int) -> np.ndarray:
@@ -298,8 +372,7 @@ def _target_score(task: Task, outputs: Any, target: np.ndarray) -> Any:
     if task.kind == "binary":
         p = tf.reshape(outputs, (-1,))
         return tf.where(tf.constant(target == 1), p, 1.0 - p)
-    return tf.gather(tf.reshape(outputs, (tf.shape(outputs)[0], -1)), target, axis=1,
-                     batch_dims=1)
+    return tf.gather(tf.reshape(outputs, (tf.shape(outputs)[0], -1)), target, axis=1, batch_dims=1)
 
 
 def _gradients(model: keras.Model, task: Task, x: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -310,8 +383,14 @@ def _gradients(model: keras.Model, task: Task, x: np.ndarray, target: np.ndarray
     return tape.gradient(score, inputs).numpy()
 
 
-def _integrated(model: keras.Model, task: Task, x: np.ndarray, target: np.ndarray,
-                baseline: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def _integrated(
+    model: keras.Model,
+    task: Task,
+    x: np.ndarray,
+    target: np.ndarray,
+    baseline: np.ndarray,
+    steps: int,
+) -> tuple[np.ndarray, np.ndarray]:
     alphas = np.linspace(0.0, 1.0, steps + 1, dtype=np.float32)
     shape = (-1,) + (1,) * (x.ndim - 1)
     attributions, deltas = [], []
@@ -320,21 +399,37 @@ def _integrated(model: keras.Model, task: Task, x: np.ndarray, target: np.ndarra
         grads = _gradients(model, task, path, np.full(len(path), cls))
         average = ((grads[:-1] + grads[1:]) / 2.0).mean(axis=0)  # trapezoidal rule
         attribution = (image - baseline) * average
-        ends = _target_score(task, model(np.stack([baseline, image]), training=False),
-                             np.full(2, cls)).numpy()
+        ends = _target_score(
+            task, model(np.stack([baseline, image]), training=False), np.full(2, cls)
+        ).numpy()
         attributions.append(attribution)
         deltas.append(float(attribution.sum() - (ends[1] - ends[0])))
     return np.stack(attributions), np.asarray(deltas)
 
 
-def _attributions(model: keras.Model, task: Task, x: np.ndarray, y: np.ndarray, method: str,
-                  examples: int, steps: int, baseline: Any, seed: int) -> AttributionMaps:
+def _attributions(
+    model: keras.Model,
+    task: Task,
+    x: np.ndarray,
+    y: np.ndarray,
+    method: str,
+    examples: int,
+    steps: int,
+    baseline: Any,
+    seed: int,
+) -> AttributionMaps:
     if not task.is_classification:
-        raise config_error("method", method, "'permutation' for a regression model (attribution "
-                           "maps explain a predicted class)", ("permutation",))
+        raise config_error(
+            "method",
+            method,
+            "'permutation' for a regression model (attribution maps explain a predicted class)",
+            ("permutation",),
+        )
     if x.ndim < 3:
-        raise DataError(f"Attribution maps need images, (rows, height, width[, channels]); the "
-                        f"data has shape {x.shape}. Use method='permutation' for rows of features.")
+        raise DataError(
+            f"Attribution maps need images, (rows, height, width[, channels]); the "
+            f"data has shape {x.shape}. Use method='permutation' for rows of features."
+        )
     predicted = predicted_classes(task, _call(model)(x))
     correct = predicted == y
     chosen = _choose(correct, examples, seed)
@@ -343,26 +438,50 @@ def _attributions(model: keras.Model, task: Task, x: np.ndarray, y: np.ndarray, 
         attributions = _gradients(model, task, images, predicted[chosen])
         delta = None
     else:
-        base = np.zeros_like(images[0]) if baseline is None else \
-            np.broadcast_to(np.asarray(baseline, np.float32), images[0].shape).copy()
+        base = (
+            np.zeros_like(images[0])
+            if baseline is None
+            else np.broadcast_to(np.asarray(baseline, np.float32), images[0].shape).copy()
+        )
         attributions, delta = _integrated(model, task, images, predicted[chosen], base, steps)
     maps = np.abs(attributions)
     if maps.ndim == 4:
         maps = maps.sum(axis=-1)
-    logger.info("%s for %d images (%d wrongly classified).", method, len(chosen),
-                int((~correct[chosen]).sum()))
-    return AttributionMaps(method=method, indices=chosen, images=images,
-                           attributions=attributions, maps=maps, labels=y[chosen],
-                           predicted=predicted[chosen], correct=correct[chosen],
-                           class_names=class_names(task), delta=delta)
+    logger.info(
+        "%s for %d images (%d wrongly classified).",
+        method,
+        len(chosen),
+        int((~correct[chosen]).sum()),
+    )
+    return AttributionMaps(
+        method=method,
+        indices=chosen,
+        images=images,
+        attributions=attributions,
+        maps=maps,
+        labels=y[chosen],
+        predicted=predicted[chosen],
+        correct=correct[chosen],
+        class_names=class_names(task),
+        delta=delta,
+    )
 
 
-def explain(model: keras.Model, data: Any,
-            method: Literal["permutation", "saliency", "integrated_gradients"] = "permutation", *,
-            task: TaskArg = "auto", feature_names: Sequence[str] | None = None,
-            scoring: str = "auto", repeats: int = 5, examples: int = 6, steps: int = 64,
-            baseline: Any = None, target: str | None = None,
-            seed: int = 0) -> PermutationImportance | AttributionMaps:
+def explain(
+    model: keras.Model,
+    data: Any,
+    method: Literal["permutation", "saliency", "integrated_gradients"] = "permutation",
+    *,
+    task: TaskArg = "auto",
+    feature_names: Sequence[str] | None = None,
+    scoring: str = "auto",
+    repeats: int = 5,
+    examples: int = 6,
+    steps: int = 64,
+    baseline: Any = None,
+    target: str | None = None,
+    seed: int = 0,
+) -> PermutationImportance | AttributionMaps:
     """Explains what a trained model relies on.
 
     Args:
@@ -410,18 +529,23 @@ def explain(model: keras.Model, data: Any,
         raise config_error("model", model, "a trained tf_keras model")
     if method not in METHODS:
         raise config_error("method", method, "one of " + ", ".join(map(repr, METHODS)), METHODS)
-    for key, value, low in (("repeats", repeats, 1), ("examples", examples, 1),
-                            ("steps", steps, 2)):
+    for key, value, low in (
+        ("repeats", repeats, 1),
+        ("examples", examples, 1),
+        ("steps", steps, 2),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise config_error(key, value, f"an integer >= {low}")
     x, y, loaded = read_labelled(data, target)
     outputs = _call(model)(x[:1])
-    resolved = infer_task(outputs, y, activation=output_activation(model), task=task,
-                          class_names=loaded.class_names)
+    resolved = infer_task(
+        outputs, y, activation=output_activation(model), task=task, class_names=loaded.class_names
+    )
     y = _labels_for(resolved, y)
     if method == "permutation":
-        return _permutation(model, resolved, x, y, feature_names or loaded.feature_names,
-                            scoring, repeats, seed)
+        return _permutation(
+            model, resolved, x, y, feature_names or loaded.feature_names, scoring, repeats, seed
+        )
     return _attributions(model, resolved, x, y, method, examples, steps, baseline, seed)
 
 
@@ -448,17 +572,27 @@ def check_explainable(method: str, prepared: Any) -> None:
     method = _method_for(method, prepared)
     images = not isinstance(prepared.x, dict) and len(prepared.x.shape) >= 3
     if method == "permutation" and images:
-        raise config_error("report.explain", method, "'saliency', 'integrated_gradients', "
-                           "'auto' or 'none' for image data", ("saliency", "auto"))
+        raise config_error(
+            "report.explain",
+            method,
+            "'saliency', 'integrated_gradients', 'auto' or 'none' for image data",
+            ("saliency", "auto"),
+        )
     if method in ("saliency", "integrated_gradients") and (
-            not images or not prepared.task.is_classification):
-        raise config_error("report.explain", method, "'permutation', 'auto' or 'none' for "
-                           + ("a regression task" if images else "rows of features"),
-                           ("permutation", "auto"))
+        not images or not prepared.task.is_classification
+    ):
+        raise config_error(
+            "report.explain",
+            method,
+            "'permutation', 'auto' or 'none' for "
+            + ("a regression task" if images else "rows of features"),
+            ("permutation", "auto"),
+        )
 
 
-def explain_run(model: keras.Model, prepared: Any, config: Any,
-                seed: int = 0) -> list[PermutationImportance | AttributionMaps]:
+def explain_run(
+    model: keras.Model, prepared: Any, config: Any, seed: int = 0
+) -> list[PermutationImportance | AttributionMaps]:
     """The explanation the run report shows, on the held-out rows.
 
     Args:
@@ -481,15 +615,37 @@ def explain_run(model: keras.Model, prepared: Any, config: Any,
     # Sample the rows first, then gather only those (a large split is never copied whole).
     table = isinstance(prepared.x, dict)
     if table or method == "permutation" and len(rows) > config.max_explain_rows:
-        keep = np.sort(np.random.default_rng(seed).choice(
-            len(rows), min(len(rows), config.max_explain_rows), replace=False))
+        keep = np.sort(
+            np.random.default_rng(seed).choice(
+                len(rows), min(len(rows), config.max_explain_rows), replace=False
+            )
+        )
         rows, y = rows[keep], y[keep]
     x = prepared.rows(rows)
     if table:  # permute its raw columns
         import pandas as pd
 
-        return [_permutation(model, prepared.task, pd.DataFrame(x), _labels_for(prepared.task, y),
-                             prepared.feature_names, "auto", config.permutation_repeats, seed)]
-    return [explain(model, (x, y), method, task=prepared.task,
-                    feature_names=prepared.feature_names, repeats=config.permutation_repeats,
-                    examples=config.explain_examples, seed=seed)]
+        return [
+            _permutation(
+                model,
+                prepared.task,
+                pd.DataFrame(x),
+                _labels_for(prepared.task, y),
+                prepared.feature_names,
+                "auto",
+                config.permutation_repeats,
+                seed,
+            )
+        ]
+    return [
+        explain(
+            model,
+            (x, y),
+            method,
+            task=prepared.task,
+            feature_names=prepared.feature_names,
+            repeats=config.permutation_repeats,
+            examples=config.explain_examples,
+            seed=seed,
+        )
+    ]

@@ -21,8 +21,9 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,13 +35,28 @@ from kerastrain.evaluate import compute_metrics, predicted_classes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["atomic_path", "export_model", "load_predictor", "verify_artifacts", "FILENAMES",
-           "Artifacts", "convert_to_tflite", "convert_modes", "artifact_bytes", "tflite_latency",
-           "representative_sample", "tflite_key"]
+__all__ = [
+    "atomic_path",
+    "export_model",
+    "load_predictor",
+    "verify_artifacts",
+    "FILENAMES",
+    "Artifacts",
+    "convert_to_tflite",
+    "convert_modes",
+    "artifact_bytes",
+    "tflite_latency",
+    "representative_sample",
+    "tflite_key",
+]
 
 #: Where each format is written inside the run folder.
-FILENAMES = {"savedmodel": "savedmodel", "keras": "model.keras", "h5": "model.h5",
-             "tflite": "model.tflite"}
+FILENAMES = {
+    "savedmodel": "savedmodel",
+    "keras": "model.keras",
+    "h5": "model.h5",
+    "tflite": "model.tflite",
+}
 
 #: The share of the output range within which a quantized regression output
 #: counts as agreeing with the Keras model's.
@@ -62,8 +78,13 @@ class Artifacts(dict):
             twin, in `.keras`/`.h5`): it is checked against that model.
     """
 
-    def __init__(self, *args: Any, approximate: set[str] | None = None,
-                 sources: dict[str, keras.Model] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        approximate: set[str] | None = None,
+        sources: dict[str, keras.Model] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.approximate: set[str] = set(approximate or ())
         self.sources: dict[str, keras.Model] = dict(sources or {})
@@ -137,9 +158,14 @@ def input_standardizers(model: keras.Model) -> list[str]:
     standardization that kerastrain puts inside every model."""
     names = []
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Normalization) and layer.inbound_nodes and all(
+        if (
+            isinstance(layer, keras.layers.Normalization)
+            and layer.inbound_nodes
+            and all(
                 isinstance(inbound, keras.layers.InputLayer)
-                for inbound in tf.nest.flatten(layer.inbound_nodes[0].inbound_layers)):
+                for inbound in tf.nest.flatten(layer.inbound_nodes[0].inbound_layers)
+            )
+        ):
             names.append(layer.name)
     return names
 
@@ -149,8 +175,7 @@ def _op_names(content: bytes, layers: list[str]) -> list[str]:
     from ai_edge_litert.interpreter import Interpreter
 
     details = Interpreter(model_content=content).get_tensor_details()
-    return [d["name"] for d in details
-            if any(f"/{layer}/" in f"/{d['name']}" for layer in layers)]
+    return [d["name"] for d in details if any(f"/{layer}/" in f"/{d['name']}" for layer in layers)]
 
 
 def _int8_keeping_float(converter: Any, layers: list[str]) -> bytes:
@@ -166,13 +191,21 @@ def _int8_keeping_float(converter: Any, layers: list[str]) -> bytes:
 
     converter._experimental_calibrate_only = True
     calibrated = converter.convert()
-    return lite_convert.mlir_quantize(calibrated, disable_per_channel=False,
-                                      fully_quantize=False,
-                                      denylisted_nodes=_op_names(calibrated, layers))
+    return lite_convert.mlir_quantize(
+        calibrated,
+        disable_per_channel=False,
+        fully_quantize=False,
+        denylisted_nodes=_op_names(calibrated, layers),
+    )
 
 
-def _convert_tflite(savedmodel_dir: Path, mode: str, representative: Any = None,
-                    int8_io: bool = False, float_layers: list[str] | None = None) -> bytes:
+def _convert_tflite(
+    savedmodel_dir: Path,
+    mode: str,
+    representative: Any = None,
+    int8_io: bool = False,
+    float_layers: list[str] | None = None,
+) -> bytes:
     conv = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_dir))
     if mode == "float16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -181,13 +214,18 @@ def _convert_tflite(savedmodel_dir: Path, mode: str, representative: Any = None,
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     elif mode == "int8":
         if representative is None or _rows(representative) == 0:
-            raise ExportError("The int8 TFLite mode calibrates on training rows; none were "
-                              "given (representative=None).")
+            raise ExportError(
+                "The int8 TFLite mode calibrates on training rows; none were "
+                "given (representative=None)."
+            )
         rows = representative
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = lambda: (
-            {k: np.asarray(v[i:i + 1]) for k, v in rows.items()} if isinstance(rows, dict)
-            else [np.asarray(rows[i:i + 1], np.float32)] for i in range(_rows(rows)))
+            {k: np.asarray(v[i : i + 1]) for k, v in rows.items()}
+            if isinstance(rows, dict)
+            else [np.asarray(rows[i : i + 1], np.float32)]
+            for i in range(_rows(rows))
+        )
         if float_layers and not int8_io:
             return _int8_keeping_float(conv, float_layers)
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -199,8 +237,13 @@ def _convert_tflite(savedmodel_dir: Path, mode: str, representative: Any = None,
     return conv.convert()
 
 
-def convert_to_tflite(model: keras.Model, mode: str = "float32", *,
-                      representative: np.ndarray | None = None, int8_io: bool = False) -> bytes:
+def convert_to_tflite(
+    model: keras.Model,
+    mode: str = "float32",
+    *,
+    representative: np.ndarray | None = None,
+    int8_io: bool = False,
+) -> bytes:
     """Converts a tf_keras model to TFLite bytes through a scratch SavedModel.
 
     Args:
@@ -217,15 +260,23 @@ def convert_to_tflite(model: keras.Model, mode: str = "float32", *,
     return convert_modes(model, [mode], representative=representative, int8_io=int8_io)[mode]
 
 
-def convert_modes(model: keras.Model, modes: Sequence[str], *,
-                  representative: np.ndarray | None = None,
-                  int8_io: bool = False) -> dict[str, bytes]:
+def convert_modes(
+    model: keras.Model,
+    modes: Sequence[str],
+    *,
+    representative: np.ndarray | None = None,
+    int8_io: bool = False,
+) -> dict[str, bytes]:
     """`convert_to_tflite` for several modes, saving the SavedModel once."""
     scratch = Path(tempfile.mkdtemp(prefix="kerastrain-tflite-"))
     try:
         _save_savedmodel(model, scratch / "savedmodel")
-        return {mode: _convert_tflite(scratch / "savedmodel", mode, representative, int8_io,
-                                      input_standardizers(model)) for mode in modes}
+        return {
+            mode: _convert_tflite(
+                scratch / "savedmodel", mode, representative, int8_io, input_standardizers(model)
+            )
+            for mode in modes
+        }
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -241,9 +292,14 @@ def _jobs(config: ExportConfig) -> list[tuple[str, str, str | None]]:
     return jobs
 
 
-def export_model(model: keras.Model, run_dir: str | os.PathLike, config: ExportConfig, *,
-                 representative: np.ndarray | None = None,
-                 float_model: keras.Model | None = None) -> Artifacts:
+def export_model(
+    model: keras.Model,
+    run_dir: str | os.PathLike,
+    config: ExportConfig,
+    *,
+    representative: np.ndarray | None = None,
+    float_model: keras.Model | None = None,
+) -> Artifacts:
     """Writes ``model`` in every format of ``config.formats``.
 
     Args:
@@ -273,12 +329,16 @@ def export_model(model: keras.Model, run_dir: str | os.PathLike, config: ExportC
     artifacts = Artifacts()
     savedmodel_dir: Path | None = None
     scratch = None
-    sample = None if representative is None else representative_sample(
-        representative, config.representative_rows)
+    sample = (
+        None
+        if representative is None
+        else representative_sample(representative, config.representative_rows)
+    )
     try:
         for name, fmt, mode in _jobs(config):
-            final = run_dir / (FILENAMES[fmt] if mode in (None, "float32")
-                               else f"model_{mode}.tflite")
+            final = run_dir / (
+                FILENAMES[fmt] if mode in (None, "float32") else f"model_{mode}.tflite"
+            )
             try:
                 if fmt == "savedmodel":
                     with atomic_path(final) as tmp:
@@ -292,24 +352,35 @@ def export_model(model: keras.Model, run_dir: str | os.PathLike, config: ExportC
                         scratch = Path(tempfile.mkdtemp(prefix="kerastrain-export-"))
                         savedmodel_dir = scratch / "savedmodel"
                         _save_savedmodel(model, savedmodel_dir)
-                    content = _convert_tflite(savedmodel_dir, mode, sample,
-                                              config.int8_io and mode == "int8",
-                                              input_standardizers(model))
+                    content = _convert_tflite(
+                        savedmodel_dir,
+                        mode,
+                        sample,
+                        config.int8_io and mode == "int8",
+                        input_standardizers(model),
+                    )
                     with atomic_path(final) as tmp:
                         tmp.write_bytes(content)
             except ExportError:
                 raise
             except Exception as exc:  # a converter or saver failure, named
-                raise ExportError(f"Exporting the model as {name!r} to {final} failed: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+                raise ExportError(
+                    f"Exporting the model as {name!r} to {final} failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
             artifacts[name] = final
             if mode not in (None, "float32") or (float_model is not None and fmt == "tflite"):
                 artifacts.approximate.add(name)
             if float_model is not None and fmt in ("keras", "h5"):
                 artifacts.sources[name] = float_model
             raw, packed = artifact_bytes(final)
-            logger.info("Exported %s: %s (%.1f KiB, %.1f KiB gzipped).", name, final,
-                        raw / 1024, packed / 1024)
+            logger.info(
+                "Exported %s: %s (%.1f KiB, %.1f KiB gzipped).",
+                name,
+                final,
+                raw / 1024,
+                packed / 1024,
+            )
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -335,8 +406,11 @@ def _rows(x: Any) -> int:
 
 
 def _batched(fn: Callable[[Any], np.ndarray], x: Any, batch: int = 512) -> np.ndarray:
-    take = (lambda i: {k: v[i:i + batch] for k, v in x.items()}) if isinstance(x, dict) \
-        else (lambda i: x[i:i + batch])
+    take = (
+        (lambda i: {k: v[i : i + batch] for k, v in x.items()})
+        if isinstance(x, dict)
+        else (lambda i: x[i : i + batch])
+    )
     return np.concatenate([np.asarray(fn(take(i))) for i in range(0, _rows(x), batch)])
 
 
@@ -348,14 +422,19 @@ def _savedmodel_predictor(path: Path) -> Predictor:
 
     def predict(x: Any) -> np.ndarray:
         given = x if isinstance(x, dict) else {next(iter(specs)): x}
-        return signature(**{name: tf.convert_to_tensor(_plain(given[name]), spec.dtype)
-                            for name, spec in specs.items()})[output].numpy()
+        return signature(
+            **{
+                name: tf.convert_to_tensor(_plain(given[name]), spec.dtype)
+                for name, spec in specs.items()
+            }
+        )[output].numpy()
+
     return predict
 
 
 def _plain(column: Any) -> Any:
     """Object arrays of text as str arrays, which TensorFlow converts."""
-    return column.astype(str) if getattr(column, "dtype", None) == object else column
+    return column.astype(str) if getattr(column, "dtype", None) == np.dtype(object) else column
 
 
 def _first_row(x: Any) -> Any:
@@ -385,10 +464,14 @@ class _TFLiteRunner:
     def _open(self, fallback: bool) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        resolver = (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if fallback
-                    else OpResolverType.AUTO)
-        interpreter = Interpreter(model_path=str(self.path), num_threads=self.num_threads,
-                                  experimental_op_resolver_type=resolver)
+        resolver = (
+            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if fallback else OpResolverType.AUTO
+        )
+        interpreter = Interpreter(
+            model_path=str(self.path),
+            num_threads=self.num_threads,
+            experimental_op_resolver_type=resolver,
+        )
         self._run = interpreter.get_signature_runner("serving_default")
         self._inputs = self._run.get_input_details()
         (self._output,) = self._run.get_output_details().values()
@@ -429,8 +512,11 @@ class _TFLiteRunner:
             return self._run(**inputs)
 
     def _use_builtin(self, exc: Exception) -> None:
-        logger.warning("TFLite default delegates failed on %s (%s); using the built-in "
-                       "kernels.", self.path.name, exc)
+        logger.warning(
+            "TFLite default delegates failed on %s (%s); using the built-in kernels.",
+            self.path.name,
+            exc,
+        )
         self._open(fallback=True)
         self.kernels = "built-in kernels (the default delegates failed)"
 
@@ -443,8 +529,9 @@ def _tflite_predictor(path: Path) -> Predictor:
     return _TFLiteRunner(path)
 
 
-def tflite_latency(path: str | os.PathLike, x: Any, runs: int = 200,
-                   warmup: int = 20) -> dict[str, Any]:
+def tflite_latency(
+    path: str | os.PathLike, x: Any, runs: int = 200, warmup: int = 20
+) -> dict[str, Any]:
     """Single-example latency of a TFLite file, measured with the interpreter.
 
     One thread, the same kernels `load_predictor` uses, input conversion
@@ -468,9 +555,11 @@ def tflite_latency(path: str | os.PathLike, x: Any, runs: int = 200,
         start = time.perf_counter()
         runner.invoke(inputs)
         times.append(time.perf_counter() - start)
-    return {"latency_ms": 1e3 * statistics.median(times),
-            "latency_p90_ms": 1e3 * float(np.percentile(times, 90)),
-            "kernels": runner.kernels}
+    return {
+        "latency_ms": 1e3 * statistics.median(times),
+        "latency_p90_ms": 1e3 * float(np.percentile(times, 90)),
+        "kernels": runner.kernels,
+    }
 
 
 def load_predictor(path: str | os.PathLike) -> Predictor:
@@ -519,10 +608,18 @@ def agreement(task: Task, outputs: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean(diff.max(axis=1) <= REGRESSION_AGREEMENT_RTOL * span))
 
 
-def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np.ndarray,
-                     y: np.ndarray, task: Task, atol: float, rtol: float = 0.0, *,
-                     min_agreement: float = 0.98,
-                     latency_runs: int = 0) -> dict[str, dict[str, Any]]:
+def verify_artifacts(
+    reference: np.ndarray,
+    artifacts: Mapping[str, Path],
+    x: np.ndarray,
+    y: np.ndarray,
+    task: Task,
+    atol: float,
+    rtol: float = 0.0,
+    *,
+    min_agreement: float = 0.98,
+    latency_runs: int = 0,
+) -> dict[str, dict[str, Any]]:
     """Reloads each artifact, scores it and checks it answers like the model.
 
     Float artifacts must match the model's outputs to `atol + rtol *
@@ -561,8 +658,9 @@ def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np
         outputs = load_predictor(path)(x).reshape(reference.shape)
         expected = reference
         if name in sources and _rows(x):
-            expected = np.asarray(sources[name].predict(x, batch_size=512, verbose=0)
-                                  ).reshape(reference.shape)
+            expected = np.asarray(sources[name].predict(x, batch_size=512, verbose=0)).reshape(
+                reference.shape
+            )
         gap = np.abs(outputs - expected)
         diff = float(gap.max()) if _rows(x) else 0.0
         within = bool(np.all(gap <= atol + rtol * np.abs(expected)))
@@ -578,8 +676,9 @@ def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np
                 # The file answered on the whole split above; only a batch of
                 # one fails (table models whose TFLite concatenation refuses
                 # rank-1 columns at batch 1). Report it, do not fail the run.
-                logger.warning("Single-example latency of %s could not be measured: %s",
-                               path.name, exc)
+                logger.warning(
+                    "Single-example latency of %s could not be measured: %s", path.name, exc
+                )
                 metrics["latency_ms"] = None
                 metrics["latency_error"] = f"{type(exc).__name__}: {exc}"
         results[name] = metrics
@@ -589,16 +688,26 @@ def verify_artifacts(reference: np.ndarray, artifacts: Mapping[str, Path], x: np
                     f"The exported {name} model at {path} does not answer like the trained "
                     f"model: it agrees on {metrics['agreement']:.1%} of {_rows(x)} rows "
                     f"(allowed: export.min_agreement={min_agreement:g}); its outputs differ by "
-                    f"up to {diff:.3g}.")
-            logger.info("Verified %s: agrees on %.1f%% of %d rows (max |difference| %.2g).",
-                        name, 100 * metrics["agreement"], _rows(x), diff)
+                    f"up to {diff:.3g}."
+                )
+            logger.info(
+                "Verified %s: agrees on %.1f%% of %d rows (max |difference| %.2g).",
+                name,
+                100 * metrics["agreement"],
+                _rows(x),
+                diff,
+            )
             continue
         if not within:
-            disagree = f"; predicted classes agree on {metrics['agreement']:.1%} of rows" \
-                if "agreement" in metrics else ""
+            disagree = (
+                f"; predicted classes agree on {metrics['agreement']:.1%} of rows"
+                if "agreement" in metrics
+                else ""
+            )
             raise ExportError(
                 f"The exported {name} model at {path} does not answer like the trained model: "
                 f"outputs differ by up to {diff:.3g} (allowed: export.atol={atol:g} + "
-                f"export.rtol={rtol:g} x |output|){disagree}.")
+                f"export.rtol={rtol:g} x |output|){disagree}."
+            )
         logger.info("Verified %s: max |difference| %.2g over %d rows.", name, diff, _rows(x))
     return results

@@ -19,15 +19,22 @@ import logging
 import math
 import statistics
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from kerastrain._keras import keras, tf
 from kerastrain.config.base import config_error
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["forward_flops", "training_flops", "matmul_peak_flops", "layer_flops",
-           "TRAINING_MULTIPLIER", "PEAK_DTYPES"]
+__all__ = [
+    "forward_flops",
+    "training_flops",
+    "matmul_peak_flops",
+    "layer_flops",
+    "TRAINING_MULTIPLIER",
+    "PEAK_DTYPES",
+]
 
 #: A training step is the forward pass plus, for every matrix product
 #: ``y = x @ w``, two backward products of the same size: ``dx = dy @ w.T``
@@ -40,9 +47,20 @@ PEAK_DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 #: Layers whose arithmetic is real matrix products but that are not counted
 #: (counted as 0: `forward_flops` under-counts models that use them).
-_UNCOUNTED_MATMUL_LAYERS = ("RNN", "SimpleRNN", "LSTM", "GRU", "Bidirectional",
-                            "MultiHeadAttention", "Attention", "AdditiveAttention",
-                            "EinsumDense", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
+_UNCOUNTED_MATMUL_LAYERS = (
+    "RNN",
+    "SimpleRNN",
+    "LSTM",
+    "GRU",
+    "Bidirectional",
+    "MultiHeadAttention",
+    "Attention",
+    "AdditiveAttention",
+    "EinsumDense",
+    "ConvLSTM1D",
+    "ConvLSTM2D",
+    "ConvLSTM3D",
+)
 
 
 def _dims(shape: Any) -> tuple:
@@ -55,9 +73,11 @@ def _dims(shape: Any) -> tuple:
 def _known_prod(values: Iterable[Any], layer: Any) -> int:
     values = list(values)
     if any(v is None for v in values):
-        raise ValueError(f"forward_flops needs static shapes; layer {layer.name!r} "
-                         f"({type(layer).__name__}) has an unknown dimension in {values}. "
-                         "Build the model on inputs of a fixed size.")
+        raise ValueError(
+            f"forward_flops needs static shapes; layer {layer.name!r} "
+            f"({type(layer).__name__}) has an unknown dimension in {values}. "
+            "Build the model on inputs of a fixed size."
+        )
     return math.prod(values)
 
 
@@ -96,30 +116,47 @@ def layer_flops(layer: Any, input_shape: Any, output_shape: Any) -> int:
     if isinstance(layer, layers.Dense):
         out = _dims(output_shape)
         return 2 * math.prod(layer.kernel.shape) * _known_prod(out[1:-1], layer)
-    if isinstance(layer, (layers.Conv1DTranspose, layers.Conv2DTranspose,
-                          layers.Conv3DTranspose)):
-        return 2 * math.prod(layer.kernel.shape) * _known_prod(
-            _spatial(layer, _dims(input_shape)), layer)
+    if isinstance(layer, (layers.Conv1DTranspose, layers.Conv2DTranspose, layers.Conv3DTranspose)):
+        return (
+            2
+            * math.prod(layer.kernel.shape)
+            * _known_prod(_spatial(layer, _dims(input_shape)), layer)
+        )
     if isinstance(layer, (layers.DepthwiseConv1D, layers.DepthwiseConv2D)):
-        return 2 * math.prod(layer.depthwise_kernel.shape) * _known_prod(
-            _spatial(layer, _dims(output_shape)), layer)
+        return (
+            2
+            * math.prod(layer.depthwise_kernel.shape)
+            * _known_prod(_spatial(layer, _dims(output_shape)), layer)
+        )
     if isinstance(layer, (layers.SeparableConv1D, layers.SeparableConv2D)):
         per_position = math.prod(layer.depthwise_kernel.shape) + math.prod(
-            layer.pointwise_kernel.shape)
+            layer.pointwise_kernel.shape
+        )
         return 2 * per_position * _known_prod(_spatial(layer, _dims(output_shape)), layer)
     if isinstance(layer, (layers.Conv1D, layers.Conv2D, layers.Conv3D)):
         # The kernel is (*kernel_size, cin / groups, cout).
-        return 2 * math.prod(layer.kernel.shape) * _known_prod(
-            _spatial(layer, _dims(output_shape)), layer)
+        return (
+            2
+            * math.prod(layer.kernel.shape)
+            * _known_prod(_spatial(layer, _dims(output_shape)), layer)
+        )
     if type(layer).__name__ in _UNCOUNTED_MATMUL_LAYERS:
-        logger.warning("forward_flops counts layer %r (%s) as 0 FLOPs: its matrix products "
-                       "are not modelled, so the total is an under-count.", layer.name,
-                       type(layer).__name__)
+        logger.warning(
+            "forward_flops counts layer %r (%s) as 0 FLOPs: its matrix products "
+            "are not modelled, so the total is an under-count.",
+            layer.name,
+            type(layer).__name__,
+        )
     elif getattr(layer, "_self_tracked_trackables", None) and any(
-            isinstance(sub, keras.layers.Layer) for sub in layer._self_tracked_trackables):
-        logger.warning("forward_flops counts custom layer %r (%s) as 0 FLOPs: the shapes its "
-                       "sub-layers are called on are not recorded. Build it as a functional "
-                       "model to have them counted.", layer.name, type(layer).__name__)
+        isinstance(sub, keras.layers.Layer) for sub in layer._self_tracked_trackables
+    ):
+        logger.warning(
+            "forward_flops counts custom layer %r (%s) as 0 FLOPs: the shapes its "
+            "sub-layers are called on are not recorded. Build it as a functional "
+            "model to have them counted.",
+            layer.name,
+            type(layer).__name__,
+        )
     return 0
 
 
@@ -136,9 +173,14 @@ def _nodes(model: keras.Model) -> list:
         raise ValueError(
             f"forward_flops needs a built functional or Sequential model; {model.name!r} "
             f"({type(model).__name__}) is subclassed or not built, so the shapes its layers "
-            "are called on are unknown. Build it on a keras.Input first.")
-    return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]
-            if not node.is_input]
+            "are called on are unknown. Build it on a keras.Input first."
+        )
+    return [
+        node
+        for depth in sorted(by_depth, reverse=True)
+        for node in by_depth[depth]
+        if not node.is_input
+    ]
 
 
 def forward_flops(model: keras.Model) -> int:
@@ -199,8 +241,14 @@ def _chained_matmuls() -> Any:
     return tf.function(run, reduce_retracing=True)
 
 
-def matmul_peak_flops(dtype: str = "float32", size: int = 2048, repeats: int = 5, *,
-                      min_seconds: float = 0.2, max_products: int = 1000) -> float:
+def matmul_peak_flops(
+    dtype: str = "float32",
+    size: int = 2048,
+    repeats: int = 5,
+    *,
+    min_seconds: float = 0.2,
+    max_products: int = 1000,
+) -> float:
     """The measured matrix-product throughput of this device, in FLOP/s.
 
     Multiplies square ``size x size`` matrices of ``dtype`` with
@@ -237,15 +285,16 @@ def matmul_peak_flops(dtype: str = "float32", size: int = 2048, repeats: int = 5
         >>> matmul_peak_flops("bfloat16", size=1024) / 1e9  # GFLOP/s
     """
     if dtype not in PEAK_DTYPES:
-        raise config_error("dtype", dtype, "one of " + ", ".join(map(repr, PEAK_DTYPES)),
-                           PEAK_DTYPES)
+        raise config_error(
+            "dtype", dtype, "one of " + ", ".join(map(repr, PEAK_DTYPES)), PEAK_DTYPES
+        )
     for name, value in (("size", size), ("repeats", repeats), ("max_products", max_products)):
         if not isinstance(value, int) or value < 1:
             raise config_error(name, value, "a positive integer")
     # Entries of variance 1/size keep the chained product's scale steady,
     # far from overflow (float16) and from denormals.
     x = tf.cast(tf.random.normal((size, size), seed=1), dtype)
-    w = tf.cast(tf.random.normal((size, size), stddev=size ** -0.5, seed=2), dtype)
+    w = tf.cast(tf.random.normal((size, size), stddev=size**-0.5, seed=2), dtype)
     run = _chained_matmuls()
 
     def timed(n: int) -> float:
@@ -257,8 +306,13 @@ def matmul_peak_flops(dtype: str = "float32", size: int = 2048, repeats: int = 5
     one = timed(1)
     n = int(min(max(math.ceil(min_seconds / max(one, 1e-9)), 1), max_products))
     seconds = [timed(n) for _ in range(repeats)]
-    flops = 2 * size ** 3 * n / statistics.median(seconds)
-    logger.info("matmul peak (%s, %dx%d, %d products per call): %.1f GFLOP/s", dtype, size,
-                size, n, flops / 1e9)
+    flops = 2 * size**3 * n / statistics.median(seconds)
+    logger.info(
+        "matmul peak (%s, %dx%d, %d products per call): %.1f GFLOP/s",
+        dtype,
+        size,
+        size,
+        n,
+        flops / 1e9,
+    )
     return flops
-

@@ -33,8 +33,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence, TextIO
+from typing import Any, TextIO
 
 import kerastrain
 from kerastrain.config import PipelineConfig, load_config
@@ -73,9 +74,11 @@ class WorkerFailed(KerastrainError, RuntimeError):
         self.reason = reason
         self.log_tail = list(log_tail)
         shown = "\n".join(f"    {line}" for line in self.log_tail[-12:]) or "    (no output)"
-        super().__init__(f"{task} {reason}; the other processes were stopped. Rerun the same "
-                         f"launch to resume from the last backed-up epoch. The last output of "
-                         f"{task}:\n{shown}")
+        super().__init__(
+            f"{task} {reason}; the other processes were stopped. Rerun the same "
+            f"launch to resume from the last backed-up epoch. The last output of "
+            f"{task}:\n{shown}"
+        )
 
 
 @dataclasses.dataclass
@@ -140,13 +143,19 @@ def _launch_config(config: Any, ps: int) -> PipelineConfig:
     cfg = load_config(config)
     wanted = "parameter_server" if ps else "multi_worker"
     if not isinstance(cfg.strategy, str):
-        raise config_error("strategy", cfg.strategy,
-                           f"'auto' or {wanted!r} for a launch (a strategy object cannot be "
-                           "sent to other processes)")
+        raise config_error(
+            "strategy",
+            cfg.strategy,
+            f"'auto' or {wanted!r} for a launch (a strategy object cannot be "
+            "sent to other processes)",
+        )
     if cfg.strategy not in ("auto", wanted):
-        raise config_error("strategy", cfg.strategy,
-                           f"'auto' or {wanted!r} for a launch with "
-                           f"{'parameter servers' if ps else 'workers only'}")
+        raise config_error(
+            "strategy",
+            cfg.strategy,
+            f"'auto' or {wanted!r} for a launch with "
+            f"{'parameter servers' if ps else 'workers only'}",
+        )
     seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
     name = cfg.name or RunFolder.default_name(cfg.model)
     output_dir = os.path.abspath(RunFolder.location(cfg.output_dir, name))
@@ -203,11 +212,19 @@ class Launcher:
             starts.
     """
 
-    def __init__(self, config: Any, workers: int = 2, ps: int = 0, *,
-                 env: Mapping[str, str] | None = None, timeout: float | None = None,
-                 stream: TextIO | None = None,
-                 on_line: Callable[[str, str], None] | None = None,
-                 python: str | None = None, grace: float = 60.0):
+    def __init__(
+        self,
+        config: Any,
+        workers: int = 2,
+        ps: int = 0,
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        stream: TextIO | None = None,
+        on_line: Callable[[str, str], None] | None = None,
+        python: str | None = None,
+        grace: float = 60.0,
+    ):
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise config_error("workers", workers, "an integer >= 1")
         if not isinstance(ps, int) or isinstance(ps, bool) or ps < 0:
@@ -249,11 +266,16 @@ class Launcher:
         return tasks
 
     def _tf_config(self, task: _Task) -> str:
-        by_kind = {kind: [t.address for t in self.tasks if t.kind == kind]
-                   for kind in ("chief", "worker", "ps")}
+        by_kind = {
+            kind: [t.address for t in self.tasks if t.kind == kind]
+            for kind in ("chief", "worker", "ps")
+        }
         chief = by_kind["chief"][0] if by_kind["chief"] else None
-        return json.dumps(tf_config(by_kind["worker"], task.index, ps=by_kind["ps"],
-                                    chief=chief, task_type=task.kind))
+        return json.dumps(
+            tf_config(
+                by_kind["worker"], task.index, ps=by_kind["ps"], chief=chief, task_type=task.kind
+            )
+        )
 
     def _environment(self, task: _Task) -> dict[str, str]:
         env = {**os.environ, **self.env}
@@ -271,7 +293,7 @@ class Launcher:
         env["TF_CONFIG"] = self._tf_config(task)
         return env
 
-    def start(self) -> "Launcher":
+    def start(self) -> Launcher:
         """Starts every process (parameter servers and workers before the chief)."""
         if self.processes:
             raise RuntimeError("This launcher has started already; make a new one.")
@@ -280,25 +302,46 @@ class Launcher:
         try:
             config_file.write_bytes(pickle.dumps(self.config))
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
-            raise ConfigError(f"The config cannot be sent to the worker processes ({exc}). Pass "
-                              "data, model and callables that can be pickled: names, arrays, "
-                              "functions defined at module level.") from None
+            raise ConfigError(
+                f"The config cannot be sent to the worker processes ({exc}). Pass "
+                "data, model and callables that can be pickled: names, arrays, "
+                "functions defined at module level."
+            ) from None
         self.tasks = self._cluster()
         order = sorted(self.tasks, key=lambda t: t.kind == "chief" or t.name == self.chief)
-        logger.info("Launching %s (run folder %s).", ", ".join(t.name for t in self.tasks),
-                    self.config.output_dir)
+        logger.info(
+            "Launching %s (run folder %s).",
+            ", ".join(t.name for t in self.tasks),
+            self.config.output_dir,
+        )
         self._started = time.perf_counter()
         for task in order:
-            command = [self.python, "-m", "kerastrain.launch", str(config_file),
-                       str(self._folder / "result.json")]
+            command = [
+                self.python,
+                "-m",
+                "kerastrain.launch",
+                str(config_file),
+                str(self._folder / "result.json"),
+            ]
             process = subprocess.Popen(
-                command, env=self._environment(task), stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                bufsize=1, start_new_session=True)
+                command,
+                env=self._environment(task),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                errors="replace",
+                bufsize=1,
+                start_new_session=True,
+            )
             self.processes[task.name] = process
             self._tails[task.name] = collections.deque(maxlen=TAIL_LINES)
-            reader = threading.Thread(target=self._pump, args=(task.name, process), daemon=True,
-                                      name=f"kerastrain-launch-{task.name}")
+            reader = threading.Thread(
+                target=self._pump,
+                args=(task.name, process),
+                daemon=True,
+                name=f"kerastrain-launch-{task.name}",
+            )
             reader.start()
             self._readers.append(reader)
         return self
@@ -322,8 +365,9 @@ class Launcher:
     def kill(self, task: str, sig: int = signal.SIGKILL) -> None:
         """Sends ``sig`` to one process, e.g. `kill("worker 1")` (a preemption)."""
         if task not in self.processes:
-            raise config_error("task", task, "one of " + ", ".join(map(repr, self.processes)),
-                               self.processes)
+            raise config_error(
+                "task", task, "one of " + ", ".join(map(repr, self.processes)), self.processes
+            )
         logger.info("Sending %s to %s.", signal.Signals(sig).name, task)
         try:
             os.kill(self.processes[task].pid, sig)
@@ -340,8 +384,11 @@ class Launcher:
             code = process.poll()
             if code is not None and name not in self._exited:
                 self._exited[name] = now
-        failed = [(self._exited[n], self.processes[n].returncode >= 0, n) for n in self._exited
-                  if self.processes[n].returncode != 0 or self._must_outlive_chief(n)]
+        failed = [
+            (self._exited[n], self.processes[n].returncode >= 0, n)
+            for n in self._exited
+            if self.processes[n].returncode != 0 or self._must_outlive_chief(n)
+        ]
         if not failed:
             return None
         name = min(failed)[2]
@@ -369,8 +416,12 @@ class Launcher:
                 if chief.poll() == 0:
                     break
                 if self.timeout is not None and time.perf_counter() - self._started > self.timeout:
-                    raise WorkerFailed(self.chief, None, f"did not finish within the timeout of "
-                                       f"{self.timeout:g} s", self._tails[self.chief])
+                    raise WorkerFailed(
+                        self.chief,
+                        None,
+                        f"did not finish within the timeout of {self.timeout:g} s",
+                        self._tails[self.chief],
+                    )
                 time.sleep(POLL_SECONDS)
             seconds = time.perf_counter() - self._started
             self._finish_others()
@@ -386,8 +437,11 @@ class Launcher:
                 try:
                     process.wait(timeout=max(0.0, deadline - time.perf_counter()))
                 except subprocess.TimeoutExpired:
-                    logger.warning("%s was still running %g s after the chief finished; "
-                                   "stopping it.", name, self.grace)
+                    logger.warning(
+                        "%s was still running %g s after the chief finished; stopping it.",
+                        name,
+                        self.grace,
+                    )
             failure = self._failure()
             if failure is not None:
                 raise failure
@@ -412,17 +466,25 @@ class Launcher:
     def _result(self, seconds: float) -> LaunchResult:
         path = (self._folder or Path()) / "result.json"
         if not path.exists():
-            raise WorkerFailed(self.chief, 0, "exited without writing its result",
-                               self._tails[self.chief])
+            raise WorkerFailed(
+                self.chief, 0, "exited without writing its result", self._tails[self.chief]
+            )
         data = json.loads(path.read_text())
         return LaunchResult(
-            run_dir=Path(data["run_dir"]), metrics=data["metrics"], history=data["history"],
+            run_dir=Path(data["run_dir"]),
+            metrics=data["metrics"],
+            history=data["history"],
             artifacts={k: Path(v) for k, v in data["artifacts"].items()},
-            report_path=Path(data["report_path"]), stop_reason=data["stop_reason"],
-            timings=data["timings"], pipeline_seconds=data["pipeline_seconds"],
-            seconds=seconds, tasks=[t.name for t in self.tasks], config=self.config)
+            report_path=Path(data["report_path"]),
+            stop_reason=data["stop_reason"],
+            timings=data["timings"],
+            pipeline_seconds=data["pipeline_seconds"],
+            seconds=seconds,
+            tasks=[t.name for t in self.tasks],
+            config=self.config,
+        )
 
-    def __enter__(self) -> "Launcher":
+    def __enter__(self) -> Launcher:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -472,8 +534,9 @@ def launch(config: Any, workers: int = 2, ps: int = 0, **options: Any) -> Launch
 
 def _task_main(argv: Sequence[str]) -> int:
     """One process of a launch: `python -m kerastrain.launch CONFIG.pickle RESULT.json`."""
-    parser = argparse.ArgumentParser(prog="python -m kerastrain.launch",
-                                     description="One process of `kerastrain launch`.")
+    parser = argparse.ArgumentParser(
+        prog="python -m kerastrain.launch", description="One process of `kerastrain launch`."
+    )
     parser.add_argument("config", help="the pickled PipelineConfig")
     parser.add_argument("result", help="where the chief writes its result (JSON)")
     args = parser.parse_args(argv)
@@ -492,11 +555,19 @@ def _run_task(args: argparse.Namespace) -> int:
         logger.error("%s: %s", type(exc).__name__, exc)
         return 2
     if is_chief_task(os.environ.get("TF_CONFIG")):
-        write_json(Path(args.result), {
-            "run_dir": str(result.run_dir), "metrics": result.metrics, "history": result.history,
-            "artifacts": {k: str(v) for k, v in result.artifacts.items()},
-            "report_path": str(result.report_path), "stop_reason": result.stop_reason,
-            "timings": result.timings, "pipeline_seconds": time.perf_counter() - start})
+        write_json(
+            Path(args.result),
+            {
+                "run_dir": str(result.run_dir),
+                "metrics": result.metrics,
+                "history": result.history,
+                "artifacts": {k: str(v) for k, v in result.artifacts.items()},
+                "report_path": str(result.report_path),
+                "stop_reason": result.stop_reason,
+                "timings": result.timings,
+                "pipeline_seconds": time.perf_counter() - start,
+            },
+        )
     return 0
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from kerastrain import schedules
 from kerastrain._keras import keras, tf
@@ -19,8 +20,16 @@ from kerastrain.data.validate import Task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["make_optimizer", "make_learning_rate", "make_loss", "make_metrics", "one_hot_labels",
-           "accumulate_gradients", "inner_optimizer", "steps_per_epoch"]
+__all__ = [
+    "make_optimizer",
+    "make_learning_rate",
+    "make_loss",
+    "make_metrics",
+    "one_hot_labels",
+    "accumulate_gradients",
+    "inner_optimizer",
+    "steps_per_epoch",
+]
 
 OPTIMIZERS = {
     "sgd": keras.optimizers.SGD,
@@ -36,8 +45,9 @@ def _steps(epochs: float, steps_per_epoch: int) -> int:
     return max(1, round(epochs * steps_per_epoch))
 
 
-def _decay_schedule(train: TrainConfig, peak: float, steps_per_epoch: int,
-                    warmup_steps: int) -> Any:
+def _decay_schedule(
+    train: TrainConfig, peak: float, steps_per_epoch: int, warmup_steps: int
+) -> Any:
     """The schedule after warmup, in steps, for a float peak rate."""
     opts: Any = train.schedule_settings()
     remaining = max(train.epochs - warmup_steps / steps_per_epoch, 1.0 / steps_per_epoch)
@@ -46,37 +56,53 @@ def _decay_schedule(train: TrainConfig, peak: float, steps_per_epoch: int,
     if kind in ("constant", "plateau"):
         return schedules.Constant(peak)
     if kind == "step":
-        return schedules.StepDecay(peak, steps(opts.step_size or max(1.0, remaining / 3)),
-                                   opts.gamma)
+        return schedules.StepDecay(
+            peak, steps(opts.step_size or max(1.0, remaining / 3)), opts.gamma
+        )
     if kind == "multistep":
         bounds = opts.boundaries or [remaining / 2, remaining * 3 / 4]
         bound_steps = [steps(b) for b in bounds]
         if any(b <= a for a, b in zip(bound_steps, bound_steps[1:])):
-            raise config_error("train.schedule_options.boundaries", bounds,
-                               f"epochs at least one step apart ({steps_per_epoch} steps per "
-                               "epoch)")
-        values = opts.values or [peak * opts.gamma ** i for i in range(len(bounds) + 1)]
-        return keras.optimizers.schedules.PiecewiseConstantDecay(bound_steps,
-                                                                 [float(v) for v in values])
+            raise config_error(
+                "train.schedule_options.boundaries",
+                bounds,
+                f"epochs at least one step apart ({steps_per_epoch} steps per epoch)",
+            )
+        values = opts.values or [peak * opts.gamma**i for i in range(len(bounds) + 1)]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            bound_steps, [float(v) for v in values]
+        )
     if kind == "exponential":
         return keras.optimizers.schedules.ExponentialDecay(
-            peak, steps(opts.decay_epochs), opts.decay_rate, staircase=opts.staircase)
+            peak, steps(opts.decay_epochs), opts.decay_rate, staircase=opts.staircase
+        )
     if kind == "polynomial":
         return keras.optimizers.schedules.PolynomialDecay(
-            peak, steps(opts.decay_epochs or remaining), opts.end_learning_rate, opts.power)
+            peak, steps(opts.decay_epochs or remaining), opts.end_learning_rate, opts.power
+        )
     if kind == "cosine":
-        return keras.optimizers.schedules.CosineDecay(peak, steps(opts.decay_epochs or remaining),
-                                                      opts.alpha)
+        return keras.optimizers.schedules.CosineDecay(
+            peak, steps(opts.decay_epochs or remaining), opts.alpha
+        )
     if kind == "cosine_restarts":
-        first = opts.first_decay_epochs or remaining / (1 + opts.t_mul + opts.t_mul ** 2)
+        first = opts.first_decay_epochs or remaining / (1 + opts.t_mul + opts.t_mul**2)
         return keras.optimizers.schedules.CosineDecayRestarts(
-            peak, steps(first), t_mul=opts.t_mul, m_mul=opts.m_mul, alpha=opts.alpha)
+            peak, steps(first), t_mul=opts.t_mul, m_mul=opts.m_mul, alpha=opts.alpha
+        )
     if kind == "onecycle":
-        return schedules.OneCycle(peak, steps(opts.total_epochs or remaining), opts.pct_start,
-                                  opts.div_factor, opts.final_div_factor)
+        return schedules.OneCycle(
+            peak,
+            steps(opts.total_epochs or remaining),
+            opts.pct_start,
+            opts.div_factor,
+            opts.final_div_factor,
+        )
     if kind == "inverse_sqrt":
-        timescale = (steps(opts.timescale_epochs) if opts.timescale_epochs
-                     else warmup_steps or steps_per_epoch)
+        timescale = (
+            steps(opts.timescale_epochs)
+            if opts.timescale_epochs
+            else warmup_steps or steps_per_epoch
+        )
         return schedules.InverseSquareRoot(peak, timescale)
     raise AssertionError(f"schedule {kind!r} has no builder")  # the config refuses it first
 
@@ -108,16 +134,21 @@ def make_learning_rate(train: TrainConfig, steps_per_epoch: int | None = None) -
     """
     lr = train.learning_rate
     if lr == "find":
-        raise ConfigError("train.learning_rate='find' must be resolved to a number before the "
-                          "optimizer is built: fit_pipeline does it, or call "
-                          "kerastrain.trial.find_learning_rate first.")
+        raise ConfigError(
+            "train.learning_rate='find' must be resolved to a number before the "
+            "optimizer is built: fit_pipeline does it, or call "
+            "kerastrain.trial.find_learning_rate first."
+        )
     uses_steps = train.has_warmup or train.schedule not in ("constant", "plateau")
     if uses_steps and not steps_per_epoch:
-        raise ConfigError(f"schedule={train.schedule!r} with warmup_epochs={train.warmup_epochs} "
-                          "is given in epochs and needs the number of steps per epoch; pass "
-                          "steps_per_epoch to compile_model.")
-    warmup = train.warmup_steps or (_steps(train.warmup_epochs, steps_per_epoch)
-                                    if train.warmup_epochs > 0 else 0)
+        raise ConfigError(
+            f"schedule={train.schedule!r} with warmup_epochs={train.warmup_epochs} "
+            "is given in epochs and needs the number of steps per epoch; pass "
+            "steps_per_epoch to compile_model."
+        )
+    warmup = train.warmup_steps or (
+        _steps(train.warmup_epochs, steps_per_epoch) if train.warmup_epochs > 0 else 0
+    )
     if is_schedule_object(lr):
         base = lr
     elif not uses_steps:
@@ -129,8 +160,9 @@ def make_learning_rate(train: TrainConfig, steps_per_epoch: int | None = None) -
     return base
 
 
-def make_optimizer(train: TrainConfig, learning_rate: Any = None, *,
-                   steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    train: TrainConfig, learning_rate: Any = None, *, steps_per_epoch: int | None = None
+) -> keras.optimizers.Optimizer:
     """The optimizer ``train`` describes.
 
     Args:
@@ -232,8 +264,10 @@ def _accumulating_step(model: keras.Model, steps: int) -> Callable[[Any], dict[s
                     out.append(total)
                     continue
                 used[k] = True
-                out.append(total + tf.cast(share, total.dtype) * tf.cast(
-                    tf.convert_to_tensor(grad), total.dtype))
+                out.append(
+                    total
+                    + tf.cast(share, total.dtype) * tf.cast(tf.convert_to_tensor(grad), total.dtype)
+                )
             return (i + 1, *out)
 
         zeros = [tf.zeros(v.shape, v.dtype) for v in variables]
@@ -260,8 +294,9 @@ def make_loss(task: Task, train: TrainConfig) -> keras.losses.Loss:
         try:
             return keras.losses.get(train.loss)
         except ValueError:
-            raise config_error("train.loss", train.loss,
-                               "'auto' or the name of a tf_keras loss") from None
+            raise config_error(
+                "train.loss", train.loss, "'auto' or the name of a tf_keras loss"
+            ) from None
     smoothing = train.label_smoothing
     if task.kind == "binary":
         return keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
@@ -278,7 +313,8 @@ def one_hot_labels(task: Task, train: TrainConfig) -> bool:
     """Whether the pipeline must feed one-hot labels (multi-class smoothing,
     or mixed labels from mixup/cutmix)."""
     return task.kind == "multiclass" and (
-        task.soft_labels or (train.loss == "auto" and train.label_smoothing > 0))
+        task.soft_labels or (train.loss == "auto" and train.label_smoothing > 0)
+    )
 
 
 def make_metrics(task: Task, train: TrainConfig) -> list[Any]:
@@ -289,8 +325,10 @@ def make_metrics(task: Task, train: TrainConfig) -> list[Any]:
         if one_hot_labels(task, train):
             return [keras.metrics.CategoricalAccuracy(name="accuracy")]
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    return [keras.metrics.MeanAbsoluteError(name="mae"),
-            keras.metrics.RootMeanSquaredError(name="rmse")]
+    return [
+        keras.metrics.MeanAbsoluteError(name="mae"),
+        keras.metrics.RootMeanSquaredError(name="rmse"),
+    ]
 
 
 def steps_per_epoch(examples: int, global_batch: int) -> int:

@@ -20,16 +20,32 @@ import functools
 import logging
 import statistics
 import time
-from typing import Any, Iterator, Literal, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
 from kerastrain._keras import keras, tf
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Decision", "DeviceInfo", "cpu_flags", "device_info", "pick_precision",
-           "pick_measured_precision", "measure_precision", "precision_scope",
-           "measure_step_seconds", "pick_steps_per_execution", "pick_jit", "resolve_precision",
-           "configure_execution", "precision_is_measurable", "probe_batch", "float32_twin", "as_float32"]
+__all__ = [
+    "Decision",
+    "DeviceInfo",
+    "cpu_flags",
+    "device_info",
+    "pick_precision",
+    "pick_measured_precision",
+    "measure_precision",
+    "precision_scope",
+    "measure_step_seconds",
+    "pick_steps_per_execution",
+    "pick_jit",
+    "resolve_precision",
+    "configure_execution",
+    "precision_is_measurable",
+    "probe_batch",
+    "float32_twin",
+    "as_float32",
+]
 
 #: CPU flags (from /proc/cpuinfo) that mean native bfloat16 matrix products.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -50,10 +66,21 @@ PRECISION_MIN_SPEEDUP = 1.1
 #: batch 32) 2.7x slower here, and first became faster near 10 MFLOP.
 PRECISION_MIN_STEP_FLOPS = 4e6
 #: Keras callbacks that stay correct when ``fit`` runs many steps per call.
-_STEP_SAFE_CALLBACKS = ("History", "ProgbarLogger", "BaseLogger", "EarlyStopping",
-                        "BackupAndRestore", "ModelCheckpoint", "TerminateOnNaN", "CSVLogger",
-                        "ReduceLROnPlateau", "LearningRateScheduler", "TensorBoard",
-                        "RemoteMonitor", "LambdaCallback")
+_STEP_SAFE_CALLBACKS = (
+    "History",
+    "ProgbarLogger",
+    "BaseLogger",
+    "EarlyStopping",
+    "BackupAndRestore",
+    "ModelCheckpoint",
+    "TerminateOnNaN",
+    "CSVLogger",
+    "ReduceLROnPlateau",
+    "LearningRateScheduler",
+    "TensorBoard",
+    "RemoteMonitor",
+    "LambdaCallback",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,17 +151,23 @@ def pick_precision(device: DeviceInfo) -> Decision:
     if device.kind == "gpu":
         cap = device.gpu_capability
         if cap is not None and cap >= TENSOR_CORE_CAPABILITY:
-            return Decision("mixed_float16",
-                            f"GPU compute capability {cap[0]}.{cap[1]} has tensor cores")
-        return Decision("float32", f"GPU compute capability {cap} has no tensor cores"
-                        if cap else "GPU compute capability unknown")
+            return Decision(
+                "mixed_float16", f"GPU compute capability {cap[0]}.{cap[1]} has tensor cores"
+            )
+        return Decision(
+            "float32",
+            f"GPU compute capability {cap} has no tensor cores"
+            if cap
+            else "GPU compute capability unknown",
+        )
     if device.cpu_bf16:
         return Decision("mixed_bfloat16", "the CPU has native bfloat16 (AVX512_BF16 or AMX)")
     return Decision("float32", "the CPU has no native bfloat16 instructions")
 
 
-def pick_measured_precision(candidate: Decision, reduced_seconds: float,
-                            float32_seconds: float) -> Decision:
+def pick_measured_precision(
+    candidate: Decision, reduced_seconds: float, float32_seconds: float
+) -> Decision:
     """Keeps ``candidate`` only when it measured faster than float32.
 
     A CPU with native bfloat16 runs large matrix products about twice as
@@ -153,12 +186,17 @@ def pick_measured_precision(candidate: Decision, reduced_seconds: float,
         faster, else float32; the reason quotes both measurements.
     """
     speedup = float32_seconds / max(reduced_seconds, 1e-9)
-    timing = (f"a measured step took {reduced_seconds * 1e3:.2f} ms in {candidate.value} and "
-              f"{float32_seconds * 1e3:.2f} ms in float32 ({speedup:.2f}x)")
+    timing = (
+        f"a measured step took {reduced_seconds * 1e3:.2f} ms in {candidate.value} and "
+        f"{float32_seconds * 1e3:.2f} ms in float32 ({speedup:.2f}x)"
+    )
     if speedup >= PRECISION_MIN_SPEEDUP:
         return Decision(candidate.value, f"{candidate.reason}, and {timing}")
-    return Decision("float32", f"{candidate.reason}, but {timing}: this model is too small for "
-                               "faster matrix products to pay for the casts")
+    return Decision(
+        "float32",
+        f"{candidate.reason}, but {timing}: this model is too small for "
+        "faster matrix products to pay for the casts",
+    )
 
 
 def _step_flops(model: keras.Model, batch: tuple[Any, Any]) -> int | None:
@@ -172,8 +210,9 @@ def _step_flops(model: keras.Model, batch: tuple[Any, Any]) -> int | None:
         return None
 
 
-def measure_precision(model: keras.Model, candidate: Decision, loss: Any,
-                      batch: tuple[Any, Any]) -> tuple[keras.Model, Decision, float | None]:
+def measure_precision(
+    model: keras.Model, candidate: Decision, loss: Any, batch: tuple[Any, Any]
+) -> tuple[keras.Model, Decision, float | None]:
     """Times ``model`` (built under ``candidate``) against its float32 twin.
 
     A step of fewer than `PRECISION_MIN_STEP_FLOPS` matrix-product FLOPs
@@ -197,9 +236,16 @@ def measure_precision(model: keras.Model, candidate: Decision, loss: Any,
     twin = float32_twin(model)
     step_flops = _step_flops(model, batch)
     if step_flops is not None and step_flops < PRECISION_MIN_STEP_FLOPS:
-        return twin, Decision("float32", f"{candidate.reason}, but a training step is "
-                                         f"{step_flops / 1e6:.1f} MFLOP of matrix products, too "
-                                         "few for faster products to pay for the casts"), None
+        return (
+            twin,
+            Decision(
+                "float32",
+                f"{candidate.reason}, but a training step is "
+                f"{step_flops / 1e6:.1f} MFLOP of matrix products, too "
+                "few for faster products to pay for the casts",
+            ),
+            None,
+        )
     reduced = measure_step_seconds(model, loss, batch)
     single = measure_step_seconds(twin, loss, batch)
     decision = pick_measured_precision(candidate, reduced, single)
@@ -236,8 +282,9 @@ def _gradient_steps(model: keras.Model, loss: Any, jit: bool) -> Any:
     the gradients are summed into the result so that none is pruned away."""
 
     def total(gradients: Sequence[Any]) -> tf.Tensor:
-        values = [g.values if isinstance(g, tf.IndexedSlices) else g for g in gradients
-                  if g is not None]
+        values = [
+            g.values if isinstance(g, tf.IndexedSlices) else g for g in gradients if g is not None
+        ]
         return tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in values] or [0.0])
 
     def steps(x: Any, y: Any, n: tf.Tensor) -> tf.Tensor:
@@ -251,8 +298,9 @@ def _gradient_steps(model: keras.Model, loss: Any, jit: bool) -> Any:
     return tf.function(steps, jit_compile=jit, reduce_retracing=True)
 
 
-def measure_step_seconds(model: keras.Model, loss: Any, batch: tuple[Any, Any], *,
-                         jit: bool = False, repeats: int = 5) -> float:
+def measure_step_seconds(
+    model: keras.Model, loss: Any, batch: tuple[Any, Any], *, jit: bool = False, repeats: int = 5
+) -> float:
     """The time of one forward+backward pass on ``batch``, inside the graph.
 
     Calls that run one step and calls that run `k` steps are timed, and the
@@ -305,8 +353,9 @@ def _needs_every_step(callbacks: Sequence[Any]) -> list[str]:
     return names
 
 
-def pick_steps_per_execution(step_seconds: float, steps_per_epoch: int,
-                             callbacks: Sequence[Any] = ()) -> Decision:
+def pick_steps_per_execution(
+    step_seconds: float, steps_per_epoch: int, callbacks: Sequence[Any] = ()
+) -> Decision:
     """How many training steps each call into the graph runs.
 
     Enough steps that a call takes about `TARGET_SECONDS_PER_EXECUTION`, at
@@ -326,12 +375,14 @@ def pick_steps_per_execution(step_seconds: float, steps_per_epoch: int,
         return Decision(1, f"callback {blocking[0]} runs on every step")
     wanted = int(TARGET_SECONDS_PER_EXECUTION / max(step_seconds, 1e-6))
     value = max(1, min(wanted, steps_per_epoch, MAX_STEPS_PER_EXECUTION))
-    return Decision(value, f"a step takes {step_seconds * 1e3:.2f} ms: {value} step(s) per call "
-                           f"make about {value * step_seconds * 1e3:.0f} ms of work per call")
+    return Decision(
+        value,
+        f"a step takes {step_seconds * 1e3:.2f} ms: {value} step(s) per call "
+        f"make about {value * step_seconds * 1e3:.0f} ms of work per call",
+    )
 
 
-def pick_jit(device: DeviceInfo, *, run_seconds: float,
-             probe: Any = None) -> Decision:
+def pick_jit(device: DeviceInfo, *, run_seconds: float, probe: Any = None) -> Decision:
     """Whether to compile the training step with XLA.
 
     On for TPUs (they need it). Elsewhere, off unless a probe shows XLA at
@@ -350,8 +401,11 @@ def pick_jit(device: DeviceInfo, *, run_seconds: float,
     if device.kind == "tpu":
         return Decision(True, "TPUs run XLA-compiled steps")
     if probe is None or run_seconds < JIT_PROBE_MIN_RUN_SECONDS:
-        return Decision(False, f"a {run_seconds:.0f} s run is too short to pay for an XLA "
-                               f"probe on {device.kind.upper()}")
+        return Decision(
+            False,
+            f"a {run_seconds:.0f} s run is too short to pay for an XLA "
+            f"probe on {device.kind.upper()}",
+        )
     without, with_xla = probe()
     speedup = without / max(with_xla, 1e-9)
     if speedup >= JIT_MIN_SPEEDUP:
@@ -370,11 +424,18 @@ def precision_is_measurable(strategy: tf.distribute.Strategy) -> bool:
     """Whether `measure_precision` can time a step for ``strategy``: one CPU
     device, in this process (every worker of a cluster must build the same
     model, so a measured choice could differ between them)."""
-    return (strategy.num_replicas_in_sync == 1
-            and not isinstance(strategy, (tf.distribute.experimental.ParameterServerStrategy,
-                                          tf.distribute.MultiWorkerMirroredStrategy,
-                                          tf.distribute.TPUStrategy))
-            and device_info(strategy).kind == "cpu")
+    return (
+        strategy.num_replicas_in_sync == 1
+        and not isinstance(
+            strategy,
+            (
+                tf.distribute.experimental.ParameterServerStrategy,
+                tf.distribute.MultiWorkerMirroredStrategy,
+                tf.distribute.TPUStrategy,
+            ),
+        )
+        and device_info(strategy).kind == "cpu"
+    )
 
 
 def probe_batch(dataset: Any) -> tuple[Any, Any] | None:
@@ -387,10 +448,17 @@ def probe_batch(dataset: Any) -> tuple[Any, Any] | None:
     return None
 
 
-def configure_execution(model: keras.Model, dataset: Any, train: Any, callbacks: Sequence[Any], *,
-                        epochs: int, steps_per_epoch: int | None = None,
-                        probe_dataset: Any = None,
-                        step_seconds: float | None = None) -> dict[str, Decision]:
+def configure_execution(
+    model: keras.Model,
+    dataset: Any,
+    train: Any,
+    callbacks: Sequence[Any],
+    *,
+    epochs: int,
+    steps_per_epoch: int | None = None,
+    probe_dataset: Any = None,
+    step_seconds: float | None = None,
+) -> dict[str, Decision]:
     """Resolves `"auto"` `steps_per_execution` and `jit_compile` on a compiled model.
 
     Measures one forward and backward pass on a real batch (see
@@ -466,9 +534,14 @@ def configure_execution(model: keras.Model, dataset: Any, train: Any, callbacks:
             decision = Decision(False, reason)
         else:
             run_seconds = (step_seconds or 0.0) * (steps or 1) * max(epochs, 1)
-            decision = pick_jit(device, run_seconds=run_seconds, probe=lambda: (
-                step_seconds, measure_step_seconds(model, keras.losses.get(model.loss), batch,
-                                                   jit=True)))
+            decision = pick_jit(
+                device,
+                run_seconds=run_seconds,
+                probe=lambda: (
+                    step_seconds,
+                    measure_step_seconds(model, keras.losses.get(model.loss), batch, jit=True),
+                ),
+            )
         model._jit_compile = bool(decision.value)
         model.train_function = None  # rebuilt by fit with the new setting
         decisions["jit_compile"] = decision
@@ -487,9 +560,11 @@ def _float32_config(value: Any) -> Any:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            if key == "dtype" and (isinstance(item, dict) and item.get("class_name") in
-                                   ("Policy", "DTypePolicy") or item in ("mixed_bfloat16",
-                                                                         "mixed_float16")):
+            if key == "dtype" and (
+                isinstance(item, dict)
+                and item.get("class_name") in ("Policy", "DTypePolicy")
+                or item in ("mixed_bfloat16", "mixed_float16")
+            ):
                 out[key] = "float32"
             else:
                 out[key] = _float32_config(item)
@@ -546,7 +621,13 @@ def as_float32(model: keras.Model) -> keras.Model:
         if compiled:
             with model.distribute_strategy.scope():
                 copy.compile_from_config(compiled)
-    logger.info("Exported and evaluated in float32: the copy of the %s-trained model computes "
-                "with the same weights.", next(l.dtype_policy.name for l in model.layers
-                                                if l.dtype_policy.name != "float32"))
+    logger.info(
+        "Exported and evaluated in float32: the copy of the %s-trained model computes "
+        "with the same weights.",
+        next(
+            layer.dtype_policy.name
+            for layer in model.layers
+            if layer.dtype_policy.name != "float32"
+        ),
+    )
     return copy

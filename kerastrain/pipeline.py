@@ -12,8 +12,9 @@ import dataclasses
 import logging
 import random
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from kerastrain._keras import keras, tf
 from kerastrain.compress import compress_model, compression_sections
@@ -24,8 +25,8 @@ from kerastrain.data.preprocess import with_target_scale
 from kerastrain.distribute import make_strategy, open_run_folder, strategy_summary
 from kerastrain.evaluate import compute_metrics, evaluate_run
 from kerastrain.explain import check_explainable, explain_run
-from kerastrain.perf import Decision, as_float32, describe_decisions
 from kerastrain.export import export_model, verify_artifacts
+from kerastrain.perf import Decision, as_float32, describe_decisions
 from kerastrain.report import Section, write_report
 from kerastrain.runs import RunFolder, write_json
 from kerastrain.tracking import track_run, training_callbacks
@@ -92,8 +93,9 @@ def _resolve(config: Any, **given: Any) -> PipelineConfig:
     return cfg
 
 
-def _split_metrics(model: keras.Model, prepared: Prepared,
-                   evaluation: Any) -> dict[str, dict[str, Any]]:
+def _split_metrics(
+    model: keras.Model, prepared: Prepared, evaluation: Any
+) -> dict[str, dict[str, Any]]:
     """Metrics of the validation and test splits; the held-out split the
     evaluation already scored is not predicted twice."""
     memory = InMemory(prepared.x, prepared.y)
@@ -103,18 +105,32 @@ def _split_metrics(model: keras.Model, prepared: Prepared,
         if split == evaluation.split:
             metrics[split] = evaluation.metrics
         elif len(rows):
-            metrics[split] = compute_metrics(prepared.task, prepared.y[rows],
-                                             predict_split(model, prepared, split, memory))
+            metrics[split] = compute_metrics(
+                prepared.task, prepared.y[rows], predict_split(model, prepared, split, memory)
+            )
     return metrics
 
 
-def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = None,
-                 train: Any = None, tune: Any = None, compress: Any = None,
-                 export: Any = None, model_options: Any = None, report: Any = None,
-                 tracking: Any = None,
-                 strategy: Any = None, distribute: Any = None, output_dir: Any = None,
-                 overwrite: bool | None = None, seed: int | None = None, name: str | None = None,
-                 config: Any = None) -> PipelineResult:
+def fit_pipeline(
+    data: Any = None,
+    model: Any = None,
+    *,
+    data_options: Any = None,
+    train: Any = None,
+    tune: Any = None,
+    compress: Any = None,
+    export: Any = None,
+    model_options: Any = None,
+    report: Any = None,
+    tracking: Any = None,
+    strategy: Any = None,
+    distribute: Any = None,
+    output_dir: Any = None,
+    overwrite: bool | None = None,
+    seed: int | None = None,
+    name: str | None = None,
+    config: Any = None,
+) -> PipelineResult:
     """From data to a trained, evaluated, exported and verified model.
 
     Every argument left as `None` takes the config's value, else the
@@ -162,10 +178,25 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
         >>> result = fit_pipeline("digits", train={"epochs": 5})  # doctest: +SKIP
         >>> result.metrics["tflite"]["accuracy"]  # doctest: +SKIP
     """
-    cfg = _resolve(config, data=data, model=model, data_options=data_options, train=train,
-                   tune=tune, compress=compress, export=export, model_options=model_options,
-                   report=report, tracking=tracking, strategy=strategy, distribute=distribute,
-                   output_dir=output_dir, overwrite=overwrite, seed=seed, name=name)
+    cfg = _resolve(
+        config,
+        data=data,
+        model=model,
+        data_options=data_options,
+        train=train,
+        tune=tune,
+        compress=compress,
+        export=export,
+        model_options=model_options,
+        report=report,
+        tracking=tracking,
+        strategy=strategy,
+        distribute=distribute,
+        output_dir=output_dir,
+        overwrite=overwrite,
+        seed=seed,
+        name=name,
+    )
     keras.utils.set_random_seed(cfg.seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -186,8 +217,13 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
             cfg = tuned.config
         with stage("train"):
             cfg = find_learning_rate(cfg, prepared, strategy_obj, run.path, reuse=run.resuming)
-            trained, fit = run_training(cfg, prepared, strategy_obj, backup_dir=run.backup_dir,
-                                        callbacks=training_callbacks(cfg.tracking, run.path))
+            trained, fit = run_training(
+                cfg,
+                prepared,
+                strategy_obj,
+                backup_dir=run.backup_dir,
+                callbacks=training_callbacks(cfg.tracking, run.path),
+            )
             trained = as_float32(trained)
         compressed, export_cfg = None, cfg.export
         if cfg.compress is not None:
@@ -198,45 +234,86 @@ def fit_pipeline(data: Any = None, model: Any = None, *, data_options: Any = Non
             trained = with_target_scale(trained, prepared.target_scaler)
         with stage("evaluate"):
             evaluation = evaluate_run(trained, prepared, fit.history)
-            metrics = {**_split_metrics(trained, prepared, evaluation),
-                       **(compressed.metrics if compressed else {})}
+            metrics = {
+                **_split_metrics(trained, prepared, evaluation),
+                **(compressed.metrics if compressed else {}),
+            }
         with stage("export"):
-            artifacts = export_model(trained, run.path, export_cfg,
-                                     representative=prepared.sample(
-                                         "train", export_cfg.representative_rows),
-                                     float_model=compressed.float_model if compressed else None)
+            artifacts = export_model(
+                trained,
+                run.path,
+                export_cfg,
+                representative=prepared.sample("train", export_cfg.representative_rows),
+                float_model=compressed.float_model if compressed else None,
+            )
         if export_cfg.verify and artifacts:
             with stage("verify"):
                 x, y = prepared.part(evaluation.split)
-                metrics.update(verify_artifacts(
-                    evaluation.outputs, artifacts, x, y, prepared.task, export_cfg.atol,
-                    export_cfg.rtol, min_agreement=export_cfg.min_agreement,
-                    latency_runs=export_cfg.latency_runs))
+                metrics.update(
+                    verify_artifacts(
+                        evaluation.outputs,
+                        artifacts,
+                        x,
+                        y,
+                        prepared.task,
+                        export_cfg.atol,
+                        export_cfg.rtol,
+                        min_agreement=export_cfg.min_agreement,
+                        latency_runs=export_cfg.latency_runs,
+                    )
+                )
         with stage("explain"):
             explanations = explain_run(trained, prepared, cfg.report, cfg.seed)
         with stage("report"):
             write_json(run.path / "metrics.json", metrics)
             write_json(run.path / "history.json", fit.history)
             report_path = write_report(
-                run.path, name=cfg.name, history=fit.history,
-                summary={**prepared.summary(), **strategy_summary(cfg, strategy_obj),
-                         **describe_decisions(fit.performance)},
-                metrics=metrics, artifacts=artifacts, timings=stage.timings,
-                stop_reason=fit.stop_reason, config=cfg,
-                evaluation=evaluation, explanations=explanations,
-                intended_use=cfg.report.intended_use, limitations=cfg.report.limitations,
-                sections=[*([Section(**tuned.report_section())] if tuned else ()),
-                          *compression_sections(compressed, metrics, artifacts)])
+                run.path,
+                name=cfg.name,
+                history=fit.history,
+                summary={
+                    **prepared.summary(),
+                    **strategy_summary(cfg, strategy_obj),
+                    **describe_decisions(fit.performance),
+                },
+                metrics=metrics,
+                artifacts=artifacts,
+                timings=stage.timings,
+                stop_reason=fit.stop_reason,
+                config=cfg,
+                evaluation=evaluation,
+                explanations=explanations,
+                intended_use=cfg.report.intended_use,
+                limitations=cfg.report.limitations,
+                sections=[
+                    *([Section(**tuned.report_section())] if tuned else ()),
+                    *compression_sections(compressed, metrics, artifacts),
+                ],
+            )
         if cfg.tracking.tensorboard or cfg.tracking.mlflow:
             with stage("track"):
-                track_run(cfg.tracking, run.path, name=cfg.name, params=cfg.to_dict(),
-                          metrics=metrics, history=fit.history)
+                track_run(
+                    cfg.tracking,
+                    run.path,
+                    name=cfg.name,
+                    params=cfg.to_dict(),
+                    metrics=metrics,
+                    history=fit.history,
+                )
     except BaseException as exc:
         run.mark("failed", error=f"{type(exc).__name__}: {exc}")
         raise
     run.mark("finished", timings=stage.timings)
-    return PipelineResult(model=trained, history=fit.history, metrics=metrics,
-                          artifacts=artifacts, report_path=report_path,
-                          best_hyperparameters=tuned.best_values if tuned else None,
-                          config=cfg, run_dir=run.path, timings=stage.timings,
-                          stop_reason=fit.stop_reason, performance=fit.performance)
+    return PipelineResult(
+        model=trained,
+        history=fit.history,
+        metrics=metrics,
+        artifacts=artifacts,
+        report_path=report_path,
+        best_hyperparameters=tuned.best_values if tuned else None,
+        config=cfg,
+        run_dir=run.path,
+        timings=stage.timings,
+        stop_reason=fit.stop_reason,
+        performance=fit.performance,
+    )

@@ -42,7 +42,7 @@ class RunFolder:
         self.path = path
 
     @classmethod
-    def prepare(cls, output_dir: str | None, name: str, overwrite: bool) -> "RunFolder":
+    def prepare(cls, output_dir: str | None, name: str, overwrite: bool) -> RunFolder:
         """Opens (creating if needed) the run folder.
 
         Raises:
@@ -71,7 +71,8 @@ class RunFolder:
         if state == "finished" and not overwrite:
             raise ConfigError(
                 f"The output_dir {str(path)!r} holds a finished run; it is not overwritten. "
-                "Pass overwrite=True to replace it, or choose another output_dir.")
+                "Pass overwrite=True to replace it, or choose another output_dir."
+            )
         return state
 
     @staticmethod
@@ -89,11 +90,20 @@ class RunFolder:
         return self.backup_dir.exists() and any(self.backup_dir.iterdir())
 
     def mark(self, status: str, **extra: Any) -> None:
-        write_json(self.path / MARKER, {
-            "status": status, "updated": _dt.datetime.now().isoformat(timespec="seconds"), **extra})
+        write_json(
+            self.path / MARKER,
+            {
+                "status": status,
+                "updated": _dt.datetime.now().isoformat(timespec="seconds"),
+                **extra,
+            },
+        )
 
     @staticmethod
     def default_name(model: Any) -> str:
-        label = model if isinstance(model, str) else getattr(model, "__name__", None) or \
-            getattr(model, "name", None) or "model"
+        label = (
+            model
+            if isinstance(model, str)
+            else getattr(model, "__name__", None) or getattr(model, "name", None) or "model"
+        )
         return f"{label}-{_dt.datetime.now():%Y%m%d-%H%M%S}"

@@ -26,8 +26,16 @@ from typing import Any
 from kerastrain._keras import keras, tf
 from kerastrain.errors import ConfigError
 
-__all__ = ["Constant", "StepDecay", "OneCycle", "InverseSquareRoot", "Warmup", "Scaled",
-           "LearningRateSchedule", "value_at"]
+__all__ = [
+    "Constant",
+    "StepDecay",
+    "OneCycle",
+    "InverseSquareRoot",
+    "Warmup",
+    "Scaled",
+    "LearningRateSchedule",
+    "value_at",
+]
 
 LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
 _register = keras.saving.register_keras_serializable(package="kerastrain")
@@ -90,8 +98,13 @@ class StepDecay(LearningRateSchedule):
         ConfigError: For a `step_size` or `gamma` that is not positive.
     """
 
-    def __init__(self, initial_learning_rate: float, step_size: int, gamma: float = 0.1,
-                 name: str | None = None):
+    def __init__(
+        self,
+        initial_learning_rate: float,
+        step_size: int,
+        gamma: float = 0.1,
+        name: str | None = None,
+    ):
         _positive("step_size", step_size)
         _positive("gamma", gamma)
         self.initial_learning_rate = float(initial_learning_rate)
@@ -105,8 +118,12 @@ class StepDecay(LearningRateSchedule):
             return self.initial_learning_rate * tf.pow(self.gamma, decays)
 
     def get_config(self) -> dict[str, Any]:
-        return {"initial_learning_rate": self.initial_learning_rate,
-                "step_size": self.step_size, "gamma": self.gamma, "name": self.name}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "step_size": self.step_size,
+            "gamma": self.gamma,
+            "name": self.name,
+        }
 
 
 @_register
@@ -131,15 +148,22 @@ class OneCycle(LearningRateSchedule):
             outside (0, 1).
     """
 
-    def __init__(self, max_learning_rate: float, total_steps: int, pct_start: float = 0.3,
-                 div_factor: float = 25.0, final_div_factor: float = 1e4,
-                 name: str | None = None):
+    def __init__(
+        self,
+        max_learning_rate: float,
+        total_steps: int,
+        pct_start: float = 0.3,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        name: str | None = None,
+    ):
         _positive("total_steps", total_steps)
         _positive("div_factor", div_factor)
         _positive("final_div_factor", final_div_factor)
         if not 0 < pct_start < 1:
-            raise ConfigError(f"Argument `pct_start` must be in (0, 1). Received: "
-                              f"pct_start={pct_start!r}")
+            raise ConfigError(
+                f"Argument `pct_start` must be in (0, 1). Received: pct_start={pct_start!r}"
+            )
         self.max_learning_rate = float(max_learning_rate)
         self.total_steps = int(total_steps)
         self.pct_start = float(pct_start)
@@ -164,9 +188,14 @@ class OneCycle(LearningRateSchedule):
             return tf.where(step < rise, up, down)
 
     def get_config(self) -> dict[str, Any]:
-        return {"max_learning_rate": self.max_learning_rate, "total_steps": self.total_steps,
-                "pct_start": self.pct_start, "div_factor": self.div_factor,
-                "final_div_factor": self.final_div_factor, "name": self.name}
+        return {
+            "max_learning_rate": self.max_learning_rate,
+            "total_steps": self.total_steps,
+            "pct_start": self.pct_start,
+            "div_factor": self.div_factor,
+            "final_div_factor": self.final_div_factor,
+            "name": self.name,
+        }
 
 
 @_register
@@ -197,8 +226,11 @@ class InverseSquareRoot(LearningRateSchedule):
             return self.initial_learning_rate * tf.math.rsqrt(1.0 + step / float(self.timescale))
 
     def get_config(self) -> dict[str, Any]:
-        return {"initial_learning_rate": self.initial_learning_rate,
-                "timescale": self.timescale, "name": self.name}
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "timescale": self.timescale,
+            "name": self.name,
+        }
 
 
 def _serialize(schedule: Any) -> Any:
@@ -245,20 +277,33 @@ class Warmup(LearningRateSchedule):
         (0.05, 0.1)
     """
 
-    def __init__(self, schedule: Any, warmup_steps: int, warmup_learning_rate: float | None = None,
-                 method: str = "linear", name: str | None = None):
+    def __init__(
+        self,
+        schedule: Any,
+        warmup_steps: int,
+        warmup_learning_rate: float | None = None,
+        method: str = "linear",
+        name: str | None = None,
+    ):
         _positive("warmup_steps", warmup_steps, allow_zero=True)
         if method not in ("linear", "exponential"):
-            raise ConfigError(f"Argument `method` must be 'linear' or 'exponential'. "
-                              f"Received: method={method!r}")
-        if method == "exponential" and warmup_learning_rate is not None and \
-                warmup_learning_rate <= 0:
-            raise ConfigError("Argument `warmup_learning_rate` must be > 0 for an exponential "
-                              f"warmup. Received: warmup_learning_rate={warmup_learning_rate!r}")
+            raise ConfigError(
+                f"Argument `method` must be 'linear' or 'exponential'. Received: method={method!r}"
+            )
+        if (
+            method == "exponential"
+            and warmup_learning_rate is not None
+            and warmup_learning_rate <= 0
+        ):
+            raise ConfigError(
+                "Argument `warmup_learning_rate` must be > 0 for an exponential "
+                f"warmup. Received: warmup_learning_rate={warmup_learning_rate!r}"
+            )
         self.schedule = schedule
         self.warmup_steps = int(warmup_steps)
-        self.warmup_learning_rate = (None if warmup_learning_rate is None
-                                     else float(warmup_learning_rate))
+        self.warmup_learning_rate = (
+            None if warmup_learning_rate is None else float(warmup_learning_rate)
+        )
         self.method = method
         self.name = name
 
@@ -275,18 +320,25 @@ class Warmup(LearningRateSchedule):
                 start = 0.0 if self.warmup_learning_rate is None else self.warmup_learning_rate
                 warm = start + (peak - start) * fraction
             else:
-                start = (peak / 100.0 if self.warmup_learning_rate is None
-                         else tf.constant(self.warmup_learning_rate))
+                start = (
+                    peak / 100.0
+                    if self.warmup_learning_rate is None
+                    else tf.constant(self.warmup_learning_rate)
+                )
                 warm = start * tf.pow(peak / start, fraction)
             return tf.where(step < length, warm, after)
 
     def get_config(self) -> dict[str, Any]:
-        return {"schedule": _serialize(self.schedule), "warmup_steps": self.warmup_steps,
-                "warmup_learning_rate": self.warmup_learning_rate, "method": self.method,
-                "name": self.name}
+        return {
+            "schedule": _serialize(self.schedule),
+            "warmup_steps": self.warmup_steps,
+            "warmup_learning_rate": self.warmup_learning_rate,
+            "method": self.method,
+            "name": self.name,
+        }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> "Warmup":
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Warmup:
         config = dict(config)
         config["schedule"] = _deserialize(config["schedule"], custom_objects)
         return cls(**config)
@@ -309,8 +361,9 @@ class Scaled(LearningRateSchedule):
     def __init__(self, schedule: Any, scale: float = 1.0, name: str | None = None):
         _positive("scale", scale)
         self.schedule = schedule
-        self.scale = tf.Variable(float(scale), trainable=False, dtype=tf.float32,
-                                 name="learning_rate_scale")
+        self.scale = tf.Variable(
+            float(scale), trainable=False, dtype=tf.float32, name="learning_rate_scale"
+        )
         self.name = name
 
     def __call__(self, step: Any) -> tf.Tensor:
@@ -318,11 +371,14 @@ class Scaled(LearningRateSchedule):
             return self.scale * _call(self.schedule, step)
 
     def get_config(self) -> dict[str, Any]:
-        return {"schedule": _serialize(self.schedule), "scale": float(self.scale.numpy()),
-                "name": self.name}
+        return {
+            "schedule": _serialize(self.schedule),
+            "scale": float(self.scale.numpy()),
+            "name": self.name,
+        }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> "Scaled":
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Scaled:
         config = dict(config)
         config["schedule"] = _deserialize(config["schedule"], custom_objects)
         return cls(**config)

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from kerastrain._keras import keras, tf
 from kerastrain.callbacks import LearningRateLogger
@@ -27,9 +28,18 @@ from kerastrain.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["training_callbacks", "tensorboard_callback", "LearningRateLogger", "log_final_scalars",
-           "log_hparams", "log_mlflow", "track_run", "flatten_params", "scalar_metrics",
-           "TENSORBOARD_DIR"]
+__all__ = [
+    "training_callbacks",
+    "tensorboard_callback",
+    "LearningRateLogger",
+    "log_final_scalars",
+    "log_hparams",
+    "log_mlflow",
+    "track_run",
+    "flatten_params",
+    "scalar_metrics",
+    "TENSORBOARD_DIR",
+]
 
 TENSORBOARD_DIR = "tensorboard"
 #: Run-folder entries never sent to MLflow (the training backup, temporary files).
@@ -43,12 +53,18 @@ BATCH_METRICS, BATCH_PARAMS = 1000, 100
 def tensorboard_callback(log_dir: str | os.PathLike) -> keras.callbacks.TensorBoard:
     """A tf_keras `TensorBoard` callback writing epoch scalars (and the
     learning rate) to ``log_dir``, without graphs, histograms or profiling."""
-    return keras.callbacks.TensorBoard(log_dir=os.fspath(log_dir), histogram_freq=0,
-                                       write_graph=False, update_freq="epoch", profile_batch=0)
+    return keras.callbacks.TensorBoard(
+        log_dir=os.fspath(log_dir),
+        histogram_freq=0,
+        write_graph=False,
+        update_freq="epoch",
+        profile_batch=0,
+    )
 
 
-def training_callbacks(config: TrackingConfig,
-                       run_dir: str | os.PathLike) -> list[keras.callbacks.Callback]:
+def training_callbacks(
+    config: TrackingConfig, run_dir: str | os.PathLike
+) -> list[keras.callbacks.Callback]:
     """The callbacks the tracking options ask for during training.
 
     Args:
@@ -76,8 +92,7 @@ def scalar_metrics(metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, float]
     return flat
 
 
-def log_final_scalars(log_dir: str | os.PathLike,
-                      metrics: Mapping[str, Mapping[str, Any]]) -> Path:
+def log_final_scalars(log_dir: str | os.PathLike, metrics: Mapping[str, Mapping[str, Any]]) -> Path:
     """Writes the final metrics as TensorBoard scalars under ``log_dir/final``."""
     path = Path(log_dir) / "final"
     writer = tf.summary.create_file_writer(os.fspath(path))
@@ -88,9 +103,14 @@ def log_final_scalars(log_dir: str | os.PathLike,
     return path
 
 
-def log_hparams(log_dir: str | os.PathLike, hparams: Mapping[str, Any],
-                metrics: Mapping[str, float], *, trial_id: str | None = None,
-                step: int = 0) -> Path:
+def log_hparams(
+    log_dir: str | os.PathLike,
+    hparams: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    *,
+    trial_id: str | None = None,
+    step: int = 0,
+) -> Path:
     """Writes one trial's hyper-parameters and scores for TensorBoard's HParams view.
 
     Call it once per trial, each in its own folder under a common parent, and
@@ -114,8 +134,9 @@ def log_hparams(log_dir: str | os.PathLike, hparams: Mapping[str, Any],
     from tensorboard.plugins.hparams import api as hp
 
     path = Path(log_dir)
-    values = {k: (v if isinstance(v, (bool, int, float, str)) else str(v))
-              for k, v in hparams.items()}
+    values = {
+        k: (v if isinstance(v, (bool, int, float, str)) else str(v)) for k, v in hparams.items()
+    }
     writer = tf.summary.create_file_writer(os.fspath(path))
     with writer.as_default():
         hp.hparams(values, trial_id=trial_id or path.name)
@@ -142,20 +163,29 @@ def _mlflow() -> Any:
     try:
         import mlflow
     except ImportError:
-        raise ConfigError(f"MLflow tracking needs MLflow, which is not installed. Install it "
-                          f"with: {MLFLOW_INSTALL}.") from None
+        raise ConfigError(
+            f"MLflow tracking needs MLflow, which is not installed. Install it "
+            f"with: {MLFLOW_INSTALL}."
+        ) from None
     return mlflow
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def log_mlflow(run_dir: str | os.PathLike, *, name: str, params: Mapping[str, Any],
-               metrics: Mapping[str, Mapping[str, Any]],
-               history: Mapping[str, Sequence[float]], tracking_uri: str | None = None,
-               experiment: str = "kerastrain", artifact_location: str | None = None,
-               log_artifacts: bool = True) -> str:
+def log_mlflow(
+    run_dir: str | os.PathLike,
+    *,
+    name: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Mapping[str, Any]],
+    history: Mapping[str, Sequence[float]],
+    tracking_uri: str | None = None,
+    experiment: str = "kerastrain",
+    artifact_location: str | None = None,
+    log_artifacts: bool = True,
+) -> str:
     """Logs a finished run to MLflow and returns the MLflow run id.
 
     Args:
@@ -184,14 +214,20 @@ def log_mlflow(run_dir: str | os.PathLike, *, name: str, params: Mapping[str, An
 
     client = mlflow.tracking.MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found is not None else client.create_experiment(
-        experiment, artifact_location=artifact_location)
+    experiment_id = (
+        found.experiment_id
+        if found is not None
+        else client.create_experiment(experiment, artifact_location=artifact_location)
+    )
     run = client.create_run(experiment_id, run_name=name, tags={"kerastrain.run": name})
     run_id = run.info.run_id
     try:
         now = int(time.time() * 1000)
-        entries = [Metric(key, float(v), now, step) for key, values in history.items()
-                   for step, v in enumerate(values)]
+        entries = [
+            Metric(key, float(v), now, step)
+            for key, values in history.items()
+            for step, v in enumerate(values)
+        ]
         entries += [Metric(key, v, now, 0) for key, v in scalar_metrics(metrics).items()]
         for chunk in _chunks(entries, BATCH_METRICS):
             client.log_batch(run_id, metrics=list(chunk))
@@ -210,14 +246,24 @@ def log_mlflow(run_dir: str | os.PathLike, *, name: str, params: Mapping[str, An
         client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
         raise
     client.set_terminated(run_id)
-    logger.info("Logged the run to MLflow: experiment %r, run %s (%s).", experiment, run_id,
-                client.tracking_uri)
+    logger.info(
+        "Logged the run to MLflow: experiment %r, run %s (%s).",
+        experiment,
+        run_id,
+        client.tracking_uri,
+    )
     return run_id
 
 
-def track_run(config: TrackingConfig, run_dir: str | os.PathLike, *, name: str,
-              params: Mapping[str, Any], metrics: Mapping[str, Mapping[str, Any]],
-              history: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+def track_run(
+    config: TrackingConfig,
+    run_dir: str | os.PathLike,
+    *,
+    name: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Mapping[str, Any]],
+    history: Mapping[str, Sequence[float]],
+) -> dict[str, Any]:
     """Sends a finished run where the tracking options say.
 
     Args:
@@ -239,7 +285,13 @@ def track_run(config: TrackingConfig, run_dir: str | os.PathLike, *, name: str,
         logged["tensorboard"] = log_dir
     if config.mlflow:
         logged["mlflow_run_id"] = log_mlflow(
-            run_dir, name=name, params=params, metrics=metrics, history=history,
-            tracking_uri=config.mlflow_tracking_uri, experiment=config.mlflow_experiment,
-            artifact_location=config.mlflow_artifact_location)
+            run_dir,
+            name=name,
+            params=params,
+            metrics=metrics,
+            history=history,
+            tracking_uri=config.mlflow_tracking_uri,
+            experiment=config.mlflow_experiment,
+            artifact_location=config.mlflow_artifact_location,
+        )
     return logged

@@ -16,8 +16,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from kerastrain import callbacks as kcb
 from kerastrain._keras import ensure_tf_keras, keras, tf
@@ -31,8 +32,16 @@ from kerastrain.perf import Decision, configure_execution
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "compile_model", "compile_options", "default_callbacks", "train_model",
-           "monitor_mode", "find_learning_rate", "MAXIMIZED"]
+__all__ = [
+    "TrainResult",
+    "compile_model",
+    "compile_options",
+    "default_callbacks",
+    "train_model",
+    "monitor_mode",
+    "find_learning_rate",
+    "MAXIMIZED",
+]
 
 HISTORY_BACKUP = "history.json"
 LR_FINDER_JSON = "lr_finder.json"
@@ -73,12 +82,20 @@ def compile_options(train: TrainConfig) -> dict[str, Any]:
     (`perf.configure_execution`).
     """
     jit, steps = train.jit_compile, train.steps_per_execution
-    return {"jit_compile": False if jit == "auto" else bool(jit),
-            "steps_per_execution": 1 if steps == "auto" else int(steps)}
+    return {
+        "jit_compile": False if jit == "auto" else bool(jit),
+        "steps_per_execution": 1 if steps == "auto" else int(steps),
+    }
 
 
-def compile_model(model: keras.Model, task: Task, train: TrainConfig, *,
-                  learning_rate: Any = None, steps_per_epoch: int | None = None) -> None:
+def compile_model(
+    model: keras.Model,
+    task: Task,
+    train: TrainConfig,
+    *,
+    learning_rate: Any = None,
+    steps_per_epoch: int | None = None,
+) -> None:
     """Compiles ``model`` with the optimizer, loss and metrics of ``train``.
 
     Call inside the strategy scope that built the model. With
@@ -94,9 +111,12 @@ def compile_model(model: keras.Model, task: Task, train: TrainConfig, *,
         steps_per_epoch: Optimizer steps per epoch, to turn a schedule given in
             epochs into steps. Defaults to `None` (enough for a constant rate).
     """
-    model.compile(optimizer=make_optimizer(train, learning_rate, steps_per_epoch=steps_per_epoch),
-                  loss=make_loss(task, train), metrics=make_metrics(task, train),
-                  **compile_options(train))
+    model.compile(
+        optimizer=make_optimizer(train, learning_rate, steps_per_epoch=steps_per_epoch),
+        loss=make_loss(task, train),
+        metrics=make_metrics(task, train),
+        **compile_options(train),
+    )
     accumulate_gradients(model, train.gradient_accumulation)
 
 
@@ -107,11 +127,15 @@ def _monitor(name: str, has_validation: bool, what: str) -> str:
     return name
 
 
-def default_callbacks(train: TrainConfig, *, has_validation: bool,
-                      run_dir: str | os.PathLike | None = None,
-                      backup_dir: str | os.PathLike | None = None,
-                      examples_per_epoch: int | None = None,
-                      chief: bool = True) -> list[keras.callbacks.Callback]:
+def default_callbacks(
+    train: TrainConfig,
+    *,
+    has_validation: bool,
+    run_dir: str | os.PathLike | None = None,
+    backup_dir: str | os.PathLike | None = None,
+    examples_per_epoch: int | None = None,
+    chief: bool = True,
+) -> list[keras.callbacks.Callback]:
     """The callbacks `train_model` adds, in the order they must run.
 
     The blow-up guard, the history backup and `BackupAndRestore` come before
@@ -136,41 +160,71 @@ def default_callbacks(train: TrainConfig, *, has_validation: bool,
     Returns:
         The callbacks.
     """
-    own: list[keras.callbacks.Callback] = [kcb.LearningRateLogger(),
-                                           kcb.ThroughputLogger(examples_per_epoch)]
+    own: list[keras.callbacks.Callback] = [
+        kcb.LearningRateLogger(),
+        kcb.ThroughputLogger(examples_per_epoch),
+    ]
     if train.blowup_guard is not None:
         own.append(kcb.BlowupGuard(train.blowup_guard.retries, train.blowup_guard.lr_factor))
     if train.schedule == "plateau":
         opts: Any = train.schedule_settings()
         monitor = _monitor(opts.monitor, has_validation, "ReduceLROnPlateau")
-        own.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, factor=opts.factor, patience=opts.patience, min_delta=opts.min_delta,
-            cooldown=opts.cooldown, min_lr=opts.min_learning_rate,
-            mode=monitor_mode(monitor, opts.mode), verbose=0))
+        own.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                factor=opts.factor,
+                patience=opts.patience,
+                min_delta=opts.min_delta,
+                cooldown=opts.cooldown,
+                min_lr=opts.min_learning_rate,
+                mode=monitor_mode(monitor, opts.mode),
+                verbose=0,
+            )
+        )
     if backup_dir is not None:
         if chief:
             own.append(kcb.HistoryRecorder(Path(backup_dir) / HISTORY_BACKUP))
-        own.append(kcb.BackupAndRestore(os.fspath(backup_dir), save_freq=train.backup_frequency,
-                                        min_interval=train.backup_interval))
+        own.append(
+            kcb.BackupAndRestore(
+                os.fspath(backup_dir),
+                save_freq=train.backup_frequency,
+                min_interval=train.backup_interval,
+            )
+        )
     if train.ema:
         own.append(kcb.SwapEMAWeights())
     stopping = train.early_stopping
     if stopping is not None:
         monitor = _monitor(stopping.monitor, has_validation, "early stopping")
-        own.append(kcb.EarlyStopping(monitor, stopping.patience, stopping.min_delta,
-                                     monitor_mode(monitor, stopping.mode),
-                                     stopping.restore_best_weights))
+        own.append(
+            kcb.EarlyStopping(
+                monitor,
+                stopping.patience,
+                stopping.min_delta,
+                monitor_mode(monitor, stopping.mode),
+                stopping.restore_best_weights,
+            )
+        )
     if run_dir is not None and train.checkpoints:
         watched = stopping.monitor if stopping is not None else "val_loss"
         monitor = _monitor(watched, has_validation, "the best checkpoint")
         mode = monitor_mode(monitor, stopping.mode if stopping is not None else "auto")
-        folder = Path(run_dir) / "checkpoints" if chief else Path(
-            tempfile.mkdtemp(prefix="kerastrain-checkpoints-"))
+        folder = (
+            Path(run_dir) / "checkpoints"
+            if chief
+            else Path(tempfile.mkdtemp(prefix="kerastrain-checkpoints-"))
+        )
         own.append(kcb.Checkpoint(folder, monitor, mode, temporary=not chief))
     if run_dir is not None and train.tensorboard:
-        own.append(keras.callbacks.TensorBoard(
-            os.fspath(Path(run_dir) / "tensorboard"), histogram_freq=0, write_graph=False,
-            update_freq="epoch", profile_batch=0))
+        own.append(
+            keras.callbacks.TensorBoard(
+                os.fspath(Path(run_dir) / "tensorboard"),
+                histogram_freq=0,
+                write_graph=False,
+                update_freq="epoch",
+                profile_batch=0,
+            )
+        )
     return own
 
 
@@ -180,20 +234,28 @@ def _verbose(setting: Any) -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-def _refuse_plateau_with_schedule(model: keras.Model, callbacks: Sequence[Any],
-                                  train: TrainConfig) -> None:
+def _refuse_plateau_with_schedule(
+    model: keras.Model, callbacks: Sequence[Any], train: TrainConfig
+) -> None:
     plateau = train.schedule == "plateau" or any(
-        isinstance(cb, keras.callbacks.ReduceLROnPlateau) for cb in callbacks)
+        isinstance(cb, keras.callbacks.ReduceLROnPlateau) for cb in callbacks
+    )
     schedule = schedule_of(model.optimizer)
     if plateau and isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         raise ConfigError(
             "ReduceLROnPlateau cannot be combined with a schedule object: the optimizer's "
             f"learning rate is a {type(schedule).__name__}, which it cannot set. Compile with a "
-            "float learning rate (no schedule, no warmup), or drop ReduceLROnPlateau.")
+            "float learning rate (no schedule, no warmup), or drop ReduceLROnPlateau."
+        )
 
 
-def _summary(stopping: kcb.EarlyStopping | None, guard: kcb.BlowupGuard | None,
-             epochs: Sequence[int], total: int, resumed_at: int | None) -> str:
+def _summary(
+    stopping: kcb.EarlyStopping | None,
+    guard: kcb.BlowupGuard | None,
+    epochs: Sequence[int],
+    total: int,
+    resumed_at: int | None,
+) -> str:
     if stopping is not None:
         reason = stopping.summary(total)
     elif epochs and epochs[-1] + 1 < total:
@@ -204,19 +266,29 @@ def _summary(stopping: kcb.EarlyStopping | None, guard: kcb.BlowupGuard | None,
         reason += f"; resumed at epoch {resumed_at} from the backup"
     if guard is not None and guard.recoveries:
         last = guard.recoveries[-1]
-        reason += (f"; recovered from {len(guard.recoveries)} non-finite loss(es), learning rate "
-                   f"lowered to {last['lr_after']:.3g}")
+        reason += (
+            f"; recovered from {len(guard.recoveries)} non-finite loss(es), learning rate "
+            f"lowered to {last['lr_after']:.3g}"
+        )
     return reason
 
 
-def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
-                train: TrainConfig, *, callbacks: Sequence[keras.callbacks.Callback] = (),
-                epochs: int | None = None, initial_epoch: int = 0,
-                backup_dir: str | os.PathLike | None = None,
-                run_dir: str | os.PathLike | None = None,
-                examples_per_epoch: int | None = None, steps_per_epoch: int | None = None,
-                validation_steps: int | None = None,
-                step_seconds: float | None = None) -> TrainResult:
+def train_model(
+    model: keras.Model,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset | None,
+    train: TrainConfig,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    epochs: int | None = None,
+    initial_epoch: int = 0,
+    backup_dir: str | os.PathLike | None = None,
+    run_dir: str | os.PathLike | None = None,
+    examples_per_epoch: int | None = None,
+    steps_per_epoch: int | None = None,
+    validation_steps: int | None = None,
+    step_seconds: float | None = None,
+) -> TrainResult:
     """Fits a compiled model with kerastrain's callbacks.
 
     Args:
@@ -273,16 +345,34 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
         previous = kcb.load_records(backup_dir / HISTORY_BACKUP)
         if run_dir is None:
             run_dir = backup_dir.parent
-    own = default_callbacks(train, has_validation=val_ds is not None, run_dir=run_dir,
-                            backup_dir=backup_dir, examples_per_epoch=examples_per_epoch,
-                            chief=chief)
-    performance = configure_execution(model, train_ds, train, [*own, *callbacks],
-                                      epochs=total - initial_epoch, steps_per_epoch=steps_per_epoch,
-                                      probe_dataset=val_ds, step_seconds=step_seconds)
-    history = model.fit(train_ds, validation_data=val_ds, epochs=total,
-                        initial_epoch=initial_epoch, callbacks=[*own, *callbacks],
-                        verbose=_verbose(train.verbose), steps_per_epoch=steps_per_epoch,
-                        validation_steps=validation_steps)
+    own = default_callbacks(
+        train,
+        has_validation=val_ds is not None,
+        run_dir=run_dir,
+        backup_dir=backup_dir,
+        examples_per_epoch=examples_per_epoch,
+        chief=chief,
+    )
+    performance = configure_execution(
+        model,
+        train_ds,
+        train,
+        [*own, *callbacks],
+        epochs=total - initial_epoch,
+        steps_per_epoch=steps_per_epoch,
+        probe_dataset=val_ds,
+        step_seconds=step_seconds,
+    )
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=total,
+        initial_epoch=initial_epoch,
+        callbacks=[*own, *callbacks],
+        verbose=_verbose(train.verbose),
+        steps_per_epoch=steps_per_epoch,
+        validation_steps=validation_steps,
+    )
     logs = kcb.merge_history(previous, history.epoch, history.history)
     stopping = next((cb for cb in own if isinstance(cb, kcb.EarlyStopping)), None)
     guard = next((cb for cb in own if isinstance(cb, kcb.BlowupGuard)), None)
@@ -294,15 +384,25 @@ def train_model(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.D
     reason = _summary(stopping, guard, history.epoch, total, resumed_at)
     best = stopping.best_epoch + 1 if stopping is not None and stopping.restored else None
     logger.info("Training stopped: %s.", reason)
-    return TrainResult(history=logs, epochs_run=len(next(iter(logs.values()), [])),
-                       stop_reason=reason, best_epoch=best, resumed_at=resumed_at,
-                       recoveries=list(guard.recoveries) if guard is not None else [],
-                       performance=performance)
+    return TrainResult(
+        history=logs,
+        epochs_run=len(next(iter(logs.values()), [])),
+        stop_reason=reason,
+        best_epoch=best,
+        resumed_at=resumed_at,
+        recoveries=list(guard.recoveries) if guard is not None else [],
+        performance=performance,
+    )
 
 
-def find_learning_rate(build: Callable[[TrainConfig], keras.Model], train_ds: tf.data.Dataset,
-                       train: TrainConfig, *, out_dir: str | os.PathLike | None = None,
-                       reuse: bool = False) -> tuple[TrainConfig, dict[str, Any]]:
+def find_learning_rate(
+    build: Callable[[TrainConfig], keras.Model],
+    train_ds: tf.data.Dataset,
+    train: TrainConfig,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    reuse: bool = False,
+) -> tuple[TrainConfig, dict[str, Any]]:
     """Resolves ``learning_rate="find"`` with a learning-rate range test.
 
     A probe model from `build` (compiled with a constant rate, no warmup, no
@@ -326,16 +426,31 @@ def find_learning_rate(build: Callable[[TrainConfig], keras.Model], train_ds: tf
     saved = Path(out_dir) / LR_FINDER_JSON if out_dir is not None else None
     if reuse and saved is not None and saved.exists():
         record = json.loads(saved.read_text())
-        logger.info("Reusing the LR range test's suggestion %.3g from %s.",
-                    record["suggestion"], saved)
+        logger.info(
+            "Reusing the LR range test's suggestion %.3g from %s.", record["suggestion"], saved
+        )
         return train.replace(learning_rate=float(record["suggestion"])), record
     finder = train.lr_finder
-    probe = build(train.replace(learning_rate=finder.start_learning_rate, schedule="constant",
-                                schedule_options={}, warmup_epochs=0.0, warmup_steps=None,
-                                ema=False, blowup_guard=False))
-    result = kcb.lr_range_test(probe, train_ds, start_learning_rate=finder.start_learning_rate,
-                               end_learning_rate=finder.end_learning_rate, steps=finder.steps,
-                               rule=finder.rule, diverge=finder.diverge)
+    probe = build(
+        train.replace(
+            learning_rate=finder.start_learning_rate,
+            schedule="constant",
+            schedule_options={},
+            warmup_epochs=0.0,
+            warmup_steps=None,
+            ema=False,
+            blowup_guard=False,
+        )
+    )
+    result = kcb.lr_range_test(
+        probe,
+        train_ds,
+        start_learning_rate=finder.start_learning_rate,
+        end_learning_rate=finder.end_learning_rate,
+        steps=finder.steps,
+        rule=finder.rule,
+        diverge=finder.diverge,
+    )
     record = result.to_dict()
     if saved is not None:
         saved.parent.mkdir(parents=True, exist_ok=True)

@@ -12,11 +12,22 @@ import pytest
 import kerastrain
 from kerastrain import ConfigError, schedules
 from kerastrain._keras import keras, tf
-from kerastrain.callbacks import (BlowupGuard, Checkpoint, EarlyStopping, HistoryRecorder,
-                                  LearningRateLogger, SwapEMAWeights, ThroughputLogger,
-                                  TrainingDivergedError, load_records, lr_range_test,
-                                  merge_history, monitor_mode, plot_lr_range,
-                                  suggest_learning_rate)
+from kerastrain.callbacks import (
+    BlowupGuard,
+    Checkpoint,
+    EarlyStopping,
+    HistoryRecorder,
+    LearningRateLogger,
+    SwapEMAWeights,
+    ThroughputLogger,
+    TrainingDivergedError,
+    load_records,
+    lr_range_test,
+    merge_history,
+    monitor_mode,
+    plot_lr_range,
+    suggest_learning_rate,
+)
 from kerastrain.config import TrainConfig
 from kerastrain.data.validate import Task
 from kerastrain.train import compile_model, train_model
@@ -53,11 +64,16 @@ def test_early_stopping_stops_restores_and_says_why():
     stop = EarlyStopping(patience=2)
     model = run_epochs(stop, [1.0, 0.8, 0.85, 0.9, 0.7])
     assert stop.stopped_epoch == 3 and model.stop_training
-    assert stop.stop_reason == "val_loss did not improve by more than 0 for 2 epochs (best 0.8 at epoch 2)"
+    assert (
+        stop.stop_reason
+        == "val_loss did not improve by more than 0 for 2 epochs (best 0.8 at epoch 2)"
+    )
     assert model.value == "weights of epoch 2" and stop.restored
-    assert stop.summary(10) == ("early stopping after epoch 4: val_loss did not improve by more "
-                                "than 0 for 2 epochs (best 0.8 at epoch 2); weights restored from "
-                                "epoch 2")
+    assert stop.summary(10) == (
+        "early stopping after epoch 4: val_loss did not improve by more "
+        "than 0 for 2 epochs (best 0.8 at epoch 2); weights restored from "
+        "epoch 2"
+    )
 
 
 def test_early_stopping_infers_max_for_accuracy_and_honours_min_delta():
@@ -80,7 +96,9 @@ def test_early_stopping_keeps_last_weights_when_last_is_best_and_stops_on_nan():
 
 def _dense(seed=0, units=1, inputs=4, activation=None):
     keras.utils.set_random_seed(seed)
-    return keras.Sequential([keras.Input((inputs,)), keras.layers.Dense(units, activation=activation)])
+    return keras.Sequential(
+        [keras.Input((inputs,)), keras.layers.Dense(units, activation=activation)]
+    )
 
 
 def test_checkpoint_keeps_best_and_last(tmp_path):
@@ -103,8 +121,10 @@ def test_checkpoint_keeps_best_and_last(tmp_path):
         np.testing.assert_array_equal(got, want)
     for got, want in zip(last.get_weights(), weights[2]):
         np.testing.assert_array_equal(got, want)
-    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["best.weights.h5",
-                                                                    "last.weights.h5"]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == [
+        "best.weights.h5",
+        "last.weights.h5",
+    ]
     eager = Checkpoint(tmp_path / "eager", save_every_seconds=0)
     eager.set_model(model)
     eager.on_train_begin()
@@ -139,11 +159,21 @@ def test_blowup_guard_hooks_restore_lower_and_give_up():
         np.testing.assert_array_equal(got, want)
     assert int(model.optimizer.iterations) == 0
     assert model.optimizer.learning_rate.numpy() == pytest.approx(0.05)
-    assert guard.recoveries == [{"epoch": 1, "batch": 3, "loss": math.inf, "lr_before": pytest.approx(0.1),
-                                 "lr_after": pytest.approx(0.05)}]
+    assert guard.recoveries == [
+        {
+            "epoch": 1,
+            "batch": 3,
+            "loss": math.inf,
+            "lr_before": pytest.approx(0.1),
+            "lr_after": pytest.approx(0.05),
+        }
+    ]
     guard.on_train_batch_end(3, {"loss": 0.5})  # finite: nothing happens
-    with pytest.raises(TrainingDivergedError, match=r"became nan at epoch 1, batch 5, after 1 "
-                                                    r"recoveries.*Lower train.learning_rate"):
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"became nan at epoch 1, batch 5, after 1 "
+        r"recoveries.*Lower train.learning_rate",
+    ):
         guard.on_train_batch_end(4, {"loss": math.nan})
 
 
@@ -158,8 +188,9 @@ def test_blowup_guard_lowers_a_schedule_through_its_scale():
     guard.on_train_batch_end(0, {"loss": math.nan})
     assert float(scaled.scale.numpy()) == pytest.approx(0.1)
     bare = _dense()
-    bare.compile(optimizer=keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.1, 10)),
-                 loss="mse")
+    bare.compile(
+        optimizer=keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.1, 10)), loss="mse"
+    )
     guard = BlowupGuard()
     guard.set_model(bare)
     with pytest.raises(ConfigError, match="Wrap it in kerastrain.schedules.Scaled"):
@@ -175,9 +206,15 @@ def exploding():
 
 
 def test_blowup_guard_recovers_a_diverging_fit(exploding):
-    train = TrainConfig(optimizer="sgd", learning_rate=100.0, epochs=3, early_stopping=None,
-                        blowup_guard={"retries": 3, "lr_factor": 1e-5}, verbose=0,
-                        steps_per_execution=4)  # the guard sees every 4th step's loss
+    train = TrainConfig(
+        optimizer="sgd",
+        learning_rate=100.0,
+        epochs=3,
+        early_stopping=None,
+        blowup_guard={"retries": 3, "lr_factor": 1e-5},
+        verbose=0,
+        steps_per_execution=4,
+    )  # the guard sees every 4th step's loss
     model = _dense()
     compile_model(model, Task("regression"), train)
     result = train_model(model, exploding, None, train)
@@ -190,8 +227,14 @@ def test_blowup_guard_recovers_a_diverging_fit(exploding):
 
 
 def test_blowup_guard_fails_clearly_when_retries_run_out(exploding):
-    train = TrainConfig(optimizer="sgd", learning_rate=1e4, epochs=2, early_stopping=None,
-                        blowup_guard={"retries": 1, "lr_factor": 0.5}, verbose=0)
+    train = TrainConfig(
+        optimizer="sgd",
+        learning_rate=1e4,
+        epochs=2,
+        early_stopping=None,
+        blowup_guard={"retries": 1, "lr_factor": 0.5},
+        verbose=0,
+    )
     model = _dense()
     compile_model(model, Task("regression"), train)
     with pytest.raises(TrainingDivergedError, match="after 1 recoveries.*from 1e\\+04 to 5e\\+03"):
@@ -202,8 +245,12 @@ def test_default_callbacks_allow_several_steps_per_execution(tmp_path):
     from kerastrain.perf import pick_steps_per_execution
     from kerastrain.train import default_callbacks
 
-    own = default_callbacks(TrainConfig(ema=True, tensorboard=True), has_validation=True,
-                            run_dir=tmp_path, backup_dir=tmp_path / "backup")
+    own = default_callbacks(
+        TrainConfig(ema=True, tensorboard=True),
+        has_validation=True,
+        run_dir=tmp_path,
+        backup_dir=tmp_path / "backup",
+    )
     assert pick_steps_per_execution(1e-4, 100, own).value > 1
 
 
@@ -284,8 +331,13 @@ def test_suggest_learning_rate_rules():
 def test_lr_range_test_restores_the_model_and_plots(tmp_path, breast_cancer_arrays):
     x, y = breast_cancer_arrays
     x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
-    model = keras.Sequential([keras.Input((30,)), keras.layers.Dense(8, activation="relu"),
-                              keras.layers.Dense(1, activation="sigmoid")])
+    model = keras.Sequential(
+        [
+            keras.Input((30,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     before = model.get_weights()
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32))).batch(32)
@@ -306,16 +358,30 @@ def test_fit_with_early_stopping_checkpoints_and_tensorboard(tmp_path, breast_ca
     x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
     ds = tf.data.Dataset.from_tensor_slices((x[:400], y[:400].astype(np.float32))).batch(64)
     val = tf.data.Dataset.from_tensor_slices((x[400:], y[400:].astype(np.float32))).batch(200)
-    train = TrainConfig(learning_rate=1e-9, epochs=6, verbose=0, tensorboard=True,
-                        early_stopping={"patience": 1, "min_delta": 1e-3}, schedule="step")
+    train = TrainConfig(
+        learning_rate=1e-9,
+        epochs=6,
+        verbose=0,
+        tensorboard=True,
+        early_stopping={"patience": 1, "min_delta": 1e-3},
+        schedule="step",
+    )
     model = _dense(inputs=30, activation="sigmoid")
     compile_model(model, Task("binary"), train, steps_per_epoch=7)
     result = train_model(model, ds, val, train, run_dir=tmp_path, examples_per_epoch=400)
     # Nothing improves at a rate of 1e-9: stopped after epoch 2, with the reason.
-    assert result.stop_reason.startswith("early stopping after epoch 2: val_loss did not improve "
-                                         "by more than 0.001 for 1 epochs (best ")
+    assert result.stop_reason.startswith(
+        "early stopping after epoch 2: val_loss did not improve "
+        "by more than 0.001 for 1 epochs (best "
+    )
     assert result.epochs_run == 2 and set(result.history) >= {
-        "loss", "val_loss", "val_auc", "learning_rate", "epoch_time", "examples_per_second"}
+        "loss",
+        "val_loss",
+        "val_auc",
+        "learning_rate",
+        "epoch_time",
+        "examples_per_second",
+    }
     assert (tmp_path / "checkpoints" / "best.weights.h5").exists()
     assert (tmp_path / "checkpoints" / "last.weights.h5").exists()
     assert any((tmp_path / "tensorboard" / "train").iterdir())
@@ -332,9 +398,19 @@ def test_fit_with_early_stopping_checkpoints_and_tensorboard(tmp_path, breast_ca
 def test_fit_pipeline_learning_rate_find(tmp_path, breast_cancer_arrays):
     x, y = breast_cancer_arrays
     result = kerastrain.fit_pipeline(
-        (x, y), model="mlp", seed=2, output_dir=str(tmp_path / "run"), export={"formats": []},
-        train={"learning_rate": "find", "epochs": 2, "verbose": 0, "early_stopping": None,
-               "lr_finder": {"steps": 30, "start_learning_rate": 1e-5}})
+        (x, y),
+        model="mlp",
+        seed=2,
+        output_dir=str(tmp_path / "run"),
+        export={"formats": []},
+        train={
+            "learning_rate": "find",
+            "epochs": 2,
+            "verbose": 0,
+            "early_stopping": None,
+            "lr_finder": {"steps": 30, "start_learning_rate": 1e-5},
+        },
+    )
     record = json.loads((result.run_dir / "lr_finder.json").read_text())
     assert (result.run_dir / "lr_finder.png").exists() and len(record["losses"]) <= 30
     assert result.config.train.learning_rate == pytest.approx(record["suggestion"])

@@ -13,9 +13,18 @@ from kerastrain.cli import main
 
 def test_run_trains_from_a_yaml_file(tmp_path, capsys):
     config = tmp_path / "iris.yaml"
-    config.write_text(yaml.safe_dump({
-        "data": "iris", "model": "mlp", "train": {"epochs": 20, "learning_rate": 0.01, "verbose": 0},
-        "export": {"formats": ["tflite"]}, "seed": 0, "output_dir": str(tmp_path / "run")}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": "iris",
+                "model": "mlp",
+                "train": {"epochs": 20, "learning_rate": 0.01, "verbose": 0},
+                "export": {"formats": ["tflite"]},
+                "seed": 0,
+                "output_dir": str(tmp_path / "run"),
+            }
+        )
+    )
     kerastrain_logger = logging.getLogger("kerastrain")
     handlers = list(kerastrain_logger.handlers)
     assert main(["run", str(config)]) == 0
@@ -33,8 +42,9 @@ def test_run_trains_from_a_yaml_file(tmp_path, capsys):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kerastrain.cli", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "kerastrain.cli", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_bad_yaml_exits_2_with_one_paragraph_and_no_traceback(tmp_path):

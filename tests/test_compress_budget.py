@@ -11,8 +11,14 @@ import pytest
 
 from kerastrain._keras import tf
 from kerastrain.compress import BudgetNotMet
-from kerastrain.compress.budget import (Candidate, _failure, _magnitude_prune, _one_shot_cluster,
-                                        candidates, search)
+from kerastrain.compress.budget import (
+    Candidate,
+    _failure,
+    _magnitude_prune,
+    _one_shot_cluster,
+    candidates,
+    search,
+)
 from kerastrain.compress.common import Context
 from kerastrain.compress.plan import Plan
 from kerastrain.compress.prune import is_2_by_4
@@ -25,20 +31,34 @@ def section_rows(report: str, slug: str) -> list[list[str]]:
     """The table of one section of the HTML report, header row first."""
     match = re.search(rf'<section id="{slug}"[^>]*>(.*?)</section>', report, re.S)
     assert match, f"no section {slug!r} in the report"
-    return [[html.unescape(cell) for cell in re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S)]
-            for row in re.findall(r"<tr>(.*?)</tr>", match.group(1), re.S)]
+    return [
+        [html.unescape(cell) for cell in re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S)]
+        for row in re.findall(r"<tr>(.*?)</tr>", match.group(1), re.S)
+    ]
 
 
 @pytest.fixture(scope="module")
 def budget_run(breast_cancer_arrays, tmp_path_factory):
     """One fit_pipeline call whose budget only pruning can meet."""
     return fit_pipeline(
-        breast_cancer_arrays, "mlp", seed=0, output_dir=str(tmp_path_factory.mktemp("budget")),
-        model_options={"width": 64}, report={"explain": "none"},
+        breast_cancer_arrays,
+        "mlp",
+        seed=0,
+        output_dir=str(tmp_path_factory.mktemp("budget")),
+        model_options={"width": 64},
+        report={"explain": "none"},
         train={"epochs": 4, "verbose": 0, "early_stopping": None},
-        compress={"budget": {"max_kb": 5.0, "max_accuracy_drop": 0.03, "sparsities": [0.9],
-                             "clusters": [], "structured": False}},
-        export={"formats": ["tflite"], "tflite": "float32", "latency_runs": 10})
+        compress={
+            "budget": {
+                "max_kb": 5.0,
+                "max_accuracy_drop": 0.03,
+                "sparsities": [0.9],
+                "clusters": [],
+                "structured": False,
+            }
+        },
+        export={"formats": ["tflite"], "tflite": "float32", "latency_runs": 10},
+    )
 
 
 def test_the_budget_is_met_by_the_least_compression_that_fits(budget_run):
@@ -55,8 +75,11 @@ def test_the_budget_is_met_by_the_least_compression_that_fits(budget_run):
     assert result.metrics["tflite_int8"]["accuracy"] >= baseline["accuracy"] - 0.05
     header, *rows = section_rows(result.report_path.read_text(), "budget-candidates")
     status = {row[0]: row[header.index("status")] for row in rows}
-    assert status == {"float16": "skipped: estimated over 5 KiB",  # never trained
-                      "int8": "skipped: estimated over 5 KiB", "prune 0.9 + int8": "met"}
+    assert status == {
+        "float16": "skipped: estimated over 5 KiB",  # never trained
+        "int8": "skipped: estimated over 5 KiB",
+        "prune 0.9 + int8": "met",
+    }
 
 
 def test_a_budget_that_cannot_be_met_lists_every_candidate(budget_run):
@@ -77,25 +100,48 @@ def test_the_failure_message_names_the_best_candidate_found():
     budget = BudgetConfig(max_kb=10, max_accuracy_drop=0.01)
     tried = [
         Candidate(Plan(), "int8", estimated_kb=20, status="skipped: estimated over 10 KiB"),
-        Candidate(Plan(prune=PruneConfig(target_sparsity=0.75)), "int8", estimated_kb=9.5,
-                  size_kb=9.6, score=0.95, drop=0.03, status="accuracy drop 0.03 > 0.01"),
-        Candidate(Plan(prune=PruneConfig(target_sparsity=0.9)), "int8", estimated_kb=6.0,
-                  size_kb=6.1, score=0.93, drop=0.05, status="accuracy drop 0.05 > 0.01"),
+        Candidate(
+            Plan(prune=PruneConfig(target_sparsity=0.75)),
+            "int8",
+            estimated_kb=9.5,
+            size_kb=9.6,
+            score=0.95,
+            drop=0.03,
+            status="accuracy drop 0.03 > 0.01",
+        ),
+        Candidate(
+            Plan(prune=PruneConfig(target_sparsity=0.9)),
+            "int8",
+            estimated_kb=6.0,
+            size_kb=6.1,
+            score=0.93,
+            drop=0.05,
+            status="accuracy drop 0.05 > 0.01",
+        ),
     ]
     message = _failure(tried, budget, baseline=0.98, name="accuracy")
     # Nothing kept the accuracy: the best is the most accurate within the size.
     assert "Best found: prune 0.75 + int8 at 9.6 KiB gzipped, validation accuracy 0.9500" in message
-    assert ("  - prune 0.9 + int8: estimated 6.0 KiB, 6.1 KiB, accuracy 0.9300 -> accuracy"
-            in message)
+    assert (
+        "  - prune 0.9 + int8: estimated 6.0 KiB, 6.1 KiB, accuracy 0.9300 -> accuracy" in message
+    )
 
 
 def test_candidates_go_from_the_least_to_the_most_compressed():
-    names = [c.name for c in candidates(BudgetConfig(max_kb=8, sparsities=[0.75, 0.5],
-                                                     clusters=[8, 16]))]
-    assert names == ["float16", "int8", "prune 2:4 + int8", "prune 0.5 + int8",
-                     "prune 0.75 + int8", "prune 0.5 + cluster 16 + int8",
-                     "prune 0.5 + cluster 8 + int8", "prune 0.75 + cluster 16 + int8",
-                     "prune 0.75 + cluster 8 + int8"]
+    names = [
+        c.name for c in candidates(BudgetConfig(max_kb=8, sparsities=[0.75, 0.5], clusters=[8, 16]))
+    ]
+    assert names == [
+        "float16",
+        "int8",
+        "prune 2:4 + int8",
+        "prune 0.5 + int8",
+        "prune 0.75 + int8",
+        "prune 0.5 + cluster 16 + int8",
+        "prune 0.5 + cluster 8 + int8",
+        "prune 0.75 + cluster 16 + int8",
+        "prune 0.75 + cluster 8 + int8",
+    ]
 
 
 def test_one_shot_estimates_have_the_zeros_and_values_of_the_real_thing():

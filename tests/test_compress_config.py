@@ -10,8 +10,9 @@ from kerastrain.errors import ConfigError
 
 
 def test_defaults_follow_the_contract():
-    config = CompressConfig.from_dict({"prune": {}, "quantize": "qat", "cluster": {},
-                                       "distill": {"student": {"width": 16}}})
+    config = CompressConfig.from_dict(
+        {"prune": {}, "quantize": "qat", "cluster": {}, "distill": {"student": {"width": 16}}}
+    )
     assert config.prune.target_sparsity == 0.8 and config.prune.schedule == "polynomial"
     assert config.prune.structure is None and config.prune.skip_first_conv
     assert config.prune.skip_output and config.prune.ramp_epochs == 1
@@ -27,22 +28,25 @@ def test_2_by_4_prunes_exactly_half():
         PruneConfig(structure="2:4", target_sparsity=0.8)
 
 
-@pytest.mark.parametrize("section, value, message", [
-    ({"prune": {"target_sparsity": 1.0}}, None, r"compress.prune.target_sparsity.*< 1"),
-    ({"prune": {"schedule": "polynomal"}}, None, r"Did you mean 'polynomial'"),
-    ({"prune": {"structure": "4:8"}}, None, r"compress.prune.structure.*'2:4'"),
-    ({"prune": {"epochs": 2, "end_epoch": 3}}, None, r"compress.prune.end_epoch.*<= .*\(2\)"),
-    ({"prune": {"initial_sparsity": 0.9, "target_sparsity": 0.5}}, None, r"initial_sparsity"),
-    ({"prune": {"sparsity": 0.5}}, None, r"Unknown option 'compress.prune.sparsity'"),
-    ({"quantize": "int8"}, None, r"compress.quantize.*'qat'"),
-    ({"cluster": {"clusters": 1}}, None, r"compress.cluster.clusters.*>= 2"),
-    ({"cluster": {"init": "kmeans"}}, None, r"Did you mean 'kmeans\+\+'"),
-    ({"distill": {"alpha": 1.5}}, None, r"compress.distill.alpha.*<= 1"),
-    ({"budget": {}}, None, r"compress.budget.max_kb"),
-    ({"budget": {"max_kb": 8, "sparsities": [0.5, 1.2]}}, None, r"sparsities\[1\]"),
-    ({"budget": {"max_kb": 8}, "prune": {}}, None, r"budget chooses the techniques"),
-    ({"prune": True}, None, r"'compress.prune' option must be a mapping of PruneConfig"),
-])
+@pytest.mark.parametrize(
+    "section, value, message",
+    [
+        ({"prune": {"target_sparsity": 1.0}}, None, r"compress.prune.target_sparsity.*< 1"),
+        ({"prune": {"schedule": "polynomal"}}, None, r"Did you mean 'polynomial'"),
+        ({"prune": {"structure": "4:8"}}, None, r"compress.prune.structure.*'2:4'"),
+        ({"prune": {"epochs": 2, "end_epoch": 3}}, None, r"compress.prune.end_epoch.*<= .*\(2\)"),
+        ({"prune": {"initial_sparsity": 0.9, "target_sparsity": 0.5}}, None, r"initial_sparsity"),
+        ({"prune": {"sparsity": 0.5}}, None, r"Unknown option 'compress.prune.sparsity'"),
+        ({"quantize": "int8"}, None, r"compress.quantize.*'qat'"),
+        ({"cluster": {"clusters": 1}}, None, r"compress.cluster.clusters.*>= 2"),
+        ({"cluster": {"init": "kmeans"}}, None, r"Did you mean 'kmeans\+\+'"),
+        ({"distill": {"alpha": 1.5}}, None, r"compress.distill.alpha.*<= 1"),
+        ({"budget": {}}, None, r"compress.budget.max_kb"),
+        ({"budget": {"max_kb": 8, "sparsities": [0.5, 1.2]}}, None, r"sparsities\[1\]"),
+        ({"budget": {"max_kb": 8}, "prune": {}}, None, r"budget chooses the techniques"),
+        ({"prune": True}, None, r"'compress.prune' option must be a mapping of PruneConfig"),
+    ],
+)
 def test_bad_compress_options_are_refused_by_name(section, value, message):
     with pytest.raises(ConfigError, match=message):
         CompressConfig.from_dict(section)

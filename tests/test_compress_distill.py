@@ -32,15 +32,28 @@ def test_a_teacher_makes_a_small_data_student_better_than_labels_alone(digits_ar
     """
     x, y = digits_arrays
     strategy = tf.distribute.get_strategy()
-    teacher_config = load_config(None, data=(x[:1000], y[:1000]), model="cnn", seed=0,
-                                 data_options={"test_split": 0.0}, train={"epochs": 10, **FAST})
-    teacher, _ = run_training(teacher_config, prepare_data(
-        teacher_config.data, teacher_config.data_options, 0), strategy)
+    teacher_config = load_config(
+        None,
+        data=(x[:1000], y[:1000]),
+        model="cnn",
+        seed=0,
+        data_options={"test_split": 0.0},
+        train={"epochs": 10, **FAST},
+    )
+    teacher, _ = run_training(
+        teacher_config, prepare_data(teacher_config.data, teacher_config.data_options, 0), strategy
+    )
 
-    config = load_config(None, data=(x[1000:], y[1000:]), model="mlp", seed=0, compress={},
-                         model_options={"width": 32, "depth": 1, "dropout": 0.0},
-                         train={"epochs": 100, **FAST},
-                         data_options={"validation_split": 0.0, "test_split": 0.93})
+    config = load_config(
+        None,
+        data=(x[1000:], y[1000:]),
+        model="mlp",
+        seed=0,
+        compress={},
+        model_options={"width": 32, "depth": 1, "dropout": 0.0},
+        train={"epochs": 100, **FAST},
+        data_options={"validation_split": 0.0, "test_split": 0.93},
+    )
     prepared = prepare_data(config.data, config.data_options, config.seed)
     assert len(prepared.splits.train) < 60
     x_test, y_test = prepared.part("test")
@@ -48,8 +61,9 @@ def test_a_teacher_makes_a_small_data_student_better_than_labels_alone(digits_ar
     keras.utils.set_random_seed(0)
     alone, _ = run_training(config, prepared, strategy)
     keras.utils.set_random_seed(0)
-    distilled, step = distill(teacher, DistillConfig(teacher=teacher), Context.create(
-        config, prepared, strategy))
+    distilled, step = distill(
+        teacher, DistillConfig(teacher=teacher), Context.create(config, prepared, strategy)
+    )
 
     def accuracy(model: keras.Model) -> float:
         return float(np.mean(predict(model, x_test).argmax(1) == y_test))
@@ -69,6 +83,7 @@ def test_soft_loss_is_zero_for_equal_outputs_and_matches_kl():
     def tempered(p: np.ndarray, t: float) -> np.ndarray:
         q = np.power(p, 1.0 / t)
         return q / q.sum(axis=1, keepdims=True)
+
     pt, ps = tempered(teacher.numpy(), 2.0), tempered(student.numpy(), 2.0)
     expected = 4.0 * np.mean(np.sum(pt * np.log(pt / ps), axis=1))
     assert float(soft_loss(task, teacher, student, 2.0)) == pytest.approx(expected, rel=1e-4)
@@ -78,8 +93,9 @@ def test_soft_loss_is_zero_for_equal_outputs_and_matches_kl():
     pt, ps = np.array([0.1, 0.9]), np.array([0.4, 0.6])
     assert float(binary) == pytest.approx(np.sum(pt * np.log(pt / ps)), rel=1e-4)
     # Regression students match the teacher's outputs by squared error.
-    assert float(soft_loss(Task("regression", 0), tf.constant([[1.0]]), tf.constant([[3.0]]),
-                           5.0)) == pytest.approx(4.0)
+    assert float(
+        soft_loss(Task("regression", 0), tf.constant([[1.0]]), tf.constant([[3.0]]), 5.0)
+    ) == pytest.approx(4.0)
 
 
 def test_a_teacher_that_is_not_a_model_is_refused():

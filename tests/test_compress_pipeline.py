@@ -25,28 +25,43 @@ from kerastrain.pipeline import fit_pipeline
 from kerastrain.trial import predict, run_training
 
 #: Class names TF-MOT gives its wrappers; none may reach an exported file.
-TFMOT_CLASSES = ("PruneLowMagnitude", "ClusterWeights", "QuantizeWrapper", "QuantizeAnnotate",
-                 "QuantizeLayer")
+TFMOT_CLASSES = (
+    "PruneLowMagnitude",
+    "ClusterWeights",
+    "QuantizeWrapper",
+    "QuantizeAnnotate",
+    "QuantizeLayer",
+)
 
 
 def section_rows(report: str, slug: str) -> list[list[str]]:
     """The table of one section of the HTML report, header row first."""
     match = re.search(rf'<section id="{slug}"[^>]*>(.*?)</section>', report, re.S)
     assert match, f"no section {slug!r} in the report"
-    return [[html.unescape(cell) for cell in re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S)]
-            for row in re.findall(r"<tr>(.*?)</tr>", match.group(1), re.S)]
+    return [
+        [html.unescape(cell) for cell in re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S)]
+        for row in re.findall(r"<tr>(.*?)</tr>", match.group(1), re.S)
+    ]
 
 
 def test_one_call_distills_prunes_clusters_quantizes_and_exports(breast_cancer_arrays, tmp_path):
     result = fit_pipeline(
-        breast_cancer_arrays, "mlp", seed=0, output_dir=str(tmp_path),
-        model_options={"width": 32}, report={"explain": "none"},
+        breast_cancer_arrays,
+        "mlp",
+        seed=0,
+        output_dir=str(tmp_path),
+        model_options={"width": 32},
+        report={"explain": "none"},
         train={"epochs": 6, "verbose": 0, "early_stopping": None},
-        compress={"distill": {"student": {"width": 16}, "epochs": 2},
-                  "prune": {"target_sparsity": 0.5, "epochs": 2},
-                  "cluster": {"clusters": 8, "epochs": 1},
-                  "quantize": "qat", "quantize_epochs": 1},
-        export={"tflite": "int8", "latency_runs": 20})
+        compress={
+            "distill": {"student": {"width": 16}, "epochs": 2},
+            "prune": {"target_sparsity": 0.5, "epochs": 2},
+            "cluster": {"clusters": 8, "epochs": 1},
+            "quantize": "qat",
+            "quantize_epochs": 1,
+        },
+        export={"tflite": "int8", "latency_runs": 20},
+    )
 
     summary = json.loads((tmp_path / "compression.json").read_text())
     assert [s["step"] for s in summary["steps"]] == ["distill", "prune", "cluster", "qat"]
@@ -56,8 +71,9 @@ def test_one_call_distills_prunes_clusters_quantizes_and_exports(breast_cancer_a
     assert all(v >= 0.495 for v in summary["sparsity"].values()), summary["sparsity"]
     assert summary["clustered_layers"] == ["dense_0", "dense_1"]
     assert all(n <= 8 for n in summary["unique_values"].values()), summary["unique_values"]
-    (dense_1,) = [w for w in tflite_weights(result.artifacts["tflite_int8"]).values()
-                  if w.shape == (16, 16)]  # its int8 kernel: zeros, <= 8 values per channel
+    (dense_1,) = [
+        w for w in tflite_weights(result.artifacts["tflite_int8"]).values() if w.shape == (16, 16)
+    ]  # its int8 kernel: zeros, <= 8 values per channel
     assert np.mean(dense_1 == 0) >= 0.495
     assert max(np.unique(row).size for row in dense_1) <= 8
     assert summary["unquantized_layers"] == ["normalize"]
@@ -82,30 +98,51 @@ def test_one_call_distills_prunes_clusters_quantizes_and_exports(breast_cancer_a
     report = result.report_path.read_text()
     header, *rows = section_rows(report, "compression")
     table = {row[0]: dict(zip(header, row)) for row in rows}
-    assert list(table) == ["uncompressed float32 TFLite (baseline)", "savedmodel", "keras",
-                           "tflite_int8"]
+    assert list(table) == [
+        "uncompressed float32 TFLite (baseline)",
+        "savedmodel",
+        "keras",
+        "tflite_int8",
+    ]
     assert table["tflite_int8"]["gzip bytes"] == str(int8["gzip_bytes"])
     assert float(table["tflite_int8"]["x smaller (gzip)"]) > 3
     header, *rows = section_rows(report, "compressed-layers")
     assert ["normalize", "n/a", "n/a", "no (left in float)"] in rows
-    assert [row[0] for row in section_rows(report, "compression-steps")[1:]] == \
-        ["distill", "prune", "cluster", "qat"]
+    assert [row[0] for row in section_rows(report, "compression-steps")[1:]] == [
+        "distill",
+        "prune",
+        "cluster",
+        "qat",
+    ]
 
 
 def test_every_tflite_mode_is_verified_and_timed(digits_arrays, tmp_path):
-    config = load_config(None, data=digits_arrays, model="mlp", seed=0,
-                         model_options={"width": 128, "depth": 1},
-                         train={"epochs": 1, "verbose": 0, "early_stopping": None,
-                                "mixed_precision": "float32"})
+    config = load_config(
+        None,
+        data=digits_arrays,
+        model="mlp",
+        seed=0,
+        model_options={"width": 128, "depth": 1},
+        train={"epochs": 1, "verbose": 0, "early_stopping": None, "mixed_precision": "float32"},
+    )
     prepared = prepare_data(config.data, config.data_options, config.seed)
     model, _ = run_training(config, prepared, tf.distribute.get_strategy())
     x, y = prepared.part("test")
-    export = ExportConfig(formats=["tflite"], tflite=["float32", "float16", "dynamic", "int8"],
-                          int8_io=True)
+    export = ExportConfig(
+        formats=["tflite"], tflite=["float32", "float16", "dynamic", "int8"], int8_io=True
+    )
     artifacts = export_model(model, tmp_path, export, representative=prepared.part("train")[0])
     assert artifacts.approximate == {"tflite_float16", "tflite_dynamic", "tflite_int8"}
-    metrics = verify_artifacts(predict(model, x), artifacts, x, y, prepared.task, atol=1e-4,
-                               min_agreement=0.97, latency_runs=20)
+    metrics = verify_artifacts(
+        predict(model, x),
+        artifacts,
+        x,
+        y,
+        prepared.task,
+        atol=1e-4,
+        min_agreement=0.97,
+        latency_runs=20,
+    )
 
     sizes = {name: m["bytes"] for name, m in metrics.items()}
     assert sizes["tflite"] > sizes["tflite_float16"] > sizes["tflite_dynamic"]
@@ -160,14 +197,24 @@ def test_compression_under_a_mirrored_strategy_of_two_cpus(tmp_path):
     """The logical CPUs must exist before TensorFlow starts: its own process."""
     # TF_USE_LEGACY_KERAS=1 (TF-MOT sets it anyway) lets TensorFlow skip
     # importing Keras 3: a faster start.
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
-                                          os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "run")],
-                          capture_output=True, text=True, env=env, timeout=300)
+    env = {
+        **os.environ,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_USE_LEGACY_KERAS": "1",
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     assert result["replicas"] == 2
     # The distiller's loss is scaled per replica; the student was pruned with
     # wrappers built inside the strategy's scope (its variables are mirrored).

@@ -27,8 +27,14 @@ from kerastrain.config import CompressConfig, ExportConfig, load_config
 from kerastrain.config.compress import ClusterConfig, PruneConfig
 from kerastrain.data.prepare import prepare_data
 from kerastrain.errors import ConfigError
-from kerastrain.export import (agreement, convert_to_tflite, export_model, load_predictor,
-                               tflite_latency, verify_artifacts)
+from kerastrain.export import (
+    agreement,
+    convert_to_tflite,
+    export_model,
+    load_predictor,
+    tflite_latency,
+    verify_artifacts,
+)
 from kerastrain.models.base import output_layer
 from kerastrain.trial import predict, run_training
 
@@ -50,31 +56,44 @@ class Trained:
 def trained(digits_arrays) -> Trained:
     keras.utils.set_random_seed(0)
     config = load_config(
-        None, data=digits_arrays, model="cnn", seed=0, compress={},
+        None,
+        data=digits_arrays,
+        model="cnn",
+        seed=0,
+        compress={},
         data_options={"validation_split": 0.0, "batch_size": 64},
         model_options={"filters": 8, "dense": 32, "dropout": 0.0},
-        train={"epochs": 10, "learning_rate": 5e-3, "verbose": 0, "early_stopping": None})
+        train={"epochs": 10, "learning_rate": 5e-3, "verbose": 0, "early_stopping": None},
+    )
     prepared = prepare_data(config.data, config.data_options, config.seed)
     strategy = tf.distribute.get_strategy()
     model, _ = run_training(config, prepared, strategy)
     x_test, y_test = prepared.part("test")
     accuracy = float(np.mean(predict(model, x_test).argmax(1) == y_test))
     assert accuracy > 0.9, "the base CNN must be worth compressing"
-    return Trained(model, Context.create(config, prepared, strategy), x_test, y_test,
-                   prepared.part("train")[0], accuracy)
+    return Trained(
+        model,
+        Context.create(config, prepared, strategy),
+        x_test,
+        y_test,
+        prepared.part("train")[0],
+        accuracy,
+    )
 
 
 @pytest.fixture(scope="module")
 def pruned(trained):
     """The module's CNN pruned to 75% (default layers), stripped."""
-    return apply_plan(trained.model, Plan(prune=PruneConfig(target_sparsity=0.75, epochs=2)),
-                      trained.ctx)
+    return apply_plan(
+        trained.model, Plan(prune=PruneConfig(target_sparsity=0.75, epochs=2)), trained.ctx
+    )
 
 
 def _tflite_kernel(path, layer: str) -> np.ndarray:
     """A layer's kernel as stored in a TFLite file, found by its size."""
-    (values,) = [v for v in prune_mod.tflite_weights(path).values()
-                 if v.size == KERNEL_SIZES[layer]]
+    (values,) = [
+        v for v in prune_mod.tflite_weights(path).values() if v.size == KERNEL_SIZES[layer]
+    ]
     return values
 
 
@@ -101,23 +120,26 @@ def test_pruning_reaches_the_target_in_stripped_and_exported_weights(trained, pr
         assert kernel.dtype == np.int8 and prune_mod.weight_sparsity(kernel) >= 0.745
     # The exported .keras file reloads with no TF-MOT scope and predicts the same.
     reloaded = keras.models.load_model(artifacts["keras"], compile=False)
-    np.testing.assert_allclose(reloaded.predict(trained.x_test, verbose=0),
-                               predict(stripped, trained.x_test), atol=1e-5)
+    np.testing.assert_allclose(
+        reloaded.predict(trained.x_test, verbose=0), predict(stripped, trained.x_test), atol=1e-5
+    )
 
 
 def test_structured_2_by_4_pruning_keeps_its_pattern_through_int8(trained, tmp_path):
-    result = apply_plan(trained.model, Plan(prune=PruneConfig(structure="2:4", epochs=1)),
-                        trained.ctx)
+    result = apply_plan(
+        trained.model, Plan(prune=PruneConfig(structure="2:4", epochs=1)), trained.ctx
+    )
 
     for name in ("conv_1", "dense"):
         kernel = result.model.get_layer(name).kernel.numpy()
         assert prune_mod.is_2_by_4(kernel), name
         assert result.sparsity[name] == pytest.approx(0.5, abs=0.01)
     assert not prune_mod.is_2_by_4(result.model.get_layer("output").kernel.numpy())
-    artifacts = export_model(result.model, tmp_path,
-                             ExportConfig(formats=["tflite"], tflite="dynamic"))
-    conv = _tflite_kernel(artifacts["tflite_dynamic"], "conv_1")     # (out, h, w, in), int8
-    dense = _tflite_kernel(artifacts["tflite_dynamic"], "dense")     # (out, in)
+    artifacts = export_model(
+        result.model, tmp_path, ExportConfig(formats=["tflite"], tflite="dynamic")
+    )
+    conv = _tflite_kernel(artifacts["tflite_dynamic"], "conv_1")  # (out, h, w, in), int8
+    dense = _tflite_kernel(artifacts["tflite_dynamic"], "dense")  # (out, in)
     assert prune_mod.is_2_by_4(np.transpose(conv, (1, 2, 3, 0)))
     assert prune_mod.is_2_by_4(dense.T)
 
@@ -139,16 +161,24 @@ def test_layer_selection_names_what_is_wrong(trained):
         prune_mod.prunable_layers(model, PruneConfig(layers=["normalize"]))
     with pytest.raises(ConfigError, match="No layer is left to be pruned"):
         prune_mod.prunable_layers(model, PruneConfig(skip=["conv_1", "dense"]))
-    assert prune_mod.prunable_layers(model, PruneConfig(skip_output=False, skip_first_conv=False)) \
-        == ["conv_0", "conv_1", "dense", "output"]
+    assert prune_mod.prunable_layers(
+        model, PruneConfig(skip_output=False, skip_first_conv=False)
+    ) == ["conv_0", "conv_1", "dense", "output"]
 
 
 def test_a_bad_layer_name_fails_before_any_compression_training(trained):
-    config = trained.ctx.config.replace(compress=CompressConfig(
-        prune=PruneConfig(target_sparsity=0.5), cluster=ClusterConfig(layers=["dense", "outptu"])))
+    config = trained.ctx.config.replace(
+        compress=CompressConfig(
+            prune=PruneConfig(target_sparsity=0.5),
+            cluster=ClusterConfig(layers=["dense", "outptu"]),
+        )
+    )
     start = time.perf_counter()
-    with pytest.raises(ConfigError, match=r"compress.cluster.layers.*'outptu'.*Did you mean "
-                                          r"'output'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"compress.cluster.layers.*'outptu'.*Did you mean "
+        r"'output'",
+    ):
         compress_model(trained.model, trained.ctx.prepared, config, trained.ctx.strategy)
     assert time.perf_counter() - start < 5  # no baseline conversion, no pruning fine-tuning
 
@@ -166,12 +196,14 @@ def test_fusing_relu_into_the_layer_changes_no_output(trained):
     fused = fuse_activations(trained.model)
     assert fused.get_layer("conv_0").activation.__name__ == "relu"
     assert fused.get_layer("act_0").activation.__name__ == "linear"
-    np.testing.assert_allclose(predict(fused, trained.x_test),
-                               predict(trained.model, trained.x_test), atol=1e-6)
+    np.testing.assert_allclose(
+        predict(fused, trained.x_test), predict(trained.model, trained.x_test), atol=1e-6
+    )
 
 
-def test_prune_preserving_qat_converts_to_int8_that_agrees_and_stays_sparse(trained, pruned,
-                                                                          tmp_path):
+def test_prune_preserving_qat_converts_to_int8_that_agrees_and_stays_sparse(
+    trained, pruned, tmp_path
+):
     """QAT after pruning: the prune-preserving scheme, int8 agreement with
     Keras, the zeros kept through QAT and into the int8 file, and every
     artifact reloading with no TF-MOT scope."""
@@ -184,13 +216,24 @@ def test_prune_preserving_qat_converts_to_int8_that_agrees_and_stays_sparse(trai
     after = prune_mod.sparsity_by_layer(qat, ["conv_1", "dense"])
     assert all(v >= 0.745 for v in after.values()), after
     float_model = strip_qat(qat, pruned.model)
-    artifacts = export_model(qat, tmp_path, ExportConfig(tflite="int8"),
-                             representative=trained.x_train, float_model=float_model)
+    artifacts = export_model(
+        qat,
+        tmp_path,
+        ExportConfig(tflite="int8"),
+        representative=trained.x_train,
+        float_model=float_model,
+    )
     assert artifacts.approximate == {"tflite_int8"}
     assert artifacts.sources == {"keras": float_model}  # checked against itself, to atol
-    metrics = verify_artifacts(predict(qat, trained.x_test), artifacts, trained.x_test,
-                               trained.y_test, trained.ctx.prepared.task, atol=1e-4,
-                               min_agreement=0.97)
+    metrics = verify_artifacts(
+        predict(qat, trained.x_test),
+        artifacts,
+        trained.x_test,
+        trained.y_test,
+        trained.ctx.prepared.task,
+        atol=1e-4,
+        min_agreement=0.97,
+    )
     assert metrics["tflite_int8"]["agreement"] >= 0.99
     assert metrics["savedmodel"]["max_abs_diff"] <= 1e-4  # tf.saved_model.load, no scope
     assert metrics["keras"]["max_abs_diff"] <= 1e-4  # the float twin, reloaded, no scope
@@ -216,10 +259,21 @@ def halving_mlp(inputs, head):
 
 
 def test_qat_leaves_unquantizable_layers_float_lists_them_and_agrees_in_int8(digits_arrays):
-    config = load_config(None, data=digits_arrays, model=halving_mlp, seed=0, compress={},
-                         data_options={"validation_split": 0.0},
-                         train={"epochs": 4, "learning_rate": 3e-3, "verbose": 0,
-                                "early_stopping": None, "mixed_precision": "float32"})
+    config = load_config(
+        None,
+        data=digits_arrays,
+        model=halving_mlp,
+        seed=0,
+        compress={},
+        data_options={"validation_split": 0.0},
+        train={
+            "epochs": 4,
+            "learning_rate": 3e-3,
+            "verbose": 0,
+            "early_stopping": None,
+            "mixed_precision": "float32",
+        },
+    )
     prepared = prepare_data(config.data, config.data_options, config.seed)
     ctx = Context.create(config, prepared, tf.distribute.get_strategy())
     model, _ = run_training(config, prepared, ctx.strategy)
@@ -234,8 +288,9 @@ def test_qat_leaves_unquantizable_layers_float_lists_them_and_agrees_in_int8(dig
     assert agreement(prepared.task, outputs, predict(result.model, x)) >= 0.99
 
 
-def test_xnnpack_refusing_a_sparse_model_falls_back_to_the_builtin_kernels(trained, pruned,
-                                                                           tmp_path, caplog):
+def test_xnnpack_refusing_a_sparse_model_falls_back_to_the_builtin_kernels(
+    trained, pruned, tmp_path, caplog
+):
     """TFLite's sparse weight encoding: XNNPACK fails to prepare it here."""
     export_model(pruned.model, tmp_path, ExportConfig(formats=["savedmodel"]))
     converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "savedmodel"))
@@ -247,8 +302,9 @@ def test_xnnpack_refusing_a_sparse_model_falls_back_to_the_builtin_kernels(train
         timing = tflite_latency(path, trained.x_test, runs=5)
     assert "using the built-in kernels" in caplog.text
     assert timing["kernels"].startswith("built-in kernels")
-    assert agreement(trained.ctx.prepared.task, outputs, predict(pruned.model, trained.x_test)) \
-        >= 0.97
+    assert (
+        agreement(trained.ctx.prepared.task, outputs, predict(pruned.model, trained.x_test)) >= 0.97
+    )
 
 
 def test_clustering_leaves_at_most_n_values_per_kernel(trained, tmp_path):
@@ -260,8 +316,9 @@ def test_clustering_leaves_at_most_n_values_per_kernel(trained, tmp_path):
     assert all(1 < n <= 8 for n in result.unique_values.values()), result.unique_values
     assert not any("cluster" in type(layer).__name__.lower() for layer in result.model.layers)
     assert _accuracy(result.model, trained) >= trained.accuracy - 0.05
-    artifacts = export_model(result.model, tmp_path,
-                             ExportConfig(formats=["tflite"], tflite="dynamic"))
+    artifacts = export_model(
+        result.model, tmp_path, ExportConfig(formats=["tflite"], tflite="dynamic")
+    )
     conv = _tflite_kernel(artifacts["tflite_dynamic"], "conv_1")
     # int8 scales each output channel on its own: at most 8 values per channel.
     assert max(np.unique(channel).size for channel in conv) <= 8

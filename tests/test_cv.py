@@ -16,10 +16,16 @@ NOEXPLAIN = {"explain": "none"}
 def test_stratified_cross_validation_on_breast_cancer(breast_cancer_arrays, tmp_path):
     x, y = breast_cancer_arrays
     cv = kerastrain.cross_validate(
-        (x, y), "mlp", folds=3, seed=0, output_dir=str(tmp_path / "cv"),
+        (x, y),
+        "mlp",
+        folds=3,
+        seed=0,
+        output_dir=str(tmp_path / "cv"),
         model_options={"width": 32, "depth": 1},
         train={"epochs": 8, "batch_size": 64, "verbose": 0, "early_stopping": None},
-        export={"formats": []}, report=NOEXPLAIN)
+        export={"formats": []},
+        report=NOEXPLAIN,
+    )
     accuracy = cv.metrics["accuracy"]
     assert len(accuracy["folds"]) == 3 and len(cv.models) == 3 and len(cv.results) == 3
     assert accuracy["mean"] == np.mean(accuracy["folds"])
@@ -47,11 +53,17 @@ def test_stratified_cross_validation_on_breast_cancer(breast_cancer_arrays, tmp_
 
 def test_time_series_cross_validation_on_diabetes(tmp_path):
     cv = kerastrain.cross_validate(
-        "diabetes", "mlp", folds=3, seed=0, output_dir=str(tmp_path / "cv"),
+        "diabetes",
+        "mlp",
+        folds=3,
+        seed=0,
+        output_dir=str(tmp_path / "cv"),
         data_options={"split": "time", "task": "regression"},
         model_options={"width": 16, "depth": 1},
         train={"epochs": 2, "batch_size": 64, "verbose": 0, "early_stopping": None},
-        export={"formats": []}, report=NOEXPLAIN)
+        export={"formats": []},
+        report=NOEXPLAIN,
+    )
     for train, test in cv.folds:
         assert train.max() < test.min()
     assert set(cv.metrics) == {"mae", "rmse", "r2"}

@@ -35,13 +35,17 @@ def test_nan_and_infinite_features_name_their_rows():
     x = np.ones((10, 3), np.float32)
     x[2, 1] = np.nan
     x[7, 0] = np.inf
-    with pytest.raises(DataError, match=r"Rows 2, 7 \(2 rows\) have NaN or infinite feature values"):
+    with pytest.raises(
+        DataError, match=r"Rows 2, 7 \(2 rows\) have NaN or infinite feature values"
+    ):
         validate(x, np.arange(10) % 2, OPTS)
 
 
 def test_labels_outside_the_class_range_name_their_rows():
     y = np.array([0, 1, 2, 5, 1, 7])
-    with pytest.raises(DataError, match=r"Rows 3, 5 \(2 rows\) have labels outside the class range 0..2"):
+    with pytest.raises(
+        DataError, match=r"Rows 3, 5 \(2 rows\) have labels outside the class range 0..2"
+    ):
         validate(np.zeros((6, 2)), y, DataConfig(num_classes=3))
 
 
@@ -97,8 +101,10 @@ def test_tf_dataset_is_read_batched_or_not():
     import tensorflow as tf
 
     x, y = np.arange(20, dtype=np.float32).reshape(10, 2), np.arange(10) % 2
-    for ds in (tf.data.Dataset.from_tensor_slices((x, y)),
-               tf.data.Dataset.from_tensor_slices((x, y)).batch(3)):
+    for ds in (
+        tf.data.Dataset.from_tensor_slices((x, y)),
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(3),
+    ):
         loaded = load_data(ds, OPTS)
         np.testing.assert_array_equal(loaded.x, x)
         np.testing.assert_array_equal(loaded.y, y)
@@ -108,7 +114,9 @@ def test_tf_dataset_is_read_batched_or_not():
 
 def test_stratified_split_keeps_class_shares_and_partitions_rows(digits_arrays):
     _, y = digits_arrays
-    splits = split_indices(y, Task("multiclass", 10), DataConfig(validation_split=0.2, test_split=0.2), seed=1)
+    splits = split_indices(
+        y, Task("multiclass", 10), DataConfig(validation_split=0.2, test_split=0.2), seed=1
+    )
     everything = np.concatenate([splits.train, splits.val, splits.test])
     assert sorted(everything.tolist()) == list(range(len(y)))
     for part in (splits.val, splits.test):
@@ -123,7 +131,9 @@ def test_split_is_seeded_and_test_rows_do_not_move_with_validation_split(digits_
     a = split_indices(y, task, DataConfig(validation_split=0.1), seed=5)
     b = split_indices(y, task, DataConfig(validation_split=0.3), seed=5)
     np.testing.assert_array_equal(a.test, b.test)
-    np.testing.assert_array_equal(a.train, split_indices(y, task, DataConfig(validation_split=0.1), seed=5).train)
+    np.testing.assert_array_equal(
+        a.train, split_indices(y, task, DataConfig(validation_split=0.1), seed=5).train
+    )
 
 
 def test_too_few_examples_of_a_class_for_a_stratified_split():

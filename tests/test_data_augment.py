@@ -24,17 +24,22 @@ def test_presets_and_lists_parse_to_full_parameters():
     assert [a["name"] for a in parse_augment("light", "image")] == ["flip", "rotation", "zoom"]
     assert parse_augment("light", "table") == [{"name": "noise", "stddev": 0.05}]
     assert parse_augment(["flip", {"rotation": 0.3}, {"flip": "vertical"}][1:], "image") == [
-        {"name": "rotation", "factor": 0.3}, {"name": "flip", "mode": "vertical"}]
+        {"name": "rotation", "factor": 0.3},
+        {"name": "flip", "mode": "vertical"},
+    ]
     assert parse_augment([{"mixup": {"alpha": 0.4}}]) == [{"name": "mixup", "alpha": 0.4}]
 
 
-@pytest.mark.parametrize("value, message", [
-    (["rotaton"], r"augment\[0\]' option must be one of .*Did you mean 'rotation'"),
-    ([{"zoom": {"factr": 0.1}}], r"augment\[0\]\.zoom' option must be one of its parameters"),
-    ([{"zoom": 3.0}], r"augment\[0\]\.zoom\.factor' option must be a number in \(0, 1\]"),
-    (["mixup", "cutmix"], r"at most one of 'mixup' and 'cutmix'"),
-    ("medium", r"must be 'light', 'strong'"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (["rotaton"], r"augment\[0\]' option must be one of .*Did you mean 'rotation'"),
+        ([{"zoom": {"factr": 0.1}}], r"augment\[0\]\.zoom' option must be one of its parameters"),
+        ([{"zoom": 3.0}], r"augment\[0\]\.zoom\.factor' option must be a number in \(0, 1\]"),
+        (["mixup", "cutmix"], r"at most one of 'mixup' and 'cutmix'"),
+        ("medium", r"must be 'light', 'strong'"),
+    ],
+)
 def test_bad_augment_options_are_refused_before_anything_runs(value, message):
     with pytest.raises(ConfigError, match=message):
         DataConfig(augment=value)
@@ -88,10 +93,16 @@ def test_cutmix_label_weights_are_the_pixel_shares():
 
 def test_augmented_training_never_leaks_into_the_exported_model(digits_arrays, tmp_path):
     result = kerastrain.fit_pipeline(
-        digits_arrays, "cnn", seed=0, output_dir=str(tmp_path / "run"),
-        data_options={"augment": "strong"}, model_options={"filters": 8, "dense": 32},
+        digits_arrays,
+        "cnn",
+        seed=0,
+        output_dir=str(tmp_path / "run"),
+        data_options={"augment": "strong"},
+        model_options={"filters": 8, "dense": 32},
         train={"epochs": 2, "batch_size": 128, "verbose": 0, "early_stopping": None},
-        export={"formats": ["savedmodel"]}, report=NOEXPLAIN)
+        export={"formats": ["savedmodel"]},
+        report=NOEXPLAIN,
+    )
     model = result.model
     # mixup in the preset: one-hot labels and the categorical loss.
     assert result.config.data_options.augment == "strong"

@@ -38,10 +38,16 @@ def digit_folder(tmp_path_factory):
 
 def test_folder_trains_through_fit_pipeline_with_classes_from_folder_names(digit_folder, tmp_path):
     root, images, labels = digit_folder
-    result = kerastrain.fit_pipeline(str(root), "cnn", seed=0, output_dir=str(tmp_path / "run"),
-                                     train={"epochs": 6, "verbose": 0, "early_stopping": None},
-                                     model_options={"filters": 8, "dense": 32},
-                                     export={"formats": ["savedmodel"]}, report=NOEXPLAIN)
+    result = kerastrain.fit_pipeline(
+        str(root),
+        "cnn",
+        seed=0,
+        output_dir=str(tmp_path / "run"),
+        train={"epochs": 6, "verbose": 0, "early_stopping": None},
+        model_options={"filters": 8, "dense": 32},
+        export={"formats": ["savedmodel"]},
+        report=NOEXPLAIN,
+    )
     assert result.metrics["test"]["accuracy"] > 0.85
     assert result.metrics["savedmodel"]["max_abs_diff"] < 1e-4
     summary = result.report_path.read_text()
@@ -50,9 +56,13 @@ def test_folder_trains_through_fit_pipeline_with_classes_from_folder_names(digit
     # Classes are the sorted folder names; files are read in sorted order.
     assert loaded.class_names == ["one", "two", "zero"]
     assert loaded.x.dtype == np.uint8 and loaded.x.shape == (len(labels), 8, 8, 1)
-    order = np.argsort([{"one": 0, "two": 1, "zero": 2}[n] * 10000 + i for n, i in
-                        zip([["zero", "one", "two"][t] for t in labels], range(len(labels)))],
-                       kind="stable")
+    order = np.argsort(
+        [
+            {"one": 0, "two": 1, "zero": 2}[n] * 10000 + i
+            for n, i in zip([["zero", "one", "two"][t] for t in labels], range(len(labels)))
+        ],
+        kind="stable",
+    )
     np.testing.assert_array_equal(loaded.x[..., 0], images[order])
 
 
@@ -64,11 +74,17 @@ def test_streamed_folder_reads_the_same_pixels_and_trains(digit_folder, tmp_path
     assert isinstance(prepared.x, ImageStream)
     rows = np.array([5, 0, 300, 17])
     np.testing.assert_array_equal(prepared.rows(rows), in_memory.x[rows])
-    result = kerastrain.fit_pipeline(str(root), "cnn", seed=0, output_dir=str(tmp_path / "run"),
-                                     data_options={"in_memory_mb": 0},
-                                     train={"epochs": 4, "verbose": 0, "early_stopping": None},
-                                     model_options={"filters": 8, "dense": 32},
-                                     export={"formats": []}, report=NOEXPLAIN)
+    result = kerastrain.fit_pipeline(
+        str(root),
+        "cnn",
+        seed=0,
+        output_dir=str(tmp_path / "run"),
+        data_options={"in_memory_mb": 0},
+        train={"epochs": 4, "verbose": 0, "early_stopping": None},
+        model_options={"filters": 8, "dense": 32},
+        export={"formats": []},
+        report=NOEXPLAIN,
+    )
     assert result.metrics["test"]["accuracy"] > 0.8
     assert "streamed" in result.report_path.read_text()
 

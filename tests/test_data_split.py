@@ -46,8 +46,9 @@ def test_kfold_and_stratified_kfold_hold_each_row_out_once(wine_labels):
             assert not set(train) & set(test)
             if stratify:
                 share = np.bincount(wine_labels[test], minlength=3) / len(test)
-                np.testing.assert_allclose(share, np.bincount(wine_labels) / len(wine_labels),
-                                           atol=0.05)
+                np.testing.assert_allclose(
+                    share, np.bincount(wine_labels) / len(wine_labels), atol=0.05
+                )
 
 
 def test_time_series_folds_train_on_the_past_only():

@@ -25,8 +25,9 @@ def _breast_cancer_csv(path, rng):
     bunch = load_breast_cancer(as_frame=True)
     frame = bunch.frame.rename(columns={"target": "diagnosis"})
     frame["diagnosis"] = np.where(frame["diagnosis"] == 1, "benign", "malignant")
-    frame["size band"] = pd.cut(frame["mean radius"], [0, 12, 15, 100],
-                                labels=["small", "medium", "large"]).astype(str)
+    frame["size band"] = pd.cut(
+        frame["mean radius"], [0, 12, 15, 100], labels=["small", "medium", "large"]
+    ).astype(str)
     frame = frame[["size band", *list(bunch.feature_names[:8]), "diagnosis"]].copy()
     for column in ["mean radius", "mean texture", "mean area"]:
         frame.loc[rng.choice(len(frame), 40, replace=False), column] = np.nan
@@ -39,10 +40,15 @@ def test_csv_with_categories_and_holes_trains_exports_and_serves_raw_columns(tmp
     rng = np.random.default_rng(0)
     frame = _breast_cancer_csv(tmp_path / "cancer.csv", rng)
     result = kerastrain.fit_pipeline(
-        str(tmp_path / "cancer.csv"), "mlp", seed=0, output_dir=str(tmp_path / "run"),
+        str(tmp_path / "cancer.csv"),
+        "mlp",
+        seed=0,
+        output_dir=str(tmp_path / "run"),
         data_options={"target": "diagnosis", "missing_indicator": True},
         train={"epochs": 12, "verbose": 0, "early_stopping": None},
-        model_options={"width": 32}, export={"formats": ["savedmodel", "tflite"]})
+        model_options={"width": 32},
+        export={"formats": ["savedmodel", "tflite"]},
+    )
     assert result.metrics["test"]["accuracy"] > 0.88
     # Every artifact was reloaded and answered like the Keras model.
     assert result.metrics["savedmodel"]["max_abs_diff"] < 1e-4
@@ -51,23 +57,42 @@ def test_csv_with_categories_and_holes_trains_exports_and_serves_raw_columns(tmp
     report = result.report_path.read_text()
     assert "Permutation importance" in report and "size band" in report
     model = result.model
-    assert set(model.input) == {"size_band", "mean_radius", "mean_texture", "mean_perimeter",
-                                "mean_area", "mean_smoothness", "mean_compactness",
-                                "mean_concavity", "mean_concave_points"}
+    assert set(model.input) == {
+        "size_band",
+        "mean_radius",
+        "mean_texture",
+        "mean_perimeter",
+        "mean_area",
+        "mean_smoothness",
+        "mean_compactness",
+        "mean_concavity",
+        "mean_concave_points",
+    }
     # The learned fill values are the training rows' medians.
     prepared = prepare_data(str(tmp_path / "cancer.csv"), result.config.data_options, 0)
     train_rows = frame.iloc[prepared.splits.train]
-    fill = dict(zip([c.name for c in prepared.encoding.numeric],
-                    model.get_layer("impute").fill))
+    fill = dict(zip([c.name for c in prepared.encoding.numeric], model.get_layer("impute").fill))
     assert fill["mean_radius"] == pytest.approx(train_rows["mean radius"].median(), rel=1e-5)
     assert model.get_layer("missing_indicator") is not None
     # The SavedModel takes raw columns: a missing number (NaN), a missing
     # category (""), and a category never seen in training.
     serve = tf.saved_model.load(str(result.artifacts["savedmodel"])).signatures["serving_default"]
-    raw = {name: tf.constant(frame[col].to_numpy()[:3].astype(np.float32))
-           for name, col in zip(["mean_radius", "mean_texture", "mean_perimeter", "mean_area",
-                                 "mean_smoothness", "mean_compactness", "mean_concavity",
-                                 "mean_concave_points"], frame.columns[1:9])}
+    raw = {
+        name: tf.constant(frame[col].to_numpy()[:3].astype(np.float32))
+        for name, col in zip(
+            [
+                "mean_radius",
+                "mean_texture",
+                "mean_perimeter",
+                "mean_area",
+                "mean_smoothness",
+                "mean_compactness",
+                "mean_concavity",
+                "mean_concave_points",
+            ],
+            frame.columns[1:9],
+        )
+    }
     raw["mean_radius"] = tf.constant([np.nan, 14.0, 20.0], tf.float32)
     raw["size_band"] = tf.constant(["", "huge", "small"])
     served = serve(**raw)["output"].numpy()
@@ -78,10 +103,13 @@ def test_csv_with_categories_and_holes_trains_exports_and_serves_raw_columns(tmp
 
 def test_encoding_is_learned_on_the_training_rows_only(caplog):
     # Rows 0-59 train; the held-out rows have other values and a new category.
-    frame = pd.DataFrame({
-        "x": np.r_[np.arange(60.0), np.full(40, 1000.0)],
-        "colour": ["red"] * 40 + ["blue"] * 20 + ["green"] * 40,
-        "y": np.r_[np.zeros(30), np.ones(30), np.zeros(20), np.ones(20)].astype(int)})
+    frame = pd.DataFrame(
+        {
+            "x": np.r_[np.arange(60.0), np.full(40, 1000.0)],
+            "colour": ["red"] * 40 + ["blue"] * 20 + ["green"] * 40,
+            "y": np.r_[np.zeros(30), np.ones(30), np.zeros(20), np.ones(20)].astype(int),
+        }
+    )
     options = DataConfig(target="y", split="time", validation_split=0.0, test_split=0.4)
     with caplog.at_level(logging.WARNING):
         prepared = prepare_data(frame, options, seed=0)
@@ -89,14 +117,17 @@ def test_encoding_is_learned_on_the_training_rows_only(caplog):
     # The held-out category is reported, and mapped to the out-of-vocabulary bucket.
     assert "Column 'colour': 40 rows ('green') of the held-out rows" in caplog.text
     assert prepared.summary()["categories unseen in training (out-of-vocabulary)"] == {
-        "colour": "40 rows ('green')"}
+        "colour": "40 rows ('green')"
+    }
     x_col, colour = prepared.encoding.columns
     assert x_col.fill == pytest.approx(29.5) and x_col.mean == pytest.approx(29.5)
     assert colour.vocabulary == ["red", "blue"] and colour.fill == "red"
     inputs = model_inputs((), None, prepared.encoding)
     encoder = keras.Model(inputs.inputs, inputs.features)
-    out = encoder.predict({"x": np.array([np.nan, 29.5], np.float32),
-                           "colour": np.array(["green", ""], object)}, verbose=0)
+    out = encoder.predict(
+        {"x": np.array([np.nan, 29.5], np.float32), "colour": np.array(["green", ""], object)},
+        verbose=0,
+    )
     # [standardized x, OOV, red, blue]: NaN -> median (0 after centring),
     # green -> out-of-vocabulary, "" -> the most frequent category.
     np.testing.assert_allclose(out, [[0, 1, 0, 0], [0, 0, 1, 0]], atol=1e-6)
@@ -104,18 +135,29 @@ def test_encoding_is_learned_on_the_training_rows_only(caplog):
 
 def test_wide_categories_use_an_embedding_and_integer_categories_are_detected():
     rng = np.random.default_rng(1)
-    frame = pd.DataFrame({"city": [f"c{i}" for i in rng.integers(0, 60, 300)],
-                          "floors": rng.integers(1, 4, 300),
-                          "area": rng.normal(100, 20, 300),
-                          "y": rng.integers(0, 2, 300)})
+    frame = pd.DataFrame(
+        {
+            "city": [f"c{i}" for i in rng.integers(0, 60, 300)],
+            "floors": rng.integers(1, 4, 300),
+            "area": rng.normal(100, 20, 300),
+            "y": rng.integers(0, 2, 300),
+        }
+    )
     prepared = prepare_data(frame, DataConfig(target="y"), seed=0)
     kinds = {c.name: (c.kind, c.embedding_dim) for c in prepared.encoding.columns}
     assert kinds["floors"] == ("categorical", 0)  # 3 distinct integers: one-hot
     assert kinds["city"][0] == "categorical" and kinds["city"][1] > 0  # 60 > 31: embedding
     assert kinds["area"] == ("numeric", 0)
-    forced = prepare_data(frame, DataConfig(target="y", columns={"floors": "numeric",
-                                                                 "city": "drop"},
-                                            categorical="embedding", embedding_dim=3), seed=0)
+    forced = prepare_data(
+        frame,
+        DataConfig(
+            target="y",
+            columns={"floors": "numeric", "city": "drop"},
+            categorical="embedding",
+            embedding_dim=3,
+        ),
+        seed=0,
+    )
     assert [c.name for c in forced.encoding.columns] == ["floors", "area"]
     assert forced.encoding.columns[0].kind == "numeric"
 
@@ -124,10 +166,14 @@ def test_table_preprocessing_stays_float32_under_mixed_precision():
     from kerastrain.models import Head, build_model
     from kerastrain.perf import precision_scope
 
-    frame = pd.DataFrame({"income": [120_000.0, np.nan, 95_500.0, 250_250.0] * 10,
-                          "city": ["a", "b", "", "c"] * 10,
-                          "city_code": [f"k{i}" for i in range(40)],  # 40: an embedding
-                          "y": [0, 1, 0, 1] * 10})
+    frame = pd.DataFrame(
+        {
+            "income": [120_000.0, np.nan, 95_500.0, 250_250.0] * 10,
+            "city": ["a", "b", "", "c"] * 10,
+            "city_code": [f"k{i}" for i in range(40)],  # 40: an embedding
+            "y": [0, 1, 0, 1] * 10,
+        }
+    )
     prepared = prepare_data(frame, DataConfig(target="y"), seed=0)
     with precision_scope("mixed_bfloat16"):
         inputs = model_inputs((), None, prepared.encoding)
@@ -146,7 +192,8 @@ def test_missing_target_column_is_named_with_a_suggestion(tmp_path):
 
 def test_a_column_with_no_value_is_refused_by_name(tmp_path):
     pd.DataFrame({"a": [1.0, 2.0, 3.0], "empty": [None, None, None], "y": [0, 1, 0]}).to_csv(
-        tmp_path / "d.csv", index=False)
+        tmp_path / "d.csv", index=False
+    )
     with pytest.raises(DataError, match=r"Column 'empty' .* has no value in any of its 3 rows"):
         load_data(str(tmp_path / "d.csv"), DataConfig(target="y"))
     # Declared as dropped, the same file loads.
@@ -158,23 +205,34 @@ def test_a_word_in_a_number_column_names_column_rows_and_lines(tmp_path):
     values = [str(v) for v in np.arange(30.0)]
     values[4], values[17] = "n/a?", "twelve"
     pd.DataFrame({"dose": values, "y": [0, 1] * 15}).to_csv(tmp_path / "d.csv", index=False)
-    with pytest.raises(DataError, match=r"Column 'dose' holds numbers but rows 4, 17 \(2 rows\) "
-                                        r"\(file lines 6, 19\).*first: 'n/a\?'"):
+    with pytest.raises(
+        DataError,
+        match=r"Column 'dose' holds numbers but rows 4, 17 \(2 rows\) "
+        r"\(file lines 6, 19\).*first: 'n/a\?'",
+    ):
         load_data(str(tmp_path / "d.csv"), DataConfig(target="y"))
 
 
 def test_a_column_missing_in_every_training_row_is_refused():
-    frame = pd.DataFrame({"a": np.r_[np.full(20, np.nan), np.arange(10.0)],
-                          "b": np.arange(30.0), "y": [0, 1] * 15})
+    frame = pd.DataFrame(
+        {"a": np.r_[np.full(20, np.nan), np.arange(10.0)], "b": np.arange(30.0), "y": [0, 1] * 15}
+    )
     with pytest.raises(DataError, match=r"Column 'a' has no value in the 20 training rows"):
-        prepare_data(frame, DataConfig(target="y", split="time", validation_split=0.0,
-                                       test_split=1 / 3), seed=0)
+        prepare_data(
+            frame,
+            DataConfig(target="y", split="time", validation_split=0.0, test_split=1 / 3),
+            seed=0,
+        )
 
 
 def test_dropping_rows_is_on_request_and_reported(caplog):
-    frame = pd.DataFrame({"a": [1.0, np.nan, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
-                          "b": ["x", "y", "", "x", "y", "x", "y", "x"],
-                          "y": [0, 1, 0, 1, 0, np.nan, 0, 1]})
+    frame = pd.DataFrame(
+        {
+            "a": [1.0, np.nan, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0],
+            "b": ["x", "y", "", "x", "y", "x", "y", "x"],
+            "y": [0, 1, 0, 1, 0, np.nan, 0, 1],
+        }
+    )
     with pytest.raises(DataError, match=r"rows 5 \(1 row\) .* have no label.*impute='drop'"):
         prepare_data(frame, DataConfig(target="y"), seed=0)
     with pytest.raises(DataError, match=r"rows 1, 2 \(2 rows\) .* missing values .*'error'"):
@@ -207,5 +265,6 @@ def test_table_noise_perturbs_training_numbers_only(breast_cancer_arrays):
     assert abs(np.std(noisy) / np.sqrt(std**2 * 1.25) - 1) < 0.1  # variance grows by 0.5**2
     assert set(batch["kind"].numpy().astype(str)) == {"big", "small"}  # categories untouched
     val_batch, _ = next(iter(val_ds))
-    np.testing.assert_array_equal(val_batch["a"].numpy(),
-                                  frame["a"].to_numpy(np.float32)[prepared.splits.val])
+    np.testing.assert_array_equal(
+        val_batch["a"].numpy(), frame["a"].to_numpy(np.float32)[prepared.splits.val]
+    )

@@ -28,22 +28,33 @@ class KerastrainTestDigits(tfds.core.GeneratorBasedBuilder):
     def _info(self):
         return tfds.core.DatasetInfo(
             builder=self,
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(8, 8, 1)),
-                "label": tfds.features.ClassLabel(names=[str(i) for i in range(10)])}),
-            supervised_keys=("image", "label"))
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(shape=(8, 8, 1)),
+                    "label": tfds.features.ClassLabel(names=[str(i) for i in range(10)]),
+                }
+            ),
+            supervised_keys=("image", "label"),
+        )
 
     def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(0, 1200),
-                "test": self._generate_examples(1200, 1797)}
+        return {
+            "train": self._generate_examples(0, 1200),
+            "test": self._generate_examples(1200, 1797),
+        }
 
     def _generate_examples(self, start, stop):
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
         for i in range(start, stop):
-            yield i, {"image": (bunch.images[i][..., None] * 15).astype(np.uint8),
-                      "label": int(bunch.target[i])}
+            yield (
+                i,
+                {
+                    "image": (bunch.images[i][..., None] * 15).astype(np.uint8),
+                    "label": int(bunch.target[i]),
+                },
+            )
 
 
 class KerastrainTestOffline(tfds.core.GeneratorBasedBuilder):
@@ -54,10 +65,14 @@ class KerastrainTestOffline(tfds.core.GeneratorBasedBuilder):
     def _info(self):
         return tfds.core.DatasetInfo(
             builder=self,
-            features=tfds.features.FeaturesDict({
-                "x": tfds.features.Tensor(shape=(2,), dtype=np.float32),
-                "label": tfds.features.ClassLabel(num_classes=2)}),
-            supervised_keys=("x", "label"))
+            features=tfds.features.FeaturesDict(
+                {
+                    "x": tfds.features.Tensor(shape=(2,), dtype=np.float32),
+                    "label": tfds.features.ClassLabel(num_classes=2),
+                }
+            ),
+            supervised_keys=("x", "label"),
+        )
 
     def _split_generators(self, dl_manager):
         raise ConnectionError("Failed to establish a connection to example.invalid")
@@ -74,13 +89,22 @@ def digits_dir(tmp_path_factory):
 
 
 def test_local_builder_with_named_splits_trains_through_fit_pipeline(digits_dir, tmp_path):
-    options = {"tfds_data_dir": digits_dir, "tfds_split": {"train": "train", "test": "test"},
-               "validation_split": 0.1}
-    result = kerastrain.fit_pipeline("tfds:kerastrain_test_digits", "cnn", seed=0,
-                                     data_options=options, output_dir=str(tmp_path / "run"),
-                                     model_options={"filters": 16, "dense": 64},
-                                     train={"epochs": 6, "verbose": 0, "early_stopping": None},
-                                     export={"formats": []}, report=NOEXPLAIN)
+    options = {
+        "tfds_data_dir": digits_dir,
+        "tfds_split": {"train": "train", "test": "test"},
+        "validation_split": 0.1,
+    }
+    result = kerastrain.fit_pipeline(
+        "tfds:kerastrain_test_digits",
+        "cnn",
+        seed=0,
+        data_options=options,
+        output_dir=str(tmp_path / "run"),
+        model_options={"filters": 16, "dense": 64},
+        train={"epochs": 6, "verbose": 0, "early_stopping": None},
+        export={"formats": []},
+        report=NOEXPLAIN,
+    )
     # TFDS's test split is the test split; validation comes out of its train split.
     assert result.metrics["test"]["examples"] == 597
     assert result.metrics["test"]["accuracy"] > 0.85
@@ -98,12 +122,16 @@ def test_streamed_tfds_reads_the_rows_the_index_names(digits_dir, tmp_path):
     np.testing.assert_array_equal(streamed.rows(rows), in_memory.x[rows])
     np.testing.assert_array_equal(streamed.y, in_memory.y)
     result = kerastrain.fit_pipeline(
-        "tfds:kerastrain_test_digits", "cnn", seed=0, output_dir=str(tmp_path / "run"),
-        data_options={"tfds_data_dir": digits_dir, "tfds_split": "train+test",
-                      "in_memory_mb": 0},
+        "tfds:kerastrain_test_digits",
+        "cnn",
+        seed=0,
+        output_dir=str(tmp_path / "run"),
+        data_options={"tfds_data_dir": digits_dir, "tfds_split": "train+test", "in_memory_mb": 0},
         model_options={"filters": 8, "dense": 32},
-        train={"epochs": 2, "verbose": 0, "early_stopping": None}, export={"formats": []},
-        report=NOEXPLAIN)
+        train={"epochs": 2, "verbose": 0, "early_stopping": None},
+        export={"formats": []},
+        report=NOEXPLAIN,
+    )
     assert result.metrics["test"]["accuracy"] > 0.4  # labels stay with their images (chance: 0.1)
 
 
@@ -122,8 +150,10 @@ def test_an_unknown_name_is_refused_with_a_suggestion():
 
 def test_a_data_set_not_prepared_says_how_to_prepare_it_offline(tmp_path):
     with pytest.raises(DataError) as info:
-        load_data("tfds:kerastrain_test_digits",
-                  DataConfig(tfds_data_dir=str(tmp_path), tfds_download=False))
+        load_data(
+            "tfds:kerastrain_test_digits",
+            DataConfig(tfds_data_dir=str(tmp_path), tfds_download=False),
+        )
     message = str(info.value)
     assert "'kerastrain_test_digits' is not prepared in " + str(tmp_path) in message
     assert "tfds build kerastrain_test_digits" in message

@@ -20,8 +20,14 @@ from kerastrain._keras import tf
 from kerastrain.config import DistributeConfig, PipelineConfig, load_config
 from kerastrain.config.distribute import is_chief_task, task_of, tf_config
 from kerastrain.data.prepare import prepare_data
-from kerastrain.distribute import (WorkerRunFolder, coordinator_datasets, distributed_train_config,
-                                   make_strategy, strategy_name, strategy_summary)
+from kerastrain.distribute import (
+    WorkerRunFolder,
+    coordinator_datasets,
+    distributed_train_config,
+    make_strategy,
+    strategy_name,
+    strategy_summary,
+)
 from kerastrain.launch import free_ports
 from kerastrain.trial import make_datasets
 
@@ -32,12 +38,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_tf_config_describes_the_cluster_and_this_task(monkeypatch):
-    cfg = tf_config(["10.0.0.1:2222", "10.0.0.2:2222"], index=1, ps=["10.0.0.3:2222"],
-                    chief="10.0.0.4:2222")
-    assert cfg == {"cluster": {"chief": ["10.0.0.4:2222"],
-                               "worker": ["10.0.0.1:2222", "10.0.0.2:2222"],
-                               "ps": ["10.0.0.3:2222"]},
-                   "task": {"type": "worker", "index": 1}}
+    cfg = tf_config(
+        ["10.0.0.1:2222", "10.0.0.2:2222"], index=1, ps=["10.0.0.3:2222"], chief="10.0.0.4:2222"
+    )
+    assert cfg == {
+        "cluster": {
+            "chief": ["10.0.0.4:2222"],
+            "worker": ["10.0.0.1:2222", "10.0.0.2:2222"],
+            "ps": ["10.0.0.3:2222"],
+        },
+        "task": {"type": "worker", "index": 1},
+    }
     assert task_of(json.dumps(cfg)) == ("worker", 1)
     # TensorFlow reads it the same way.
     monkeypatch.setenv("TF_CONFIG", json.dumps(cfg))
@@ -46,25 +57,31 @@ def test_tf_config_describes_the_cluster_and_this_task(monkeypatch):
     assert resolver.cluster_spec().as_dict()["ps"] == ["10.0.0.3:2222"]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"workers": ["10.0.0.1"], "index": 0}, r"'workers\[0\]'.*'host:port'"),
-    ({"workers": ["a:1", "b:2"], "index": 2}, r"'index'.*between 0 and 1"),
-    ({"workers": ["a:1"], "index": 0, "task_type": "wroker"}, r"Did you mean 'worker'"),
-    ({"workers": [], "index": 0}, r"'workers'.*at least one"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"workers": ["10.0.0.1"], "index": 0}, r"'workers\[0\]'.*'host:port'"),
+        ({"workers": ["a:1", "b:2"], "index": 2}, r"'index'.*between 0 and 1"),
+        ({"workers": ["a:1"], "index": 0, "task_type": "wroker"}, r"Did you mean 'worker'"),
+        ({"workers": [], "index": 0}, r"'workers'.*at least one"),
+    ],
+)
 def test_tf_config_refuses_a_malformed_cluster(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         tf_config(**kwargs)
 
 
-@pytest.mark.parametrize("config, chief", [
-    (None, True),
-    (tf_config(["a:1", "b:2"], 0), True),
-    (tf_config(["a:1", "b:2"], 1), False),
-    (tf_config(["a:1", "b:2"], 0, chief="c:3"), False),
-    (tf_config(["a:1"], 0, chief="c:3", task_type="chief"), True),
-    (tf_config(["a:1"], 0, ps=["p:1"], chief="c:3", task_type="ps"), False),
-])
+@pytest.mark.parametrize(
+    "config, chief",
+    [
+        (None, True),
+        (tf_config(["a:1", "b:2"], 0), True),
+        (tf_config(["a:1", "b:2"], 1), False),
+        (tf_config(["a:1", "b:2"], 0, chief="c:3"), False),
+        (tf_config(["a:1"], 0, chief="c:3", task_type="chief"), True),
+        (tf_config(["a:1"], 0, ps=["p:1"], chief="c:3", task_type="ps"), False),
+    ],
+)
 def test_the_chief_is_the_chief_task_else_worker_zero(config, chief):
     assert is_chief_task(None if config is None else json.dumps(config)) is chief
 
@@ -83,8 +100,13 @@ def test_auto_picks_what_this_machine_has(caplog):
     caplog.set_level("INFO", logger="kerastrain")
     gpus = tf.config.list_physical_devices("GPU")
     strategy = make_strategy("auto")
-    expected = ("MirroredStrategy" if len(gpus) > 1 else
-                "OneDeviceStrategy" if gpus else "the default strategy")
+    expected = (
+        "MirroredStrategy"
+        if len(gpus) > 1
+        else "OneDeviceStrategy"
+        if gpus
+        else "the default strategy"
+    )
     assert strategy_name(strategy) == expected
     chose = [r.getMessage() for r in caplog.records if "strategy='auto' chose" in r.getMessage()]
     assert len(chose) == 1 and expected in chose[0]
@@ -122,8 +144,9 @@ def test_gpu_request_without_gpu_is_refused():
 def test_distribute_options_are_checked():
     with pytest.raises(ConfigError, match="Unknown option 'distribute.scale_lr'"):
         load_config({"distribute": {"scale_lr": True}})
-    cfg = load_config({"distribute": {"scale_learning_rate": True}},
-                      distribute={"tpu_address": "local"})
+    cfg = load_config(
+        {"distribute": {"scale_learning_rate": True}}, distribute={"tpu_address": "local"}
+    )
     assert cfg.distribute == DistributeConfig(scale_learning_rate=True, tpu_address="local")
 
 
@@ -143,10 +166,13 @@ def test_parameter_server_datasets_repeat_and_count_the_steps():
     cfg = PipelineConfig(data="iris", train={"batch_size": 16}, seed=0)
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
     strategy = tf.distribute.get_strategy()
-    train, val, steps = coordinator_datasets(lambda: make_datasets(cfg, prepared, strategy),
-                                             prepared, 16)
-    assert steps == {"steps_per_epoch": math.ceil(len(prepared.splits.train) / 16),
-                     "validation_steps": math.ceil(len(prepared.splits.val) / 16)}
+    train, val, steps = coordinator_datasets(
+        lambda: make_datasets(cfg, prepared, strategy), prepared, 16
+    )
+    assert steps == {
+        "steps_per_epoch": math.ceil(len(prepared.splits.train) / 16),
+        "validation_steps": math.ceil(len(prepared.splits.val) / 16),
+    }
     context = tf.distribute.InputContext()
     for creator in (train, val):
         ds = creator(context)
@@ -155,8 +181,9 @@ def test_parameter_server_datasets_repeat_and_count_the_steps():
         assert x.shape[-1] == 4
     no_val = PipelineConfig(data="iris", data_options={"validation_split": 0.0}, seed=0)
     prepared = prepare_data(no_val.data, no_val.data_options, no_val.seed)
-    _, val, steps = coordinator_datasets(lambda: make_datasets(no_val, prepared, strategy),
-                                         prepared, 32)
+    _, val, steps = coordinator_datasets(
+        lambda: make_datasets(no_val, prepared, strategy), prepared, 32
+    )
     assert val is None and "validation_steps" not in steps
 
 
@@ -167,8 +194,9 @@ def test_parameter_servers_refuse_data_too_large_to_send(monkeypatch):
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
     monkeypatch.setattr(feed, "ZERO_COPY_BYTES", prepared.x.nbytes)  # as if it were large
     with pytest.raises(ConfigError, match="strategy='multi_worker' for this data"):
-        coordinator_datasets(lambda: make_datasets(cfg, prepared, tf.distribute.get_strategy()),
-                             prepared, 32)
+        coordinator_datasets(
+            lambda: make_datasets(cfg, prepared, tf.distribute.get_strategy()), prepared, 32
+        )
 
 
 def test_a_non_chief_worker_writes_to_a_temporary_folder_it_removes(tmp_path):
@@ -184,8 +212,9 @@ def test_a_non_chief_worker_writes_to_a_temporary_folder_it_removes(tmp_path):
 
 
 def test_no_learning_rate_scaling_on_one_replica():
-    cfg = PipelineConfig(distribute={"scale_learning_rate": True},
-                         train={"learning_rate": 0.01, "batch_size": 8})
+    cfg = PipelineConfig(
+        distribute={"scale_learning_rate": True}, train={"learning_rate": 0.01, "batch_size": 8}
+    )
     strategy = tf.distribute.get_strategy()
     assert distributed_train_config(cfg, strategy).learning_rate == 0.01
     assert strategy_summary(cfg, strategy)["global batch"] == "8 per replica x 1 = 8"
@@ -250,10 +279,19 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 def mirrored_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mirrored")
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, "PYTHONPATH": path,
-           "TF_CPP_MIN_LOG_LEVEL": "2", "TF_USE_LEGACY_KERAS": "1"}  # skips importing Keras 3
-    done = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, str(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": path,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_USE_LEGACY_KERAS": "1",
+    }  # skips importing Keras 3
+    done = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

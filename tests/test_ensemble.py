@@ -28,15 +28,29 @@ def _kfold_members(x, y, task, folds, epochs, seed=0):
     splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     for i, (train, _) in enumerate(splitter.split(dev, y[dev])):
         rows = dev[train]
-        prepared = Prepared(x=x, y=y, task=task,
-                            splits=Splits(rows, np.array([], np.int64), test),
-                            standardizer=fit_standardizer(x, rows), source="test data")
-        config = load_config(model="mlp", model_options={"width": 8, "depth": 1, "dropout": 0.0},
-                             train={"epochs": epochs, "verbose": 0, "early_stopping": None,
-                                    "batch_size": 16, "learning_rate": 3e-3,
-                                    # float32 members: the test compares the ensemble with
-                                    # the members' own outputs to 1e-6
-                                    "mixed_precision": "float32"}, seed=seed + i)
+        prepared = Prepared(
+            x=x,
+            y=y,
+            task=task,
+            splits=Splits(rows, np.array([], np.int64), test),
+            standardizer=fit_standardizer(x, rows),
+            source="test data",
+        )
+        config = load_config(
+            model="mlp",
+            model_options={"width": 8, "depth": 1, "dropout": 0.0},
+            train={
+                "epochs": epochs,
+                "verbose": 0,
+                "early_stopping": None,
+                "batch_size": 16,
+                "learning_rate": 3e-3,
+                # float32 members: the test compares the ensemble with
+                # the members' own outputs to 1e-6
+                "mixed_precision": "float32",
+            },
+            seed=seed + i,
+        )
         keras.utils.set_random_seed(seed + i)
         model, _ = run_training(config, prepared, make_strategy("cpu"))
         members.append(model)
@@ -81,8 +95,9 @@ def test_ensemble_beats_or_matches_the_mean_of_its_members(wine_members, method)
         expected = (votes + 0.5 * average).argmax(axis=1)
         np.testing.assert_array_equal(combined.argmax(axis=1), expected)
         decided = np.sort(votes, axis=1)[:, -1] > np.sort(votes, axis=1)[:, -2]
-        np.testing.assert_array_equal(combined.argmax(axis=1)[decided],
-                                      votes.argmax(axis=1)[decided])
+        np.testing.assert_array_equal(
+            combined.argmax(axis=1)[decided], votes.argmax(axis=1)[decided]
+        )
         np.testing.assert_allclose(combined.sum(axis=1), 1.0, atol=1e-6)
     else:
         features = np.concatenate([np.log(np.clip(o, EPS, 1)) for o in outputs], axis=1)
@@ -97,11 +112,14 @@ def test_binary_ensembles_and_their_exports(cancer_members, tmp_path):
     outputs = [m.predict(x, verbose=0) for m in members]
     stack = ensemble(members, "stack", data=(x, y), folds=3)
     assert stack.scores["ensemble"]["accuracy"] >= _member_mean(stack.scores, "accuracy")
-    logits = np.concatenate([np.log(np.clip(o, EPS, 1 - EPS)) - np.log1p(-np.clip(o, EPS, 1 - EPS))
-                             for o in outputs], axis=1)
+    logits = np.concatenate(
+        [np.log(np.clip(o, EPS, 1 - EPS)) - np.log1p(-np.clip(o, EPS, 1 - EPS)) for o in outputs],
+        axis=1,
+    )
     meta = LogisticRegression(C=1.0, max_iter=2000, random_state=0).fit(logits, y)
-    np.testing.assert_allclose(stack.predict(x, verbose=0)[:, 0], meta.predict_proba(logits)[:, 1],
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        stack.predict(x, verbose=0)[:, 0], meta.predict_proba(logits)[:, 1], atol=1e-4
+    )
 
     vote = ensemble(members, "vote", data=(x, y))
     assert vote.scores["ensemble"]["accuracy"] >= _member_mean(vote.scores, "accuracy")
@@ -112,21 +130,25 @@ def test_binary_ensembles_and_their_exports(cancer_members, tmp_path):
     np.testing.assert_array_equal(vote.predict(x, verbose=0)[:, 0] > 0.5, expected)
     # The vote's arg-max, one-hot and comparison ops survive export like any other layer.
     artifacts = export_model(vote, tmp_path, ExportConfig(formats=["savedmodel", "tflite"]))
-    checked = verify_artifacts(vote.predict(x, verbose=0), artifacts, x, y, Task("binary", 2),
-                               atol=1e-4)
+    checked = verify_artifacts(
+        vote.predict(x, verbose=0), artifacts, x, y, Task("binary", 2), atol=1e-4
+    )
     for fmt in ("savedmodel", "tflite"):
         assert checked[fmt]["agreement"] == 1.0
     assert kerastrain.evaluate(artifacts["tflite"], (x, y))["accuracy"] == pytest.approx(
-        vote.scores["ensemble"]["accuracy"])
+        vote.scores["ensemble"]["accuracy"]
+    )
 
 
 def test_ensemble_without_data_has_no_scores(wine_members):
     members, x, _ = wine_members
     ens = ensemble(members[:2])
     assert ens.scores == {}
-    np.testing.assert_allclose(ens.predict(x, verbose=0),
-                               (members[0].predict(x, verbose=0) + members[1].predict(x, verbose=0))
-                               / 2, atol=1e-6)
+    np.testing.assert_allclose(
+        ens.predict(x, verbose=0),
+        (members[0].predict(x, verbose=0) + members[1].predict(x, verbose=0)) / 2,
+        atol=1e-6,
+    )
 
 
 def test_ensemble_refuses_bad_input(wine_members):

@@ -35,7 +35,8 @@ def test_multiclass_metrics_match_scikit_learn():
     assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
     for average, suffix in (("macro", ""), ("weighted", "_weighted")):
         assert m[f"precision{suffix}"] == pytest.approx(
-            skm.precision_score(y, pred, average=average, zero_division=0))
+            skm.precision_score(y, pred, average=average, zero_division=0)
+        )
         assert m[f"recall{suffix}"] == pytest.approx(skm.recall_score(y, pred, average=average))
         assert m[f"f1{suffix}"] == pytest.approx(skm.f1_score(y, pred, average=average))
     f1_per_class = skm.f1_score(y, pred, average=None)
@@ -49,8 +50,9 @@ def test_multiclass_metrics_match_scikit_learn():
     assert m["log_loss"] == pytest.approx(skm.log_loss(y, p64, labels=labels))
     assert m["top_3_accuracy"] == pytest.approx(skm.top_k_accuracy_score(y, p64, k=3))
     assert m["confusion_matrix"] == skm.confusion_matrix(y, pred).tolist()
-    np.testing.assert_allclose(m["confusion_matrix_normalized"],
-                               skm.confusion_matrix(y, pred, normalize="true"))
+    np.testing.assert_allclose(
+        m["confusion_matrix_normalized"], skm.confusion_matrix(y, pred, normalize="true")
+    )
     assert m["examples"] == 300
 
 
@@ -88,7 +90,9 @@ def test_expected_calibration_error_by_hand():
 
 def test_undefined_metrics_are_none_when_a_class_is_missing():
     y = np.array([0, 0, 1, 1, 0])
-    proba = np.array([[.8, .1, .1], [.6, .3, .1], [.2, .7, .1], [.3, .6, .1], [.5, .4, .1]])
+    proba = np.array(
+        [[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.3, 0.6, 0.1], [0.5, 0.4, 0.1]]
+    )
     m = compute_metrics(Task("multiclass", 3), y, proba)
     assert m["roc_auc"] is None and m["pr_auc"] is None
     assert m["per_class"]["2"]["support"] == 0
@@ -107,18 +111,45 @@ def test_regression_metrics_and_residuals_match_scikit_learn():
     np.testing.assert_allclose(curves["residual"], y - pred)
 
 
-@pytest.mark.parametrize("history, baseline, kind, quoted", [
-    ({"loss": [1.0, .6, .4, .3, .2, .15, .1], "val_loss": [1.0, .7, .55, .6, .68, .75, .8]},
-     None, "overfitting", ["0.55 at epoch 3", "0.8 at epoch 7", "4 epochs", "epoch 3"]),
-    ({"loss": [2.31, 2.30, 2.30, 2.30, 2.30, 2.30],
-      "val_loss": [2.31, 2.31, 2.30, 2.30, 2.30, 2.30]},
-     2.30, "underfitting", ["100%", "2.3"]),
-    ({"loss": [2.0, 1.4, 1.0, .8, .6, .45], "val_loss": [2.0, 1.5, 1.1, .9, .7, .55]},
-     2.30, "still_improving", ["0.9 to 0.55", "epochs"]),
-    ({"loss": [2.0, .5, .3, .28, .28, .28], "val_loss": [2.0, .6, .4, .38, .38, .38]},
-     2.30, "good_fit", ["0.38"]),
-    ({"loss": [1.0, .5]}, None, "too_short", ["2 epochs"]),
-])
+@pytest.mark.parametrize(
+    "history, baseline, kind, quoted",
+    [
+        (
+            {
+                "loss": [1.0, 0.6, 0.4, 0.3, 0.2, 0.15, 0.1],
+                "val_loss": [1.0, 0.7, 0.55, 0.6, 0.68, 0.75, 0.8],
+            },
+            None,
+            "overfitting",
+            ["0.55 at epoch 3", "0.8 at epoch 7", "4 epochs", "epoch 3"],
+        ),
+        (
+            {
+                "loss": [2.31, 2.30, 2.30, 2.30, 2.30, 2.30],
+                "val_loss": [2.31, 2.31, 2.30, 2.30, 2.30, 2.30],
+            },
+            2.30,
+            "underfitting",
+            ["100%", "2.3"],
+        ),
+        (
+            {"loss": [2.0, 1.4, 1.0, 0.8, 0.6, 0.45], "val_loss": [2.0, 1.5, 1.1, 0.9, 0.7, 0.55]},
+            2.30,
+            "still_improving",
+            ["0.9 to 0.55", "epochs"],
+        ),
+        (
+            {
+                "loss": [2.0, 0.5, 0.3, 0.28, 0.28, 0.28],
+                "val_loss": [2.0, 0.6, 0.4, 0.38, 0.38, 0.38],
+            },
+            2.30,
+            "good_fit",
+            ["0.38"],
+        ),
+        ({"loss": [1.0, 0.5]}, None, "too_short", ["2 epochs"]),
+    ],
+)
 def test_diagnosis_reads_the_curves(history, baseline, kind, quoted):
     findings = diagnose(history, baseline=baseline)
     assert findings[0].kind == kind
@@ -128,7 +159,10 @@ def test_diagnosis_reads_the_curves(history, baseline, kind, quoted):
 
 
 def test_overfitting_numbers():
-    history = {"loss": [1.0, .6, .4, .3, .2, .15, .1], "val_loss": [1.0, .7, .55, .6, .68, .75, .8]}
+    history = {
+        "loss": [1.0, 0.6, 0.4, 0.3, 0.2, 0.15, 0.1],
+        "val_loss": [1.0, 0.7, 0.55, 0.6, 0.68, 0.75, 0.8],
+    }
     (finding,) = diagnose(history)
     assert finding.numbers["best_epoch"] == 3 and finding.numbers["epochs_rising"] == 4
     assert "early_stopping" in finding.suggestion and "dropout" in finding.suggestion
@@ -144,8 +178,14 @@ def binary_model_and_artifacts(tmp_path_factory, breast_cancer_arrays):
     keras.utils.set_random_seed(0)
     norm = keras.layers.Normalization()
     norm.adapt(x)
-    model = keras.Sequential([keras.Input((30,)), norm, keras.layers.Dense(8, activation="relu"),
-                              keras.layers.Dense(1, activation="sigmoid")])
+    model = keras.Sequential(
+        [
+            keras.Input((30,)),
+            norm,
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     model.compile("adam", "binary_crossentropy")
     model.fit(x, y, epochs=3, batch_size=64, verbose=0)
     out = tmp_path_factory.mktemp("artifacts")

@@ -25,8 +25,13 @@ def tabular():
     x = rng.normal(size=(600, 6)).astype(np.float32)
     y = (1.5 * x[:, 1] - 2.0 * x[:, 4] + 0.3 * rng.normal(size=600) > 0).astype(np.int64)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(16, activation="relu"),
-                              keras.layers.Dense(2, activation="softmax")])
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
     return _fit(model, x[:400], y[:400], "sparse_categorical_crossentropy", 15), x[400:], y[400:]
 
 
@@ -42,12 +47,21 @@ def images():
     flipped = rng.random(n) < 0.1
     y = np.where(flipped, 1 - y, y)
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(16, activation="relu",
-                                                 kernel_regularizer=keras.regularizers.L2(1e-2)),
-                              keras.layers.Dense(1, activation="sigmoid")])
-    return _fit(model, x[:900], y[:900].astype(np.float32), "binary_crossentropy", 12), \
-        x[900:], y[900:]
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(
+                16, activation="relu", kernel_regularizer=keras.regularizers.L2(1e-2)
+            ),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    return (
+        _fit(model, x[:900], y[:900].astype(np.float32), "binary_crossentropy", 12),
+        x[900:],
+        y[900:],
+    )
 
 
 def test_permutation_importance_ranks_the_signal_features_first(tabular, tmp_path):

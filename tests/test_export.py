@@ -26,7 +26,9 @@ def model_and_data():
 
 def test_every_format_reloads_and_answers_like_the_model(model_and_data, tmp_path):
     model, x, y = model_and_data
-    artifacts = export_model(model, tmp_path, ExportConfig(formats=["savedmodel", "keras", "h5", "tflite"]))
+    artifacts = export_model(
+        model, tmp_path, ExportConfig(formats=["savedmodel", "keras", "h5", "tflite"])
+    )
     assert set(artifacts) == {"savedmodel", "keras", "h5", "tflite"}
     assert (tmp_path / "savedmodel" / "saved_model.pb").exists()
     reference = model(x, training=False).numpy()
@@ -51,7 +53,9 @@ def test_a_disagreeing_artifact_fails_verification_naming_it(model_and_data, tmp
     model, x, y = model_and_data
     artifacts = export_model(model, tmp_path, ExportConfig(formats=["keras"]))
     shifted = model(x, training=False).numpy() + 0.01
-    with pytest.raises(ExportError, match=r"exported keras model .* differ by up to 0.01.*export.atol=0.0001"):
+    with pytest.raises(
+        ExportError, match=r"exported keras model .* differ by up to 0.01.*export.atol=0.0001"
+    ):
         verify_artifacts(shifted, artifacts, x, y, Task("multiclass", 3), atol=1e-4)
 
 

@@ -14,8 +14,14 @@ layers = keras.layers
 
 
 def test_dense_counts_two_flops_per_multiply_add():
-    model = keras.Sequential([keras.Input((4,)), layers.Dense(3, activation="relu"),
-                              layers.Dropout(0.5), layers.Dense(2)])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            layers.Dense(3, activation="relu"),
+            layers.Dropout(0.5),
+            layers.Dense(2),
+        ]
+    )
     assert forward_flops(model) == 2 * (4 * 3 + 3 * 2)  # 36; bias, relu, dropout: 0
     assert training_flops(model) == 3 * 36
 
@@ -28,28 +34,28 @@ def test_dense_on_a_sequence_counts_every_position():
 
 def test_conv2d_with_same_and_valid_padding_and_strides():
     inputs = keras.Input((8, 8, 3))
-    x = layers.Conv2D(4, 3, padding="same")(inputs)          # 8x8x4
-    x = layers.MaxPool2D(1)(x)                                # 0
-    a = layers.Conv2D(2, 3, strides=2, padding="valid")(x)   # 3x3x2
-    b = layers.Conv2D(2, 3, strides=2, padding="same")(x)    # 4x4x2
+    x = layers.Conv2D(4, 3, padding="same")(inputs)  # 8x8x4
+    x = layers.MaxPool2D(1)(x)  # 0
+    a = layers.Conv2D(2, 3, strides=2, padding="valid")(x)  # 3x3x2
+    b = layers.Conv2D(2, 3, strides=2, padding="same")(x)  # 4x4x2
     x = layers.Concatenate()([layers.Flatten()(a), layers.Flatten()(b)])  # 18 + 32
     model = keras.Model(inputs, layers.Dense(5)(x))
-    same = 2 * 3 * 3 * 3 * 4 * 8 * 8        # 13,824
-    valid = 2 * 3 * 3 * 4 * 2 * 3 * 3       # 1,296
+    same = 2 * 3 * 3 * 3 * 4 * 8 * 8  # 13,824
+    valid = 2 * 3 * 3 * 4 * 2 * 3 * 3  # 1,296
     strided_same = 2 * 3 * 3 * 4 * 2 * 4 * 4  # 2,304
-    dense = 2 * 50 * 5                       # 500
+    dense = 2 * 50 * 5  # 500
     assert forward_flops(model) == same + valid + strided_same + dense == 17_924
 
 
 def test_depthwise_separable_transposed_grouped_1d_and_channels_first():
     inputs = keras.Input((6, 6, 2))
     x = layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(inputs)  # 6x6x4
-    x = layers.SeparableConv2D(3, 3)(x)                                          # 4x4x3
-    x = layers.Conv2DTranspose(2, 3, strides=2, padding="same")(x)             # 8x8x2
+    x = layers.SeparableConv2D(3, 3)(x)  # 4x4x3
+    x = layers.Conv2DTranspose(2, 3, strides=2, padding="same")(x)  # 8x8x2
     model = keras.Model(inputs, x)
-    depthwise = 2 * 3 * 3 * 2 * 2 * 6 * 6         # 2,592
-    separable = 2 * (3 * 3 * 4 + 4 * 3) * 4 * 4    # 1,536
-    transposed = 2 * 3 * 3 * 3 * 2 * 4 * 4         # 1,728: per input pixel
+    depthwise = 2 * 3 * 3 * 2 * 2 * 6 * 6  # 2,592
+    separable = 2 * (3 * 3 * 4 + 4 * 3) * 4 * 4  # 1,536
+    transposed = 2 * 3 * 3 * 3 * 2 * 4 * 4  # 1,728: per input pixel
     assert forward_flops(model) == depthwise + separable + transposed
 
     inputs = keras.Input((2, 2, 4))
@@ -66,16 +72,18 @@ def test_depthwise_separable_transposed_grouped_1d_and_channels_first():
 
 
 def test_nested_models_and_shared_layers_count_every_call():
-    inner = keras.Sequential([keras.Input((4,)), layers.Dense(3)], name="inner")       # 24
+    inner = keras.Sequential([keras.Input((4,)), layers.Dense(3)], name="inner")  # 24
     deeper_in = keras.Input((3,))
-    deeper = keras.Model(deeper_in, keras.Sequential(
-        [keras.Input((3,)), layers.Dense(6)])(deeper_in), name="deeper")              # 36
+    deeper = keras.Model(
+        deeper_in, keras.Sequential([keras.Input((3,)), layers.Dense(6)])(deeper_in), name="deeper"
+    )  # 36
     inputs = keras.Input((4,))
-    shared = layers.Dense(4)                                                            # 32/call
+    shared = layers.Dense(4)  # 32/call
     x = layers.Add()([shared(inputs), shared(inputs)])
     x = deeper(inner(x))
-    model = keras.Model(inputs, layers.TimeDistributed(layers.Dense(2))(
-        layers.Reshape((3, 2))(x)))                                                     # 3 * 8
+    model = keras.Model(
+        inputs, layers.TimeDistributed(layers.Dense(2))(layers.Reshape((3, 2))(x))
+    )  # 3 * 8
     assert forward_flops(model) == 2 * 32 + 24 + 36 + 3 * 8
 
 

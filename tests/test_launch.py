@@ -23,12 +23,20 @@ EPOCHS = 3
 #: order of the rows (reshuffled per epoch, restarted by a resume) does not
 #: change the result, and a single process with a batch of 90 must agree.
 CONFIG = {
-    "data": "iris", "model": "mlp", "seed": 5,
+    "data": "iris",
+    "model": "mlp",
+    "seed": 5,
     "model_options": {"width": 16, "dropout": 0.0},
     "data_options": {"validation_split": 0.2, "test_split": 0.2},
-    "train": {"epochs": EPOCHS, "batch_size": 45, "optimizer": "sgd", "learning_rate": 0.1,
-              "early_stopping": None, "verbose": 2,
-              "mixed_precision": "float32"},  # weights compared to 1e-5 across processes
+    "train": {
+        "epochs": EPOCHS,
+        "batch_size": 45,
+        "optimizer": "sgd",
+        "learning_rate": 0.1,
+        "early_stopping": None,
+        "verbose": 2,
+        "mixed_precision": "float32",
+    },  # weights compared to 1e-5 across processes
     "export": {"formats": ["keras"]},
 }
 
@@ -36,13 +44,18 @@ CONFIG = {
 # --------------------------------------------------------------------------- before any process
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"config": {**CONFIG, "strategy": "mirrored"}}, r"'strategy'.*'auto' or 'multi_worker'"),
-    ({"config": {**CONFIG, "strategy": "multi_worker"}, "ps": 1},
-     r"'strategy'.*'parameter_server'"),
-    ({"config": CONFIG, "workers": 0}, r"'workers' option must be an integer >= 1"),
-    ({"config": {**CONFIG, "train": {"epochs": 0}}}, r"'train.epochs'.*> 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"config": {**CONFIG, "strategy": "mirrored"}}, r"'strategy'.*'auto' or 'multi_worker'"),
+        (
+            {"config": {**CONFIG, "strategy": "multi_worker"}, "ps": 1},
+            r"'strategy'.*'parameter_server'",
+        ),
+        ({"config": CONFIG, "workers": 0}, r"'workers' option must be an integer >= 1"),
+        ({"config": {**CONFIG, "train": {"epochs": 0}}}, r"'train.epochs'.*> 0"),
+    ],
+)
 def test_a_bad_launch_is_refused_before_any_process_starts(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         Launcher(**kwargs)
@@ -58,11 +71,16 @@ def test_every_process_gets_the_same_seed_name_and_folder(tmp_path, monkeypatch)
 
 def test_why_a_process_died_is_read_from_its_exit_and_output():
     assert _reason(-signal.SIGKILL, []) == "was killed by signal SIGKILL"
-    tail = ["Traceback (most recent call last):", '  File "x.py", line 1',
-            "tensorflow.python.framework.errors_impl.UnavailableError: peer went away"]
+    tail = [
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1',
+        "tensorflow.python.framework.errors_impl.UnavailableError: peer went away",
+    ]
     assert _reason(1, tail) == "exited with code 1: UnavailableError: peer went away"
-    assert _reason(2, ["12:00:00 ERROR kerastrain.launch: DataError: 3 rows are NaN"]) == \
-        "exited with code 2: DataError: 3 rows are NaN"
+    assert (
+        _reason(2, ["12:00:00 ERROR kerastrain.launch: DataError: 3 rows are NaN"])
+        == "exited with code 2: DataError: 3 rows are NaN"
+    )
     assert _reason(0, []).startswith("exited (code 0) while the chief")
 
 
@@ -104,6 +122,7 @@ def killed_then_rerun(tmp_path_factory):
                 # The chief starts epoch 2 only after backing up epoch 1.
                 if launch_no == 1 and line.startswith("Epoch 2/"):
                     launcher.kill("worker 1", signal.SIGKILL)
+
         return on_line
 
     first = Launcher(config, workers=2, timeout=240)
@@ -120,16 +139,28 @@ def killed_then_rerun(tmp_path_factory):
     result = second.wait()
 
     # One process, the same global batch (90), the same seed.
-    single = fit_pipeline(config={**CONFIG, "train": {**CONFIG["train"], "batch_size": 90,
-                                                      "verbose": 0}},
-                          strategy="cpu", output_dir=str(root / "single"))
-    return {"failed": failed.value, "states": states, "backup_after_kill": backup_after_kill,
-            "epochs": epochs, "lines": lines, "result": result, "single": single}
+    single = fit_pipeline(
+        config={**CONFIG, "train": {**CONFIG["train"], "batch_size": 90, "verbose": 0}},
+        strategy="cpu",
+        output_dir=str(root / "single"),
+    )
+    return {
+        "failed": failed.value,
+        "states": states,
+        "backup_after_kill": backup_after_kill,
+        "epochs": epochs,
+        "lines": lines,
+        "result": result,
+        "single": single,
+    }
 
 
 def _temporary_folders(lines: list[tuple[str, str]], task: str, what: str) -> list[Path]:
-    return [Path(line.split(what)[1].strip().rstrip(".")) for t, line in lines
-            if t == task and what in line]
+    return [
+        Path(line.split(what)[1].strip().rstrip("."))
+        for t, line in lines
+        if t == task and what in line
+    ]
 
 
 @pytest.mark.subprocess
@@ -183,8 +214,9 @@ def test_only_the_chief_writes_the_run_folder(killed_then_rerun):
 def test_two_workers_match_one_process_with_the_same_global_batch(killed_then_rerun):
     result, single = killed_then_rerun["result"], killed_then_rerun["single"]
     launched = keras.models.load_model(result.artifacts["keras"])
-    diffs = [np.max(np.abs(a - b)) for a, b in zip(single.model.get_weights(),
-                                                    launched.get_weights())]
+    diffs = [
+        np.max(np.abs(a - b)) for a, b in zip(single.model.get_weights(), launched.get_weights())
+    ]
     assert max(diffs) < 1e-5
     # The resumed epochs log the same losses as the single process's.
     np.testing.assert_allclose(result.history["loss"][-1], single.history["loss"][-1], rtol=1e-5)
@@ -197,12 +229,20 @@ def test_two_workers_match_one_process_with_the_same_global_batch(killed_then_re
 @pytest.mark.subprocess
 def test_parameter_server_training_with_one_ps_and_two_workers_completes(tmp_path, capsys):
     path = tmp_path / "cluster.yaml"
-    path.write_text(yaml.safe_dump({
-        "data": "iris", "model": "mlp", "seed": 2, "output_dir": str(tmp_path / "run"),
-        "model_options": {"width": 16}, "export": {"formats": ["keras"]},
-        "train": {"epochs": 2, "batch_size": 16, "early_stopping": None}}))
-    assert cli_main(["launch", "--workers", "2", "--ps", "1", "--timeout", "240",
-                     str(path)]) == 0
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data": "iris",
+                "model": "mlp",
+                "seed": 2,
+                "output_dir": str(tmp_path / "run"),
+                "model_options": {"width": 16},
+                "export": {"formats": ["keras"]},
+                "train": {"epochs": 2, "batch_size": 16, "early_stopping": None},
+            }
+        )
+    )
+    assert cli_main(["launch", "--workers", "2", "--ps", "1", "--timeout", "240", str(path)]) == 0
     out, err = capsys.readouterr()
     assert f"Run folder: {tmp_path / 'run'}" in out
     for task in ("chief 0", "worker 0", "worker 1", "ps 0"):
@@ -212,5 +252,6 @@ def test_parameter_server_training_with_one_ps_and_two_workers_completes(tmp_pat
     assert len(json.loads((run / "history.json").read_text())["loss"]) == 2
     report = (run / "report.html").read_text()
     assert "ParameterServerStrategy, 1 replica(s) on 2 workers" in report
-    assert keras.models.load_model(run / "model.keras").predict(np.zeros((1, 4)),
-                                                               verbose=0).shape == (1, 3)
+    assert keras.models.load_model(run / "model.keras").predict(
+        np.zeros((1, 4)), verbose=0
+    ).shape == (1, 3)

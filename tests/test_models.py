@@ -8,7 +8,14 @@ import pytest
 from kerastrain import ConfigError
 from kerastrain._keras import ensure_tf_keras, is_keras3_object, keras
 from kerastrain.data.preprocess import Standardizer, model_inputs
-from kerastrain.models import MODELS, Head, build_model, factory_for, factory_options, register_model
+from kerastrain.models import (
+    MODELS,
+    Head,
+    build_model,
+    factory_for,
+    factory_options,
+    register_model,
+)
 
 HEAD10 = Head(10, "softmax")
 
@@ -28,9 +35,19 @@ def test_cnn_builds_for_images_of_any_size(shape):
 
 
 def test_mlp_options_reach_the_layers():
-    model = build_model("mlp", model_inputs((5,), None), Head(1, "sigmoid"),
-                        {"width": 7, "depth": 3, "dropout": 0.0, "l2": 0.01, "initializer": "he_normal",
-                         "batch_norm": True})
+    model = build_model(
+        "mlp",
+        model_inputs((5,), None),
+        Head(1, "sigmoid"),
+        {
+            "width": 7,
+            "depth": 3,
+            "dropout": 0.0,
+            "l2": 0.01,
+            "initializer": "he_normal",
+            "batch_norm": True,
+        },
+    )
     dense = [layer for layer in model.layers if layer.name.startswith("dense_")]
     assert [layer.units for layer in dense] == [7, 7, 7]
     assert isinstance(dense[0].kernel_initializer, keras.initializers.HeNormal)
@@ -41,10 +58,14 @@ def test_mlp_options_reach_the_layers():
 
 
 def test_unknown_model_option_lists_the_accepted_ones():
-    with pytest.raises(ConfigError, match=r"'model_options.widht' for model 'mlp'.*width.*Did you mean 'width'"):
+    with pytest.raises(
+        ConfigError, match=r"'model_options.widht' for model 'mlp'.*width.*Did you mean 'width'"
+    ):
         build_model("mlp", model_inputs((5,), None), Head(1, "sigmoid"), {"widht": 8})
     with pytest.raises(ConfigError, match="initializer"):
-        build_model("mlp", model_inputs((5,), None), Head(1, "sigmoid"), {"initializer": "zeros_like"})
+        build_model(
+            "mlp", model_inputs((5,), None), Head(1, "sigmoid"), {"initializer": "zeros_like"}
+        )
     assert "width" in factory_options(MODELS["mlp"])
 
 
@@ -63,8 +84,10 @@ def test_standardization_is_the_first_layer_of_the_model():
 def test_user_callable_with_raw_inputs_gets_preprocessing_in_front():
     def tiny(input_shape, num_outputs, units=4):
         inp = keras.Input(input_shape)
-        return keras.Model(inp, keras.layers.Dense(num_outputs, activation="softmax")(
-            keras.layers.Dense(units)(inp)))
+        return keras.Model(
+            inp,
+            keras.layers.Dense(num_outputs, activation="softmax")(keras.layers.Dense(units)(inp)),
+        )
 
     stats = Standardizer(np.zeros(3, np.float32), np.ones(3, np.float32))
     model = build_model(tiny, model_inputs((3,), stats), Head(2, "softmax"), {"units": 5})
@@ -87,7 +110,9 @@ def test_keras3_objects_are_refused_with_the_reason():
 
     model = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
     assert is_keras3_object(model) and not is_keras3_object(keras.Sequential())
-    with pytest.raises(ConfigError, match="Keras 3 object.*TensorFlow Model Optimization.*tf_keras"):
+    with pytest.raises(
+        ConfigError, match="Keras 3 object.*TensorFlow Model Optimization.*tf_keras"
+    ):
         ensure_tf_keras(model, "model")
     with pytest.raises(ConfigError, match="Keras 3"):
         build_model(model, model_inputs((4,), None), Head(2, "softmax"))
@@ -99,7 +124,9 @@ def test_register_model_refuses_to_shadow_silently():
 
     register_model("mine_for_test", mine)
     try:
-        assert build_model("mine_for_test", model_inputs((3,), None), Head(1, "linear")).output_shape == (None, 1)
+        assert build_model(
+            "mine_for_test", model_inputs((3,), None), Head(1, "linear")
+        ).output_shape == (None, 1)
         with pytest.raises(ConfigError, match="already registered"):
             register_model("mine_for_test", lambda inputs, head: None)
     finally:

@@ -12,12 +12,14 @@ from kerastrain.train import compile_options
 
 
 def test_optimizer_carries_clipping_ema_and_weight_decay():
-    opt = make_optimizer(TrainConfig(optimizer="adamw", clipnorm=1.5, ema=True,
-                                     ema_momentum=0.9, weight_decay=0.01))
+    opt = make_optimizer(
+        TrainConfig(optimizer="adamw", clipnorm=1.5, ema=True, ema_momentum=0.9, weight_decay=0.01)
+    )
     assert isinstance(opt, keras.optimizers.AdamW)
     assert (opt.clipnorm, opt.use_ema, opt.ema_momentum, opt.weight_decay) == (1.5, True, 0.9, 0.01)
-    opt = make_optimizer(TrainConfig(optimizer="sgd", global_clipnorm=2.0,
-                                     optimizer_options={"momentum": 0.9}))
+    opt = make_optimizer(
+        TrainConfig(optimizer="sgd", global_clipnorm=2.0, optimizer_options={"momentum": 0.9})
+    )
     assert opt.global_clipnorm == 2.0 and opt.clipnorm is None and opt.momentum == 0.9
     assert make_optimizer(TrainConfig(optimizer="adamw")).weight_decay == 0.0
 
@@ -51,20 +53,28 @@ def test_explicit_learning_rate_is_used_as_is():
 def test_learning_rate_find_must_be_resolved_first():
     with pytest.raises(ConfigError, match="'find' must be resolved"):
         make_learning_rate(TrainConfig(learning_rate="find"))
-    with pytest.raises(ConfigError, match="'train.learning_rate' option must be a number > 0, "
-                                          "'find'.*Did you mean 'find'"):
+    with pytest.raises(
+        ConfigError,
+        match="'train.learning_rate' option must be a number > 0, 'find'.*Did you mean 'find'",
+    ):
         TrainConfig(learning_rate="fnd")
 
 
 def test_compile_options_and_their_checks():
     assert compile_options(TrainConfig(jit_compile=True, steps_per_execution=8)) == {
-        "jit_compile": True, "steps_per_execution": 8}
+        "jit_compile": True,
+        "steps_per_execution": 8,
+    }
     with pytest.raises(ConfigError, match="'train.steps_per_execution' option must be >= 1"):
         TrainConfig(steps_per_execution=0)
     assert compile_options(TrainConfig()) == {"jit_compile": False, "steps_per_execution": 1}
-    with pytest.raises(ConfigError, match="'train.mixed_precision' option must be one of 'auto', 'float32'"):
+    with pytest.raises(
+        ConfigError, match="'train.mixed_precision' option must be one of 'auto', 'float32'"
+    ):
         TrainConfig(mixed_precision="float16")
-    with pytest.raises(ConfigError, match="'train.steps_per_execution' option must be 'auto' or an integer"):
+    with pytest.raises(
+        ConfigError, match="'train.steps_per_execution' option must be 'auto' or an integer"
+    ):
         TrainConfig(steps_per_execution="fast")
     with pytest.raises(ConfigError, match="'train.gradient_accumulation' option must be >= 1"):
         TrainConfig(gradient_accumulation=0)

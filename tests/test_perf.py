@@ -7,9 +7,19 @@ import pytest
 
 from kerastrain._keras import keras, tf
 from kerastrain.data.feed import ZERO_COPY_BYTES, InMemory, make_dataset
-from kerastrain.perf import (Decision, DeviceInfo, cpu_flags, device_info, float32_twin,
-                             measure_step_seconds, pick_jit, pick_measured_precision,
-                             pick_precision, pick_steps_per_execution, precision_scope)
+from kerastrain.perf import (
+    Decision,
+    DeviceInfo,
+    cpu_flags,
+    device_info,
+    float32_twin,
+    measure_step_seconds,
+    pick_jit,
+    pick_measured_precision,
+    pick_precision,
+    pick_steps_per_execution,
+    precision_scope,
+)
 
 
 def test_precision_follows_the_device():
@@ -47,7 +57,9 @@ def test_steps_per_execution_grows_for_cheap_steps_and_stays_1_for_step_hooks():
         def on_train_batch_begin(self, batch, logs=None):
             pass  # overriding the per-step hook is what the picker must notice
 
-    decision = pick_steps_per_execution(0.0001, 500, [keras.callbacks.EarlyStopping(), CountsSteps()])
+    decision = pick_steps_per_execution(
+        0.0001, 500, [keras.callbacks.EarlyStopping(), CountsSteps()]
+    )
     assert decision.value == 1 and "CountsSteps" in decision.reason
 
 
@@ -69,8 +81,9 @@ def test_measuring_a_step_changes_no_weights():
     h = keras.layers.BatchNormalization()(keras.layers.Dense(8)(inp))
     model = keras.Model(inp, keras.layers.Dense(1)(h))
     before = [w.copy() for w in model.get_weights()]
-    seconds = measure_step_seconds(model, keras.losses.MeanSquaredError(),
-                                   (tf.ones((16, 4)), tf.ones((16, 1))), repeats=3)
+    seconds = measure_step_seconds(
+        model, keras.losses.MeanSquaredError(), (tf.ones((16, 4)), tf.ones((16, 1))), repeats=3
+    )
     assert seconds > 0
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -102,12 +115,23 @@ def _fit_weights(steps_per_execution, precision="float32", width=8):
     from kerastrain.data.prepare import prepare_data
     from kerastrain.trial import run_training
 
-    config = load_config(data="breast_cancer", model="mlp", seed=0,
-                         model_options={"width": width, "depth": 1, "dropout": 0.0},
-                         train={"epochs": 2, "batch_size": 16, "optimizer": "sgd",
-                                "learning_rate": 0.05, "early_stopping": None, "verbose": 0,
-                                "mixed_precision": precision, "jit_compile": False,
-                                "steps_per_execution": steps_per_execution})
+    config = load_config(
+        data="breast_cancer",
+        model="mlp",
+        seed=0,
+        model_options={"width": width, "depth": 1, "dropout": 0.0},
+        train={
+            "epochs": 2,
+            "batch_size": 16,
+            "optimizer": "sgd",
+            "learning_rate": 0.05,
+            "early_stopping": None,
+            "verbose": 0,
+            "mixed_precision": precision,
+            "jit_compile": False,
+            "steps_per_execution": steps_per_execution,
+        },
+    )
     prepared = prepare_data(config.data, config.data_options, config.seed)
     keras.utils.set_random_seed(0)
     model, result = run_training(config, prepared, tf.distribute.get_strategy())
@@ -141,13 +165,14 @@ def test_a_step_too_small_to_gain_keeps_float32_without_being_measured(monkeypat
 
     with precision_scope("mixed_bfloat16"):
         inp = keras.Input((32,))
-        model = keras.Model(inp, keras.layers.Dense(4, dtype="float32")(
-            keras.layers.Dense(64)(inp)))
+        model = keras.Model(
+            inp, keras.layers.Dense(4, dtype="float32")(keras.layers.Dense(64)(inp))
+        )
     monkeypatch.setattr(perf, "measure_step_seconds", lambda *a, **k: pytest.fail("measured"))
     batch = (tf.ones((32, 32)), tf.zeros((32,)))
     kept, decision, seconds = perf.measure_precision(
-        model, Decision("mixed_bfloat16", "native bfloat16"), keras.losses.MeanSquaredError(),
-        batch)
+        model, Decision("mixed_bfloat16", "native bfloat16"), keras.losses.MeanSquaredError(), batch
+    )
     # 3 x 2 x (32*64 + 64*4) x 32 examples = 0.44 MFLOP
     assert decision.value == "float32" and "0.4 MFLOP" in decision.reason and seconds is None
     assert kept.layers[1].dtype_policy.name == "float32"
@@ -167,9 +192,11 @@ def test_the_float32_twin_has_the_same_weights_and_computes_in_float32():
     np.testing.assert_allclose(model(x), twin(x), atol=0.05)  # bfloat16 rounding only
 
 
-@pytest.mark.skipif(not {"avx512_bf16", "amx_bf16"} & cpu_flags(),
-                    reason="the measured choice runs only on a CPU with native bfloat16; "
-                           "elsewhere 'auto' is float32 without measuring (tested above)")
+@pytest.mark.skipif(
+    not {"avx512_bf16", "amx_bf16"} & cpu_flags(),
+    reason="the measured choice runs only on a CPU with native bfloat16; "
+    "elsewhere 'auto' is float32 without measuring (tested above)",
+)
 def test_auto_precision_trains_the_model_it_measured_and_says_why():
     # 4096 wide: 3 x 2 x (30 + 1) x 4096 x 16 = 12 MFLOP per step, enough to be measured.
     auto, result = _fit_weights(1, precision="auto", width=4096)
@@ -182,8 +209,9 @@ def test_auto_precision_trains_the_model_it_measured_and_says_why():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_bfloat16_training_reaches_the_float32_accuracy_within_half_a_point(digits_arrays,
-                                                                           tmp_path):
+def test_bfloat16_training_reaches_the_float32_accuracy_within_half_a_point(
+    digits_arrays, tmp_path
+):
     """The accuracy guard of `mixed_precision="auto"`: on the same data,
     seeds and network, training in bfloat16 loses at most 0.5 point of test
     accuracy against float32 (both evaluated as exported: in float32). Two
@@ -194,10 +222,19 @@ def test_bfloat16_training_reaches_the_float32_accuracy_within_half_a_point(digi
     for seed in (0, 1):
         for precision in scores:
             result = kerastrain.fit_pipeline(
-                digits_arrays, "cnn", seed=seed, output_dir=str(tmp_path / f"{precision}{seed}"),
-                train={"epochs": 12, "verbose": 0, "early_stopping": None,
-                       "mixed_precision": precision},
-                export={"formats": []}, report={"explain": "none"})
+                digits_arrays,
+                "cnn",
+                seed=seed,
+                output_dir=str(tmp_path / f"{precision}{seed}"),
+                train={
+                    "epochs": 12,
+                    "verbose": 0,
+                    "early_stopping": None,
+                    "mixed_precision": precision,
+                },
+                export={"formats": []},
+                report={"explain": "none"},
+            )
             scores[precision].append(result.metrics["test"]["accuracy"])
             keras.backend.clear_session()
     float32, bfloat16 = np.mean(scores["float32"]), np.mean(scores["mixed_bfloat16"])

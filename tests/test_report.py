@@ -21,13 +21,21 @@ from kerastrain.explain import PermutationImportance
 from kerastrain.report import Section, scores_section, write_report
 
 CHROMIUM = "/usr/bin/chromium"
-HISTORY = {"loss": [1.2, .7, .45, .35, .3, .26, .22], "accuracy": [.5, .7, .8, .85, .88, .9, .92],
-           "val_loss": [1.1, .8, .6, .62, .66, .7, .75],
-           "val_accuracy": [.5, .65, .75, .74, .73, .72, .71],
-           "lr": [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1e-4]}
-SUMMARY = {"data": "test data", "rows": 400, "example shape": (4,), "task": "multiclass",
-           "splits": {"train": 280, "val": 60, "test": 60},
-           "classes": {"a": 200, "b": 150, "c": 50}}
+HISTORY = {
+    "loss": [1.2, 0.7, 0.45, 0.35, 0.3, 0.26, 0.22],
+    "accuracy": [0.5, 0.7, 0.8, 0.85, 0.88, 0.9, 0.92],
+    "val_loss": [1.1, 0.8, 0.6, 0.62, 0.66, 0.7, 0.75],
+    "val_accuracy": [0.5, 0.65, 0.75, 0.74, 0.73, 0.72, 0.71],
+    "lr": [1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1e-4],
+}
+SUMMARY = {
+    "data": "test data",
+    "rows": 400,
+    "example shape": (4,),
+    "task": "multiclass",
+    "splits": {"train": 280, "val": 60, "test": 60},
+    "classes": {"a": 200, "b": 150, "c": 50},
+}
 
 
 def _sections(page: str) -> list[str]:
@@ -44,18 +52,28 @@ def _evaluation(task: Task, n: int = 60) -> Evaluation:
         logits = rng.normal(size=(n, task.num_classes))
         logits[np.arange(n), y] += 2.0
         outputs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    return Evaluation(task=task, split="test", y_true=y, outputs=outputs,
-                      metrics=compute_metrics(task, y, outputs),
-                      curves=curve_data(task, y, outputs),
-                      diagnosis=diagnose(HISTORY, baseline=1.0), baseline=1.0)
+    return Evaluation(
+        task=task,
+        split="test",
+        y_true=y,
+        outputs=outputs,
+        metrics=compute_metrics(task, y, outputs),
+        curves=curve_data(task, y, outputs),
+        diagnosis=diagnose(HISTORY, baseline=1.0),
+        baseline=1.0,
+    )
 
 
 def _importance() -> PermutationImportance:
-    drops = np.array([[.2, .25, .22], [.01, 0.0, -.01], [.1, .12, .08], [0.0, .01, 0.0]])
-    return PermutationImportance(feature_names=["w", "x", "y", "z"],
-                                 importances_mean=drops.mean(axis=1),
-                                 importances_std=drops.std(axis=1), importances=drops,
-                                 scoring="accuracy", baseline_score=0.9)
+    drops = np.array([[0.2, 0.25, 0.22], [0.01, 0.0, -0.01], [0.1, 0.12, 0.08], [0.0, 0.01, 0.0]])
+    return PermutationImportance(
+        feature_names=["w", "x", "y", "z"],
+        importances_mean=drops.mean(axis=1),
+        importances_std=drops.std(axis=1),
+        importances=drops,
+        scoring="accuracy",
+        baseline_score=0.9,
+    )
 
 
 def _tuning_plot(path: Path) -> Path:
@@ -65,7 +83,7 @@ def _tuning_plot(path: Path) -> Path:
     from matplotlib import pyplot as plt
 
     fig, ax = plt.subplots(figsize=(3, 2))
-    ax.plot([1, 2, 3], [.8, .85, .9])
+    ax.plot([1, 2, 3], [0.8, 0.85, 0.9])
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -83,21 +101,39 @@ def full_report(tmp_path_factory):
     (run / "savedmodel" / "saved_model.pb").write_bytes(b"\0" * 5000)
     (run / "model.tflite").write_bytes(b"\0" * 2048)
     artifacts = {"savedmodel": run / "savedmodel", "tflite": run / "model.tflite"}
-    metrics = {"val": evaluation.metrics, "test": evaluation.metrics,
-               "savedmodel": {**evaluation.metrics, "max_abs_diff": 0.0, "agreement": 1.0},
-               "tflite": {**evaluation.metrics, "max_abs_diff": 3e-7, "agreement": 1.0}}
-    tuning = Section("Tuning", text="3 trials of a random search; the best is trial 2.",
-                     rows=[{"trial": i, "learning_rate": lr, "val_accuracy": acc}
-                           for i, lr, acc in ((1, 1e-2, .8), (2, 1e-3, .9), (3, 1e-4, .85))],
-                     images=[_tuning_plot(tmp_path / "trials.png")])
-    compression = scores_section("Compression", {"float32": {"accuracy": .9},
-                                                 "pruned 50% int8": {"accuracy": .89}})
-    path = write_report(run, name="full", summary=SUMMARY, history=HISTORY, metrics=metrics,
-                        artifacts=artifacts, timings={"train": 3.2, "export": 1.1},
-                        stop_reason="completed all 7 epochs", config={"train": {"epochs": 7}},
-                        evaluation=evaluation, explanations=[_importance()],
-                        sections=[tuning, compression],
-                        limitations=["Trained on synthetic rows only."])
+    metrics = {
+        "val": evaluation.metrics,
+        "test": evaluation.metrics,
+        "savedmodel": {**evaluation.metrics, "max_abs_diff": 0.0, "agreement": 1.0},
+        "tflite": {**evaluation.metrics, "max_abs_diff": 3e-7, "agreement": 1.0},
+    }
+    tuning = Section(
+        "Tuning",
+        text="3 trials of a random search; the best is trial 2.",
+        rows=[
+            {"trial": i, "learning_rate": lr, "val_accuracy": acc}
+            for i, lr, acc in ((1, 1e-2, 0.8), (2, 1e-3, 0.9), (3, 1e-4, 0.85))
+        ],
+        images=[_tuning_plot(tmp_path / "trials.png")],
+    )
+    compression = scores_section(
+        "Compression", {"float32": {"accuracy": 0.9}, "pruned 50% int8": {"accuracy": 0.89}}
+    )
+    path = write_report(
+        run,
+        name="full",
+        summary=SUMMARY,
+        history=HISTORY,
+        metrics=metrics,
+        artifacts=artifacts,
+        timings={"train": 3.2, "export": 1.1},
+        stop_reason="completed all 7 epochs",
+        config={"train": {"epochs": 7}},
+        evaluation=evaluation,
+        explanations=[_importance()],
+        sections=[tuning, compression],
+        limitations=["Trained on synthetic rows only."],
+    )
     return path
 
 
@@ -105,31 +141,67 @@ def test_the_report_holds_every_section_that_ran(full_report):
     page = full_report.read_text()
     assert full_report.name == "report.html"
     assert _sections(page) == [
-        "summary", "config", "data", "learning-curves", "diagnosis", "metrics", "artifacts",
-        "per-class", "confusion-matrix", "roc-pr", "calibration", "explanations", "tuning",
-        "compression", "stages"]
+        "summary",
+        "config",
+        "data",
+        "learning-curves",
+        "diagnosis",
+        "metrics",
+        "artifacts",
+        "per-class",
+        "confusion-matrix",
+        "roc-pr",
+        "calibration",
+        "explanations",
+        "tuning",
+        "compression",
+        "stages",
+    ]
     assert "Over-fitting: validation loss rose from 0.6 at epoch 3" in page
     assert "pruned 50% int8" in page and "learning_rate" in page
     run = full_report.parent
-    for png in ("learning_curves", "class_balance", "confusion_matrix", "roc_pr", "calibration",
-                "explanation_permutation", "tuning_trials"):
+    for png in (
+        "learning_curves",
+        "class_balance",
+        "confusion_matrix",
+        "roc_pr",
+        "calibration",
+        "explanation_permutation",
+        "tuning_trials",
+    ):
         assert (run / f"{png}.png").stat().st_size > 1000
 
 
 def test_the_report_holds_no_section_that_did_not_run(tmp_path):
     metrics = {"val": {"accuracy": 0.9, "f1": 0.88}}
-    page = write_report(tmp_path, name="bare", summary={}, history={"loss": [1.0, .5, .4]},
-                        metrics=metrics, artifacts={}, timings={}, stop_reason="done",
-                        model_card=False).read_text()
+    page = write_report(
+        tmp_path,
+        name="bare",
+        summary={},
+        history={"loss": [1.0, 0.5, 0.4]},
+        metrics=metrics,
+        artifacts={},
+        timings={},
+        stop_reason="done",
+        model_card=False,
+    ).read_text()
     assert _sections(page) == ["summary", "learning-curves", "metrics"]
     for absent in ("Tuning", "Compression", "Confusion", "Calibration", "Explanations"):
         assert absent not in page
     assert not (tmp_path / "MODEL_CARD.md").exists()
 
     regression = _evaluation(Task("regression"))
-    page = write_report(tmp_path / "reg", name="reg", summary={"task": "regression"},
-                        history={}, metrics={"test": regression.metrics}, artifacts={},
-                        timings={}, stop_reason="done", evaluation=regression).read_text()
+    page = write_report(
+        tmp_path / "reg",
+        name="reg",
+        summary={"task": "regression"},
+        history={},
+        metrics={"test": regression.metrics},
+        artifacts={},
+        timings={},
+        stop_reason="done",
+        evaluation=regression,
+    ).read_text()
     assert _sections(page) == ["summary", "data", "diagnosis", "metrics", "residuals"]
 
 
@@ -146,9 +218,16 @@ def test_the_report_is_self_contained(full_report):
 
 def test_the_model_card(full_report):
     card = (full_report.parent / "MODEL_CARD.md").read_text()
-    for heading in ("## Intended use", "## Data", "## Metrics", "### By class (test split)",
-                    "## Limits", "## How to load", "### savedmodel (`savedmodel`, 4.9 KiB)",
-                    "### tflite (`model.tflite`, 2.0 KiB)"):
+    for heading in (
+        "## Intended use",
+        "## Data",
+        "## Metrics",
+        "### By class (test split)",
+        "## Limits",
+        "## How to load",
+        "### savedmodel (`savedmodel`, 4.9 KiB)",
+        "### tflite (`model.tflite`, 2.0 KiB)",
+    ):
         assert heading in card
     assert "- Trained on synthetic rows only." in card
     assert "Weakest class:" in card and "Imbalanced classes" in card
@@ -162,8 +241,10 @@ def test_the_model_card(full_report):
 def _chromium_or_skip() -> str:
     path = shutil.which("chromium") or (CHROMIUM if os.access(CHROMIUM, os.X_OK) else None)
     if path is None:
-        pytest.skip("Chromium is not installed (Debian package `chromium`; `make test` installs "
-                    "it when run as root with apt-get available).")
+        pytest.skip(
+            "Chromium is not installed (Debian package `chromium`; `make test` installs "
+            "it when run as root with apt-get available)."
+        )
     return path
 
 
@@ -182,11 +263,25 @@ def test_the_report_renders_in_chromium_without_broken_images(full_report, tmp_p
     probe = full_report.with_name("probe.html")
     probe.write_text(full_report.read_text().replace("</body>", CHECK_IMAGES + "</body>"))
     result = subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
-         "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
-        capture_output=True, text=True, timeout=90)
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     body = re.search(r"<body[^>]*>", result.stdout).group(0)
     assert 'data-images="7"' in body, body
@@ -200,15 +295,30 @@ def test_fit_pipeline_writes_the_report_and_model_card_and_tracks_the_run(tmp_pa
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3's switch for folder stores
     store = (tmp_path / "mlruns").as_uri()
     result = kerastrain.fit_pipeline(
-        "iris", train={"epochs": 4, "verbose": 0}, export={"formats": ["savedmodel", "tflite"]},
+        "iris",
+        train={"epochs": 4, "verbose": 0},
+        export={"formats": ["savedmodel", "tflite"]},
         report={"permutation_repeats": 2, "limitations": ["Iris has 150 rows."]},
         tracking={"tensorboard": True, "mlflow": True, "mlflow_tracking_uri": store},
-        output_dir=str(tmp_path / "run"), seed=0)
+        output_dir=str(tmp_path / "run"),
+        seed=0,
+    )
     assert result.report_path == tmp_path / "run" / "report.html"
     page = result.report_path.read_text()
     sections = _sections(page)
-    for name in ("config", "data", "learning-curves", "diagnosis", "metrics", "artifacts",
-                 "per-class", "confusion-matrix", "roc-pr", "calibration", "explanations"):
+    for name in (
+        "config",
+        "data",
+        "learning-curves",
+        "diagnosis",
+        "metrics",
+        "artifacts",
+        "per-class",
+        "confusion-matrix",
+        "roc-pr",
+        "calibration",
+        "explanations",
+    ):
         assert name in sections
     assert "tuning" not in sections and "compression" not in sections
     assert "petal length (cm)" in page  # permutation importance names the real features
@@ -223,7 +333,8 @@ def test_fit_pipeline_writes_the_report_and_model_card_and_tracks_the_run(tmp_pa
     (run,) = client.search_runs([client.get_experiment_by_name("kerastrain").experiment_id])
     assert run.data.params["train.epochs"] == "4"
     assert run.data.metrics["tflite/accuracy"] == pytest.approx(
-        result.metrics["tflite"]["accuracy"])
+        result.metrics["tflite"]["accuracy"]
+    )
     logged = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"report.html", "MODEL_CARD.md", "model.tflite", "savedmodel"} <= logged
     assert "backup" not in logged

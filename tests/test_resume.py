@@ -25,8 +25,13 @@ from kerastrain.train import compile_model, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 12
-TRAIN = {"epochs": EPOCHS, "batch_size": 16, "early_stopping": None, "verbose": 0,
-         "backup_interval": 0}
+TRAIN = {
+    "epochs": EPOCHS,
+    "batch_size": 16,
+    "early_stopping": None,
+    "verbose": 0,
+    "backup_interval": 0,
+}
 CHILD = """
 import json, sys
 from sklearn.datasets import load_breast_cancer
@@ -60,8 +65,13 @@ class Crash(keras.callbacks.Callback):
 
 def _fit(data, backup, train, callbacks=()):
     keras.utils.set_random_seed(1)
-    model = keras.Sequential([keras.Input((30,)), keras.layers.Dense(8, activation="relu"),
-                              keras.layers.Dense(1, activation="sigmoid")])
+    model = keras.Sequential(
+        [
+            keras.Input((30,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     compile_model(model, Task("binary"), train)
     return model, train_model(model, data, None, train, backup_dir=backup, callbacks=callbacks)
 
@@ -75,8 +85,9 @@ def _batches(arrays):
 
 def test_crashed_fit_resumes_without_losing_epochs(tmp_path, breast_cancer_arrays):
     data = _batches(breast_cancer_arrays)
-    train = TrainConfig(epochs=5, early_stopping=None, verbose=0, checkpoints=False,
-                        backup_interval=0)
+    train = TrainConfig(
+        epochs=5, early_stopping=None, verbose=0, checkpoints=False, backup_interval=0
+    )
     backup = tmp_path / "backup"
     with pytest.raises(RuntimeError, match="simulated crash"):
         _fit(data, backup, train, callbacks=[Crash(after_epoch=3)])
@@ -97,8 +108,9 @@ def test_crashed_fit_resumes_without_losing_epochs(tmp_path, breast_cancer_array
 
 def test_epoch_backups_younger_than_the_interval_are_skipped(tmp_path, breast_cancer_arrays):
     data = _batches(breast_cancer_arrays)
-    train = TrainConfig(epochs=5, early_stopping=None, verbose=0, checkpoints=False,
-                        backup_interval=3600)
+    train = TrainConfig(
+        epochs=5, early_stopping=None, verbose=0, checkpoints=False, backup_interval=3600
+    )
     backup = tmp_path / "backup"
     with pytest.raises(RuntimeError, match="simulated crash"):
         _fit(data, backup, train, callbacks=[Crash(after_epoch=3)])
@@ -111,8 +123,9 @@ def test_epoch_backups_younger_than_the_interval_are_skipped(tmp_path, breast_ca
 
 def test_crash_mid_epoch_resumes_from_the_step_backup(tmp_path, breast_cancer_arrays):
     data = _batches(breast_cancer_arrays)
-    train = TrainConfig(epochs=3, early_stopping=None, verbose=0, checkpoints=False,
-                        backup_frequency=4)
+    train = TrainConfig(
+        epochs=3, early_stopping=None, verbose=0, checkpoints=False, backup_frequency=4
+    )
     backup = tmp_path / "backup"
     with pytest.raises(RuntimeError, match="simulated crash"):  # backups at steps 4, 8, 12
         _fit(data, backup, train, callbacks=[Crash(after_epoch=2, after_batch=6)])
@@ -125,11 +138,18 @@ def test_crash_mid_epoch_resumes_from_the_step_backup(tmp_path, breast_cancer_ar
 def test_killed_pipeline_resumes_from_its_backup(tmp_path):
     run = tmp_path / "run"
     records = run / "backup" / "history.json"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+    }
     with open(tmp_path / "child.log", "wb") as log:
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(run), json.dumps(TRAIN)],
-                                 env=env, stdout=log, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(run), json.dumps(TRAIN)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 240
         while len(load_records(records)) < 2:
             assert child.poll() is None, (tmp_path / "child.log").read_text()[-3000:]
@@ -141,17 +161,22 @@ def test_killed_pipeline_resumes_from_its_backup(tmp_path):
     assert 2 <= len(recorded) < EPOCHS
     assert json.loads((run / "run.json").read_text())["status"] == "running"  # it never finished
 
-    result = kerastrain.fit_pipeline(_cancer(), model="mlp", seed=7, output_dir=str(run),
-                                     export={"formats": []}, train=TRAIN)
+    result = kerastrain.fit_pipeline(
+        _cancer(), model="mlp", seed=7, output_dir=str(run), export={"formats": []}, train=TRAIN
+    )
     history = result.history
     assert len(history["loss"]) == EPOCHS  # every epoch, before and after the kill
     resumed = int(result.stop_reason.split("resumed at epoch ")[1].split(" ")[0])
     # The backup is written right after the epoch's record: it holds the last
     # recorded epoch, or the one before when the kill fell between the two.
     assert resumed in (len(recorded), len(recorded) + 1)
-    assert history["loss"][:resumed - 1] == pytest.approx([r["loss"] for r in recorded][:resumed - 1])
+    assert history["loss"][: resumed - 1] == pytest.approx(
+        [r["loss"] for r in recorded][: resumed - 1]
+    )
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
-    with pytest.raises(ConfigError, match=re.escape(str(run)) + ".*holds a finished run.*overwrite=True"):
+    with pytest.raises(
+        ConfigError, match=re.escape(str(run)) + ".*holds a finished run.*overwrite=True"
+    ):
         kerastrain.fit_pipeline(_cancer(), model="mlp", seed=7, output_dir=str(run), train=TRAIN)
 
 

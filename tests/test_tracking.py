@@ -12,8 +12,13 @@ import pytest
 import kerastrain
 from kerastrain._keras import keras, tf
 from kerastrain.config import TrackingConfig
-from kerastrain.tracking import (log_final_scalars, log_hparams, log_mlflow, track_run,
-                                 training_callbacks)
+from kerastrain.tracking import (
+    log_final_scalars,
+    log_hparams,
+    log_mlflow,
+    track_run,
+    training_callbacks,
+)
 
 
 def _scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
@@ -26,8 +31,9 @@ def _scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
     found: dict[str, list[tuple[int, float]]] = {}
     for run, tags in mux.PluginRunToTagToContent("scalars").items():
         for tag in tags:
-            found[f"{run}/{tag}"] = [(e.step, float(tf.make_ndarray(e.tensor_proto)))
-                                     for e in mux.Tensors(run, tag)]
+            found[f"{run}/{tag}"] = [
+                (e.step, float(tf.make_ndarray(e.tensor_proto))) for e in mux.Tensors(run, tag)
+            ]
     return found
 
 
@@ -53,8 +59,11 @@ def test_hparams_for_tensorboard(tmp_path):
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    log_hparams(tmp_path / "trial_1", {"learning_rate": 1e-3, "width": 64, "optimizer": "adam"},
-                {"val_accuracy": 0.93})
+    log_hparams(
+        tmp_path / "trial_1",
+        {"learning_rate": 1e-3, "width": 64, "optimizer": "adam"},
+        {"val_accuracy": 0.93},
+    )
     mux = EventMultiplexer()
     mux.AddRunsFromDirectory(str(tmp_path))
     mux.Reload()
@@ -90,14 +99,21 @@ def test_mlflow_run_in_a_local_store(finished_run, tmp_path, monkeypatch, store)
         uri = (tmp_path / "mlruns").as_uri()
     else:
         uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    config = TrackingConfig(mlflow=True, mlflow_tracking_uri=uri, mlflow_experiment="unit",
-                            mlflow_artifact_location=(tmp_path / "artifacts").as_uri())
+    config = TrackingConfig(
+        mlflow=True,
+        mlflow_tracking_uri=uri,
+        mlflow_experiment="unit",
+        mlflow_artifact_location=(tmp_path / "artifacts").as_uri(),
+    )
     history = {"loss": [0.9, 0.5, 0.3], "val_loss": [1.0, 0.6, 0.5]}
-    metrics = {"test": {"accuracy": 0.9, "per_class": {"a": {"f1": 0.8}}, "roc_auc": None},
-               "tflite": {"accuracy": 0.9, "max_abs_diff": 2e-7}}
+    metrics = {
+        "test": {"accuracy": 0.9, "per_class": {"a": {"f1": 0.8}}, "roc_auc": None},
+        "tflite": {"accuracy": 0.9, "max_abs_diff": 2e-7},
+    }
     params = {"model": "mlp", "train": {"epochs": 3, "optimizer": "adam"}, "data": "x" * 900}
-    logged = track_run(config, finished_run, name="unit-run", params=params, metrics=metrics,
-                       history=history)
+    logged = track_run(
+        config, finished_run, name="unit-run", params=params, metrics=metrics, history=history
+    )
 
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     run = client.get_run(logged["mlflow_run_id"])
@@ -109,11 +125,20 @@ def test_mlflow_run_in_a_local_store(finished_run, tmp_path, monkeypatch, store)
     assert run.data.metrics["tflite/max_abs_diff"] == pytest.approx(2e-7)
     assert "test/roc_auc" not in run.data.metrics
     steps = client.get_metric_history(run.info.run_id, "val_loss")
-    assert [(m.step, m.value) for m in sorted(steps, key=lambda m: m.step)] == \
-        [(0, 1.0), (1, 0.6), (2, 0.5)]
+    assert [(m.step, m.value) for m in sorted(steps, key=lambda m: m.step)] == [
+        (0, 1.0),
+        (1, 0.6),
+        (2, 0.5),
+    ]
     top = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert top == {"report.html", "MODEL_CARD.md", "model.tflite", "learning_curves.png",
-                   "metrics.json", "savedmodel"}
+    assert top == {
+        "report.html",
+        "MODEL_CARD.md",
+        "model.tflite",
+        "learning_curves.png",
+        "metrics.json",
+        "savedmodel",
+    }
     inside = {a.path for a in client.list_artifacts(run.info.run_id, "savedmodel")}
     assert "savedmodel/saved_model.pb" in inside
 

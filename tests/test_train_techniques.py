@@ -24,18 +24,28 @@ def tabular(breast_cancer_arrays):
 
 
 def _mlp() -> keras.Model:
-    return keras.Sequential([
-        keras.Input((30,)),
-        keras.layers.Dense(16, activation="relu", kernel_regularizer=keras.regularizers.L2(1e-3)),
-        keras.layers.Dense(1, activation="sigmoid"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((30,)),
+            keras.layers.Dense(
+                16, activation="relu", kernel_regularizer=keras.regularizers.L2(1e-3)
+            ),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
 
 
 def _fit(initial, x, y, *, batch, accumulation, optimizer="sgd", **train):
     model = _mlp()
     model.set_weights(initial)
-    options = dict(optimizer=optimizer, learning_rate=0.2, gradient_accumulation=accumulation,
-                   blowup_guard=False, optimizer_options={"momentum": 0.9}, **train)
+    options = dict(
+        optimizer=optimizer,
+        learning_rate=0.2,
+        gradient_accumulation=accumulation,
+        blowup_guard=False,
+        optimizer_options={"momentum": 0.9},
+        **train,
+    )
     compile_model(model, Task("binary"), TrainConfig(**options))
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
     history = model.fit(ds, epochs=2, verbose=0, shuffle=False)
@@ -72,11 +82,23 @@ def test_run_training_with_techniques_together(tmp_path):
 
     bunch = load_iris()
     cfg = PipelineConfig(
-        data=(bunch.data.astype(np.float32), bunch.target), seed=3,
-        train={"epochs": 3, "batch_size": 8, "gradient_accumulation": 2, "ema": True,
-               "clipnorm": 1.0, "weight_decay": 1e-3, "label_smoothing": 0.1,
-               "schedule": "cosine", "warmup_epochs": 1, "learning_rate": 0.01,
-               "early_stopping": None, "verbose": 0})
+        data=(bunch.data.astype(np.float32), bunch.target),
+        seed=3,
+        train={
+            "epochs": 3,
+            "batch_size": 8,
+            "gradient_accumulation": 2,
+            "ema": True,
+            "clipnorm": 1.0,
+            "weight_decay": 1e-3,
+            "label_smoothing": 0.1,
+            "schedule": "cosine",
+            "warmup_epochs": 1,
+            "learning_rate": 0.01,
+            "early_stopping": None,
+            "verbose": 0,
+        },
+    )
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
     strategy = tf.distribute.get_strategy()
     model, result = run_training(cfg, prepared, strategy, backup_dir=tmp_path / "backup")
@@ -87,7 +109,9 @@ def test_run_training_with_techniques_together(tmp_path):
     assert isinstance(model.loss, keras.losses.CategoricalCrossentropy)  # smoothing: one-hot
     history = result.history
     assert len(history["loss"]) == 3 and all(math.isfinite(v) for v in history["loss"])
-    assert history["learning_rate"][0] > history["learning_rate"][-1]  # the cosine decays after warmup
+    assert (
+        history["learning_rate"][0] > history["learning_rate"][-1]
+    )  # the cosine decays after warmup
     assert all(v > 0 for v in history["examples_per_second"])
     # Validation ran on the averaged weights, which the model ends with.
     _, val_ds = make_datasets(cfg, prepared, strategy)
@@ -99,9 +123,17 @@ def test_run_training_with_techniques_together(tmp_path):
 def test_ema_validation_uses_the_averaged_weights(tabular):
     x, y = tabular
     model = _mlp()
-    train = TrainConfig(optimizer="sgd", learning_rate=0.5, ema=True, ema_momentum=0.5,
-                        blowup_guard=False, early_stopping=None, checkpoints=False, epochs=2,
-                        verbose=0)
+    train = TrainConfig(
+        optimizer="sgd",
+        learning_rate=0.5,
+        ema=True,
+        ema_momentum=0.5,
+        blowup_guard=False,
+        early_stopping=None,
+        checkpoints=False,
+        epochs=2,
+        verbose=0,
+    )
     compile_model(model, Task("binary"), train)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     val = tf.data.Dataset.from_tensor_slices((x[:40], y[:40])).batch(40)
@@ -133,14 +165,18 @@ def test_clipping_by_norm_and_by_global_norm():
     assert math.sqrt(sum(np.linalg.norm(d) ** 2 for d in total)) == pytest.approx(0.5, rel=1e-5)
     # Clipping all together keeps the direction: the ratio of the two changes.
     assert np.linalg.norm(total[0]) / np.linalg.norm(total[1]) == pytest.approx(
-        np.linalg.norm(free[0]) / np.linalg.norm(free[1]), rel=1e-4)
+        np.linalg.norm(free[0]) / np.linalg.norm(free[1]), rel=1e-4
+    )
 
 
 def test_precision_policies_and_compile_options(tabular):
     x, y = tabular
-    cfg = PipelineConfig(data=(x, y.astype(np.int64)), model="mlp", seed=0,
-                         train={"mixed_precision": "mixed_bfloat16", "steps_per_execution": 4,
-                                "jit_compile": True})
+    cfg = PipelineConfig(
+        data=(x, y.astype(np.int64)),
+        model="mlp",
+        seed=0,
+        train={"mixed_precision": "mixed_bfloat16", "steps_per_execution": 4, "jit_compile": True},
+    )
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
     model = build_compiled_model(cfg, prepared, tf.distribute.get_strategy())
     assert keras.mixed_precision.global_policy().name == "float32"  # not leaked
@@ -148,8 +184,12 @@ def test_precision_policies_and_compile_options(tabular):
     assert dense[0].compute_dtype == "bfloat16" and model.output.dtype == tf.float32
     assert model._jit_compile is True and int(model._steps_per_execution) == 4
 
-    half = PipelineConfig(data=(x, y.astype(np.int64)), model="mlp", seed=0,
-                          train={"mixed_precision": "mixed_float16", "gradient_accumulation": 2})
+    half = PipelineConfig(
+        data=(x, y.astype(np.int64)),
+        model="mlp",
+        seed=0,
+        train={"mixed_precision": "mixed_float16", "gradient_accumulation": 2},
+    )
     model = build_compiled_model(half, prepared, tf.distribute.get_strategy())
     assert isinstance(model.optimizer, keras.mixed_precision.LossScaleOptimizer)
     logs = model.train_on_batch(x[:16], y[:16].astype(np.int64), return_dict=True)

@@ -14,14 +14,32 @@ from kerastrain.optim import make_loss, make_optimizer
 from kerastrain.train import compile_model, monitor_mode, train_model
 
 
-@pytest.mark.parametrize("name, options, cls, attrs", [
-    ("sgd", {"momentum": 0.9, "nesterov": True}, keras.optimizers.SGD, {"momentum": 0.9, "nesterov": True}),
-    ("adam", {"beta_1": 0.8}, keras.optimizers.Adam, {"beta_1": 0.8}),
-    ("adamw", {}, keras.optimizers.AdamW, {"weight_decay": 0.0}),
-    ("rmsprop", {"rho": 0.8, "centered": True}, keras.optimizers.RMSprop, {"rho": 0.8, "centered": True}),
-    ("adagrad", {"initial_accumulator_value": 0.2}, keras.optimizers.Adagrad, {"initial_accumulator_value": 0.2}),
-    ("nadam", {"epsilon": 1e-6}, keras.optimizers.Nadam, {"epsilon": 1e-6}),
-])
+@pytest.mark.parametrize(
+    "name, options, cls, attrs",
+    [
+        (
+            "sgd",
+            {"momentum": 0.9, "nesterov": True},
+            keras.optimizers.SGD,
+            {"momentum": 0.9, "nesterov": True},
+        ),
+        ("adam", {"beta_1": 0.8}, keras.optimizers.Adam, {"beta_1": 0.8}),
+        ("adamw", {}, keras.optimizers.AdamW, {"weight_decay": 0.0}),
+        (
+            "rmsprop",
+            {"rho": 0.8, "centered": True},
+            keras.optimizers.RMSprop,
+            {"rho": 0.8, "centered": True},
+        ),
+        (
+            "adagrad",
+            {"initial_accumulator_value": 0.2},
+            keras.optimizers.Adagrad,
+            {"initial_accumulator_value": 0.2},
+        ),
+        ("nadam", {"epsilon": 1e-6}, keras.optimizers.Nadam, {"epsilon": 1e-6}),
+    ],
+)
 def test_optimizers_by_name_with_their_options(name, options, cls, attrs):
     opt = make_optimizer(TrainConfig(optimizer=name, optimizer_options=options, learning_rate=0.05))
     assert isinstance(opt, cls)
@@ -36,8 +54,13 @@ def test_weight_decay_and_clipping_reach_the_optimizer():
 
 
 def test_losses_follow_the_task_and_label_smoothing():
-    assert isinstance(make_loss(Task("binary", 2), TrainConfig(label_smoothing=0.1)), keras.losses.BinaryCrossentropy)
-    assert isinstance(make_loss(Task("multiclass", 3), TrainConfig()), keras.losses.SparseCategoricalCrossentropy)
+    assert isinstance(
+        make_loss(Task("binary", 2), TrainConfig(label_smoothing=0.1)),
+        keras.losses.BinaryCrossentropy,
+    )
+    assert isinstance(
+        make_loss(Task("multiclass", 3), TrainConfig()), keras.losses.SparseCategoricalCrossentropy
+    )
     smoothed = make_loss(Task("multiclass", 3), TrainConfig(label_smoothing=0.1))
     assert isinstance(smoothed, keras.losses.CategoricalCrossentropy)
     assert isinstance(make_loss(Task("regression"), TrainConfig()), keras.losses.MeanSquaredError)
@@ -79,9 +102,13 @@ def test_early_stopping_states_its_reason_and_restores_the_best_weights():
     # The validation set is the training set with the targets negated: the
     # better the fit, the worse val_loss, so the first epoch is the best.
     val = make_dataset(InMemory(x, -y), idx, 16, training=False)
-    result = train_model(model, make_dataset(memory, idx, 16, training=True, seed=0), val,
-                         TrainConfig(epochs=30, verbose=0, early_stopping=2, learning_rate=0.1),
-                         callbacks=[Record()])
+    result = train_model(
+        model,
+        make_dataset(memory, idx, 16, training=True, seed=0),
+        val,
+        TrainConfig(epochs=30, verbose=0, early_stopping=2, learning_rate=0.1),
+        callbacks=[Record()],
+    )
     assert result.epochs_run < 30
     assert result.stop_reason.startswith("early stopping after epoch")
     assert "weights restored from epoch" in result.stop_reason
@@ -105,4 +132,10 @@ def test_keras3_callbacks_are_refused():
     compile_model(model, Task("regression"), TrainConfig())
     ds = make_dataset(InMemory(x, y), np.arange(len(x)), 16, training=True, seed=0)
     with pytest.raises(ConfigError, match="Keras 3"):
-        train_model(model, ds, None, TrainConfig(epochs=1, verbose=0), callbacks=[keras3.callbacks.Callback()])
+        train_model(
+            model,
+            ds,
+            None,
+            TrainConfig(epochs=1, verbose=0),
+            callbacks=[keras3.callbacks.Callback()],
+        )

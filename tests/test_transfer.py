@@ -20,8 +20,12 @@ NOEXPLAIN = {"explain": "none"}
 
 @pytest.mark.parametrize("backbone", ["efficientnet_b0", "resnet50"])
 def test_application_backbones_build_frozen_with_a_new_head(backbone):
-    model = build_model("transfer", model_inputs((8, 8, 1), None), Head(3, "softmax"),
-                        {"backbone": backbone, "weights": None, "input_scale": 255 / 16})
+    model = build_model(
+        "transfer",
+        model_inputs((8, 8, 1), None),
+        Head(3, "softmax"),
+        {"backbone": backbone, "weights": None, "input_scale": 255 / 16},
+    )
     base = model.get_layer("backbone")
     assert base.input_shape == (None, 32, 32, 3)  # grayscale 8x8 -> RGB 32x32
     assert not base.trainable
@@ -31,41 +35,70 @@ def test_application_backbones_build_frozen_with_a_new_head(backbone):
 
 
 def test_weights_from_a_local_file(tmp_path):
-    reference = keras.applications.MobileNetV2(include_top=False, weights=None,
-                                               input_shape=(32, 32, 3))
+    reference = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
     reference.save_weights(tmp_path / "mobilenet_v2_notop.h5")
-    model = build_model("transfer", model_inputs((32, 32, 3), None), Head(1, "sigmoid"),
-                        {"weights": str(tmp_path / "mobilenet_v2_notop.h5")})
+    model = build_model(
+        "transfer",
+        model_inputs((32, 32, 3), None),
+        Head(1, "sigmoid"),
+        {"weights": str(tmp_path / "mobilenet_v2_notop.h5")},
+    )
     for got, expected in zip(model.get_layer("backbone").weights, reference.weights):
         np.testing.assert_array_equal(got.numpy(), expected.numpy())
-    with pytest.raises(ConfigError, match=r"'model_options.weights' option must be 'imagenet', "
-                                          r"None, or the path of an existing weights file"):
-        build_model("transfer", model_inputs((32, 32, 3), None), Head(1, "sigmoid"),
-                    {"weights": str(tmp_path / "missing.h5")})
+    with pytest.raises(
+        ConfigError,
+        match=r"'model_options.weights' option must be 'imagenet', "
+        r"None, or the path of an existing weights file",
+    ):
+        build_model(
+            "transfer",
+            model_inputs((32, 32, 3), None),
+            Head(1, "sigmoid"),
+            {"weights": str(tmp_path / "missing.h5")},
+        )
 
 
 def test_two_phases_in_one_fit_pipeline_call_keep_batchnorm_frozen(digits_arrays, tmp_path):
     x, y = digits_arrays
-    backbone = build_model("cnn", model_inputs((8, 8, 1), None), Head(10, "softmax"),
-                           {"filters": 4, "dense": 16, "batch_norm": True})
+    backbone = build_model(
+        "cnn",
+        model_inputs((8, 8, 1), None),
+        Head(10, "softmax"),
+        {"filters": 4, "dense": 16, "batch_norm": True},
+    )
     before = {name: backbone.get_layer(name).kernel.numpy() for name in ("conv_0", "conv_1")}
     result = kerastrain.fit_pipeline(
-        (x[:128], y[:128]), "transfer", seed=0, output_dir=str(tmp_path / "run"),
+        (x[:128], y[:128]),
+        "transfer",
+        seed=0,
+        output_dir=str(tmp_path / "run"),
         data_options={"validation_split": 0.0, "test_split": 0.0},
         model_options={"backbone": backbone, "fine_tune_layers": 8, "fine_tune_epochs": 2},
-        train={"epochs": 1, "batch_size": 64, "learning_rate": 1e-3, "verbose": 0,
-               "early_stopping": None}, export={"formats": []}, report=NOEXPLAIN)
+        train={
+            "epochs": 1,
+            "batch_size": 64,
+            "learning_rate": 1e-3,
+            "verbose": 0,
+            "early_stopping": None,
+        },
+        export={"formats": []},
+        report=NOEXPLAIN,
+    )
     # Both phases ran in the one call: the head on the frozen backbone, then
     # the top 8 layers unfrozen (BatchNorm kept frozen) at a tenth of the rate.
     assert result.history["phase"] == [1.0, 2.0, 2.0]
-    assert "then fine-tuning the top 8 backbone layers at learning rate 0.0001" in \
-        result.stop_reason
+    assert (
+        "then fine-tuning the top 8 backbone layers at learning rate 0.0001" in result.stop_reason
+    )
     model = result.model
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-4)
     assert getattr(model, FINE_TUNE_ATTR).epochs == 2
     layers = model.get_layer("backbone").layers
-    assert not any(layer.trainable for layer in layers
-                   if isinstance(layer, keras.layers.BatchNormalization))
+    assert not any(
+        layer.trainable for layer in layers if isinstance(layer, keras.layers.BatchNormalization)
+    )
     assert not any(layer.trainable for layer in layers[:-8])
     assert [layer.name for layer in layers[-8:] if layer.trainable_weights] == ["conv_1", "dense"]
     # conv_0 was frozen in both phases: untouched; conv_1 was fine-tuned.
@@ -76,41 +109,83 @@ def test_two_phases_in_one_fit_pipeline_call_keep_batchnorm_frozen(digits_arrays
     assert all(layer.trainable for layer in backbone.layers)
 
 
-def test_transfer_from_digits_0_to_4_beats_scratch_on_few_examples_of_5_to_9(digits_arrays,
-                                                                           tmp_path):
+def test_transfer_from_digits_0_to_4_beats_scratch_on_few_examples_of_5_to_9(
+    digits_arrays, tmp_path
+):
     x, y = digits_arrays
     source = y < 5
     pretrained = kerastrain.fit_pipeline(
-        (x[source], y[source]), "cnn", seed=0, output_dir=str(tmp_path / "pretrain"),
+        (x[source], y[source]),
+        "cnn",
+        seed=0,
+        output_dir=str(tmp_path / "pretrain"),
         model_options={"filters": 16, "dense": 64},
-        train={"epochs": 10, "verbose": 0, "early_stopping": None}, export={"formats": []},
-        report=NOEXPLAIN)
+        train={"epochs": 10, "verbose": 0, "early_stopping": None},
+        export={"formats": []},
+        report=NOEXPLAIN,
+    )
     target = np.flatnonzero(~source)
-    common = dict(data_options={"validation_split": 0.0, "test_split": 0.0},
-                  export={"formats": []}, report=NOEXPLAIN)
+    common = dict(
+        data_options={"validation_split": 0.0, "test_split": 0.0},
+        export={"formats": []},
+        report=NOEXPLAIN,
+    )
     scores = []
     for draw in range(3):  # three draws of 2 labelled examples per class
         rng = np.random.default_rng(100 + draw)
-        few = np.concatenate([rng.choice(target[y[target] == c], 2, replace=False)
-                              for c in range(5, 10)])
+        few = np.concatenate(
+            [rng.choice(target[y[target] == c], 2, replace=False) for c in range(5, 10)]
+        )
         unseen = np.setdiff1d(target, few)
         transferred = kerastrain.fit_pipeline(
-            (x[few], y[few] - 5), "transfer", seed=draw,
+            (x[few], y[few] - 5),
+            "transfer",
+            seed=draw,
             output_dir=str(tmp_path / f"transfer{draw}"),
-            model_options={"backbone": pretrained.model, "backbone_output": "flatten",
-                           "dropout": 0.0, "fine_tune_layers": 20, "fine_tune_epochs": 10},
-            train={"epochs": 20, "batch_size": 5, "learning_rate": 0.01, "verbose": 0,
-                   "early_stopping": None}, **common)
+            model_options={
+                "backbone": pretrained.model,
+                "backbone_output": "flatten",
+                "dropout": 0.0,
+                "fine_tune_layers": 20,
+                "fine_tune_epochs": 10,
+            },
+            train={
+                "epochs": 20,
+                "batch_size": 5,
+                "learning_rate": 0.01,
+                "verbose": 0,
+                "early_stopping": None,
+            },
+            **common,
+        )
         assert transferred.history["phase"] == [1.0] * 20 + [2.0] * 10
         scratch = kerastrain.fit_pipeline(  # the same network, same 30 epochs, no pretraining
-            (x[few], y[few] - 5), "cnn", seed=draw, output_dir=str(tmp_path / f"scratch{draw}"),
+            (x[few], y[few] - 5),
+            "cnn",
+            seed=draw,
+            output_dir=str(tmp_path / f"scratch{draw}"),
             model_options={"filters": 16, "dense": 64},
-            train={"epochs": 30, "batch_size": 5, "learning_rate": 0.01, "verbose": 0,
-                   "early_stopping": None}, **common)
-        scores.append([float(np.mean(run.model.predict(x[unseen], verbose=0).argmax(axis=1)
-                                     == y[unseen] - 5)) for run in (transferred, scratch)])
+            train={
+                "epochs": 30,
+                "batch_size": 5,
+                "learning_rate": 0.01,
+                "verbose": 0,
+                "early_stopping": None,
+            },
+            **common,
+        )
+        scores.append(
+            [
+                float(
+                    np.mean(run.model.predict(x[unseen], verbose=0).argmax(axis=1) == y[unseen] - 5)
+                )
+                for run in (transferred, scratch)
+            ]
+        )
     scores = np.asarray(scores)
-    print(f"digits 5-9 from 10 labelled examples, accuracy on the ~890 others "
-          f"(transfer, scratch) per draw: {scores.round(3).tolist()}")
+    print(
+        f"digits 5-9 from 10 labelled examples, accuracy on the ~890 others "
+        f"(transfer, scratch) per draw: {scores.round(3).tolist()}"
+    )
     assert scores[:, 0].mean() > scores[:, 1].mean() + 0.02
     assert (scores[:, 0] > scores[:, 1]).sum() >= 2

@@ -12,18 +12,26 @@ LR = {"type": "float", "min": 1e-4, "max": 1e-1, "log": True}
 
 
 def test_space_forms_are_normalized():
-    tune = TuneConfig(space={
-        "learning_rate": LR,
-        "width": {"type": "int", "min": 8, "max": 64, "step": 8},
-        "optimizer": ["adam", "sgd"],
-        "momentum": {"type": "float", "min": 0.0, "max": 0.9, "when": {"optimizer": "sgd"}},
-        "batch_norm": {"type": "bool"},
-        "activation": "relu",
-    })
+    tune = TuneConfig(
+        space={
+            "learning_rate": LR,
+            "width": {"type": "int", "min": 8, "max": 64, "step": 8},
+            "optimizer": ["adam", "sgd"],
+            "momentum": {"type": "float", "min": 0.0, "max": 0.9, "when": {"optimizer": "sgd"}},
+            "batch_norm": {"type": "bool"},
+            "activation": "relu",
+        }
+    )
     space = tune.space
     assert space["learning_rate"]["sampling"] == "log"
-    assert space["width"] == {"type": "int", "min": 8, "max": 64, "step": 8, "sampling": "linear",
-                              "default": None}
+    assert space["width"] == {
+        "type": "int",
+        "min": 8,
+        "max": 64,
+        "step": 8,
+        "sampling": "linear",
+        "default": None,
+    }
     assert space["optimizer"] == {"type": "choice", "values": ["adam", "sgd"], "default": None}
     assert space["momentum"]["when"] == {"optimizer": ["sgd"]}
     assert space["batch_norm"]["default"] is False
@@ -32,28 +40,44 @@ def test_space_forms_are_normalized():
     assert TuneConfig(space=space).space == space
 
 
-@pytest.mark.parametrize("space, match", [
-    ({"lr": {"type": "flaot", "min": 0, "max": 1}}, "Did you mean 'float'"),
-    ({"lr": {"type": "float", "min": 1, "max": 0.5}}, r"tune.space.lr.max.*greater than min=1"),
-    ({"lr": {"type": "float", "min": 0.0, "max": 1.0, "log": True}}, r"> 0 for log sampling"),
-    ({"lr": {"type": "float", "min": 0.1, "max": 1.0, "stepp": 0.1}}, "Did you mean 'step'"),
-    ({"width": {"type": "int", "min": 1.5, "max": 4}}, "must be an integer"),
-    ({"width": {"type": "int", "min": 1}}, "needs 'max'"),
-    ({"act": {"type": "choice", "values": []}}, "non-empty list"),
-    ({"act": {"type": "choice", "values": ["relu", 1]}}, "values of one type"),
-    ({"act": {"type": "choice", "values": ["relu"], "default": "tanh"}}, "one of the values"),
-    ({"width": [8, 16], "depth": {"type": "int", "min": 1, "max": 3, "when": {"widht": 8}}},
-     "Did you mean 'width'"),
-    ({"width": [8, 16], "depth": {"type": "int", "min": 1, "max": 3, "when": {"width": 32}}},
-     r"one of the values of 'width': 8, 16"),
-    ({"lr": LR, "depth": {"type": "int", "min": 1, "max": 3, "when": {"lr": 0.01}}},
-     "'lr' is a float"),
-    ({"a": {"type": "bool", "when": {"b": True}}, "b": {"type": "bool", "when": {"a": True}}},
-     "form a cycle"),
-    ({"a": [1, 2], "b": [1, 2], "c": {"type": "bool", "when": {"a": 1, "b": 1}}}, "one parent"),
-    ({"momentum": [0.0, 0.9], "optimizer": ["adam", "sgd"]},
-     r"not accepted by 'adam'.*when: \{optimizer: \['sgd'\]\}"),
-])
+@pytest.mark.parametrize(
+    "space, match",
+    [
+        ({"lr": {"type": "flaot", "min": 0, "max": 1}}, "Did you mean 'float'"),
+        ({"lr": {"type": "float", "min": 1, "max": 0.5}}, r"tune.space.lr.max.*greater than min=1"),
+        ({"lr": {"type": "float", "min": 0.0, "max": 1.0, "log": True}}, r"> 0 for log sampling"),
+        ({"lr": {"type": "float", "min": 0.1, "max": 1.0, "stepp": 0.1}}, "Did you mean 'step'"),
+        ({"width": {"type": "int", "min": 1.5, "max": 4}}, "must be an integer"),
+        ({"width": {"type": "int", "min": 1}}, "needs 'max'"),
+        ({"act": {"type": "choice", "values": []}}, "non-empty list"),
+        ({"act": {"type": "choice", "values": ["relu", 1]}}, "values of one type"),
+        ({"act": {"type": "choice", "values": ["relu"], "default": "tanh"}}, "one of the values"),
+        (
+            {"width": [8, 16], "depth": {"type": "int", "min": 1, "max": 3, "when": {"widht": 8}}},
+            "Did you mean 'width'",
+        ),
+        (
+            {"width": [8, 16], "depth": {"type": "int", "min": 1, "max": 3, "when": {"width": 32}}},
+            r"one of the values of 'width': 8, 16",
+        ),
+        (
+            {"lr": LR, "depth": {"type": "int", "min": 1, "max": 3, "when": {"lr": 0.01}}},
+            "'lr' is a float",
+        ),
+        (
+            {
+                "a": {"type": "bool", "when": {"b": True}},
+                "b": {"type": "bool", "when": {"a": True}},
+            },
+            "form a cycle",
+        ),
+        ({"a": [1, 2], "b": [1, 2], "c": {"type": "bool", "when": {"a": 1, "b": 1}}}, "one parent"),
+        (
+            {"momentum": [0.0, 0.9], "optimizer": ["adam", "sgd"]},
+            r"not accepted by 'adam'.*when: \{optimizer: \['sgd'\]\}",
+        ),
+    ],
+)
 def test_bad_space_is_refused_with_the_key(space, match):
     with pytest.raises(ConfigError, match=match):
         TuneConfig(space=space)
@@ -62,8 +86,9 @@ def test_bad_space_is_refused_with_the_key(space, match):
 def test_algorithm_specific_checks():
     with pytest.raises(ConfigError, match="float range without 'step'"):
         TuneConfig(algorithm="grid", space={"learning_rate": LR})
-    assert TuneConfig(algorithm="grid", space={"dropout": {"type": "float", "min": 0.0, "max": 0.5,
-                                                           "step": 0.25}})
+    assert TuneConfig(
+        algorithm="grid", space={"dropout": {"type": "float", "min": 0.0, "max": 0.5, "step": 0.25}}
+    )
     with pytest.raises(ConfigError, match="Hyperband decides each trial's epochs"):
         TuneConfig(algorithm="hyperband", space={"epochs": [1, 2]})
     with pytest.raises(ConfigError, match="cv_folds cannot be combined"):
@@ -109,8 +134,12 @@ def test_space_is_checked_against_the_training_options():
         with pytest.raises(ConfigError, match="train.warmup_epochs"):
             load_config({"tune": {"space": {"warmup_epochs": [0, 2]}}})
     with pytest.raises(ConfigError, match="train.optimizer_options sets 'momentum'"):
-        load_config({"train": {"optimizer": "sgd", "optimizer_options": {"momentum": 0.9}},
-                     "tune": {"space": {"optimizer": ["sgd", "adam"]}}})
+        load_config(
+            {
+                "train": {"optimizer": "sgd", "optimizer_options": {"momentum": 0.9}},
+                "tune": {"space": {"optimizer": ["sgd", "adam"]}},
+            }
+        )
 
 
 def test_tune_section_merges_and_round_trips_through_yaml(tmp_path):
@@ -122,7 +151,8 @@ def test_tune_section_merges_and_round_trips_through_yaml(tmp_path):
         "  objective: {name: val_accuracy}\n"
         "  space:\n"
         "    learning_rate: {type: float, min: 1.0e-4, max: 1.0e-1, log: true}\n"
-        "    width: [16, 32]\n")
+        "    width: [16, 32]\n"
+    )
     config = load_config(path, tune={"max_trials": 4})
     assert config.tune.algorithm == "hyperband" and config.tune.max_trials == 4
     assert config.tune.space["width"]["values"] == [16, 32]

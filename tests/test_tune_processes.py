@@ -22,15 +22,32 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def write_config(tmp_path: Path, max_trials: int, epochs: int) -> Path:
     path = tmp_path / "search.yaml"
-    path.write_text(yaml.safe_dump({
-        "data": "iris", "model": "mlp", "seed": 0,
-        "data_options": {"validation_split": 0.25, "test_split": 0.0},
-        "train": {"epochs": epochs, "verbose": 0, "early_stopping": None, "batch_size": 56,
-                  "steps_per_execution": 1, "jit_compile": False},
-        "tune": {"directory": str(tmp_path / "search"), "max_trials": max_trials,
-                 "space": {"learning_rate": {"type": "float", "min": 1e-3, "max": 0.3,
-                                             "log": True},
-                           "width": [4, 8, 16, 32]}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "data": "iris",
+                "model": "mlp",
+                "seed": 0,
+                "data_options": {"validation_split": 0.25, "test_split": 0.0},
+                "train": {
+                    "epochs": epochs,
+                    "verbose": 0,
+                    "early_stopping": None,
+                    "batch_size": 56,
+                    "steps_per_execution": 1,
+                    "jit_compile": False,
+                },
+                "tune": {
+                    "directory": str(tmp_path / "search"),
+                    "max_trials": max_trials,
+                    "space": {
+                        "learning_rate": {"type": "float", "min": 1e-3, "max": 0.3, "log": True},
+                        "width": [4, 8, 16, 32],
+                    },
+                },
+            }
+        )
+    )
     return path
 
 
@@ -61,12 +78,18 @@ def test_killed_search_resumes_on_a_chief_and_two_workers(tmp_path, capsys):
     serving two worker processes: every trial completes once, none is repeated."""
     config = write_config(tmp_path, max_trials=6, epochs=1)
     search = tmp_path / "search"
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     log = tmp_path / "first.log"
     with open(log, "wb") as handle:
-        process = subprocess.Popen([sys.executable, "-m", "kerastrain.cli", "tune", str(config)],
-                                   env=env, stdout=handle, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kerastrain.cli", "tune", str(config)],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 300
         while len(completed(search)) < 2:

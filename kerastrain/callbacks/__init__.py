@@ -8,15 +8,37 @@ from kerastrain.callbacks.checkpoint import Checkpoint
 from kerastrain.callbacks.early_stopping import EarlyStopping, monitor_mode
 from kerastrain.callbacks.ema import SwapEMAWeights
 from kerastrain.callbacks.guard import BlowupGuard, TrainingDivergedError
-from kerastrain.callbacks.lr_finder import (LRFinder, LRRangeResult, lr_range_test,
-                                            plot_lr_range, suggest_learning_rate)
-from kerastrain.callbacks.resume import (BackupAndRestore, HistoryRecorder, load_records,
-                                         merge_history)
+from kerastrain.callbacks.lr_finder import (
+    LRFinder,
+    LRRangeResult,
+    lr_range_test,
+    plot_lr_range,
+    suggest_learning_rate,
+)
+from kerastrain.callbacks.resume import (
+    BackupAndRestore,
+    HistoryRecorder,
+    load_records,
+    merge_history,
+)
 from kerastrain.callbacks.throughput import LearningRateLogger, ThroughputLogger
 
 __all__ = [
-    "Checkpoint", "EarlyStopping", "monitor_mode", "SwapEMAWeights", "BlowupGuard",
-    "TrainingDivergedError", "LRFinder", "LRRangeResult", "lr_range_test", "plot_lr_range",
-    "suggest_learning_rate", "BackupAndRestore", "HistoryRecorder", "load_records", "merge_history",
-    "LearningRateLogger", "ThroughputLogger",
+    "Checkpoint",
+    "EarlyStopping",
+    "monitor_mode",
+    "SwapEMAWeights",
+    "BlowupGuard",
+    "TrainingDivergedError",
+    "LRFinder",
+    "LRRangeResult",
+    "lr_range_test",
+    "plot_lr_range",
+    "suggest_learning_rate",
+    "BackupAndRestore",
+    "HistoryRecorder",
+    "load_records",
+    "merge_history",
+    "LearningRateLogger",
+    "ThroughputLogger",
 ]

@@ -59,9 +59,16 @@ class Checkpoint(keras.callbacks.Callback):
         best_epoch: Its epoch (0-based), or None.
     """
 
-    def __init__(self, directory: str | os.PathLike, monitor: str = "val_loss",
-                 mode: str = "auto", save_best: bool = True, save_last: bool = True,
-                 save_every_seconds: float = 60.0, temporary: bool = False):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        monitor: str = "val_loss",
+        mode: str = "auto",
+        save_best: bool = True,
+        save_last: bool = True,
+        save_every_seconds: float = 60.0,
+        temporary: bool = False,
+    ):
         super().__init__()
         self.directory = Path(directory)
         self.monitor = monitor
@@ -117,7 +124,8 @@ class Checkpoint(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         final = self.model.get_weights()
         same = self._pending is not None and all(
-            np.array_equal(a, b) for a, b in zip(self._pending, final))
+            np.array_equal(a, b) for a, b in zip(self._pending, final)
+        )
         if self.save_last or same:
             _save_weights(self.model, self.last_path)
         if same:  # the model ends with the best weights: one write, one copy

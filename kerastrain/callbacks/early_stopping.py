@@ -66,13 +66,20 @@ class EarlyStopping(keras.callbacks.Callback):
         'val_loss did not improve by more than 0 for 2 epochs (best 0.31 at epoch 4)'
     """
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0,
-                 mode: str = "auto", restore_best_weights: bool = True,
-                 start_from_epoch: int = 0):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 5,
+        min_delta: float = 0.0,
+        mode: str = "auto",
+        restore_best_weights: bool = True,
+        start_from_epoch: int = 0,
+    ):
         super().__init__()
         if mode not in ("auto", "min", "max"):
             raise ValueError(
-                f"Argument `mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
+                f"Argument `mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}"
+            )
         if patience < 0:
             raise ValueError(f"Argument `patience` must be >= 0. Received: patience={patience!r}")
         self.monitor = monitor
@@ -120,10 +127,15 @@ class EarlyStopping(keras.callbacks.Callback):
             return False, None
         self.wait += 1
         if self.wait >= self.patience:
-            best = ("n/a" if self.best_epoch is None
-                    else f"{self.best:.4g} at epoch {self.best_epoch + 1}")
-            return True, (f"{self.monitor} did not improve by more than {self.min_delta:g} for "
-                          f"{self.wait} epochs (best {best})")
+            best = (
+                "n/a"
+                if self.best_epoch is None
+                else f"{self.best:.4g} at epoch {self.best_epoch + 1}"
+            )
+            return True, (
+                f"{self.monitor} did not improve by more than {self.min_delta:g} for "
+                f"{self.wait} epochs (best {best})"
+            )
         return False, None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -133,8 +145,11 @@ class EarlyStopping(keras.callbacks.Callback):
         current = (logs or {}).get(self.monitor)
         if current is None:
             if not self._warned:
-                logger.warning("Early stopping watches %r, which is not logged; logged: %s.",
-                               self.monitor, ", ".join(sorted(logs or {})))
+                logger.warning(
+                    "Early stopping watches %r, which is not logged; logged: %s.",
+                    self.monitor,
+                    ", ".join(sorted(logs or {})),
+                )
                 self._warned = True
             return
         current = float(current)
@@ -148,12 +163,19 @@ class EarlyStopping(keras.callbacks.Callback):
             self.stop_reason = reason
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        if (self.restore_best_weights and self.best_weights is not None
-                and self.best_epoch != self.last_epoch):
+        if (
+            self.restore_best_weights
+            and self.best_weights is not None
+            and self.best_epoch != self.last_epoch
+        ):
             self.model.set_weights(self.best_weights)
             self.restored = True
-            logger.info("Early stopping restored the weights of epoch %d (%s %.4g).",
-                        self.best_epoch + 1, self.monitor, self.best)
+            logger.info(
+                "Early stopping restored the weights of epoch %d (%s %.4g).",
+                self.best_epoch + 1,
+                self.monitor,
+                self.best,
+            )
 
     def summary(self, epochs: int) -> str:
         """Why training ended, in one sentence, for the history and report.

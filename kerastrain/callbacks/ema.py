@@ -60,8 +60,9 @@ class SwapEMAWeights(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if not getattr(self.model.optimizer, "use_ema", False):
-            raise ConfigError("SwapEMAWeights needs an optimizer built with use_ema=True "
-                              "(train.ema=True).")
+            raise ConfigError(
+                "SwapEMAWeights needs an optimizer built with use_ema=True (train.ema=True)."
+            )
         self._stash = None
 
     def on_test_begin(self, logs: dict | None = None) -> None:

@@ -13,8 +13,13 @@ from kerastrain.optim import inner_optimizer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BlowupGuard", "TrainingDivergedError", "learning_rate_of", "schedule_of",
-           "set_learning_rate_scale"]
+__all__ = [
+    "BlowupGuard",
+    "TrainingDivergedError",
+    "learning_rate_of",
+    "schedule_of",
+    "set_learning_rate_scale",
+]
 
 
 class TrainingDivergedError(KerastrainError, RuntimeError):
@@ -53,7 +58,8 @@ def set_learning_rate_scale(optimizer: Any, factor: float) -> tuple[float, float
         raise ConfigError(
             "The blow-up guard cannot lower the learning rate of a "
             f"{type(schedule).__name__} schedule. Wrap it in "
-            "kerastrain.schedules.Scaled(schedule) (compile_model does) or use a float rate.")
+            "kerastrain.schedules.Scaled(schedule) (compile_model does) or use a float rate."
+        )
     else:
         optimizer.learning_rate = before * factor
         after = learning_rate_of(optimizer)
@@ -86,8 +92,10 @@ class BlowupGuard(keras.callbacks.Callback):
     def __init__(self, retries: int = 3, lr_factor: float = 0.1):
         super().__init__()
         if retries < 0 or not 0 < lr_factor < 1:
-            raise ConfigError(f"BlowupGuard needs retries >= 0 and 0 < lr_factor < 1. "
-                              f"Received: retries={retries!r}, lr_factor={lr_factor!r}")
+            raise ConfigError(
+                f"BlowupGuard needs retries >= 0 and 0 < lr_factor < 1. "
+                f"Received: retries={retries!r}, lr_factor={lr_factor!r}"
+            )
         self.retries = int(retries)
         self.lr_factor = float(lr_factor)
         self.recoveries: list[dict[str, Any]] = []
@@ -101,8 +109,10 @@ class BlowupGuard(keras.callbacks.Callback):
 
     def _snapshot(self) -> None:
         weights, opt_vars = self._variables()
-        self._good = (keras.backend.batch_get_value(weights),
-                      keras.backend.batch_get_value(opt_vars))
+        self._good = (
+            keras.backend.batch_get_value(weights),
+            keras.backend.batch_get_value(opt_vars),
+        )
 
     def _restore(self) -> None:
         weights, opt_vars = self._variables()
@@ -114,19 +124,22 @@ class BlowupGuard(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         schedule = schedule_of(optimizer)
         if isinstance(schedule, schedules.LearningRateSchedule) and not isinstance(
-                schedule, schedules.Scaled):
+            schedule, schedules.Scaled
+        ):
             raise ConfigError(
                 "BlowupGuard lowers the learning rate after a NaN loss, which a "
                 f"{type(schedule).__name__} schedule does not allow. Wrap it in "
-                "kerastrain.schedules.Scaled(schedule), or use a float rate.")
+                "kerastrain.schedules.Scaled(schedule), or use a float rate."
+            )
         if not getattr(inner_optimizer(optimizer), "_built", False):
             inner_optimizer(optimizer).build(self.model.trainable_variables)
         self.recoveries = []
         self._good = None
         # Under parameter-server training the per-batch logs are remote values
         # that cannot be read without waiting: check each epoch's loss instead.
-        self._per_batch = not isinstance(self.model.distribute_strategy,
-                                         tf.distribute.experimental.ParameterServerStrategy)
+        self._per_batch = not isinstance(
+            self.model.distribute_strategy, tf.distribute.experimental.ParameterServerStrategy
+        )
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
@@ -155,20 +168,37 @@ class BlowupGuard(keras.callbacks.Callback):
     def _recover(self, batch: int | None, value: float) -> None:
         where = f"epoch {self._epoch + 1}" + ("" if batch is None else f", batch {batch + 1}")
         if len(self.recoveries) >= self.retries:
-            first = self.recoveries[0]["lr_before"] if self.recoveries else learning_rate_of(
-                self.model.optimizer)
+            first = (
+                self.recoveries[0]["lr_before"]
+                if self.recoveries
+                else learning_rate_of(self.model.optimizer)
+            )
             raise TrainingDivergedError(
                 f"The training loss became {value} at {where}, after {len(self.recoveries)} "
                 f"recoveries (each restored the last good weights and multiplied the learning "
                 f"rate by {self.lr_factor:g}: from {first:.3g} to "
                 f"{learning_rate_of(self.model.optimizer):.3g}). Lower train.learning_rate, "
-                "add train.clipnorm or warmup, or look for extreme values in the data.")
+                "add train.clipnorm or warmup, or look for extreme values in the data."
+            )
         self._restore()
         before, after = set_learning_rate_scale(self.model.optimizer, self.lr_factor)
         self.model.reset_metrics()
-        self.recoveries.append({"epoch": self._epoch + 1,
-                                "batch": None if batch is None else batch + 1, "loss": value,
-                                "lr_before": before, "lr_after": after})
-        logger.warning("Training loss became %s at %s: restored the last good weights and "
-                       "lowered the learning rate from %.3g to %.3g (recovery %d of %d).",
-                       value, where, before, after, len(self.recoveries), self.retries)
+        self.recoveries.append(
+            {
+                "epoch": self._epoch + 1,
+                "batch": None if batch is None else batch + 1,
+                "loss": value,
+                "lr_before": before,
+                "lr_after": after,
+            }
+        )
+        logger.warning(
+            "Training loss became %s at %s: restored the last good weights and "
+            "lowered the learning rate from %.3g to %.3g (recovery %d of %d).",
+            value,
+            where,
+            before,
+            after,
+            len(self.recoveries),
+            self.retries,
+        )

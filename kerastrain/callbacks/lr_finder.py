@@ -12,20 +12,27 @@ import dataclasses
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from kerastrain._keras import keras, tf
-from kerastrain.callbacks.guard import schedule_of, learning_rate_of
+from kerastrain.callbacks.guard import learning_rate_of, schedule_of
 from kerastrain.errors import ConfigError
 from kerastrain.optim import inner_optimizer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LRFinder", "LRRangeResult", "lr_range_test", "suggest_learning_rate", "plot_lr_range",
-           "smooth"]
+__all__ = [
+    "LRFinder",
+    "LRRangeResult",
+    "lr_range_test",
+    "suggest_learning_rate",
+    "plot_lr_range",
+    "smooth",
+]
 
 RULES = ("min_loss", "steepest")
 
@@ -35,12 +42,13 @@ def smooth(losses: Sequence[float], beta: float = 0.98) -> np.ndarray:
     out, avg = [], 0.0
     for i, loss in enumerate(losses, start=1):
         avg = beta * avg + (1 - beta) * loss
-        out.append(avg / (1 - beta ** i))
+        out.append(avg / (1 - beta**i))
     return np.asarray(out, dtype=np.float64)
 
 
-def suggest_learning_rate(rates: Sequence[float], losses: Sequence[float],
-                          rule: str = "min_loss", beta: float = 0.98) -> float:
+def suggest_learning_rate(
+    rates: Sequence[float], losses: Sequence[float], rule: str = "min_loss", beta: float = 0.98
+) -> float:
     """A learning rate from a range test's curve.
 
     Args:
@@ -71,8 +79,10 @@ def suggest_learning_rate(rates: Sequence[float], losses: Sequence[float],
     finite = np.isfinite(losses)
     rates, losses = rates[finite], losses[finite]
     if len(rates) < 5:
-        raise ConfigError(f"The LR range test recorded {len(rates)} finite losses; it needs at "
-                          "least 5. Lower lr_finder.start_learning_rate or raise lr_finder.steps.")
+        raise ConfigError(
+            f"The LR range test recorded {len(rates)} finite losses; it needs at "
+            "least 5. Lower lr_finder.start_learning_rate or raise lr_finder.steps."
+        )
     smoothed = smooth(losses, beta)
     lowest = int(np.argmin(smoothed))
     if rule == "min_loss":
@@ -134,14 +144,21 @@ class LRFinder(keras.callbacks.Callback):
     #: With several steps per execution the rate changes once per call.
     kerastrain_step_safe = True
 
-    def __init__(self, start_learning_rate: float = 1e-7, end_learning_rate: float = 10.0,
-                 steps: int = 100, diverge: float = 4.0, beta: float = 0.98):
+    def __init__(
+        self,
+        start_learning_rate: float = 1e-7,
+        end_learning_rate: float = 10.0,
+        steps: int = 100,
+        diverge: float = 4.0,
+        beta: float = 0.98,
+    ):
         super().__init__()
         if not 0 < start_learning_rate < end_learning_rate or steps < 2:
             raise ConfigError(
                 "LRFinder needs 0 < start_learning_rate < end_learning_rate and steps >= 2. "
                 f"Received: start_learning_rate={start_learning_rate!r}, "
-                f"end_learning_rate={end_learning_rate!r}, steps={steps!r}")
+                f"end_learning_rate={end_learning_rate!r}, steps={steps!r}"
+            )
         self.start_learning_rate = float(start_learning_rate)
         self.end_learning_rate = float(end_learning_rate)
         self.steps = int(steps)
@@ -160,13 +177,17 @@ class LRFinder(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         optimizer = self.model.optimizer
         if isinstance(schedule_of(optimizer), keras.optimizers.schedules.LearningRateSchedule):
-            raise ConfigError("The LR range test sets the optimizer's learning rate, which needs "
-                              "a float learning rate, not a schedule.")
+            raise ConfigError(
+                "The LR range test sets the optimizer's learning rate, which needs "
+                "a float learning rate, not a schedule."
+            )
         if not getattr(inner_optimizer(optimizer), "_built", False):
             inner_optimizer(optimizer).build(self.model.trainable_variables)
-        self._saved = (keras.backend.batch_get_value(self.model.weights),
-                       keras.backend.batch_get_value(list(optimizer.variables)),
-                       learning_rate_of(optimizer))
+        self._saved = (
+            keras.backend.batch_get_value(self.model.weights),
+            keras.backend.batch_get_value(list(optimizer.variables)),
+            learning_rate_of(optimizer),
+        )
         self.learning_rates, self.losses, self.stopped_early = [], [], False
         self._step, self._best = 0, math.inf
 
@@ -208,9 +229,16 @@ def _equal_batches(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.repeat().unbatch().batch(size, drop_remainder=True)
 
 
-def lr_range_test(model: keras.Model, dataset: tf.data.Dataset, *,
-                  start_learning_rate: float = 1e-7, end_learning_rate: float = 10.0,
-                  steps: int = 100, rule: str = "min_loss", diverge: float = 4.0) -> LRRangeResult:
+def lr_range_test(
+    model: keras.Model,
+    dataset: tf.data.Dataset,
+    *,
+    start_learning_rate: float = 1e-7,
+    end_learning_rate: float = 10.0,
+    steps: int = 100,
+    rule: str = "min_loss",
+    diverge: float = 4.0,
+) -> LRRangeResult:
     """Runs the range test on a compiled model and suggests a learning rate.
 
     The model and its optimizer are left as they were.
@@ -234,14 +262,26 @@ def lr_range_test(model: keras.Model, dataset: tf.data.Dataset, *,
         >>> model.optimizer.learning_rate.assign(result.suggestion)  # doctest: +SKIP
     """
     finder = LRFinder(start_learning_rate, end_learning_rate, steps, diverge)
-    model.fit(_equal_batches(dataset), epochs=1, steps_per_epoch=steps, callbacks=[finder],
-              verbose=0)
+    model.fit(
+        _equal_batches(dataset), epochs=1, steps_per_epoch=steps, callbacks=[finder], verbose=0
+    )
     suggestion = suggest_learning_rate(finder.learning_rates, finder.losses, rule)
-    logger.info("LR range test: %d steps from %.2g to %.2g%s; suggests %.3g (%s rule).",
-                len(finder.losses), start_learning_rate, finder.learning_rates[-1],
-                " (stopped: the loss diverged)" if finder.stopped_early else "", suggestion, rule)
-    return LRRangeResult([float(r) for r in finder.learning_rates],
-                         [float(v) for v in finder.losses], suggestion, rule, finder.stopped_early)
+    logger.info(
+        "LR range test: %d steps from %.2g to %.2g%s; suggests %.3g (%s rule).",
+        len(finder.losses),
+        start_learning_rate,
+        finder.learning_rates[-1],
+        " (stopped: the loss diverged)" if finder.stopped_early else "",
+        suggestion,
+        rule,
+    )
+    return LRRangeResult(
+        [float(r) for r in finder.learning_rates],
+        [float(v) for v in finder.losses],
+        suggestion,
+        rule,
+        finder.stopped_early,
+    )
 
 
 def plot_lr_range(result: LRRangeResult, path: str | os.PathLike) -> Path:
@@ -255,8 +295,12 @@ def plot_lr_range(result: LRRangeResult, path: str | os.PathLike) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(result.learning_rates, result.losses, alpha=0.35, label="loss")
     ax.plot(result.learning_rates, smooth(result.losses), label="smoothed loss")
-    ax.axvline(result.suggestion, color="tab:red", linestyle="--",
-               label=f"suggestion {result.suggestion:.2g} ({result.rule})")
+    ax.axvline(
+        result.suggestion,
+        color="tab:red",
+        linestyle="--",
+        label=f"suggestion {result.suggestion:.2g} ({result.rule})",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss")

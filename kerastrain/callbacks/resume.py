@@ -7,8 +7,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from kerastrain._keras import keras, tf
 
@@ -32,8 +33,11 @@ def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     return [r for r in records if isinstance(r, dict) and "epoch" in r]
 
 
-def merge_history(records: Sequence[Mapping[str, Any]], epochs: Sequence[int],
-                  history: Mapping[str, Sequence[float]]) -> dict[str, list[float]]:
+def merge_history(
+    records: Sequence[Mapping[str, Any]],
+    epochs: Sequence[int],
+    history: Mapping[str, Sequence[float]],
+) -> dict[str, list[float]]:
     """The records of the epochs before `epochs[0]`, followed by `history`.
 
     Args:
@@ -129,10 +133,14 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         self._last_backup = time.monotonic()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        multi_worker = isinstance(self.model.distribute_strategy,
-                                  tf.distribute.MultiWorkerMirroredStrategy)
-        if (self.save_freq == "epoch" and not multi_worker
-                and time.monotonic() - self._last_backup < self.min_interval):
+        multi_worker = isinstance(
+            self.model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy
+        )
+        if (
+            self.save_freq == "epoch"
+            and not multi_worker
+            and time.monotonic() - self._last_backup < self.min_interval
+        ):
             return
         super().on_epoch_end(epoch, logs)
         self._last_backup = time.monotonic()

@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.compress.budget import BudgetNotMet, Candidate, score_name, search
@@ -34,10 +35,9 @@ from kerastrain.data.preprocess import with_target_scale
 from kerastrain.distribute import uses_coordinator
 from kerastrain.errors import ConfigError
 from kerastrain.evaluate import compute_metrics
-from kerastrain.report import Section
-from kerastrain.export import (artifact_bytes, convert_to_tflite, load_predictor,
-                               tflite_latency)
+from kerastrain.export import artifact_bytes, convert_to_tflite, load_predictor, tflite_latency
 from kerastrain.perf import as_float32
+from kerastrain.report import Section
 from kerastrain.runs import write_json
 
 logger = logging.getLogger(__name__)
@@ -83,10 +83,14 @@ class CompressResult:
         plan = self.plan
         return {
             "steps": [s.summary() for s in self.steps],
-            "pruned_layers": plan.pruned_layers, "sparsity": plan.sparsity,
-            "clustered_layers": plan.clustered_layers, "unique_values": plan.unique_values,
-            "unquantized_layers": plan.unquantized, "baseline": self.baseline,
-            "tflite": self.export.tflite, "budget_choice": self.chosen,
+            "pruned_layers": plan.pruned_layers,
+            "sparsity": plan.sparsity,
+            "clustered_layers": plan.clustered_layers,
+            "unique_values": plan.unique_values,
+            "unquantized_layers": plan.unquantized,
+            "baseline": self.baseline,
+            "tflite": self.export.tflite,
+            "budget_choice": self.chosen,
             "budget_candidates": [c.row() for c in self.candidates],
         }
 
@@ -117,25 +121,35 @@ def measure_baseline(model: keras.Model, ctx: Context) -> dict[str, Any]:
 
         def outputs(rows: Any) -> Any:
             return original_units(prepared, predictor(rows))
+
         split = _held_out(prepared)
         x, y = prepared.part(split)
         result: dict[str, Any] = dict(compute_metrics(prepared.task, y, outputs(x)))
         result.pop("confusion_matrix", None)
         result["split"] = split
         x_val, y_val = prepared.part("val" if len(prepared.splits.val) else "train")
-        result["val_score"] = float(compute_metrics(prepared.task, y_val, outputs(x_val))[
-            score_name(ctx)])
+        result["val_score"] = float(
+            compute_metrics(prepared.task, y_val, outputs(x_val))[score_name(ctx)]
+        )
         result["bytes"], result["gzip_bytes"] = artifact_bytes(path)
         if ctx.config.export.latency_runs and len(y):
             result.update(tflite_latency(path, x, ctx.config.export.latency_runs))
-    logger.info("Baseline float32 TFLite: %.1f KiB (%.1f KiB gzipped).", result["bytes"] / 1024,
-                result["gzip_bytes"] / 1024)
+    logger.info(
+        "Baseline float32 TFLite: %.1f KiB (%.1f KiB gzipped).",
+        result["bytes"] / 1024,
+        result["gzip_bytes"] / 1024,
+    )
     return result
 
 
-def compress_model(model: keras.Model, prepared: Prepared, config: PipelineConfig,
-                   strategy: tf.distribute.Strategy, *,
-                   run_dir: str | Path | None = None) -> CompressResult:
+def compress_model(
+    model: keras.Model,
+    prepared: Prepared,
+    config: PipelineConfig,
+    strategy: tf.distribute.Strategy,
+    *,
+    run_dir: str | Path | None = None,
+) -> CompressResult:
     """Compresses a trained model as ``config.compress`` asks.
 
     Args:
@@ -164,17 +178,24 @@ def compress_model(model: keras.Model, prepared: Prepared, config: PipelineConfi
     """
     options = config.compress
     if options is None:
-        raise ValueError("compress_model needs config.compress; the pipeline skips the stage "
-                         "when it is None.")
+        raise ValueError(
+            "compress_model needs config.compress; the pipeline skips the stage when it is None."
+        )
     if uses_coordinator(strategy):
-        raise ConfigError("compress is not available under a ParameterServerStrategy: "
-                          "TF-MOT's wrappers fine-tune through model.fit on replicas, which a "
-                          "parameter-server coordinator does not run.")
+        raise ConfigError(
+            "compress is not available under a ParameterServerStrategy: "
+            "TF-MOT's wrappers fine-tune through model.fit on replicas, which a "
+            "parameter-server coordinator does not run."
+        )
     run_dir = Path(run_dir) if run_dir is not None else None
     log_dir = run_dir / "logs" if options.summaries and run_dir is not None else None
     ctx = Context.create(config, prepared, strategy, log_dir)
-    plan = Plan(prune=options.prune, cluster=options.cluster, quantize=options.quantize,
-                quantize_epochs=options.quantize_epochs)
+    plan = Plan(
+        prune=options.prune,
+        cluster=options.cluster,
+        quantize=options.quantize,
+        quantize_epochs=options.quantize_epochs,
+    )
     student = None
     if options.distill is not None:  # built first, so that a bad option fails before training
         ensure_tf_keras(options.distill.teacher or model, "compress.distill.teacher")
@@ -199,9 +220,16 @@ def compress_model(model: keras.Model, prepared: Prepared, config: PipelineConfi
     steps += result.steps
     scaler = prepared.target_scaler
     twin = result.float_model and with_target_scale(result.float_model, scaler)
-    compressed = CompressResult(model=with_target_scale(result.model, scaler), float_model=twin,
-                                export=export, steps=steps, plan=result, baseline=baseline,
-                                candidates=candidates, chosen=chosen)
+    compressed = CompressResult(
+        model=with_target_scale(result.model, scaler),
+        float_model=twin,
+        export=export,
+        steps=steps,
+        plan=result,
+        baseline=baseline,
+        candidates=candidates,
+        chosen=chosen,
+    )
     if run_dir is not None:
         write_json(run_dir / "compression.json", compressed.summary())
     return compressed
@@ -215,15 +243,22 @@ def _ratio(base: Mapping[str, Any], values: Mapping[str, Any]) -> float | None:
 
 def _row(name: str, values: Mapping[str, Any], base: Mapping[str, Any], score: str) -> dict:
     latency = values.get("latency_ms")
-    return {"artifact": name, "bytes": values.get("bytes"), "gzip bytes": values.get("gzip_bytes"),
-            "x smaller (gzip)": _ratio(base, values), score: values.get(score),
-            "agreement": values.get("agreement"),
-            "latency ms": None if latency is None else round(latency, 4)}
+    return {
+        "artifact": name,
+        "bytes": values.get("bytes"),
+        "gzip bytes": values.get("gzip_bytes"),
+        "x smaller (gzip)": _ratio(base, values),
+        score: values.get(score),
+        "agreement": values.get("agreement"),
+        "latency ms": None if latency is None else round(latency, 4),
+    }
 
 
-def compression_sections(compressed: CompressResult | None,
-                         metrics: Mapping[str, Mapping[str, Any]],
-                         artifacts: Mapping[str, Any]) -> list[Section]:
+def compression_sections(
+    compressed: CompressResult | None,
+    metrics: Mapping[str, Mapping[str, Any]],
+    artifacts: Mapping[str, Any],
+) -> list[Section]:
     """The report's compression sections (none when nothing was compressed).
 
     "Compression": each verified artifact against the uncompressed float32
@@ -245,29 +280,60 @@ def compression_sections(compressed: CompressResult | None,
     base = compressed.baseline
     score = "accuracy" if "accuracy" in base else "r2"
     rows = [_row("uncompressed float32 TFLite (baseline)", base, base, score)]
-    rows += [_row(name, metrics[name], base, score) for name in artifacts
-             if "gzip_bytes" in metrics.get(name, {})]
-    sections = [Section("Compression", rows=rows, text=(
-        f"Each exported artifact against the float32 TFLite file of the uncompressed model. "
-        f"gzip bytes are the size that ships; {score} is on the {base['split']} split; "
-        "agreement is the share of rows on which the artifact predicts like the compressed "
-        "Keras model; latency is the median single-example time in the LiteRT interpreter "
-        f"(one thread, {base.get('kernels', 'default kernels')})."))]
+    rows += [
+        _row(name, metrics[name], base, score)
+        for name in artifacts
+        if "gzip_bytes" in metrics.get(name, {})
+    ]
+    sections = [
+        Section(
+            "Compression",
+            rows=rows,
+            text=(
+                f"Each exported artifact against the float32 TFLite file of the uncompressed model. "
+                f"gzip bytes are the size that ships; {score} is on the {base['split']} split; "
+                "agreement is the share of rows on which the artifact predicts like the compressed "
+                "Keras model; latency is the median single-example time in the LiteRT interpreter "
+                f"(one thread, {base.get('kernels', 'default kernels')})."
+            ),
+        )
+    ]
     plan = compressed.plan
     layers = list(dict.fromkeys([*plan.pruned_layers, *plan.clustered_layers, *plan.unquantized]))
     if layers:
-        sections.append(Section("Compressed layers", rows=[
-            {"layer": name, "sparsity": plan.sparsity.get(name),
-             "distinct values": plan.unique_values.get(name),
-             "quantized": ("no (left in float)" if name in plan.unquantized
-                           else "QAT" if compressed.float_model is not None else "")}
-            for name in layers], text=(
-            "Sparsity is measured in the exported weights of each pruned layer (for a "
-            "quantization-aware model, in its kernels after QAT). Layers left in float: the "
-            "input standardization, and layers TF-MOT cannot quantize (no-op QuantizeConfig).")))
+        sections.append(
+            Section(
+                "Compressed layers",
+                rows=[
+                    {
+                        "layer": name,
+                        "sparsity": plan.sparsity.get(name),
+                        "distinct values": plan.unique_values.get(name),
+                        "quantized": (
+                            "no (left in float)"
+                            if name in plan.unquantized
+                            else "QAT"
+                            if compressed.float_model is not None
+                            else ""
+                        ),
+                    }
+                    for name in layers
+                ],
+                text=(
+                    "Sparsity is measured in the exported weights of each pruned layer (for a "
+                    "quantization-aware model, in its kernels after QAT). Layers left in float: the "
+                    "input standardization, and layers TF-MOT cannot quantize (no-op QuantizeConfig)."
+                ),
+            )
+        )
     if compressed.steps:
         sections.append(Section("Compression steps", rows=[s.summary() for s in compressed.steps]))
     if compressed.candidates:
-        sections.append(Section("Budget candidates", rows=[c.row() for c in compressed.candidates],
-                                text=f"The budget search chose {compressed.chosen}."))
+        sections.append(
+            Section(
+                "Budget candidates",
+                rows=[c.row() for c in compressed.candidates],
+                text=f"The budget search chose {compressed.chosen}.",
+            )
+        )
     return sections

@@ -78,16 +78,24 @@ class Candidate:
 
     def row(self) -> dict[str, Any]:
         """The candidate as a report row."""
+
         def fmt(value: float | None, digits: int = 1) -> Any:
             return None if value is None else round(value, digits)
-        return {"candidate": self.name, "estimated KiB": fmt(self.estimated_kb),
-                "gzip KiB": fmt(self.size_kb), "val score": fmt(self.score, 4),
-                "drop": fmt(self.drop, 4), "status": self.status,
-                "seconds": fmt(self.seconds)}
+
+        return {
+            "candidate": self.name,
+            "estimated KiB": fmt(self.estimated_kb),
+            "gzip KiB": fmt(self.size_kb),
+            "val score": fmt(self.score, 4),
+            "drop": fmt(self.drop, 4),
+            "status": self.status,
+            "seconds": fmt(self.seconds),
+        }
 
 
 def candidates(budget: BudgetConfig) -> list[Candidate]:
     """Every combination the budget allows, least compressed first."""
+
     def prune(sparsity: float | None = None, structure: str | None = None) -> PruneConfig:
         return PruneConfig(target_sparsity=sparsity, structure=structure, epochs=budget.epochs)
 
@@ -98,8 +106,15 @@ def candidates(budget: BudgetConfig) -> list[Candidate]:
         found.append(Candidate(Plan(prune=prune(sparsity)), "int8"))
     for sparsity in sorted(budget.sparsities):
         for clusters in sorted(budget.clusters, reverse=True):
-            found.append(Candidate(Plan(prune=prune(sparsity), cluster=ClusterConfig(
-                clusters=clusters, epochs=budget.epochs)), "int8"))
+            found.append(
+                Candidate(
+                    Plan(
+                        prune=prune(sparsity),
+                        cluster=ClusterConfig(clusters=clusters, epochs=budget.epochs),
+                    ),
+                    "int8",
+                )
+            )
     return found
 
 
@@ -112,7 +127,7 @@ def _magnitude_prune(kernel: np.ndarray, config: PruneConfig) -> np.ndarray:
         blocks = np.pad(rows, [(0, 0), (0, pad)]).reshape(rows.shape[0], -1, 4)
         order = np.argsort(np.abs(blocks), axis=-1)
         np.put_along_axis(blocks, order[..., :2], 0.0, axis=-1)
-        rows = blocks.reshape(rows.shape[0], -1)[:, :rows.shape[1]]
+        rows = blocks.reshape(rows.shape[0], -1)[:, : rows.shape[1]]
         return np.moveaxis(rows.reshape(shape), 0, -1)
     threshold = np.quantile(np.abs(kernel), config.target_sparsity)
     return np.where(np.abs(kernel) <= threshold, 0.0, kernel).astype(kernel.dtype)
@@ -173,8 +188,9 @@ def _trains(candidate: Candidate) -> bool:
     return candidate.plan.describe() != "none"
 
 
-def estimate_kb(model: keras.Model, candidate: Candidate, ctx: Context,
-                representative: np.ndarray) -> float:
+def estimate_kb(
+    model: keras.Model, candidate: Candidate, ctx: Context, representative: np.ndarray
+) -> float:
     """The gzip KiB of the candidate's TFLite file, from its one-shot model."""
     shot = one_shot(model, candidate.plan, ctx) if _trains(candidate) else model
     return _gzip_kb(convert_to_tflite(shot, candidate.mode, representative=representative))
@@ -183,8 +199,9 @@ def estimate_kb(model: keras.Model, candidate: Candidate, ctx: Context,
 def _validation(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
     split = "val" if len(ctx.prepared.splits.val) else "train"
     if split == "train":
-        logger.warning("No validation split: the budget's accuracy limit is checked on the "
-                       "training rows.")
+        logger.warning(
+            "No validation split: the budget's accuracy limit is checked on the training rows."
+        )
     return ctx.prepared.part(split)
 
 
@@ -201,26 +218,38 @@ def _best(tried: list[Candidate], budget: BudgetConfig) -> Candidate | None:
 
 def _failure(found: list[Candidate], budget: BudgetConfig, baseline: float, name: str) -> str:
     best = _best(found, budget)
-    lines = [f"No combination met compress.budget (max_kb={budget.max_kb:g}, "
-             f"max_accuracy_drop={budget.max_accuracy_drop:g}; baseline validation {name} "
-             f"{baseline:.4f})."]
+    lines = [
+        f"No combination met compress.budget (max_kb={budget.max_kb:g}, "
+        f"max_accuracy_drop={budget.max_accuracy_drop:g}; baseline validation {name} "
+        f"{baseline:.4f})."
+    ]
     if best is not None:
-        lines.append(f"Best found: {best.name} at {best.size_kb:.1f} KiB gzipped, validation "
-                     f"{name} {best.score:.4f} (drop {best.drop:.4f}).")
+        lines.append(
+            f"Best found: {best.name} at {best.size_kb:.1f} KiB gzipped, validation "
+            f"{name} {best.score:.4f} (drop {best.drop:.4f})."
+        )
     else:
         smallest = min(found, key=lambda c: c.estimated_kb)
-        lines.append(f"No candidate can fit: the smallest, {smallest.name}, is estimated at "
-                     f"{smallest.estimated_kb:.1f} KiB.")
-    lines.append("Raise max_kb or max_accuracy_drop, add higher sparsities or fewer clusters, or "
-                 "choose a smaller model. Candidates:")
-    lines += [f"  - {c.name}: estimated {c.estimated_kb:.1f} KiB"
-              + (f", {c.size_kb:.1f} KiB, {name} {c.score:.4f}" if c.size_kb is not None else "")
-              + f" -> {c.status}" for c in found]
+        lines.append(
+            f"No candidate can fit: the smallest, {smallest.name}, is estimated at "
+            f"{smallest.estimated_kb:.1f} KiB."
+        )
+    lines.append(
+        "Raise max_kb or max_accuracy_drop, add higher sparsities or fewer clusters, or "
+        "choose a smaller model. Candidates:"
+    )
+    lines += [
+        f"  - {c.name}: estimated {c.estimated_kb:.1f} KiB"
+        + (f", {c.size_kb:.1f} KiB, {name} {c.score:.4f}" if c.size_kb is not None else "")
+        + f" -> {c.status}"
+        for c in found
+    ]
     return "\n".join(lines)
 
 
-def search(model: keras.Model, budget: BudgetConfig, ctx: Context,
-           baseline: float) -> tuple[PlanResult, Candidate, list[Candidate]]:
+def search(
+    model: keras.Model, budget: BudgetConfig, ctx: Context, baseline: float
+) -> tuple[PlanResult, Candidate, list[Candidate]]:
     """Finds the least compression that meets the budget.
 
     Args:
@@ -241,13 +270,20 @@ def search(model: keras.Model, budget: BudgetConfig, ctx: Context,
     name = score_name(ctx)
     found = candidates(budget)
     # Candidates without a step are the model itself: converted once, exactly.
-    plain = convert_modes(model, [c.mode for c in found if not _trains(c)],
-                          representative=representative)
+    plain = convert_modes(
+        model, [c.mode for c in found if not _trains(c)], representative=representative
+    )
     for candidate in found:
-        candidate.estimated_kb = _gzip_kb(plain[candidate.mode]) if not _trains(candidate) \
+        candidate.estimated_kb = (
+            _gzip_kb(plain[candidate.mode])
+            if not _trains(candidate)
             else estimate_kb(model, candidate, ctx, representative)
-    logger.info("Budget %.1f KiB: one-shot estimates %s.", budget.max_kb,
-                ", ".join(f"{c.name} {c.estimated_kb:.1f}" for c in found))
+        )
+    logger.info(
+        "Budget %.1f KiB: one-shot estimates %s.",
+        budget.max_kb,
+        ", ".join(f"{c.name} {c.estimated_kb:.1f}" for c in found),
+    )
     for candidate in sorted(found, key=lambda c: -c.estimated_kb):
         if candidate.estimated_kb > budget.max_kb * (1 + ESTIMATE_SLACK):
             candidate.status = f"skipped: estimated over {budget.max_kb:g} KiB"
@@ -255,8 +291,7 @@ def search(model: keras.Model, budget: BudgetConfig, ctx: Context,
         start = time.perf_counter()
         if _trains(candidate):
             result = apply_plan(model, candidate.plan, ctx)
-            content = convert_to_tflite(result.model, candidate.mode,
-                                        representative=representative)
+            content = convert_to_tflite(result.model, candidate.mode, representative=representative)
         else:
             result, content = PlanResult(model=model), plain[candidate.mode]
         candidate.size_kb = _gzip_kb(content)
@@ -265,12 +300,26 @@ def search(model: keras.Model, budget: BudgetConfig, ctx: Context,
         candidate.seconds = time.perf_counter() - start
         too_big = candidate.size_kb > budget.max_kb
         too_bad = candidate.drop > budget.max_accuracy_drop
-        candidate.status = "met" if not (too_big or too_bad) else "; ".join(
-            ([f"over {budget.max_kb:g} KiB"] if too_big else [])
-            + ([f"{name} drop {candidate.drop:.4f} > {budget.max_accuracy_drop:g}"]
-               if too_bad else []))
-        logger.info("Budget candidate %s: %.1f KiB, %s %.4f -> %s.", candidate.name,
-                    candidate.size_kb, name, candidate.score, candidate.status)
+        candidate.status = (
+            "met"
+            if not (too_big or too_bad)
+            else "; ".join(
+                ([f"over {budget.max_kb:g} KiB"] if too_big else [])
+                + (
+                    [f"{name} drop {candidate.drop:.4f} > {budget.max_accuracy_drop:g}"]
+                    if too_bad
+                    else []
+                )
+            )
+        )
+        logger.info(
+            "Budget candidate %s: %.1f KiB, %s %.4f -> %s.",
+            candidate.name,
+            candidate.size_kb,
+            name,
+            candidate.score,
+            candidate.status,
+        )
         if candidate.status == "met":
             return result, candidate, found
     raise BudgetNotMet(_failure(found, budget, baseline, name))

@@ -21,12 +21,23 @@ from kerastrain.config.compress import ClusterConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["clusterable", "clusterable_layers", "cluster", "clustering_callbacks", "strip",
-           "unique_values", "CENTROID_INITS"]
+__all__ = [
+    "clusterable",
+    "clusterable_layers",
+    "cluster",
+    "clustering_callbacks",
+    "strip",
+    "unique_values",
+    "CENTROID_INITS",
+]
 
 #: `ClusterConfig.init` -> TF-MOT's `CentroidInitialization` member name.
-CENTROID_INITS = {"kmeans++": "KMEANS_PLUS_PLUS", "linear": "LINEAR",
-                  "density": "DENSITY_BASED", "random": "RANDOM"}
+CENTROID_INITS = {
+    "kmeans++": "KMEANS_PLUS_PLUS",
+    "linear": "LINEAR",
+    "density": "DENSITY_BASED",
+    "random": "RANDOM",
+}
 
 
 def _registry() -> Any:
@@ -45,8 +56,13 @@ def clusterable_layers(model: keras.Model, config: ClusterConfig) -> list[str]:
     return select_layers(model, config, clusterable, "compress.cluster", "clustered")
 
 
-def cluster(model: keras.Model, config: ClusterConfig, *, preserve_sparsity: bool = False,
-            strategy: tf.distribute.Strategy | None = None) -> keras.Model:
+def cluster(
+    model: keras.Model,
+    config: ClusterConfig,
+    *,
+    preserve_sparsity: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
+) -> keras.Model:
     """Wraps the selected layers for clustering; the inverse is `strip`.
 
     Args:
@@ -65,7 +81,8 @@ def cluster(model: keras.Model, config: ClusterConfig, *, preserve_sparsity: boo
             unclusterable layers, or selects none.
     """
     from tensorflow_model_optimization.python.core.clustering.keras.experimental import (
-        cluster as experimental)
+        cluster as experimental,
+    )
 
     strategy = strategy or tf.distribute.get_strategy()
     selected = clusterable_layers(model, config)
@@ -73,17 +90,26 @@ def cluster(model: keras.Model, config: ClusterConfig, *, preserve_sparsity: boo
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
         # The experimental entry point is the public one plus preserve_sparsity.
-        return experimental.cluster_weights(layer, number_of_clusters=config.clusters,
-                                            cluster_centroids_init=init,
-                                            preserve_sparsity=preserve_sparsity)
+        return experimental.cluster_weights(
+            layer,
+            number_of_clusters=config.clusters,
+            cluster_centroids_init=init,
+            preserve_sparsity=preserve_sparsity,
+        )
 
-    logger.info("Clustering %s into %d values (%s init%s).", ", ".join(selected),
-                config.clusters, config.init, ", zeros kept" if preserve_sparsity else "")
+    logger.info(
+        "Clustering %s into %d values (%s init%s).",
+        ", ".join(selected),
+        config.clusters,
+        config.init,
+        ", zeros kept" if preserve_sparsity else "",
+    )
     return rebuild(model, strategy, wrap, selected)
 
 
-def clustering_callbacks(log_dir: str | os.PathLike | None = None
-                         ) -> list[keras.callbacks.Callback]:
+def clustering_callbacks(
+    log_dir: str | os.PathLike | None = None,
+) -> list[keras.callbacks.Callback]:
     """`ClusteringSummaries` when ``log_dir`` is given, else nothing."""
     if log_dir is None:
         return []

@@ -12,9 +12,10 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +33,16 @@ from kerastrain.trial import global_batch_size, make_datasets
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["tfmot", "Context", "rebuild", "select_layers", "kernel_names", "Step",
-           "original_units", "weight_sparsity"]
+__all__ = [
+    "tfmot",
+    "Context",
+    "rebuild",
+    "select_layers",
+    "kernel_names",
+    "Step",
+    "original_units",
+    "weight_sparsity",
+]
 
 Wrap = Callable[[keras.layers.Layer], keras.layers.Layer]
 
@@ -68,8 +77,13 @@ class Step:
 
     def summary(self) -> dict[str, Any]:
         last = {k: v[-1] for k, v in self.history.items() if v}
-        return {"step": self.name, "detail": self.detail, "epochs": self.epochs,
-                "seconds": round(self.seconds, 2), **last}
+        return {
+            "step": self.name,
+            "detail": self.detail,
+            "epochs": self.epochs,
+            "seconds": round(self.seconds, 2),
+            **last,
+        }
 
 
 @dataclasses.dataclass
@@ -91,10 +105,16 @@ class Context:
     log_dir: Path | None = None
 
     @classmethod
-    def create(cls, config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy,
-               log_dir: Path | None = None) -> "Context":
-        return cls(config, prepared, strategy, InMemory(prepared.x, prepared.training_targets),
-                   log_dir)
+    def create(
+        cls,
+        config: PipelineConfig,
+        prepared: Prepared,
+        strategy: tf.distribute.Strategy,
+        log_dir: Path | None = None,
+    ) -> Context:
+        return cls(
+            config, prepared, strategy, InMemory(prepared.x, prepared.training_targets), log_dir
+        )
 
     @property
     def steps_per_epoch(self) -> int:
@@ -124,8 +144,14 @@ class Context:
             rate *= replicas
         return rate
 
-    def fit(self, model: keras.Model, *, epochs: int, learning_rate: float | None = None,
-            callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
+    def fit(
+        self,
+        model: keras.Model,
+        *,
+        epochs: int,
+        learning_rate: float | None = None,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+    ) -> TrainResult:
         """Compiles ``model`` inside the strategy scope and fine-tunes it with
         the spine's `train_model`.
 
@@ -134,28 +160,42 @@ class Context:
         wrappers update their masks step by step), without early stopping or
         weight averaging (a pruning schedule must not be cut short, and an
         average of masked weights is not masked)."""
-        options = self.train_options(epochs=epochs, early_stopping=None, ema=False,
-                                     steps_per_execution=1, jit_compile=False)
+        options = self.train_options(
+            epochs=epochs, early_stopping=None, ema=False, steps_per_execution=1, jit_compile=False
+        )
         with self.strategy.scope():
-            compile_model(model, self.prepared.task, options,
-                          learning_rate=self.fine_tune_rate(learning_rate))
+            compile_model(
+                model, self.prepared.task, options, learning_rate=self.fine_tune_rate(learning_rate)
+            )
         train_ds, val_ds = make_datasets(self.config, self.prepared, self.strategy, self.memory)
         return train_model(model, train_ds, val_ds, options, callbacks=callbacks)
 
-    def timed_fit(self, name: str, model: keras.Model, *, epochs: int,
-                  learning_rate: float | None,
-                  detail: str, callbacks: Sequence[keras.callbacks.Callback] = ()) -> Step:
+    def timed_fit(
+        self,
+        name: str,
+        model: keras.Model,
+        *,
+        epochs: int,
+        learning_rate: float | None,
+        detail: str,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+    ) -> Step:
         """`fit`, recorded as a `Step`."""
         start = time.perf_counter()
         result = self.fit(model, epochs=epochs, learning_rate=learning_rate, callbacks=callbacks)
         step = Step(name, result.epochs_run, time.perf_counter() - start, result.history, detail)
-        logger.info("Compression step %s (%s): %d epochs in %.1fs.", name, detail, step.epochs,
-                    step.seconds)
+        logger.info(
+            "Compression step %s (%s): %d epochs in %.1fs.", name, detail, step.epochs, step.seconds
+        )
         return step
 
 
-def rebuild(model: keras.Model, strategy: tf.distribute.Strategy,
-            wrap: Wrap | None = None, selected: Sequence[str] = ()) -> keras.Model:
+def rebuild(
+    model: keras.Model,
+    strategy: tf.distribute.Strategy,
+    wrap: Wrap | None = None,
+    selected: Sequence[str] = (),
+) -> keras.Model:
     """A copy of a functional model, every variable created inside the
     strategy scope, with the layers named in ``selected`` wrapped.
 
@@ -182,7 +222,8 @@ def rebuild(model: keras.Model, strategy: tf.distribute.Strategy,
         if wrap is None or not selected:
             return copy
         return keras.models.clone_model(
-            copy, clone_function=lambda layer: wrap(layer) if layer.name in selected else layer)
+            copy, clone_function=lambda layer: wrap(layer) if layer.name in selected else layer
+        )
 
 
 def kernel_names(layer: keras.layers.Layer, registry: Any) -> list[str]:
@@ -197,8 +238,13 @@ def kernel_names(layer: keras.layers.Layer, registry: Any) -> list[str]:
     return list(registry._weight_names(layer))
 
 
-def select_layers(model: keras.Model, selection: LayerSelection, supported: Callable[[Any], bool],
-                  option: str, verb: str) -> list[str]:
+def select_layers(
+    model: keras.Model,
+    selection: LayerSelection,
+    supported: Callable[[Any], bool],
+    option: str,
+    verb: str,
+) -> list[str]:
     """The layers a technique applies to.
 
     Args:
@@ -221,7 +267,8 @@ def select_layers(model: keras.Model, selection: LayerSelection, supported: Call
             if name not in names:
                 raise ConfigError(
                     f"The {option}.{key} option names layer {name!r}, which the model does not "
-                    f"have. Its layers are: {', '.join(names)}." + did_you_mean(name, names))
+                    f"have. Its layers are: {', '.join(names)}." + did_you_mean(name, names)
+                )
     can = [layer.name for layer in model.layers if supported(layer)]
     if selection.layers is not None:
         wrong = [n for n in selection.layers if n not in can]
@@ -229,7 +276,8 @@ def select_layers(model: keras.Model, selection: LayerSelection, supported: Call
             raise ConfigError(
                 f"The {option}.layers option names {wrong[0]!r} "
                 f"({type(model.get_layer(wrong[0])).__name__}), which cannot be {verb}. "
-                f"Layers that can: {', '.join(can) or 'none'}.")
+                f"Layers that can: {', '.join(can) or 'none'}."
+            )
         return [n for n in names if n in selection.layers]
     skip = set(selection.skip)
     if selection.skip_first_conv:
@@ -242,7 +290,8 @@ def select_layers(model: keras.Model, selection: LayerSelection, supported: Call
         raise ConfigError(
             f"No layer is left to be {verb}: the layers that can be ({', '.join(can) or 'none'}) "
             f"are all skipped. Set {option}.skip_first_conv or {option}.skip_output to False, or "
-            f"name the layers in {option}.layers.")
+            f"name the layers in {option}.layers."
+        )
     return chosen
 
 

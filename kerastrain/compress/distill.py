@@ -58,7 +58,7 @@ def soft_loss(task: Task, teacher: tf.Tensor, student: tf.Tensor, temperature: f
     log_t = _tempered_log_probs(teacher, temperature, binary)
     log_s = _tempered_log_probs(student, temperature, binary)
     kl = tf.reduce_sum(tf.exp(log_t) * (log_t - log_s), axis=-1)
-    return temperature ** 2 * tf.reduce_mean(kl)
+    return temperature**2 * tf.reduce_mean(kl)
 
 
 class Distiller(keras.Model):
@@ -76,8 +76,15 @@ class Distiller(keras.Model):
         alpha: Weight of the loss on the labels. Defaults to `0.5`.
     """
 
-    def __init__(self, student: keras.Model, teacher: keras.Model, task: Task,
-                 temperature: float = 4.0, alpha: float = 0.5, **kwargs: Any):
+    def __init__(
+        self,
+        student: keras.Model,
+        teacher: keras.Model,
+        task: Task,
+        temperature: float = 4.0,
+        alpha: float = 0.5,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.student = student
         self.teacher = teacher
@@ -89,8 +96,9 @@ class Distiller(keras.Model):
     def call(self, inputs: Any, training: bool | None = None) -> tf.Tensor:
         return self.student(inputs, training=training)
 
-    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None,
-                     sample_weight: Any = None) -> tf.Tensor:
+    def compute_loss(
+        self, x: Any = None, y: Any = None, y_pred: Any = None, sample_weight: Any = None
+    ) -> tf.Tensor:
         # The compiled loss is already scaled for the replicas; the soft term
         # is a per-replica mean, so it is scaled the same way.
         hard = super().compute_loss(x, y, y_pred, sample_weight)
@@ -99,8 +107,9 @@ class Distiller(keras.Model):
         return self.alpha * hard + (1.0 - self.alpha) * soft / replicas
 
 
-def build_student(config: PipelineConfig, distill: DistillConfig, prepared: Any,
-                  strategy: tf.distribute.Strategy) -> keras.Model:
+def build_student(
+    config: PipelineConfig, distill: DistillConfig, prepared: Any, strategy: tf.distribute.Strategy
+) -> keras.Model:
     """Builds the student inside the strategy scope, through the same
     `build_compiled_model` the run used: the run's factory with the run's
     `model_options` updated by the student's, or, when

@@ -48,8 +48,9 @@ class Plan:
     def describe(self) -> str:
         parts = []
         if self.prune is not None:
-            parts.append("prune 2:4" if self.prune.structure else
-                         f"prune {self.prune.target_sparsity:g}")
+            parts.append(
+                "prune 2:4" if self.prune.structure else f"prune {self.prune.target_sparsity:g}"
+            )
         if self.cluster is not None:
             parts.append(f"cluster {self.cluster.clusters}")
         if self.quantize:
@@ -122,38 +123,59 @@ def apply_plan(model: keras.Model, plan: Plan, ctx: Context) -> PlanResult:
         pruned = prune_mod.prune(current, plan.prune, ctx.steps_per_epoch, strategy)
         result.pruned_layers = prune_mod.prunable_layers(current, plan.prune)
         target = "2:4" if plan.prune.structure else f"{plan.prune.target_sparsity:.0%}"
-        result.steps.append(ctx.timed_fit(
-            "prune", pruned, epochs=plan.prune.epochs,
-            learning_rate=ctx.learning_rate(plan.prune.learning_rate),
-            callbacks=prune_mod.pruning_callbacks(_log_dir(ctx, "pruning")),
-            detail=f"{target} of {', '.join(result.pruned_layers)}"))
+        result.steps.append(
+            ctx.timed_fit(
+                "prune",
+                pruned,
+                epochs=plan.prune.epochs,
+                learning_rate=ctx.learning_rate(plan.prune.learning_rate),
+                callbacks=prune_mod.pruning_callbacks(_log_dir(ctx, "pruning")),
+                detail=f"{target} of {', '.join(result.pruned_layers)}",
+            )
+        )
         current = prune_mod.strip(pruned, strategy)
         result.sparsity = prune_mod.sparsity_by_layer(current, result.pruned_layers)
-        logger.info("Achieved sparsity: %s.",
-                    ", ".join(f"{k} {v:.1%}" for k, v in result.sparsity.items()))
+        logger.info(
+            "Achieved sparsity: %s.", ", ".join(f"{k} {v:.1%}" for k, v in result.sparsity.items())
+        )
     if plan.cluster is not None:
         keep_zeros = plan.prune is not None
-        clustered = cluster_mod.cluster(current, plan.cluster, preserve_sparsity=keep_zeros,
-                                        strategy=strategy)
+        clustered = cluster_mod.cluster(
+            current, plan.cluster, preserve_sparsity=keep_zeros, strategy=strategy
+        )
         result.clustered_layers = cluster_mod.clusterable_layers(current, plan.cluster)
-        result.steps.append(ctx.timed_fit(
-            "cluster", clustered, epochs=plan.cluster.epochs,
-            learning_rate=ctx.learning_rate(plan.cluster.learning_rate),
-            callbacks=cluster_mod.clustering_callbacks(_log_dir(ctx, "clustering")),
-            detail=f"{plan.cluster.clusters} values ({plan.cluster.init}) in "
-                   f"{', '.join(result.clustered_layers)}"
-                   + (", zeros kept" if keep_zeros else "")))
+        result.steps.append(
+            ctx.timed_fit(
+                "cluster",
+                clustered,
+                epochs=plan.cluster.epochs,
+                learning_rate=ctx.learning_rate(plan.cluster.learning_rate),
+                callbacks=cluster_mod.clustering_callbacks(_log_dir(ctx, "clustering")),
+                detail=f"{plan.cluster.clusters} values ({plan.cluster.init}) in "
+                f"{', '.join(result.clustered_layers)}" + (", zeros kept" if keep_zeros else ""),
+            )
+        )
         current = cluster_mod.strip(clustered, strategy)
         result.unique_values = cluster_mod.unique_values(current, result.clustered_layers)
     if plan.quantize == "qat":
-        preserve = ("clusters+sparsity" if plan.prune else "clusters") if plan.cluster else (
-            "sparsity" if plan.prune else None)
-        qat, result.unquantized = quantize_mod.quantize(current, preserve=preserve,
-                                                        strategy=strategy)
-        result.steps.append(ctx.timed_fit(
-            "qat", qat, epochs=plan.quantize_epochs, learning_rate=ctx.learning_rate(),
-            detail="int8 quantization-aware training" + (f", preserving {preserve}"
-                                                           if preserve else "")))
+        preserve = (
+            ("clusters+sparsity" if plan.prune else "clusters")
+            if plan.cluster
+            else ("sparsity" if plan.prune else None)
+        )
+        qat, result.unquantized = quantize_mod.quantize(
+            current, preserve=preserve, strategy=strategy
+        )
+        result.steps.append(
+            ctx.timed_fit(
+                "qat",
+                qat,
+                epochs=plan.quantize_epochs,
+                learning_rate=ctx.learning_rate(),
+                detail="int8 quantization-aware training"
+                + (f", preserving {preserve}" if preserve else ""),
+            )
+        )
         result.float_model = quantize_mod.strip(qat, current, strategy)
         before = result.sparsity
         current = qat
@@ -161,9 +183,10 @@ def apply_plan(model: keras.Model, plan: Plan, ctx: Context) -> PlanResult:
             result.sparsity = prune_mod.sparsity_by_layer(qat, list(before))
             lost = {k: v for k, v in result.sparsity.items() if v < before[k] - 0.01}
             if lost:
-                logger.warning("Quantization-aware training reduced the sparsity of %s.",
-                               ", ".join(f"{k} ({before[k]:.1%} -> {v:.1%})"
-                                         for k, v in lost.items()))
+                logger.warning(
+                    "Quantization-aware training reduced the sparsity of %s.",
+                    ", ".join(f"{k} ({before[k]:.1%} -> {v:.1%})" for k, v in lost.items()),
+                )
     else:
         with strategy.scope():
             compile_model(current, ctx.prepared.task, ctx.train_options())
@@ -171,8 +194,9 @@ def apply_plan(model: keras.Model, plan: Plan, ctx: Context) -> PlanResult:
     return result
 
 
-def distill(teacher: keras.Model, config: DistillConfig, ctx: Context,
-            student: keras.Model | None = None) -> tuple[keras.Model, Step]:
+def distill(
+    teacher: keras.Model, config: DistillConfig, ctx: Context, student: keras.Model | None = None
+) -> tuple[keras.Model, Step]:
     """Trains a student on the labels and ``teacher``'s softened outputs.
 
     Args:
@@ -189,22 +213,29 @@ def distill(teacher: keras.Model, config: DistillConfig, ctx: Context,
         student = build_student(ctx.config, config, ctx.prepared, ctx.strategy)
     was_trainable = teacher.trainable
     with ctx.strategy.scope():
-        distiller = Distiller(student, teacher, ctx.prepared.task, config.temperature,
-                              config.alpha, name="distiller")
+        distiller = Distiller(
+            student, teacher, ctx.prepared.task, config.temperature, config.alpha, name="distiller"
+        )
     start = time.perf_counter()
     try:
         options = ctx.train_options(epochs=config.epochs or ctx.config.train.epochs, ema=False)
         with ctx.strategy.scope():
-            compile_model(distiller, ctx.prepared.task, options,
-                          steps_per_epoch=ctx.steps_per_epoch)
+            compile_model(
+                distiller, ctx.prepared.task, options, steps_per_epoch=ctx.steps_per_epoch
+            )
         train_ds, val_ds = make_datasets(ctx.config, ctx.prepared, ctx.strategy, ctx.memory)
         fit = train_model(distiller, train_ds, val_ds, options)
     finally:
         teacher.trainable = was_trainable
     with ctx.strategy.scope():
         compile_model(student, ctx.prepared.task, ctx.train_options())
-    step = Step("distill", fit.epochs_run, time.perf_counter() - start, fit.history,
-                f"student of {student.count_params():,} parameters (teacher "
-                f"{teacher.count_params():,}), T={config.temperature:g}, alpha={config.alpha:g}")
+    step = Step(
+        "distill",
+        fit.epochs_run,
+        time.perf_counter() - start,
+        fit.history,
+        f"student of {student.count_params():,} parameters (teacher "
+        f"{teacher.count_params():,}), T={config.temperature:g}, alpha={config.alpha:g}",
+    )
     logger.info("Distilled: %s.", step.detail)
     return student, step

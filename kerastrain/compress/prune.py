@@ -24,9 +24,20 @@ from kerastrain.config.compress import PruneConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["prunable", "prunable_layers", "make_schedule", "prune", "pruning_callbacks", "strip",
-           "sparsity_by_layer", "tflite_weights", "tflite_sparsity", "savedmodel_sparsity",
-           "is_2_by_4", "KERNELS"]
+__all__ = [
+    "prunable",
+    "prunable_layers",
+    "make_schedule",
+    "prune",
+    "pruning_callbacks",
+    "strip",
+    "sparsity_by_layer",
+    "tflite_weights",
+    "tflite_sparsity",
+    "savedmodel_sparsity",
+    "is_2_by_4",
+    "KERNELS",
+]
 
 
 def _registry() -> Any:
@@ -48,8 +59,9 @@ def prunable(layer: keras.layers.Layer, structure: str | None = None) -> bool:
 
 def prunable_layers(model: keras.Model, config: PruneConfig) -> list[str]:
     """The layers ``config`` selects (see `LayerSelection`)."""
-    return select_layers(model, config, lambda layer: prunable(layer, config.structure),
-                         "compress.prune", "pruned")
+    return select_layers(
+        model, config, lambda layer: prunable(layer, config.structure), "compress.prune", "pruned"
+    )
 
 
 def make_schedule(config: PruneConfig, steps_per_epoch: int) -> Any:
@@ -72,18 +84,27 @@ def make_schedule(config: PruneConfig, steps_per_epoch: int) -> Any:
     total = config.epochs * steps_per_epoch
     frequency = config.frequency or max(1, steps_per_epoch // 4)
     if config.schedule == "constant" or config.structure == "2:4":
-        return sparsity.ConstantSparsity(config.target_sparsity, begin_step=0,
-                                         frequency=min(frequency, total))
+        return sparsity.ConstantSparsity(
+            config.target_sparsity, begin_step=0, frequency=min(frequency, total)
+        )
     end = min(config.ramp_epochs * steps_per_epoch, total)
     frequency = min(frequency, end)
     end = frequency * (end // frequency)
-    return sparsity.PolynomialDecay(initial_sparsity=config.initial_sparsity,
-                                    final_sparsity=config.target_sparsity, begin_step=0,
-                                    end_step=end, frequency=frequency)
+    return sparsity.PolynomialDecay(
+        initial_sparsity=config.initial_sparsity,
+        final_sparsity=config.target_sparsity,
+        begin_step=0,
+        end_step=end,
+        frequency=frequency,
+    )
 
 
-def prune(model: keras.Model, config: PruneConfig, steps_per_epoch: int,
-          strategy: tf.distribute.Strategy | None = None) -> keras.Model:
+def prune(
+    model: keras.Model,
+    config: PruneConfig,
+    steps_per_epoch: int,
+    strategy: tf.distribute.Strategy | None = None,
+) -> keras.Model:
     """Wraps the selected layers for pruning; the inverse is `strip`.
 
     Args:
@@ -107,11 +128,15 @@ def prune(model: keras.Model, config: PruneConfig, steps_per_epoch: int,
     sparsity = tfmot().sparsity.keras
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
-        return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule,
-                                            sparsity_m_by_n=m_by_n)
+        return sparsity.prune_low_magnitude(
+            layer, pruning_schedule=schedule, sparsity_m_by_n=m_by_n
+        )
 
-    logger.info("Pruning %s to %s.", ", ".join(selected),
-                "2:4" if m_by_n else f"{config.target_sparsity:.0%} ({config.schedule})")
+    logger.info(
+        "Pruning %s to %s.",
+        ", ".join(selected),
+        "2:4" if m_by_n else f"{config.target_sparsity:.0%} ({config.schedule})",
+    )
     return rebuild(model, strategy, wrap, selected)
 
 
@@ -202,8 +227,11 @@ def savedmodel_sparsity(path: str | os.PathLike) -> dict[str, float]:
     """The share of zeros in each kernel variable of a SavedModel directory,
     loaded with `tf.saved_model.load` (no scopes, no custom objects)."""
     loaded = tf.saved_model.load(os.fspath(Path(path)))
-    return {v.name: weight_sparsity(v.numpy()) for v in loaded.variables
-            if v.name.split("/")[-1].startswith("kernel")}
+    return {
+        v.name: weight_sparsity(v.numpy())
+        for v in loaded.variables
+        if v.name.split("/")[-1].startswith("kernel")
+    }
 
 
 def is_2_by_4(kernel: np.ndarray) -> bool:

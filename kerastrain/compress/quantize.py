@@ -40,13 +40,15 @@ def _is_plain_relu(layer_config: dict[str, Any]) -> bool:
     if cls == "Activation":
         return cfg.get("activation") == "relu"
     if cls == "ReLU":
-        return not cfg.get("max_value") and not cfg.get("negative_slope") \
-            and not cfg.get("threshold")
+        return (
+            not cfg.get("max_value") and not cfg.get("negative_slope") and not cfg.get("threshold")
+        )
     return False
 
 
-def fuse_activations(model: keras.Model, strategy: tf.distribute.Strategy | None = None
-                     ) -> keras.Model:
+def fuse_activations(
+    model: keras.Model, strategy: tf.distribute.Strategy | None = None
+) -> keras.Model:
     """Moves each separate ReLU into the Conv2D/Dense layer before it.
 
     TF-MOT's int8 layout leaves a Conv2D or Dense layer that a separate ReLU
@@ -82,13 +84,22 @@ def fuse_activations(model: keras.Model, strategy: tf.distribute.Strategy | None
         if not _is_plain_relu(layer) or len(nodes) != 1 or len(nodes[0]) != 1:
             continue
         source = by_name[nodes[0][0][0]]
-        if source["class_name"] in _FUSABLE and source["config"].get("activation") == "linear" \
-                and consumers.get(source["name"]) == 1:
+        if (
+            source["class_name"] in _FUSABLE
+            and source["config"].get("activation") == "linear"
+            and consumers.get(source["name"]) == 1
+        ):
             source["config"]["activation"] = "relu"
             old = layer["config"]
-            layer["class_name"], layer["config"] = "Activation", {
-                "name": old["name"], "trainable": old.get("trainable", True),
-                "dtype": old.get("dtype"), "activation": "linear"}
+            layer["class_name"], layer["config"] = (
+                "Activation",
+                {
+                    "name": old["name"],
+                    "trainable": old.get("trainable", True),
+                    "dtype": old.get("dtype"),
+                    "activation": "linear",
+                },
+            )
             fused.append(source["name"])
     if not fused:
         return model
@@ -97,8 +108,9 @@ def fuse_activations(model: keras.Model, strategy: tf.distribute.Strategy | None
         for layer in new.layers:
             if layer.weights:
                 layer.set_weights(model.get_layer(layer.name).get_weights())
-    logger.info("Fused the ReLU that follows %s into the layer for int8 training.",
-                ", ".join(fused))
+    logger.info(
+        "Fused the ReLU that follows %s into the layer for int8 training.", ", ".join(fused)
+    )
     return new
 
 
@@ -110,7 +122,8 @@ def _scheme(preserve: str | None) -> Any:
         return combine.Default8BitPrunePreserveQuantizeScheme()
     if preserve in ("clusters", "clusters+sparsity"):
         return combine.Default8BitClusterPreserveQuantizeScheme(
-            preserve_sparsity=preserve == "clusters+sparsity")
+            preserve_sparsity=preserve == "clusters+sparsity"
+        )
     raise ValueError(f"preserve must be None or one of {SCHEMES}; received {preserve!r}.")
 
 
@@ -155,8 +168,12 @@ def _keep_float(scheme: Any, float_layers: set[str]) -> Any:
     return KeepFloat()
 
 
-def quantize(model: keras.Model, *, preserve: str | None = None,
-             strategy: tf.distribute.Strategy | None = None) -> tuple[keras.Model, list[str]]:
+def quantize(
+    model: keras.Model,
+    *,
+    preserve: str | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+) -> tuple[keras.Model, list[str]]:
     """Makes ``model`` quantization-aware; the inverse is `strip`.
 
     Args:
@@ -174,13 +191,17 @@ def quantize(model: keras.Model, *, preserve: str | None = None,
         layers TF-MOT has no config for (no-op config).
     """
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
-        default_8bit_quantize_configs, default_8bit_quantize_registry)
+        default_8bit_quantize_configs,
+        default_8bit_quantize_registry,
+    )
 
     strategy = strategy or tf.distribute.get_strategy()
     qkeras = tfmot().quantization.keras
     scheme = _scheme(preserve)
-    registries = [default_8bit_quantize_registry.Default8BitQuantizeRegistry(),
-                  scheme.get_quantize_registry()]
+    registries = [
+        default_8bit_quantize_registry.Default8BitQuantizeRegistry(),
+        scheme.get_quantize_registry(),
+    ]
     noop = default_8bit_quantize_configs.NoOpQuantizeConfig
     fused = fuse_activations(model, strategy)
     standardizers = input_standardizers(fused)
@@ -203,20 +224,26 @@ def quantize(model: keras.Model, *, preserve: str | None = None,
         with qkeras.quantize_scope(scope):
             quantized = qkeras.quantize_apply(annotated, _keep_float(scheme, set(standardizers)))
     if standardizers:
-        logger.info("The input standardization (%s) stays in float; int8 starts after it.",
-                    ", ".join(standardizers))
+        logger.info(
+            "The input standardization (%s) stays in float; int8 starts after it.",
+            ", ".join(standardizers),
+        )
     noops = [n for n in unquantized if n not in standardizers]
     if noops:
-        logger.warning("TF-MOT cannot quantize %s; left unquantized (no-op QuantizeConfig): the "
-                       "int8 converter calibrates them on training rows instead.",
-                       ", ".join(f"{n} ({type(fused.get_layer(n)).__name__})" for n in noops))
-    logger.info("Quantization-aware model built%s.",
-                f" (preserving {preserve})" if preserve else "")
+        logger.warning(
+            "TF-MOT cannot quantize %s; left unquantized (no-op QuantizeConfig): the "
+            "int8 converter calibrates them on training rows instead.",
+            ", ".join(f"{n} ({type(fused.get_layer(n)).__name__})" for n in noops),
+        )
+    logger.info(
+        "Quantization-aware model built%s.", f" (preserving {preserve})" if preserve else ""
+    )
     return quantized, unquantized
 
 
-def strip(qat_model: keras.Model, float_model: keras.Model,
-          strategy: tf.distribute.Strategy | None = None) -> keras.Model:
+def strip(
+    qat_model: keras.Model, float_model: keras.Model, strategy: tf.distribute.Strategy | None = None
+) -> keras.Model:
     """The float twin of a QAT model (the inverse of `quantize`).
 
     TF-MOT has no strip for QAT, and its quantized layers do not reload from
@@ -245,6 +272,7 @@ def strip(qat_model: keras.Model, float_model: keras.Model,
         else:
             missing.append(variable.name)
     if missing:
-        raise RuntimeError(f"The QAT model has no variables named {missing}; cannot build its "
-                           "float twin.")
+        raise RuntimeError(
+            f"The QAT model has no variables named {missing}; cannot build its float twin."
+        )
     return twin

@@ -12,8 +12,18 @@ from kerastrain.config.train import EarlyStoppingConfig, TrainConfig
 from kerastrain.config.tune import TuneConfig
 
 __all__ = [
-    "Section", "option", "CompressConfig", "DataConfig", "DistributeConfig", "ExportConfig",
-    "PipelineConfig", "EarlyStoppingConfig", "TrainConfig", "TuneConfig", "ReportConfig",
+    "Section",
+    "option",
+    "CompressConfig",
+    "DataConfig",
+    "DistributeConfig",
+    "ExportConfig",
+    "PipelineConfig",
+    "EarlyStoppingConfig",
+    "TrainConfig",
+    "TuneConfig",
+    "ReportConfig",
     "TrackingConfig",
-    "load_config", "save_config",
+    "load_config",
+    "save_config",
 ]

@@ -17,7 +17,8 @@ import dataclasses
 import difflib
 import types
 import typing
-from typing import Any, Literal, Mapping, TypeVar, Union
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, Union
 
 from kerastrain.errors import ConfigError
 
@@ -26,9 +27,15 @@ __all__ = ["Section", "option", "did_you_mean", "config_error", "describe"]
 S = TypeVar("S", bound="Section")
 
 
-def option(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
-           gt: float | None = None, ge: float | None = None, lt: float | None = None,
-           le: float | None = None) -> Any:
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    default_factory: Any = dataclasses.MISSING,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+) -> Any:
     """A dataclass field with numeric bounds checked on construction.
 
     Args:
@@ -43,8 +50,9 @@ def option(default: Any = dataclasses.MISSING, *, default_factory: Any = datacla
         A ``dataclasses.field``.
     """
     bounds = {k: v for k, v in {"gt": gt, "ge": ge, "lt": lt, "le": le}.items() if v is not None}
-    return dataclasses.field(default=default, default_factory=default_factory,
-                             metadata={"bounds": bounds})
+    return dataclasses.field(
+        default=default, default_factory=default_factory, metadata={"bounds": bounds}
+    )
 
 
 def did_you_mean(value: Any, candidates: typing.Iterable[Any]) -> str:
@@ -67,7 +75,9 @@ def describe(value: Any) -> str:
     return text
 
 
-def config_error(path: str, value: Any, expected: str, candidates: typing.Iterable[Any] = ()) -> ConfigError:
+def config_error(
+    path: str, value: Any, expected: str, candidates: typing.Iterable[Any] = ()
+) -> ConfigError:
     """Builds the one message format every option error uses.
 
     ``The 'train.optimizer' option must be one of 'adam', 'sgd'. Received:
@@ -89,7 +99,9 @@ def _type_name(tp: Any) -> str:
         others = [_type_name(a) for a in args if typing.get_origin(a) is not Literal]
         if not choices:
             return " or ".join(others)
-        listed = repr(choices[0]) if len(choices) == 1 else "one of " + ", ".join(map(repr, choices))
+        listed = (
+            repr(choices[0]) if len(choices) == 1 else "one of " + ", ".join(map(repr, choices))
+        )
         return " or ".join([listed, *others])
     if origin in (list, tuple):
         args = typing.get_args(tp)
@@ -127,8 +139,11 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if tp is Any:
         return value
     if origin is Literal:
-        if value in typing.get_args(tp) and not isinstance(value, bool) or (
-                isinstance(value, bool) and any(a is value for a in typing.get_args(tp))):
+        if (
+            value in typing.get_args(tp)
+            and not isinstance(value, bool)
+            or (isinstance(value, bool) and any(a is value for a in typing.get_args(tp)))
+        ):
             return value
         raise _Mismatch
     if origin in (Union, types.UnionType):
@@ -171,8 +186,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             try:
                 items.append(_coerce(item, args[0], f"{path}[{i}]"))
             except _Mismatch:
-                raise config_error(f"{path}[{i}]", item, _type_name(args[0]),
-                                   typing.get_args(args[0])) from None
+                raise config_error(
+                    f"{path}[{i}]", item, _type_name(args[0]), typing.get_args(args[0])
+                ) from None
         return items
     if origin is dict or tp is dict:
         if isinstance(value, Mapping):
@@ -200,11 +216,16 @@ def _check_bounds(value: Any, bounds: Mapping[str, float], path: str) -> None:
         "lt": (lambda v, b: v < b, "< {}"),
         "le": (lambda v, b: v <= b, "<= {}"),
     }
-    failed = [fmt.format(b) for name, b in bounds.items()
-              for ok, fmt in [checks[name]] if not ok(value, b)]
+    failed = [
+        fmt.format(b)
+        for name, b in bounds.items()
+        for ok, fmt in [checks[name]]
+        if not ok(value, b)
+    ]
     if failed:
-        expected = " and ".join(fmt.format(b) for name, b in bounds.items()
-                                for _, fmt in [checks[name]])
+        expected = " and ".join(
+            fmt.format(b) for name, b in bounds.items() for _, fmt in [checks[name]]
+        )
         raise config_error(path, value, expected)
 
 
@@ -233,9 +254,16 @@ class Section:
             try:
                 value = _coerce(value, tp, path)
             except _Mismatch:
-                candidates = typing.get_args(tp) if typing.get_origin(tp) is Literal else [
-                    a for arg in typing.get_args(tp) if typing.get_origin(arg) is Literal
-                    for a in typing.get_args(arg)]
+                candidates = (
+                    typing.get_args(tp)
+                    if typing.get_origin(tp) is Literal
+                    else [
+                        a
+                        for arg in typing.get_args(tp)
+                        if typing.get_origin(arg) is Literal
+                        for a in typing.get_args(arg)
+                    ]
+                )
                 raise config_error(path, value, _type_name(tp), candidates) from None
             _check_bounds(value, f.metadata.get("bounds", {}), path)
             object.__setattr__(self, f.name, value)
@@ -276,7 +304,8 @@ class Section:
                 full = f"{where}.{key}" if where else str(key)
                 raise ConfigError(
                     f"Unknown option {full!r}. The {where or 'top-level'} options are: "
-                    f"{', '.join(names)}." + did_you_mean(key, names))
+                    f"{', '.join(names)}." + did_you_mean(key, names)
+                )
         return cls(**dict(data))
 
     def to_dict(self) -> dict[str, Any]:

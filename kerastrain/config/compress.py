@@ -12,8 +12,15 @@ from typing import Any, ClassVar, Literal
 
 from kerastrain.config.base import ConfigError, Section, config_error, option
 
-__all__ = ["LayerSelection", "PruneConfig", "ClusterConfig", "DistillConfig", "BudgetConfig",
-           "CompressConfig", "DEFAULT_SPARSITY"]
+__all__ = [
+    "LayerSelection",
+    "PruneConfig",
+    "ClusterConfig",
+    "DistillConfig",
+    "BudgetConfig",
+    "CompressConfig",
+    "DEFAULT_SPARSITY",
+]
 
 #: The target sparsity of unstructured pruning when none is given.
 DEFAULT_SPARSITY = 0.8
@@ -82,18 +89,27 @@ class PruneConfig(LayerSelection):
     def validate(self) -> None:
         if self.structure == "2:4":
             if self.target_sparsity not in (None, M_BY_N_SPARSITY):
-                raise config_error("compress.prune.target_sparsity", self.target_sparsity,
-                                   f"{M_BY_N_SPARSITY} (or unset) with structure='2:4', which "
-                                   "zeroes exactly 2 of every 4 weights")
+                raise config_error(
+                    "compress.prune.target_sparsity",
+                    self.target_sparsity,
+                    f"{M_BY_N_SPARSITY} (or unset) with structure='2:4', which "
+                    "zeroes exactly 2 of every 4 weights",
+                )
             object.__setattr__(self, "target_sparsity", M_BY_N_SPARSITY)
         elif self.target_sparsity is None:
             object.__setattr__(self, "target_sparsity", DEFAULT_SPARSITY)
         if self.initial_sparsity >= self.target_sparsity:
-            raise config_error("compress.prune.initial_sparsity", self.initial_sparsity,
-                               f"< target_sparsity ({self.target_sparsity:g})")
+            raise config_error(
+                "compress.prune.initial_sparsity",
+                self.initial_sparsity,
+                f"< target_sparsity ({self.target_sparsity:g})",
+            )
         if self.end_epoch is not None and self.end_epoch > self.epochs:
-            raise config_error("compress.prune.end_epoch", self.end_epoch,
-                               f"<= compress.prune.epochs ({self.epochs})")
+            raise config_error(
+                "compress.prune.end_epoch",
+                self.end_epoch,
+                f"<= compress.prune.epochs ({self.epochs})",
+            )
 
     @property
     def ramp_epochs(self) -> int:
@@ -158,8 +174,11 @@ class DistillConfig(Section):
 
     def validate(self) -> None:
         if self.teacher is not None and not hasattr(self.teacher, "layers"):
-            raise config_error("compress.distill.teacher", self.teacher,
-                               "None (the trained model) or a tf_keras model")
+            raise config_error(
+                "compress.distill.teacher",
+                self.teacher,
+                "None (the trained model) or a tf_keras model",
+            )
 
 
 @dataclasses.dataclass
@@ -199,8 +218,11 @@ class BudgetConfig(Section):
 
     def validate(self) -> None:
         if self.max_kb is None:
-            raise config_error("compress.budget.max_kb", None,
-                               "a size in KiB > 0 (the gzip-compressed TFLite file)")
+            raise config_error(
+                "compress.budget.max_kb",
+                None,
+                "a size in KiB > 0 (the gzip-compressed TFLite file)",
+            )
         for i, value in enumerate(self.sparsities):
             if not 0.0 < value < 1.0:
                 raise config_error(f"compress.budget.sparsities[{i}]", value, "> 0 and < 1")
@@ -253,4 +275,5 @@ class CompressConfig(Section):
                 raise ConfigError(
                     f"compress.budget chooses the techniques itself, so it cannot be combined "
                     f"with compress.{chosen[0]}. Remove compress.{' and compress.'.join(chosen)}, "
-                    "or remove compress.budget and choose the techniques yourself.")
+                    "or remove compress.budget and choose the techniques yourself."
+                )

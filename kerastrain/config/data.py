@@ -34,8 +34,15 @@ PRESETS: dict[str, dict[str, list[Any]]] = {
         "table": [{"noise": 0.05}],
     },
     "strong": {
-        "image": ["flip", {"rotation": 0.15}, {"zoom": 0.2}, {"translation": 0.1},
-                  {"contrast": 0.3}, {"crop": 0.1}, {"mixup": 0.2}],
+        "image": [
+            "flip",
+            {"rotation": 0.15},
+            {"zoom": 0.2},
+            {"translation": 0.1},
+            {"contrast": 0.3},
+            {"crop": 0.1},
+            {"mixup": 0.2},
+        ],
         "table": [{"noise": 0.1}, {"mixup": 0.2}],
     },
 }
@@ -65,8 +72,12 @@ def parse_augment(value: Any, kind: str | None = None) -> list[dict[str, Any]]:
     if isinstance(value, str):
         if value in PRESETS:
             return parse_augment(PRESETS[value][kind]) if kind else []
-        raise config_error(path, value, "'light', 'strong', a list of augmentations, or None",
-                           [*PRESETS, *AUGMENTATIONS])
+        raise config_error(
+            path,
+            value,
+            "'light', 'strong', a list of augmentations, or None",
+            [*PRESETS, *AUGMENTATIONS],
+        )
     if not isinstance(value, (list, tuple)):
         raise config_error(path, value, "'light', 'strong', a list of augmentations, or None")
     parsed = []
@@ -81,22 +92,38 @@ def parse_augment(value: Any, kind: str | None = None) -> list[dict[str, Any]]:
         else:
             raise config_error(where, item, "a name or a one-key mapping {name: parameters}")
         if name not in AUGMENTATIONS:
-            raise config_error(where, name, "one of " + ", ".join(map(repr, AUGMENTATIONS)),
-                               AUGMENTATIONS)
+            raise config_error(
+                where, name, "one of " + ", ".join(map(repr, AUGMENTATIONS)), AUGMENTATIONS
+            )
         defaults = AUGMENTATIONS[name]
         for key, val in params.items():
             if key not in defaults:
-                raise config_error(f"{where}.{name}", key, "one of its parameters: "
-                                   + ", ".join(map(repr, defaults)), defaults)
+                raise config_error(
+                    f"{where}.{name}",
+                    key,
+                    "one of its parameters: " + ", ".join(map(repr, defaults)),
+                    defaults,
+                )
             if key == "mode":
                 if val not in FLIP_MODES:
-                    raise config_error(f"{where}.{name}.mode", val,
-                                       "one of " + ", ".join(map(repr, FLIP_MODES)), FLIP_MODES)
-            elif isinstance(val, bool) or not isinstance(val, (int, float)) or not (
-                    0 < val <= (1 if name not in ("mixup", "cutmix", "noise") else 100)):
-                raise config_error(f"{where}.{name}.{key}", val,
-                                   "a number in (0, 1]" if name not in ("mixup", "cutmix", "noise")
-                                   else "a positive number")
+                    raise config_error(
+                        f"{where}.{name}.mode",
+                        val,
+                        "one of " + ", ".join(map(repr, FLIP_MODES)),
+                        FLIP_MODES,
+                    )
+            elif (
+                isinstance(val, bool)
+                or not isinstance(val, (int, float))
+                or not (0 < val <= (1 if name not in ("mixup", "cutmix", "noise") else 100))
+            ):
+                raise config_error(
+                    f"{where}.{name}.{key}",
+                    val,
+                    "a number in (0, 1]"
+                    if name not in ("mixup", "cutmix", "noise")
+                    else "a positive number",
+                )
         parsed.append({"name": name, **defaults, **params})
     names = [p["name"] for p in parsed]
     if "mixup" in names and "cutmix" in names:
@@ -208,30 +235,47 @@ class DataConfig(Section):
         held_out = self.validation_split + self.test_split
         if held_out >= 1.0:
             raise config_error(
-                "data_options.validation_split", self.validation_split,
+                "data_options.validation_split",
+                self.validation_split,
                 f"small enough that validation_split + test_split < 1 "
-                f"(test_split={self.test_split}, sum={held_out:g})")
+                f"(test_split={self.test_split}, sum={held_out:g})",
+            )
         kinds = ("numeric", "categorical", "drop")
         for name, kind in self.columns.items():
             if kind not in kinds:
-                raise config_error(f"data_options.columns.{name}", kind,
-                                   "one of " + ", ".join(map(repr, kinds)), kinds)
+                raise config_error(
+                    f"data_options.columns.{name}",
+                    kind,
+                    "one of " + ", ".join(map(repr, kinds)),
+                    kinds,
+                )
         if self.target is not None and self.columns.get(self.target) is not None:
-            raise config_error(f"data_options.columns.{self.target}", self.columns[self.target],
-                               "absent: it is the target column")
+            raise config_error(
+                f"data_options.columns.{self.target}",
+                self.columns[self.target],
+                "absent: it is the target column",
+            )
         parse_augment(self.augment)
         if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
-            raise config_error("data_options.image_size", self.image_size,
-                               "a list [height, width] of two positive integers")
+            raise config_error(
+                "data_options.image_size",
+                self.image_size,
+                "a list [height, width] of two positive integers",
+            )
         if isinstance(self.tfds_split, dict):
             allowed = ("train", "val", "test")
             for key in self.tfds_split:
                 if key not in allowed:
-                    raise config_error(f"data_options.tfds_split.{key}", key,
-                                       "one of 'train', 'val', 'test'", allowed)
+                    raise config_error(
+                        f"data_options.tfds_split.{key}",
+                        key,
+                        "one of 'train', 'val', 'test'",
+                        allowed,
+                    )
             if "train" not in self.tfds_split:
-                raise config_error("data_options.tfds_split", self.tfds_split,
-                                   "a mapping with a 'train' entry")
+                raise config_error(
+                    "data_options.tfds_split", self.tfds_split, "a mapping with a 'train' entry"
+                )
 
 
 __all__ = ["DataConfig", "AUGMENTATIONS", "PRESETS", "IMAGE_AUGMENTATIONS", "parse_augment"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, ClassVar, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean
 
@@ -43,8 +44,11 @@ class DistributeConfig(Section):
 
     def validate(self) -> None:
         if self.tpu_address is not None and not self.tpu_address.strip():
-            raise config_error("distribute.tpu_address", self.tpu_address,
-                               "a TPU name, 'local' or 'grpc://host:port', or None")
+            raise config_error(
+                "distribute.tpu_address",
+                self.tpu_address,
+                "a TPU name, 'local' or 'grpc://host:port', or None",
+            )
 
 
 def _check_addresses(name: str, addresses: Sequence[str]) -> list[str]:
@@ -53,15 +57,22 @@ def _check_addresses(name: str, addresses: Sequence[str]) -> list[str]:
     checked = []
     for i, address in enumerate(addresses):
         host, sep, port = str(address).rpartition(":")
-        if not (isinstance(address, str) and sep and host and port.isdigit()
-                and 0 < int(port) < 65536):
+        if not (
+            isinstance(address, str) and sep and host and port.isdigit() and 0 < int(port) < 65536
+        ):
             raise config_error(f"{name}[{i}]", address, "a 'host:port' address")
         checked.append(address)
     return checked
 
 
-def tf_config(workers: Sequence[str], index: int = 0, *, ps: Sequence[str] = (),
-              chief: str | None = None, task_type: str = "worker") -> dict[str, Any]:
+def tf_config(
+    workers: Sequence[str],
+    index: int = 0,
+    *,
+    ps: Sequence[str] = (),
+    chief: str | None = None,
+    task_type: str = "worker",
+) -> dict[str, Any]:
     """A ``TF_CONFIG`` mapping: the cluster and this process's task in it.
 
     Set it with ``os.environ["TF_CONFIG"] = json.dumps(tf_config(...))``
@@ -99,12 +110,17 @@ def tf_config(workers: Sequence[str], index: int = 0, *, ps: Sequence[str] = (),
     if not cluster["worker"]:
         raise config_error("workers", list(workers), "at least one 'host:port' address")
     if task_type not in TASK_TYPES:
-        raise config_error("task_type", task_type, "one of " + ", ".join(map(repr, TASK_TYPES)),
-                           TASK_TYPES)
+        raise config_error(
+            "task_type", task_type, "one of " + ", ".join(map(repr, TASK_TYPES)), TASK_TYPES
+        )
     tasks = cluster.get(task_type, [])
     if task_type != "evaluator" and not 0 <= index < len(tasks):
-        raise config_error("index", index, f"between 0 and {len(tasks) - 1}, the {task_type} "
-                           f"tasks of the cluster ({len(tasks)} given)")
+        raise config_error(
+            "index",
+            index,
+            f"between 0 and {len(tasks) - 1}, the {task_type} "
+            f"tasks of the cluster ({len(tasks)} given)",
+        )
     return {"cluster": cluster, "task": {"type": task_type, "index": index}}
 
 
@@ -115,14 +131,18 @@ def _parse(config: str | Mapping[str, Any] | None) -> dict[str, Any]:
         try:
             config = json.loads(config)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"TF_CONFIG is not valid JSON: {exc.msg} at character "
-                              f"{exc.pos}. Received: {config[:80]!r}.") from None
+            raise ConfigError(
+                f"TF_CONFIG is not valid JSON: {exc.msg} at character "
+                f"{exc.pos}. Received: {config[:80]!r}."
+            ) from None
     if not isinstance(config, Mapping):
         raise config_error("TF_CONFIG", config, "a JSON object with 'cluster' and 'task'")
     unknown = [k for k in config if k not in ("cluster", "task", "rpc_layer", "environment")]
     if unknown:
-        raise ConfigError(f"Unknown key {unknown[0]!r} in TF_CONFIG; it holds 'cluster' and "
-                          "'task'." + did_you_mean(unknown[0], ["cluster", "task"]))
+        raise ConfigError(
+            f"Unknown key {unknown[0]!r} in TF_CONFIG; it holds 'cluster' and "
+            "'task'." + did_you_mean(unknown[0], ["cluster", "task"])
+        )
     return dict(config)
 
 

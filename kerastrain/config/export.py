@@ -57,7 +57,8 @@ class ExportConfig(Section):
     _path: ClassVar[str] = "export"
 
     formats: list[Format] = dataclasses.field(
-        default_factory=lambda: ["savedmodel", "keras", "tflite"])
+        default_factory=lambda: ["savedmodel", "keras", "tflite"]
+    )
     tflite: TFLiteMode | list[TFLiteMode] = "float32"
     int8_io: bool = False
     representative_rows: int = option(200, gt=0)
@@ -75,11 +76,13 @@ class ExportConfig(Section):
             seen.add(fmt)
         modes = self.tflite_modes
         if not modes or len(set(modes)) != len(modes):
-            raise config_error("export.tflite", self.tflite,
-                               "a mode or a non-empty list of modes without repeats")
+            raise config_error(
+                "export.tflite", self.tflite, "a mode or a non-empty list of modes without repeats"
+            )
         if self.int8_io and "int8" not in modes:
-            raise config_error("export.int8_io", self.int8_io,
-                               "False unless export.tflite includes 'int8'")
+            raise config_error(
+                "export.int8_io", self.int8_io, "False unless export.tflite includes 'int8'"
+            )
 
     @property
     def tflite_modes(self) -> list[str]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -23,8 +24,16 @@ STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_serve
 StrategyName = Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu"]
 
 #: Sections that merge key by key when a keyword argument overrides a config.
-SECTIONS = ("data_options", "train", "export", "report", "tracking", "distribute", "tune",
-            "compress")
+SECTIONS = (
+    "data_options",
+    "train",
+    "export",
+    "report",
+    "tracking",
+    "distribute",
+    "tune",
+    "compress",
+)
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -91,37 +100,52 @@ class PipelineConfig(Section):
     def validate(self) -> None:
         if isinstance(self.strategy, str):
             if self.strategy not in STRATEGIES:
-                raise config_error("strategy", self.strategy,
-                                   "one of " + ", ".join(map(repr, STRATEGIES))
-                                   + " or a tf.distribute.Strategy", STRATEGIES)
+                raise config_error(
+                    "strategy",
+                    self.strategy,
+                    "one of " + ", ".join(map(repr, STRATEGIES)) + " or a tf.distribute.Strategy",
+                    STRATEGIES,
+                )
         elif not _is_strategy(self.strategy):
-            raise config_error("strategy", self.strategy,
-                               "a strategy name or a tf.distribute.Strategy")
+            raise config_error(
+                "strategy", self.strategy, "a strategy name or a tf.distribute.Strategy"
+            )
         if not (isinstance(self.model, str) or callable(self.model)):
-            raise config_error("model", self.model,
-                               "a factory name, a callable returning a tf_keras model, "
-                               "or a tf_keras model")
+            raise config_error(
+                "model",
+                self.model,
+                "a factory name, a callable returning a tf_keras model, or a tf_keras model",
+            )
         # One batch size, wherever it was given.
         data_bs, train_bs = self.data_options.batch_size, self.train.batch_size
         if data_bs is not None and train_bs is not None and data_bs != train_bs:
             raise ConfigError(
                 "Two batch sizes were given: data_options.batch_size="
-                f"{data_bs} and train.batch_size={train_bs}. Set one of them.")
+                f"{data_bs} and train.batch_size={train_bs}. Set one of them."
+            )
         batch_size = train_bs or data_bs or DEFAULT_BATCH_SIZE
         object.__setattr__(self.train, "batch_size", batch_size)
         object.__setattr__(self.data_options, "batch_size", batch_size)
         if self.tune is not None:
             self.tune.check_train(self.train)
         if self.compress is not None and self.strategy == "parameter_server":
-            raise ConfigError("compress is not available with strategy='parameter_server': "
-                              "TF-MOT's wrappers fine-tune through model.fit on the workers' "
-                              "replicas, which a parameter-server coordinator does not run. Use "
-                              "'multi_worker' or 'mirrored', or compress in a separate run.")
-        if self.compress is not None and self.compress.budget is not None \
-                and "tflite" not in self.export.formats:
-            raise config_error("export.formats", self.export.formats,
-                               "a list that includes 'tflite' when compress.budget is set (the "
-                               "budget is the size of the TFLite file)")
+            raise ConfigError(
+                "compress is not available with strategy='parameter_server': "
+                "TF-MOT's wrappers fine-tune through model.fit on the workers' "
+                "replicas, which a parameter-server coordinator does not run. Use "
+                "'multi_worker' or 'mirrored', or compress in a separate run."
+            )
+        if (
+            self.compress is not None
+            and self.compress.budget is not None
+            and "tflite" not in self.export.formats
+        ):
+            raise config_error(
+                "export.formats",
+                self.export.formats,
+                "a list that includes 'tflite' when compress.budget is set (the "
+                "budget is the size of the TFLite file)",
+            )
 
     @property
     def batch_size(self) -> int:
@@ -140,18 +164,22 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"The config file {str(path)!r} is not valid YAML{where}: {problem}.") from None
+        raise ConfigError(
+            f"The config file {str(path)!r} is not valid YAML{where}: {problem}."
+        ) from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(
             f"The config file {str(path)!r} must hold a mapping of options "
-            f"(data, model, train, ...); it holds a {type(loaded).__name__}.")
+            f"(data, model, train, ...); it holds a {type(loaded).__name__}."
+        )
     return loaded
 
 
-def load_config(config: PipelineConfig | Mapping[str, Any] | str | os.PathLike | None = None,
-                **overrides: Any) -> PipelineConfig:
+def load_config(
+    config: PipelineConfig | Mapping[str, Any] | str | os.PathLike | None = None, **overrides: Any
+) -> PipelineConfig:
     """Builds a checked `PipelineConfig` from a config and keyword overrides.
 
     Sections given as keyword arguments override the config's key by key
@@ -178,8 +206,14 @@ def load_config(config: PipelineConfig | Mapping[str, Any] | str | os.PathLike |
     if isinstance(config, PipelineConfig):
         base: dict[str, Any] = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
         # Sections as mappings of their values (objects such as tune.build kept).
-        base = {k: ({f.name: getattr(v, f.name) for f in dataclasses.fields(v) if f.init}
-                    if isinstance(v, Section) else v) for k, v in base.items()}
+        base = {
+            k: (
+                {f.name: getattr(v, f.name) for f in dataclasses.fields(v) if f.init}
+                if isinstance(v, Section)
+                else v
+            )
+            for k, v in base.items()
+        }
     elif isinstance(config, (str, os.PathLike)):
         base = _read_yaml(Path(config))
     elif config is None:
@@ -193,8 +227,10 @@ def load_config(config: PipelineConfig | Mapping[str, Any] | str | os.PathLike |
     overrides = {k: v for k, v in overrides.items() if v is not None}
     for key in overrides:
         if key not in names:
-            raise ConfigError(f"Unknown option {key!r}. The options are: {', '.join(names)}."
-                              + did_you_mean(key, names))
+            raise ConfigError(
+                f"Unknown option {key!r}. The options are: {', '.join(names)}."
+                + did_you_mean(key, names)
+            )
     merged = dict(base)
     for key, value in overrides.items():
         old = merged.get(key)

@@ -48,10 +48,15 @@ class TrackingConfig(Section):
                     raise ConfigError(
                         f"The 'tracking.{key}' option is set but tracking.mlflow is False, so "
                         "nothing would be logged there. Set tracking.mlflow=True, or remove "
-                        f"tracking.{key}.")
+                        f"tracking.{key}."
+                    )
         elif importlib.util.find_spec("mlflow") is None:
-            raise ConfigError("The 'tracking.mlflow' option needs MLflow, which is not installed. "
-                              f"Install it with: {MLFLOW_INSTALL}.")
+            raise ConfigError(
+                "The 'tracking.mlflow' option needs MLflow, which is not installed. "
+                f"Install it with: {MLFLOW_INSTALL}."
+            )
         if not self.mlflow_experiment:
-            raise ConfigError("The 'tracking.mlflow_experiment' option must be a non-empty "
-                              "string. Received: tracking.mlflow_experiment=''.")
+            raise ConfigError(
+                "The 'tracking.mlflow_experiment' option must be a non-empty "
+                "string. Received: tracking.mlflow_experiment=''."
+            )

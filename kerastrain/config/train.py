@@ -12,8 +12,18 @@ from typing import Any, ClassVar, Literal
 from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean, option
 
 Optimizer = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam"]
-Schedule = Literal["constant", "step", "multistep", "exponential", "polynomial", "cosine",
-                   "cosine_restarts", "onecycle", "inverse_sqrt", "plateau"]
+Schedule = Literal[
+    "constant",
+    "step",
+    "multistep",
+    "exponential",
+    "polynomial",
+    "cosine",
+    "cosine_restarts",
+    "onecycle",
+    "inverse_sqrt",
+    "plateau",
+]
 #: Explicit precision policies. A later "auto" is added here and resolved
 #: (`kerastrain.perf.pick_precision`) before `kerastrain.perf.precision_scope`.
 Precision = Literal["float32", "mixed_bfloat16", "mixed_float16"]
@@ -98,12 +108,16 @@ class LRFinderConfig(Section):
 
     def validate(self) -> None:
         if self.end_learning_rate <= self.start_learning_rate:
-            raise config_error("train.lr_finder.end_learning_rate", self.end_learning_rate,
-                               f"> start_learning_rate ({self.start_learning_rate:g})")
+            raise config_error(
+                "train.lr_finder.end_learning_rate",
+                self.end_learning_rate,
+                f"> start_learning_rate ({self.start_learning_rate:g})",
+            )
 
 
 # One section per schedule: the keys of ``train.schedule_options``. Lengths are
 # in epochs; `None` lengths default to the epochs left after warmup.
+
 
 @dataclasses.dataclass
 class ConstantOptions(Section):
@@ -152,17 +166,24 @@ class MultiStepOptions(Section):
         if self.boundaries is not None:
             steps = zip(self.boundaries, self.boundaries[1:])
             if not self.boundaries or any(b <= a for a, b in steps) or self.boundaries[0] <= 0:
-                raise config_error("train.schedule_options.boundaries", self.boundaries,
-                                   "a non-empty, strictly increasing list of epochs > 0")
+                raise config_error(
+                    "train.schedule_options.boundaries",
+                    self.boundaries,
+                    "a non-empty, strictly increasing list of epochs > 0",
+                )
         if self.values is not None:
             if self.boundaries is None:
-                raise ConfigError("The 'train.schedule_options.values' option needs "
-                                  "'boundaries' too (one value more than boundaries).")
+                raise ConfigError(
+                    "The 'train.schedule_options.values' option needs "
+                    "'boundaries' too (one value more than boundaries)."
+                )
             if len(self.values) != len(self.boundaries) + 1 or any(v < 0 for v in self.values):
                 raise config_error(
-                    "train.schedule_options.values", self.values,
+                    "train.schedule_options.values",
+                    self.values,
                     f"{len(self.boundaries) + 1} learning rates >= 0 (one more than the "
-                    f"{len(self.boundaries)} boundaries)")
+                    f"{len(self.boundaries)} boundaries)",
+                )
 
 
 @dataclasses.dataclass
@@ -295,10 +316,15 @@ class PlateauOptions(Section):
 
 
 SCHEDULE_OPTIONS: dict[str, type[Section]] = {
-    "constant": ConstantOptions, "step": StepOptions, "multistep": MultiStepOptions,
-    "exponential": ExponentialOptions, "polynomial": PolynomialOptions,
-    "cosine": CosineOptions, "cosine_restarts": CosineRestartsOptions,
-    "onecycle": OneCycleOptions, "inverse_sqrt": InverseSqrtOptions,
+    "constant": ConstantOptions,
+    "step": StepOptions,
+    "multistep": MultiStepOptions,
+    "exponential": ExponentialOptions,
+    "polynomial": PolynomialOptions,
+    "cosine": CosineOptions,
+    "cosine_restarts": CosineRestartsOptions,
+    "onecycle": OneCycleOptions,
+    "inverse_sqrt": InverseSqrtOptions,
     "plateau": PlateauOptions,
 }
 
@@ -306,8 +332,11 @@ SCHEDULE_OPTIONS: dict[str, type[Section]] = {
 def is_schedule_object(value: Any) -> bool:
     """Whether ``value`` looks like a tf_keras `LearningRateSchedule` (duck-typed:
     this module never imports TensorFlow)."""
-    return (not isinstance(value, (str, bytes, int, float)) and callable(value)
-            and hasattr(value, "get_config"))
+    return (
+        not isinstance(value, (str, bytes, int, float))
+        and callable(value)
+        and hasattr(value, "get_config")
+    )
 
 
 def _shorthand(value: Any, section: type[Section], field: str) -> Section | None:
@@ -450,46 +479,66 @@ class TrainConfig(Section):
     verbose: Literal["auto", 0, 1, 2] = "auto"
 
     def validate(self) -> None:
-        object.__setattr__(self, "early_stopping",
-                           _shorthand(self.early_stopping, EarlyStoppingConfig, "patience"))
-        object.__setattr__(self, "blowup_guard",
-                           _shorthand(self.blowup_guard, BlowupGuardConfig, "retries"))
+        object.__setattr__(
+            self, "early_stopping", _shorthand(self.early_stopping, EarlyStoppingConfig, "patience")
+        )
+        object.__setattr__(
+            self, "blowup_guard", _shorthand(self.blowup_guard, BlowupGuardConfig, "retries")
+        )
         self._check_learning_rate()
         self._check_optimizer_options()
         self._check_schedule()
 
     def _check_learning_rate(self) -> None:
         lr = self.learning_rate
-        if isinstance(lr, bool) or (isinstance(lr, str) and lr != "find") or not (
-                isinstance(lr, (int, float, str)) or is_schedule_object(lr)):
-            raise config_error("train.learning_rate", lr,
-                               "a number > 0, 'find', or a tf_keras LearningRateSchedule",
-                               ["find"])
+        if (
+            isinstance(lr, bool)
+            or (isinstance(lr, str) and lr != "find")
+            or not (isinstance(lr, (int, float, str)) or is_schedule_object(lr))
+        ):
+            raise config_error(
+                "train.learning_rate",
+                lr,
+                "a number > 0, 'find', or a tf_keras LearningRateSchedule",
+                ["find"],
+            )
         if isinstance(lr, int):
             object.__setattr__(self, "learning_rate", float(lr))
 
     def _check_optimizer_options(self) -> None:
         for key in ("learning_rate", "weight_decay"):
             if key in self.optimizer_options:
-                raise config_error(f"train.optimizer_options.{key}", self.optimizer_options[key],
-                                   f"set as 'train.{key}', not inside optimizer_options")
+                raise config_error(
+                    f"train.optimizer_options.{key}",
+                    self.optimizer_options[key],
+                    f"set as 'train.{key}', not inside optimizer_options",
+                )
         allowed = OPTIMIZER_OPTIONS[self.optimizer] + COMMON_OPTIMIZER_OPTIONS
         for key in self.optimizer_options:
             if key not in allowed:
                 raise ConfigError(
                     f"Unknown option 'train.optimizer_options.{key}' for optimizer "
                     f"{self.optimizer!r}. It accepts: {', '.join(allowed)}."
-                    + did_you_mean(key, allowed))
+                    + did_you_mean(key, allowed)
+                )
         for key in ("clipnorm", "global_clipnorm"):
             if key in self.optimizer_options and getattr(self, key) is not None:
-                raise config_error(f"train.optimizer_options.{key}", self.optimizer_options[key],
-                                   f"set once, as 'train.{key}', not also inside optimizer_options")
-        norms = [k for k in ("clipnorm", "global_clipnorm")
-                 if getattr(self, k) is not None or k in self.optimizer_options]
+                raise config_error(
+                    f"train.optimizer_options.{key}",
+                    self.optimizer_options[key],
+                    f"set once, as 'train.{key}', not also inside optimizer_options",
+                )
+        norms = [
+            k
+            for k in ("clipnorm", "global_clipnorm")
+            if getattr(self, k) is not None or k in self.optimizer_options
+        ]
         if len(norms) > 1:
-            raise ConfigError("Both 'train.clipnorm' and 'train.global_clipnorm' were given; "
-                              "clip each gradient by norm or all of them by their global norm, "
-                              "not both.")
+            raise ConfigError(
+                "Both 'train.clipnorm' and 'train.global_clipnorm' were given; "
+                "clip each gradient by norm or all of them by their global norm, "
+                "not both."
+            )
 
     def _check_schedule(self) -> None:
         section = SCHEDULE_OPTIONS[self.schedule]
@@ -499,32 +548,45 @@ class TrainConfig(Section):
                 accepted = ", ".join(names) if names else "no options"
                 raise ConfigError(
                     f"Unknown option 'train.schedule_options.{key}' for schedule "
-                    f"{self.schedule!r}. It accepts: {accepted}." + did_you_mean(key, names))
+                    f"{self.schedule!r}. It accepts: {accepted}." + did_you_mean(key, names)
+                )
         section.from_dict(self.schedule_options)
         warmup = self.warmup_epochs > 0 or bool(self.warmup_steps)
         if self.warmup_epochs > 0 and self.warmup_steps:
-            raise ConfigError("Both 'train.warmup_epochs' and 'train.warmup_steps' were given; "
-                              "set one of them.")
+            raise ConfigError(
+                "Both 'train.warmup_epochs' and 'train.warmup_steps' were given; set one of them."
+            )
         if self.warmup_epochs >= self.epochs:
-            raise config_error("train.warmup_epochs", self.warmup_epochs,
-                               f"< train.epochs ({self.epochs}), so that training goes past warmup")
+            raise config_error(
+                "train.warmup_epochs",
+                self.warmup_epochs,
+                f"< train.epochs ({self.epochs}), so that training goes past warmup",
+            )
         if self.warmup_method == "exponential" and self.warmup_learning_rate == 0:
-            raise config_error("train.warmup_learning_rate", 0.0,
-                               "> 0 with warmup_method='exponential' (it grows geometrically)")
+            raise config_error(
+                "train.warmup_learning_rate",
+                0.0,
+                "> 0 with warmup_method='exponential' (it grows geometrically)",
+            )
         if self.schedule == "plateau":
             if is_schedule_object(self.learning_rate) or warmup:
-                given = ("train.learning_rate is a LearningRateSchedule object"
-                         if is_schedule_object(self.learning_rate) else "warmup was asked for")
+                given = (
+                    "train.learning_rate is a LearningRateSchedule object"
+                    if is_schedule_object(self.learning_rate)
+                    else "warmup was asked for"
+                )
                 raise ConfigError(
                     f"schedule='plateau' (ReduceLROnPlateau) cannot be combined with a schedule "
                     f"object: {given}. ReduceLROnPlateau sets the optimizer's learning rate "
                     "itself, which a schedule would fight. Use a number as learning_rate and no "
-                    "warmup, or choose a schedule other than 'plateau'.")
+                    "warmup, or choose a schedule other than 'plateau'."
+                )
         elif is_schedule_object(self.learning_rate) and self.schedule != "constant":
             raise ConfigError(
                 f"train.learning_rate is a LearningRateSchedule object, so it already is the "
                 f"schedule; schedule={self.schedule!r} would replace it. Leave schedule as "
-                "'constant', or give learning_rate as a number.")
+                "'constant', or give learning_rate as a number."
+            )
 
     def schedule_settings(self) -> Section:
         """The checked options of the chosen schedule, defaults filled in."""

@@ -19,7 +19,8 @@ name; ``model_options.NAME`` forces that reading)::
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Literal, Mapping
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean, option
 from kerastrain.config.train import COMMON_OPTIMIZER_OPTIONS, OPTIMIZER_OPTIONS
@@ -29,11 +30,18 @@ __all__ = ["TuneConfig", "TRAINING_OPTIONS", "route", "infer_direction"]
 Algorithm = Literal["random", "grid", "bayesian", "hyperband"]
 
 #: Space names that set a `TrainConfig` field rather than a model option.
-TRAINING_OPTIONS = ("learning_rate", "batch_size", "optimizer", "weight_decay",
-                    "warmup_epochs", "epochs")
+TRAINING_OPTIONS = (
+    "learning_rate",
+    "batch_size",
+    "optimizer",
+    "weight_decay",
+    "warmup_epochs",
+    "epochs",
+)
 #: Every optimizer keyword that a space name may tune (train.optimizer_options).
-OPTIMIZER_KEYWORDS = tuple(sorted({k for keys in OPTIMIZER_OPTIONS.values() for k in keys}
-                                  | set(COMMON_OPTIMIZER_OPTIONS)))
+OPTIMIZER_KEYWORDS = tuple(
+    sorted({k for keys in OPTIMIZER_OPTIONS.values() for k in keys} | set(COMMON_OPTIMIZER_OPTIONS))
+)
 MODEL_PREFIX = "model_options."
 #: Objective names containing one of these are maximized (unless told).
 MAXIMIZED = ("acc", "auc", "precision", "recall", "f1", "r2")
@@ -59,7 +67,7 @@ def route(name: str) -> tuple[str, str]:
         (('optimizer_options', 'momentum'), ('model_options', 'momentum'))
     """
     if name.startswith(MODEL_PREFIX):
-        return "model_options", name[len(MODEL_PREFIX):]
+        return "model_options", name[len(MODEL_PREFIX) :]
     if name in TRAINING_OPTIONS:
         return "train", name
     if name in OPTIMIZER_KEYWORDS:
@@ -87,17 +95,22 @@ def _entry(name: str, spec: Any) -> dict[str, Any]:
     elif isinstance(spec, _SCALARS):
         spec = {"type": "fixed", "value": spec}
     elif not isinstance(spec, Mapping):
-        raise config_error(path, spec, "a list of choices, a fixed value, or a mapping with "
-                           "'type' (one of " + ", ".join(TYPES) + ")")
+        raise config_error(
+            path,
+            spec,
+            "a list of choices, a fixed value, or a mapping with "
+            "'type' (one of " + ", ".join(TYPES) + ")",
+        )
     spec = dict(spec)
     kind = spec.get("type")
     if kind not in TYPES:
         raise config_error(f"{path}.type", kind, "one of " + ", ".join(map(repr, TYPES)), TYPES)
     for key in spec:
         if key not in _KEYS[kind]:
-            raise ConfigError(f"Unknown option '{path}.{key}' for a {kind} parameter. It "
-                              f"accepts: {', '.join(_KEYS[kind])}."
-                              + did_you_mean(key, _KEYS[kind]))
+            raise ConfigError(
+                f"Unknown option '{path}.{key}' for a {kind} parameter. It "
+                f"accepts: {', '.join(_KEYS[kind])}." + did_you_mean(key, _KEYS[kind])
+            )
     out: dict[str, Any] = {"type": kind}
     if kind in ("int", "float"):
         integer = kind == "int"
@@ -105,8 +118,9 @@ def _entry(name: str, spec: Any) -> dict[str, Any]:
             if key not in spec:
                 raise ConfigError(f"The {kind} parameter {path!r} needs '{key}'.")
             if not _number(spec[key], integer):
-                raise config_error(f"{path}.{key}", spec[key],
-                                   "an integer" if integer else "a number")
+                raise config_error(
+                    f"{path}.{key}", spec[key], "an integer" if integer else "a number"
+                )
         low, high = spec["min"], spec["max"]
         if not low < high:
             raise config_error(f"{path}.max", high, f"greater than min={low}")
@@ -114,16 +128,22 @@ def _entry(name: str, spec: Any) -> dict[str, Any]:
         if "log" in spec and not isinstance(spec["log"], bool):
             raise config_error(f"{path}.log", spec["log"], "true or false")
         if sampling not in SAMPLINGS:
-            raise config_error(f"{path}.sampling", sampling,
-                               "one of " + ", ".join(map(repr, SAMPLINGS)), SAMPLINGS)
+            raise config_error(
+                f"{path}.sampling", sampling, "one of " + ", ".join(map(repr, SAMPLINGS)), SAMPLINGS
+            )
         if sampling != "linear" and low <= 0:
             raise config_error(f"{path}.min", low, f"> 0 for {sampling} sampling")
         step = spec.get("step")
         if step is not None and (not _number(step, integer) or step <= 0):
-            raise config_error(f"{path}.step", step,
-                               "a positive " + ("integer" if integer else "number"))
-        out.update(min=low if integer else float(low), max=high if integer else float(high),
-                   step=step, sampling=sampling)
+            raise config_error(
+                f"{path}.step", step, "a positive " + ("integer" if integer else "number")
+            )
+        out.update(
+            min=low if integer else float(low),
+            max=high if integer else float(high),
+            step=step,
+            sampling=sampling,
+        )
         default = spec.get("default")
         if default is not None and (not _number(default, integer) or not low <= default <= high):
             raise config_error(f"{path}.default", default, f"a value between {low} and {high}")
@@ -135,17 +155,25 @@ def _entry(name: str, spec: Any) -> dict[str, Any]:
         values = list(values)
         if any(not isinstance(v, _SCALARS) for v in values):
             raise config_error(f"{path}.values", values, "a list of numbers, strings or booleans")
-        kinds = {bool if isinstance(v, bool) else str if isinstance(v, str) else "number"
-                 for v in values}
+        kinds = {
+            bool if isinstance(v, bool) else str if isinstance(v, str) else "number" for v in values
+        }
         if len(kinds) > 1:
-            raise config_error(f"{path}.values", values, "values of one type (KerasTuner's "
-                               "Choice cannot mix strings, numbers and booleans)")
+            raise config_error(
+                f"{path}.values",
+                values,
+                "values of one type (KerasTuner's Choice cannot mix strings, numbers and booleans)",
+            )
         if len(set(map(repr, values))) != len(values):
             raise config_error(f"{path}.values", values, "a list without repeats")
         default = spec.get("default")
         if default is not None and default not in values:
-            raise config_error(f"{path}.default", default, "one of the values "
-                               + ", ".join(map(repr, values)), values)
+            raise config_error(
+                f"{path}.default",
+                default,
+                "one of the values " + ", ".join(map(repr, values)),
+                values,
+            )
         out.update(values=values, default=default)
     elif kind == "bool":
         default = spec.get("default", False)
@@ -160,13 +188,21 @@ def _entry(name: str, spec: Any) -> dict[str, Any]:
     when = spec.get("when")
     if when is not None:
         if not isinstance(when, Mapping) or not when:
-            raise config_error(f"{path}.when", when, "a mapping of parent names to a value "
-                               "or a list of values, e.g. {optimizer: sgd}")
+            raise config_error(
+                f"{path}.when",
+                when,
+                "a mapping of parent names to a value or a list of values, e.g. {optimizer: sgd}",
+            )
         if len(when) != 1:
-            raise config_error(f"{path}.when", when, "one parent (KerasTuner nests conditional "
-                               "scopes; make the parent itself conditional to chain them)")
-        out["when"] = {str(k): list(v) if isinstance(v, (list, tuple)) else [v]
-                       for k, v in when.items()}
+            raise config_error(
+                f"{path}.when",
+                when,
+                "one parent (KerasTuner nests conditional "
+                "scopes; make the parent itself conditional to chain them)",
+            )
+        out["when"] = {
+            str(k): list(v) if isinstance(v, (list, tuple)) else [v] for k, v in when.items()
+        }
     return out
 
 
@@ -204,23 +240,33 @@ def _check_conditions(space: Mapping[str, Mapping[str, Any]]) -> None:
                 others = [n for n in space if n != name]
                 raise ConfigError(
                     f"The condition {path!r} names {parent!r}, which is not another parameter "
-                    f"of the space ({', '.join(others) or 'none'})." + did_you_mean(parent, others))
+                    f"of the space ({', '.join(others) or 'none'})." + did_you_mean(parent, others)
+                )
             possible = _possible(space[parent])
             if possible is None:
-                raise config_error(path, values, "a condition on a choice, bool, int or fixed "
-                                   f"parameter; {parent!r} is a float")
+                raise config_error(
+                    path,
+                    values,
+                    f"a condition on a choice, bool, int or fixed parameter; {parent!r} is a float",
+                )
             for value in values:
                 if not any(_same(value, p) for p in possible):
-                    raise config_error(path, value, f"one of the values of {parent!r}: "
-                                       + ", ".join(map(repr, possible[:10])), possible)
+                    raise config_error(
+                        path,
+                        value,
+                        f"one of the values of {parent!r}: " + ", ".join(map(repr, possible[:10])),
+                        possible,
+                    )
     # No cycles: every chain of parents ends.
     for name in space:
         seen, todo = {name}, list(space[name].get("when", {}))
         while todo:
             parent = todo.pop()
             if parent in seen:
-                raise ConfigError(f"The conditions of 'tune.space.{name}' form a cycle through "
-                                  f"{parent!r}; a parameter cannot depend on itself.")
+                raise ConfigError(
+                    f"The conditions of 'tune.space.{name}' form a cycle through "
+                    f"{parent!r}; a parameter cannot depend on itself."
+                )
             seen.add(parent)
             todo.extend(space[parent].get("when", {}))
 
@@ -233,8 +279,12 @@ def _check_optimizer_options(space: Mapping[str, Mapping[str, Any]]) -> None:
     names = _possible(opt) or []
     unknown = [n for n in names if n not in OPTIMIZER_OPTIONS]
     if unknown:
-        raise config_error("tune.space.optimizer", unknown[0], "one of "
-                           + ", ".join(map(repr, OPTIMIZER_OPTIONS)), OPTIMIZER_OPTIONS)
+        raise config_error(
+            "tune.space.optimizer",
+            unknown[0],
+            "one of " + ", ".join(map(repr, OPTIMIZER_OPTIONS)),
+            OPTIMIZER_OPTIONS,
+        )
     for name, entry in space.items():
         where, key = route(name)
         if where != "optimizer_options":
@@ -246,7 +296,8 @@ def _check_optimizer_options(space: Mapping[str, Mapping[str, Any]]) -> None:
             raise ConfigError(
                 f"The tuned optimizer option 'tune.space.{name}' is not accepted by "
                 f"{', '.join(map(repr, refusing))}, which 'tune.space.optimizer' can choose. "
-                f"Make it conditional: when: {{optimizer: {accepting or '[...]'}}}.")
+                f"Make it conditional: when: {{optimizer: {accepting or '[...]'}}}."
+            )
 
 
 @dataclasses.dataclass
@@ -312,16 +363,26 @@ class TuneConfig(Section):
 
     def validate(self) -> None:
         self._validate_objective()
-        if self.build is not None and not callable(self.build) and not (
-                isinstance(self.build, str) and ":" in self.build):
-            raise config_error("tune.build", self.build,
-                               "a function build(hp) or its import path 'module:function'")
+        if (
+            self.build is not None
+            and not callable(self.build)
+            and not (isinstance(self.build, str) and ":" in self.build)
+        ):
+            raise config_error(
+                "tune.build",
+                self.build,
+                "a function build(hp) or its import path 'module:function'",
+            )
         if not self.space and self.build is None:
-            raise ConfigError("tune needs a search space: set 'tune.space' (a mapping of "
-                              "parameter names to ranges) or 'tune.build' (a function build(hp)).")
+            raise ConfigError(
+                "tune needs a search space: set 'tune.space' (a mapping of "
+                "parameter names to ranges) or 'tune.build' (a function build(hp))."
+            )
         if self.space and self.build is not None:
-            raise ConfigError("Set either 'tune.space' or 'tune.build', not both: build(hp) "
-                              "declares the whole space in code.")
+            raise ConfigError(
+                "Set either 'tune.space' or 'tune.build', not both: build(hp) "
+                "declares the whole space in code."
+            )
         space = {}
         for name, spec in self.space.items():
             if not isinstance(name, str) or not name:
@@ -335,16 +396,20 @@ class TuneConfig(Section):
                 if entry["type"] == "float" and entry["step"] is None:
                     raise ConfigError(
                         f"A grid search needs a finite grid, but 'tune.space.{name}' is a float "
-                        "range without 'step'. Give it a step or a list of values.")
+                        "range without 'step'. Give it a step or a list of values."
+                    )
         if self.algorithm == "hyperband":
             if "epochs" in space:
-                raise ConfigError("Hyperband decides each trial's epochs itself; remove "
-                                  "'tune.space.epochs' or choose another algorithm.")
+                raise ConfigError(
+                    "Hyperband decides each trial's epochs itself; remove "
+                    "'tune.space.epochs' or choose another algorithm."
+                )
             if self.cv_folds is not None:
                 raise ConfigError(
                     "tune.cv_folds cannot be combined with algorithm='hyperband': Hyperband "
                     "continues one model from its parent trial's weights, and a cross-validated "
-                    "trial trains one model per fold. Use 'random', 'grid' or 'bayesian'.")
+                    "trial trains one model per fold. Use 'random', 'grid' or 'bayesian'."
+                )
         if self.directory is not None and not isinstance(self.directory, str):
             object.__setattr__(self, "directory", str(self.directory))
 
@@ -354,16 +419,18 @@ class TuneConfig(Section):
             objective = {"name": objective}
         unknown = [k for k in objective if k not in ("name", "direction")]
         if unknown:
-            raise ConfigError(f"Unknown option 'tune.objective.{unknown[0]}'. The objective "
-                              "options are: name, direction."
-                              + did_you_mean(unknown[0], ["name", "direction"]))
+            raise ConfigError(
+                f"Unknown option 'tune.objective.{unknown[0]}'. The objective "
+                "options are: name, direction." + did_you_mean(unknown[0], ["name", "direction"])
+            )
         name = objective.get("name")
         if not isinstance(name, str) or not name:
             raise config_error("tune.objective.name", name, "a logged quantity such as 'val_loss'")
         direction = objective.get("direction") or infer_direction(name)
         if direction not in ("min", "max"):
-            raise config_error("tune.objective.direction", direction, "'min' or 'max'",
-                               ("min", "max"))
+            raise config_error(
+                "tune.objective.direction", direction, "'min' or 'max'", ("min", "max")
+            )
         object.__setattr__(self, "objective", {"name": name, "direction": direction})
 
     def check_train(self, train: Any) -> None:
@@ -380,37 +447,45 @@ class TuneConfig(Section):
         fields = {f.name for f in dataclasses.fields(train)}
         # Optimizer options the space tunes are the space's to keep consistent.
         tuned = {route(n)[1] for n in self.space if route(n)[0] == "optimizer_options"}
-        train = train.replace(optimizer_options={k: v for k, v in train.optimizer_options.items()
-                                                 if k not in tuned})
+        train = train.replace(
+            optimizer_options={k: v for k, v in train.optimizer_options.items() if k not in tuned}
+        )
         opt_entry = self.space.get("optimizer")
         optimizers = _possible(opt_entry) if opt_entry else [train.optimizer]
         for key in train.optimizer_options:
-            refusing = [o for o in optimizers
-                        if key not in OPTIMIZER_OPTIONS[o] + COMMON_OPTIMIZER_OPTIONS]
+            refusing = [
+                o for o in optimizers if key not in OPTIMIZER_OPTIONS[o] + COMMON_OPTIMIZER_OPTIONS
+            ]
             if refusing:
                 raise ConfigError(
                     f"train.optimizer_options sets {key!r}, which {', '.join(map(repr, refusing))}"
                     f" (a choice of 'tune.space.optimizer') does not accept. Tune it as "
-                    f"'tune.space.{key}' with when: {{optimizer: ...}} instead.")
+                    f"'tune.space.{key}' with when: {{optimizer: ...}} instead."
+                )
         for name, entry in self.space.items():
             where, key = route(name)
             if where == "train":
                 if key not in fields:
-                    raise ConfigError(f"'tune.space.{name}' tunes 'train.{key}', which this "
-                                      "version's training options do not have.")
+                    raise ConfigError(
+                        f"'tune.space.{name}' tunes 'train.{key}', which this "
+                        "version's training options do not have."
+                    )
                 for value in _corners(entry):
                     try:
                         train.replace(**{key: value})
                     except ConfigError as exc:
-                        raise ConfigError(f"'tune.space.{name}' can take the value {value!r}, "
-                                          f"which training refuses: {exc}") from None
+                        raise ConfigError(
+                            f"'tune.space.{name}' can take the value {value!r}, "
+                            f"which training refuses: {exc}"
+                        ) from None
             elif where == "optimizer_options" and opt_entry is None:
                 accepted = OPTIMIZER_OPTIONS[train.optimizer] + COMMON_OPTIMIZER_OPTIONS
                 if key not in accepted:
                     raise ConfigError(
                         f"'tune.space.{name}' tunes an option of the optimizer, but "
                         f"train.optimizer={train.optimizer!r} accepts only: "
-                        f"{', '.join(accepted)}." + did_you_mean(key, accepted))
+                        f"{', '.join(accepted)}." + did_you_mean(key, accepted)
+                    )
 
     @property
     def objective_name(self) -> str:
@@ -422,7 +497,10 @@ class TuneConfig(Section):
 
     def fingerprint(self) -> dict[str, Any]:
         """What a resumed search must share with the one that wrote its state."""
-        return {"algorithm": self.algorithm, "objective": dict(self.objective),
-                "cv_folds": self.cv_folds, "executions": self.executions,
-                "hyperband_factor":
-                    self.hyperband_factor if self.algorithm == "hyperband" else None}
+        return {
+            "algorithm": self.algorithm,
+            "objective": dict(self.objective),
+            "cv_folds": self.cv_folds,
+            "executions": self.executions,
+            "hyperband_factor": self.hyperband_factor if self.algorithm == "hyperband" else None,
+        }

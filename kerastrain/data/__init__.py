@@ -7,6 +7,18 @@ from kerastrain.data.split import Splits, fold_indices, split_indices
 from kerastrain.data.stream import Stream
 from kerastrain.data.validate import Task, Validated, validate
 
-__all__ = ["BUILTIN_DATASETS", "InMemory", "Loaded", "Splits", "Stream", "Task", "Validated",
-           "fold_indices", "load_data", "make_dataset", "split_indices", "training_datasets",
-           "validate"]
+__all__ = [
+    "BUILTIN_DATASETS",
+    "InMemory",
+    "Loaded",
+    "Splits",
+    "Stream",
+    "Task",
+    "Validated",
+    "fold_indices",
+    "load_data",
+    "make_dataset",
+    "split_indices",
+    "training_datasets",
+    "validate",
+]

@@ -21,7 +21,8 @@ run's seed (stateless draws, keyed per batch), so a run can be repeated.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,8 +35,9 @@ __all__ = ["image_layers", "batch_augmenter", "mixup", "cutmix"]
 Batch = tuple[Any, Any]
 
 
-def image_layers(augment: list[dict[str, Any]], image_shape: tuple[int, ...],
-                 seed: int | None = None) -> keras.Sequential | None:
+def image_layers(
+    augment: list[dict[str, Any]], image_shape: tuple[int, ...], seed: int | None = None
+) -> keras.Sequential | None:
     """The image augmentations of ``augment`` as one `Sequential` of tf_keras
     preprocessing layers (None when there are none).
 
@@ -51,15 +53,23 @@ def image_layers(augment: list[dict[str, Any]], image_shape: tuple[int, ...],
         if name == "flip":
             layers.append(keras.layers.RandomFlip(item["mode"], seed=s, name="flip"))
         elif name == "rotation":
-            layers.append(keras.layers.RandomRotation(item["factor"], fill_mode="nearest", seed=s,
-                                                      name="rotation"))
+            layers.append(
+                keras.layers.RandomRotation(
+                    item["factor"], fill_mode="nearest", seed=s, name="rotation"
+                )
+            )
         elif name == "zoom":
-            layers.append(keras.layers.RandomZoom(item["factor"], item["factor"],
-                                                  fill_mode="nearest", seed=s, name="zoom"))
+            layers.append(
+                keras.layers.RandomZoom(
+                    item["factor"], item["factor"], fill_mode="nearest", seed=s, name="zoom"
+                )
+            )
         elif name == "translation":
-            layers.append(keras.layers.RandomTranslation(item["factor"], item["factor"],
-                                                         fill_mode="nearest", seed=s,
-                                                         name="translation"))
+            layers.append(
+                keras.layers.RandomTranslation(
+                    item["factor"], item["factor"], fill_mode="nearest", seed=s, name="translation"
+                )
+            )
         elif name == "contrast":
             layers.append(keras.layers.RandomContrast(item["factor"], seed=s, name="contrast"))
         elif name == "crop":
@@ -167,19 +177,27 @@ def _noise(x: Any, stddev: float, scale: Any) -> Callable[[Any, Any], Any]:
             for i, (name, s) in enumerate(sorted(scales.items())):
                 t = batch[name]
                 out[name] = t + tf.random.stateless_normal(
-                    tf.shape(t), tf.random.experimental.stateless_fold_in(seed, i)) * (stddev * s)
+                    tf.shape(t), tf.random.experimental.stateless_fold_in(seed, i)
+                ) * (stddev * s)
             return out
+
         return add
     column_scale = tf.constant(np.asarray(scale, np.float32) * stddev)
 
     def add_array(batch: Any, seed: Any) -> Any:
         return batch + tf.random.stateless_normal(tf.shape(batch), seed) * column_scale
+
     return add_array
 
 
-def batch_augmenter(augment: list[dict[str, Any]], x: Any, *, seed: int,
-                    example_shape: tuple[int, ...], scale: Any = None
-                    ) -> Callable[[Any, Any, Any], Batch] | None:
+def batch_augmenter(
+    augment: list[dict[str, Any]],
+    x: Any,
+    *,
+    seed: int,
+    example_shape: tuple[int, ...],
+    scale: Any = None,
+) -> Callable[[Any, Any, Any], Batch] | None:
     """The function that augments a training batch, or None.
 
     Args:
@@ -214,4 +232,5 @@ def batch_augmenter(augment: list[dict[str, Any]], x: Any, *, seed: int,
             fn = mixup if mix["name"] == "mixup" else cutmix
             features, labels = fn(features, labels, seeds[1], mix["alpha"])
         return features, labels
+
     return apply

@@ -23,7 +23,8 @@ per batch drawn from the run's seed.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -58,8 +59,9 @@ def _take(source: Any, idx: tf.Tensor) -> tf.Tensor:
     """Rows ``idx`` of a tensor, or of a large NumPy array (in NumPy); uint8
     pixels come out as float32."""
     if isinstance(source, np.ndarray):
-        rows = tf.numpy_function(lambda i: np.take(source, i, axis=0), [idx],
-                                 tf.as_dtype(source.dtype), stateful=False)
+        rows = tf.numpy_function(
+            lambda i: np.take(source, i, axis=0), [idx], tf.as_dtype(source.dtype), stateful=False
+        )
         rows.set_shape((None, *source.shape[1:]))
     else:
         rows = tf.gather(source, idx)
@@ -77,12 +79,15 @@ def _in_batches(tensors: Any, rows: int, batch_size: int) -> tf.data.Dataset:
     full = rows // batch_size
 
     def whole(t: tf.Tensor) -> tf.Tensor:
-        return tf.reshape(t[:full * batch_size], [full, batch_size, *t.shape[1:]])
+        return tf.reshape(t[: full * batch_size], [full, batch_size, *t.shape[1:]])
 
     batches = tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(whole, tensors))
     if rows > full * batch_size:
-        batches = batches.concatenate(tf.data.Dataset.from_tensors(
-            tf.nest.map_structure(lambda t: t[full * batch_size:], tensors)))
+        batches = batches.concatenate(
+            tf.data.Dataset.from_tensors(
+                tf.nest.map_structure(lambda t: t[full * batch_size :], tensors)
+            )
+        )
     return batches
 
 
@@ -120,12 +125,16 @@ class InMemory:
 
     def gather(self, idx: tf.Tensor) -> tuple[Any, tf.Tensor]:
         """The rows ``idx`` of x (float32 for pixels) and y."""
-        x = {k: _take(v, idx) for k, v in self.x.items()} if isinstance(self.x, dict) \
+        x = (
+            {k: _take(v, idx) for k, v in self.x.items()}
+            if isinstance(self.x, dict)
             else _take(self.x, idx)
+        )
         return x, _take(self.y, idx)
 
-    def batches(self, indices: np.ndarray, batch_size: int, *, shuffle: bool,
-                seed: int | None) -> tf.data.Dataset:
+    def batches(
+        self, indices: np.ndarray, batch_size: int, *, shuffle: bool, seed: int | None
+    ) -> tf.data.Dataset:
         """Batches of the rows ``indices``, reshuffled every epoch when asked.
 
         Data held in TensorFlow is gathered an epoch at a time (one gather,
@@ -138,9 +147,13 @@ class InMemory:
         def epoch(order: tf.Tensor) -> tf.data.Dataset:
             if not self.in_tensorflow:
                 return _in_batches(order, rows, batch_size).map(
-                    self.gather, num_parallel_calls=AUTOTUNE, deterministic=True)
-            ds = _in_batches(tf.nest.map_structure(lambda t: tf.gather(t, order),
-                                                   (self.x, self.y)), rows, batch_size)
+                    self.gather, num_parallel_calls=AUTOTUNE, deterministic=True
+                )
+            ds = _in_batches(
+                tf.nest.map_structure(lambda t: tf.gather(t, order), (self.x, self.y)),
+                rows,
+                batch_size,
+            )
             if any(t.dtype == tf.uint8 for t in tf.nest.flatten(self.x)):
                 # Pixels stay bytes until batched: a float32 copy is 4x larger.
                 ds = ds.map(lambda x, y: (tf.nest.map_structure(_as_float, x), y))
@@ -150,18 +163,28 @@ class InMemory:
             # A seed per epoch (a fresh draw at each new iterator, as
             # `reshuffle_each_iteration` does), and one shuffle of the indices.
             draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-            ds = draws.flat_map(lambda s: epoch(tf.random.experimental.stateless_shuffle(
-                idx, seed=tf.stack([s, tf.constant(seed or 0, tf.int64)]))))
+            ds = draws.flat_map(
+                lambda s: epoch(
+                    tf.random.experimental.stateless_shuffle(
+                        idx, seed=tf.stack([s, tf.constant(seed or 0, tf.int64)])
+                    )
+                )
+            )
         else:
             ds = epoch(idx)
         return ds.apply(tf.data.experimental.assert_cardinality(-(-rows // batch_size)))
 
 
-def make_dataset(data: InMemory, indices: np.ndarray, batch_size: int, *, training: bool,
-                 seed: int | None = None,
-                 map_batch: Callable[[Any, Any], tuple[Any, Any]] | None = None,
-                 augment: Callable[[Any, Any, Any], tuple[Any, Any]] | None = None
-                 ) -> tf.data.Dataset:
+def make_dataset(
+    data: InMemory,
+    indices: np.ndarray,
+    batch_size: int,
+    *,
+    training: bool,
+    seed: int | None = None,
+    map_batch: Callable[[Any, Any], tuple[Any, Any]] | None = None,
+    augment: Callable[[Any, Any, Any], tuple[Any, Any]] | None = None,
+) -> tf.data.Dataset:
     """A batched, prefetched dataset of the rows ``indices`` of ``data``.
 
     Args:
@@ -186,9 +209,11 @@ def make_dataset(data: InMemory, indices: np.ndarray, batch_size: int, *, traini
     if data.stream is not None:
         y = data.y
         ds = data.stream.examples(indices, shuffle=training, seed=seed)
-        ds = ds.map(lambda i, x: (tf.cast(x, tf.float32) if x.dtype == tf.uint8 else x,
-                                  _take(y, i)),
-                    num_parallel_calls=AUTOTUNE, deterministic=not training).batch(batch_size)
+        ds = ds.map(
+            lambda i, x: (tf.cast(x, tf.float32) if x.dtype == tf.uint8 else x, _take(y, i)),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=not training,
+        ).batch(batch_size)
         policy = tf.data.experimental.AutoShardPolicy.AUTO
     else:
         ds = data.batches(indices, batch_size, shuffle=training, seed=seed)
@@ -197,8 +222,10 @@ def make_dataset(data: InMemory, indices: np.ndarray, batch_size: int, *, traini
     if training and augment is not None:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda batch, s: augment(batch[0], batch[1], s), num_parallel_calls=AUTOTUNE,
-            deterministic=True)
+            lambda batch, s: augment(batch[0], batch[1], s),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
     if not training and len(indices) * data.row_bytes <= data.cache_bytes:
         ds = ds.cache()
     options = tf.data.Options()
@@ -206,9 +233,14 @@ def make_dataset(data: InMemory, indices: np.ndarray, batch_size: int, *, traini
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
-def training_datasets(prepared: Any, batch_size: int, *, seed: int | None,
-                      one_hot_depth: int | None = None, memory: InMemory | None = None
-                      ) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
+def training_datasets(
+    prepared: Any,
+    batch_size: int,
+    *,
+    seed: int | None,
+    one_hot_depth: int | None = None,
+    memory: InMemory | None = None,
+) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
     """The training and validation datasets of a `Prepared`.
 
     Args:
@@ -240,12 +272,25 @@ def training_datasets(prepared: Any, batch_size: int, *, seed: int | None,
         from kerastrain.data.preprocess import fit_standardizer
 
         scale = np.sqrt(fit_standardizer(prepared.x, prepared.splits.train).variance)
-    augment = batch_augmenter(prepared.augment, prepared.x, seed=seed or 0,
-                              example_shape=prepared.feature_shape, scale=scale)
-    train_ds = make_dataset(memory, prepared.splits.train, batch_size, training=True, seed=seed,
-                            map_batch=map_batch, augment=augment)
+    augment = batch_augmenter(
+        prepared.augment,
+        prepared.x,
+        seed=seed or 0,
+        example_shape=prepared.feature_shape,
+        scale=scale,
+    )
+    train_ds = make_dataset(
+        memory,
+        prepared.splits.train,
+        batch_size,
+        training=True,
+        seed=seed,
+        map_batch=map_batch,
+        augment=augment,
+    )
     val_ds = None
     if len(prepared.splits.val):
-        val_ds = make_dataset(memory, prepared.splits.val, batch_size, training=False,
-                              map_batch=map_batch)
+        val_ds = make_dataset(
+            memory, prepared.splits.val, batch_size, training=False, map_batch=map_batch
+        )
     return train_ds, val_ds

@@ -48,8 +48,14 @@ class ImageFolder:
         ignored: Files that are not images (by extension).
     """
 
-    def __init__(self, root: Path, paths: list[str], labels: np.ndarray, class_names: list[str],
-                 ignored: list[str]):
+    def __init__(
+        self,
+        root: Path,
+        paths: list[str],
+        labels: np.ndarray,
+        class_names: list[str],
+        ignored: list[str],
+    ):
         self.root, self.paths, self.labels = root, paths, labels
         self.class_names, self.ignored = class_names, ignored
 
@@ -68,7 +74,8 @@ def scan_folder(root: str | os.PathLike) -> ImageFolder:
         raise DataError(
             f"The image folder {str(root)!r} has no class sub-folders"
             + (f" (only files: {', '.join(loose[:5])})" if loose else " (it is empty)")
-            + ". Put each class's images in a sub-folder named after the class.")
+            + ". Put each class's images in a sub-folder named after the class."
+        )
     paths: list[str] = []
     labels: list[int] = []
     ignored = [str(root / name) for name in loose]
@@ -85,12 +92,18 @@ def scan_folder(root: str | os.PathLike) -> ImageFolder:
         if not found:
             raise DataError(
                 f"The class folder {str(root / name)!r} holds no image (PNG, JPEG, GIF or BMP "
-                "file). Add images or remove the folder.")
+                "file). Add images or remove the folder."
+            )
         paths.extend(found)
         labels.extend([index] * len(found))
     if ignored:
-        logger.warning("Image folder %s: ignored %d files that are not images: %s%s", root,
-                       len(ignored), ", ".join(ignored[:5]), ", ..." if len(ignored) > 5 else "")
+        logger.warning(
+            "Image folder %s: ignored %d files that are not images: %s%s",
+            root,
+            len(ignored),
+            ", ".join(ignored[:5]),
+            ", ..." if len(ignored) > 5 else "",
+        )
     return ImageFolder(root, paths, np.asarray(labels, np.int64), classes, ignored)
 
 
@@ -98,11 +111,13 @@ def _decoder(size: tuple[int, int], channels: int):
     from kerastrain._keras import tf
 
     def decode(path: Any) -> Any:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=channels,
-                                   expand_animations=False)
+        image = tf.io.decode_image(
+            tf.io.read_file(path), channels=channels, expand_animations=False
+        )
         image = tf.image.resize(image, size)
         image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
         return tf.ensure_shape(image, (*size, channels))
+
     return decode
 
 
@@ -112,13 +127,15 @@ def _first_image(path: str) -> tuple[tuple[int, int], int]:
     try:
         image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
-        raise DataError(f"Cannot decode the image {path!r}: "
-                        f"{exc.message.splitlines()[0]}") from None
+        raise DataError(
+            f"Cannot decode the image {path!r}: {exc.message.splitlines()[0]}"
+        ) from None
     return (int(image.shape[0]), int(image.shape[1])), int(image.shape[2])
 
 
-def _decode_all(paths: list[str], indices: np.ndarray, size: tuple[int, int], channels: int,
-                keep: bool) -> np.ndarray | None:
+def _decode_all(
+    paths: list[str], indices: np.ndarray, size: tuple[int, int], channels: int, keep: bool
+) -> np.ndarray | None:
     """Decodes the files ``indices`` in parallel; raises naming every failure.
 
     Returns the stacked images when `keep`, else None (a check only).
@@ -144,10 +161,12 @@ def _decode_all(paths: list[str], indices: np.ndarray, size: tuple[int, int], ch
     bad = np.setdiff1d(np.asarray(indices, np.int64), ok_index)
     if len(bad):
         shown = "\n  ".join(paths[i] for i in bad[:10])
-        raise DataError(f"{len(bad)} image file{'s' if len(bad) != 1 else ''} cannot be "
-                        f"decoded (corrupt, truncated or not an image):\n  {shown}"
-                        + ("\n  ..." if len(bad) > 10 else "")
-                        + "\nRemove or replace them; kerastrain does not skip files silently.")
+        raise DataError(
+            f"{len(bad)} image file{'s' if len(bad) != 1 else ''} cannot be "
+            f"decoded (corrupt, truncated or not an image):\n  {shown}"
+            + ("\n  ..." if len(bad) > 10 else "")
+            + "\nRemove or replace them; kerastrain does not skip files silently."
+        )
     if not keep:
         return None
     return np.concatenate(images) if images else np.empty((0, *size, channels), np.uint8)
@@ -179,15 +198,19 @@ class ImageStream(Stream):
         ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, np.int64))
         if shuffle:
             ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
-        return ds.map(lambda i: (i, decode(tf.gather(table, i))),
-                      num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+        return ds.map(
+            lambda i: (i, decode(tf.gather(table, i))),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=not shuffle,
+        )
 
     def read(self, indices: np.ndarray) -> np.ndarray:
         return _decode_all(self.paths, np.asarray(indices), self.size, self.channels, keep=True)
 
 
-def read_image_folder(root: str | os.PathLike, options: DataConfig
-                      ) -> tuple[np.ndarray | ImageStream, np.ndarray, list[str]]:
+def read_image_folder(
+    root: str | os.PathLike, options: DataConfig
+) -> tuple[np.ndarray | ImageStream, np.ndarray, list[str]]:
     """Reads an image folder into uint8 arrays, or a stream when too large.
 
     Args:
@@ -208,15 +231,25 @@ def read_image_folder(root: str | os.PathLike, options: DataConfig
     channels = options.channels or (1 if first_channels == 1 else 3)
     stream = ImageStream(folder.paths, size, channels, f"image folder {folder.root}")
     counts = np.bincount(folder.labels, minlength=len(folder.class_names))
-    logger.info("Image folder %s: %d images in %d classes (%s), read as %dx%dx%d.", folder.root,
-                len(folder.paths), len(folder.class_names),
-                ", ".join(f"{n}: {c}" for n, c in zip(folder.class_names, counts)), *size, channels)
+    logger.info(
+        "Image folder %s: %d images in %d classes (%s), read as %dx%dx%d.",
+        folder.root,
+        len(folder.paths),
+        len(folder.class_names),
+        ", ".join(f"{n}: {c}" for n, c in zip(folder.class_names, counts)),
+        *size,
+        channels,
+    )
     everything = np.arange(len(folder.paths))
     if stream.decoded_bytes() <= options.in_memory_mb * 2**20:
         images = _decode_all(folder.paths, everything, size, channels, keep=True)
         return images, folder.labels, folder.class_names
-    logger.info("Image folder %s: %.0f MiB decoded exceeds data_options.in_memory_mb=%g; the "
-                "images are streamed from the files. Checking that every file decodes ...",
-                folder.root, stream.decoded_bytes() / 2**20, options.in_memory_mb)
+    logger.info(
+        "Image folder %s: %.0f MiB decoded exceeds data_options.in_memory_mb=%g; the "
+        "images are streamed from the files. Checking that every file decodes ...",
+        folder.root,
+        stream.decoded_bytes() / 2**20,
+        options.in_memory_mb,
+    )
     _decode_all(folder.paths, everything, size, channels, keep=False)
     return stream, folder.labels, folder.class_names

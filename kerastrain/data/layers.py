@@ -9,7 +9,8 @@ SavedModel directory needs nothing).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from kerastrain._keras import keras, tf
 
@@ -70,8 +71,7 @@ class EncodeCategory(keras.layers.Layer):
             instead of the index. Defaults to `True`.
     """
 
-    def __init__(self, vocabulary: Sequence[Any], fill: Any, one_hot: bool = True,
-                 **kwargs: Any):
+    def __init__(self, vocabulary: Sequence[Any], fill: Any, one_hot: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
         self.text = isinstance(vocabulary[0], str)
         self.vocabulary = [str(v) if self.text else float(v) for v in vocabulary]
@@ -79,8 +79,9 @@ class EncodeCategory(keras.layers.Layer):
         self.one_hot = one_hot
         self.fill_index = self.vocabulary.index(self.fill) + 1
         if self.text:
-            self.lookup = keras.layers.StringLookup(vocabulary=self.vocabulary, num_oov_indices=1,
-                                                    output_mode="int")
+            self.lookup = keras.layers.StringLookup(
+                vocabulary=self.vocabulary, num_oov_indices=1, output_mode="int"
+            )
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         x = tf.reshape(x, [-1])
@@ -92,12 +93,19 @@ class EncodeCategory(keras.layers.Layer):
             x = tf.where(tf.not_equal(x, x), tf.constant(self.fill, tf.float32), x)
             match = tf.equal(tf.expand_dims(x, -1), tf.constant([self.vocabulary], tf.float32))
             found = tf.reduce_any(match, axis=-1)
-            index = tf.where(found, tf.cast(tf.argmax(tf.cast(match, tf.int32), axis=-1),
-                                            tf.int32) + 1, tf.zeros_like(found, tf.int32))
+            index = tf.where(
+                found,
+                tf.cast(tf.argmax(tf.cast(match, tf.int32), axis=-1), tf.int32) + 1,
+                tf.zeros_like(found, tf.int32),
+            )
         if self.one_hot:
             return tf.one_hot(index, len(self.vocabulary) + 1, dtype=tf.float32)
         return index
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "vocabulary": self.vocabulary, "fill": self.fill,
-                "one_hot": self.one_hot}
+        return {
+            **super().get_config(),
+            "vocabulary": self.vocabulary,
+            "fill": self.fill,
+            "one_hot": self.one_hot,
+        }

@@ -85,8 +85,9 @@ class Prepared:
         """The labels the model trains on (standardized for regression)."""
         if self.target_scaler is None:
             return self.y
-        return ((self.y - self.target_scaler.mean[0]) / np.sqrt(self.target_scaler.variance[0])
-                ).astype(np.float32)
+        return (
+            (self.y - self.target_scaler.mean[0]) / np.sqrt(self.target_scaler.variance[0])
+        ).astype(np.float32)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -115,20 +116,27 @@ class Prepared:
             idx = idx[np.sort(np.random.default_rng(seed).choice(len(idx), rows, replace=False))]
         return self.rows(idx)
 
-    def with_splits(self, splits: Splits) -> "Prepared":
+    def with_splits(self, splits: Splits) -> Prepared:
         """The same data split differently (cross-validation folds), with the
         standardizer and column encodings refitted on the new training rows.
         The data itself is shared, not copied."""
         standardizer, encoding = _fit(self.x, self.table, splits.train, self.options)
         return dataclasses.replace(
-            self, splits=splits, standardizer=standardizer, encoding=encoding,
-            target_scaler=_target_scaler(self.y, self.task, splits.train, self.options))
+            self,
+            splits=splits,
+            standardizer=standardizer,
+            encoding=encoding,
+            target_scaler=_target_scaler(self.y, self.task, splits.train, self.options),
+        )
 
     def summary(self) -> dict[str, Any]:
         """Facts for the report: rows, shape, task, class balance, splits."""
         facts: dict[str, Any] = {
-            "data": self.source, "rows": self.num_rows, "example shape": self.feature_shape,
-            "task": self.task.kind, "splits": self.splits.sizes(),
+            "data": self.source,
+            "rows": self.num_rows,
+            "example shape": self.feature_shape,
+            "task": self.task.kind,
+            "splits": self.splits.sizes(),
         }
         if self.is_stream:
             facts["read"] = "streamed from the files every epoch"
@@ -147,16 +155,20 @@ class Prepared:
         if self.augment:
             facts["augmentation (training only)"] = ", ".join(
                 f"{a['name']}({', '.join(f'{k}={v}' for k, v in a.items() if k != 'name')})"
-                for a in self.augment)
+                for a in self.augment
+            )
         return facts
 
     def __repr__(self) -> str:
-        return (f"Prepared({self.source}, {self.num_rows} rows, task={self.task.kind}, "
-                f"splits={self.splits.sizes()})")
+        return (
+            f"Prepared({self.source}, {self.num_rows} rows, task={self.task.kind}, "
+            f"splits={self.splits.sizes()})"
+        )
 
 
-def _fit(x: Any, table: Table | None, train: np.ndarray,
-         options: DataConfig) -> tuple[Standardizer | None, TabularEncoding | None]:
+def _fit(
+    x: Any, table: Table | None, train: np.ndarray, options: DataConfig
+) -> tuple[Standardizer | None, TabularEncoding | None]:
     if table is not None:
         return None, fit_encoding(x, table, train, options)
     if not options.normalize:
@@ -164,14 +176,18 @@ def _fit(x: Any, table: Table | None, train: np.ndarray,
     if isinstance(x, Stream):
         rng = np.random.default_rng(0)
         sample = np.sort(rng.choice(train, min(len(train), STREAM_STATS_ROWS), replace=False))
-        logger.info("Standardizer estimated on %d of the %d training rows (streamed data).",
-                    len(sample), len(train))
+        logger.info(
+            "Standardizer estimated on %d of the %d training rows (streamed data).",
+            len(sample),
+            len(train),
+        )
         return fit_standardizer(x.read(sample), np.arange(len(sample))), None
     return fit_standardizer(x, train), None
 
 
-def _target_scaler(y: np.ndarray, task: Task, train: np.ndarray,
-                   options: DataConfig) -> Standardizer | None:
+def _target_scaler(
+    y: np.ndarray, task: Task, train: np.ndarray, options: DataConfig
+) -> Standardizer | None:
     if task.kind == "regression" and options.scale_target:
         return fit_standardizer(y[:, np.newaxis], train)
     return None
@@ -184,16 +200,25 @@ def _augmentations(options: DataConfig, x: Any, task: Task) -> list[dict[str, An
     for item in parsed:
         name = item["name"]
         if name in IMAGE_AUGMENTATIONS and not images:
-            raise config_error("data_options.augment", name,
-                               "an augmentation for this data: its examples are not images "
-                               f"({shape}); use 'noise' or 'mixup'")
+            raise config_error(
+                "data_options.augment",
+                name,
+                "an augmentation for this data: its examples are not images "
+                f"({shape}); use 'noise' or 'mixup'",
+            )
         if name == "noise" and images:
-            raise config_error("data_options.augment", name,
-                               "an image augmentation (noise applies to table columns)")
+            raise config_error(
+                "data_options.augment",
+                name,
+                "an image augmentation (noise applies to table columns)",
+            )
         if name == "cutmix" and task.kind == "regression":
-            raise config_error("data_options.augment", name,
-                               "an augmentation for a regression task (cutmix mixes classes; "
-                               "mixup mixes targets too)")
+            raise config_error(
+                "data_options.augment",
+                name,
+                "an augmentation for a regression task (cutmix mixes classes; "
+                "mixup mixes targets too)",
+            )
     return parsed
 
 
@@ -236,13 +261,32 @@ def prepare_data(data: Any, options: DataConfig, seed: int) -> Prepared:
     if encoding is not None:
         held = np.concatenate([splits.val, splits.test])
         for column, what in encoding.unseen(x, held).items():
-            logger.warning("Column %r: %s of the held-out rows have categories never seen in "
-                           "training; the model maps them to its out-of-vocabulary bucket.",
-                           column, what)
-    logger.info("Data: %s, %d rows of shape %s, task %s, splits %s.", loaded.source, len(y),
-                "table" if isinstance(x, dict) else x.shape[1:], task.kind, splits.sizes())
-    return Prepared(x=x, y=y, task=task, splits=splits, standardizer=standardizer,
-                    source=loaded.source,
-                    target_scaler=_target_scaler(y, task, splits.train, options),
-                    feature_names=loaded.feature_names, encoding=encoding, table=loaded.table,
-                    augment=augment, dropped=dropped, options=options)
+            logger.warning(
+                "Column %r: %s of the held-out rows have categories never seen in "
+                "training; the model maps them to its out-of-vocabulary bucket.",
+                column,
+                what,
+            )
+    logger.info(
+        "Data: %s, %d rows of shape %s, task %s, splits %s.",
+        loaded.source,
+        len(y),
+        "table" if isinstance(x, dict) else x.shape[1:],
+        task.kind,
+        splits.sizes(),
+    )
+    return Prepared(
+        x=x,
+        y=y,
+        task=task,
+        splits=splits,
+        standardizer=standardizer,
+        source=loaded.source,
+        target_scaler=_target_scaler(y, task, splits.train, options),
+        feature_names=loaded.feature_names,
+        encoding=encoding,
+        table=loaded.table,
+        augment=augment,
+        dropped=dropped,
+        options=options,
+    )

@@ -43,7 +43,7 @@ def fit_standardizer(x: np.ndarray, indices: np.ndarray) -> Standardizer:
     squares = np.zeros(channels, np.float64)
     count = 0
     for start in range(0, len(indices), chunk):
-        block = x[indices[start:start + chunk]].reshape(-1, channels).astype(np.float64)
+        block = x[indices[start : start + chunk]].reshape(-1, channels).astype(np.float64)
         total += block.sum(axis=0)
         squares += np.square(block).sum(axis=0)
         count += len(block)
@@ -53,8 +53,9 @@ def fit_standardizer(x: np.ndarray, indices: np.ndarray) -> Standardizer:
     return Standardizer(mean.astype(np.float32), variance.astype(np.float32))
 
 
-def model_inputs(feature_shape: tuple[int, ...], standardizer: Standardizer | None,
-                 encoding: Any = None) -> ModelInputs:
+def model_inputs(
+    feature_shape: tuple[int, ...], standardizer: Standardizer | None, encoding: Any = None
+) -> ModelInputs:
     """The model's `Input` and, when asked, the standardized features.
 
     Call inside the strategy scope (the layer's variables are created here).
@@ -77,8 +78,8 @@ def model_inputs(feature_shape: tuple[int, ...], standardizer: Standardizer | No
     features = inputs
     if standardizer is not None:
         features = keras.layers.Normalization(
-            axis=-1, mean=standardizer.mean, variance=standardizer.variance,
-            name="normalize")(inputs)
+            axis=-1, mean=standardizer.mean, variance=standardizer.variance, name="normalize"
+        )(inputs)
     return ModelInputs(inputs=inputs, features=features)
 
 
@@ -89,6 +90,7 @@ def with_target_scale(model: keras.Model, scaler: Standardizer | None) -> keras.
     if scaler is None:
         return model
     std = float(np.sqrt(scaler.variance[0]))
-    rescale = keras.layers.Rescaling(scale=std, offset=float(scaler.mean[0]), dtype="float32",
-                                     name="target_scale")
+    rescale = keras.layers.Rescaling(
+        scale=std, offset=float(scaler.mean[0]), dtype="float32", name="target_scale"
+    )
     return keras.Model(model.inputs, rescale(model.outputs[0]), name=model.name)

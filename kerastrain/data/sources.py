@@ -16,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -63,9 +64,14 @@ def _sklearn(loader_name: str, *, images: bool = False) -> Callable[[], Loaded]:
             x = x[..., np.newaxis]  # (n, h, w) -> (n, h, w, 1)
         names = getattr(bunch, "target_names", None)
         class_names = [str(n) for n in names] if names is not None and x is not None else None
-        return Loaded(x=x, y=np.asarray(bunch.target), source=f"scikit-learn {loader_name}",
-                      feature_names=None if images else [str(f) for f in bunch.feature_names],
-                      class_names=class_names)
+        return Loaded(
+            x=x,
+            y=np.asarray(bunch.target),
+            source=f"scikit-learn {loader_name}",
+            feature_names=None if images else [str(f) for f in bunch.feature_names],
+            class_names=class_names,
+        )
+
     return load
 
 
@@ -81,8 +87,7 @@ BUILTIN_DATASETS: dict[str, Callable[[], Loaded]] = {
 
 
 def _from_table(x: dict[str, np.ndarray], y: np.ndarray, table: Any, source: str) -> Loaded:
-    return Loaded(x=x, y=y, source=source,
-                  feature_names=[table.sources[k] for k in x], table=table)
+    return Loaded(x=x, y=y, source=source, feature_names=[table.sources[k] for k in x], table=table)
 
 
 def _from_dataframe(frame: Any, options: DataConfig) -> Loaded:
@@ -113,20 +118,26 @@ def _from_tf_dataset(dataset: Any) -> Loaded:
 
     cardinality = int(dataset.cardinality())
     if cardinality == int(tf.data.INFINITE_CARDINALITY):
-        raise DataError("The tf.data.Dataset is infinite (it repeats); pass a finite dataset "
-                        "so that it can be split and validated.")
+        raise DataError(
+            "The tf.data.Dataset is infinite (it repeats); pass a finite dataset "
+            "so that it can be split and validated."
+        )
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2):
-        raise DataError("A tf.data.Dataset must yield (features, label) pairs; its elements are "
-                        f"{spec}.")
+        raise DataError(
+            f"A tf.data.Dataset must yield (features, label) pairs; its elements are {spec}."
+        )
     xs, ys = [], []
     for x, y in dataset.as_numpy_iterator():
         xs.append(x)
         ys.append(y)
     if not xs:
         raise DataError("The tf.data.Dataset is empty: it yielded no examples.")
-    batched = spec[0].shape.rank is not None and spec[1].shape.rank is not None and (
-        spec[0].shape.rank >= 1 and spec[0].shape[0] is None)
+    batched = (
+        spec[0].shape.rank is not None
+        and spec[1].shape.rank is not None
+        and (spec[0].shape.rank >= 1 and spec[0].shape[0] is None)
+    )
     x = np.concatenate(xs) if batched else np.stack(xs)
     y = np.concatenate(ys) if batched else np.stack(ys)
     logger.info("Read %d examples from the tf.data.Dataset into memory.", len(x))
@@ -159,8 +170,13 @@ def load_data(data: Any, options: DataConfig) -> Loaded:
         from kerastrain.data.tfds import read_tfds
 
         read = read_tfds(data, options)
-        return Loaded(x=read.x, y=read.y, source=read.description, class_names=read.class_names,
-                      parts=read.parts)
+        return Loaded(
+            x=read.x,
+            y=read.y,
+            source=read.description,
+            class_names=read.class_names,
+            parts=read.parts,
+        )
     if isinstance(data, str) and data in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[data]()
     if isinstance(data, (str, os.PathLike)):
@@ -172,7 +188,8 @@ def load_data(data: Any, options: DataConfig) -> Loaded:
         raise DataError(
             f"Unknown data source {str(data)!r}: not a built-in data set "
             f"({', '.join(BUILTIN_DATASETS)}), not 'tfds:NAME', and no file or folder of that "
-            "name exists." + did_you_mean(str(data), BUILTIN_DATASETS))
+            "name exists." + did_you_mean(str(data), BUILTIN_DATASETS)
+        )
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
         return Loaded(x=np.asarray(x), y=np.asarray(y), source="arrays")
@@ -184,4 +201,5 @@ def load_data(data: Any, options: DataConfig) -> Loaded:
         f"Cannot read data of type {type(data).__name__}. Pass an (x, y) tuple of arrays, a "
         "pandas DataFrame or CSV path with data_options.target, a folder of class sub-folders "
         "of images, 'tfds:NAME', a tf.data.Dataset of (x, y), or one of the names "
-        f"{', '.join(BUILTIN_DATASETS)}.")
+        f"{', '.join(BUILTIN_DATASETS)}."
+    )

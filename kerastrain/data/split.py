@@ -40,8 +40,9 @@ class Splits:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
-def _check_class_counts(y: np.ndarray, task: Task, options: DataConfig,
-                        validation_split: float, test_split: float) -> None:
+def _check_class_counts(
+    y: np.ndarray, task: Task, options: DataConfig, validation_split: float, test_split: float
+) -> None:
     parts = 1 + (validation_split > 0) + (test_split > 0)
     classes, counts = np.unique(y, return_counts=True)
     small = [(c, n) for c, n in zip(classes, counts) if n < parts]
@@ -52,19 +53,28 @@ def _check_class_counts(y: np.ndarray, task: Task, options: DataConfig,
             f"Class {name!r} has {count} example{'s' if count != 1 else ''} (rows "
             f"{rows(np.flatnonzero(y == cls))}); a stratified split into {parts} parts needs "
             f"at least {parts} of each class. Add examples, lower data_options.validation_split "
-            "or test_split to 0, or set data_options.stratify=False.")
+            "or test_split to 0, or set data_options.stratify=False."
+        )
     n = len(y)
     for name, fraction in (("validation_split", validation_split), ("test_split", test_split)):
         if fraction > 0 and math.floor(fraction * n) < len(classes):
             raise DataError(
                 f"data_options.{name}={fraction} keeps {math.floor(fraction * n)} of {n} rows, "
                 f"fewer than the {len(classes)} classes, so it cannot hold one of each. Raise it "
-                "or set data_options.stratify=False.")
+                "or set data_options.stratify=False."
+            )
 
 
-def split_indices(y: np.ndarray, task: Task, options: DataConfig, seed: int, *,
-                  within: np.ndarray | None = None, validation_split: float | None = None,
-                  test_split: float | None = None) -> Splits:
+def split_indices(
+    y: np.ndarray,
+    task: Task,
+    options: DataConfig,
+    seed: int,
+    *,
+    within: np.ndarray | None = None,
+    validation_split: float | None = None,
+    test_split: float | None = None,
+) -> Splits:
     """Splits row indices into train, validation and test.
 
     Stratified by class for classification when `options.stratify` is set;
@@ -106,9 +116,10 @@ def split_indices(y: np.ndarray, task: Task, options: DataConfig, seed: int, *,
             return idx, empty
         if ordered:  # the latest rows are held out
             held = max(1, int(round(fraction * len(idx))))
-            return idx[:len(idx) - held], idx[len(idx) - held:]
-        keep, held = train_test_split(idx, test_size=fraction, random_state=seed + salt,
-                                      stratify=y[idx] if stratify else None)
+            return idx[: len(idx) - held], idx[len(idx) - held :]
+        keep, held = train_test_split(
+            idx, test_size=fraction, random_state=seed + salt, stratify=y[idx] if stratify else None
+        )
         return np.sort(keep), np.sort(held)
 
     rest, test = cut(everything, test_share, 0)
@@ -119,8 +130,9 @@ def split_indices(y: np.ndarray, task: Task, options: DataConfig, seed: int, *,
     return Splits(train=train, val=val, test=test)
 
 
-def fixed_splits(y: np.ndarray, task: Task, options: DataConfig, seed: int,
-                 parts: dict[str, np.ndarray]) -> Splits:
+def fixed_splits(
+    y: np.ndarray, task: Task, options: DataConfig, seed: int, parts: dict[str, np.ndarray]
+) -> Splits:
     """Splits a source fixed itself (TFDS's train/test), carving the missing
     validation or test rows out of its training rows.
 
@@ -136,15 +148,22 @@ def fixed_splits(y: np.ndarray, task: Task, options: DataConfig, seed: int,
         The splits.
     """
     carved = split_indices(
-        y, task, options, seed, within=parts["train"],
+        y,
+        task,
+        options,
+        seed,
+        within=parts["train"],
         validation_split=0.0 if "val" in parts else options.validation_split,
-        test_split=0.0 if "test" in parts else options.test_split)
-    return Splits(train=carved.train, val=parts.get("val", carved.val),
-                  test=parts.get("test", carved.test))
+        test_split=0.0 if "test" in parts else options.test_split,
+    )
+    return Splits(
+        train=carved.train, val=parts.get("val", carved.val), test=parts.get("test", carved.test)
+    )
 
 
-def fold_indices(y: np.ndarray, task: Task, options: DataConfig, folds: int,
-                 seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def fold_indices(
+    y: np.ndarray, task: Task, options: DataConfig, folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Cross-validation folds: ``(training rows, held-out rows)`` per fold.
 
     `StratifiedKFold` for classification when `options.stratify` is set,
@@ -181,7 +200,8 @@ def fold_indices(y: np.ndarray, task: Task, options: DataConfig, folds: int,
             raise DataError(
                 f"Class {name!r} has {counts.min()} rows ({rows(np.flatnonzero(y == cls))}), "
                 f"fewer than the {folds} folds of a stratified k-fold. Use fewer folds or "
-                "data_options.stratify=False.")
+                "data_options.stratify=False."
+            )
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     else:
         splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)

@@ -24,7 +24,8 @@ import dataclasses
 import logging
 import math
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +36,15 @@ from kerastrain.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Table", "Column", "TabularEncoding", "read_table", "read_csv", "fit_encoding",
-           "is_table"]
+__all__ = [
+    "Table",
+    "Column",
+    "TabularEncoding",
+    "read_table",
+    "read_csv",
+    "fit_encoding",
+    "is_table",
+]
 
 #: Integer columns with at most this many distinct values are categorical.
 INT_CATEGORY_LIMIT = 10
@@ -155,19 +163,24 @@ def _infer_kind(name: str, values: np.ndarray, missing: np.ndarray, line_offset:
         return "numeric"
     present = np.flatnonzero(~missing)
     numbers, bad = _as_numbers(values, missing)
-    if len(present) and len(bad) < len(present) and (
-            (len(present) - len(bad)) / len(present) >= NUMERIC_SHARE):
+    if (
+        len(present)
+        and len(bad) < len(present)
+        and ((len(present) - len(bad)) / len(present) >= NUMERIC_SHARE)
+    ):
         if len(bad) == 0:
             return "numeric"
         raise DataError(
             f"Column {name!r} holds numbers but {_where(bad, line_offset)} hold values that are "
             f"not (first: {values[bad[0]]!r}). Correct them, leave them empty to have them "
-            f"imputed, or declare data_options.columns={{{name!r}: 'categorical'}}.")
+            f"imputed, or declare data_options.columns={{{name!r}: 'categorical'}}."
+        )
     return "categorical"
 
 
-def read_table(frame: Any, options: DataConfig, *, source: str,
-               line_offset: int | None = None) -> tuple[dict[str, np.ndarray], np.ndarray, Table]:
+def read_table(
+    frame: Any, options: DataConfig, *, source: str, line_offset: int | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray, Table]:
     """Turns a DataFrame into column arrays and labels.
 
     Args:
@@ -192,16 +205,20 @@ def read_table(frame: Any, options: DataConfig, *, source: str,
         raise DataError(
             f"The data ({source}) is a table but no label column was named: set "
             f"data_options.target to one of its columns ({', '.join(names[:10])}"
-            f"{', ...' if len(names) > 10 else ''}).")
+            f"{', ...' if len(names) > 10 else ''})."
+        )
     if target not in frame.columns:
         raise DataError(
             f"The label column data_options.target={target!r} is not in {source}; its columns "
             f"are {', '.join(names[:20])}{', ...' if len(names) > 20 else ''}."
-            + did_you_mean(target, names))
+            + did_you_mean(target, names)
+        )
     for name in options.columns:
         if name not in frame.columns:
-            raise DataError(f"data_options.columns names {name!r}, which is not a column of "
-                            f"{source} ({', '.join(names[:20])})." + did_you_mean(name, names))
+            raise DataError(
+                f"data_options.columns names {name!r}, which is not a column of "
+                f"{source} ({', '.join(names[:20])})." + did_you_mean(name, names)
+            )
     if len(frame) == 0:
         raise DataError(f"The data ({source}) has no rows.")
     y = frame[target].to_numpy()
@@ -220,9 +237,9 @@ def read_table(frame: Any, options: DataConfig, *, source: str,
         if missing.all():
             raise DataError(
                 f"Column {column!r} of {source} has no value in any of its {len(frame)} rows. "
-                f"Remove it or declare data_options.columns={{{str(column)!r}: 'drop'}}.")
-        kind = options.columns.get(column) or _infer_kind(str(column), values, missing,
-                                                          line_offset)
+                f"Remove it or declare data_options.columns={{{str(column)!r}: 'drop'}}."
+            )
+        kind = options.columns.get(column) or _infer_kind(str(column), values, missing, line_offset)
         name = _input_name(column, taken)
         if kind == "numeric":
             numbers, bad = _as_numbers(values, missing)
@@ -230,47 +247,63 @@ def read_table(frame: Any, options: DataConfig, *, source: str,
                 raise DataError(
                     f"Column {column!r} is declared numeric but {_where(bad, line_offset)} hold "
                     f"values that are not numbers (first: {values[bad[0]]!r}). Correct them or "
-                    "leave them empty to have them imputed.")
+                    "leave them empty to have them imputed."
+                )
             x[name] = numbers
         elif values.dtype.kind in "fiub":
             x[name] = _as_numbers(values, missing)[0]
         else:
-            x[name] = np.array(["" if m else str(v) for v, m in zip(values, missing)],
-                               dtype=object)
+            x[name] = np.array(["" if m else str(v) for v, m in zip(values, missing)], dtype=object)
         kinds[name] = kind
         sources[name] = str(column)
         missing_any |= missing
     if not x:
-        raise DataError(f"The data ({source}) has no feature columns besides the target "
-                        f"{target!r}.")
+        raise DataError(
+            f"The data ({source}) has no feature columns besides the target {target!r}."
+        )
     label_missing = _missing(y)
     dropped = np.empty(0, np.int64)
     if options.impute == "error" and missing_any.any():
         where = _where(np.flatnonzero(missing_any), line_offset)
-        raise DataError(f"{where} of {source} have missing values and "
-                        "data_options.impute='error'. Fill them, or use impute='auto' (median "
-                        "and most frequent category, learned on the training split) or 'drop'.")
+        raise DataError(
+            f"{where} of {source} have missing values and "
+            "data_options.impute='error'. Fill them, or use impute='auto' (median "
+            "and most frequent category, learned on the training split) or 'drop'."
+        )
     if options.impute == "drop":
         drop = missing_any | label_missing
         if drop.any():
             dropped = np.flatnonzero(drop)
             keep = ~drop
-            logger.warning("impute='drop': dropped %s of %s with missing values.",
-                           _where(dropped, line_offset), source)
+            logger.warning(
+                "impute='drop': dropped %s of %s with missing values.",
+                _where(dropped, line_offset),
+                source,
+            )
             x = {k: v[keep] for k, v in x.items()}
             y = y[keep]
             if not len(y):
-                raise DataError(f"impute='drop' dropped every row of {source}: each has a "
-                                "missing value.")
+                raise DataError(
+                    f"impute='drop' dropped every row of {source}: each has a missing value."
+                )
     elif label_missing.any():
-        raise DataError(f"{_where(np.flatnonzero(label_missing), line_offset)} of {source} have "
-                        f"no label in column {target!r}. Remove them, or set "
-                        "data_options.impute='drop' to drop them (they are reported).")
-    logger.info("Table %s: %d rows; numeric columns %s; categorical columns %s.", source, len(y),
-                [sources[k] for k, v in kinds.items() if v == "numeric"],
-                [sources[k] for k, v in kinds.items() if v == "categorical"])
-    return x, y, Table(columns=kinds, sources=sources, dropped_rows=dropped,
-                       line_offset=line_offset)
+        raise DataError(
+            f"{_where(np.flatnonzero(label_missing), line_offset)} of {source} have "
+            f"no label in column {target!r}. Remove them, or set "
+            "data_options.impute='drop' to drop them (they are reported)."
+        )
+    logger.info(
+        "Table %s: %d rows; numeric columns %s; categorical columns %s.",
+        source,
+        len(y),
+        [sources[k] for k, v in kinds.items() if v == "numeric"],
+        [sources[k] for k, v in kinds.items() if v == "categorical"],
+    )
+    return (
+        x,
+        y,
+        Table(columns=kinds, sources=sources, dropped_rows=dropped, line_offset=line_offset),
+    )
 
 
 def read_csv(path: Any, options: DataConfig) -> tuple[dict[str, np.ndarray], np.ndarray, Table]:
@@ -298,13 +331,15 @@ def _most_frequent(values: np.ndarray) -> tuple[list[Any], Any]:
 
 def _embedding_dim(categories: int, options: DataConfig) -> int:
     if options.categorical == "one_hot" or (
-            options.categorical == "auto" and categories + 1 <= ONE_HOT_LIMIT):
+        options.categorical == "auto" and categories + 1 <= ONE_HOT_LIMIT
+    ):
         return 0
-    return options.embedding_dim or min(16, max(2, round(1.6 * categories ** 0.56)))
+    return options.embedding_dim or min(16, max(2, round(1.6 * categories**0.56)))
 
 
-def fit_encoding(x: dict[str, np.ndarray], table: Table, train: np.ndarray,
-                 options: DataConfig) -> "TabularEncoding":
+def fit_encoding(
+    x: dict[str, np.ndarray], table: Table, train: np.ndarray, options: DataConfig
+) -> TabularEncoding:
     """Learns every column's statistics on the training rows.
 
     Args:
@@ -329,12 +364,21 @@ def fit_encoding(x: dict[str, np.ndarray], table: Table, train: np.ndarray,
             raise DataError(
                 f"Column {table.sources[name]!r} has no value in the {len(train)} training rows, "
                 "so nothing can be learned to fill it. Remove it (data_options.columns="
-                f"{{{table.sources[name]!r}: 'drop'}}) or change the split.")
+                f"{{{table.sources[name]!r}: 'drop'}}) or change the split."
+            )
         present = values[~missing]
         if kind == "categorical":
             vocabulary, fill = _most_frequent(present)
-            columns.append(Column(name, kind, text=text, fill=fill, vocabulary=vocabulary,
-                                  embedding_dim=_embedding_dim(len(vocabulary), options)))
+            columns.append(
+                Column(
+                    name,
+                    kind,
+                    text=text,
+                    fill=fill,
+                    vocabulary=vocabulary,
+                    embedding_dim=_embedding_dim(len(vocabulary), options),
+                )
+            )
             continue
         if options.impute == "mean":
             fill = float(np.mean(present, dtype=np.float64))
@@ -343,11 +387,19 @@ def fit_encoding(x: dict[str, np.ndarray], table: Table, train: np.ndarray,
         else:
             fill = float(np.median(present))
         filled = np.where(missing, fill, values).astype(np.float64)
-        mean, variance = (float(filled.mean()), float(filled.var())) if options.normalize \
-            else (0.0, 1.0)
-        columns.append(Column(name, kind, fill=fill, mean=mean,
-                              variance=variance if variance > 1e-12 else 1.0,
-                              indicator=options.missing_indicator and bool(missing.any())))
+        mean, variance = (
+            (float(filled.mean()), float(filled.var())) if options.normalize else (0.0, 1.0)
+        )
+        columns.append(
+            Column(
+                name,
+                kind,
+                fill=fill,
+                mean=mean,
+                variance=variance if variance > 1e-12 else 1.0,
+                indicator=options.missing_indicator and bool(missing.any()),
+            )
+        )
     return TabularEncoding(columns)
 
 
@@ -391,12 +443,15 @@ class TabularEncoding:
         out = {}
         for c in self.columns:
             if c.kind == "numeric":
-                out[c.name] = (f"numeric, missing -> {c.fill:.4g}"
-                               + (", with indicator" if c.indicator else ""))
+                out[c.name] = f"numeric, missing -> {c.fill:.4g}" + (
+                    ", with indicator" if c.indicator else ""
+                )
             else:
                 encoding = f"embedding({c.embedding_dim})" if c.embedding_dim else "one-hot"
-                out[c.name] = (f"categorical, {len(c.vocabulary)} categories + out-of-vocabulary, "
-                               f"{encoding}, missing -> {c.fill!r}")
+                out[c.name] = (
+                    f"categorical, {len(c.vocabulary)} categories + out-of-vocabulary, "
+                    f"{encoding}, missing -> {c.fill!r}"
+                )
         return out
 
     def build(self) -> tuple[dict[str, Any], Any]:
@@ -407,9 +462,10 @@ class TabularEncoding:
         from kerastrain._keras import keras, tf
         from kerastrain.data import layers
 
-        inputs = {c.name: keras.Input(shape=(), name=c.name,
-                                      dtype=tf.string if c.text else tf.float32)
-                  for c in self.columns}
+        inputs = {
+            c.name: keras.Input(shape=(), name=c.name, dtype=tf.string if c.text else tf.float32)
+            for c in self.columns
+        }
         # float32 throughout, whatever the mixed-precision policy: raw values
         # (an income of 120,000) do not fit float16 and lose digits in
         # bfloat16; the model's first layer casts the standardized features.
@@ -418,10 +474,17 @@ class TabularEncoding:
         numeric = self.numeric
         if numeric:
             values = layers.FillMissing([c.fill for c in numeric], name="impute", **f32)(
-                [inputs[c.name] for c in numeric])
-            parts.append(keras.layers.Normalization(
-                axis=-1, mean=[c.mean for c in numeric], variance=[c.variance for c in numeric],
-                name="normalize", **f32)(values))
+                [inputs[c.name] for c in numeric]
+            )
+            parts.append(
+                keras.layers.Normalization(
+                    axis=-1,
+                    mean=[c.mean for c in numeric],
+                    variance=[c.variance for c in numeric],
+                    name="normalize",
+                    **f32,
+                )(values)
+            )
             flagged = [inputs[c.name] for c in numeric if c.indicator]
             if flagged:
                 parts.append(layers.MissingIndicator(name="missing_indicator", **f32)(flagged))
@@ -429,14 +492,20 @@ class TabularEncoding:
             if c.kind != "categorical":
                 continue
             encoded = layers.EncodeCategory(
-                vocabulary=c.vocabulary, fill=c.fill, one_hot=not c.embedding_dim,
-                name=f"encode_{c.name}", **f32)(inputs[c.name])
+                vocabulary=c.vocabulary,
+                fill=c.fill,
+                one_hot=not c.embedding_dim,
+                name=f"encode_{c.name}",
+                **f32,
+            )(inputs[c.name])
             if c.embedding_dim:
-                encoded = keras.layers.Embedding(len(c.vocabulary) + 1, c.embedding_dim,
-                                                 name=f"embed_{c.name}", **f32)(encoded)
+                encoded = keras.layers.Embedding(
+                    len(c.vocabulary) + 1, c.embedding_dim, name=f"embed_{c.name}", **f32
+                )(encoded)
             parts.append(encoded)
-        features = parts[0] if len(parts) == 1 else keras.layers.Concatenate(
-            name="features", **f32)(parts)
+        features = (
+            parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features", **f32)(parts)
+        )
         return inputs, features
 
 

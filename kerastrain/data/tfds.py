@@ -48,21 +48,29 @@ class TfdsData:
         description: For the report.
     """
 
-    def __init__(self, x: Any, y: np.ndarray, class_names: list[str] | None,
-                 parts: dict[str, np.ndarray] | None, description: str):
+    def __init__(
+        self,
+        x: Any,
+        y: np.ndarray,
+        class_names: list[str] | None,
+        parts: dict[str, np.ndarray] | None,
+        description: str,
+    ):
         self.x, self.y, self.class_names = x, y, class_names
         self.parts, self.description = parts, description
 
 
 def offline_instructions(name: str, data_dir: str) -> str:
     """How to prepare a TFDS data set for a machine without network."""
-    return (f"To prepare it offline, run on a machine with network access:\n"
-            f"  tfds build {name} --data_dir=/tmp/tfds\n"
-            f"(or python -c \"import tensorflow_datasets as tfds; "
-            f"tfds.builder('{name}', data_dir='/tmp/tfds').download_and_prepare()\")\n"
-            f"then copy /tmp/tfds/{name.split('/')[0]} into {data_dir} on this machine and "
-            "rerun. For data sets whose files must be downloaded by hand, put them in "
-            f"{data_dir}/downloads/manual first.")
+    return (
+        f"To prepare it offline, run on a machine with network access:\n"
+        f"  tfds build {name} --data_dir=/tmp/tfds\n"
+        f'(or python -c "import tensorflow_datasets as tfds; '
+        f"tfds.builder('{name}', data_dir='/tmp/tfds').download_and_prepare()\")\n"
+        f"then copy /tmp/tfds/{name.split('/')[0]} into {data_dir} on this machine and "
+        "rerun. For data sets whose files must be downloaded by hand, put them in "
+        f"{data_dir}/downloads/manual first."
+    )
 
 
 def _builder(name: str, data_dir: str | None) -> Any:
@@ -72,10 +80,12 @@ def _builder(name: str, data_dir: str | None) -> Any:
         return tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         known = tfds.list_builders(with_community_datasets=False)
-        raise DataError(f"TensorFlow Datasets has no data set named {name!r} (data='tfds:{name}')."
-                        + did_you_mean(name, known)
-                        + " See https://www.tensorflow.org/datasets/catalog for the names, or "
-                        "register your own tfds.core.GeneratorBasedBuilder.") from None
+        raise DataError(
+            f"TensorFlow Datasets has no data set named {name!r} (data='tfds:{name}')."
+            + did_you_mean(name, known)
+            + " See https://www.tensorflow.org/datasets/catalog for the names, or "
+            "register your own tfds.core.GeneratorBasedBuilder."
+        ) from None
 
 
 def _as_dataset(builder: Any, split: str, options: DataConfig, **kwargs: Any) -> Any:
@@ -85,12 +95,14 @@ def _as_dataset(builder: Any, split: str, options: DataConfig, **kwargs: Any) ->
     except AssertionError as exc:  # TFDS's "could not find data in ..."
         raise DataError(
             f"The TFDS data set {name!r} is not prepared in {data_dir} and "
-            f"data_options.tfds_download is False ({exc}).\n"
-            + offline_instructions(name, data_dir)) from None
+            f"data_options.tfds_download is False ({exc}).\n" + offline_instructions(name, data_dir)
+        ) from None
     except (ValueError, KeyError) as exc:
-        raise DataError(f"The TFDS data set {name!r} cannot read split {split!r}: {exc}. Its "
-                        f"splits are {', '.join(builder.info.splits) or 'unknown'}; set "
-                        "data_options.tfds_split.") from None
+        raise DataError(
+            f"The TFDS data set {name!r} cannot read split {split!r}: {exc}. Its "
+            f"splits are {', '.join(builder.info.splits) or 'unknown'}; set "
+            "data_options.tfds_split."
+        ) from None
 
 
 def _prepare(builder: Any, options: DataConfig) -> None:
@@ -103,7 +115,8 @@ def _prepare(builder: Any, options: DataConfig) -> None:
         raise DataError(
             f"Preparing the TFDS data set {name!r} in {data_dir} failed: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
-            + offline_instructions(name, data_dir)) from exc
+            + offline_instructions(name, data_dir)
+        ) from exc
 
 
 def _pieces(options: DataConfig) -> list[tuple[str | None, str]]:
@@ -121,8 +134,10 @@ def _feature_info(builder: Any, key: str, options: DataConfig) -> tuple[tuple[in
     shape = tuple(feature.shape)
     dtype = np.dtype(feature.np_dtype)
     if dtype.kind not in "fiub":
-        raise DataError(f"The TFDS data set {builder.name!r} has {dtype} features ({key!r}); "
-                        "kerastrain reads numeric tensors and images.")
+        raise DataError(
+            f"The TFDS data set {builder.name!r} has {dtype} features ({key!r}); "
+            "kerastrain reads numeric tensors and images."
+        )
     if is_image and options.image_size:
         shape = (*options.image_size, shape[-1])
     return shape, dtype, is_image
@@ -137,6 +152,7 @@ def _resizer(shape: tuple[int, ...], is_image: bool, fixed: bool):
     def resize(image: Any) -> Any:
         image = tf.image.resize(image, shape[:2])
         return tf.ensure_shape(tf.cast(tf.round(tf.clip_by_value(image, 0, 255)), tf.uint8), shape)
+
     return resize
 
 
@@ -157,8 +173,18 @@ def _records(builder: Any, pieces: list[str], options: DataConfig, decoders: Any
 class TfdsStream(Stream):
     """TFDS splits read from their files every epoch."""
 
-    def __init__(self, builder: Any, pieces: list[str], x_key: str, shape: tuple[int, ...],
-                 dtype: np.dtype, is_image: bool, resize: Any, num_rows: int, options: DataConfig):
+    def __init__(
+        self,
+        builder: Any,
+        pieces: list[str],
+        x_key: str,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        is_image: bool,
+        resize: Any,
+        num_rows: int,
+        options: DataConfig,
+    ):
         self.builder, self.pieces, self.x_key = builder, pieces, x_key
         self.example_shape, self._dtype, self.is_image = shape, dtype, is_image
         self.resize, self.num_rows, self.options = resize, num_rows, options
@@ -170,6 +196,7 @@ class TfdsStream(Stream):
 
     def _examples(self, indices: np.ndarray) -> Any:
         import tensorflow_datasets as tfds
+
         from kerastrain._keras import tf
 
         decoders = {self.x_key: tfds.decode.SkipDecoding()} if self.is_image else None
@@ -187,13 +214,15 @@ class TfdsStream(Stream):
             return i, resize(x)
 
         return ds.filter(lambda i, _: tf.gather(keep, i)).map(
-            decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
 
     def examples(self, indices: np.ndarray, *, shuffle: bool, seed: int | None = None):
         ds = self._examples(indices)
         if shuffle:
-            ds = ds.shuffle(min(len(indices), STREAM_SHUFFLE_BUFFER), seed=seed,
-                            reshuffle_each_iteration=True)
+            ds = ds.shuffle(
+                min(len(indices), STREAM_SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True
+            )
         return ds
 
     def read(self, indices: np.ndarray) -> np.ndarray:
@@ -228,18 +257,21 @@ def read_tfds(spec: str, options: DataConfig) -> TfdsData:
     try:
         import tensorflow_datasets  # noqa: F401
     except ImportError:
-        raise DataError(f"data={spec!r} needs tensorflow-datasets: "
-                        "pip install tensorflow-datasets.") from None
+        raise DataError(
+            f"data={spec!r} needs tensorflow-datasets: pip install tensorflow-datasets."
+        ) from None
     from kerastrain._keras import tf
 
-    name = spec[len(PREFIX):]
+    name = spec[len(PREFIX) :]
     if not name:
         raise DataError("data='tfds:' names no data set; write 'tfds:mnist', for example.")
     builder = _builder(name, options.tfds_data_dir)
     keys = builder.info.supervised_keys
     if not keys or not all(isinstance(k, str) for k in keys[:2]):
-        raise DataError(f"The TFDS data set {name!r} has no (features, label) supervised keys; "
-                        f"its features are {', '.join(builder.info.features)}.")
+        raise DataError(
+            f"The TFDS data set {name!r} has no (features, label) supervised keys; "
+            f"its features are {', '.join(builder.info.features)}."
+        )
     x_key, y_key = keys[0], keys[1]
     _prepare(builder, options)
     shape, dtype, is_image = _feature_info(builder, x_key, options)
@@ -253,8 +285,10 @@ def read_tfds(spec: str, options: DataConfig) -> TfdsData:
     labels, parts, start = [], {}, 0
     for part, split in pieces:
         ds = _as_dataset(builder, split, options, decoders=decoders)
-        y = np.concatenate([b for b in ds.map(lambda ex: ex[y_key]).batch(4096)
-                            .as_numpy_iterator()] or [np.empty(0, np.int64)])
+        y = np.concatenate(
+            [b for b in ds.map(lambda ex: ex[y_key]).batch(4096).as_numpy_iterator()]
+            or [np.empty(0, np.int64)]
+        )
         labels.append(y)
         if part is not None:
             parts[part] = np.arange(start, start + len(y))
@@ -267,8 +301,12 @@ def read_tfds(spec: str, options: DataConfig) -> TfdsData:
     if None in shape:  # images of varying size and no image_size: use the first one's
         first = next(iter(_as_dataset(builder, splits[0], options, as_supervised=True).take(1)))[0]
         shape = (*first.shape[:2], shape[-1])
-        logger.info("tfds:%s images vary in size; all are resized to the first one's, %s. Set "
-                    "data_options.image_size to choose.", name, shape[:2])
+        logger.info(
+            "tfds:%s images vary in size; all are resized to the first one's, %s. Set "
+            "data_options.image_size to choose.",
+            name,
+            shape[:2],
+        )
     resize = _resizer(shape, is_image, fixed=tuple(builder.info.features[x_key].shape) == shape)
     description = f"tfds:{name} ({full})"
     nbytes = len(y) * math.prod(shape) * dtype.itemsize
@@ -276,14 +314,20 @@ def read_tfds(spec: str, options: DataConfig) -> TfdsData:
         arrays = []
         for split in splits:
             ds = _as_dataset(builder, split, options, as_supervised=True)
-            ds = ds.map(lambda x, _: resize(x), num_parallel_calls=tf.data.AUTOTUNE,
-                        deterministic=True)
+            ds = ds.map(
+                lambda x, _: resize(x), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            )
             arrays.extend(ds.batch(1024).as_numpy_iterator())
         x = np.concatenate(arrays)
-        logger.info("Read %s into memory: %d examples of shape %s.", description, len(x),
-                    x.shape[1:])
+        logger.info(
+            "Read %s into memory: %d examples of shape %s.", description, len(x), x.shape[1:]
+        )
     else:
         x = TfdsStream(builder, splits, x_key, shape, dtype, is_image, resize, len(y), options)
-        logger.info("%s: %.0f MiB decoded exceeds data_options.in_memory_mb=%g; streamed from "
-                    "its files.", description, nbytes / 2**20, options.in_memory_mb)
+        logger.info(
+            "%s: %.0f MiB decoded exceeds data_options.in_memory_mb=%g; streamed from its files.",
+            description,
+            nbytes / 2**20,
+            options.in_memory_mb,
+        )
     return TfdsData(x, y, class_names, parts or None, description)

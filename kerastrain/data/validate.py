@@ -96,7 +96,8 @@ def _features(x: Any) -> np.ndarray:
         if len(bad):
             raise DataError(
                 f"The features must be numbers; rows {rows(bad)} hold values that are not "
-                f"(dtype {x.dtype}).")
+                f"(dtype {x.dtype})."
+            )
         x = x.astype(np.float32)
     elif x.dtype.kind not in "fiu" and x.dtype != bool:
         raise DataError(f"The features must be numbers; their dtype is {x.dtype}.")
@@ -106,15 +107,18 @@ def _features(x: Any) -> np.ndarray:
         x = x.astype(np.float32)  # the one copy that a float64 or integer input costs
     flat = x.reshape(len(x), -1)
     # Chunked, so that checking a large array costs no array of its size.
-    finite = np.concatenate([np.isfinite(flat[i:i + CHECK_ROWS]).all(axis=1)
-                             for i in range(0, len(flat), CHECK_ROWS)])
+    finite = np.concatenate(
+        [np.isfinite(flat[i : i + CHECK_ROWS]).all(axis=1) for i in range(0, len(flat), CHECK_ROWS)]
+    )
     if not finite.all():
         bad = np.flatnonzero(~finite)
         has_nan, has_inf = np.isnan(flat[bad]).any(), np.isinf(flat[bad]).any()
         kinds = "NaN or infinite" if has_nan and has_inf else "NaN" if has_nan else "infinite"
-        raise DataError(f"Rows {rows(bad)} have {kinds} feature values. Impute or remove them "
-                        "before training (or pass a DataFrame or CSV file, whose missing values "
-                        "kerastrain imputes); kerastrain does not drop rows silently.")
+        raise DataError(
+            f"Rows {rows(bad)} have {kinds} feature values. Impute or remove them "
+            "before training (or pass a DataFrame or CSV file, whose missing values "
+            "kerastrain imputes); kerastrain does not drop rows silently."
+        )
     return x
 
 
@@ -125,8 +129,10 @@ def _labels(y: Any, options: DataConfig, class_names: list[str] | None) -> tuple
     if y.ndim == 2:  # one-hot rows
         valid = np.isclose(y.sum(axis=1), 1.0) & ((y == 0) | (y == 1)).all(axis=1)
         if not valid.all():
-            raise DataError(f"The labels are 2-D but rows {rows(np.flatnonzero(~valid))} are not "
-                            "one-hot (a single 1 among 0s).")
+            raise DataError(
+                f"The labels are 2-D but rows {rows(np.flatnonzero(~valid))} are not "
+                "one-hot (a single 1 among 0s)."
+            )
         y = y.argmax(axis=1)
         if options.num_classes is None:
             options = options.replace(num_classes=max(2, int(np.asarray(y).max()) + 1))
@@ -157,7 +163,11 @@ def _labels(y: Any, options: DataConfig, class_names: list[str] | None) -> tuple
         distinct = np.unique(y)
         if not integral or (y.dtype.kind == "f" and len(distinct) > MAX_INFERRED_CLASSES):
             kind = "regression"
-        elif len(distinct) <= 2 and set(distinct.tolist()) <= {0, 1} and (options.num_classes or 2) == 2:
+        elif (
+            len(distinct) <= 2
+            and set(distinct.tolist()) <= {0, 1}
+            and (options.num_classes or 2) == 2
+        ):
             kind = "binary"
         else:
             kind = "multiclass"
@@ -167,25 +177,32 @@ def _labels(y: Any, options: DataConfig, class_names: list[str] | None) -> tuple
         return y.astype(np.float32), Task("regression")
     if not integral:
         bad = np.flatnonzero(np.mod(y, 1) != 0)
-        raise DataError(f"Classification labels must be whole class indices; rows {rows(bad)} "
-                        f"are not (first: {y[bad[0]]!r}). Use data_options.task='regression' "
-                        "for continuous targets.")
+        raise DataError(
+            f"Classification labels must be whole class indices; rows {rows(bad)} "
+            f"are not (first: {y[bad[0]]!r}). Use data_options.task='regression' "
+            "for continuous targets."
+        )
     y = y.astype(np.int64)
     negative = np.flatnonzero(y < 0)
     if len(negative):
-        raise DataError(f"Class labels must be 0 or more; rows {rows(negative)} are negative "
-                        f"(first: {y[negative[0]]}).")
+        raise DataError(
+            f"Class labels must be 0 or more; rows {rows(negative)} are negative "
+            f"(first: {y[negative[0]]})."
+        )
     num_classes = options.num_classes or (len(class_names) if class_names else int(y.max()) + 1)
     if kind == "binary":
         if options.num_classes not in (None, 2):
-            raise DataError(f"data_options.task='binary' needs 2 classes, not "
-                            f"num_classes={options.num_classes}.")
+            raise DataError(
+                f"data_options.task='binary' needs 2 classes, not "
+                f"num_classes={options.num_classes}."
+            )
         num_classes = 2
     outside = np.flatnonzero(y >= num_classes)
     if len(outside):
         raise DataError(
             f"Rows {rows(outside)} have labels outside the class range 0..{num_classes - 1} "
-            f"(first: {y[outside[0]]}). Set data_options.num_classes if there are more classes.")
+            f"(first: {y[outside[0]]}). Set data_options.num_classes if there are more classes."
+        )
     if kind == "multiclass" and num_classes < 2:
         raise DataError("Every label is 0: a classifier needs at least two classes.")
     names = tuple(class_names) if class_names and len(class_names) == num_classes else None
@@ -193,8 +210,9 @@ def _labels(y: Any, options: DataConfig, class_names: list[str] | None) -> tuple
     return y.astype(dtype), Task(kind, num_classes, names)
 
 
-def check_labels(y: Any, options: DataConfig,
-                 class_names: list[str] | None = None) -> tuple[np.ndarray, Task]:
+def check_labels(
+    y: Any, options: DataConfig, class_names: list[str] | None = None
+) -> tuple[np.ndarray, Task]:
     """Checks labels alone and infers the task (see `validate`).
 
     Args:
@@ -214,8 +232,9 @@ def check_labels(y: Any, options: DataConfig,
     return _labels(y, options, class_names)
 
 
-def validate(x: Any, y: Any, options: DataConfig, *,
-             class_names: list[str] | None = None) -> Validated:
+def validate(
+    x: Any, y: Any, options: DataConfig, *, class_names: list[str] | None = None
+) -> Validated:
     """Checks features and labels and infers the task.
 
     Args:
@@ -243,8 +262,10 @@ def validate(x: Any, y: Any, options: DataConfig, *,
     if not n_x or not n_y:
         raise DataError(f"The data is empty: {n_x or 0} feature rows and {n_y or 0} labels.")
     if n_x != n_y:
-        raise DataError(f"The features have {n_x} rows but there are {n_y} labels; each row "
-                        "needs exactly one label.")
+        raise DataError(
+            f"The features have {n_x} rows but there are {n_y} labels; each row "
+            "needs exactly one label."
+        )
     features = _features(x)
     labels, task = _labels(y, options, class_names)
     return Validated(features, labels, task)

@@ -3,9 +3,26 @@
 from kerastrain.models.base import Head, ModelInputs
 from kerastrain.models.cnn import cnn
 from kerastrain.models.mlp import mlp
-from kerastrain.models.registry import MODELS, build_model, factory_for, factory_options, register_model
+from kerastrain.models.registry import (
+    MODELS,
+    build_model,
+    factory_for,
+    factory_options,
+    register_model,
+)
 from kerastrain.models.resnet import resnet
 from kerastrain.models.transfer import transfer
 
-__all__ = ["Head", "ModelInputs", "MODELS", "build_model", "cnn", "factory_for",
-           "factory_options", "mlp", "register_model", "resnet", "transfer"]
+__all__ = [
+    "Head",
+    "ModelInputs",
+    "MODELS",
+    "build_model",
+    "cnn",
+    "factory_for",
+    "factory_options",
+    "mlp",
+    "register_model",
+    "resnet",
+    "transfer",
+]

@@ -10,8 +10,16 @@ from kerastrain.config.base import config_error
 
 __all__ = ["ModelInputs", "Head", "output_layer", "regularizer", "make_initializer"]
 
-INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal",
-                "lecun_uniform", "lecun_normal", "orthogonal", "random_normal")
+INITIALIZERS = (
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+    "orthogonal",
+    "random_normal",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +61,9 @@ class Head:
 def output_layer(head: Head, **kwargs: Any) -> keras.layers.Dense:
     """The output `Dense` layer, always float32 so that mixed precision
     leaves the probabilities (and the loss) in full precision."""
-    return keras.layers.Dense(head.units, activation=head.activation, dtype="float32",
-                              name="output", **kwargs)
+    return keras.layers.Dense(
+        head.units, activation=head.activation, dtype="float32", name="output", **kwargs
+    )
 
 
 def regularizer(l1: float, l2: float) -> keras.regularizers.Regularizer | None:
@@ -69,6 +78,10 @@ def regularizer(l1: float, l2: float) -> keras.regularizers.Regularizer | None:
 def make_initializer(name: str, seed: int | None = None) -> keras.initializers.Initializer:
     """A named kernel initializer (Glorot, He, LeCun, ...), seeded if asked."""
     if name not in INITIALIZERS:
-        raise config_error("model_options.initializer", name,
-                           "one of " + ", ".join(map(repr, INITIALIZERS)), INITIALIZERS)
+        raise config_error(
+            "model_options.initializer",
+            name,
+            "one of " + ", ".join(map(repr, INITIALIZERS)),
+            INITIALIZERS,
+        )
     return keras.initializers.get({"class_name": name, "config": {"seed": seed}})

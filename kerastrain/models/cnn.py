@@ -12,10 +12,21 @@ from kerastrain.models.base import Head, ModelInputs, make_initializer, output_l
 MAX_FLATTEN = 4096
 
 
-def cnn(inputs: ModelInputs, head: Head, *, filters: int = 32, depth: int = 2,
-        kernel_size: int = 3, dense: int = 64, dropout: float = 0.25, l1: float = 0.0,
-        l2: float = 0.0, activation: str = "relu", initializer: str = "he_uniform",
-        batch_norm: bool = False) -> keras.Model:
+def cnn(
+    inputs: ModelInputs,
+    head: Head,
+    *,
+    filters: int = 32,
+    depth: int = 2,
+    kernel_size: int = 3,
+    dense: int = 64,
+    dropout: float = 0.25,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    activation: str = "relu",
+    initializer: str = "he_uniform",
+    batch_norm: bool = False,
+) -> keras.Model:
     """Blocks of convolution and 2x2 max-pooling, then a dense layer.
 
     Filters double with each block. A block pools only while the feature map
@@ -45,10 +56,15 @@ def cnn(inputs: ModelInputs, head: Head, *, filters: int = 32, depth: int = 2,
         x = keras.layers.Reshape((*inputs.feature_shape, 1), name="add_channel")(x)
     reg = regularizer(l1, l2)
     for i in range(depth):
-        x = keras.layers.Conv2D(filters * 2 ** i, kernel_size, padding="same",
-                                kernel_regularizer=reg, use_bias=not batch_norm,
-                                kernel_initializer=make_initializer(initializer),
-                                name=f"conv_{i}")(x)
+        x = keras.layers.Conv2D(
+            filters * 2**i,
+            kernel_size,
+            padding="same",
+            kernel_regularizer=reg,
+            use_bias=not batch_norm,
+            kernel_initializer=make_initializer(initializer),
+            name=f"conv_{i}",
+        )(x)
         if batch_norm:
             x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
         x = keras.layers.Activation(activation, name=f"act_{i}")(x)
@@ -60,8 +76,13 @@ def cnn(inputs: ModelInputs, head: Head, *, filters: int = 32, depth: int = 2,
         x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout_features")(x)
-    x = keras.layers.Dense(dense, activation=activation, kernel_regularizer=reg,
-                           kernel_initializer=make_initializer(initializer), name="dense")(x)
+    x = keras.layers.Dense(
+        dense,
+        activation=activation,
+        kernel_regularizer=reg,
+        kernel_initializer=make_initializer(initializer),
+        name="dense",
+    )(x)
     if dropout:
         x = keras.layers.Dropout(dropout, name="dropout_dense")(x)
     outputs = output_layer(head)(x)

@@ -6,9 +6,19 @@ from kerastrain._keras import keras
 from kerastrain.models.base import Head, ModelInputs, make_initializer, output_layer, regularizer
 
 
-def mlp(inputs: ModelInputs, head: Head, *, width: int = 128, depth: int = 2,
-        dropout: float = 0.1, l1: float = 0.0, l2: float = 0.0, activation: str = "relu",
-        initializer: str = "glorot_uniform", batch_norm: bool = False) -> keras.Model:
+def mlp(
+    inputs: ModelInputs,
+    head: Head,
+    *,
+    width: int = 128,
+    depth: int = 2,
+    dropout: float = 0.1,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    activation: str = "relu",
+    initializer: str = "glorot_uniform",
+    batch_norm: bool = False,
+) -> keras.Model:
     """Dense layers of equal width, each followed by dropout.
 
     Args:
@@ -33,9 +43,13 @@ def mlp(inputs: ModelInputs, head: Head, *, width: int = 128, depth: int = 2,
         x = keras.layers.Flatten(name="flatten")(x)
     reg = regularizer(l1, l2)
     for i in range(depth):
-        x = keras.layers.Dense(width, kernel_regularizer=reg, use_bias=not batch_norm,
-                               kernel_initializer=make_initializer(initializer),
-                               name=f"dense_{i}")(x)
+        x = keras.layers.Dense(
+            width,
+            kernel_regularizer=reg,
+            use_bias=not batch_norm,
+            kernel_initializer=make_initializer(initializer),
+            name=f"dense_{i}",
+        )(x)
         if batch_norm:
             x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
         x = keras.layers.Activation(activation, name=f"act_{i}")(x)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from kerastrain._keras import ensure_tf_keras, keras
 from kerastrain.config.base import config_error, did_you_mean
@@ -44,8 +45,9 @@ def register_model(name: str, factory: Factory, *, overwrite: bool = False) -> N
         ConfigError: When the name is taken and `overwrite` is False.
     """
     if name in MODELS and not overwrite and MODELS[name] is not factory:
-        raise ConfigError(f"A model factory is already registered as {name!r}; pass "
-                          "overwrite=True to replace it.")
+        raise ConfigError(
+            f"A model factory is already registered as {name!r}; pass overwrite=True to replace it."
+        )
     MODELS[name] = factory
 
 
@@ -61,8 +63,12 @@ def factory_for(spec: str, feature_shape: tuple) -> Factory:
         return MODELS[chosen]
     if spec not in MODELS:
         names = ["auto", *MODELS]
-        raise config_error("model", spec, "one of " + ", ".join(map(repr, names))
-                           + ", a callable, or a tf_keras model", names)
+        raise config_error(
+            "model",
+            spec,
+            "one of " + ", ".join(map(repr, names)) + ", a callable, or a tf_keras model",
+            names,
+        )
     return MODELS[spec]
 
 
@@ -71,8 +77,11 @@ def factory_options(factory: Callable[..., Any]) -> tuple[str, ...] | None:
     params = inspect.signature(factory).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
-    return tuple(p.name for p in params if p.name not in _RESERVED
-                 and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+    return tuple(
+        p.name
+        for p in params
+        if p.name not in _RESERVED and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    )
 
 
 def _check_options(factory: Callable[..., Any], options: Mapping[str, Any], name: str) -> None:
@@ -83,7 +92,8 @@ def _check_options(factory: Callable[..., Any], options: Mapping[str, Any], name
         if key not in accepted:
             raise ConfigError(
                 f"Unknown option 'model_options.{key}' for model {name!r}. It accepts: "
-                f"{', '.join(accepted) or 'no options'}." + did_you_mean(key, accepted))
+                f"{', '.join(accepted) or 'no options'}." + did_you_mean(key, accepted)
+            )
 
 
 def _wrap(model: keras.Model, inputs: ModelInputs) -> keras.Model:
@@ -91,20 +101,25 @@ def _wrap(model: keras.Model, inputs: ModelInputs) -> keras.Model:
     expected = tuple(model.input_shape[1:])
     got = inputs.feature_shape
     if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
-        raise ConfigError(f"The model expects inputs of shape {expected} but the data has "
-                          f"examples of shape {got}.")
+        raise ConfigError(
+            f"The model expects inputs of shape {expected} but the data has "
+            f"examples of shape {got}."
+        )
     return keras.Model(inputs.inputs, model(inputs.features), name=model.name)
 
 
 def _check_head(model: keras.Model, head: Head) -> None:
     units = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     if units != head.units:
-        raise ConfigError(f"The model has {units} outputs but the task needs {head.units} "
-                          f"({head.activation} over {head.units} unit(s)).")
+        raise ConfigError(
+            f"The model has {units} outputs but the task needs {head.units} "
+            f"({head.activation} over {head.units} unit(s))."
+        )
 
 
-def build_model(spec: Any, inputs: ModelInputs, head: Head,
-                options: Mapping[str, Any] | None = None) -> keras.Model:
+def build_model(
+    spec: Any, inputs: ModelInputs, head: Head, options: Mapping[str, Any] | None = None
+) -> keras.Model:
     """Builds the model that the ``model`` option describes.
 
     Call it inside the strategy scope: every variable is created here.
@@ -133,20 +148,28 @@ def build_model(spec: Any, inputs: ModelInputs, head: Head,
     elif isinstance(spec, keras.Model) or hasattr(spec, "layers"):
         ensure_tf_keras(spec, "model")
         if options:
-            raise ConfigError("model_options apply to factories, not to a built model; "
-                              f"received {sorted(options)}.")
+            raise ConfigError(
+                "model_options apply to factories, not to a built model; "
+                f"received {sorted(options)}."
+            )
         model = _wrap(spec, inputs)
     elif callable(spec):
         params = inspect.signature(spec).parameters
-        available = {"inputs": inputs, "head": head, "input_shape": inputs.feature_shape,
-                     "num_outputs": head.units, "output_activation": head.activation}
+        available = {
+            "inputs": inputs,
+            "head": head,
+            "input_shape": inputs.feature_shape,
+            "num_outputs": head.units,
+            "output_activation": head.activation,
+        }
         _check_options(spec, options, getattr(spec, "__name__", "callable"))
         kwargs = {k: v for k, v in available.items() if k in params}
         model = spec(**kwargs, **options)
         ensure_tf_keras(model, "model")
         if not isinstance(model, keras.Model):
-            raise ConfigError(f"The model callable returned a {type(model).__name__}, not a "
-                              "tf_keras.Model.")
+            raise ConfigError(
+                f"The model callable returned a {type(model).__name__}, not a tf_keras.Model."
+            )
         if "inputs" not in params:
             model = _wrap(model, inputs)
     else:

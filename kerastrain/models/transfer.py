@@ -26,8 +26,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.config.base import config_error
@@ -72,14 +73,19 @@ def _application(name: str, weights: Any, shape: tuple[int, int, int]) -> keras.
     constructor = getattr(keras.applications, BACKBONES[name][0])
     if isinstance(weights, (str, os.PathLike)) and weights != "imagenet":
         if not Path(weights).is_file():
-            raise config_error("model_options.weights", weights,
-                               "'imagenet', None, or the path of an existing weights file")
+            raise config_error(
+                "model_options.weights",
+                weights,
+                "'imagenet', None, or the path of an existing weights file",
+            )
         weights = os.fspath(weights)
     try:
         return constructor(include_top=False, weights=weights, input_shape=shape)
     except ValueError as exc:
-        raise ConfigError(f"Cannot build the {name} backbone with weights={weights!r} on inputs "
-                          f"of shape {shape}: {exc}") from None
+        raise ConfigError(
+            f"Cannot build the {name} backbone with weights={weights!r} on inputs "
+            f"of shape {shape}: {exc}"
+        ) from None
     except Exception as exc:  # a failed download: no network, proxy, disk
         if weights != "imagenet":
             raise
@@ -88,7 +94,8 @@ def _application(name: str, weights: Any, shape: tuple[int, int, int]) -> keras.
             "On a machine without network access pass model_options={'weights': None} (random "
             "weights) or the path of the weights file (the '_notop' .h5 file from "
             "https://storage.googleapis.com/tensorflow/keras-applications/, downloaded "
-            "elsewhere); Keras also reuses a copy in ~/.keras/models.") from exc
+            "elsewhere); Keras also reuses a copy in ~/.keras/models."
+        ) from exc
 
 
 def _preprocess(x: Any, mode: str, scale: float) -> Any:
@@ -98,8 +105,9 @@ def _preprocess(x: Any, mode: str, scale: float) -> Any:
         return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(x)
     if mode == "caffe":  # RGB -> BGR, minus the imagenet channel means
         x = tf.reverse(x, axis=[-1])
-        return keras.layers.Normalization(mean=[103.939, 116.779, 123.68], variance=[1, 1, 1],
-                                          name="preprocess")(x)
+        return keras.layers.Normalization(
+            mean=[103.939, 116.779, 123.68], variance=[1, 1, 1], name="preprocess"
+        )(x)
     return x
 
 
@@ -107,14 +115,20 @@ def _load_backbone(spec: Any, output: str | None) -> keras.Model:
     if isinstance(spec, (str, os.PathLike)):
         path = Path(spec)
         if not path.exists():
-            raise config_error("model_options.backbone", spec,
-                               "one of " + ", ".join(map(repr, BACKBONES))
-                               + ", a tf_keras model, or the path of a saved one", BACKBONES)
+            raise config_error(
+                "model_options.backbone",
+                spec,
+                "one of "
+                + ", ".join(map(repr, BACKBONES))
+                + ", a tf_keras model, or the path of a saved one",
+                BACKBONES,
+            )
         try:
             model = keras.models.load_model(path, compile=False)
         except Exception as exc:
-            raise ConfigError(f"Cannot load the backbone model {str(path)!r}: "
-                              f"{type(exc).__name__}: {exc}") from None
+            raise ConfigError(
+                f"Cannot load the backbone model {str(path)!r}: {type(exc).__name__}: {exc}"
+            ) from None
     else:
         ensure_tf_keras(spec, "model_options.backbone")
         if not isinstance(spec, keras.Model):
@@ -128,21 +142,36 @@ def _load_backbone(spec: Any, output: str | None) -> keras.Model:
             layer = model.get_layer(output)
         except ValueError:
             names = [layer.name for layer in model.layers]
-            raise config_error("model_options.backbone_output", output,
-                               f"a layer of the backbone ({', '.join(names[-8:])})",
-                               names) from None
+            raise config_error(
+                "model_options.backbone_output",
+                output,
+                f"a layer of the backbone ({', '.join(names[-8:])})",
+                names,
+            ) from None
     else:
         layer = model.layers[-2]
     return keras.Model(model.inputs, layer.output, name=BACKBONE_NAME)
 
 
-def transfer(inputs: ModelInputs, head: Head, *, backbone: Any = "mobilenet_v2",
-             weights: Any = "imagenet", backbone_output: str | None = None,
-             input_size: Sequence[int] | None = None, input_scale: float = 1.0,
-             dense: int = 0, dropout: float = 0.2, fine_tune_layers: int = 20,
-             fine_tune_epochs: int = 5, fine_tune_learning_rate: float = 0.1,
-             l1: float = 0.0, l2: float = 0.0, initializer: str = "glorot_uniform",
-             activation: str = "relu") -> keras.Model:
+def transfer(
+    inputs: ModelInputs,
+    head: Head,
+    *,
+    backbone: Any = "mobilenet_v2",
+    weights: Any = "imagenet",
+    backbone_output: str | None = None,
+    input_size: Sequence[int] | None = None,
+    input_scale: float = 1.0,
+    dense: int = 0,
+    dropout: float = 0.2,
+    fine_tune_layers: int = 20,
+    fine_tune_epochs: int = 5,
+    fine_tune_learning_rate: float = 0.1,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    initializer: str = "glorot_uniform",
+    activation: str = "relu",
+) -> keras.Model:
     """A frozen pretrained backbone and a new head, with a fine-tuning plan.
 
     Args:
@@ -181,9 +210,11 @@ def transfer(inputs: ModelInputs, head: Head, *, backbone: Any = "mobilenet_v2",
             fit it, or imagenet weights that cannot be downloaded.
     """
     if fine_tune_layers < 0 or fine_tune_epochs < 0 or not 0 < fine_tune_learning_rate <= 1:
-        raise config_error("model_options.fine_tune_*",
-                           (fine_tune_layers, fine_tune_epochs, fine_tune_learning_rate),
-                           "layers >= 0, epochs >= 0 and a learning-rate factor in (0, 1]")
+        raise config_error(
+            "model_options.fine_tune_*",
+            (fine_tune_layers, fine_tune_epochs, fine_tune_learning_rate),
+            "layers >= 0, epochs >= 0 and a learning-rate factor in (0, 1]",
+        )
     x = inputs.inputs
     if isinstance(x, dict):
         raise config_error("model", "transfer", "a factory for images; the data is a table")
@@ -193,12 +224,16 @@ def transfer(inputs: ModelInputs, head: Head, *, backbone: Any = "mobilenet_v2",
             x = keras.layers.Reshape((*shape, 1), name="add_channel")(x)
             shape = (*shape, 1)
         if len(shape) != 3 or shape[-1] not in (1, 3):
-            raise config_error("model", "transfer", "a factory for images of 1 or 3 channels; "
-                               f"the examples have shape {shape}")
+            raise config_error(
+                "model",
+                "transfer",
+                f"a factory for images of 1 or 3 channels; the examples have shape {shape}",
+            )
         if shape[-1] == 1:
             x = keras.layers.Concatenate(name="to_rgb")([x, x, x])
-        size = tuple(input_size) if input_size else (max(shape[0], MIN_SIZE),
-                                                     max(shape[1], MIN_SIZE))
+        size = (
+            tuple(input_size) if input_size else (max(shape[0], MIN_SIZE), max(shape[1], MIN_SIZE))
+        )
         if size != shape[:2]:
             x = keras.layers.Resizing(*size, name="resize")(x)
         x = _preprocess(x, BACKBONES[backbone][1], input_scale)
@@ -208,8 +243,10 @@ def transfer(inputs: ModelInputs, head: Head, *, backbone: Any = "mobilenet_v2",
         base = _load_backbone(backbone, backbone_output)
         expected = tuple(base.input_shape[1:])
         if len(expected) != len(shape) or any(e not in (None, g) for e, g in zip(expected, shape)):
-            raise ConfigError(f"The backbone takes inputs of shape {expected} but the data's "
-                              f"examples have shape {shape}.")
+            raise ConfigError(
+                f"The backbone takes inputs of shape {expected} but the data's "
+                f"examples have shape {shape}."
+            )
     base.trainable = False
     features = base(x, training=False)  # BatchNorm stays in inference mode, in both phases
     if len(features.shape) == 4:
@@ -220,19 +257,29 @@ def transfer(inputs: ModelInputs, head: Head, *, backbone: Any = "mobilenet_v2",
     if dropout:
         features = keras.layers.Dropout(dropout, name="head_dropout")(features)
     if dense:
-        features = keras.layers.Dense(dense, activation=activation, kernel_regularizer=reg,
-                                      kernel_initializer=make_initializer(initializer),
-                                      name="head_dense")(features)
-    outputs = output_layer(head, kernel_regularizer=reg,
-                           kernel_initializer=make_initializer(initializer))(features)
+        features = keras.layers.Dense(
+            dense,
+            activation=activation,
+            kernel_regularizer=reg,
+            kernel_initializer=make_initializer(initializer),
+            name="head_dense",
+        )(features)
+    outputs = output_layer(
+        head, kernel_regularizer=reg, kernel_initializer=make_initializer(initializer)
+    )(features)
     model = keras.Model(inputs.inputs, outputs, name="transfer")
-    setattr(model, FINE_TUNE_ATTR, FineTune(fine_tune_layers, fine_tune_epochs,
-                                            fine_tune_learning_rate))
-    logger.info("Transfer model: backbone %s (%d layers, frozen), head on %d features; then %s.",
-                backbone if isinstance(backbone, str) else "model", len(base.layers),
-                features.shape[-1], f"{fine_tune_epochs} epochs fine-tuning the top "
-                f"{fine_tune_layers} layers" if fine_tune_layers and fine_tune_epochs
-                else "no fine-tuning")
+    setattr(
+        model, FINE_TUNE_ATTR, FineTune(fine_tune_layers, fine_tune_epochs, fine_tune_learning_rate)
+    )
+    logger.info(
+        "Transfer model: backbone %s (%d layers, frozen), head on %d features; then %s.",
+        backbone if isinstance(backbone, str) else "model",
+        len(base.layers),
+        features.shape[-1],
+        f"{fine_tune_epochs} epochs fine-tuning the top {fine_tune_layers} layers"
+        if fine_tune_layers and fine_tune_epochs
+        else "no fine-tuning",
+    )
     return model
 
 
@@ -247,11 +294,19 @@ def unfreeze_top(backbone: keras.Model, count: int) -> int:
     return sum(1 for layer in backbone.layers if layer.trainable and layer.trainable_weights)
 
 
-def fine_tune(model: keras.Model, phase1: Any, task: Any, train: Any,
-              train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None,
-              strategy: tf.distribute.Strategy, *,
-              callbacks: Sequence[keras.callbacks.Callback] = (),
-              backup_dir: str | os.PathLike | None = None, **fit_options: Any) -> Any:
+def fine_tune(
+    model: keras.Model,
+    phase1: Any,
+    task: Any,
+    train: Any,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset | None,
+    strategy: tf.distribute.Strategy,
+    *,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    backup_dir: str | os.PathLike | None = None,
+    **fit_options: Any,
+) -> Any:
     """Phase 2 of a transfer model: unfreeze the top layers and train on.
 
     Does nothing (returns `phase1`) for a model without a fine-tuning plan.
@@ -283,18 +338,34 @@ def fine_tune(model: keras.Model, phase1: Any, task: Any, train: Any,
     learning_rate = train.learning_rate * plan.learning_rate_factor
     with strategy.scope():
         compile_model(model, task, train, learning_rate=learning_rate)
-    logger.info("Fine-tuning: %d backbone layers with weights unfrozen (BatchNorm frozen), "
-                "learning rate %g, %d epochs.", trainable, learning_rate, plan.epochs)
+    logger.info(
+        "Fine-tuning: %d backbone layers with weights unfrozen (BatchNorm frozen), "
+        "learning rate %g, %d epochs.",
+        trainable,
+        learning_rate,
+        plan.epochs,
+    )
     start = phase1.epochs_run
-    phase2 = train_model(model, train_ds, val_ds, train, callbacks=callbacks,
-                         epochs=start + plan.epochs, initial_epoch=start,
-                         backup_dir=None if backup_dir is None else Path(backup_dir) / "fine_tune",
-                         **fit_options)
+    phase2 = train_model(
+        model,
+        train_ds,
+        val_ds,
+        train,
+        callbacks=callbacks,
+        epochs=start + plan.epochs,
+        initial_epoch=start,
+        backup_dir=None if backup_dir is None else Path(backup_dir) / "fine_tune",
+        **fit_options,
+    )
     history = {k: list(phase1.history.get(k, [])) + list(v) for k, v in phase2.history.items()}
     history["phase"] = [1.0] * phase1.epochs_run + [2.0] * phase2.epochs_run
     return TrainResult(
-        history=history, epochs_run=phase1.epochs_run + phase2.epochs_run,
-        stop_reason=(f"head (backbone frozen): {phase1.stop_reason}; then fine-tuning the top "
-                     f"{plan.layers} backbone layers at learning rate {learning_rate:g}: "
-                     f"{phase2.stop_reason}"),
-        best_epoch=phase2.best_epoch)
+        history=history,
+        epochs_run=phase1.epochs_run + phase2.epochs_run,
+        stop_reason=(
+            f"head (backbone frozen): {phase1.stop_reason}; then fine-tuning the top "
+            f"{plan.layers} backbone layers at learning rate {learning_rate:g}: "
+            f"{phase2.stop_reason}"
+        ),
+        best_epoch=phase2.best_epoch,
+    )

@@ -52,9 +52,12 @@ def _check_portable(config: PipelineConfig) -> None:
     if not isinstance(config.strategy, str):
         problems.append("strategy (give its name)")
     if problems:
-        raise ConfigError("A search with worker processes rebuilds the run from its YAML config "
-                          "in each worker, so these options must be names, not Python objects: "
-                          + "; ".join(problems) + ".")
+        raise ConfigError(
+            "A search with worker processes rebuilds the run from its YAML config "
+            "in each worker, so these options must be names, not Python objects: "
+            + "; ".join(problems)
+            + "."
+        )
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -67,17 +70,24 @@ def _tail(path: Path, lines: int = 15) -> str:
 def _start_worker(index: int, port: int, directory: Path) -> tuple[subprocess.Popen, Path]:
     root = str(Path(kerastrain.__file__).resolve().parent.parent)
     env = dict(os.environ)
-    env.update(KERASTUNER_TUNER_ID=f"tuner{index}", KERASTUNER_ORACLE_IP=HOST,
-               KERASTUNER_ORACLE_PORT=str(port),
-               TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-               PYTHONPATH=os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])]))
+    env.update(
+        KERASTUNER_TUNER_ID=f"tuner{index}",
+        KERASTUNER_ORACLE_IP=HOST,
+        KERASTUNER_ORACLE_PORT=str(port),
+        TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+        PYTHONPATH=os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])]),
+    )
     logs = directory / "workers"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"tuner{index}.log"
     with open(log, "ab") as handle:
-        process = subprocess.Popen([sys.executable, "-m", "kerastrain.tune.worker", str(directory)],
-                                   env=env, stdout=handle, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "kerastrain.tune.worker", str(directory)],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     logger.info("Started worker tuner%d (pid %d), log %s.", index, process.pid, log)
     return process, log
 
@@ -133,8 +143,9 @@ def _serve(search: Any, config: PipelineConfig, workers: int) -> None:
         while not finished:
             time.sleep(POLL_S)
             for trial_id in list(oracle.end_order[reported:]):
-                search.runner.progress.end(oracle.trials[trial_id], oracle,
-                                           search.runner.get_trial_dir(trial_id))
+                search.runner.progress.end(
+                    oracle.trials[trial_id], oracle, search.runner.get_trial_dir(trial_id)
+                )
             reported = len(oracle.end_order)
             finished = servicer.stop_triggered and exit_chief(oracle)
             if all(p.poll() is not None for p, _ in processes):
@@ -156,5 +167,7 @@ def _serve(search: Any, config: PipelineConfig, workers: int) -> None:
     failed = [(p, log) for p, log in processes if p.returncode != 0]
     if failed:
         process, log = failed[0]
-        raise TuningError(f"{len(failed)} worker(s) failed; the first exited with code "
-                          f"{process.returncode}. Last lines of {log}:\n{_tail(log)}")
+        raise TuningError(
+            f"{len(failed)} worker(s) failed; the first exited with code "
+            f"{process.returncode}. Last lines of {log}:\n{_tail(log)}"
+        )

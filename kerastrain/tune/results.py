@@ -7,15 +7,29 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["trial_rows", "write_table", "plot_scores", "FIXED_COLUMNS"]
 
-FIXED_COLUMNS = ("trial", "status", "score", "epochs", "initial_epoch", "epochs_run",
-                 "bracket", "round", "parent", "duration_s", "rss_mb", "tuner", "reason")
+FIXED_COLUMNS = (
+    "trial",
+    "status",
+    "score",
+    "epochs",
+    "initial_epoch",
+    "epochs_run",
+    "bracket",
+    "round",
+    "parent",
+    "duration_s",
+    "rss_mb",
+    "tuner",
+    "reason",
+)
 
 
 def _record(trial_dir: Path) -> dict[str, Any]:
@@ -48,19 +62,23 @@ def trial_rows(oracle: Any, trials_dir: Path) -> list[dict[str, Any]]:
     for trial_id in sorted(oracle.trials):
         trial = oracle.trials[trial_id]
         record = _record(trials_dir / f"trial_{trial_id}")
-        values = {k: v for k, v in trial.hyperparameters.values.items()
-                  if not k.startswith("tuner/")}
+        values = {
+            k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")
+        }
         status = str(trial.status)
         score = trial.score if status == "COMPLETED" else None
         row = {
-            "trial": trial_id, "status": status,
+            "trial": trial_id,
+            "status": status,
             "score": None if score is None or not math.isfinite(score) else float(score),
-            "epochs": record.get("epochs"), "initial_epoch": record.get("initial_epoch"),
+            "epochs": record.get("epochs"),
+            "initial_epoch": record.get("initial_epoch"),
             "epochs_run": record.get("epochs_run"),
             "bracket": trial.hyperparameters.values.get("tuner/bracket"),
             "round": trial.hyperparameters.values.get("tuner/round"),
             "parent": trial.hyperparameters.values.get("tuner/trial_id"),
-            "duration_s": record.get("duration_s"), "rss_mb": record.get("rss_mb"),
+            "duration_s": record.get("duration_s"),
+            "rss_mb": record.get("rss_mb"),
             "tuner": record.get("tuner"),
             "reason": record.get("reason") if status != "COMPLETED" else None,
         }
@@ -92,8 +110,9 @@ def write_table(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return path
 
 
-def plot_scores(rows: Sequence[Mapping[str, Any]], objective: Mapping[str, str],
-                path: Path) -> Path | None:
+def plot_scores(
+    rows: Sequence[Mapping[str, Any]], objective: Mapping[str, str], path: Path
+) -> Path | None:
     """Score by trial (with the best so far), and by bracket for Hyperband."""
     import matplotlib
 
@@ -104,16 +123,16 @@ def plot_scores(rows: Sequence[Mapping[str, Any]], objective: Mapping[str, str],
     if not done:
         return None
     hyperband = any(r.get("bracket") is not None for r in done)
-    fig, axes = plt.subplots(1, 2 if hyperband else 1, figsize=(11 if hyperband else 6, 3.8),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if hyperband else 1, figsize=(11 if hyperband else 6, 3.8), squeeze=False
+    )
     ax = axes[0][0]
     numbers = [int(r["trial"]) + 1 for r in done]
     scores = [r["score"] for r in done]
     ax.scatter(numbers, scores, s=18, label="trial")
     failed = [int(r["trial"]) + 1 for r in rows if r["status"] != "COMPLETED"]
     if failed:
-        ax.scatter(failed, [min(scores)] * len(failed), marker="x", color="tab:red",
-                   label="failed")
+        ax.scatter(failed, [min(scores)] * len(failed), marker="x", color="tab:red", label="failed")
     pick = min if objective["direction"] == "min" else max
     best, running = [], None
     for s in scores:
@@ -129,8 +148,9 @@ def plot_scores(rows: Sequence[Mapping[str, Any]], objective: Mapping[str, str],
         ax = axes[0][1]
         for rnd in sorted({r["round"] for r in done}):
             sel = [r for r in done if r["round"] == rnd]
-            ax.scatter([r["bracket"] for r in sel], [r["score"] for r in sel], s=18,
-                       label=f"round {rnd}")
+            ax.scatter(
+                [r["bracket"] for r in sel], [r["score"] for r in sel], s=18, label=f"round {rnd}"
+            )
         ax.set_xlabel("bracket")
         ax.set_ylabel(objective["name"])
         ax.set_title(f"{objective['name']} by Hyperband bracket")

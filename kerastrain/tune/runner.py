@@ -18,8 +18,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import keras_tuner as kt
 import numpy as np
@@ -38,8 +39,16 @@ from kerastrain.tune.space import Space, plain_values, trial_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrialRunner", "TrialContext", "make_oracle", "release_trial_gradients",
-           "atomic_state_files", "heal_interrupted", "RECORD", "rss_mb"]
+__all__ = [
+    "TrialRunner",
+    "TrialContext",
+    "make_oracle",
+    "release_trial_gradients",
+    "atomic_state_files",
+    "heal_interrupted",
+    "RECORD",
+    "rss_mb",
+]
 
 #: Per-trial facts kerastrain adds next to KerasTuner's ``trial.json``.
 RECORD = "kerastrain.json"
@@ -55,18 +64,31 @@ def rss_mb() -> float | None:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def make_oracle(algorithm: str, *, objective: dict[str, str], hyperparameters: kt.HyperParameters,
-                max_trials: int, max_epochs: int, seed: int, max_consecutive_failures: int,
-                hyperband_factor: int = 3, hyperband_iterations: int = 1) -> kt.Oracle:
+def make_oracle(
+    algorithm: str,
+    *,
+    objective: dict[str, str],
+    hyperparameters: kt.HyperParameters,
+    max_trials: int,
+    max_epochs: int,
+    seed: int,
+    max_consecutive_failures: int,
+    hyperband_factor: int = 3,
+    hyperband_iterations: int = 1,
+) -> kt.Oracle:
     """KerasTuner's oracle for ``algorithm`` over the discovered space.
 
     Bayesian optimization starts from `max(2, min(3 * dims, max_trials // 2))`
     random points, so that the Gaussian process proposes the rest even
     within a small budget. Hyperband stops at `max_trials` too.
     """
-    common = dict(objective=kt.Objective(objective["name"], objective["direction"]),
-                  hyperparameters=hyperparameters, seed=seed, max_retries_per_trial=0,
-                  max_consecutive_failed_trials=max_consecutive_failures)
+    common = dict(
+        objective=kt.Objective(objective["name"], objective["direction"]),
+        hyperparameters=hyperparameters,
+        seed=seed,
+        max_retries_per_trial=0,
+        max_consecutive_failed_trials=max_consecutive_failures,
+    )
     if algorithm == "random":
         return kt.oracles.RandomSearchOracle(max_trials=max_trials, **common)
     if algorithm == "grid":
@@ -74,10 +96,15 @@ def make_oracle(algorithm: str, *, objective: dict[str, str], hyperparameters: k
     if algorithm == "bayesian":
         dims = sum(1 for p in hyperparameters.space if type(p).__name__ != "Fixed")
         initial = max(2, min(3 * dims, max_trials // 2))
-        return kt.oracles.BayesianOptimizationOracle(max_trials=max_trials,
-                                                     num_initial_points=initial, **common)
-    oracle = kt.oracles.HyperbandOracle(max_epochs=max_epochs, factor=hyperband_factor,
-                                        hyperband_iterations=hyperband_iterations, **common)
+        return kt.oracles.BayesianOptimizationOracle(
+            max_trials=max_trials, num_initial_points=initial, **common
+        )
+    oracle = kt.oracles.HyperbandOracle(
+        max_epochs=max_epochs,
+        factor=hyperband_factor,
+        hyperband_iterations=hyperband_iterations,
+        **common,
+    )
     oracle.max_trials = max_trials
     return oracle
 
@@ -101,7 +128,7 @@ class _ValidationMetrics(keras.callbacks.Callback):
         outputs = predict_split(self.model, self.prepared, "val", self.memory)
         scores = compute_metrics(self.prepared.task, self.y, outputs)
         for name in self.names:
-            value = scores.get(name[len("val_"):])
+            value = scores.get(name[len("val_") :])
             logs[name] = float("nan") if value is None else float(value)
 
 
@@ -119,7 +146,8 @@ class _SaveBest(keras.callbacks.Callback):
             return
         value = float(value)
         better = self.best is None or (
-            value < self.best if self.direction == "min" else value > self.best)
+            value < self.best if self.direction == "min" else value > self.best
+        )
         if better:
             self.best = value
             self.model.save_weights(self.path)
@@ -231,7 +259,7 @@ class TrialContext:
     def objective(self) -> dict[str, str]:
         return self.config.tune.objective
 
-    def run(self, runner: "TrialRunner", trial: kt.engine.trial.Trial) -> dict[str, float]:
+    def run(self, runner: TrialRunner, trial: kt.engine.trial.Trial) -> dict[str, float]:
         """Trains the trial's configuration; returns the objective.
 
         Raises:
@@ -241,8 +269,12 @@ class TrialContext:
                 the objective at all (the search cannot go on).
         """
         hp = trial.hyperparameters
-        record: dict[str, Any] = {"trial": trial.trial_id, "values": plain_values(hp),
-                                  "tuner": runner.tuner_id, "started": time.time()}
+        record: dict[str, Any] = {
+            "trial": trial.trial_id,
+            "values": plain_values(hp),
+            "tuner": runner.tuner_id,
+            "started": time.time(),
+        }
         for key in ("bracket", "round", "trial_id"):
             if f"tuner/{key}" in hp.values:
                 record["parent" if key == "trial_id" else key] = hp.values[f"tuner/{key}"]
@@ -265,17 +297,22 @@ class TrialContext:
             write_json(Path(runner.get_trial_dir(trial.trial_id)) / RECORD, record)
         return {self.objective["name"]: score}
 
-    def _train(self, runner: "TrialRunner", trial: Any, record: dict[str, Any]) -> float:
+    def _train(self, runner: TrialRunner, trial: Any, record: dict[str, Any]) -> float:
         hp = trial.hyperparameters
         config = trial_config(self.config, self.space, hp)
         # Hyperband's budget, else the tuned epochs, else tune.max_epochs (or train.epochs).
-        epochs = int(hp.values.get("tuner/epochs")
-                     or (config.train.epochs if "epochs" in record["values"] else self.epochs))
+        epochs = int(
+            hp.values.get("tuner/epochs")
+            or (config.train.epochs if "epochs" in record["values"] else self.epochs)
+        )
         initial = int(hp.values.get("tuner/initial_epoch", 0))
         parent = hp.values.get("tuner/trial_id")
         record.update(epochs=epochs, initial_epoch=initial, epochs_run=0)
-        saver = None if self.cross_validated else _SaveBest(self.objective,
-                                                            runner.checkpoint_path(trial.trial_id))
+        saver = (
+            None
+            if self.cross_validated
+            else _SaveBest(self.objective, runner.checkpoint_path(trial.trial_id))
+        )
         scores = []
         for execution in range(self.config.tune.executions):
             for part, memory in zip(self.parts, self.memories):
@@ -291,9 +328,16 @@ class TrialContext:
                     callbacks.append(_ValidationMetrics(part, memory, self.computed))
                 if saver is not None:
                     callbacks.append(saver)
-                model, fit = run_training(config, part, self.strategy, epochs=epochs,
-                                          initial_epoch=initial, model=model,
-                                          callbacks=callbacks, memory=memory)
+                model, fit = run_training(
+                    config,
+                    part,
+                    self.strategy,
+                    epochs=epochs,
+                    initial_epoch=initial,
+                    model=model,
+                    callbacks=callbacks,
+                    memory=memory,
+                )
                 del model
                 record["epochs_run"] += fit.epochs_run
                 # A loss the blow-up guard could not save raised TrainingDivergedError;
@@ -302,7 +346,8 @@ class TrialContext:
                 if not np.isfinite(losses).all():
                     epoch = int(np.flatnonzero(~np.isfinite(losses))[0]) + initial + 1
                     raise kt.errors.FailedTrialError(
-                        f"the training loss became {losses[epoch - initial - 1]} at epoch {epoch}")
+                        f"the training loss became {losses[epoch - initial - 1]} at epoch {epoch}"
+                    )
                 scores.append(self._best(fit.history))
         if len(scores) > 1:
             record["scores"] = scores
@@ -313,14 +358,15 @@ class TrialContext:
         if name not in history:
             raise kt.errors.FatalValueError(
                 f"The objective {name!r} was not logged by training. Logged: "
-                f"{', '.join(sorted(history))}. Choose one of them as tune.objective.")
+                f"{', '.join(sorted(history))}. Choose one of them as tune.objective."
+            )
         values = np.asarray(history[name], dtype=np.float64)
         finite = values[np.isfinite(values)]
         if not len(finite):
             raise kt.errors.FailedTrialError(f"{name} was never finite ({values.tolist()})")
         return float(finite.min() if direction == "min" else finite.max())
 
-    def load(self, runner: "TrialRunner", trial: Any) -> keras.Model:
+    def load(self, runner: TrialRunner, trial: Any) -> keras.Model:
         """The trial's model with its best epoch's weights."""
         keras.backend.clear_session()
         config = trial_config(self.config, self.space, trial.hyperparameters)
@@ -340,12 +386,12 @@ class TrialRunner(kt.Tuner):
         progress: Logs each trial's start and end.
     """
 
-    def __init__(self, oracle: kt.Oracle, context: TrialContext, directory: Path,
-                 progress: Any):
+    def __init__(self, oracle: kt.Oracle, context: TrialContext, directory: Path, progress: Any):
         self.context = context
         self.progress = progress
-        super().__init__(oracle=oracle, directory=str(directory), project_name="trials",
-                         overwrite=False)
+        super().__init__(
+            oracle=oracle, directory=str(directory), project_name="trials", overwrite=False
+        )
         self.oracle.verbose = 0  # kerastrain logs progress itself
         create = self.oracle.create_trial
 

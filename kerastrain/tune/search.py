@@ -30,19 +30,27 @@ from kerastrain.errors import ConfigError, DataError, KerastrainError
 from kerastrain.optim import make_metrics
 from kerastrain.runs import write_json
 from kerastrain.tune.results import FIXED_COLUMNS, plot_scores, trial_rows, write_table
-from kerastrain.tune.runner import (RECORD, TrialContext, TrialRunner, heal_interrupted,
-                                     make_oracle)
+from kerastrain.tune.runner import RECORD, TrialContext, TrialRunner, heal_interrupted, make_oracle
 from kerastrain.tune.space import Space, check_model_options, plain_values, trial_config
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TuneResult", "TuningError", "tune_stage", "run_search", "open_search",
-           "search_command", "hyperband_trials"]
+__all__ = [
+    "TuneResult",
+    "TuningError",
+    "tune_stage",
+    "run_search",
+    "open_search",
+    "search_command",
+    "hyperband_trials",
+]
 
 FINGERPRINT = "search.json"
 #: Validation metrics computed with scikit-learn when an objective asks.
-COMPUTED = {"classification": ("accuracy", "precision", "recall", "f1", "roc_auc"),
-            "regression": ("mae", "rmse", "r2")}
+COMPUTED = {
+    "classification": ("accuracy", "precision", "recall", "f1", "roc_auc"),
+    "regression": ("mae", "rmse", "r2"),
+}
 
 
 class TuningError(KerastrainError, RuntimeError):
@@ -91,12 +99,19 @@ class TuneResult:
         for row in self.rows:
             counts[row["status"]] = counts.get(row["status"], 0) + 1
         return {
-            "algorithm": self.algorithm, "objective": dict(self.objective),
-            "best": {"trial": self.best_trial, "score": self.best_score,
-                     "values": dict(self.best_values)},
-            "trials": counts, "epochs_spent": self.epochs_spent,
-            "seconds": round(self.seconds, 2), "rows": [dict(r) for r in self.rows],
-            "table": str(self.table_path), "directory": str(self.directory),
+            "algorithm": self.algorithm,
+            "objective": dict(self.objective),
+            "best": {
+                "trial": self.best_trial,
+                "score": self.best_score,
+                "values": dict(self.best_values),
+            },
+            "trials": counts,
+            "epochs_spent": self.epochs_spent,
+            "seconds": round(self.seconds, 2),
+            "rows": [dict(r) for r in self.rows],
+            "table": str(self.table_path),
+            "directory": str(self.directory),
             "plots": [str(p) for p in [self.plot_path] if p is not None],
         }
 
@@ -104,21 +119,36 @@ class TuneResult:
         """The report's tuning section: the fields of `kerastrain.report.Section`
         (title, text, rows, images, key)."""
         counts = self.summary()["trials"]
-        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in self.best_values.items())
-        text = (f"{self.algorithm.capitalize()} search over {len(self.rows)} trials "
-                f"({', '.join(f'{n} {s.lower()}' for s, n in counts.items())}), "
-                f"{self.epochs_spent} training epochs in {self.seconds:.0f}s. Best "
-                f"{self.objective['name']} {self.best_score:.4g} (trial {self.best_trial}): "
-                f"{values}. The final model was trained with these values. Every trial is in "
-                f"{self.table_path.name}; the search state (rerun to resume) is in "
-                f"{self.directory}.")
+        values = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in self.best_values.items()
+        )
+        text = (
+            f"{self.algorithm.capitalize()} search over {len(self.rows)} trials "
+            f"({', '.join(f'{n} {s.lower()}' for s, n in counts.items())}), "
+            f"{self.epochs_spent} training epochs in {self.seconds:.0f}s. Best "
+            f"{self.objective['name']} {self.best_score:.4g} (trial {self.best_trial}): "
+            f"{values}. The final model was trained with these values. Every trial is in "
+            f"{self.table_path.name}; the search state (rerun to resume) is in "
+            f"{self.directory}."
+        )
         keep = ("trial", "status", "score", "epochs_run", "duration_s", "reason")
         params = [k for k in self.rows[0] if k not in FIXED_COLUMNS] if self.rows else []
-        rows = [{k: r.get(k) for k in ("trial", "status", "score", *params, *keep[3:])
-                 if k in keep or k in params} for r in self.rows]
-        return {"title": "Hyper-parameter search", "text": text, "rows": rows,
-                "images": [p for p in [self.plot_path] if p is not None], "key": "tuning"}
+        rows = [
+            {
+                k: r.get(k)
+                for k in ("trial", "status", "score", *params, *keep[3:])
+                if k in keep or k in params
+            }
+            for r in self.rows
+        ]
+        return {
+            "title": "Hyper-parameter search",
+            "text": text,
+            "rows": rows,
+            "images": [p for p in [self.plot_path] if p is not None],
+            "key": "tuning",
+        }
 
 
 def hyperband_trials(max_epochs: int, factor: int, iterations: int) -> int:
@@ -128,8 +158,11 @@ def hyperband_trials(max_epochs: int, factor: int, iterations: int) -> int:
         epochs /= factor
         brackets += 1
     end_size = math.ceil(1 + math.log(max_epochs, factor))
-    total = sum(math.ceil(end_size / (b + 1) * factor ** (b - r))
-                for b in range(brackets) for r in range(b + 1))
+    total = sum(
+        math.ceil(end_size / (b + 1) * factor ** (b - r))
+        for b in range(brackets)
+        for r in range(b + 1)
+    )
     return total * iterations
 
 
@@ -152,8 +185,13 @@ class Progress:
         epochs = trial.hyperparameters.values.get("tuner/epochs")
         initial = trial.hyperparameters.values.get("tuner/initial_epoch", 0)
         extra = f" (epochs {initial}->{epochs})" if epochs else ""
-        logger.info("Trial %s of %s%s: %s", self._number(trial), self.total, extra,
-                    ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
+        logger.info(
+            "Trial %s of %s%s: %s",
+            self._number(trial),
+            self.total,
+            extra,
+            ", ".join(f"{k}={_short(v)}" for k, v in values.items()),
+        )
 
     def end(self, trial: Any, oracle: Any, trial_dir: str) -> None:
         name = self.objective["name"]
@@ -166,11 +204,20 @@ class Progress:
         else:
             outcome = f"FAILED ({record.get('reason') or 'see its trial.json'})"
         best = [t for t in oracle.get_best_trials(1) if str(t.status) == "COMPLETED"]
-        best_text = f"best so far {best[0].score:.4g} (trial {best[0].trial_id})" if best else \
-            "no trial completed yet"
-        logger.info("Trial %s of %s %s in %.1fs; %s; elapsed %.0fs.", self._number(trial),
-                    self.total, outcome, record.get("duration_s", float("nan")), best_text,
-                    time.perf_counter() - self.start)
+        best_text = (
+            f"best so far {best[0].score:.4g} (trial {best[0].trial_id})"
+            if best
+            else "no trial completed yet"
+        )
+        logger.info(
+            "Trial %s of %s %s in %.1fs; %s; elapsed %.0fs.",
+            self._number(trial),
+            self.total,
+            outcome,
+            record.get("duration_s", float("nan")),
+            best_text,
+            time.perf_counter() - self.start,
+        )
 
 
 def _short(value: Any) -> str:
@@ -195,12 +242,15 @@ def _computed_metrics(config: PipelineConfig, prepared: Prepared) -> tuple[str, 
     if name not in available:
         hint = ""
         if name.startswith("val_") and not has_val and name[4:] in logged + computed:
-            hint = (" It needs a validation split: set data_options.validation_split > 0 or "
-                    "tune.cv_folds.")
+            hint = (
+                " It needs a validation split: set data_options.validation_split > 0 or "
+                "tune.cv_folds."
+            )
         raise ConfigError(
             f"The objective {name!r} ('tune.objective') is not a quantity training produces for "
             f"this {task.kind} task.{hint} Available: {', '.join(available)}."
-            + did_you_mean(name, available))
+            + did_you_mean(name, available)
+        )
     return (name,) if name[4:] in computed and name.startswith("val_") else ()
 
 
@@ -216,11 +266,13 @@ def _folds(prepared: Prepared, k: int, seed: int) -> list[Prepared]:
     try:
         pairs = fold_indices(prepared.y[rows], prepared.task, prepared.options, k, seed)
     except DataError as exc:
-        raise DataError(f"tune.cv_folds={k} cannot split the training and validation rows: "
-                        f"{exc}") from None
-    return [prepared.with_splits(Splits(train=rows[train], val=rows[held],
-                                        test=prepared.splits.test))
-            for train, held in pairs]
+        raise DataError(
+            f"tune.cv_folds={k} cannot split the training and validation rows: {exc}"
+        ) from None
+    return [
+        prepared.with_splits(Splits(train=rows[train], val=rows[held], test=prepared.splits.test))
+        for train, held in pairs
+    ]
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -239,10 +291,14 @@ def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     if removed:
         changes.append("removed " + ", ".join(removed))
     for n in changed:
-        diff = {k: (before[n].get(k), after[n].get(k)) for k in set(before[n]) | set(after[n])
-                if before[n].get(k) != after[n].get(k)}
-        changes.append(f"changed {n}: "
-                       + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items()))
+        diff = {
+            k: (before[n].get(k), after[n].get(k))
+            for k in set(before[n]) | set(after[n])
+            if before[n].get(k) != after[n].get(k)
+        }
+        changes.append(
+            f"changed {n}: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diff.items())
+        )
     return changes
 
 
@@ -264,7 +320,8 @@ def _check_fingerprint(directory: Path, fingerprint: dict[str, Any], role: str) 
                 f"The search in {str(directory)!r} was started with another search space or "
                 f"scoring, so its trials cannot be resumed: {'; '.join(changes)}. Use a new "
                 "'tune.directory', restore the original space, or set 'tune.overwrite: true' "
-                "to discard the saved trials.")
+                "to discard the saved trials."
+            )
         return True
     if role == "worker":
         raise ConfigError(f"No search to join in {str(directory)!r}: its chief has not started it.")
@@ -287,8 +344,9 @@ class Search:
         return self.runner.oracle
 
 
-def open_search(config: PipelineConfig, prepared: Prepared, strategy: Any, *,
-                role: str = "main") -> Search:
+def open_search(
+    config: PipelineConfig, prepared: Prepared, strategy: Any, *, role: str = "main"
+) -> Search:
     """Checks everything, then opens (or resumes) the search in `tune.directory`.
 
     Args:
@@ -307,59 +365,102 @@ def open_search(config: PipelineConfig, prepared: Prepared, strategy: Any, *,
         DataError: When `cv_folds` cannot split the data.
     """
     tune = config.tune
-    if isinstance(strategy, (tf.distribute.MultiWorkerMirroredStrategy,
-                             tf.distribute.experimental.ParameterServerStrategy)):
+    if isinstance(
+        strategy,
+        (
+            tf.distribute.MultiWorkerMirroredStrategy,
+            tf.distribute.experimental.ParameterServerStrategy,
+        ),
+    ):
         raise ConfigError(
             f"Tuning runs its trials in one process, not across a {type(strategy).__name__} "
             "cluster. Search with `kerastrain tune --workers N CONFIG.yaml` (one trial per "
-            "worker process), then train the best values on the cluster without 'tune'.")
+            "worker process), then train the best values on the cluster without 'tune'."
+        )
     directory = Path(tune.directory)
     if tune.overwrite and role != "worker" and directory.exists():
         logger.info("tune.overwrite: discarding the search in %s.", directory)
         shutil.rmtree(directory)
     task = prepared.task
-    space = Space(tune, {"input_shape": prepared.feature_shape, "num_outputs": task.output_units,
-                         "output_activation": task.output_activation})
+    space = Space(
+        tune,
+        {
+            "input_shape": prepared.feature_shape,
+            "num_outputs": task.output_units,
+            "output_activation": task.output_activation,
+        },
+    )
     hyperparameters = space.discover()
     check_model_options(config, hyperparameters, prepared.feature_shape, space.returns_model)
     computed = _computed_metrics(config, prepared)
     parts = _folds(prepared, tune.cv_folds, config.seed) if tune.cv_folds else [prepared]
     shared = InMemory(prepared.x, prepared.training_targets)
-    memories = [shared if p.target_scaler is prepared.target_scaler  # else: refit per fold
-                else InMemory(p.x, p.training_targets) for p in parts]
+    memories = [
+        shared
+        if p.target_scaler is prepared.target_scaler  # else: refit per fold
+        else InMemory(p.x, p.training_targets)
+        for p in parts
+    ]
     max_epochs = tune.max_epochs or config.train.epochs
-    fingerprint = {**space.fingerprint(hyperparameters), "seed": config.seed,
-                   "max_epochs": max_epochs if tune.algorithm == "hyperband" else None}
+    fingerprint = {
+        **space.fingerprint(hyperparameters),
+        "seed": config.seed,
+        "max_epochs": max_epochs if tune.algorithm == "hyperband" else None,
+    }
     resumed = _check_fingerprint(directory, fingerprint, role)
-    oracle = make_oracle(tune.algorithm, objective=tune.objective,
-                         hyperparameters=hyperparameters, max_trials=tune.max_trials,
-                         max_epochs=max_epochs,
-                         seed=tune.seed if tune.seed is not None else config.seed,
-                         max_consecutive_failures=tune.max_consecutive_failures,
-                         hyperband_factor=tune.hyperband_factor,
-                         hyperband_iterations=tune.hyperband_iterations)
+    oracle = make_oracle(
+        tune.algorithm,
+        objective=tune.objective,
+        hyperparameters=hyperparameters,
+        max_trials=tune.max_trials,
+        max_epochs=max_epochs,
+        seed=tune.seed if tune.seed is not None else config.seed,
+        max_consecutive_failures=tune.max_consecutive_failures,
+        hyperband_factor=tune.hyperband_factor,
+        hyperband_iterations=tune.hyperband_iterations,
+    )
     if tune.algorithm == "hyperband":
-        total = min(tune.max_trials, hyperband_trials(max_epochs, tune.hyperband_factor,
-                                                       tune.hyperband_iterations))
+        total = min(
+            tune.max_trials,
+            hyperband_trials(max_epochs, tune.hyperband_factor, tune.hyperband_iterations),
+        )
     else:
         total = tune.max_trials
-    context = TrialContext(config=config, prepared=prepared, strategy=strategy, space=space,
-                           parts=parts, memories=memories, cross_validated=bool(tune.cv_folds),
-                           computed=computed, epochs=max_epochs)
+    context = TrialContext(
+        config=config,
+        prepared=prepared,
+        strategy=strategy,
+        space=space,
+        parts=parts,
+        memories=memories,
+        cross_validated=bool(tune.cv_folds),
+        computed=computed,
+        epochs=max_epochs,
+    )
     progress = Progress(total, tune.objective, approximate=tune.algorithm in ("hyperband", "grid"))
     runner = TrialRunner(oracle, context, directory, progress)
     if resumed and role != "worker":
         healed = heal_interrupted(runner.oracle)
         if healed:
-            logger.info("Trial(s) %s had ended before the search was stopped; not rerun.",
-                        ", ".join(healed))
-        done = sum(1 for t in runner.oracle.trials.values()
-                   if str(t.status) in ("COMPLETED", "FAILED"))
-        logger.info("Resuming the search in %s: %d trial(s) already ended; they are not repeated.",
-                    directory, done)
-    logger.info("Search: %s over %d parameter(s), objective %s (%s), up to %s trials.",
-                tune.algorithm, len(hyperparameters.space), tune.objective_name,
-                tune.direction, progress.total)
+            logger.info(
+                "Trial(s) %s had ended before the search was stopped; not rerun.", ", ".join(healed)
+            )
+        done = sum(
+            1 for t in runner.oracle.trials.values() if str(t.status) in ("COMPLETED", "FAILED")
+        )
+        logger.info(
+            "Resuming the search in %s: %d trial(s) already ended; they are not repeated.",
+            directory,
+            done,
+        )
+    logger.info(
+        "Search: %s over %d parameter(s), objective %s (%s), up to %s trials.",
+        tune.algorithm,
+        len(hyperparameters.space),
+        tune.objective_name,
+        tune.direction,
+        progress.total,
+    )
     return Search(runner=runner, space=space, directory=directory, resumed=resumed)
 
 
@@ -378,19 +479,30 @@ def _raise_if_failed(oracle: Any, rows: list[dict[str, Any]], limit: int) -> Non
     streak = _failure_streak(oracle)
     reasons = {r["trial"]: r["reason"] for r in rows}
     if len(streak) >= limit:
-        listed = "; ".join(f"trial {t.trial_id}: {str(reasons.get(t.trial_id)).rstrip('.')}"
-                           for t in streak[-limit:])
+        listed = "; ".join(
+            f"trial {t.trial_id}: {str(reasons.get(t.trial_id)).rstrip('.')}"
+            for t in streak[-limit:]
+        )
         raise TuningError(
             f"The search stopped: {len(streak)} trials in a row failed (the limit is "
-            f"tune.max_consecutive_failures={limit}). {listed}.")
+            f"tune.max_consecutive_failures={limit}). {listed}."
+        )
     if not any(r["status"] == "COMPLETED" for r in rows):
-        listed = "; ".join(f"trial {r['trial']}: {str(r['reason']).rstrip('.')}"
-                           for r in rows[:5]) or "no trial ran"
+        listed = (
+            "; ".join(f"trial {r['trial']}: {str(r['reason']).rstrip('.')}" for r in rows[:5])
+            or "no trial ran"
+        )
         raise TuningError(f"No trial of the search completed: {listed}.")
 
 
-def run_search(config: PipelineConfig, prepared: Prepared, strategy: Any, *,
-               workers: int = 0, output_dir: str | os.PathLike | None = None) -> TuneResult:
+def run_search(
+    config: PipelineConfig,
+    prepared: Prepared,
+    strategy: Any,
+    *,
+    workers: int = 0,
+    output_dir: str | os.PathLike | None = None,
+) -> TuneResult:
     """Runs (or resumes) the search and returns the best configuration.
 
     Args:
@@ -435,21 +547,36 @@ def run_search(config: PipelineConfig, prepared: Prepared, strategy: Any, *,
         raise error
     best = oracle.get_best_trials(1)[0]
     final = trial_config(config, search.space, best.hyperparameters)
-    result = TuneResult(best_values=plain_values(best.hyperparameters),
-                        best_score=float(best.score), best_trial=best.trial_id, config=final,
-                        rows=rows,
-                        objective=dict(config.tune.objective), algorithm=config.tune.algorithm,
-                        directory=search.directory, table_path=table, plot_path=plot,
-                        seconds=seconds)
-    logger.info("Search done: best %s=%.4g (trial %s) with %s; %d trials, %d epochs, %.0fs.",
-                config.tune.objective_name, result.best_score, result.best_trial,
-                result.best_values, len(rows), result.epochs_spent, seconds)
+    result = TuneResult(
+        best_values=plain_values(best.hyperparameters),
+        best_score=float(best.score),
+        best_trial=best.trial_id,
+        config=final,
+        rows=rows,
+        objective=dict(config.tune.objective),
+        algorithm=config.tune.algorithm,
+        directory=search.directory,
+        table_path=table,
+        plot_path=plot,
+        seconds=seconds,
+    )
+    logger.info(
+        "Search done: best %s=%.4g (trial %s) with %s; %d trials, %d epochs, %.0fs.",
+        config.tune.objective_name,
+        result.best_score,
+        result.best_trial,
+        result.best_values,
+        len(rows),
+        result.epochs_spent,
+        seconds,
+    )
     keras.backend.clear_session()
     return result
 
 
-def tune_stage(config: PipelineConfig, prepared: Prepared, strategy: Any,
-               run_dir: str | os.PathLike) -> TuneResult:
+def tune_stage(
+    config: PipelineConfig, prepared: Prepared, strategy: Any, run_dir: str | os.PathLike
+) -> TuneResult:
     """The pipeline's tuning stage: searches in `tune.directory` (default
     `<run folder>/tuning`) and writes the results table and plot in the run
     folder.
@@ -483,12 +610,16 @@ def search_command(config: PipelineConfig, workers: int = 0) -> TuneResult:
     seed = config.seed
     if seed is None:
         saved = directory / FINGERPRINT
-        seed = json.loads(saved.read_text())["seed"] if saved.exists() else \
-            random.SystemRandom().randrange(2**31)
+        seed = (
+            json.loads(saved.read_text())["seed"]
+            if saved.exists()
+            else random.SystemRandom().randrange(2**31)
+        )
     config = config.replace(seed=seed, tune=config.tune.replace(directory=str(directory)))
     keras.utils.set_random_seed(seed)
     prepared = prepare_data(config.data, config.data_options, seed)
     from kerastrain.distribute import make_strategy
 
-    return run_search(config, prepared, make_strategy(config.strategy, config.distribute),
-                      workers=workers)
+    return run_search(
+        config, prepared, make_strategy(config.strategy, config.distribute), workers=workers
+    )

@@ -13,7 +13,8 @@ import copy
 import importlib
 import inspect
 import json
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import keras_tuner as kt
 
@@ -27,8 +28,13 @@ from kerastrain.models import factory_for, factory_options
 __all__ = ["Space", "trial_config", "plain_values"]
 
 #: Values Hyperband adds to a trial; they are not options.
-TUNER_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round",
-              "tuner/trial_id")
+TUNER_KEYS = (
+    "tuner/epochs",
+    "tuner/initial_epoch",
+    "tuner/bracket",
+    "tuner/round",
+    "tuner/trial_id",
+)
 
 
 def _python(value: Any) -> Any:
@@ -51,11 +57,23 @@ def _chain(space: Mapping[str, Mapping[str, Any]], name: str) -> list[tuple[str,
 def _declare(hp: kt.HyperParameters, name: str, entry: Mapping[str, Any]) -> Any:
     kind = entry["type"]
     if kind == "int":
-        return hp.Int(name, entry["min"], entry["max"], step=entry["step"],
-                      sampling=entry["sampling"], default=entry["default"])
+        return hp.Int(
+            name,
+            entry["min"],
+            entry["max"],
+            step=entry["step"],
+            sampling=entry["sampling"],
+            default=entry["default"],
+        )
     if kind == "float":
-        return hp.Float(name, entry["min"], entry["max"], step=entry["step"],
-                        sampling=entry["sampling"], default=entry["default"])
+        return hp.Float(
+            name,
+            entry["min"],
+            entry["max"],
+            step=entry["step"],
+            sampling=entry["sampling"],
+            default=entry["default"],
+        )
     if kind == "choice":
         return hp.Choice(name, entry["values"], default=entry["default"])
     if kind == "bool":
@@ -86,8 +104,9 @@ def resolve_build(build: Any) -> Callable[..., Any]:
         module = importlib.import_module(module_name)
         return getattr(module, attr)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"The 'tune.build' option names {build!r}, which cannot be imported: "
-                          f"{exc}.") from None
+        raise ConfigError(
+            f"The 'tune.build' option names {build!r}, which cannot be imported: {exc}."
+        ) from None
 
 
 class Space:
@@ -143,8 +162,10 @@ class Space:
             hp.ensure_active_values()
         space = oracle.get_space()
         if not space.space:
-            raise ConfigError("The function given as 'tune.build' declared no hyper-parameter "
-                              "(call hp.Int, hp.Float, hp.Choice or hp.Boolean in it).")
+            raise ConfigError(
+                "The function given as 'tune.build' declared no hyper-parameter "
+                "(call hp.Int, hp.Float, hp.Choice or hp.Boolean in it)."
+            )
         return space
 
     def _call_and_free(self, hp: kt.HyperParameters) -> None:
@@ -163,8 +184,12 @@ class Space:
         return json.loads(json.dumps({**self.tune.fingerprint(), "space": entries}, default=repr))
 
 
-def check_model_options(config: PipelineConfig, space_hp: kt.HyperParameters,
-                        feature_shape: tuple[int, ...], builds_model: bool) -> None:
+def check_model_options(
+    config: PipelineConfig,
+    space_hp: kt.HyperParameters,
+    feature_shape: tuple[int, ...],
+    builds_model: bool,
+) -> None:
     """Refuses a model option the factory does not accept, before searching.
 
     Raises:
@@ -179,8 +204,10 @@ def check_model_options(config: PipelineConfig, space_hp: kt.HyperParameters,
     elif callable(spec) and not isinstance(spec, keras.Model):
         factory, label = spec, getattr(spec, "__name__", "callable")
     else:
-        raise ConfigError(f"The search space tunes model options ({', '.join(names)}), but the "
-                          "model is a built tf_keras model, which takes none. Pass a factory.")
+        raise ConfigError(
+            f"The search space tunes model options ({', '.join(names)}), but the "
+            "model is a built tf_keras model, which takes none. Pass a factory."
+        )
     accepted = factory_options(factory)
     if accepted is None:
         return
@@ -192,7 +219,8 @@ def check_model_options(config: PipelineConfig, space_hp: kt.HyperParameters,
                 f"factory {label!r}. The factory accepts: {', '.join(accepted) or 'no options'}; "
                 "training options: learning_rate, batch_size, optimizer, weight_decay, "
                 "warmup_epochs, epochs, and optimizer keywords such as momentum."
-                + did_you_mean(key, accepted))
+                + did_you_mean(key, accepted)
+            )
 
 
 def _hyper_factory(space: Space, hp: kt.HyperParameters) -> Callable[..., keras.Model]:
@@ -220,8 +248,10 @@ def trial_config(base: PipelineConfig, space: Space, hp: kt.HyperParameters) -> 
     elif isinstance(result, Mapping):
         values = {k: _python(v) for k, v in result.items()}
     else:
-        raise ConfigError(f"'tune.build' must return a mapping of option values or a tf_keras "
-                          f"model; it returned a {type(result).__name__}.")
+        raise ConfigError(
+            f"'tune.build' must return a mapping of option values or a tf_keras "
+            f"model; it returned a {type(result).__name__}."
+        )
     train: dict[str, Any] = {}
     optimizer: dict[str, Any] = {}
     model: dict[str, Any] = {}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,9 +20,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args) != 1:
         sys.stderr.write("usage: python -m kerastrain.tune.worker SEARCH_FOLDER\n")
         return 2
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     from kerastrain._keras import keras
     from kerastrain.config import load_config
     from kerastrain.data.prepare import prepare_data
@@ -34,11 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config(directory / WORKER_CONFIG)
     keras.utils.set_random_seed(config.seed)
     prepared = prepare_data(config.data, config.data_options, config.seed)
-    search = open_search(config, prepared, make_strategy(config.strategy, config.distribute),
-                         role="worker")
+    search = open_search(
+        config, prepared, make_strategy(config.strategy, config.distribute), role="worker"
+    )
     search.runner.search()
-    logging.getLogger(__name__).info("Worker %s: the chief ended the search.",
-                                     search.runner.tuner_id)
+    logging.getLogger(__name__).info(
+        "Worker %s: the chief ended the search.", search.runner.tuner_id
+    )
     return 0
 
 

@@ -30,17 +30,32 @@ def test_digits_reaches_90_percent_and_tflite_agrees(digits_run):
 
 def test_the_run_folder_holds_everything_needed_to_repeat_the_run(digits_run):
     run = digits_run.run_dir
-    for name in ("config.yaml", "metrics.json", "history.json", "report.html", "MODEL_CARD.md",
-                 "learning_curves.png", "model.tflite", "model.keras", "savedmodel", "run.json"):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "history.json",
+        "report.html",
+        "MODEL_CARD.md",
+        "learning_curves.png",
+        "model.tflite",
+        "model.keras",
+        "savedmodel",
+        "run.json",
+    ):
         assert (run / name).exists(), name
     saved = load_config(run / "config.yaml")
     assert saved.seed == 0 and saved.train.epochs == 12 and saved.data == "digits"
     assert json.loads((run / "run.json").read_text())["status"] == "finished"
-    assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] == digits_run.metrics["test"]["accuracy"]
+    assert (
+        json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+        == digits_run.metrics["test"]["accuracy"]
+    )
     history = json.loads((run / "history.json").read_text())
     assert len(history["loss"]) == len(digits_run.history["loss"]) <= 12
     report = digits_run.report_path.read_text()
-    assert "learning_curves.png" in report and "tflite" in report and digits_run.stop_reason in report
+    assert (
+        "learning_curves.png" in report and "tflite" in report and digits_run.stop_reason in report
+    )
     # Each "auto" speed choice is in the report with its reason.
     for option in ("mixed_precision", "steps_per_execution", "jit_compile"):
         decision = digits_run.performance[option]
@@ -68,12 +83,24 @@ def test_binary_dataframe_with_a_yaml_config(tmp_path, breast_cancer_arrays):
     x, y = breast_cancer_arrays
     frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])]).assign(label=y)
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": "mlp", "model_options": {"width": 16},
-        "data_options": {"target": "label"},
-        "train": {"epochs": 8, "optimizer": "sgd", "learning_rate": 0.05,
-                  "optimizer_options": {"momentum": 0.9, "nesterov": True}, "verbose": 0},
-        "export": {"formats": ["savedmodel", "tflite"]}, "seed": 1}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": "mlp",
+                "model_options": {"width": 16},
+                "data_options": {"target": "label"},
+                "train": {
+                    "epochs": 8,
+                    "optimizer": "sgd",
+                    "learning_rate": 0.05,
+                    "optimizer_options": {"momentum": 0.9, "nesterov": True},
+                    "verbose": 0,
+                },
+                "export": {"formats": ["savedmodel", "tflite"]},
+                "seed": 1,
+            }
+        )
+    )
     result = fit_pipeline(frame, config=config, output_dir=str(tmp_path / "run"))
     assert result.metrics["test"]["accuracy"] > 0.9
     assert result.metrics["test"]["roc_auc"] > 0.95
@@ -85,8 +112,14 @@ def test_regression_trains_on_scaled_targets_and_answers_in_original_units(tmp_p
     from sklearn.datasets import load_diabetes
 
     y = load_diabetes().target  # 25..346: far from unit scale
-    result = fit_pipeline("diabetes", "mlp", train={"epochs": 40, "verbose": 0, "early_stopping": 10},
-                          export={"formats": ["tflite"]}, output_dir=str(tmp_path / "run"), seed=0)
+    result = fit_pipeline(
+        "diabetes",
+        "mlp",
+        train={"epochs": 40, "verbose": 0, "early_stopping": 10},
+        export={"formats": ["tflite"]},
+        output_dir=str(tmp_path / "run"),
+        seed=0,
+    )
     assert set(result.metrics["test"]) >= {"mae", "rmse", "r2"}
     assert result.metrics["test"]["r2"] > 0.1
     assert result.metrics["tflite"]["mae"] == pytest.approx(result.metrics["test"]["mae"], rel=1e-4)
