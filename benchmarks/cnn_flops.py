@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np  # noqa: E402
 from _common import epoch_timer, interleave, peak_rss_mib, steady_rate, table
+from _images import digits28, shifted_tiles
 
 import kerastrain  # noqa: E402
 from kerastrain._keras import keras, tf  # noqa: E402
@@ -113,23 +114,6 @@ def kerastrain_fit(
     return rate, flops, str(result.performance["mixed_precision"].value)
 
 
-def shifted_tiles(
-    x: np.ndarray, y: np.ndarray, n: int, shift: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` images: copies of ``x``, each moved by up to ``shift`` pixels
-    in each direction (zero-filled), the first copy unmoved."""
-    rng = np.random.default_rng(seed)
-    padded = np.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
-    index = np.arange(n) % len(x)
-    moves = rng.integers(-shift, shift + 1, size=(n, 2))
-    moves[: len(x)] = 0
-    h, w = x.shape[1:3]
-    out = np.empty((n, *x.shape[1:]), x.dtype)
-    for i, (source, (dy, dx)) in enumerate(zip(index, moves)):
-        out[i] = padded[source, shift + dy : shift + dy + h, shift + dx : shift + dx + w]
-    return out, y[index]
-
-
 def report(
     rates: dict[str, float],
     flops: dict[str, int],
@@ -159,8 +143,6 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=10_000)
     parser.add_argument("--peak-size", type=int, default=2048)
     args = parser.parse_args()
-    from cnn_precision import digits28
-
     digits, labels = digits28()
     x, y = shifted_tiles(digits, labels, args.examples, shift=2, seed=0)
 

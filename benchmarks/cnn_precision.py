@@ -26,6 +26,7 @@ import time
 
 import numpy as np  # noqa: E402
 from _common import epoch_timer, interleave, peak_rss_mib, steady_rate, table
+from _images import digits28, shifted_tiles
 
 import kerastrain  # noqa: E402
 from kerastrain._keras import keras, tf  # noqa: E402
@@ -35,15 +36,6 @@ BATCH = 32
 PLAIN, DEFAULTS = "plain tf_keras float32", "kerastrain defaults"
 steady: dict[str, list[float]] = {PLAIN: [], DEFAULTS: []}
 choices: list[str] = []
-
-
-def digits28():
-    """scikit-learn's digits resized to 28x28 (real data, MNIST-sized)."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = tf.image.resize(bunch.images[..., None].astype(np.float32), (28, 28)).numpy()
-    return x, bunch.target.astype(np.int64)
 
 
 def plain_float32(x, y, epochs: int, seed: int) -> float:
@@ -103,8 +95,6 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=10_000)
     parser.add_argument("--guard-epochs", type=int, default=10)
     args = parser.parse_args()
-    from cnn_flops import shifted_tiles
-
     digits, labels = digits28()
     x, y = shifted_tiles(digits, labels, args.examples, shift=2, seed=0)
     plain_float32(x[:2000], y[:2000], 1, 0)  # warm up TensorFlow's one-time costs
