@@ -24,8 +24,9 @@ from kerastrain._keras import keras
 from kerastrain.config import PipelineConfig, load_config
 from kerastrain.data.prepare import prepare_data
 from kerastrain.data.split import Splits, fold_indices, split_indices
+from kerastrain.files import write_json
 from kerastrain.pipeline import PipelineResult, fit_pipeline
-from kerastrain.runs import RunFolder, write_json
+from kerastrain.runs import RunFolder
 from kerastrain.trial import predict
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,6 @@ each TFLite file's single-example latency, are measured on the way.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import logging
 import os
@@ -20,8 +19,7 @@ import shutil
 import statistics
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +30,11 @@ from kerastrain.config import ExportConfig
 from kerastrain.data.validate import Task
 from kerastrain.errors import ExportError
 from kerastrain.evaluate import compute_metrics, predicted_classes
+from kerastrain.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "atomic_path",
     "export_model",
     "load_predictor",
     "verify_artifacts",
@@ -94,45 +92,6 @@ def tflite_key(mode: str) -> str:
     """The artifact name of a TFLite file: `"tflite"` for float32, else
     `"tflite_<mode>"` (its file is `model_<mode>.tflite`)."""
     return "tflite" if mode == "float32" else f"tflite_{mode}"
-
-
-@contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
-    """Yields a temporary path beside ``final``; renames it into place on success.
-
-    The temporary name keeps the final name's suffix (tf_keras picks the save
-    format from it). An existing file or folder at ``final`` is replaced only
-    once the new one is complete; on an exception the temporary is removed
-    and ``final`` is left as it was.
-
-    Example:
-        >>> with atomic_path(tmp_dir / "a.txt") as p:  # doctest: +SKIP
-        ...     p.write_text("done")
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{final.name}")
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise ExportError(f"Nothing was written for {final}.")
-        old = None
-        if final.exists():
-            old = final.with_name(f".old-{uuid.uuid4().hex[:8]}-{final.name}")
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            _remove(old)
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()
 
 
 def _save_savedmodel(model: keras.Model, path: Path) -> None:

@@ -42,8 +42,9 @@ from kerastrain.config import PipelineConfig, load_config
 from kerastrain.config.base import config_error
 from kerastrain.config.distribute import is_chief_task, tf_config
 from kerastrain.errors import ConfigError, DataError, ExportError, KerastrainError
+from kerastrain.files import write_json
 from kerastrain.logs import log_to_stderr
-from kerastrain.runs import RunFolder, write_json
+from kerastrain.runs import RunFolder
 
 logger = logging.getLogger("kerastrain.launch")  # also when run as __main__ in each process
 

@@ -10,25 +10,17 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from kerastrain.errors import ConfigError
+from kerastrain.files import write_json
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunFolder", "write_json"]
+__all__ = ["RunFolder"]
 
 MARKER = "run.json"
-
-
-def write_json(path: Path, value: Any) -> Path:
-    """Writes JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=False, default=str))
-    os.replace(tmp, path)
-    return path
 
 
 class RunFolder:

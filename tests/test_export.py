@@ -10,7 +10,7 @@ from kerastrain._keras import keras
 from kerastrain.config import ExportConfig
 from kerastrain.data.preprocess import Standardizer, model_inputs
 from kerastrain.data.validate import Task
-from kerastrain.export import atomic_path, export_model, load_predictor, verify_artifacts
+from kerastrain.export import export_model, load_predictor, verify_artifacts
 from kerastrain.models import Head, build_model
 
 
@@ -57,31 +57,6 @@ def test_a_disagreeing_artifact_fails_verification_naming_it(model_and_data, tmp
         ExportError, match=r"exported keras model .* differ by up to 0.01.*export.atol=0.0001"
     ):
         verify_artifacts(shifted, artifacts, x, y, Task("multiclass", 3), atol=1e-4)
-
-
-def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
-    final = tmp_path / "model.tflite"
-    final.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(final) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("interrupted")
-    assert final.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
-    with atomic_path(final) as tmp:
-        assert tmp.suffix == ".tflite" and tmp.parent == tmp_path
-        tmp.write_bytes(b"new")
-    assert final.read_bytes() == b"new"
-
-
-def test_atomic_path_replaces_a_directory_whole(tmp_path):
-    final = tmp_path / "savedmodel"
-    final.mkdir()
-    (final / "stale.pb").write_text("old")
-    with atomic_path(final) as tmp:
-        tmp.mkdir()
-        (tmp / "saved_model.pb").write_text("new")
-    assert [p.name for p in final.iterdir()] == ["saved_model.pb"]
 
 
 def test_a_failing_export_leaves_the_previous_artifact(model_and_data, tmp_path):

@@ -33,7 +33,7 @@ from kerastrain.config import PipelineConfig
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared
 from kerastrain.evaluate import compute_metrics
-from kerastrain.runs import write_json
+from kerastrain.files import write_json
 from kerastrain.trial import build_compiled_model, predict_split, run_training
 from kerastrain.tune.space import Space, plain_values, trial_config
 
