@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast lint format install clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,25 @@ demo: $(STAMP)
 
 # The report test renders the HTML in headless Chromium (Debian's package),
 # installed here when missing and allowed; without it that one test is skipped.
-test: $(STAMP)
+test: $(STAMP) lint
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "Chromium could not be installed; the report rendering test will be skipped."; \
 	fi
 	$(BIN)/python -m pytest -q
+
+# The unit tests: everything but the tests marked slow (trains for more than a
+# few seconds) or subprocess (starts its own Python processes).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not subprocess"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -395,6 +395,7 @@ def test_fit_with_early_stopping_checkpoints_and_tensorboard(tmp_path, breast_ca
     assert len(list((run / "tensorboard" / "train").glob("events.out.tfevents.*"))) == 1
 
 
+@pytest.mark.slow
 def test_fit_pipeline_learning_rate_find(tmp_path, breast_cancer_arrays):
     x, y = breast_cancer_arrays
     result = kerastrain.fit_pipeline(

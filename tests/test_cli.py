@@ -6,11 +6,13 @@ import logging
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from kerastrain.cli import main
 
 
+@pytest.mark.slow
 def test_run_trains_from_a_yaml_file(tmp_path, capsys):
     config = tmp_path / "iris.yaml"
     config.write_text(

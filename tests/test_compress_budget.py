@@ -61,6 +61,7 @@ def budget_run(breast_cancer_arrays, tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 def test_the_budget_is_met_by_the_least_compression_that_fits(budget_run):
     result = budget_run
     # The budget chose int8 (the export's own mode was float32) and wrote it.
@@ -82,6 +83,7 @@ def test_the_budget_is_met_by_the_least_compression_that_fits(budget_run):
     }
 
 
+@pytest.mark.slow
 def test_a_budget_that_cannot_be_met_lists_every_candidate(budget_run):
     config = budget_run.config
     prepared = prepare_data(config.data, config.data_options, config.seed)

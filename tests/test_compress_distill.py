@@ -19,6 +19,7 @@ from kerastrain.trial import predict, run_training
 FAST = {"learning_rate": 3e-3, "verbose": 0, "early_stopping": None}
 
 
+@pytest.mark.slow
 def test_a_teacher_makes_a_small_data_student_better_than_labels_alone(digits_arrays):
     """A small-data split: the student sees 53 labelled digits.
 

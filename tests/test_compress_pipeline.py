@@ -44,6 +44,7 @@ def section_rows(report: str, slug: str) -> list[list[str]]:
     ]
 
 
+@pytest.mark.slow
 def test_one_call_distills_prunes_clusters_quantizes_and_exports(breast_cancer_arrays, tmp_path):
     result = fit_pipeline(
         breast_cancer_arrays,
@@ -116,6 +117,7 @@ def test_one_call_distills_prunes_clusters_quantizes_and_exports(breast_cancer_a
     ]
 
 
+@pytest.mark.slow
 def test_every_tflite_mode_is_verified_and_timed(digits_arrays, tmp_path):
     config = load_config(
         None,

@@ -101,6 +101,7 @@ def _accuracy(model: keras.Model, t: Trained) -> float:
     return float(np.mean(predict(model, t.x_test).argmax(1) == t.y_test))
 
 
+@pytest.mark.slow
 def test_pruning_reaches_the_target_in_stripped_and_exported_weights(trained, pruned, tmp_path):
     result = pruned
     # The first conv and the classifier are skipped by default.
@@ -125,6 +126,7 @@ def test_pruning_reaches_the_target_in_stripped_and_exported_weights(trained, pr
     )
 
 
+@pytest.mark.slow
 def test_structured_2_by_4_pruning_keeps_its_pattern_through_int8(trained, tmp_path):
     result = apply_plan(
         trained.model, Plan(prune=PruneConfig(structure="2:4", epochs=1)), trained.ctx
@@ -201,6 +203,7 @@ def test_fusing_relu_into_the_layer_changes_no_output(trained):
     )
 
 
+@pytest.mark.slow
 def test_prune_preserving_qat_converts_to_int8_that_agrees_and_stays_sparse(
     trained, pruned, tmp_path
 ):
@@ -258,6 +261,7 @@ def halving_mlp(inputs, head):
     return keras.Model(inputs.inputs, output_layer(head)(x), name="halving_mlp")
 
 
+@pytest.mark.slow
 def test_qat_leaves_unquantizable_layers_float_lists_them_and_agrees_in_int8(digits_arrays):
     config = load_config(
         None,
@@ -307,6 +311,7 @@ def test_xnnpack_refusing_a_sparse_model_falls_back_to_the_builtin_kernels(
     )
 
 
+@pytest.mark.slow
 def test_clustering_leaves_at_most_n_values_per_kernel(trained, tmp_path):
     config = ClusterConfig(clusters=8, epochs=1)
     result = apply_plan(trained.model, Plan(cluster=config), trained.ctx)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 import kerastrain
 
@@ -13,6 +14,7 @@ import kerastrain
 NOEXPLAIN = {"explain": "none"}
 
 
+@pytest.mark.slow
 def test_stratified_cross_validation_on_breast_cancer(breast_cancer_arrays, tmp_path):
     x, y = breast_cancer_arrays
     cv = kerastrain.cross_validate(
@@ -51,6 +53,7 @@ def test_stratified_cross_validation_on_breast_cancer(breast_cancer_arrays, tmp_
     assert "accuracy" in cv.summary() and "±" in cv.summary()
 
 
+@pytest.mark.slow
 def test_time_series_cross_validation_on_diabetes(tmp_path):
     cv = kerastrain.cross_validate(
         "diabetes",

@@ -91,6 +91,7 @@ def test_cutmix_label_weights_are_the_pixel_shares():
     assert (own < 1).sum() > n // 2  # most images got a patch
 
 
+@pytest.mark.slow
 def test_augmented_training_never_leaks_into_the_exported_model(digits_arrays, tmp_path):
     result = kerastrain.fit_pipeline(
         digits_arrays,

@@ -36,6 +36,7 @@ def digit_folder(tmp_path_factory):
     return root, (bunch.images[keep] * 15).astype(np.uint8), bunch.target[keep]
 
 
+@pytest.mark.slow
 def test_folder_trains_through_fit_pipeline_with_classes_from_folder_names(digit_folder, tmp_path):
     root, images, labels = digit_folder
     result = kerastrain.fit_pipeline(
@@ -66,6 +67,7 @@ def test_folder_trains_through_fit_pipeline_with_classes_from_folder_names(digit
     np.testing.assert_array_equal(loaded.x[..., 0], images[order])
 
 
+@pytest.mark.slow
 def test_streamed_folder_reads_the_same_pixels_and_trains(digit_folder, tmp_path):
     root, _, _ = digit_folder
     in_memory = load_data(str(root), DataConfig())

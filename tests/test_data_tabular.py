@@ -36,6 +36,7 @@ def _breast_cancer_csv(path, rng):
     return frame
 
 
+@pytest.mark.slow
 def test_csv_with_categories_and_holes_trains_exports_and_serves_raw_columns(tmp_path):
     rng = np.random.default_rng(0)
     frame = _breast_cancer_csv(tmp_path / "cancer.csv", rng)

@@ -88,6 +88,7 @@ def digits_dir(tmp_path_factory):
     return str(data_dir)
 
 
+@pytest.mark.slow
 def test_local_builder_with_named_splits_trains_through_fit_pipeline(digits_dir, tmp_path):
     options = {
         "tfds_data_dir": digits_dir,
@@ -113,6 +114,7 @@ def test_local_builder_with_named_splits_trains_through_fit_pipeline(digits_dir,
     assert prepared.task.class_names == tuple(str(i) for i in range(10))
 
 
+@pytest.mark.slow
 def test_streamed_tfds_reads_the_rows_the_index_names(digits_dir, tmp_path):
     options = DataConfig(tfds_data_dir=digits_dir, tfds_split="train+test")
     in_memory = load_data("tfds:kerastrain_test_digits", options)

@@ -76,6 +76,7 @@ def _member_mean(scores, key):
     return np.mean([v[key] for k, v in scores.items() if k != "ensemble"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["average", "vote", "stack"])
 def test_ensemble_beats_or_matches_the_mean_of_its_members(wine_members, method):
     members, x, y = wine_members
@@ -107,6 +108,7 @@ def test_ensemble_beats_or_matches_the_mean_of_its_members(wine_members, method)
     assert [m.name for m in members] == ["mlp"] * 3  # the members were cloned, not renamed
 
 
+@pytest.mark.slow
 def test_binary_ensembles_and_their_exports(cancer_members, tmp_path):
     members, x, y = cancer_members
     outputs = [m.predict(x, verbose=0) for m in members]

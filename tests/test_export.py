@@ -24,6 +24,7 @@ def model_and_data():
     return model, x, y
 
 
+@pytest.mark.slow
 def test_every_format_reloads_and_answers_like_the_model(model_and_data, tmp_path):
     model, x, y = model_and_data
     artifacts = export_model(

@@ -15,6 +15,7 @@ from kerastrain.models import MODELS, Head, build_model
 NOEXPLAIN = {"explain": "none"}
 
 
+@pytest.mark.slow
 def test_resnet_learns_digits_through_fit_pipeline(digits_arrays, tmp_path):
     result = kerastrain.fit_pipeline(
         digits_arrays,

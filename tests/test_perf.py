@@ -140,6 +140,7 @@ def _fit_weights(steps_per_execution, precision="float32", width=8):
     return weights, result
 
 
+@pytest.mark.slow
 def test_auto_steps_per_execution_trains_to_the_same_weights_as_one_step_per_call():
     one, _ = _fit_weights(1)
     auto, result = _fit_weights("auto")
@@ -192,6 +193,7 @@ def test_the_float32_twin_has_the_same_weights_and_computes_in_float32():
     np.testing.assert_allclose(model(x), twin(x), atol=0.05)  # bfloat16 rounding only
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not {"avx512_bf16", "amx_bf16"} & cpu_flags(),
     reason="the measured choice runs only on a CPU with native bfloat16; "
@@ -209,6 +211,7 @@ def test_auto_precision_trains_the_model_it_measured_and_says_why():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_bfloat16_training_reaches_the_float32_accuracy_within_half_a_point(
     digits_arrays, tmp_path
 ):

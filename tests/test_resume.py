@@ -83,6 +83,7 @@ def _batches(arrays):
     return tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32))).batch(64)
 
 
+@pytest.mark.slow
 def test_crashed_fit_resumes_without_losing_epochs(tmp_path, breast_cancer_arrays):
     data = _batches(breast_cancer_arrays)
     train = TrainConfig(

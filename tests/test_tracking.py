@@ -90,6 +90,7 @@ def finished_run(tmp_path):
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["file", "sqlite"])
 def test_mlflow_run_in_a_local_store(finished_run, tmp_path, monkeypatch, store):
     mlflow = pytest.importorskip("mlflow", reason="needs the mlflow extra; `make test` has it")

@@ -75,6 +75,7 @@ def test_accumulation_can_be_switched_off_again(tabular):
     assert "train_step" not in vars(model)
 
 
+@pytest.mark.slow
 def test_run_training_with_techniques_together(tmp_path):
     """Accumulation, EMA, clipping, weight decay, label smoothing, warmup and a
     cosine schedule in one short fit through the training stage."""
@@ -120,6 +121,7 @@ def test_run_training_with_techniques_together(tmp_path):
     assert (tmp_path / "checkpoints" / "best.weights.h5").exists()
 
 
+@pytest.mark.slow
 def test_ema_validation_uses_the_averaged_weights(tabular):
     x, y = tabular
     model = _mlp()

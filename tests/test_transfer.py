@@ -18,6 +18,7 @@ from kerastrain.models.transfer import FINE_TUNE_ATTR
 NOEXPLAIN = {"explain": "none"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["efficientnet_b0", "resnet50"])
 def test_application_backbones_build_frozen_with_a_new_head(backbone):
     model = build_model(
@@ -34,6 +35,7 @@ def test_application_backbones_build_frozen_with_a_new_head(backbone):
     assert out.shape == (2, 3) and np.allclose(out.sum(axis=1), 1, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_weights_from_a_local_file(tmp_path):
     reference = keras.applications.MobileNetV2(
         include_top=False, weights=None, input_shape=(32, 32, 3)
@@ -60,6 +62,7 @@ def test_weights_from_a_local_file(tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_two_phases_in_one_fit_pipeline_call_keep_batchnorm_frozen(digits_arrays, tmp_path):
     x, y = digits_arrays
     backbone = build_model(
@@ -109,6 +112,7 @@ def test_two_phases_in_one_fit_pipeline_call_keep_batchnorm_frozen(digits_arrays
     assert all(layer.trainable for layer in backbone.layers)
 
 
+@pytest.mark.slow
 def test_transfer_from_digits_0_to_4_beats_scratch_on_few_examples_of_5_to_9(
     digits_arrays, tmp_path
 ):

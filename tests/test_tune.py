@@ -75,6 +75,7 @@ def poor_default(bc, tmp_path_factory):
     return best_val_loss(config, prepare(config))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "algorithm, space, trials",
     [
@@ -112,6 +113,7 @@ def test_each_oracle_beats_a_poor_default(bc, tmp_path, poor_default, algorithm,
         )
 
 
+@pytest.mark.slow
 def test_hyperband_honours_its_epochs_and_warm_starts_from_the_parent(bc, tmp_path, poor_default):
     config = make_config(
         bc, tmp_path / "search", algorithm="hyperband", max_trials=4, max_epochs=3, space=GOOD_SPACE
@@ -202,6 +204,7 @@ def test_objective_that_training_does_not_produce_is_refused(bc, tmp_path):
         open_search(config, prepare(config), make_strategy("cpu"))
 
 
+@pytest.mark.slow
 def test_failed_trials_are_marked_and_the_search_goes_on(bc, tmp_path):
     # The training stage's blow-up guard (no retries here) raises on the NaN loss.
     config = make_config(
@@ -236,6 +239,7 @@ def test_failed_trials_are_marked_and_the_search_goes_on(bc, tmp_path):
     assert trials == ["trial_00", "trial_01"]
 
 
+@pytest.mark.slow
 def test_cross_validated_objective_is_the_mean_over_stratified_folds(bc, tmp_path):
     config = make_config(
         bc, tmp_path / "search", train={"epochs": 1}, max_trials=1, space=GOOD_SPACE, cv_folds=2
@@ -299,6 +303,7 @@ def test_changing_the_space_on_resume_is_refused(bc, tmp_path):
     assert not open_search(fresh, prepared, make_strategy("cpu")).resumed
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_over_30_trials(tmp_path):
     """Each trial's Keras session and model are freed, and so are the graphs
     TensorFlow's gradient registry would keep (tf-keras issue #286)."""
@@ -337,6 +342,7 @@ def test_memory_stays_flat_over_30_trials(tmp_path):
     assert rss[-1] - rss[9] < 20, rss
 
 
+@pytest.mark.slow
 def test_user_build_returning_a_model_with_a_custom_objective(bc, tmp_path):
     def build(hp, input_shape, num_outputs, output_activation):
         inputs = keras.Input(input_shape)
@@ -371,6 +377,7 @@ def test_user_build_returning_a_model_with_a_custom_objective(bc, tmp_path):
     assert dense[0].units == result.best_values["units"]  # behind kerastrain's normalization
 
 
+@pytest.mark.slow
 def test_fit_pipeline_grid_search_then_trains_with_the_best_values(bc, tmp_path, poor_default):
     from kerastrain import fit_pipeline
 

@@ -18,6 +18,7 @@ def digits_run(tmp_path_factory):
     return fit_pipeline("digits", train={"epochs": 12, "verbose": 0}, output_dir=str(out), seed=0)
 
 
+@pytest.mark.slow
 def test_digits_reaches_90_percent_and_tflite_agrees(digits_run):
     metrics = digits_run.metrics
     assert metrics["test"]["accuracy"] >= 0.9
@@ -77,6 +78,7 @@ def test_bad_data_fails_before_training_and_marks_the_run_failed(tmp_path):
     assert not (tmp_path / "run" / "model.tflite").exists()
 
 
+@pytest.mark.slow
 def test_binary_dataframe_with_a_yaml_config(tmp_path, breast_cancer_arrays):
     import pandas as pd
 
@@ -108,6 +110,7 @@ def test_binary_dataframe_with_a_yaml_config(tmp_path, breast_cancer_arrays):
     assert result.config.train.optimizer == "sgd"
 
 
+@pytest.mark.slow
 def test_regression_trains_on_scaled_targets_and_answers_in_original_units(tmp_path):
     from sklearn.datasets import load_diabetes
 
