@@ -40,6 +40,7 @@ from kerastrain.evaluate import (
     predicted_classes,
     read_labelled,
 )
+from kerastrain.figures import figure
 
 logger = logging.getLogger(__name__)
 
@@ -67,26 +68,6 @@ SCORINGS = (
 )
 #: Features drawn in the permutation importance figure.
 MAX_PLOTTED_FEATURES = 20
-
-
-def _save(fig: Any, path: Path) -> Path:
-    from matplotlib import pyplot as plt
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    return plt
 
 
 @dataclasses.dataclass
@@ -141,19 +122,17 @@ class PermutationImportance:
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Draws the importances (mean and spread) as a horizontal box plot."""
-        plt = _pyplot()
         order = np.argsort(-self.importances_mean, kind="stable")[:MAX_PLOTTED_FEATURES][::-1]
-        fig, ax = plt.subplots(figsize=(7, 0.3 * len(order) + 1.5))
-        ax.boxplot(
-            self.importances[order].T,
-            vert=False,
-            tick_labels=[self.feature_names[i] for i in order],
-        )
-        ax.axvline(0.0, color="grey", lw=0.8, ls="--")
-        ax.set_xlabel(f"drop in {self.scoring} when shuffled")
-        ax.set_title("Permutation importance")
-        fig.tight_layout()
-        return _save(fig, Path(path))
+        with figure(path, figsize=(7, 0.3 * len(order) + 1.5)) as (_, ax):
+            ax.boxplot(
+                self.importances[order].T,
+                vert=False,
+                tick_labels=[self.feature_names[i] for i in order],
+            )
+            ax.axvline(0.0, color="grey", lw=0.8, ls="--")
+            ax.set_xlabel(f"drop in {self.scoring} when shuffled")
+            ax.set_title("Permutation importance")
+        return Path(path)
 
 
 @dataclasses.dataclass
@@ -212,10 +191,14 @@ class AttributionMaps:
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Draws each image above its attribution map."""
-        plt = _pyplot()
         n = len(self.indices)
-        fig, axes = plt.subplots(2, n, figsize=(1.9 * n + 0.5, 4.2), squeeze=False)
-        for j in range(n):
+        with figure(path, 2, n, figsize=(1.9 * n + 0.5, 4.2), squeeze=False) as (_, axes):
+            self._draw(axes)
+        return Path(path)
+
+    def _draw(self, axes: Any) -> None:
+        """Each image above its map, one column of ``axes`` per image."""
+        for j in range(len(self.indices)):
             image = self.images[j]
             if image.ndim == 3 and image.shape[-1] == 1:
                 image = image[..., 0]
@@ -234,8 +217,6 @@ class AttributionMaps:
                 ax.set_xticks([])
                 ax.set_yticks([])
         axes[1, 0].set_ylabel(self.method.replace("_", " "), fontsize=8)
-        fig.tight_layout()
-        return _save(fig, Path(path))
 
 
 Explanation = PermutationImportance | AttributionMaps

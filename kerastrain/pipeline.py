@@ -27,7 +27,7 @@ from kerastrain.evaluate import compute_metrics, evaluate_run
 from kerastrain.explain import check_explainable, explain_run
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.perf import Decision, as_float32, describe_decisions
-from kerastrain.report import Section, write_report
+from kerastrain.report import ReportInputs, Section, write_report
 from kerastrain.runs import RunFolder, write_json
 from kerastrain.tracking import track_run, training_callbacks
 from kerastrain.trial import find_learning_rate, predict_split, run_training
@@ -268,27 +268,29 @@ def fit_pipeline(
             write_json(run.path / "metrics.json", metrics)
             write_json(run.path / "history.json", fit.history)
             report_path = write_report(
-                run.path,
-                name=cfg.name,
-                history=fit.history,
-                summary={
-                    **prepared.summary(),
-                    **strategy_summary(cfg, strategy_obj),
-                    **describe_decisions(fit.performance),
-                },
-                metrics=metrics,
-                artifacts=artifacts,
-                timings=stage.timings,
-                stop_reason=fit.stop_reason,
-                config=cfg,
-                evaluation=evaluation,
-                explanations=explanations,
-                intended_use=cfg.report.intended_use,
-                limitations=cfg.report.limitations,
-                sections=[
-                    *([Section(**tuned.report_section())] if tuned else ()),
-                    *compression_sections(compressed, metrics, artifacts),
-                ],
+                ReportInputs(
+                    run.path,
+                    name=cfg.name,
+                    history=fit.history,
+                    summary={
+                        **prepared.summary(),
+                        **strategy_summary(cfg, strategy_obj),
+                        **describe_decisions(fit.performance),
+                    },
+                    metrics=metrics,
+                    artifacts=artifacts,
+                    timings=stage.timings,
+                    stop_reason=fit.stop_reason,
+                    config=cfg,
+                    evaluation=evaluation,
+                    explanations=explanations,
+                    intended_use=cfg.report.intended_use,
+                    limitations=cfg.report.limitations,
+                    sections=[
+                        *([Section(**tuned.report_section())] if tuned else ()),
+                        *compression_sections(compressed, metrics, artifacts),
+                    ],
+                )
             )
         if cfg.tracking.tensorboard or cfg.tracking.mlflow:
             with stage("track"):

@@ -18,7 +18,7 @@ import kerastrain
 from kerastrain.data.validate import Task
 from kerastrain.evaluate import Evaluation, compute_metrics, curve_data, diagnose
 from kerastrain.explain import PermutationImportance
-from kerastrain.report import Section, scores_section, write_report
+from kerastrain.report import ReportInputs, Section, scores_section, write_report
 
 CHROMIUM = "/usr/bin/chromium"
 HISTORY = {
@@ -120,19 +120,21 @@ def full_report(tmp_path_factory):
         "Compression", {"float32": {"accuracy": 0.9}, "pruned 50% int8": {"accuracy": 0.89}}
     )
     path = write_report(
-        run,
-        name="full",
-        summary=SUMMARY,
-        history=HISTORY,
-        metrics=metrics,
-        artifacts=artifacts,
-        timings={"train": 3.2, "export": 1.1},
-        stop_reason="completed all 7 epochs",
-        config={"train": {"epochs": 7}},
-        evaluation=evaluation,
-        explanations=[_importance()],
-        sections=[tuning, compression],
-        limitations=["Trained on synthetic rows only."],
+        ReportInputs(
+            run,
+            name="full",
+            summary=SUMMARY,
+            history=HISTORY,
+            metrics=metrics,
+            artifacts=artifacts,
+            timings={"train": 3.2, "export": 1.1},
+            stop_reason="completed all 7 epochs",
+            config={"train": {"epochs": 7}},
+            evaluation=evaluation,
+            explanations=[_importance()],
+            sections=[tuning, compression],
+            limitations=["Trained on synthetic rows only."],
+        )
     )
     return path
 
@@ -175,15 +177,17 @@ def test_the_report_holds_every_section_that_ran(full_report):
 def test_the_report_holds_no_section_that_did_not_run(tmp_path):
     metrics = {"val": {"accuracy": 0.9, "f1": 0.88}}
     page = write_report(
-        tmp_path,
-        name="bare",
-        summary={},
-        history={"loss": [1.0, 0.5, 0.4]},
-        metrics=metrics,
-        artifacts={},
-        timings={},
-        stop_reason="done",
-        model_card=False,
+        ReportInputs(
+            tmp_path,
+            name="bare",
+            summary={},
+            history={"loss": [1.0, 0.5, 0.4]},
+            metrics=metrics,
+            artifacts={},
+            timings={},
+            stop_reason="done",
+            model_card=False,
+        )
     ).read_text()
     assert _sections(page) == ["summary", "learning-curves", "metrics"]
     for absent in ("Tuning", "Compression", "Confusion", "Calibration", "Explanations"):
@@ -192,15 +196,17 @@ def test_the_report_holds_no_section_that_did_not_run(tmp_path):
 
     regression = _evaluation(Task("regression"))
     page = write_report(
-        tmp_path / "reg",
-        name="reg",
-        summary={"task": "regression"},
-        history={},
-        metrics={"test": regression.metrics},
-        artifacts={},
-        timings={},
-        stop_reason="done",
-        evaluation=regression,
+        ReportInputs(
+            tmp_path / "reg",
+            name="reg",
+            summary={"task": "regression"},
+            history={},
+            metrics={"test": regression.metrics},
+            artifacts={},
+            timings={},
+            stop_reason="done",
+            evaluation=regression,
+        )
     ).read_text()
     assert _sections(page) == ["summary", "data", "diagnosis", "metrics", "residuals"]
 

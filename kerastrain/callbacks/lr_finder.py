@@ -21,6 +21,7 @@ import numpy as np
 from kerastrain._keras import keras, tf
 from kerastrain.callbacks.guard import learning_rate_of, schedule_of
 from kerastrain.errors import ConfigError
+from kerastrain.figures import figure
 from kerastrain.optim import inner_optimizer
 
 logger = logging.getLogger(__name__)
@@ -286,33 +287,23 @@ def lr_range_test(
 
 def plot_lr_range(result: LRRangeResult, path: str | os.PathLike) -> Path:
     """Plots loss against learning rate (log scale), marking the suggestion."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(result.learning_rates, result.losses, alpha=0.35, label="loss")
-    ax.plot(result.learning_rates, smooth(result.losses), label="smoothed loss")
-    ax.axvline(
-        result.suggestion,
-        color="tab:red",
-        linestyle="--",
-        label=f"suggestion {result.suggestion:.2g} ({result.rule})",
-    )
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("loss")
-    smoothed = [v for v in smooth(result.losses) if math.isfinite(v)]
-    lowest = min([v for v in result.losses if math.isfinite(v)] + smoothed, default=None)
-    if smoothed and lowest is not None and lowest > 0:
-        ax.set_ylim(lowest * 0.9, min(max(smoothed), 4 * min(smoothed)) * 1.1)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    with figure(path, figsize=(6, 4)) as (_, ax):
+        ax.plot(result.learning_rates, result.losses, alpha=0.35, label="loss")
+        ax.plot(result.learning_rates, smooth(result.losses), label="smoothed loss")
+        ax.axvline(
+            result.suggestion,
+            color="tab:red",
+            linestyle="--",
+            label=f"suggestion {result.suggestion:.2g} ({result.rule})",
+        )
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("loss")
+        smoothed = [v for v in smooth(result.losses) if math.isfinite(v)]
+        lowest = min([v for v in result.losses if math.isfinite(v)] + smoothed, default=None)
+        if smoothed and lowest is not None and lowest > 0:
+            ax.set_ylim(lowest * 0.9, min(max(smoothed), 4 * min(smoothed)) * 1.1)
+        ax.legend()
+        ax.grid(alpha=0.3)
     return path

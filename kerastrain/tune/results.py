@@ -6,10 +6,12 @@ import csv
 import json
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from kerastrain.figures import figure
+from kerastrain.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -100,13 +102,11 @@ def write_table(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """Writes the rows as CSV (atomically); every trial, its values, score,
     status, epochs and duration."""
     columns = _columns(rows)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
-    os.replace(tmp, path)
     return path
 
 
@@ -114,19 +114,26 @@ def plot_scores(
     rows: Sequence[Mapping[str, Any]], objective: Mapping[str, str], path: Path
 ) -> Path | None:
     """Score by trial (with the best so far), and by bracket for Hyperband."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     done = [r for r in rows if r["score"] is not None]
     if not done:
         return None
     hyperband = any(r.get("bracket") is not None for r in done)
-    fig, axes = plt.subplots(
-        1, 2 if hyperband else 1, figsize=(11 if hyperband else 6, 3.8), squeeze=False
-    )
-    ax = axes[0][0]
+    with figure(
+        path, 1, 2 if hyperband else 1, figsize=(11 if hyperband else 6, 3.8), squeeze=False
+    ) as (_, axes):
+        _draw_scores(axes[0], rows, done, objective, hyperband)
+    return path
+
+
+def _draw_scores(
+    axes: Any,
+    rows: Sequence[Mapping[str, Any]],
+    done: Sequence[Mapping[str, Any]],
+    objective: Mapping[str, str],
+    hyperband: bool,
+) -> None:
+    """Score by trial on the first axes; by Hyperband bracket on the second."""
+    ax = axes[0]
     numbers = [int(r["trial"]) + 1 for r in done]
     scores = [r["score"] for r in done]
     ax.scatter(numbers, scores, s=18, label="trial")
@@ -145,7 +152,7 @@ def plot_scores(
     ax.legend()
     ax.grid(alpha=0.3)
     if hyperband:
-        ax = axes[0][1]
+        ax = axes[1]
         for rnd in sorted({r["round"] for r in done}):
             sel = [r for r in done if r["round"] == rnd]
             ax.scatter(
@@ -156,9 +163,3 @@ def plot_scores(
         ax.set_title(f"{objective['name']} by Hyperband bracket")
         ax.legend()
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
