@@ -27,6 +27,7 @@ from kerastrain.callbacks.guard import schedule_of
 from kerastrain.config import TrainConfig
 from kerastrain.config.base import ConfigError
 from kerastrain.data.validate import Task
+from kerastrain.files import atomic_write
 from kerastrain.optim import accumulate_gradients, make_loss, make_metrics, make_optimizer
 from kerastrain.perf import Decision, configure_execution
 
@@ -455,7 +456,5 @@ def find_learning_rate(
     if saved is not None:
         saved.parent.mkdir(parents=True, exist_ok=True)
         record["plot"] = kcb.plot_lr_range(result, saved.with_name(LR_FINDER_PNG)).name
-        tmp = saved.with_name(f".{saved.name}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, saved)
+        atomic_write(saved, json.dumps(record))
     return train.replace(learning_rate=result.suggestion), record

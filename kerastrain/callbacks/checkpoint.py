@@ -14,6 +14,7 @@ import numpy as np
 
 from kerastrain._keras import keras
 from kerastrain.callbacks.early_stopping import monitor_mode
+from kerastrain.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +25,8 @@ LAST = "last.weights.h5"
 
 
 def _save_weights(model: keras.Model, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.weights.h5")
-    model.save_weights(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # tf_keras writes the file; the name ends in .h5
+        model.save_weights(str(tmp))
 
 
 class Checkpoint(keras.callbacks.Callback):
@@ -129,9 +129,8 @@ class Checkpoint(keras.callbacks.Callback):
         if self.save_last or same:
             _save_weights(self.model, self.last_path)
         if same:  # the model ends with the best weights: one write, one copy
-            tmp = self.best_path.with_name(f".{self.best_path.stem}.tmp.weights.h5")
-            shutil.copyfile(self.last_path, tmp)
-            os.replace(tmp, self.best_path)
+            with atomic_path(self.best_path) as tmp:
+                shutil.copyfile(self.last_path, tmp)
             self._pending = None
             if not self.save_last:
                 self.last_path.unlink()

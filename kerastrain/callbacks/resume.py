@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kerastrain._keras import keras, tf
+from kerastrain.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +90,7 @@ class HistoryRecorder(keras.callbacks.Callback):
         entry = {"epoch": int(epoch)}
         entry.update({k: float(v) for k, v in (logs or {}).items()})
         self.records = [r for r in self.records if r["epoch"] < epoch] + [entry]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.records))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(self.records))
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self.path.unlink(missing_ok=True)

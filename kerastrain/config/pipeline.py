@@ -19,6 +19,7 @@ from kerastrain.config.report import ReportConfig
 from kerastrain.config.tracking import TrackingConfig
 from kerastrain.config.train import TrainConfig
 from kerastrain.config.tune import TuneConfig
+from kerastrain.files import atomic_write
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu")
 StrategyName = Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu"]
@@ -250,8 +251,4 @@ def save_config(config: PipelineConfig, path: str | os.PathLike) -> Path:
     strategy) are written as a short description, so such a run is repeated
     by passing the same objects again with `config=` this file.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

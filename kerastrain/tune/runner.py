@@ -33,7 +33,7 @@ from kerastrain.config import PipelineConfig
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared
 from kerastrain.evaluate import compute_metrics
-from kerastrain.files import write_json
+from kerastrain.files import atomic_write, write_json
 from kerastrain.trial import build_compiled_model, predict_split, run_training
 from kerastrain.tune.space import Space, plain_values, trial_config
 
@@ -189,10 +189,7 @@ def atomic_state_files() -> Iterator[None]:
         if "://" in str(path):  # a remote file system: KerasTuner's own writer
             return original(path, obj)
         text = json.dumps(obj)
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
+        atomic_write(path, text)
         return text
 
     kt_utils.save_json = save_json
