@@ -8,7 +8,8 @@ Vertex AI or Slurm run it):
   what it chose and why;
 - a cluster is described by ``TF_CONFIG`` (:func:`tf_config` builds one);
   only the chief writes the run folder, the other workers write to temporary
-  folders that are removed (:func:`open_run_folder`);
+  folders that are removed (:func:`process_role` tells
+  `kerastrain.runs.open_run_folder` which this process is);
 - :func:`distributed_train_config` scales the learning rate with the replicas
   when asked (the precision policy that suits the strategy's device is
   `kerastrain.perf.pick_precision(kerastrain.perf.device_info(strategy))`);
@@ -21,11 +22,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import socket
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlparse
 
@@ -36,7 +34,7 @@ from kerastrain.config.distribute import is_chief_task, task_of, tf_config
 from kerastrain.config.pipeline import STRATEGIES
 from kerastrain.data import feed
 from kerastrain.errors import ConfigError
-from kerastrain.runs import RunFolder
+from kerastrain.runs import ProcessRole
 
 if TYPE_CHECKING:
     from kerastrain.data.prepare import Prepared
@@ -50,8 +48,7 @@ __all__ = [
     "is_chief",
     "cluster_task",
     "serve",
-    "open_run_folder",
-    "WorkerRunFolder",
+    "process_role",
     "distributed_train_config",
     "strategy_summary",
     "uses_coordinator",
@@ -411,66 +408,25 @@ def _cluster_words() -> str:
     return f", this process is {task_type} {index}" if task_type else ""
 
 
-# --------------------------------------------------------------------------- run folder
+# --------------------------------------------------------------------------- this process
 
 
-class WorkerRunFolder(RunFolder):
-    """A non-chief worker's run folder: a temporary folder, removed at the end.
-
-    Every worker of a multi-worker run must take the same steps (`predict`
-    gathers outputs across workers; TensorFlow's guide has every worker save
-    the model, the others to temporary paths), so non-chief workers write
-    their artifacts too, here, where nobody reads them. The training backup
-    is the chief's: every worker must restore the same epoch.
+def process_role(strategy: Any) -> ProcessRole:
+    """This process's place among the training processes, for `open_run_folder`.
 
     Args:
-        path: The temporary folder.
-        shared: The chief's run folder.
-    """
-
-    def __init__(self, path: Path, shared: Path):
-        super().__init__(path)
-        self.shared = shared
-
-    @property
-    def backup_dir(self) -> Path:
-        return self.shared / "backup"
-
-    def mark(self, status: str, **extra: Any) -> None:
-        if status in ("finished", "failed") and self.path.exists():
-            shutil.rmtree(self.path, ignore_errors=True)
-            logger.info("Removed this worker's temporary folder %s.", self.path)
-
-
-def open_run_folder(config: PipelineConfig, strategy: Any) -> RunFolder:
-    """The run folder this process writes to: the real one on the chief only.
-
-    Args:
-        config: The resolved config (`output_dir`, `name`, `overwrite`).
         strategy: The strategy in use.
 
     Returns:
-        A `RunFolder` on the chief; a `WorkerRunFolder` elsewhere.
-
-    Raises:
-        ConfigError: When a cluster of several workers has no `output_dir`
-            (each worker would name its own folder, and their backups would
-            not meet), or the chief finds a finished run (see `RunFolder`).
+        Whether this process is the chief, how many workers train, and this
+        task's name (`"worker1"`, `"chief0"`).
     """
-    workers = strategy.extended._num_workers if _is_multi_worker(strategy) else 1
-    if workers > 1 and config.output_dir is None:
-        raise ConfigError(
-            f"Training on {workers} workers needs output_dir set to one folder every worker "
-            "reaches (the chief writes there, and every worker restores the same backup); set "
-            "the same seed on every worker too. `kerastrain launch` sets both."
-        )
-    if is_chief(strategy):
-        warn_if_unreachable_by_tpu(strategy, config.output_dir)
-        return RunFolder.prepare(config.output_dir, config.name, config.overwrite)
     task_type, index = cluster_task()
-    path = Path(tempfile.mkdtemp(prefix=f"kerastrain-{task_type or 'worker'}{index}-"))
-    logger.info("Not the chief: this worker writes to the temporary folder %s.", path)
-    return WorkerRunFolder(path, RunFolder.location(config.output_dir, config.name))
+    return ProcessRole(
+        chief=is_chief(strategy),
+        workers=strategy.extended._num_workers if _is_multi_worker(strategy) else 1,
+        task=f"{task_type or 'worker'}{index}",
+    )
 
 
 # --------------------------------------------------------------------------- training options

@@ -22,13 +22,19 @@ from kerastrain.config import PipelineConfig, load_config, save_config
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared, prepare_data
 from kerastrain.data.preprocess import with_target_scale
-from kerastrain.distribute import make_strategy, open_run_folder, strategy_summary
+from kerastrain.distribute import (
+    make_strategy,
+    process_role,
+    strategy_summary,
+    warn_if_unreachable_by_tpu,
+)
 from kerastrain.evaluate import compute_metrics, evaluate_run
 from kerastrain.explain import check_explainable, explain_run
 from kerastrain.export import export_model, verify_artifacts
+from kerastrain.files import write_json
 from kerastrain.perf import Decision, as_float32, describe_decisions
 from kerastrain.report import ReportInputs, Section, write_report
-from kerastrain.runs import RunFolder, write_json
+from kerastrain.runs import RunFolder, open_run_folder
 from kerastrain.tracking import track_run, training_callbacks
 from kerastrain.trial import find_learning_rate, predict_split, run_training
 
@@ -202,7 +208,8 @@ def fit_pipeline(
         tf.config.experimental.enable_op_determinism()
     stage = _Stages()
     strategy_obj = make_strategy(cfg.strategy, cfg.distribute)  # first: it may wait for workers
-    run = open_run_folder(cfg, strategy_obj)  # the chief's folder; a temporary one elsewhere
+    warn_if_unreachable_by_tpu(strategy_obj, cfg.output_dir)
+    run = open_run_folder(cfg, process_role(strategy_obj))  # a temporary one off the chief
     try:
         save_config(cfg, run.path / "config.yaml")
         with stage("data"):

@@ -3,22 +3,32 @@
 A ``run.json`` marker records the run's state. A folder whose run finished is
 never written over unless ``overwrite=True``; a folder whose run did not
 finish is picked up again (its training backup lets the fit resume).
+
+Under a cluster of workers only the chief writes the run folder; the others
+write to temporary folders that are removed (:func:`open_run_folder`, told
+which process this is by a plain `ProcessRole`, so this module needs no
+TensorFlow: `kerastrain.distribute.process_role` builds one from a strategy).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kerastrain.errors import ConfigError
-from kerastrain.files import write_json
+from kerastrain.files import remove, write_json
+
+if TYPE_CHECKING:
+    from kerastrain.config import PipelineConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunFolder"]
+__all__ = ["RunFolder", "WorkerRunFolder", "ProcessRole", "open_run_folder"]
 
 MARKER = "run.json"
 
@@ -99,3 +109,76 @@ class RunFolder:
             else getattr(model, "__name__", None) or getattr(model, "name", None) or "model"
         )
         return f"{label}-{_dt.datetime.now():%Y%m%d-%H%M%S}"
+
+
+class WorkerRunFolder(RunFolder):
+    """A non-chief worker's run folder: a temporary folder, removed at the end.
+
+    Every worker of a multi-worker run must take the same steps (`predict`
+    gathers outputs across workers; TensorFlow's guide has every worker save
+    the model, the others to temporary paths), so non-chief workers write
+    their artifacts too, here, where nobody reads them. The training backup
+    is the chief's: every worker must restore the same epoch.
+
+    Args:
+        path: The temporary folder.
+        shared: The chief's run folder.
+    """
+
+    def __init__(self, path: Path, shared: Path):
+        super().__init__(path)
+        self.shared = shared
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.shared / "backup"
+
+    def mark(self, status: str, **extra: Any) -> None:
+        if status in ("finished", "failed") and self.path.exists():
+            remove(self.path)
+            logger.info("Removed this worker's temporary folder %s.", self.path)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessRole:
+    """Where this process stands among the processes that train together.
+
+    Attributes:
+        chief: Whether it writes the run's artifacts and reports. Defaults to `True`.
+        workers: How many workers train together. Defaults to `1`.
+        task: Its task in the cluster, as a folder name (`"worker1"`).
+            Defaults to `"worker0"`.
+    """
+
+    chief: bool = True
+    workers: int = 1
+    task: str = "worker0"
+
+
+def open_run_folder(config: PipelineConfig, role: ProcessRole) -> RunFolder:
+    """The run folder this process writes to: the real one on the chief only.
+
+    Args:
+        config: The resolved config (`output_dir`, `name`, `overwrite`).
+        role: This process's place in the cluster
+            (`kerastrain.distribute.process_role(strategy)`).
+
+    Returns:
+        A `RunFolder` on the chief; a `WorkerRunFolder` elsewhere.
+
+    Raises:
+        ConfigError: When a cluster of several workers has no `output_dir`
+            (each worker would name its own folder, and their backups would
+            not meet), or the chief finds a finished run (see `RunFolder`).
+    """
+    if role.workers > 1 and config.output_dir is None:
+        raise ConfigError(
+            f"Training on {role.workers} workers needs output_dir set to one folder every worker "
+            "reaches (the chief writes there, and every worker restores the same backup); set "
+            "the same seed on every worker too. `kerastrain launch` sets both."
+        )
+    if role.chief:
+        return RunFolder.prepare(config.output_dir, config.name, config.overwrite)
+    path = Path(tempfile.mkdtemp(prefix=f"kerastrain-{role.task}-"))
+    logger.info("Not the chief: this worker writes to the temporary folder %s.", path)
+    return WorkerRunFolder(path, RunFolder.location(config.output_dir, config.name))

@@ -21,14 +21,15 @@ from kerastrain.config import DistributeConfig, PipelineConfig, load_config
 from kerastrain.config.distribute import is_chief_task, task_of, tf_config
 from kerastrain.data.prepare import prepare_data
 from kerastrain.distribute import (
-    WorkerRunFolder,
     coordinator_datasets,
     distributed_train_config,
     make_strategy,
+    process_role,
     strategy_name,
     strategy_summary,
 )
 from kerastrain.launch import free_ports
+from kerastrain.runs import ProcessRole, WorkerRunFolder, open_run_folder
 from kerastrain.trial import make_datasets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -209,6 +210,23 @@ def test_a_non_chief_worker_writes_to_a_temporary_folder_it_removes(tmp_path):
     assert folder.backup_dir == shared / "backup"  # every worker restores the same epoch
     folder.mark("finished")
     assert not folder.path.exists() and not shared.exists()
+
+
+def test_the_run_folder_is_the_chiefs_and_a_temporary_one_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert process_role(tf.distribute.get_strategy()) == ProcessRole(True, 1, "worker0")
+    cfg = PipelineConfig(name="run", output_dir=str(tmp_path / "run"))
+    worker = open_run_folder(cfg, ProcessRole(chief=False, workers=2, task="worker1"))
+    assert isinstance(worker, WorkerRunFolder) and worker.path.name.startswith(
+        "kerastrain-worker1-"
+    )
+    assert worker.backup_dir == tmp_path / "run" / "backup" and not (tmp_path / "run").exists()
+    worker.mark("finished")
+    assert not worker.path.exists()
+    chief = open_run_folder(cfg, ProcessRole(chief=True, workers=2))
+    assert chief.path == tmp_path / "run" and (chief.path / "run.json").exists()
+    with pytest.raises(ConfigError, match="Training on 2 workers needs output_dir"):
+        open_run_folder(PipelineConfig(name="run"), ProcessRole(workers=2))
 
 
 def test_no_learning_rate_scaling_on_one_replica():
