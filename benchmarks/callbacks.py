@@ -31,7 +31,7 @@ from _common import interleave, table
 
 from kerastrain._keras import keras, tf  # noqa: E402
 from kerastrain.config import TrainConfig  # noqa: E402
-from kerastrain.data.validate import Task  # noqa: E402
+from kerastrain.task import Task  # noqa: E402
 from kerastrain.train import compile_model, default_callbacks, train_model  # noqa: E402
 
 

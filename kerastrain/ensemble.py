@@ -24,7 +24,6 @@ import numpy as np
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.config.base import config_error
-from kerastrain.data.validate import Task
 from kerastrain.errors import ConfigError, DataError
 from kerastrain.evaluate import (
     TaskArg,
@@ -36,6 +35,7 @@ from kerastrain.evaluate import (
     read_labelled,
 )
 from kerastrain.perf import as_float32
+from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
 

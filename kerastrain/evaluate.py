@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kerastrain.data.validate import Task
+from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ import numpy as np
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.config.base import config_error
-from kerastrain.data.validate import Task
 from kerastrain.errors import DataError
 from kerastrain.evaluate import (
     TaskArg,
@@ -41,6 +40,7 @@ from kerastrain.evaluate import (
     read_labelled,
 )
 from kerastrain.figures import figure
+from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
 

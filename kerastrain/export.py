@@ -27,10 +27,10 @@ import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.config import ExportConfig
-from kerastrain.data.validate import Task
 from kerastrain.errors import ExportError
 from kerastrain.evaluate import compute_metrics, predicted_classes
 from kerastrain.files import atomic_path
+from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from kerastrain._keras import keras, tf
 from kerastrain.config import TrainConfig
 from kerastrain.config.base import ConfigError, config_error
 from kerastrain.config.train import is_schedule_object
-from kerastrain.data.validate import Task
+from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from kerastrain.callbacks.early_stopping import MAXIMIZED, monitor_mode
 from kerastrain.callbacks.guard import schedule_of
 from kerastrain.config import TrainConfig
 from kerastrain.config.base import ConfigError
-from kerastrain.data.validate import Task
 from kerastrain.files import atomic_write
 from kerastrain.optim import accumulate_gradients, make_loss, make_metrics, make_optimizer
 from kerastrain.perf import Decision, configure_execution
+from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from kerastrain.callbacks import (
     suggest_learning_rate,
 )
 from kerastrain.config import TrainConfig
-from kerastrain.data.validate import Task
+from kerastrain.task import Task
 from kerastrain.train import compile_model, train_model
 
 

@@ -12,8 +12,8 @@ from kerastrain.compress.plan import distill
 from kerastrain.config import load_config
 from kerastrain.config.compress import DistillConfig
 from kerastrain.data.prepare import prepare_data
-from kerastrain.data.validate import Task
 from kerastrain.errors import ConfigError
+from kerastrain.task import Task
 from kerastrain.trial import predict, run_training
 
 FAST = {"learning_rate": 3e-3, "verbose": 0, "early_stopping": None}

@@ -10,7 +10,8 @@ from kerastrain import DataError
 from kerastrain.config import DataConfig
 from kerastrain.data import InMemory, load_data, make_dataset, split_indices, validate
 from kerastrain.data.preprocess import fit_standardizer
-from kerastrain.data.validate import Task, rows
+from kerastrain.data.validate import rows
+from kerastrain.task import Task
 
 OPTS = DataConfig()
 

@@ -9,7 +9,7 @@ import pytest
 from kerastrain import DataError
 from kerastrain.config import DataConfig
 from kerastrain.data.split import fixed_splits, fold_indices, split_indices
-from kerastrain.data.validate import Task
+from kerastrain.task import Task
 
 WINE_CLASSES = Task("multiclass", 3)
 

@@ -14,10 +14,10 @@ from kerastrain.config import ExportConfig, load_config
 from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import fit_standardizer
 from kerastrain.data.split import Splits
-from kerastrain.data.validate import Task
 from kerastrain.distribute import make_strategy
 from kerastrain.ensemble import EPS, ensemble
 from kerastrain.export import export_model, verify_artifacts
+from kerastrain.task import Task
 from kerastrain.trial import run_training
 
 

@@ -9,8 +9,8 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 import kerastrain
-from kerastrain.data.validate import Task
 from kerastrain.evaluate import compute_metrics, curve_data, diagnose, reliability
+from kerastrain.task import Task
 
 
 def _fixed_multiclass(n: int = 300, k: int = 7) -> tuple[np.ndarray, np.ndarray]:

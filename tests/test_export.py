@@ -9,9 +9,9 @@ from kerastrain import ExportError
 from kerastrain._keras import keras
 from kerastrain.config import ExportConfig
 from kerastrain.data.preprocess import Standardizer, model_inputs
-from kerastrain.data.validate import Task
 from kerastrain.export import export_model, load_predictor, verify_artifacts
 from kerastrain.models import Head, build_model
+from kerastrain.task import Task
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 import kerastrain
-from kerastrain.data.validate import Task
 from kerastrain.evaluate import Evaluation, compute_metrics, curve_data, diagnose
 from kerastrain.explain import PermutationImportance
 from kerastrain.report import ReportInputs, Section, scores_section, write_report
+from kerastrain.task import Task
 
 CHROMIUM = "/usr/bin/chromium"
 HISTORY = {

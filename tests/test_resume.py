@@ -20,7 +20,7 @@ from kerastrain import ConfigError
 from kerastrain._keras import keras, tf
 from kerastrain.callbacks import load_records
 from kerastrain.config import TrainConfig
-from kerastrain.data.validate import Task
+from kerastrain.task import Task
 from kerastrain.train import compile_model, train_model
 
 ROOT = Path(__file__).resolve().parents[1]

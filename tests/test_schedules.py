@@ -10,8 +10,8 @@ import pytest
 from kerastrain import ConfigError, schedules
 from kerastrain._keras import keras
 from kerastrain.config import TrainConfig
-from kerastrain.data.validate import Task
 from kerastrain.optim import make_learning_rate
+from kerastrain.task import Task
 from kerastrain.train import compile_model
 
 PEAK = 0.1

@@ -10,8 +10,8 @@ import pytest
 from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig, TrainConfig
 from kerastrain.data.prepare import prepare_data
-from kerastrain.data.validate import Task
 from kerastrain.optim import accumulate_gradients, inner_optimizer, make_optimizer
+from kerastrain.task import Task
 from kerastrain.train import compile_model, train_model
 from kerastrain.trial import build_compiled_model, make_datasets, run_training
 

@@ -9,8 +9,8 @@ from kerastrain import ConfigError
 from kerastrain._keras import keras
 from kerastrain.config import TrainConfig
 from kerastrain.data import InMemory, make_dataset
-from kerastrain.data.validate import Task
 from kerastrain.optim import make_loss, make_optimizer
+from kerastrain.task import Task
 from kerastrain.train import compile_model, monitor_mode, train_model
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.config import PipelineConfig
 from kerastrain.config.compress import DistillConfig
-from kerastrain.data.validate import Task
+from kerastrain.task import Task
 from kerastrain.trial import build_compiled_model
 
 logger = logging.getLogger(__name__)

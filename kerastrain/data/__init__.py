@@ -5,7 +5,7 @@ from kerastrain.data.feed import InMemory, make_dataset, training_datasets
 from kerastrain.data.sources import BUILTIN_DATASETS, Loaded, load_data
 from kerastrain.data.split import Splits, fold_indices, split_indices
 from kerastrain.data.stream import Stream
-from kerastrain.data.validate import Task, Validated, validate
+from kerastrain.data.validate import Validated, validate
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -13,7 +13,6 @@ __all__ = [
     "Loaded",
     "Splits",
     "Stream",
-    "Task",
     "Validated",
     "fold_indices",
     "load_data",

@@ -17,8 +17,9 @@ from kerastrain.data.sources import load_data
 from kerastrain.data.split import Splits, fixed_splits, split_indices
 from kerastrain.data.stream import Stream
 from kerastrain.data.tabular import Table, TabularEncoding, fit_encoding, take_rows
-from kerastrain.data.validate import Task, check_labels, rows, validate
+from kerastrain.data.validate import check_labels, rows, validate
 from kerastrain.errors import DataError
+from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
 

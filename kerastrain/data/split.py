@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from kerastrain.config import DataConfig
-from kerastrain.data.validate import Task, rows
+from kerastrain.data.validate import rows
 from kerastrain.errors import DataError
+from kerastrain.task import Task
 
 __all__ = ["Splits", "split_indices", "fold_indices", "fixed_splits"]
 

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from kerastrain.config import DataConfig
 from kerastrain.errors import DataError
+from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Task", "Validated", "validate", "check_labels", "rows", "unconvertible_rows"]
+__all__ = ["Validated", "validate", "check_labels", "rows", "unconvertible_rows"]
 
 #: Float labels with at most this many distinct integral values are classes.
 MAX_INFERRED_CLASSES = 20
@@ -43,37 +44,6 @@ def unconvertible_rows(values: np.ndarray) -> np.ndarray:
         except (TypeError, ValueError):
             bad.append(i)
     return np.asarray(bad, dtype=np.int64)
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """What the labels ask of the model.
-
-    Attributes:
-        kind: `"binary"`, `"multiclass"` or `"regression"`.
-        num_classes: Number of classes (1 for regression).
-        class_names: Names of the classes, index by index, when known.
-        soft_labels: The training batches carry mixed labels (mixup,
-            cutmix): multi-class labels are fed one-hot and the loss is the
-            categorical one.
-    """
-
-    kind: Literal["binary", "multiclass", "regression"]
-    num_classes: int = 1
-    class_names: tuple[str, ...] | None = None
-    soft_labels: bool = False
-
-    @property
-    def is_classification(self) -> bool:
-        return self.kind != "regression"
-
-    @property
-    def output_units(self) -> int:
-        return self.num_classes if self.kind == "multiclass" else 1
-
-    @property
-    def output_activation(self) -> str:
-        return {"binary": "sigmoid", "multiclass": "softmax", "regression": "linear"}[self.kind]
 
 
 @dataclasses.dataclass
