@@ -11,8 +11,6 @@ config and error classes cost no TensorFlow import; `fit_pipeline` does.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 from kerastrain.errors import ConfigError, DataError, ExportError, KerastrainError
@@ -34,16 +32,13 @@ _LAZY = {
     "register_model": "kerastrain.models",
     "PipelineResult": "kerastrain.pipeline",
     "fit_pipeline": "kerastrain.pipeline",
-    "evaluate": "kerastrain.evaluate",
-    "ensemble": "kerastrain.ensemble",
-    "explain": "kerastrain.explain",
+    "evaluate": "kerastrain.evaluation",
+    "ensemble": "kerastrain.ensembling",
+    "explain": "kerastrain.explanation",
     "CrossValidationResult": "kerastrain.cv",
     "cross_validate": "kerastrain.cv",
     "TuningError": "kerastrain.tune",
 }
-
-#: Functions named like the module that defines them.
-_SHADOWED = frozenset(name for name, module in _LAZY.items() if module == f"{__name__}.{name}")
 
 __all__ = ["ConfigError", "DataError", "ExportError", "KerastrainError", *_LAZY]
 
@@ -58,27 +53,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
-
-class _Package(types.ModuleType):
-    """Keeps ``kerastrain.evaluate`` (and ``ensemble``, ``explain``) the
-    function whatever was imported first.
-
-    Importing the submodule ``kerastrain.evaluate`` (which the pipeline does)
-    makes Python set the package's attribute ``evaluate`` to the module, which
-    would hide the public function of the same name. The function takes its
-    place; the module stays reachable as ``sys.modules["kerastrain.evaluate"]``
-    and through ``from kerastrain.evaluate import ...``.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if (
-            name in _SHADOWED
-            and isinstance(value, types.ModuleType)
-            and value.__name__ == f"{__name__}.{name}"
-        ):
-            value = getattr(value, name)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 
 from kerastrain._keras import keras
+from kerastrain.batching import predict_model
 from kerastrain.config import PipelineConfig, load_config
 from kerastrain.data.prepare import prepare_data
 from kerastrain.data.split import Splits, fold_indices, split_indices
 from kerastrain.files import write_json
 from kerastrain.pipeline import PipelineResult, fit_pipeline
 from kerastrain.runs import RunFolder
-from kerastrain.trial import predict
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def cross_validate(
             seed=cfg.seed + i,
             name=f"{cfg.name}-fold{i}",
         )
-        outputs = predict(result.model, fold.rows(held))
+        outputs = predict_model(result.model, fold.rows(held))
         if predictions is None:
             predictions = np.full((prepared.num_rows, *outputs.shape[1:]), np.nan, np.float32)
         predictions[held] = outputs

@@ -28,10 +28,11 @@ from kerastrain.distribute import (
     strategy_summary,
     warn_if_unreachable_by_tpu,
 )
-from kerastrain.evaluate import compute_metrics, evaluate_run
-from kerastrain.explain import check_explainable, explain_run
+from kerastrain.evaluation import evaluate_run
+from kerastrain.explanation import check_explainable, explain_run
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.files import write_json
+from kerastrain.metrics import compute_metrics
 from kerastrain.perf import Decision, as_float32, describe_decisions
 from kerastrain.report import ReportInputs, Section, write_report
 from kerastrain.runs import RunFolder, open_run_folder

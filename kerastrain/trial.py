@@ -10,11 +10,11 @@ import dataclasses
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from kerastrain._keras import keras, tf
+from kerastrain.batching import empty_outputs
 from kerastrain.config import PipelineConfig
 from kerastrain.data.feed import InMemory, make_dataset, training_datasets
 from kerastrain.data.prepare import Prepared
@@ -41,7 +41,6 @@ __all__ = [
     "make_datasets",
     "build_compiled_model",
     "run_training",
-    "predict",
     "predict_split",
     "global_batch_size",
     "find_learning_rate",
@@ -276,13 +275,6 @@ def find_learning_rate(
     return dataclasses.replace(config, train=train)
 
 
-def predict(model: keras.Model, x: Any, batch_size: int = 512) -> np.ndarray:
-    """The model's outputs on ``x`` (an array or a dict of columns), in inference mode."""
-    if len(next(iter(x.values())) if isinstance(x, dict) else x) == 0:
-        return np.empty((0, *model.output_shape[1:]), np.float32)
-    return model.predict(x, batch_size=batch_size, verbose=0)
-
-
 def predict_split(
     model: keras.Model,
     prepared: Prepared,
@@ -294,7 +286,7 @@ def predict_split(
     data (no copy of the split is made)."""
     indices = getattr(prepared.splits, split)
     if len(indices) == 0:
-        return np.empty((0, *model.output_shape[1:]), np.float32)
+        return empty_outputs(model)
     memory = memory or InMemory(prepared.x, prepared.training_targets)
     dataset = make_dataset(memory, indices, batch_size, training=False)
     return model.predict(dataset.map(lambda x, y: x), verbose=0)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kerastrain._keras import keras, tf
+from kerastrain.batching import predict_model
 from kerastrain.compress.common import Context
 from kerastrain.compress.distill import soft_loss
 from kerastrain.compress.plan import distill
@@ -14,7 +15,7 @@ from kerastrain.config.compress import DistillConfig
 from kerastrain.data.prepare import prepare_data
 from kerastrain.errors import ConfigError
 from kerastrain.task import Task
-from kerastrain.trial import predict, run_training
+from kerastrain.trial import run_training
 
 FAST = {"learning_rate": 3e-3, "verbose": 0, "early_stopping": None}
 
@@ -67,7 +68,7 @@ def test_a_teacher_makes_a_small_data_student_better_than_labels_alone(digits_ar
     )
 
     def accuracy(model: keras.Model) -> float:
-        return float(np.mean(predict(model, x_test).argmax(1) == y_test))
+        return float(np.mean(predict_model(model, x_test).argmax(1) == y_test))
 
     assert distilled.count_params() == alone.count_params() < teacher.count_params()
     assert teacher.trainable  # frozen only while the student trained

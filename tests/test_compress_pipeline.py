@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 
 from kerastrain._keras import keras, tf
+from kerastrain.batching import predict_model
 from kerastrain.compress.prune import tflite_weights
 from kerastrain.config import ExportConfig, load_config
 from kerastrain.data.prepare import prepare_data
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.pipeline import fit_pipeline
-from kerastrain.trial import predict, run_training
+from kerastrain.trial import run_training
 
 #: Class names TF-MOT gives its wrappers; none may reach an exported file.
 TFMOT_CLASSES = (
@@ -136,7 +137,7 @@ def test_every_tflite_mode_is_verified_and_timed(digits_arrays, tmp_path):
     artifacts = export_model(model, tmp_path, export, representative=prepared.part("train")[0])
     assert artifacts.approximate == {"tflite_float16", "tflite_dynamic", "tflite_int8"}
     metrics = verify_artifacts(
-        predict(model, x),
+        predict_model(model, x),
         artifacts,
         x,
         y,

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from kerastrain._keras import keras, tf
+from kerastrain.batching import predict_model
 from kerastrain.compress import compress_model
 from kerastrain.compress import prune as prune_mod
 from kerastrain.compress.cluster import unique_values
@@ -28,15 +29,15 @@ from kerastrain.config.compress import ClusterConfig, PruneConfig
 from kerastrain.data.prepare import prepare_data
 from kerastrain.errors import ConfigError
 from kerastrain.export import (
-    agreement,
     convert_to_tflite,
     export_model,
     load_predictor,
     tflite_latency,
     verify_artifacts,
 )
+from kerastrain.metrics import agreement
 from kerastrain.models.base import output_layer
-from kerastrain.trial import predict, run_training
+from kerastrain.trial import run_training
 
 #: Kernel sizes of the module's CNN (filters 8, dense 32, on 8x8 digits).
 KERNEL_SIZES = {"conv_0": 72, "conv_1": 1152, "dense": 2048, "output": 320}
@@ -69,7 +70,7 @@ def trained(digits_arrays) -> Trained:
     strategy = tf.distribute.get_strategy()
     model, _ = run_training(config, prepared, strategy)
     x_test, y_test = prepared.part("test")
-    accuracy = float(np.mean(predict(model, x_test).argmax(1) == y_test))
+    accuracy = float(np.mean(predict_model(model, x_test).argmax(1) == y_test))
     assert accuracy > 0.9, "the base CNN must be worth compressing"
     return Trained(
         model,
@@ -98,7 +99,7 @@ def _tflite_kernel(path, layer: str) -> np.ndarray:
 
 
 def _accuracy(model: keras.Model, t: Trained) -> float:
-    return float(np.mean(predict(model, t.x_test).argmax(1) == t.y_test))
+    return float(np.mean(predict_model(model, t.x_test).argmax(1) == t.y_test))
 
 
 @pytest.mark.slow
@@ -122,7 +123,9 @@ def test_pruning_reaches_the_target_in_stripped_and_exported_weights(trained, pr
     # The exported .keras file reloads with no TF-MOT scope and predicts the same.
     reloaded = keras.models.load_model(artifacts["keras"], compile=False)
     np.testing.assert_allclose(
-        reloaded.predict(trained.x_test, verbose=0), predict(stripped, trained.x_test), atol=1e-5
+        reloaded.predict(trained.x_test, verbose=0),
+        predict_model(stripped, trained.x_test),
+        atol=1e-5,
     )
 
 
@@ -199,7 +202,9 @@ def test_fusing_relu_into_the_layer_changes_no_output(trained):
     assert fused.get_layer("conv_0").activation.__name__ == "relu"
     assert fused.get_layer("act_0").activation.__name__ == "linear"
     np.testing.assert_allclose(
-        predict(fused, trained.x_test), predict(trained.model, trained.x_test), atol=1e-6
+        predict_model(fused, trained.x_test),
+        predict_model(trained.model, trained.x_test),
+        atol=1e-6,
     )
 
 
@@ -229,7 +234,7 @@ def test_prune_preserving_qat_converts_to_int8_that_agrees_and_stays_sparse(
     assert artifacts.approximate == {"tflite_int8"}
     assert artifacts.sources == {"keras": float_model}  # checked against itself, to atol
     metrics = verify_artifacts(
-        predict(qat, trained.x_test),
+        predict_model(qat, trained.x_test),
         artifacts,
         trained.x_test,
         trained.y_test,
@@ -289,7 +294,7 @@ def test_qat_leaves_unquantizable_layers_float_lists_them_and_agrees_in_int8(dig
     path = Path(tempfile.mkdtemp()) / "qat.tflite"
     path.write_bytes(content)
     outputs = load_predictor(path)(x)
-    assert agreement(prepared.task, outputs, predict(result.model, x)) >= 0.99
+    assert agreement(prepared.task, outputs, predict_model(result.model, x)) >= 0.99
 
 
 def test_xnnpack_refusing_a_sparse_model_falls_back_to_the_builtin_kernels(
@@ -307,7 +312,8 @@ def test_xnnpack_refusing_a_sparse_model_falls_back_to_the_builtin_kernels(
     assert "using the built-in kernels" in caplog.text
     assert timing["kernels"].startswith("built-in kernels")
     assert (
-        agreement(trained.ctx.prepared.task, outputs, predict(pruned.model, trained.x_test)) >= 0.97
+        agreement(trained.ctx.prepared.task, outputs, predict_model(pruned.model, trained.x_test))
+        >= 0.97
     )
 
 

@@ -15,7 +15,7 @@ from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import fit_standardizer
 from kerastrain.data.split import Splits
 from kerastrain.distribute import make_strategy
-from kerastrain.ensemble import EPS, ensemble
+from kerastrain.ensembling import EPS, ensemble
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.task import Task
 from kerastrain.trial import run_training

@@ -3,14 +3,22 @@ diagnosis, and `kerastrain.evaluate` on a model and its exported artifacts."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 import kerastrain
-from kerastrain.evaluate import compute_metrics, curve_data, diagnose, reliability
+from kerastrain.evaluation import diagnose
+from kerastrain.metrics import compute_metrics, curve_data, reliability
 from kerastrain.task import Task
+
+ROOT = Path(__file__).parents[1]
 
 
 def _fixed_multiclass(n: int = 300, k: int = 7) -> tuple[np.ndarray, np.ndarray]:
@@ -224,10 +232,52 @@ def test_evaluate_refuses_bad_input(binary_model_and_artifacts):
 
 
 def test_package_names_stay_functions_after_their_modules_are_imported():
-    import kerastrain.ensemble  # noqa: F401  (the import sets the package attribute)
-    from kerastrain.evaluate import compute_metrics as imported  # noqa: F401
-    from kerastrain.explain import explain as imported_explain  # noqa: F401
+    import kerastrain.ensembling  # noqa: F401
+    import kerastrain.evaluation  # noqa: F401
+    import kerastrain.explanation  # noqa: F401
 
-    assert callable(kerastrain.evaluate) and kerastrain.evaluate.__name__ == "evaluate"
-    assert kerastrain.ensemble.__name__ == "ensemble"
-    assert kerastrain.explain.__name__ == "explain"
+    assert kerastrain.evaluate is kerastrain.evaluation.evaluate
+    assert kerastrain.ensemble is kerastrain.ensembling.ensemble
+    assert kerastrain.explain is kerastrain.explanation.explain
+
+
+#: Reads the public functions before and after importing their modules, in
+#: the order given on the command line, in a fresh interpreter.
+NAMES_SCRIPT = """
+import importlib, sys
+import kerastrain
+modules = {"evaluate": "evaluation", "ensemble": "ensembling", "explain": "explanation"}
+for step in sys.argv[1:]:
+    if step == "names":
+        seen = [getattr(kerastrain, name) for name in modules]
+    else:
+        importlib.import_module("kerastrain." + step)
+for name, module in modules.items():
+    function = getattr(kerastrain, name)
+    assert callable(function) and function.__name__ == name, (name, function)
+    assert function is getattr(importlib.import_module("kerastrain." + module), name)
+print("ok")
+"""
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(
+    "order",
+    [
+        ["names", "evaluation", "ensembling", "explanation", "pipeline"],
+        ["pipeline", "explanation", "ensembling", "evaluation", "names"],
+    ],
+    ids=["names first", "modules first"],
+)
+def test_package_names_are_functions_whatever_is_imported_first(order):
+    done = subprocess.run(
+        [sys.executable, "-c", NAMES_SCRIPT, *order],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

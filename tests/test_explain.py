@@ -9,7 +9,7 @@ import pytest
 
 import kerastrain
 from kerastrain._keras import keras
-from kerastrain.explain import AttributionMaps, PermutationImportance, check_explainable
+from kerastrain.explanation import AttributionMaps, PermutationImportance, check_explainable
 
 
 def _fit(model, x, y, loss, epochs):

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 import kerastrain
-from kerastrain.evaluate import Evaluation, compute_metrics, curve_data, diagnose
-from kerastrain.explain import PermutationImportance
+from kerastrain.evaluation import Evaluation, diagnose
+from kerastrain.explanation import PermutationImportance
+from kerastrain.metrics import compute_metrics, curve_data
 from kerastrain.report import ReportInputs, Section, scores_section, write_report
 from kerastrain.task import Task
 

@@ -12,11 +12,12 @@ import pytest
 
 from kerastrain import ConfigError, DataError
 from kerastrain._keras import keras
+from kerastrain.batching import predict_model
 from kerastrain.config import load_config
 from kerastrain.data.prepare import prepare_data
 from kerastrain.distribute import make_strategy
-from kerastrain.evaluate import compute_metrics
-from kerastrain.trial import predict, run_training
+from kerastrain.metrics import compute_metrics
+from kerastrain.trial import run_training
 from kerastrain.tune import TuningError, open_search, run_search
 from kerastrain.tune.search import _folds
 from kerastrain.tune.space import Space, declare_space, trial_config
@@ -370,7 +371,7 @@ def test_user_build_returning_a_model_with_a_custom_objective(bc, tmp_path):
     search = open_search(config, prepared, make_strategy("cpu"))
     model = search.runner.load_model(search.oracle.trials[result.best_trial])
     x, y = prepared.part("val")
-    assert compute_metrics(prepared.task, y, predict(model, x))["f1"] == pytest.approx(
+    assert compute_metrics(prepared.task, y, predict_model(model, x))["f1"] == pytest.approx(
         result.best_score, abs=1e-6
     )
     dense = [layer for layer in model.layers[-1].layers if isinstance(layer, keras.layers.Dense)]

@@ -34,9 +34,9 @@ from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import with_target_scale
 from kerastrain.distribute import uses_coordinator
 from kerastrain.errors import ConfigError
-from kerastrain.evaluate import compute_metrics
 from kerastrain.export import artifact_bytes, convert_to_tflite, load_predictor, tflite_latency
 from kerastrain.files import write_json
+from kerastrain.metrics import compute_metrics
 from kerastrain.perf import as_float32
 from kerastrain.report import Section
 

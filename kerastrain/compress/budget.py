@@ -30,8 +30,8 @@ from kerastrain.compress.common import Context, original_units, rebuild
 from kerastrain.compress.plan import Plan, PlanResult, apply_plan
 from kerastrain.config.compress import BudgetConfig, ClusterConfig, PruneConfig
 from kerastrain.errors import KerastrainError
-from kerastrain.evaluate import compute_metrics
 from kerastrain.export import convert_modes, convert_to_tflite, load_predictor
+from kerastrain.metrics import compute_metrics
 
 logger = logging.getLogger(__name__)
 

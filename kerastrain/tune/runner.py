@@ -32,8 +32,8 @@ from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared
-from kerastrain.evaluate import compute_metrics
 from kerastrain.files import atomic_write, write_json
+from kerastrain.metrics import compute_metrics
 from kerastrain.trial import build_compiled_model, predict_split, run_training
 from kerastrain.tune.space import Space, plain_values, trial_config
 

@@ -23,17 +23,17 @@ from typing import Any, Literal
 import numpy as np
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
+from kerastrain.batching import DIRECT_CALL_ROWS, predict_model
 from kerastrain.config.base import config_error
 from kerastrain.errors import ConfigError, DataError
-from kerastrain.evaluate import (
+from kerastrain.evaluation import (
     TaskArg,
-    _labels_for,
-    _model_predictor,
-    compute_metrics,
     infer_task,
+    labels_for,
     output_activation,
     read_labelled,
 )
+from kerastrain.metrics import compute_metrics
 from kerastrain.perf import as_float32
 from kerastrain.task import Task
 
@@ -250,7 +250,7 @@ def ensemble(
     outputs: list[np.ndarray] = []
     if data is not None:
         x, y, loaded = read_labelled(data, target)
-        outputs = [np.asarray(_model_predictor(m)(x)) for m in members]
+        outputs = [predict_model(m, x, direct_call_rows=DIRECT_CALL_ROWS) for m in members]
         resolved = infer_task(
             outputs[0],
             y,
@@ -258,11 +258,11 @@ def ensemble(
             task=task,
             class_names=loaded.class_names,
         )
-        y = _labels_for(resolved, y)
+        y = labels_for(resolved, y)
     else:
         probe = np.zeros((1, *members[0].input_shape[1:]), np.float32)
         resolved = infer_task(
-            _model_predictor(members[0])(probe),
+            predict_model(members[0], probe, direct_call_rows=DIRECT_CALL_ROWS),
             np.zeros(0),
             activation=output_activation(members[0]),
             task=task,
@@ -299,7 +299,11 @@ def ensemble(
         for member_name, out in zip(names, outputs):
             scores[member_name] = compute_metrics(resolved, y, out)
         # A stack is scored out of fold; averages and votes learned nothing from `data`.
-        combined_out = ensemble_oof if ensemble_oof is not None else _model_predictor(model)(x)
+        combined_out = (
+            ensemble_oof
+            if ensemble_oof is not None
+            else predict_model(model, x, direct_call_rows=DIRECT_CALL_ROWS)
+        )
         scores["ensemble"] = compute_metrics(resolved, y, combined_out)
         key = "accuracy" if resolved.is_classification else "rmse"
         logger.info(

@@ -18,6 +18,7 @@ classified images, and drawn as one figure.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -27,19 +28,18 @@ from typing import Any, Literal
 import numpy as np
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
+from kerastrain.batching import DIRECT_CALL_ROWS, predict_model
 from kerastrain.config.base import config_error
 from kerastrain.errors import DataError
-from kerastrain.evaluate import (
+from kerastrain.evaluation import (
     TaskArg,
-    _labels_for,
-    _model_predictor,
-    class_names,
     infer_task,
+    labels_for,
     output_activation,
-    predicted_classes,
     read_labelled,
 )
 from kerastrain.figures import figure
+from kerastrain.metrics import class_names, class_probabilities, normalized, predicted_classes
 from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
@@ -225,13 +225,13 @@ Explanation = PermutationImportance | AttributionMaps
 def _call(model: keras.Model, batch_size: int = 1024) -> Callable[[np.ndarray], np.ndarray]:
     # Calling the model directly avoids `predict`'s per-call set-up, which
     # dominates for the many small calls of permutation importance.
-    return _model_predictor(model, batch_size)
+    return functools.partial(
+        predict_model, model, batch_size=batch_size, direct_call_rows=DIRECT_CALL_ROWS
+    )
 
 
 def _scorer(task: Task, scoring: str, predict: Callable[[np.ndarray], np.ndarray]) -> Callable:
     from sklearn import metrics as skm
-
-    from kerastrain.evaluate import _normalized, class_probabilities
 
     def score(_estimator: Any, x: Any, y: np.ndarray) -> float:
         table = hasattr(x, "columns")  # a table's columns, as a DataFrame
@@ -247,7 +247,7 @@ def _scorer(task: Task, scoring: str, predict: Callable[[np.ndarray], np.ndarray
                     "neg_root_mean_squared_error": lambda a, b: -skm.root_mean_squared_error(a, b),
                 }[scoring](y, pred)
             )
-        proba = _normalized(class_probabilities(task, out))
+        proba = normalized(class_probabilities(task, out))
         if scoring == "neg_log_loss":
             return -float(skm.log_loss(y, proba, labels=list(range(task.num_classes))))
         if scoring == "roc_auc":
@@ -522,7 +522,7 @@ def explain(
     resolved = infer_task(
         outputs, y, activation=output_activation(model), task=task, class_names=loaded.class_names
     )
-    y = _labels_for(resolved, y)
+    y = labels_for(resolved, y)
     if method == "permutation":
         return _permutation(
             model, resolved, x, y, feature_names or loaded.feature_names, scoring, repeats, seed
@@ -611,7 +611,7 @@ def explain_run(
                 model,
                 prepared.task,
                 pd.DataFrame(x),
-                _labels_for(prepared.task, y),
+                labels_for(prepared.task, y),
                 prepared.feature_names,
                 "auto",
                 config.permutation_repeats,

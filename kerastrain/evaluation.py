@@ -1,32 +1,37 @@
-"""Evaluation: metrics, curves, calibration, and the learning-curve diagnosis.
+"""Evaluation: the evaluate stage, the learning-curve diagnosis, and `evaluate()`.
 
-Everything here works on NumPy arrays of labels and model outputs, so the
-Keras model and every exported artifact are scored by the same code.
-scikit-learn computes every metric it has; only the expected calibration
-error is summed here, from scikit-learn's own reliability bins.
+The stage scores the trained model on its held-out rows with the metric
+functions of `kerastrain.metrics` and reads its learning curves for signs
+of over- or under-fitting; `evaluate()` scores any model or exported
+artifact on new labelled data.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
+from kerastrain._keras import ensure_tf_keras, keras
+from kerastrain.batching import DIRECT_CALL_ROWS, PREDICT_CHUNK_ROWS, predict_batched, predict_model
+from kerastrain.config import DataConfig
+from kerastrain.config.base import config_error
+from kerastrain.data.sources import load_data
+from kerastrain.data.validate import rows as row_list
+from kerastrain.data.validate import validate
+from kerastrain.errors import DataError
+from kerastrain.export.predictors import load_predictor
+from kerastrain.metrics import compute_metrics, curve_data
 from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "compute_metrics",
-    "predicted_classes",
-    "class_probabilities",
-    "reliability",
-    "curve_data",
     "diagnose",
     "baseline_loss",
     "Finding",
@@ -34,252 +39,18 @@ __all__ = [
     "evaluate_run",
     "evaluate",
     "infer_task",
-    "TOP_K",
-    "CALIBRATION_BINS",
+    "output_activation",
+    "read_labelled",
+    "labels_for",
+    "TaskArg",
 ]
 
-#: Top-k accuracy is reported with this k when there are more than 5 classes.
-TOP_K = 3
-TOP_K_MIN_CLASSES = 6
-#: Equal-width confidence bins of the reliability diagram and the ECE.
-CALIBRATION_BINS = 10
 #: Relative change below which a loss curve counts as flat.
 FLAT = 0.01
 #: A final training loss at least this share of the baseline's counts as high.
 HIGH = 0.5
 #: Validation loss this much (relative) above its minimum counts as rising.
 RISE = 0.02
-
-
-def class_probabilities(task: Task, outputs: np.ndarray) -> np.ndarray:
-    """``(n, classes)`` probabilities from the model's outputs."""
-    outputs = np.asarray(outputs, dtype=np.float64)
-    if task.kind == "binary":
-        p = outputs.reshape(-1)
-        return np.stack([1.0 - p, p], axis=1)
-    return outputs.reshape(len(outputs), -1)
-
-
-def predicted_classes(task: Task, outputs: np.ndarray) -> np.ndarray:
-    """The predicted class of each row (classification tasks)."""
-    return class_probabilities(task, outputs).argmax(axis=1)
-
-
-def _normalized(proba: np.ndarray) -> np.ndarray:
-    # float32 softmax rows (and TFLite's) sum to 1 only within ~1e-7; scikit-learn's
-    # log loss wants them exact.
-    proba = np.clip(proba, 0.0, None)
-    return proba / np.clip(proba.sum(axis=1, keepdims=True), 1e-12, None)
-
-
-def class_names(task: Task) -> list[str]:
-    """The task's class names, or the class indices as strings."""
-    return list(task.class_names) if task.class_names else [str(i) for i in range(task.num_classes)]
-
-
-def compute_metrics(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
-    """Scores predictions for the task.
-
-    Classification: `accuracy`, `balanced_accuracy`; `precision`, `recall`
-    and `f1` (macro averages) with their `_weighted` twins and `per_class`
-    values; `roc_auc` (one-vs-rest macro for several classes) and `pr_auc`
-    (average precision), both `None` when a class has no example in `y_true`
-    (they are undefined then); `log_loss`; `ece` (expected calibration error
-    over `CALIBRATION_BINS` bins); `top_3_accuracy` when there are more than
-    5 classes; `confusion_matrix` (counts, rows the true classes) and
-    `confusion_matrix_normalized` (each row divided by its count).
-    Regression: `mae`, `rmse`, `r2`. Both: `examples`.
-
-    Args:
-        task: The task.
-        y_true: True labels (class indices, or targets).
-        outputs: The model's outputs for the same rows.
-
-    Returns:
-        A JSON-ready mapping of metric names to values.
-
-    Example:
-        >>> outputs = np.array([[0.2], [0.9]])
-        >>> compute_metrics(Task("binary", 2), np.array([0, 1]), outputs)["accuracy"]
-        1.0
-    """
-    from sklearn import metrics as skm
-
-    y_true = np.asarray(y_true)
-    if len(y_true) == 0:
-        return {}
-    if task.kind == "regression":
-        pred = np.asarray(outputs, dtype=np.float64).reshape(-1)
-        return {
-            "mae": float(skm.mean_absolute_error(y_true, pred)),
-            "rmse": float(skm.root_mean_squared_error(y_true, pred)),
-            "r2": float(skm.r2_score(y_true, pred)),
-            "examples": int(len(y_true)),
-        }
-    y_true = y_true.astype(np.int64)
-    proba = _normalized(class_probabilities(task, outputs))
-    y_pred = proba.argmax(axis=1)
-    labels = list(range(task.num_classes))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
-        result: dict[str, Any] = {
-            "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-            "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
-        }
-    for average in ("macro", "weighted"):
-        p, r, f, _ = skm.precision_recall_fscore_support(
-            y_true, y_pred, labels=labels, average=average, zero_division=0
-        )
-        suffix = "" if average == "macro" else "_weighted"
-        result.update(
-            {f"precision{suffix}": float(p), f"recall{suffix}": float(r), f"f1{suffix}": float(f)}
-        )
-    p, r, f, support = skm.precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, average=None, zero_division=0
-    )
-    result["per_class"] = {
-        name: {
-            "precision": float(p[i]),
-            "recall": float(r[i]),
-            "f1": float(f[i]),
-            "support": int(support[i]),
-        }
-        for i, name in enumerate(class_names(task))
-    }
-    result["roc_auc"] = _roc_auc(task, y_true, proba)
-    result["pr_auc"] = _pr_auc(task, y_true, proba)
-    result["log_loss"] = float(skm.log_loss(y_true, proba, labels=labels))
-    result["ece"] = reliability(task, y_true, proba)["ece"]
-    if task.num_classes >= TOP_K_MIN_CLASSES:
-        result[f"top_{TOP_K}_accuracy"] = float(
-            skm.top_k_accuracy_score(y_true, proba, k=TOP_K, labels=labels)
-        )
-    result["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
-    result["confusion_matrix_normalized"] = skm.confusion_matrix(
-        y_true, y_pred, labels=labels, normalize="true"
-    ).tolist()
-    result["examples"] = int(len(y_true))
-    return result
-
-
-def _all_classes_present(task: Task, y_true: np.ndarray) -> bool:
-    return len(np.unique(y_true)) == task.num_classes
-
-
-def _roc_auc(task: Task, y_true: np.ndarray, proba: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    if not _all_classes_present(task, y_true):
-        return None  # undefined when a class has no example
-    if task.kind == "binary":
-        return float(roc_auc_score(y_true, proba[:, 1]))
-    return float(
-        roc_auc_score(y_true, proba, multi_class="ovr", labels=list(range(task.num_classes)))
-    )
-
-
-def _pr_auc(task: Task, y_true: np.ndarray, proba: np.ndarray) -> float | None:
-    from sklearn.metrics import average_precision_score
-    from sklearn.preprocessing import label_binarize
-
-    if not _all_classes_present(task, y_true):
-        return None
-    if task.kind == "binary":
-        return float(average_precision_score(y_true, proba[:, 1]))
-    onehot = label_binarize(y_true, classes=list(range(task.num_classes)))
-    return float(average_precision_score(onehot, proba, average="macro"))
-
-
-def reliability(
-    task: Task, y_true: np.ndarray, proba: np.ndarray, bins: int = CALIBRATION_BINS
-) -> dict[str, Any]:
-    """The reliability diagram's bins and the expected calibration error.
-
-    Binary tasks bin the positive class's probability against the share of
-    positives (scikit-learn's `calibration_curve`); multi-class tasks bin the
-    top class's probability (the confidence) against the share of rows whose
-    top class is right. ECE is the mean gap between the two, each bin weighted
-    by its share of rows.
-
-    Args:
-        task: A classification task.
-        y_true: Class indices.
-        proba: `(n, classes)` probabilities, as `class_probabilities` returns.
-        bins: Equal-width bins over [0, 1]. Defaults to `CALIBRATION_BINS`.
-
-    Returns:
-        `confidence` (mean predicted probability per non-empty bin),
-        `observed` (observed frequency), `counts`, `bin_edges`, `ece`, and
-        `kind` (`"positive class"` or `"top class"`).
-    """
-    from sklearn.calibration import calibration_curve
-
-    y_true = np.asarray(y_true).astype(np.int64)
-    proba = np.asarray(proba, dtype=np.float64)
-    if task.kind == "binary":
-        hits, prob, kind = y_true, proba[:, 1], "positive class"
-    else:
-        hits = (proba.argmax(axis=1) == y_true).astype(np.int64)
-        prob, kind = proba.max(axis=1), "top class"
-    prob = np.clip(prob, 0.0, 1.0)
-    observed, confidence = calibration_curve(
-        hits, prob, n_bins=bins, strategy="uniform", pos_label=1
-    )
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    counts = np.bincount(np.searchsorted(edges[1:-1], prob), minlength=bins)  # sklearn's binning
-    counts = counts[counts > 0]
-    ece = float(np.sum(counts / len(prob) * np.abs(observed - confidence)))
-    return {
-        "confidence": confidence.tolist(),
-        "observed": observed.tolist(),
-        "counts": counts.tolist(),
-        "bin_edges": edges.tolist(),
-        "ece": ece,
-        "kind": kind,
-    }
-
-
-def curve_data(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
-    """What the report plots: ROC and precision-recall curves, reliability
-    bins (classification), or predictions and residuals (regression).
-
-    ROC and PR curves are one-vs-rest, one per class that has both positive
-    and negative rows (binary tasks: the positive class only).
-
-    Args:
-        task: The task.
-        y_true: True labels (class indices, or targets).
-        outputs: The model's outputs for the same rows.
-
-    Returns:
-        Classification: `roc` and `pr` (class name to its curve and area) and
-        `reliability` (see `reliability`). Regression: `predicted` and
-        `residual` (true minus predicted).
-    """
-    from sklearn import metrics as skm
-
-    y_true = np.asarray(y_true)
-    if task.kind == "regression":
-        pred = np.asarray(outputs, dtype=np.float64).reshape(-1)
-        return {"predicted": pred, "residual": y_true.astype(np.float64) - pred}
-    y_true = y_true.astype(np.int64)
-    proba = _normalized(class_probabilities(task, outputs))
-    names = class_names(task)
-    classes = [1] if task.kind == "binary" else range(task.num_classes)
-    roc, pr = {}, {}
-    for c in classes:
-        positive = y_true == c
-        if positive.all() or not positive.any():
-            continue
-        fpr, tpr, _ = skm.roc_curve(positive, proba[:, c])
-        precision, recall, _ = skm.precision_recall_curve(positive, proba[:, c])
-        roc[names[c]] = {"fpr": fpr, "tpr": tpr, "auc": float(skm.auc(fpr, tpr))}
-        pr[names[c]] = {
-            "precision": precision,
-            "recall": recall,
-            "ap": float(skm.average_precision_score(positive, proba[:, c])),
-        }
-    return {"roc": roc, "pr": pr, "reliability": reliability(task, y_true, proba)}
 
 
 # --------------------------------------------------------------------------- diagnosis
@@ -503,14 +274,11 @@ def evaluate_run(model: Any, prepared: Any, history: Mapping[str, Sequence[float
     split = "test" if len(splits.test) else "val" if len(splits.val) else "train"
     rows = getattr(splits, split)
     y = prepared.y[rows]
-    predict = _model_predictor(model)
     # Chunk by chunk: a large data set's split is never copied whole.
-    outputs = np.concatenate(
-        [
-            predict(prepared.rows(rows[i : i + PREDICT_CHUNK_ROWS]))
-            for i in range(0, len(rows), PREDICT_CHUNK_ROWS)
-        ]
-        or [predict(prepared.rows(rows))]
+    outputs = predict_batched(
+        lambda chunk: predict_model(model, prepared.rows(chunk), direct_call_rows=DIRECT_CALL_ROWS),
+        rows,
+        PREDICT_CHUNK_ROWS,
     )
     # The loss was computed on the targets the model trained on (standardized
     # for regression), so the baseline is too.
@@ -530,33 +298,6 @@ def evaluate_run(model: Any, prepared: Any, history: Mapping[str, Sequence[float
 # --------------------------------------------------------------------------- evaluate()
 
 TaskArg = Task | Literal["auto", "binary", "multiclass", "regression"]
-
-
-#: `evaluate_run` gathers and predicts at most this many rows at a time.
-PREDICT_CHUNK_ROWS = 65536
-#: Up to this many rows, a model is called directly rather than through
-#: `predict`, whose per-call tracing costs more than the work on small data.
-DIRECT_CALL_ROWS = 8192
-
-
-def _model_predictor(model: Any, batch_size: int = 512) -> Callable[[np.ndarray], np.ndarray]:
-    def predict(x: Any) -> np.ndarray:  # an array, or a table's dict of columns
-        table = isinstance(x, dict)
-        n = len(next(iter(x.values()))) if table else len(x)
-        if n == 0:
-            return np.empty((0, *model.output_shape[1:]), np.float32)
-        if n > DIRECT_CALL_ROWS:
-            return model.predict(x, batch_size=batch_size, verbose=0)
-        take = (
-            (lambda i: {k: v[i : i + batch_size] for k, v in x.items()})
-            if table
-            else (lambda i: x[i : i + batch_size])
-        )
-        return np.concatenate(
-            [np.asarray(model(take(i), training=False)) for i in range(0, n, batch_size)]
-        )
-
-    return predict
 
 
 def output_activation(model: Any) -> str | None:
@@ -597,8 +338,6 @@ def infer_task(
     Raises:
         ConfigError: For an unknown `task`.
     """
-    from kerastrain.config.base import config_error
-
     if isinstance(task, Task):
         return task
     kinds = ("auto", "binary", "multiclass", "regression")
@@ -639,11 +378,6 @@ def read_labelled(data: Any, target: str | None = None) -> tuple[np.ndarray, np.
     Raises:
         DataError: For data that cannot be read or rows that are not numbers.
     """
-    from kerastrain.config import DataConfig
-    from kerastrain.data.sources import load_data
-    from kerastrain.data.validate import validate
-    from kerastrain.errors import DataError
-
     loaded = load_data(data, DataConfig(target=target))
     y = np.asarray(loaded.y)
     n_x = len(loaded.x) if hasattr(loaded.x, "__len__") else 0
@@ -660,10 +394,20 @@ def read_labelled(data: Any, target: str | None = None) -> tuple[np.ndarray, np.
     return checked.x, y.reshape(len(y)), loaded
 
 
-def _labels_for(task: Task, y: np.ndarray) -> np.ndarray:
-    from kerastrain.data.validate import rows
-    from kerastrain.errors import DataError
+def labels_for(task: Task, y: np.ndarray) -> np.ndarray:
+    """The labels ``y`` as the task's targets: floats for regression, class
+    indices for classification (class names mapped to their index).
 
+    Args:
+        task: The task the model answers.
+        y: The labels, as read by `read_labelled`.
+
+    Returns:
+        float64 targets, or int64 class indices.
+
+    Raises:
+        DataError: Naming the rows whose labels are not classes of the task.
+    """
     if task.kind == "regression":
         return y.astype(np.float64)
     if y.dtype.kind not in "iub" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
@@ -672,7 +416,7 @@ def _labels_for(task: Task, y: np.ndarray) -> np.ndarray:
             unknown = np.flatnonzero([str(v) not in index for v in y])
             if len(unknown):
                 raise DataError(
-                    f"Rows {rows(unknown)} have labels that are not class names "
+                    f"Rows {row_list(unknown)} have labels that are not class names "
                     f"({', '.join(task.class_names)})."
                 )
             return np.array([index[str(v)] for v in y], np.int64)
@@ -683,7 +427,7 @@ def _labels_for(task: Task, y: np.ndarray) -> np.ndarray:
     outside = np.flatnonzero((y < 0) | (y >= task.num_classes))
     if len(outside):
         raise DataError(
-            f"Rows {rows(outside)} have labels outside the model's classes "
+            f"Rows {row_list(outside)} have labels outside the model's classes "
             f"0..{task.num_classes - 1} (first: {y[outside[0]]})."
         )
     return y
@@ -723,13 +467,8 @@ def evaluate(
         >>> m = evaluate("saved_models/run/model.tflite", "digits")  # doctest: +SKIP
         >>> m["accuracy"], m["per_class"]["3"]["f1"]  # doctest: +SKIP
     """
-    from kerastrain._keras import ensure_tf_keras, keras
-    from kerastrain.config.base import config_error
-
     activation = None
     if isinstance(model_or_artifact_path, (str, os.PathLike)):
-        from kerastrain.export import load_predictor
-
         predict = load_predictor(model_or_artifact_path)
         where = os.fspath(model_or_artifact_path)
     else:
@@ -740,7 +479,12 @@ def evaluate(
                 model_or_artifact_path,
                 "a tf_keras model or the path of an exported artifact",
             )
-        predict = _model_predictor(model_or_artifact_path, batch_size)
+        predict = functools.partial(
+            predict_model,
+            model_or_artifact_path,
+            batch_size=batch_size,
+            direct_call_rows=DIRECT_CALL_ROWS,
+        )
         activation = output_activation(model_or_artifact_path)
         where = model_or_artifact_path.name
     x, y, loaded = read_labelled(data, target)
@@ -748,7 +492,7 @@ def evaluate(
     resolved = infer_task(
         outputs, y, activation=activation, task=task, class_names=loaded.class_names
     )
-    metrics = compute_metrics(resolved, _labels_for(resolved, y), outputs)
+    metrics = compute_metrics(resolved, labels_for(resolved, y), outputs)
     logger.info(
         "Evaluated %s on %d rows (%s): %s",
         where,

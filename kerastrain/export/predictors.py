@@ -1,0 +1,202 @@
+"""Predictors: any exported artifact reloaded as a function from rows to outputs.
+
+Each artifact is reloaded the way a user would (``tf.saved_model.load``,
+``tf_keras.models.load_model``, the LiteRT interpreter) and called batch by
+batch; TFLite files are also timed on one example.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kerastrain._keras import keras, tf
+from kerastrain.batching import predict_batched, take
+from kerastrain.errors import ExportError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["load_predictor", "tflite_latency", "Predictor"]
+
+#: A function from input rows (an array or a dict of columns) to outputs.
+Predictor = Callable[[Any], np.ndarray]
+
+
+def _savedmodel_predictor(path: Path) -> Predictor:
+    loaded = tf.saved_model.load(str(path))
+    signature = loaded.signatures["serving_default"]
+    specs = signature.structured_input_signature[1]
+    (output,) = signature.structured_outputs
+
+    def predict(x: Any) -> np.ndarray:
+        given = x if isinstance(x, dict) else {next(iter(specs)): x}
+        return signature(
+            **{
+                name: tf.convert_to_tensor(_plain(given[name]), spec.dtype)
+                for name, spec in specs.items()
+            }
+        )[output].numpy()
+
+    return predict
+
+
+def _plain(column: Any) -> Any:
+    """Object arrays of text as str arrays, which TensorFlow converts."""
+    return column.astype(str) if getattr(column, "dtype", None) == np.dtype(object) else column
+
+
+class _TFLiteRunner:
+    """A TFLite file's `serving_default` signature, run on rows of inputs
+    (an array, or a dict of columns for a table).
+
+    It starts with the default delegates (XNNPACK) and falls back to the
+    built-in kernels, saying so, when they fail: XNNPACK refuses to prepare
+    some models with sparse weight tensors. Quantized (int8) inputs and
+    outputs are converted with the file's own scale and zero point.
+    """
+
+    def __init__(self, path: Path, num_threads: int | None = None):
+        self.path = path
+        self.num_threads = num_threads
+        self.kernels = "default delegates (XNNPACK)"
+        try:
+            self._open(fallback=False)
+        except (RuntimeError, ValueError) as exc:
+            self._use_builtin(exc)
+
+    def _open(self, fallback: bool) -> None:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        resolver = (
+            OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if fallback else OpResolverType.AUTO
+        )
+        interpreter = Interpreter(
+            model_path=str(self.path),
+            num_threads=self.num_threads,
+            experimental_op_resolver_type=resolver,
+        )
+        self._run = interpreter.get_signature_runner("serving_default")
+        self._inputs = self._run.get_input_details()
+        (self._output,) = self._run.get_output_details().values()
+        self._fallback = fallback
+
+    def feed(self, x: Any) -> dict[str, np.ndarray]:
+        """The inputs as the file takes them: text encoded, int8 quantized."""
+        given = x if isinstance(x, dict) else {next(iter(self._inputs)): x}
+        inputs = {}
+        for name, detail in self._inputs.items():
+            value, dtype = given[name], detail["dtype"]
+            scale, zero = detail["quantization"]
+            if dtype == np.bytes_:
+                inputs[name] = np.char.encode(_plain(value), "utf-8")
+            elif np.issubdtype(dtype, np.integer) and scale:
+                info = np.iinfo(dtype)
+                quantized = np.round(np.asarray(value, np.float32) / scale + zero)
+                inputs[name] = np.clip(quantized, info.min, info.max).astype(dtype)
+            else:
+                inputs[name] = np.asarray(value, dtype)
+        return inputs
+
+    def _dequantize(self, y: np.ndarray) -> np.ndarray:
+        scale, zero = self._output["quantization"]
+        if np.issubdtype(y.dtype, np.integer) and scale:
+            return (y.astype(np.float32) - zero) * scale
+        return y
+
+    def invoke(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs inputs already fed (see `feed`); falls back once if the
+        default delegates fail."""
+        try:
+            return self._run(**inputs)
+        except (RuntimeError, ValueError) as exc:
+            if self._fallback:
+                raise
+            self._use_builtin(exc)
+            return self._run(**inputs)
+
+    def _use_builtin(self, exc: Exception) -> None:
+        logger.warning(
+            "TFLite default delegates failed on %s (%s); using the built-in kernels.",
+            self.path.name,
+            exc,
+        )
+        self._open(fallback=True)
+        self.kernels = "built-in kernels (the default delegates failed)"
+
+    def __call__(self, x: Any) -> np.ndarray:
+        (value,) = self.invoke(self.feed(x)).values()
+        return self._dequantize(value)
+
+
+def _tflite_predictor(path: Path) -> Predictor:
+    return _TFLiteRunner(path)
+
+
+def tflite_latency(
+    path: str | os.PathLike, x: Any, runs: int = 200, warmup: int = 20
+) -> dict[str, Any]:
+    """Single-example latency of a TFLite file, measured with the interpreter.
+
+    One thread, the same kernels `load_predictor` uses, input conversion
+    done before timing; the median over `runs` is robust to a loaded machine.
+
+    Args:
+        path: The `.tflite` file.
+        x: Input rows (an array or a dict of columns); the first is timed.
+        runs: Timed runs. Defaults to `200`.
+        warmup: Untimed runs first. Defaults to `20`.
+
+    Returns:
+        `latency_ms` (the median), `latency_p90_ms` and `kernels`.
+    """
+    runner = _TFLiteRunner(Path(path), num_threads=1)
+    inputs = runner.feed(take(x, 0, 1))
+    for _ in range(max(warmup, 1)):  # the first run settles the kernels (may fall back)
+        runner.invoke(inputs)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner.invoke(inputs)
+        times.append(time.perf_counter() - start)
+    return {
+        "latency_ms": 1e3 * statistics.median(times),
+        "latency_p90_ms": 1e3 * float(np.percentile(times, 90)),
+        "kernels": runner.kernels,
+    }
+
+
+def load_predictor(path: str | os.PathLike) -> Predictor:
+    """A function from input rows to model outputs, for any exported artifact.
+
+    Args:
+        path: A SavedModel folder, a `.keras`/`.h5` file, or a `.tflite` file.
+
+    Returns:
+        `predict(x) -> outputs`, batching internally.
+
+    Raises:
+        ExportError: When the artifact cannot be loaded.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            fn = _savedmodel_predictor(path)
+        elif path.suffix == ".tflite":
+            fn = _tflite_predictor(path)
+        elif path.suffix in (".keras", ".h5"):
+            model = keras.models.load_model(path, compile=False)
+            fn = lambda x: model(x, training=False).numpy()  # noqa: E731
+        else:
+            raise ExportError(f"Unknown artifact type: {path}.")
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"Reloading {path} failed: {type(exc).__name__}: {exc}") from exc
+    return lambda x: predict_batched(fn, x)

@@ -1,0 +1,290 @@
+"""Metric functions: scores, curves and calibration from labels and model outputs.
+
+Everything here works on NumPy arrays of labels and model outputs, so the
+Keras model and every exported artifact are scored by the same code.
+scikit-learn computes every metric it has; only the expected calibration
+error is summed here, from scikit-learn's own reliability bins. Nothing here
+imports a stage: only NumPy, scikit-learn and the `Task`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from kerastrain.task import Task
+
+__all__ = [
+    "compute_metrics",
+    "predicted_classes",
+    "class_probabilities",
+    "class_names",
+    "normalized",
+    "reliability",
+    "curve_data",
+    "agreement",
+    "TOP_K",
+    "CALIBRATION_BINS",
+    "REGRESSION_AGREEMENT_RTOL",
+]
+
+#: Top-k accuracy is reported with this k when there are more than 5 classes.
+TOP_K = 3
+TOP_K_MIN_CLASSES = 6
+#: Equal-width confidence bins of the reliability diagram and the ECE.
+CALIBRATION_BINS = 10
+#: The share of the output range within which a quantized regression output
+#: counts as agreeing with the Keras model's.
+REGRESSION_AGREEMENT_RTOL = 0.05
+
+
+def class_probabilities(task: Task, outputs: np.ndarray) -> np.ndarray:
+    """``(n, classes)`` probabilities from the model's outputs."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if task.kind == "binary":
+        p = outputs.reshape(-1)
+        return np.stack([1.0 - p, p], axis=1)
+    return outputs.reshape(len(outputs), -1)
+
+
+def predicted_classes(task: Task, outputs: np.ndarray) -> np.ndarray:
+    """The predicted class of each row (classification tasks)."""
+    return class_probabilities(task, outputs).argmax(axis=1)
+
+
+def normalized(proba: np.ndarray) -> np.ndarray:
+    """``proba`` clipped at 0 and each row rescaled to sum to exactly 1.
+
+    float32 softmax rows (and TFLite's) sum to 1 only within ~1e-7;
+    scikit-learn's log loss wants them exact.
+    """
+    proba = np.clip(proba, 0.0, None)
+    return proba / np.clip(proba.sum(axis=1, keepdims=True), 1e-12, None)
+
+
+def class_names(task: Task) -> list[str]:
+    """The task's class names, or the class indices as strings."""
+    return list(task.class_names) if task.class_names else [str(i) for i in range(task.num_classes)]
+
+
+def compute_metrics(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+    """Scores predictions for the task.
+
+    Classification: `accuracy`, `balanced_accuracy`; `precision`, `recall`
+    and `f1` (macro averages) with their `_weighted` twins and `per_class`
+    values; `roc_auc` (one-vs-rest macro for several classes) and `pr_auc`
+    (average precision), both `None` when a class has no example in `y_true`
+    (they are undefined then); `log_loss`; `ece` (expected calibration error
+    over `CALIBRATION_BINS` bins); `top_3_accuracy` when there are more than
+    5 classes; `confusion_matrix` (counts, rows the true classes) and
+    `confusion_matrix_normalized` (each row divided by its count).
+    Regression: `mae`, `rmse`, `r2`. Both: `examples`.
+
+    Args:
+        task: The task.
+        y_true: True labels (class indices, or targets).
+        outputs: The model's outputs for the same rows.
+
+    Returns:
+        A JSON-ready mapping of metric names to values.
+
+    Example:
+        >>> outputs = np.array([[0.2], [0.9]])
+        >>> compute_metrics(Task("binary", 2), np.array([0, 1]), outputs)["accuracy"]
+        1.0
+    """
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true)
+    if len(y_true) == 0:
+        return {}
+    if task.kind == "regression":
+        pred = np.asarray(outputs, dtype=np.float64).reshape(-1)
+        return {
+            "mae": float(skm.mean_absolute_error(y_true, pred)),
+            "rmse": float(skm.root_mean_squared_error(y_true, pred)),
+            "r2": float(skm.r2_score(y_true, pred)),
+            "examples": int(len(y_true)),
+        }
+    y_true = y_true.astype(np.int64)
+    proba = normalized(class_probabilities(task, outputs))
+    y_pred = proba.argmax(axis=1)
+    labels = list(range(task.num_classes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
+        result: dict[str, Any] = {
+            "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        }
+    for average in ("macro", "weighted"):
+        p, r, f, _ = skm.precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=average, zero_division=0
+        )
+        suffix = "" if average == "macro" else "_weighted"
+        result.update(
+            {f"precision{suffix}": float(p), f"recall{suffix}": float(r), f"f1{suffix}": float(f)}
+        )
+    p, r, f, support = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, average=None, zero_division=0
+    )
+    result["per_class"] = {
+        name: {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(class_names(task))
+    }
+    result["roc_auc"] = _roc_auc(task, y_true, proba)
+    result["pr_auc"] = _pr_auc(task, y_true, proba)
+    result["log_loss"] = float(skm.log_loss(y_true, proba, labels=labels))
+    result["ece"] = reliability(task, y_true, proba)["ece"]
+    if task.num_classes >= TOP_K_MIN_CLASSES:
+        result[f"top_{TOP_K}_accuracy"] = float(
+            skm.top_k_accuracy_score(y_true, proba, k=TOP_K, labels=labels)
+        )
+    result["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    result["confusion_matrix_normalized"] = skm.confusion_matrix(
+        y_true, y_pred, labels=labels, normalize="true"
+    ).tolist()
+    result["examples"] = int(len(y_true))
+    return result
+
+
+def _all_classes_present(task: Task, y_true: np.ndarray) -> bool:
+    return len(np.unique(y_true)) == task.num_classes
+
+
+def _roc_auc(task: Task, y_true: np.ndarray, proba: np.ndarray) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    if not _all_classes_present(task, y_true):
+        return None  # undefined when a class has no example
+    if task.kind == "binary":
+        return float(roc_auc_score(y_true, proba[:, 1]))
+    return float(
+        roc_auc_score(y_true, proba, multi_class="ovr", labels=list(range(task.num_classes)))
+    )
+
+
+def _pr_auc(task: Task, y_true: np.ndarray, proba: np.ndarray) -> float | None:
+    from sklearn.metrics import average_precision_score
+    from sklearn.preprocessing import label_binarize
+
+    if not _all_classes_present(task, y_true):
+        return None
+    if task.kind == "binary":
+        return float(average_precision_score(y_true, proba[:, 1]))
+    onehot = label_binarize(y_true, classes=list(range(task.num_classes)))
+    return float(average_precision_score(onehot, proba, average="macro"))
+
+
+def reliability(
+    task: Task, y_true: np.ndarray, proba: np.ndarray, bins: int = CALIBRATION_BINS
+) -> dict[str, Any]:
+    """The reliability diagram's bins and the expected calibration error.
+
+    Binary tasks bin the positive class's probability against the share of
+    positives (scikit-learn's `calibration_curve`); multi-class tasks bin the
+    top class's probability (the confidence) against the share of rows whose
+    top class is right. ECE is the mean gap between the two, each bin weighted
+    by its share of rows.
+
+    Args:
+        task: A classification task.
+        y_true: Class indices.
+        proba: `(n, classes)` probabilities, as `class_probabilities` returns.
+        bins: Equal-width bins over [0, 1]. Defaults to `CALIBRATION_BINS`.
+
+    Returns:
+        `confidence` (mean predicted probability per non-empty bin),
+        `observed` (observed frequency), `counts`, `bin_edges`, `ece`, and
+        `kind` (`"positive class"` or `"top class"`).
+    """
+    from sklearn.calibration import calibration_curve
+
+    y_true = np.asarray(y_true).astype(np.int64)
+    proba = np.asarray(proba, dtype=np.float64)
+    if task.kind == "binary":
+        hits, prob, kind = y_true, proba[:, 1], "positive class"
+    else:
+        hits = (proba.argmax(axis=1) == y_true).astype(np.int64)
+        prob, kind = proba.max(axis=1), "top class"
+    prob = np.clip(prob, 0.0, 1.0)
+    observed, confidence = calibration_curve(
+        hits, prob, n_bins=bins, strategy="uniform", pos_label=1
+    )
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    counts = np.bincount(np.searchsorted(edges[1:-1], prob), minlength=bins)  # sklearn's binning
+    counts = counts[counts > 0]
+    ece = float(np.sum(counts / len(prob) * np.abs(observed - confidence)))
+    return {
+        "confidence": confidence.tolist(),
+        "observed": observed.tolist(),
+        "counts": counts.tolist(),
+        "bin_edges": edges.tolist(),
+        "ece": ece,
+        "kind": kind,
+    }
+
+
+def curve_data(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict[str, Any]:
+    """What the report plots: ROC and precision-recall curves, reliability
+    bins (classification), or predictions and residuals (regression).
+
+    ROC and PR curves are one-vs-rest, one per class that has both positive
+    and negative rows (binary tasks: the positive class only).
+
+    Args:
+        task: The task.
+        y_true: True labels (class indices, or targets).
+        outputs: The model's outputs for the same rows.
+
+    Returns:
+        Classification: `roc` and `pr` (class name to its curve and area) and
+        `reliability` (see `reliability`). Regression: `predicted` and
+        `residual` (true minus predicted).
+    """
+    from sklearn import metrics as skm
+
+    y_true = np.asarray(y_true)
+    if task.kind == "regression":
+        pred = np.asarray(outputs, dtype=np.float64).reshape(-1)
+        return {"predicted": pred, "residual": y_true.astype(np.float64) - pred}
+    y_true = y_true.astype(np.int64)
+    proba = normalized(class_probabilities(task, outputs))
+    names = class_names(task)
+    classes = [1] if task.kind == "binary" else range(task.num_classes)
+    roc, pr = {}, {}
+    for c in classes:
+        positive = y_true == c
+        if positive.all() or not positive.any():
+            continue
+        fpr, tpr, _ = skm.roc_curve(positive, proba[:, c])
+        precision, recall, _ = skm.precision_recall_curve(positive, proba[:, c])
+        roc[names[c]] = {"fpr": fpr, "tpr": tpr, "auc": float(skm.auc(fpr, tpr))}
+        pr[names[c]] = {
+            "precision": precision,
+            "recall": recall,
+            "ap": float(skm.average_precision_score(positive, proba[:, c])),
+        }
+    return {"roc": roc, "pr": pr, "reliability": reliability(task, y_true, proba)}
+
+
+def agreement(task: Task, outputs: np.ndarray, reference: np.ndarray) -> float:
+    """The share of rows on which ``outputs`` agree with ``reference``.
+
+    Classification: the predicted class matches. Regression: the output is
+    within `REGRESSION_AGREEMENT_RTOL` of the reference outputs' range.
+    """
+    if len(reference) == 0:
+        return 1.0
+    if task.is_classification:
+        same = predicted_classes(task, outputs) == predicted_classes(task, reference)
+        return float(np.mean(same))
+    span = float(np.ptp(reference)) or 1.0
+    diff = np.abs(outputs.reshape(reference.shape) - reference).reshape(len(reference), -1)
+    return float(np.mean(diff.max(axis=1) <= REGRESSION_AGREEMENT_RTOL * span))
