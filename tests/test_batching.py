@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from kerastrain.batching import (
     batches,
@@ -71,6 +72,7 @@ def test_predict_model_calls_small_data_directly_when_asked():
     assert empty_outputs(model).dtype == np.float32
 
 
+@pytest.mark.subprocess
 def test_metrics_task_and_batching_import_no_tensorflow():
     code = (
         "import sys, kerastrain.metrics, kerastrain.task, kerastrain.batching; "
