@@ -15,12 +15,40 @@ from typing import Any
 import numpy as np
 
 from kerastrain._keras import keras
-from kerastrain.models.base import ModelInputs
 
-__all__ = ["Standardizer", "fit_standardizer", "model_inputs", "with_target_scale"]
+__all__ = [
+    "ModelInputs",
+    "Standardizer",
+    "fit_standardizer",
+    "model_inputs",
+    "with_target_scale",
+]
 
 #: Bytes of features read at a time (in float64) while computing statistics.
 CHUNK_BYTES = 16 * 2**20
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInputs:
+    """The model's raw inputs and the features after preprocessing.
+
+    A factory builds its layers on ``features`` and returns
+    ``keras.Model(inputs.inputs, outputs)``, so that preprocessing (the
+    adapted `Normalization`, later encoders) lives inside the one flat
+    functional model that is trained, compressed and exported.
+
+    Attributes:
+        inputs: The `keras.Input` (or a dict of them) the model is called on.
+        features: The tensor the factory's first layer receives.
+    """
+
+    inputs: Any
+    features: Any
+
+    @property
+    def feature_shape(self) -> tuple[int | None, ...]:
+        """Shape of one example of ``features`` (without the batch axis)."""
+        return tuple(self.features.shape[1:])
 
 
 @dataclasses.dataclass(frozen=True)

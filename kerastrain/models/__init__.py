@@ -1,6 +1,7 @@
 """Model factories: `mlp`, `cnn`, `resnet`, `transfer`, and the registry that names them."""
 
-from kerastrain.models.base import Head, ModelInputs
+from kerastrain.data.preprocess import ModelInputs
+from kerastrain.models.base import Head
 from kerastrain.models.cnn import cnn
 from kerastrain.models.mlp import mlp
 from kerastrain.models.registry import (

@@ -1,4 +1,9 @@
-"""What every model factory receives, and the pieces they share."""
+"""What every model factory receives, and the pieces they share.
+
+A factory is called as ``factory(inputs, head, **options)``: ``inputs`` is the
+`kerastrain.data.preprocess.ModelInputs` the data stage builds (the raw
+inputs and the preprocessed features), ``head`` the `Head` the task needs.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import Any
 from kerastrain._keras import keras
 from kerastrain.config.base import config_error
 
-__all__ = ["ModelInputs", "Head", "output_layer", "regularizer", "make_initializer"]
+__all__ = ["Head", "output_layer", "regularizer", "make_initializer"]
 
 INITIALIZERS = (
     "glorot_uniform",
@@ -20,29 +25,6 @@ INITIALIZERS = (
     "orthogonal",
     "random_normal",
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelInputs:
-    """The model's raw inputs and the features after preprocessing.
-
-    A factory builds its layers on ``features`` and returns
-    ``keras.Model(inputs.inputs, outputs)``, so that preprocessing (the
-    adapted `Normalization`, later encoders) lives inside the one flat
-    functional model that is trained, compressed and exported.
-
-    Attributes:
-        inputs: The `keras.Input` (or a dict of them) the model is called on.
-        features: The tensor the factory's first layer receives.
-    """
-
-    inputs: Any
-    features: Any
-
-    @property
-    def feature_shape(self) -> tuple[int | None, ...]:
-        """Shape of one example of ``features`` (without the batch axis)."""
-        return tuple(self.features.shape[1:])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 from kerastrain._keras import keras
-from kerastrain.models.base import Head, ModelInputs, make_initializer, output_layer, regularizer
+from kerastrain.data.preprocess import ModelInputs
+from kerastrain.models.base import Head, make_initializer, output_layer, regularizer
 
 #: Flatten the last feature map when it has at most this many values, else
 #: average it globally (a large image would make the dense layer huge).

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from kerastrain._keras import keras
-from kerastrain.models.base import Head, ModelInputs, make_initializer, output_layer, regularizer
+from kerastrain.data.preprocess import ModelInputs
+from kerastrain.models.base import Head, make_initializer, output_layer, regularizer
 
 
 def mlp(

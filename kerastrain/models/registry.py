@@ -13,8 +13,9 @@ from typing import Any
 
 from kerastrain._keras import ensure_tf_keras, keras
 from kerastrain.config.base import config_error, did_you_mean
+from kerastrain.data.preprocess import ModelInputs
 from kerastrain.errors import ConfigError
-from kerastrain.models.base import Head, ModelInputs
+from kerastrain.models.base import Head
 from kerastrain.models.cnn import cnn
 from kerastrain.models.mlp import mlp
 from kerastrain.models.resnet import resnet

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from kerastrain._keras import keras
 from kerastrain.config.base import config_error
-from kerastrain.models.base import Head, ModelInputs, make_initializer, output_layer, regularizer
+from kerastrain.data.preprocess import ModelInputs
+from kerastrain.models.base import Head, make_initializer, output_layer, regularizer
 
 
 def _block(

@@ -32,8 +32,9 @@ from typing import Any
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.config.base import config_error
+from kerastrain.data.preprocess import ModelInputs
 from kerastrain.errors import ConfigError
-from kerastrain.models.base import Head, ModelInputs, make_initializer, output_layer, regularizer
+from kerastrain.models.base import Head, make_initializer, output_layer, regularizer
 
 logger = logging.getLogger(__name__)
 
