@@ -14,30 +14,25 @@ Vertex AI or Slurm run it):
   when asked (the precision policy that suits the strategy's device is
   `kerastrain.perf.pick_precision(kerastrain.perf.device_info(strategy))`);
 - parameter-server training feeds `model.fit` through dataset functions
-  (:func:`coordinator_datasets`), as TensorFlow documents it.
+  (`kerastrain.data.feed.coordinator_datasets`), as TensorFlow documents it.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
-from kerastrain._keras import keras, tf
+from kerastrain._keras import tf
 from kerastrain.config import DistributeConfig, PipelineConfig, TrainConfig
 from kerastrain.config.base import config_error
 from kerastrain.config.distribute import is_chief_task, task_of, tf_config
 from kerastrain.config.pipeline import STRATEGIES
-from kerastrain.data import feed
 from kerastrain.errors import ConfigError
 from kerastrain.runs import ProcessRole
-
-if TYPE_CHECKING:
-    from kerastrain.data.prepare import Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +47,6 @@ __all__ = [
     "distributed_train_config",
     "strategy_summary",
     "uses_coordinator",
-    "coordinator_datasets",
     "warn_if_unreachable_by_tpu",
 ]
 
@@ -465,58 +459,3 @@ def strategy_summary(config: PipelineConfig, strategy: Any) -> dict[str, str]:
             f"{config.train.learning_rate:g} x {replicas} replicas = {scaled:g} (linear scaling)"
         )
     return facts
-
-
-# --------------------------------------------------------------------------- parameter servers
-
-
-def coordinator_datasets(
-    build: Callable[[], tuple[tf.data.Dataset, tf.data.Dataset | None]],
-    prepared: Prepared,
-    global_batch: int,
-) -> tuple[Any, Any, dict[str, int]]:
-    """Dataset functions for `model.fit` under parameter-server training.
-
-    Each worker runs ``build`` itself: the coordinator sends the function,
-    with in-memory data as constants inside it, and the datasets repeat (an
-    epoch is a number of steps).
-
-    Args:
-        build: Makes the training and validation datasets (global batches).
-        prepared: The data (its splits count the steps of an epoch).
-        global_batch: Examples per step.
-
-    Returns:
-        The training and validation `DatasetCreator`s (the latter None
-        without a validation split), and the `fit` arguments
-        `steps_per_epoch` and `validation_steps`.
-
-    Raises:
-        ConfigError: When the arrays are too large to travel inside the
-            dataset function (the feed gathers them in NumPy, which a remote
-            worker cannot reach).
-    """
-    columns = prepared.x.values() if isinstance(prepared.x, dict) else [prepared.x]
-    largest = max(getattr(c, "nbytes", 0) for c in columns)  # a table: its largest column
-    if largest >= feed.ZERO_COPY_BYTES:
-        raise ConfigError(
-            f"Parameter-server training sends in-memory data to every worker inside the dataset "
-            f"function, and {largest / 2**20:,.0f} MiB is over the "
-            f"{feed.ZERO_COPY_BYTES / 2**20:,.0f} MiB that can travel that way. Use "
-            "strategy='multi_worker' for this data."
-        )
-    splits = prepared.splits
-    creator = keras.utils.experimental.DatasetCreator
-
-    def train_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return build()[0].repeat()
-
-    def val_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return build()[1].repeat()
-
-    steps = {"steps_per_epoch": max(1, math.ceil(len(splits.train) / global_batch))}
-    val = None
-    if len(splits.val):
-        val = creator(val_fn)
-        steps["validation_steps"] = max(1, math.ceil(len(splits.val) / global_batch))
-    return creator(train_fn), val, steps

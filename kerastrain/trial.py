@@ -16,10 +16,10 @@ import numpy as np
 from kerastrain._keras import keras, tf
 from kerastrain.batching import empty_outputs
 from kerastrain.config import PipelineConfig
-from kerastrain.data.feed import InMemory, make_dataset, training_datasets
+from kerastrain.data.feed import InMemory, coordinator_datasets, make_dataset, training_datasets
 from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import model_inputs
-from kerastrain.distribute import coordinator_datasets, distributed_train_config, uses_coordinator
+from kerastrain.distribute import distributed_train_config, uses_coordinator
 from kerastrain.models import Head, build_model
 from kerastrain.models.transfer import fine_tune
 from kerastrain.optim import make_loss, one_hot_labels, steps_per_epoch

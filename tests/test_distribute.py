@@ -19,9 +19,9 @@ from kerastrain import ConfigError
 from kerastrain._keras import tf
 from kerastrain.config import DistributeConfig, PipelineConfig, load_config
 from kerastrain.config.distribute import is_chief_task, task_of, tf_config
+from kerastrain.data.feed import coordinator_datasets
 from kerastrain.data.prepare import prepare_data
 from kerastrain.distribute import (
-    coordinator_datasets,
     distributed_train_config,
     make_strategy,
     process_role,

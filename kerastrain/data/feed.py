@@ -19,19 +19,25 @@ tf.data reads, as TFDS records are, else DATA).
 
 Training batches are then augmented (`kerastrain.data.augment`), with a seed
 per batch drawn from the run's seed.
+
+Under parameter-server training each worker builds the datasets itself:
+`coordinator_datasets` wraps them in the dataset functions `model.fit` takes
+there, as TensorFlow documents it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from kerastrain._keras import tf
+from kerastrain._keras import keras, tf
 from kerastrain.data.stream import Stream
+from kerastrain.errors import ConfigError
 
-__all__ = ["make_dataset", "InMemory", "training_datasets"]
+__all__ = ["make_dataset", "InMemory", "training_datasets", "coordinator_datasets"]
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -294,3 +300,55 @@ def training_datasets(
             memory, prepared.splits.val, batch_size, training=False, map_batch=map_batch
         )
     return train_ds, val_ds
+
+
+def coordinator_datasets(
+    build: Callable[[], tuple[tf.data.Dataset, tf.data.Dataset | None]],
+    prepared: Any,
+    global_batch: int,
+) -> tuple[Any, Any, dict[str, int]]:
+    """Dataset functions for `model.fit` under parameter-server training.
+
+    Each worker runs ``build`` itself: the coordinator sends the function,
+    with in-memory data as constants inside it, and the datasets repeat (an
+    epoch is a number of steps).
+
+    Args:
+        build: Makes the training and validation datasets (global batches).
+        prepared: The data (its splits count the steps of an epoch).
+        global_batch: Examples per step.
+
+    Returns:
+        The training and validation `DatasetCreator`s (the latter None
+        without a validation split), and the `fit` arguments
+        `steps_per_epoch` and `validation_steps`.
+
+    Raises:
+        ConfigError: When the arrays are too large to travel inside the
+            dataset function (the feed gathers them in NumPy, which a remote
+            worker cannot reach).
+    """
+    columns = prepared.x.values() if isinstance(prepared.x, dict) else [prepared.x]
+    largest = max(getattr(c, "nbytes", 0) for c in columns)  # a table: its largest column
+    if largest >= ZERO_COPY_BYTES:
+        raise ConfigError(
+            f"Parameter-server training sends in-memory data to every worker inside the dataset "
+            f"function, and {largest / 2**20:,.0f} MiB is over the "
+            f"{ZERO_COPY_BYTES / 2**20:,.0f} MiB that can travel that way. Use "
+            "strategy='multi_worker' for this data."
+        )
+    splits = prepared.splits
+    creator = keras.utils.experimental.DatasetCreator
+
+    def train_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return build()[0].repeat()
+
+    def val_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return build()[1].repeat()
+
+    steps = {"steps_per_epoch": max(1, math.ceil(len(splits.train) / global_batch))}
+    val = None
+    if len(splits.val):
+        val = creator(val_fn)
+        steps["validation_steps"] = max(1, math.ceil(len(splits.val) / global_batch))
+    return creator(train_fn), val, steps
