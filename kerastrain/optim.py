@@ -13,6 +13,7 @@ from typing import Any
 
 from kerastrain import schedules
 from kerastrain._keras import keras, tf
+from kerastrain.callbacks.guard import Scaled
 from kerastrain.config import TrainConfig
 from kerastrain.config.base import ConfigError, config_error
 from kerastrain.config.train import is_schedule_object
@@ -27,7 +28,6 @@ __all__ = [
     "make_metrics",
     "one_hot_labels",
     "accumulate_gradients",
-    "inner_optimizer",
     "steps_per_epoch",
 ]
 
@@ -175,7 +175,7 @@ def make_optimizer(
 
     Returns:
         A tf_keras optimizer (`weight_decay` is decoupled, as in AdamW). With
-        the blow-up guard on, a schedule is wrapped in `schedules.Scaled`.
+        the blow-up guard on, a schedule is wrapped in `kerastrain.callbacks.Scaled`.
 
     Example:
         >>> make_optimizer(TrainConfig(optimizer="sgd",
@@ -195,13 +195,8 @@ def make_optimizer(
         kwargs.update(use_ema=True, ema_momentum=train.ema_momentum)
     lr = make_learning_rate(train, steps_per_epoch) if learning_rate is None else learning_rate
     if train.blowup_guard is not None and isinstance(lr, schedules.LearningRateSchedule):
-        lr = schedules.Scaled(lr)
+        lr = Scaled(lr)
     return cls(learning_rate=lr, **kwargs)
-
-
-def inner_optimizer(optimizer: Any) -> Any:
-    """The optimizer under a `LossScaleOptimizer`, or ``optimizer`` itself."""
-    return getattr(optimizer, "inner_optimizer", optimizer)
 
 
 def accumulate_gradients(model: keras.Model, steps: int) -> None:

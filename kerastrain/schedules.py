@@ -7,15 +7,14 @@ this module is imported (``import kerastrain.schedules``).
 
 Where tf_keras already has the schedule (exponential, polynomial, cosine,
 cosine with restarts, piecewise constant) kerastrain uses it; this module adds
-constant, step, one-cycle and inverse square root, and two wrappers:
-
-- `Warmup` wraps any schedule, the way TF Model Garden's
-  ``LinearWarmup(after_warmup_lr_sched, warmup_steps, warmup_learning_rate)``
-  does, rather than a callback fighting the optimizer. Unlike Model Garden,
-  the wrapped schedule sees the steps *after* warmup (step 0 when warmup
-  ends), so warmup ends exactly at the wrapped schedule's first value.
-- `Scaled` multiplies a schedule by a factor held in a variable, which the
-  blow-up guard lowers after a NaN loss.
+constant, step, one-cycle and inverse square root, and `Warmup`, which
+wraps any schedule, the way TF Model Garden's
+``LinearWarmup(after_warmup_lr_sched, warmup_steps, warmup_learning_rate)``
+does, rather than a callback fighting the optimizer. Unlike Model Garden,
+the wrapped schedule sees the steps *after* warmup (step 0 when warmup
+ends), so warmup ends exactly at the wrapped schedule's first value.
+(`kerastrain.callbacks.Scaled`, the schedule the blow-up guard lowers, lives
+with the guard.)
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ __all__ = [
     "OneCycle",
     "InverseSquareRoot",
     "Warmup",
-    "Scaled",
     "LearningRateSchedule",
     "value_at",
 ]
@@ -339,46 +337,6 @@ class Warmup(LearningRateSchedule):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Warmup:
-        config = dict(config)
-        config["schedule"] = _deserialize(config["schedule"], custom_objects)
-        return cls(**config)
-
-
-@_register
-class Scaled(LearningRateSchedule):
-    """``scale * schedule(step)``, with `scale` held in a variable.
-
-    The blow-up guard multiplies `scale` down after a NaN loss, which lowers
-    a schedule's rate without rebuilding the optimizer or the training
-    function. The variable's value is saved in `get_config`.
-
-    Args:
-        schedule: The schedule to scale (or a constant rate).
-        scale: The initial factor. Defaults to `1.0`.
-        name: Name of the operation. Defaults to `None`.
-    """
-
-    def __init__(self, schedule: Any, scale: float = 1.0, name: str | None = None):
-        _positive("scale", scale)
-        self.schedule = schedule
-        self.scale = tf.Variable(
-            float(scale), trainable=False, dtype=tf.float32, name="learning_rate_scale"
-        )
-        self.name = name
-
-    def __call__(self, step: Any) -> tf.Tensor:
-        with tf.name_scope(self.name or "Scaled"):
-            return self.scale * _call(self.schedule, step)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "schedule": _serialize(self.schedule),
-            "scale": float(self.scale.numpy()),
-            "name": self.name,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Scaled:
         config = dict(config)
         config["schedule"] = _deserialize(config["schedule"], custom_objects)
         return cls(**config)

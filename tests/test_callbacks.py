@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import kerastrain
-from kerastrain import ConfigError, schedules
+from kerastrain import ConfigError
 from kerastrain._keras import keras, tf
 from kerastrain.callbacks import (
     BlowupGuard,
@@ -18,6 +18,7 @@ from kerastrain.callbacks import (
     EarlyStopping,
     HistoryRecorder,
     LearningRateLogger,
+    Scaled,
     SwapEMAWeights,
     ThroughputLogger,
     TrainingDivergedError,
@@ -180,7 +181,7 @@ def test_blowup_guard_hooks_restore_lower_and_give_up():
 def test_blowup_guard_lowers_a_schedule_through_its_scale():
     model = _compiled(lr=0.1, schedule="cosine", epochs=5)  # the guard is on: Scaled(cosine)
     scaled = model.optimizer._learning_rate
-    assert isinstance(scaled, schedules.Scaled)
+    assert isinstance(scaled, Scaled)
     guard = BlowupGuard(retries=2, lr_factor=0.1)
     guard.set_model(model)
     guard.on_train_begin()
@@ -193,7 +194,7 @@ def test_blowup_guard_lowers_a_schedule_through_its_scale():
     )
     guard = BlowupGuard()
     guard.set_model(bare)
-    with pytest.raises(ConfigError, match="Wrap it in kerastrain.schedules.Scaled"):
+    with pytest.raises(ConfigError, match="Wrap it in kerastrain.callbacks.Scaled"):
         guard.on_train_begin()
 
 

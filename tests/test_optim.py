@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kerastrain import ConfigError, schedules
+from kerastrain import ConfigError
 from kerastrain._keras import keras
+from kerastrain.callbacks import Scaled
 from kerastrain.config import TrainConfig
 from kerastrain.optim import make_learning_rate, make_optimizer
 from kerastrain.train import compile_options
@@ -35,7 +36,7 @@ def test_clipping_given_twice_is_refused():
 
 def test_schedules_are_scaled_only_when_the_guard_can_lower_them():
     guarded = make_optimizer(TrainConfig(schedule="cosine"), steps_per_epoch=5)
-    assert isinstance(guarded._learning_rate, schedules.Scaled)
+    assert isinstance(guarded._learning_rate, Scaled)
     bare = make_optimizer(TrainConfig(schedule="cosine", blowup_guard=False), steps_per_epoch=5)
     assert isinstance(bare._learning_rate, keras.optimizers.schedules.CosineDecay)
     constant = make_optimizer(TrainConfig(learning_rate=0.3))

@@ -9,6 +9,7 @@ import pytest
 
 from kerastrain import ConfigError, schedules
 from kerastrain._keras import keras
+from kerastrain.callbacks import Scaled
 from kerastrain.config import TrainConfig
 from kerastrain.optim import make_learning_rate
 from kerastrain.task import Task
@@ -142,7 +143,7 @@ def test_schedule_classes_closed_form():
     assert [schedules.value_at(cycle, s) for s in (0, 5, 10, 20)] == pytest.approx(
         [0.1, 1, 0.01, 0.01]
     )
-    scaled = schedules.Scaled(step, scale=0.5)
+    scaled = Scaled(step, scale=0.5)
     assert schedules.value_at(scaled, 4) == pytest.approx(0.25)
     scaled.scale.assign(0.1)
     assert schedules.value_at(scaled, 4) == pytest.approx(0.05)
@@ -188,10 +189,10 @@ def test_get_config_round_trip(name):
     lr = make_learning_rate(
         TrainConfig(epochs=10, learning_rate=PEAK, schedule=name, warmup_epochs=1), STEPS_PER_EPOCH
     )
-    lr = schedules.Scaled(lr, scale=0.5)
+    lr = Scaled(lr, scale=0.5)
     config = keras.optimizers.schedules.serialize(lr)
     again = keras.optimizers.schedules.deserialize(config)
-    assert type(again) is schedules.Scaled and type(again.schedule) is schedules.Warmup
+    assert type(again) is Scaled and type(again.schedule) is schedules.Warmup
     assert keras.optimizers.schedules.serialize(again) == config
     steps = [0, 5, 10, 37, 64, 99]
     np.testing.assert_allclose(

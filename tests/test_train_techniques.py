@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from kerastrain._keras import keras, tf
+from kerastrain.callbacks.guard import inner_optimizer
 from kerastrain.config import PipelineConfig, TrainConfig
 from kerastrain.data.prepare import prepare_data
-from kerastrain.optim import accumulate_gradients, inner_optimizer, make_optimizer
+from kerastrain.optim import accumulate_gradients, make_optimizer
 from kerastrain.task import Task
 from kerastrain.train import compile_model, train_model
 from kerastrain.trial import build_compiled_model, make_datasets, run_training

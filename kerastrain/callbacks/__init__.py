@@ -1,13 +1,14 @@
 """Training callbacks, each usable alone in ``model.fit(callbacks=[...])``.
 
 `kerastrain.train.train_model` puts them together (see
-`kerastrain.train.default_callbacks`).
+`kerastrain.train.default_callbacks`). `Scaled` is the schedule wrapper
+whose factor `BlowupGuard` lowers.
 """
 
 from kerastrain.callbacks.checkpoint import Checkpoint
 from kerastrain.callbacks.early_stopping import EarlyStopping, monitor_mode
 from kerastrain.callbacks.ema import SwapEMAWeights
-from kerastrain.callbacks.guard import BlowupGuard, TrainingDivergedError
+from kerastrain.callbacks.guard import BlowupGuard, Scaled, TrainingDivergedError
 from kerastrain.callbacks.lr_finder import (
     LRFinder,
     LRRangeResult,
@@ -29,6 +30,7 @@ __all__ = [
     "monitor_mode",
     "SwapEMAWeights",
     "BlowupGuard",
+    "Scaled",
     "TrainingDivergedError",
     "LRFinder",
     "LRRangeResult",

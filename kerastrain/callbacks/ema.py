@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from kerastrain._keras import keras
+from kerastrain.callbacks.guard import inner_optimizer
 from kerastrain.errors import ConfigError
-from kerastrain.optim import inner_optimizer
 
 __all__ = ["SwapEMAWeights"]
 

@@ -1,4 +1,10 @@
-"""The loss blow-up guard: recover from a NaN or infinite loss, or fail clearly."""
+"""The loss blow-up guard: recover from a NaN or infinite loss, or fail clearly.
+
+The guard lowers a float learning rate directly, and a schedule through
+`Scaled`, the schedule wrapper whose factor it holds in a variable. The
+optimizer helpers the other callbacks share (`inner_optimizer`,
+`schedule_of`, `learning_rate_of`) live here too.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +12,84 @@ import logging
 import math
 from typing import Any
 
-from kerastrain import schedules
 from kerastrain._keras import keras, tf
 from kerastrain.errors import ConfigError, KerastrainError
-from kerastrain.optim import inner_optimizer
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "BlowupGuard",
+    "Scaled",
     "TrainingDivergedError",
+    "inner_optimizer",
     "learning_rate_of",
     "schedule_of",
     "set_learning_rate_scale",
 ]
 
+LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
+
 
 class TrainingDivergedError(KerastrainError, RuntimeError):
     """The training loss stayed NaN or infinite after every recovery."""
+
+
+@keras.saving.register_keras_serializable(package="kerastrain")
+class Scaled(LearningRateSchedule):
+    """``scale * schedule(step)``, with `scale` held in a variable.
+
+    The blow-up guard multiplies `scale` down after a NaN loss, which lowers
+    a schedule's rate without rebuilding the optimizer or the training
+    function. The variable's value is saved in `get_config`; like
+    `kerastrain.training.schedules`, it is registered under the package name
+    ``"kerastrain"``, so a saved optimizer holding one reloads.
+
+    Args:
+        schedule: The schedule to scale (or a constant rate).
+        scale: The initial factor. Defaults to `1.0`.
+        name: Name of the operation. Defaults to `None`.
+    """
+
+    def __init__(self, schedule: Any, scale: float = 1.0, name: str | None = None):
+        if scale is None or scale <= 0:
+            raise ConfigError(f"Argument `scale` must be > 0. Received: scale={scale!r}")
+        self.schedule = schedule
+        self.scale = tf.Variable(
+            float(scale), trainable=False, dtype=tf.float32, name="learning_rate_scale"
+        )
+        self.name = name
+
+    def __call__(self, step: Any) -> tf.Tensor:
+        with tf.name_scope(self.name or "Scaled"):
+            if isinstance(self.schedule, LearningRateSchedule):
+                return self.scale * tf.cast(self.schedule(step), tf.float32)
+            return self.scale * tf.constant(float(self.schedule), tf.float32)
+
+    def get_config(self) -> dict[str, Any]:
+        schedule = self.schedule
+        return {
+            "schedule": keras.optimizers.schedules.serialize(schedule)
+            if isinstance(schedule, LearningRateSchedule)
+            else float(schedule),
+            "scale": float(self.scale.numpy()),
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> Scaled:
+        config = dict(config)
+        schedule = config["schedule"]
+        config["schedule"] = (
+            keras.optimizers.schedules.deserialize(schedule, custom_objects=custom_objects)
+            if isinstance(schedule, dict)
+            else float(schedule)
+        )
+        return cls(**config)
+
+
+def inner_optimizer(optimizer: Any) -> Any:
+    """The optimizer under a `LossScaleOptimizer`, or ``optimizer`` itself."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
 
 
 def learning_rate_of(optimizer: Any) -> float:
@@ -40,7 +106,7 @@ def schedule_of(optimizer: Any) -> Any:
 def set_learning_rate_scale(optimizer: Any, factor: float) -> tuple[float, float]:
     """Multiplies the optimizer's learning rate by `factor`.
 
-    A float rate is assigned; a `schedules.Scaled` schedule has its scale
+    A float rate is assigned; a `Scaled` schedule has its scale
     lowered (the training function reads it every step).
 
     Returns:
@@ -51,14 +117,14 @@ def set_learning_rate_scale(optimizer: Any, factor: float) -> tuple[float, float
     """
     before = learning_rate_of(optimizer)
     schedule = schedule_of(optimizer)
-    if isinstance(schedule, schedules.Scaled):
+    if isinstance(schedule, Scaled):
         schedule.scale.assign(schedule.scale * factor)
         after = before * factor
-    elif isinstance(schedule, schedules.LearningRateSchedule):
+    elif isinstance(schedule, LearningRateSchedule):
         raise ConfigError(
             "The blow-up guard cannot lower the learning rate of a "
             f"{type(schedule).__name__} schedule. Wrap it in "
-            "kerastrain.schedules.Scaled(schedule) (compile_model does) or use a float rate."
+            "kerastrain.callbacks.Scaled(schedule) (compile_model does) or use a float rate."
         )
     else:
         optimizer.learning_rate = before * factor
@@ -123,13 +189,11 @@ class BlowupGuard(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         optimizer = self.model.optimizer
         schedule = schedule_of(optimizer)
-        if isinstance(schedule, schedules.LearningRateSchedule) and not isinstance(
-            schedule, schedules.Scaled
-        ):
+        if isinstance(schedule, LearningRateSchedule) and not isinstance(schedule, Scaled):
             raise ConfigError(
                 "BlowupGuard lowers the learning rate after a NaN loss, which a "
                 f"{type(schedule).__name__} schedule does not allow. Wrap it in "
-                "kerastrain.schedules.Scaled(schedule), or use a float rate."
+                "kerastrain.callbacks.Scaled(schedule), or use a float rate."
             )
         if not getattr(inner_optimizer(optimizer), "_built", False):
             inner_optimizer(optimizer).build(self.model.trainable_variables)

@@ -19,10 +19,9 @@ from typing import Any
 import numpy as np
 
 from kerastrain._keras import keras, tf
-from kerastrain.callbacks.guard import learning_rate_of, schedule_of
+from kerastrain.callbacks.guard import inner_optimizer, learning_rate_of, schedule_of
 from kerastrain.errors import ConfigError
 from kerastrain.figures import figure
-from kerastrain.optim import inner_optimizer
 
 logger = logging.getLogger(__name__)
 
