@@ -3,7 +3,7 @@
 Both variants train the same MLP (same initial weights, same compiled loss,
 metrics and optimizer, same tf.data pipeline, validation every epoch). The
 plain variant calls ``model.fit`` with no callbacks; the kerastrain variant
-calls `kerastrain.train.train_model` with every callback it adds by default
+calls `kerastrain.training.train_model` with every callback it adds by default
 (learning-rate and throughput logs, the NaN guard, the history backup,
 `BackupAndRestore`, early stopping and the best/last checkpoints). Runs are
 interleaved (A, B, A, B, ...) and the median of each is reported, by wall
@@ -32,7 +32,7 @@ from _common import interleave, table
 from kerastrain._keras import keras, tf  # noqa: E402
 from kerastrain.config import TrainConfig  # noqa: E402
 from kerastrain.task import Task  # noqa: E402
-from kerastrain.train import compile_model, default_callbacks, train_model  # noqa: E402
+from kerastrain.training import compile_model, default_callbacks, train_model  # noqa: E402
 
 
 def _data(

@@ -6,14 +6,14 @@ digits resized to 28x28 and tiled with small random pixel shifts to about
 10,000 training images:
 
 - the device's matrix-product peak, measured in float32 and in bfloat16
-  (`kerastrain.flops.matmul_peak_flops`, square 2048 matrices);
+  (`kerastrain.training.flops.matmul_peak_flops`, square 2048 matrices);
 - (a) plain tf_keras float32: the same network, ``model.fit`` on a shuffled,
   batched, prefetched tf.data pipeline;
 - (b) kerastrain's training: ``kerastrain.fit_pipeline`` with its defaults
   (``mixed_precision="auto"`` picks ``mixed_bfloat16`` on a CPU with
   AVX512_BF16/AMX), per-epoch ``examples_per_second`` from its history.
 
-Achieved FLOP/s = `kerastrain.flops.training_flops` (3x the analytic forward
+Achieved FLOP/s = `kerastrain.training.flops.training_flops` (3x the analytic forward
 multiply-adds) x examples/s of the steady-state epochs (the first epoch, which
 traces and warms up, is left out). Each side's fraction is of the peak of the
 dtype its matrix products ran in. Sides are interleaved and repeated; medians.
@@ -35,8 +35,8 @@ from _images import digits28, shifted_tiles
 
 import kerastrain  # noqa: E402
 from kerastrain._keras import keras, tf  # noqa: E402
-from kerastrain.flops import matmul_peak_flops, training_flops  # noqa: E402
 from kerastrain.models import Head, ModelInputs, cnn  # noqa: E402
+from kerastrain.training.flops import matmul_peak_flops, training_flops  # noqa: E402
 
 BATCH = 32
 #: The dtype of the matrix products under each Keras policy.

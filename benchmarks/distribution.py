@@ -41,7 +41,7 @@ if not GPUS:  # before TensorFlow initializes its devices
 from kerastrain._keras import keras  # noqa: E402
 from kerastrain.config import load_config  # noqa: E402
 from kerastrain.data.prepare import prepare_data  # noqa: E402
-from kerastrain.trial import build_compiled_model, make_datasets  # noqa: E402
+from kerastrain.training import build_compiled_model, make_datasets  # noqa: E402
 
 
 def strategies() -> dict[str, tf.distribute.Strategy]:
@@ -89,8 +89,18 @@ def throughput(strategy: tf.distribute.Strategy, steps: int, batch: int) -> floa
     )
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
     keras.backend.clear_session()
-    model = build_compiled_model(cfg, prepared, strategy)
-    train_ds, _ = make_datasets(cfg, prepared, strategy)
+    model = build_compiled_model(
+        cfg.train,
+        prepared,
+        strategy,
+        model_spec=cfg.model,
+        model_options=cfg.model_options,
+        batch_size=cfg.batch_size,
+        distribute=cfg.distribute,
+    )
+    train_ds, _ = make_datasets(
+        cfg.train, prepared, strategy, batch_size=cfg.batch_size, seed=cfg.seed
+    )
     timer = _StepTimer(skip=5)
     model.fit(train_ds.repeat(), steps_per_epoch=steps + 5, epochs=1, verbose=0, callbacks=[timer])
     return steps / timer.seconds

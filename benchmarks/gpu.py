@@ -12,9 +12,9 @@ images generated here, 10 classes, batch 256) trained three ways:
   picks ``mixed_float16`` on GPUs with tensor cores).
 
 Reported: steady-state examples/s (the first epoch, which traces and warms
-up, is left out), achieved TFLOP/s (`kerastrain.flops.training_flops` x
+up, is left out), achieved TFLOP/s (`kerastrain.training.flops.training_flops` x
 examples/s), the measured float32 and float16 matrix-product peaks
-(`kerastrain.flops.matmul_peak_flops`, square 8192 matrices) and the
+(`kerastrain.training.flops.matmul_peak_flops`, square 8192 matrices) and the
 fraction of the peak of each side's dtype, and the mixed_float16 / float32
 ratios. Note that TensorFlow runs float32 matrix products and convolutions in
 TensorFloat-32 on Ampere and later GPUs unless told not to; the script prints
@@ -35,8 +35,8 @@ from _common import interleave, peak_rss_mib, table
 from cnn_flops import COMPUTE_DTYPE, kerastrain_fit, plain_fit, report  # noqa: E402
 
 from kerastrain._keras import keras, tf  # noqa: E402
-from kerastrain.flops import matmul_peak_flops  # noqa: E402
 from kerastrain.models import Head, ModelInputs, resnet  # noqa: E402
+from kerastrain.training.flops import matmul_peak_flops  # noqa: E402
 
 
 def require_gpu() -> list:

@@ -29,7 +29,8 @@ if not tf.config.list_physical_devices("GPU"):
 
 import kerastrain  # noqa: E402
 from kerastrain.distribute import make_strategy  # noqa: E402
-from kerastrain.perf import device_info, pick_precision  # noqa: E402
+from kerastrain.training.execution import device_info  # noqa: E402
+from kerastrain.training.precision import pick_precision  # noqa: E402
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

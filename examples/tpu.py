@@ -18,7 +18,8 @@ import logging
 
 import kerastrain
 from kerastrain.distribute import make_strategy
-from kerastrain.perf import device_info, pick_precision
+from kerastrain.training.execution import device_info
+from kerastrain.training.precision import pick_precision
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--tpu", default=None, help="'local', a TPU name, or grpc://host:port")

@@ -12,7 +12,7 @@ Vertex AI or Slurm run it):
   `kerastrain.runs.open_run_folder` which this process is);
 - :func:`distributed_train_config` scales the learning rate with the replicas
   when asked (the precision policy that suits the strategy's device is
-  `kerastrain.perf.pick_precision(kerastrain.perf.device_info(strategy))`);
+  `kerastrain.training.precision.pick_precision`'s choice);
 - parameter-server training feeds `model.fit` through dataset functions
   (`kerastrain.data.feed.coordinator_datasets`), as TensorFlow documents it.
 """
@@ -426,17 +426,18 @@ def process_role(strategy: Any) -> ProcessRole:
 # --------------------------------------------------------------------------- training options
 
 
-def distributed_train_config(config: PipelineConfig, strategy: Any) -> TrainConfig:
-    """``config.train`` as the strategy needs it.
+def distributed_train_config(
+    train: TrainConfig, distribute: DistributeConfig, strategy: Any
+) -> TrainConfig:
+    """``train`` as the strategy needs it.
 
     With `distribute.scale_learning_rate`, the learning rate is multiplied by
     the replicas (the linear scaling rule). Under parameter-server training,
     progress is logged once per epoch (Keras refuses a progress bar there).
     """
-    train = config.train
     replicas = strategy.num_replicas_in_sync
     lr = train.learning_rate
-    if config.distribute.scale_learning_rate and replicas > 1 and isinstance(lr, (int, float)):
+    if distribute.scale_learning_rate and replicas > 1 and isinstance(lr, (int, float)):
         train = train.replace(learning_rate=lr * replicas)
     if uses_coordinator(strategy) and train.verbose in ("auto", 1):
         train = train.replace(verbose=2)
@@ -453,7 +454,7 @@ def strategy_summary(config: PipelineConfig, strategy: Any) -> dict[str, str]:
         "global batch": f"{config.batch_size} per replica x {replicas} = "
         f"{config.batch_size * replicas}",
     }
-    scaled = distributed_train_config(config, strategy).learning_rate
+    scaled = distributed_train_config(config.train, config.distribute, strategy).learning_rate
     if scaled != config.train.learning_rate:
         facts["learning rate"] = (
             f"{config.train.learning_rate:g} x {replicas} replicas = {scaled:g} (linear scaling)"

@@ -34,8 +34,8 @@ from kerastrain.evaluation import (
     read_labelled,
 )
 from kerastrain.metrics import compute_metrics
-from kerastrain.perf import as_float32
 from kerastrain.task import Task
+from kerastrain.training import as_float32
 
 logger = logging.getLogger(__name__)
 

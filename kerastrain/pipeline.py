@@ -33,11 +33,17 @@ from kerastrain.explanation import check_explainable, explain_run
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics
-from kerastrain.perf import Decision, as_float32, describe_decisions
 from kerastrain.report import ReportInputs, Section, write_report
 from kerastrain.runs import RunFolder, open_run_folder
 from kerastrain.tracking import track_run, training_callbacks
-from kerastrain.trial import find_learning_rate, predict_split, run_training
+from kerastrain.training import (
+    Decision,
+    as_float32,
+    describe_decisions,
+    find_learning_rate,
+    predict_split,
+    run_training,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -224,11 +230,27 @@ def fit_pipeline(
                 tuned = tune_stage(cfg, prepared, strategy_obj, run.path)
             cfg = tuned.config
         with stage("train"):
-            cfg = find_learning_rate(cfg, prepared, strategy_obj, run.path, reuse=run.resuming)
-            trained, fit = run_training(
-                cfg,
+            recipe = dict(  # what the training stage reads besides the train section
+                model_spec=cfg.model,
+                model_options=cfg.model_options,
+                batch_size=cfg.batch_size,
+                seed=cfg.seed,
+                distribute=cfg.distribute,
+            )
+            train_cfg = find_learning_rate(
+                cfg.train,
                 prepared,
                 strategy_obj,
+                **recipe,
+                run_dir=run.path,
+                reuse=run.resuming,
+            )
+            cfg = dataclasses.replace(cfg, train=train_cfg)  # a found rate is the run's
+            trained, fit = run_training(
+                cfg.train,
+                prepared,
+                strategy_obj,
+                **recipe,
                 backup_dir=run.backup_dir,
                 callbacks=training_callbacks(cfg.tracking, run.path),
             )

@@ -31,7 +31,7 @@ from kerastrain.callbacks import (
 )
 from kerastrain.config import TrainConfig
 from kerastrain.task import Task
-from kerastrain.train import compile_model, train_model
+from kerastrain.training import compile_model, train_model
 
 
 class StubModel:
@@ -243,8 +243,8 @@ def test_blowup_guard_fails_clearly_when_retries_run_out(exploding):
 
 
 def test_default_callbacks_allow_several_steps_per_execution(tmp_path):
-    from kerastrain.perf import pick_steps_per_execution
-    from kerastrain.train import default_callbacks
+    from kerastrain.training import default_callbacks
+    from kerastrain.training.execution import pick_steps_per_execution
 
     own = default_callbacks(
         TrainConfig(ema=True, tensorboard=True),

@@ -15,7 +15,7 @@ from kerastrain.config.compress import DistillConfig
 from kerastrain.data.prepare import prepare_data
 from kerastrain.errors import ConfigError
 from kerastrain.task import Task
-from kerastrain.trial import run_training
+from kerastrain.training import run_training
 
 FAST = {"learning_rate": 3e-3, "verbose": 0, "early_stopping": None}
 
@@ -43,7 +43,12 @@ def test_a_teacher_makes_a_small_data_student_better_than_labels_alone(digits_ar
         train={"epochs": 10, **FAST},
     )
     teacher, _ = run_training(
-        teacher_config, prepare_data(teacher_config.data, teacher_config.data_options, 0), strategy
+        teacher_config.train,
+        prepare_data(teacher_config.data, teacher_config.data_options, 0),
+        strategy,
+        model_spec=teacher_config.model,
+        batch_size=teacher_config.batch_size,
+        seed=teacher_config.seed,
     )
 
     config = load_config(
@@ -61,7 +66,16 @@ def test_a_teacher_makes_a_small_data_student_better_than_labels_alone(digits_ar
     x_test, y_test = prepared.part("test")
 
     keras.utils.set_random_seed(0)
-    alone, _ = run_training(config, prepared, strategy)
+    alone, _ = run_training(
+        config.train,
+        prepared,
+        strategy,
+        model_spec=config.model,
+        model_options=config.model_options,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        distribute=config.distribute,
+    )
     keras.utils.set_random_seed(0)
     distilled, step = distill(
         teacher, DistillConfig(teacher=teacher), Context.create(config, prepared, strategy)

@@ -23,7 +23,7 @@ from kerastrain.config import ExportConfig, load_config
 from kerastrain.data.prepare import prepare_data
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.pipeline import fit_pipeline
-from kerastrain.trial import run_training
+from kerastrain.training import run_training
 
 #: Class names TF-MOT gives its wrappers; none may reach an exported file.
 TFMOT_CLASSES = (
@@ -129,7 +129,16 @@ def test_every_tflite_mode_is_verified_and_timed(digits_arrays, tmp_path):
         train={"epochs": 1, "verbose": 0, "early_stopping": None, "mixed_precision": "float32"},
     )
     prepared = prepare_data(config.data, config.data_options, config.seed)
-    model, _ = run_training(config, prepared, tf.distribute.get_strategy())
+    model, _ = run_training(
+        config.train,
+        prepared,
+        tf.distribute.get_strategy(),
+        model_spec=config.model,
+        model_options=config.model_options,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        distribute=config.distribute,
+    )
     x, y = prepared.part("test")
     export = ExportConfig(
         formats=["tflite"], tflite=["float32", "float16", "dynamic", "int8"], int8_io=True
@@ -171,7 +180,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     from kerastrain.compress.plan import Plan, apply_plan, distill
     from kerastrain.config import load_config
     from kerastrain.data.prepare import prepare_data
-    from kerastrain.trial import run_training
+    from kerastrain.training import run_training
 
     bunch = load_breast_cancer()
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -181,7 +190,9 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         compress={"distill": {"student": {"width": 16}, "epochs": 1},
                   "prune": {"target_sparsity": 0.5, "epochs": 1}})
     prepared = prepare_data(config.data, config.data_options, config.seed)
-    trained, _ = run_training(config, prepared, strategy)
+    trained, _ = run_training(
+        config.train, prepared, strategy, model_spec=config.model,
+        model_options=config.model_options, batch_size=config.batch_size, seed=config.seed)
     ctx = Context.create(config, prepared, strategy)
     student, _ = distill(trained, config.compress.distill, ctx)
     result = apply_plan(student, Plan(prune=config.compress.prune), ctx)

@@ -37,7 +37,7 @@ from kerastrain.export import (
 )
 from kerastrain.metrics import agreement
 from kerastrain.models.base import output_layer
-from kerastrain.trial import run_training
+from kerastrain.training import run_training
 
 #: Kernel sizes of the module's CNN (filters 8, dense 32, on 8x8 digits).
 KERNEL_SIZES = {"conv_0": 72, "conv_1": 1152, "dense": 2048, "output": 320}
@@ -68,7 +68,16 @@ def trained(digits_arrays) -> Trained:
     )
     prepared = prepare_data(config.data, config.data_options, config.seed)
     strategy = tf.distribute.get_strategy()
-    model, _ = run_training(config, prepared, strategy)
+    model, _ = run_training(
+        config.train,
+        prepared,
+        strategy,
+        model_spec=config.model,
+        model_options=config.model_options,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        distribute=config.distribute,
+    )
     x_test, y_test = prepared.part("test")
     accuracy = float(np.mean(predict_model(model, x_test).argmax(1) == y_test))
     assert accuracy > 0.9, "the base CNN must be worth compressing"
@@ -285,7 +294,16 @@ def test_qat_leaves_unquantizable_layers_float_lists_them_and_agrees_in_int8(dig
     )
     prepared = prepare_data(config.data, config.data_options, config.seed)
     ctx = Context.create(config, prepared, tf.distribute.get_strategy())
-    model, _ = run_training(config, prepared, ctx.strategy)
+    model, _ = run_training(
+        config.train,
+        prepared,
+        ctx.strategy,
+        model_spec=config.model,
+        model_options=config.model_options,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        distribute=config.distribute,
+    )
 
     result = apply_plan(model, Plan(quantize="qat", quantize_epochs=1), ctx)
     assert result.unquantized == ["normalize", "halve"]  # listed, not a crash

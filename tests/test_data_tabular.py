@@ -165,7 +165,7 @@ def test_wide_categories_use_an_embedding_and_integer_categories_are_detected():
 
 def test_table_preprocessing_stays_float32_under_mixed_precision():
     from kerastrain.models import Head, build_model
-    from kerastrain.perf import precision_scope
+    from kerastrain.training.precision import precision_scope
 
     frame = pd.DataFrame(
         {

@@ -30,7 +30,7 @@ from kerastrain.distribute import (
 )
 from kerastrain.launch import free_ports
 from kerastrain.runs import ProcessRole, WorkerRunFolder, open_run_folder
-from kerastrain.trial import make_datasets
+from kerastrain.training import make_datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,7 +157,9 @@ def test_distribute_options_are_checked():
 def test_in_memory_data_is_sharded_by_data_under_a_strategy():
     cfg = PipelineConfig(data="iris", train={"batch_size": 8}, seed=0)
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
-    train_ds, val_ds = make_datasets(cfg, prepared, tf.distribute.get_strategy())
+    train_ds, val_ds = make_datasets(
+        cfg.train, prepared, tf.distribute.get_strategy(), batch_size=cfg.batch_size, seed=cfg.seed
+    )
     data = tf.data.experimental.AutoShardPolicy.DATA
     for ds in (train_ds, val_ds):
         assert ds.options().experimental_distribute.auto_shard_policy == data
@@ -168,7 +170,11 @@ def test_parameter_server_datasets_repeat_and_count_the_steps():
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
     strategy = tf.distribute.get_strategy()
     train, val, steps = coordinator_datasets(
-        lambda: make_datasets(cfg, prepared, strategy), prepared, 16
+        lambda: make_datasets(
+            cfg.train, prepared, strategy, batch_size=cfg.batch_size, seed=cfg.seed
+        ),
+        prepared,
+        16,
     )
     assert steps == {
         "steps_per_epoch": math.ceil(len(prepared.splits.train) / 16),
@@ -183,7 +189,11 @@ def test_parameter_server_datasets_repeat_and_count_the_steps():
     no_val = PipelineConfig(data="iris", data_options={"validation_split": 0.0}, seed=0)
     prepared = prepare_data(no_val.data, no_val.data_options, no_val.seed)
     _, val, steps = coordinator_datasets(
-        lambda: make_datasets(no_val, prepared, strategy), prepared, 32
+        lambda: make_datasets(
+            no_val.train, prepared, strategy, batch_size=no_val.batch_size, seed=no_val.seed
+        ),
+        prepared,
+        32,
     )
     assert val is None and "validation_steps" not in steps
 
@@ -196,7 +206,15 @@ def test_parameter_servers_refuse_data_too_large_to_send(monkeypatch):
     monkeypatch.setattr(feed, "ZERO_COPY_BYTES", prepared.x.nbytes)  # as if it were large
     with pytest.raises(ConfigError, match="strategy='multi_worker' for this data"):
         coordinator_datasets(
-            lambda: make_datasets(cfg, prepared, tf.distribute.get_strategy()), prepared, 32
+            lambda: make_datasets(
+                cfg.train,
+                prepared,
+                tf.distribute.get_strategy(),
+                batch_size=cfg.batch_size,
+                seed=cfg.seed,
+            ),
+            prepared,
+            32,
         )
 
 
@@ -234,7 +252,7 @@ def test_no_learning_rate_scaling_on_one_replica():
         distribute={"scale_learning_rate": True}, train={"learning_rate": 0.01, "batch_size": 8}
     )
     strategy = tf.distribute.get_strategy()
-    assert distributed_train_config(cfg, strategy).learning_rate == 0.01
+    assert distributed_train_config(cfg.train, cfg.distribute, strategy).learning_rate == 0.01
     assert strategy_summary(cfg, strategy)["global batch"] == "8 per replica x 1 = 8"
 
 
@@ -252,7 +270,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     from kerastrain.data.prepare import prepare_data
     from kerastrain.distribute import make_strategy, strategy_name, strategy_summary
     from kerastrain.pipeline import fit_pipeline
-    from kerastrain.trial import build_compiled_model
+    from kerastrain.training import build_compiled_model
 
     out = sys.argv[1]
     common = dict(data="iris", model="mlp", seed=3, export={"formats": []},
@@ -273,7 +291,9 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     cfg = load_config(common, train={**train, "batch_size": 15},
                       distribute={"scale_learning_rate": True})
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
-    model = build_compiled_model(cfg, prepared, strategy)
+    model = build_compiled_model(
+        cfg.train, prepared, strategy, model_spec=cfg.model, model_options=cfg.model_options,
+        batch_size=cfg.batch_size, distribute=cfg.distribute)
 
     start = time.perf_counter()
     try:

@@ -18,7 +18,7 @@ from kerastrain.distribute import make_strategy
 from kerastrain.ensembling import EPS, ensemble
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.task import Task
-from kerastrain.trial import run_training
+from kerastrain.training import run_training
 
 
 def _kfold_members(x, y, task, folds, epochs, seed=0):
@@ -52,7 +52,16 @@ def _kfold_members(x, y, task, folds, epochs, seed=0):
             seed=seed + i,
         )
         keras.utils.set_random_seed(seed + i)
-        model, _ = run_training(config, prepared, make_strategy("cpu"))
+        model, _ = run_training(
+            config.train,
+            prepared,
+            make_strategy("cpu"),
+            model_spec=config.model,
+            model_options=config.model_options,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            distribute=config.distribute,
+        )
         members.append(model)
     return members, x[test], y[test]
 

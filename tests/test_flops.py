@@ -8,7 +8,7 @@ import pytest
 
 from kerastrain import ConfigError
 from kerastrain._keras import keras
-from kerastrain.flops import forward_flops, matmul_peak_flops, training_flops
+from kerastrain.training.flops import forward_flops, matmul_peak_flops, training_flops
 
 layers = keras.layers
 
@@ -113,7 +113,7 @@ def test_subclassed_and_unmodelled_layers_are_said_so(caplog):
 
     inputs = keras.Input((5, 3))
     rnn = keras.Model(inputs, layers.Dense(2)(layers.LSTM(4)(inputs)))
-    with caplog.at_level(logging.WARNING, logger="kerastrain.flops"):
+    with caplog.at_level(logging.WARNING, logger="kerastrain.training.flops"):
         assert forward_flops(rnn) == 2 * 4 * 2
     assert "LSTM" in caplog.text and "under-count" in caplog.text
 

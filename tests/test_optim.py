@@ -8,8 +8,8 @@ from kerastrain import ConfigError
 from kerastrain._keras import keras
 from kerastrain.callbacks import Scaled
 from kerastrain.config import TrainConfig
-from kerastrain.optim import make_learning_rate, make_optimizer
-from kerastrain.train import compile_options
+from kerastrain.training.fit import compile_options
+from kerastrain.training.optimizers import make_learning_rate, make_optimizer
 
 
 def test_optimizer_carries_clipping_ema_and_weight_decay():

@@ -7,17 +7,19 @@ import pytest
 
 from kerastrain._keras import keras, tf
 from kerastrain.data.feed import ZERO_COPY_BYTES, InMemory, make_dataset
-from kerastrain.perf import (
+from kerastrain.training.execution import (
     Decision,
     DeviceInfo,
     cpu_flags,
     device_info,
-    float32_twin,
     measure_step_seconds,
     pick_jit,
+    pick_steps_per_execution,
+)
+from kerastrain.training.precision import (
+    float32_twin,
     pick_measured_precision,
     pick_precision,
-    pick_steps_per_execution,
     precision_scope,
 )
 
@@ -113,7 +115,7 @@ def test_small_arrays_become_tensors():
 def _fit_weights(steps_per_execution, precision="float32", width=8):
     from kerastrain.config import load_config
     from kerastrain.data.prepare import prepare_data
-    from kerastrain.trial import run_training
+    from kerastrain.training import run_training
 
     config = load_config(
         data="breast_cancer",
@@ -134,7 +136,16 @@ def _fit_weights(steps_per_execution, precision="float32", width=8):
     )
     prepared = prepare_data(config.data, config.data_options, config.seed)
     keras.utils.set_random_seed(0)
-    model, result = run_training(config, prepared, tf.distribute.get_strategy())
+    model, result = run_training(
+        config.train,
+        prepared,
+        tf.distribute.get_strategy(),
+        model_spec=config.model,
+        model_options=config.model_options,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        distribute=config.distribute,
+    )
     weights = model.get_weights()
     keras.backend.clear_session()
     return weights, result
@@ -162,16 +173,16 @@ def test_a_reduced_precision_is_kept_only_when_it_measured_faster():
 
 
 def test_a_step_too_small_to_gain_keeps_float32_without_being_measured(monkeypatch):
-    import kerastrain.perf as perf
+    from kerastrain.training import precision
 
     with precision_scope("mixed_bfloat16"):
         inp = keras.Input((32,))
         model = keras.Model(
             inp, keras.layers.Dense(4, dtype="float32")(keras.layers.Dense(64)(inp))
         )
-    monkeypatch.setattr(perf, "measure_step_seconds", lambda *a, **k: pytest.fail("measured"))
+    monkeypatch.setattr(precision, "measure_step_seconds", lambda *a, **k: pytest.fail("measured"))
     batch = (tf.ones((32, 32)), tf.zeros((32,)))
-    kept, decision, seconds = perf.measure_precision(
+    kept, decision, seconds = precision.measure_precision(
         model, Decision("mixed_bfloat16", "native bfloat16"), keras.losses.MeanSquaredError(), batch
     )
     # 3 x 2 x (32*64 + 64*4) x 32 examples = 0.44 MFLOP
@@ -246,7 +257,7 @@ def test_bfloat16_training_reaches_the_float32_accuracy_within_half_a_point(
 
 
 def test_the_remembered_precision_keys_on_the_architecture_not_on_names():
-    from kerastrain.trial import _architecture
+    from kerastrain.training.precision import _architecture
 
     def build(width):
         inp = keras.Input((4,))

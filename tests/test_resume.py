@@ -21,7 +21,7 @@ from kerastrain._keras import keras, tf
 from kerastrain.callbacks import load_records
 from kerastrain.config import TrainConfig
 from kerastrain.task import Task
-from kerastrain.train import compile_model, train_model
+from kerastrain.training import compile_model, train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 12

@@ -7,13 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from kerastrain import ConfigError, schedules
+from kerastrain import ConfigError
 from kerastrain._keras import keras
 from kerastrain.callbacks import Scaled
 from kerastrain.config import TrainConfig
-from kerastrain.optim import make_learning_rate
 from kerastrain.task import Task
-from kerastrain.train import compile_model
+from kerastrain.training import compile_model, schedules
+from kerastrain.training.optimizers import make_learning_rate
 
 PEAK = 0.1
 STEPS_PER_EPOCH = 10  # 10 epochs -> 100 steps

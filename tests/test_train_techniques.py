@@ -11,10 +11,15 @@ from kerastrain._keras import keras, tf
 from kerastrain.callbacks.guard import inner_optimizer
 from kerastrain.config import PipelineConfig, TrainConfig
 from kerastrain.data.prepare import prepare_data
-from kerastrain.optim import accumulate_gradients, make_optimizer
 from kerastrain.task import Task
-from kerastrain.train import compile_model, train_model
-from kerastrain.trial import build_compiled_model, make_datasets, run_training
+from kerastrain.training import (
+    build_compiled_model,
+    compile_model,
+    make_datasets,
+    run_training,
+    train_model,
+)
+from kerastrain.training.optimizers import accumulate_gradients, make_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +108,15 @@ def test_run_training_with_techniques_together(tmp_path):
     )
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
     strategy = tf.distribute.get_strategy()
-    model, result = run_training(cfg, prepared, strategy, backup_dir=tmp_path / "backup")
+    model, result = run_training(
+        cfg.train,
+        prepared,
+        strategy,
+        model_spec=cfg.model,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        backup_dir=tmp_path / "backup",
+    )
     n_train = len(prepared.splits.train)
     assert int(model.optimizer.iterations) == 3 * math.ceil(n_train / 16)
     optimizer = model.optimizer
@@ -116,7 +129,7 @@ def test_run_training_with_techniques_together(tmp_path):
     )  # the cosine decays after warmup
     assert all(v > 0 for v in history["examples_per_second"])
     # Validation ran on the averaged weights, which the model ends with.
-    _, val_ds = make_datasets(cfg, prepared, strategy)
+    _, val_ds = make_datasets(cfg.train, prepared, strategy, batch_size=cfg.batch_size)
     val = model.evaluate(val_ds, verbose=0, return_dict=True)
     assert history["val_accuracy"][-1] == pytest.approx(val["accuracy"], abs=1e-6)
     assert (tmp_path / "checkpoints" / "best.weights.h5").exists()
@@ -181,7 +194,13 @@ def test_precision_policies_and_compile_options(tabular):
         train={"mixed_precision": "mixed_bfloat16", "steps_per_execution": 4, "jit_compile": True},
     )
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
-    model = build_compiled_model(cfg, prepared, tf.distribute.get_strategy())
+    model = build_compiled_model(
+        cfg.train,
+        prepared,
+        tf.distribute.get_strategy(),
+        model_spec="mlp",
+        batch_size=cfg.batch_size,
+    )
     assert keras.mixed_precision.global_policy().name == "float32"  # not leaked
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     assert dense[0].compute_dtype == "bfloat16" and model.output.dtype == tf.float32
@@ -193,7 +212,13 @@ def test_precision_policies_and_compile_options(tabular):
         seed=0,
         train={"mixed_precision": "mixed_float16", "gradient_accumulation": 2},
     )
-    model = build_compiled_model(half, prepared, tf.distribute.get_strategy())
+    model = build_compiled_model(
+        half.train,
+        prepared,
+        tf.distribute.get_strategy(),
+        model_spec="mlp",
+        batch_size=half.batch_size,
+    )
     assert isinstance(model.optimizer, keras.mixed_precision.LossScaleOptimizer)
     logs = model.train_on_batch(x[:16], y[:16].astype(np.int64), return_dict=True)
     assert math.isfinite(logs["loss"]) and int(model.optimizer.iterations) == 1

@@ -9,9 +9,11 @@ from kerastrain import ConfigError
 from kerastrain._keras import keras
 from kerastrain.config import TrainConfig
 from kerastrain.data import InMemory, make_dataset
-from kerastrain.optim import make_loss, make_optimizer
 from kerastrain.task import Task
-from kerastrain.train import compile_model, monitor_mode, train_model
+from kerastrain.training import compile_model, train_model
+from kerastrain.training.fit import monitor_mode
+from kerastrain.training.losses import make_loss
+from kerastrain.training.optimizers import make_optimizer
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,7 @@ import kerastrain
 from kerastrain import ConfigError
 from kerastrain._keras import keras
 from kerastrain.data.preprocess import model_inputs
-from kerastrain.models import Head, build_model
-from kerastrain.models.transfer import FINE_TUNE_ATTR
+from kerastrain.models import Head, build_model, fine_tune_plan
 
 #: Explanations are tested in test_explain.py; these runs skip them.
 NOEXPLAIN = {"explain": "none"}
@@ -97,7 +96,7 @@ def test_two_phases_in_one_fit_pipeline_call_keep_batchnorm_frozen(digits_arrays
     )
     model = result.model
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-4)
-    assert getattr(model, FINE_TUNE_ATTR).epochs == 2
+    assert fine_tune_plan("transfer", result.config.model_options).epochs == 2
     layers = model.get_layer("backbone").layers
     assert not any(
         layer.trainable for layer in layers if isinstance(layer, keras.layers.BatchNormalization)

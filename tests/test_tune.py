@@ -17,7 +17,7 @@ from kerastrain.config import load_config
 from kerastrain.data.prepare import prepare_data
 from kerastrain.distribute import make_strategy
 from kerastrain.metrics import compute_metrics
-from kerastrain.trial import run_training
+from kerastrain.training import run_training
 from kerastrain.tune import TuningError, open_search, run_search
 from kerastrain.tune.search import _folds
 from kerastrain.tune.space import Space, declare_space, trial_config
@@ -66,7 +66,16 @@ def prepare(config):
 
 def best_val_loss(config, prepared):
     keras.utils.set_random_seed(config.seed)
-    _, fit = run_training(config, prepared, make_strategy("cpu"))
+    _, fit = run_training(
+        config.train,
+        prepared,
+        make_strategy("cpu"),
+        model_spec=config.model,
+        model_options=config.model_options,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        distribute=config.distribute,
+    )
     return min(fit.history["val_loss"])
 
 

@@ -1,7 +1,7 @@
 """Training callbacks, each usable alone in ``model.fit(callbacks=[...])``.
 
-`kerastrain.train.train_model` puts them together (see
-`kerastrain.train.default_callbacks`). `Scaled` is the schedule wrapper
+`kerastrain.training.train_model` puts them together (see
+`kerastrain.training.default_callbacks`). `Scaled` is the schedule wrapper
 whose factor `BlowupGuard` lowers.
 """
 

@@ -37,8 +37,8 @@ from kerastrain.errors import ConfigError
 from kerastrain.export import artifact_bytes, convert_to_tflite, load_predictor, tflite_latency
 from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics
-from kerastrain.perf import as_float32
 from kerastrain.report import Section
+from kerastrain.training import as_float32
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,13 @@ from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared
 from kerastrain.distribute import distributed_train_config
 from kerastrain.errors import ConfigError
-from kerastrain.train import TrainResult, compile_model, train_model
-from kerastrain.trial import global_batch_size, make_datasets
+from kerastrain.training import (
+    TrainResult,
+    compile_model,
+    global_batch_size,
+    make_datasets,
+    train_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +124,9 @@ class Context:
     @property
     def steps_per_epoch(self) -> int:
         """Training steps per epoch at the global batch size."""
-        batch = global_batch_size(self.config, self.strategy)
+        batch = global_batch_size(
+            self.config.batch_size, self.strategy, self.config.train.gradient_accumulation
+        )
         return max(1, math.ceil(len(self.prepared.splits.train) / batch))
 
     def learning_rate(self, own: float | None = None) -> float | None:
@@ -130,7 +137,9 @@ class Context:
 
     def train_options(self, **changes: Any) -> TrainConfig:
         """`train` as the strategy needs it (see `distributed_train_config`)."""
-        return distributed_train_config(self.config, self.strategy).replace(**changes)
+        return distributed_train_config(
+            self.config.train, self.config.distribute, self.strategy
+        ).replace(**changes)
 
     def fine_tune_rate(self, learning_rate: float | None = None) -> float:
         """A constant fine-tuning rate: the given one, else the training
@@ -167,8 +176,19 @@ class Context:
             compile_model(
                 model, self.prepared.task, options, learning_rate=self.fine_tune_rate(learning_rate)
             )
-        train_ds, val_ds = make_datasets(self.config, self.prepared, self.strategy, self.memory)
+        train_ds, val_ds = self.datasets()
         return train_model(model, train_ds, val_ds, options, callbacks=callbacks)
+
+    def datasets(self) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
+        """The run's training and validation datasets (see `make_datasets`)."""
+        return make_datasets(
+            self.config.train,
+            self.prepared,
+            self.strategy,
+            batch_size=self.config.batch_size,
+            seed=self.config.seed,
+            memory=self.memory,
+        )
 
     def timed_fit(
         self,

@@ -19,7 +19,6 @@ the teacher's outputs by squared error.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -27,7 +26,7 @@ from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.config import PipelineConfig
 from kerastrain.config.compress import DistillConfig
 from kerastrain.task import Task
-from kerastrain.trial import build_compiled_model
+from kerastrain.training import build_compiled_model
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +123,14 @@ def build_student(
     spec = options.pop("model", config.model)
     if spec == config.model:
         options = {**config.model_options, **options}
-    student_config = dataclasses.replace(config, model=spec, model_options=options)
-    student = build_compiled_model(student_config, prepared, strategy)
+    student = build_compiled_model(
+        config.train,
+        prepared,
+        strategy,
+        model_spec=spec,
+        model_options=options,
+        batch_size=config.batch_size,
+        distribute=config.distribute,
+    )
     ensure_tf_keras(student, "compress.distill.student")
     return student

@@ -20,9 +20,7 @@ from kerastrain.compress import quantize as quantize_mod
 from kerastrain.compress.common import Context, Step
 from kerastrain.compress.distill import Distiller, build_student
 from kerastrain.config.compress import ClusterConfig, DistillConfig, PruneConfig
-from kerastrain.perf import as_float32
-from kerastrain.train import compile_model, train_model
-from kerastrain.trial import make_datasets
+from kerastrain.training import as_float32, compile_model, train_model
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +221,7 @@ def distill(
             compile_model(
                 distiller, ctx.prepared.task, options, steps_per_epoch=ctx.steps_per_epoch
             )
-        train_ds, val_ds = make_datasets(ctx.config, ctx.prepared, ctx.strategy, ctx.memory)
+        train_ds, val_ds = ctx.datasets()
         fit = train_model(distiller, train_ds, val_ds, options)
     finally:
         teacher.trainable = was_trainable

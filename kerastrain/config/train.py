@@ -25,7 +25,8 @@ Schedule = Literal[
     "plateau",
 ]
 #: Explicit precision policies. A later "auto" is added here and resolved
-#: (`kerastrain.perf.pick_precision`) before `kerastrain.perf.precision_scope`.
+#: (`kerastrain.training.precision.pick_precision`) before
+#: `kerastrain.training.precision.precision_scope`.
 Precision = Literal["float32", "mixed_bfloat16", "mixed_float16"]
 
 #: The keyword options each optimizer accepts in ``train.optimizer_options``

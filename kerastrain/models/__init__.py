@@ -1,4 +1,8 @@
-"""Model factories: `mlp`, `cnn`, `resnet`, `transfer`, and the registry that names them."""
+"""Model factories: `mlp`, `cnn`, `resnet`, `transfer`, and the registry that names them.
+
+A `transfer` model's second training phase is a plain value, its
+`FineTunePlan` (`fine_tune_plan`), which the training stage runs.
+"""
 
 from kerastrain.data.preprocess import ModelInputs
 from kerastrain.models.base import Head
@@ -9,10 +13,11 @@ from kerastrain.models.registry import (
     build_model,
     factory_for,
     factory_options,
+    fine_tune_plan,
     register_model,
 )
 from kerastrain.models.resnet import resnet
-from kerastrain.models.transfer import transfer
+from kerastrain.models.transfer import FineTunePlan, transfer
 
 __all__ = [
     "Head",
@@ -22,6 +27,8 @@ __all__ = [
     "cnn",
     "factory_for",
     "factory_options",
+    "fine_tune_plan",
+    "FineTunePlan",
     "mlp",
     "register_model",
     "resnet",

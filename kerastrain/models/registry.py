@@ -19,11 +19,18 @@ from kerastrain.models.base import Head
 from kerastrain.models.cnn import cnn
 from kerastrain.models.mlp import mlp
 from kerastrain.models.resnet import resnet
-from kerastrain.models.transfer import transfer
+from kerastrain.models.transfer import FineTunePlan, transfer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MODELS", "register_model", "factory_for", "factory_options", "build_model"]
+__all__ = [
+    "MODELS",
+    "register_model",
+    "factory_for",
+    "factory_options",
+    "build_model",
+    "fine_tune_plan",
+]
 
 Factory = Callable[..., keras.Model]
 
@@ -177,3 +184,24 @@ def build_model(
         raise config_error("model", spec, "a factory name, a callable, or a tf_keras model")
     _check_head(model, head)
     return model
+
+
+def fine_tune_plan(spec: Any, options: Mapping[str, Any] | None = None) -> FineTunePlan | None:
+    """The second training phase of the model that ``model=spec`` builds.
+
+    A `transfer` model (named, or the factory itself) trains in two phases:
+    the head on the frozen backbone, then the plan's top backbone layers
+    unfrozen (the training stage runs it). Every other model trains in one.
+
+    Args:
+        spec: The `model` option, as `build_model` takes it.
+        options: The factory's keyword options. Defaults to `{}`.
+
+    Returns:
+        The `FineTunePlan`, or None when there is no second phase.
+    """
+    factory = MODELS.get(spec) if isinstance(spec, str) else spec
+    if factory is not transfer:
+        return None
+    plan = FineTunePlan.from_options(options or {})
+    return plan if plan.active else None

@@ -9,12 +9,15 @@ by tf_keras, or the model itself, copied), cut at its penultimate layer (or
 at ``backbone_output``).
 
 Phase 1 trains the head with the backbone frozen, for ``train.epochs``.
-Phase 2 (`fine_tune`, called by the training stage after phase 1) unfreezes
-the top ``fine_tune_layers`` layers of the backbone, keeps every
-BatchNormalization layer frozen and in inference mode (the backbone is
-always called with ``training=False``, as the Keras transfer-learning guide
-advises), recompiles at ``fine_tune_learning_rate`` times the learning rate,
-and trains ``fine_tune_epochs`` more epochs. The history covers both phases.
+Phase 2 is a plain value, the `FineTunePlan` of the ``fine_tune_*`` options
+(`kerastrain.models.fine_tune_plan` reads it from the model option), which
+the training stage runs after phase 1 (`kerastrain.training.fine_tune`):
+it unfreezes the top ``fine_tune_layers`` layers of the backbone
+(`unfreeze_backbone`), keeping every BatchNormalization layer frozen and in
+inference mode (the backbone is always called with ``training=False``, as
+the Keras transfer-learning guide advises), recompiles at
+``fine_tune_learning_rate`` times the learning rate, and trains
+``fine_tune_epochs`` more epochs. The history covers both phases.
 
 The backbone receives the raw inputs (not kerastrain's standardized
 features): Applications get their own preprocessing (pixels in 0..255,
@@ -26,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,7 @@ from kerastrain.models.base import Head, make_initializer, output_layer, regular
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["transfer", "fine_tune", "FineTune", "BACKBONES", "FINE_TUNE_ATTR"]
+__all__ = ["transfer", "FineTunePlan", "unfreeze_backbone", "BACKBONES"]
 
 #: Application name -> (constructor name in keras.applications, preprocessing).
 BACKBONES = {
@@ -48,26 +51,49 @@ BACKBONES = {
 }
 #: The smallest input the Applications accept.
 MIN_SIZE = 32
-#: The model attribute that carries the fine-tuning plan to the training stage.
-FINE_TUNE_ATTR = "_kerastrain_fine_tune"
 BACKBONE_NAME = "backbone"
 
 
 @dataclasses.dataclass(frozen=True)
-class FineTune:
-    """Phase 2 of a transfer model's training.
+class FineTunePlan:
+    """Phase 2 of a transfer model's training, run by the training stage.
 
     Attributes:
         layers: Top backbone layers unfrozen (all when larger than the
-            backbone).
-        epochs: Epochs of phase 2.
+            backbone; 0: no phase 2). Defaults to `20`.
+        epochs: Epochs of phase 2 (0: no phase 2). Defaults to `5`.
         learning_rate_factor: Phase 2's learning rate as a fraction of
-            `train.learning_rate`.
+            `train.learning_rate`. Defaults to `0.1`.
+
+    Raises:
+        ConfigError: For negative layers or epochs, or a factor outside (0, 1].
     """
 
-    layers: int
-    epochs: int
-    learning_rate_factor: float
+    layers: int = 20
+    epochs: int = 5
+    learning_rate_factor: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.layers < 0 or self.epochs < 0 or not 0 < self.learning_rate_factor <= 1:
+            raise config_error(
+                "model_options.fine_tune_*",
+                (self.layers, self.epochs, self.learning_rate_factor),
+                "layers >= 0, epochs >= 0 and a learning-rate factor in (0, 1]",
+            )
+
+    @property
+    def active(self) -> bool:
+        """Whether there is a phase 2: some layers to unfreeze, some epochs."""
+        return bool(self.layers and self.epochs)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> FineTunePlan:
+        """The plan of the model `transfer(inputs, head, **options)` builds."""
+        return cls(
+            options.get("fine_tune_layers", cls.layers),
+            options.get("fine_tune_epochs", cls.epochs),
+            options.get("fine_tune_learning_rate", cls.learning_rate_factor),
+        )
 
 
 def _application(name: str, weights: Any, shape: tuple[int, int, int]) -> keras.Model:
@@ -165,15 +191,15 @@ def transfer(
     input_scale: float = 1.0,
     dense: int = 0,
     dropout: float = 0.2,
-    fine_tune_layers: int = 20,
-    fine_tune_epochs: int = 5,
-    fine_tune_learning_rate: float = 0.1,
+    fine_tune_layers: int = FineTunePlan.layers,
+    fine_tune_epochs: int = FineTunePlan.epochs,
+    fine_tune_learning_rate: float = FineTunePlan.learning_rate_factor,
     l1: float = 0.0,
     l2: float = 0.0,
     initializer: str = "glorot_uniform",
     activation: str = "relu",
 ) -> keras.Model:
-    """A frozen pretrained backbone and a new head, with a fine-tuning plan.
+    """A frozen pretrained backbone and a new head.
 
     Args:
         inputs: The model's inputs; the backbone reads the raw ones.
@@ -192,7 +218,7 @@ def transfer(
             Defaults to `0`.
         dropout: Dropout before the head's layers. Defaults to `0.2`.
         fine_tune_layers: Top backbone layers unfrozen in phase 2 (0: no
-            phase 2). Defaults to `20`.
+            phase 2; see `FineTunePlan`). Defaults to `20`.
         fine_tune_epochs: Epochs of phase 2. Defaults to `5`.
         fine_tune_learning_rate: Phase 2's learning rate as a fraction of
             `train.learning_rate`. Defaults to `0.1`.
@@ -203,19 +229,14 @@ def transfer(
         activation: Activation of the head's dense layer. Defaults to `"relu"`.
 
     Returns:
-        An uncompiled model whose backbone is frozen, carrying its
-        `FineTune` plan for the training stage.
+        An uncompiled model whose backbone is frozen. Its phase 2 is
+        `FineTunePlan.from_options` of the same options.
 
     Raises:
         ConfigError: For an unknown backbone or layer, inputs that do not
             fit it, or imagenet weights that cannot be downloaded.
     """
-    if fine_tune_layers < 0 or fine_tune_epochs < 0 or not 0 < fine_tune_learning_rate <= 1:
-        raise config_error(
-            "model_options.fine_tune_*",
-            (fine_tune_layers, fine_tune_epochs, fine_tune_learning_rate),
-            "layers >= 0, epochs >= 0 and a learning-rate factor in (0, 1]",
-        )
+    plan = FineTunePlan(fine_tune_layers, fine_tune_epochs, fine_tune_learning_rate)  # checked
     x = inputs.inputs
     if isinstance(x, dict):
         raise config_error("model", "transfer", "a factory for images; the data is a table")
@@ -269,16 +290,13 @@ def transfer(
         head, kernel_regularizer=reg, kernel_initializer=make_initializer(initializer)
     )(features)
     model = keras.Model(inputs.inputs, outputs, name="transfer")
-    setattr(
-        model, FINE_TUNE_ATTR, FineTune(fine_tune_layers, fine_tune_epochs, fine_tune_learning_rate)
-    )
     logger.info(
         "Transfer model: backbone %s (%d layers, frozen), head on %d features; then %s.",
         backbone if isinstance(backbone, str) else "model",
         len(base.layers),
         features.shape[-1],
-        f"{fine_tune_epochs} epochs fine-tuning the top {fine_tune_layers} layers"
-        if fine_tune_layers and fine_tune_epochs
+        f"{plan.epochs} epochs fine-tuning the top {plan.layers} layers"
+        if plan.active
         else "no fine-tuning",
     )
     return model
@@ -295,78 +313,8 @@ def unfreeze_top(backbone: keras.Model, count: int) -> int:
     return sum(1 for layer in backbone.layers if layer.trainable and layer.trainable_weights)
 
 
-def fine_tune(
-    model: keras.Model,
-    phase1: Any,
-    task: Any,
-    train: Any,
-    train_ds: tf.data.Dataset,
-    val_ds: tf.data.Dataset | None,
-    strategy: tf.distribute.Strategy,
-    *,
-    callbacks: Sequence[keras.callbacks.Callback] = (),
-    backup_dir: str | os.PathLike | None = None,
-    **fit_options: Any,
-) -> Any:
-    """Phase 2 of a transfer model: unfreeze the top layers and train on.
-
-    Does nothing (returns `phase1`) for a model without a fine-tuning plan.
-
-    Args:
-        model: The model phase 1 trained.
-        phase1: Phase 1's `TrainResult`.
-        task: The task (for the loss and metrics of the recompile).
-        train: The training options.
-        train_ds: Training batches.
-        val_ds: Validation batches, or None.
-        strategy: The strategy the model was built under.
-        callbacks: Extra callbacks, as in phase 1. Defaults to `()`.
-        backup_dir: Phase 1's backup folder; phase 2 uses a sub-folder.
-            Defaults to `None`.
-        **fit_options: More arguments of `train_model`, as phase 1 got them
-            (steps per epoch under a parameter-server strategy).
-
-    Returns:
-        A `TrainResult` covering both phases.
-    """
-    from kerastrain.train import TrainResult, compile_model, train_model
-
-    plan = getattr(model, FINE_TUNE_ATTR, None)
-    if plan is None or not plan.layers or not plan.epochs:
-        return phase1
-    backbone = model.get_layer(BACKBONE_NAME)
-    trainable = unfreeze_top(backbone, plan.layers)
-    learning_rate = train.learning_rate * plan.learning_rate_factor
-    with strategy.scope():
-        compile_model(model, task, train, learning_rate=learning_rate)
-    logger.info(
-        "Fine-tuning: %d backbone layers with weights unfrozen (BatchNorm frozen), "
-        "learning rate %g, %d epochs.",
-        trainable,
-        learning_rate,
-        plan.epochs,
-    )
-    start = phase1.epochs_run
-    phase2 = train_model(
-        model,
-        train_ds,
-        val_ds,
-        train,
-        callbacks=callbacks,
-        epochs=start + plan.epochs,
-        initial_epoch=start,
-        backup_dir=None if backup_dir is None else Path(backup_dir) / "fine_tune",
-        **fit_options,
-    )
-    history = {k: list(phase1.history.get(k, [])) + list(v) for k, v in phase2.history.items()}
-    history["phase"] = [1.0] * phase1.epochs_run + [2.0] * phase2.epochs_run
-    return TrainResult(
-        history=history,
-        epochs_run=phase1.epochs_run + phase2.epochs_run,
-        stop_reason=(
-            f"head (backbone frozen): {phase1.stop_reason}; then fine-tuning the top "
-            f"{plan.layers} backbone layers at learning rate {learning_rate:g}: "
-            f"{phase2.stop_reason}"
-        ),
-        best_epoch=phase2.best_epoch,
-    )
+def unfreeze_backbone(model: keras.Model, count: int) -> int:
+    """Makes the top ``count`` layers of a `transfer` model's backbone
+    trainable (BatchNormalization layers stay frozen; see `unfreeze_top`);
+    returns how many layers hold trainable weights."""
+    return unfreeze_top(model.get_layer(BACKBONE_NAME), count)

@@ -34,7 +34,7 @@ from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared
 from kerastrain.files import atomic_write, write_json
 from kerastrain.metrics import compute_metrics
-from kerastrain.trial import build_compiled_model, predict_split, run_training
+from kerastrain.training import build_compiled_model, predict_split, run_training
 from kerastrain.tune.space import Space, plain_values, trial_config
 
 logger = logging.getLogger(__name__)
@@ -318,7 +318,7 @@ class TrialContext:
                 keras.utils.set_random_seed(config.seed + execution)
                 model = None
                 if parent is not None:
-                    model = build_compiled_model(config, part, self.strategy)
+                    model = self._build(config, part)
                     model.load_weights(runner.checkpoint_path(parent)).expect_partial()
                 callbacks: list[keras.callbacks.Callback] = []
                 if self.computed:
@@ -326,9 +326,14 @@ class TrialContext:
                 if saver is not None:
                     callbacks.append(saver)
                 model, fit = run_training(
-                    config,
+                    config.train,
                     part,
                     self.strategy,
+                    model_spec=config.model,
+                    model_options=config.model_options,
+                    batch_size=config.batch_size,
+                    seed=config.seed,
+                    distribute=config.distribute,
                     epochs=epochs,
                     initial_epoch=initial,
                     model=model,
@@ -367,9 +372,21 @@ class TrialContext:
         """The trial's model with its best epoch's weights."""
         keras.backend.clear_session()
         config = trial_config(self.config, self.space, trial.hyperparameters)
-        model = build_compiled_model(config, self.prepared, self.strategy)
+        model = self._build(config, self.prepared)
         model.load_weights(runner.checkpoint_path(trial.trial_id)).expect_partial()
         return model
+
+    def _build(self, config: PipelineConfig, part: Prepared) -> keras.Model:
+        """The trial's model, compiled as `run_training` builds it."""
+        return build_compiled_model(
+            config.train,
+            part,
+            self.strategy,
+            model_spec=config.model,
+            model_options=config.model_options,
+            batch_size=config.batch_size,
+            distribute=config.distribute,
+        )
 
 
 class TrialRunner(kt.Tuner):

@@ -28,7 +28,7 @@ from kerastrain.data.prepare import Prepared, prepare_data
 from kerastrain.data.split import Splits, fold_indices
 from kerastrain.errors import ConfigError, DataError, KerastrainError
 from kerastrain.files import write_json
-from kerastrain.optim import make_metrics
+from kerastrain.training.losses import make_metrics
 from kerastrain.tune.results import FIXED_COLUMNS, plot_scores, trial_rows, write_table
 from kerastrain.tune.runner import RECORD, TrialContext, TrialRunner, heal_interrupted, make_oracle
 from kerastrain.tune.space import Space, check_model_options, plain_values, trial_config

@@ -1,7 +1,9 @@
-"""Optimizers, learning-rate schedules, precision, and the loss and metrics a task needs.
+"""The optimizer a `TrainConfig` describes, with its learning rate or schedule.
 
 Schedules are configured in epochs (`TrainConfig.schedule_options`) and built
 here in optimizer steps, from the steps an epoch has (`steps_per_epoch`).
+Gradient accumulation (`accumulate_gradients`) replaces a compiled model's
+training step.
 """
 
 from __future__ import annotations
@@ -11,22 +13,18 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from kerastrain import schedules
 from kerastrain._keras import keras, tf
 from kerastrain.callbacks.guard import Scaled
 from kerastrain.config import TrainConfig
 from kerastrain.config.base import ConfigError, config_error
 from kerastrain.config.train import is_schedule_object
-from kerastrain.task import Task
+from kerastrain.training import schedules
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "make_optimizer",
     "make_learning_rate",
-    "make_loss",
-    "make_metrics",
-    "one_hot_labels",
     "accumulate_gradients",
     "steps_per_epoch",
 ]
@@ -137,7 +135,7 @@ def make_learning_rate(train: TrainConfig, steps_per_epoch: int | None = None) -
         raise ConfigError(
             "train.learning_rate='find' must be resolved to a number before the "
             "optimizer is built: fit_pipeline does it, or call "
-            "kerastrain.trial.find_learning_rate first."
+            "kerastrain.training.find_learning_rate first."
         )
     uses_steps = train.has_warmup or train.schedule not in ("constant", "plateau")
     if uses_steps and not steps_per_epoch:
@@ -210,7 +208,7 @@ def accumulate_gradients(model: keras.Model, steps: int) -> None:
     the sum once: the same update as the whole batch in one piece, up to
     float rounding, with the memory of one micro-batch. Metrics and the loss
     are accumulated over the micro-batches as over the whole batch. Feed
-    batches `steps` times the micro-batch size (`kerastrain.trial` does).
+    batches `steps` times the micro-batch size (`kerastrain.training.run` does).
 
     Args:
         model: A compiled tf_keras model.
@@ -276,54 +274,6 @@ def _accumulating_step(model: keras.Model, steps: int) -> Callable[[Any], dict[s
         return model.get_metrics_result()
 
     return train_step
-
-
-def make_loss(task: Task, train: TrainConfig) -> keras.losses.Loss:
-    """The loss for the task, or the one `train.loss` names.
-
-    Multi-class labels are class indices; with label smoothing the input
-    pipeline one-hot encodes them (see `one_hot_labels`) and the categorical
-    loss is used, since the sparse one cannot smooth.
-    """
-    if train.loss != "auto":
-        try:
-            return keras.losses.get(train.loss)
-        except ValueError:
-            raise config_error(
-                "train.loss", train.loss, "'auto' or the name of a tf_keras loss"
-            ) from None
-    smoothing = train.label_smoothing
-    if task.kind == "binary":
-        return keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
-    if task.kind == "multiclass":
-        if smoothing or task.soft_labels:
-            return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
-        return keras.losses.SparseCategoricalCrossentropy()
-    if smoothing:
-        raise config_error("train.label_smoothing", smoothing, "0 for a regression task")
-    return keras.losses.MeanSquaredError()
-
-
-def one_hot_labels(task: Task, train: TrainConfig) -> bool:
-    """Whether the pipeline must feed one-hot labels (multi-class smoothing,
-    or mixed labels from mixup/cutmix)."""
-    return task.kind == "multiclass" and (
-        task.soft_labels or (train.loss == "auto" and train.label_smoothing > 0)
-    )
-
-
-def make_metrics(task: Task, train: TrainConfig) -> list[Any]:
-    """Metrics Keras tracks every epoch (sklearn computes the rest later)."""
-    if task.kind == "binary":
-        return [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
-    if task.kind == "multiclass":
-        if one_hot_labels(task, train):
-            return [keras.metrics.CategoricalAccuracy(name="accuracy")]
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    return [
-        keras.metrics.MeanAbsoluteError(name="mae"),
-        keras.metrics.RootMeanSquaredError(name="rmse"),
-    ]
 
 
 def steps_per_epoch(examples: int, global_batch: int) -> int:

@@ -3,7 +3,7 @@
 Each class is a tf_keras `LearningRateSchedule` with `get_config`, registered
 under the package name ``"kerastrain"``, so a `.keras` file holding an
 optimizer with one of them reloads with `tf_keras.models.load_model` once
-this module is imported (``import kerastrain.schedules``).
+this module is imported (``import kerastrain.training.schedules``).
 
 Where tf_keras already has the schedule (exponential, polynomial, cosine,
 cosine with restarts, piecewise constant) kerastrain uses it; this module adds

@@ -1,4 +1,4 @@
-"""The training stage: compile and fit a model. Tuning trials call it too.
+"""Compile and fit a model: the one ``model.fit`` of kerastrain.
 
 `train_model` is the single place where kerastrain calls ``model.fit``, so a
 tuning trial trains exactly as the final fit does. The callbacks it adds by
@@ -27,9 +27,10 @@ from kerastrain.callbacks.guard import schedule_of
 from kerastrain.config import TrainConfig
 from kerastrain.config.base import ConfigError
 from kerastrain.files import atomic_write
-from kerastrain.optim import accumulate_gradients, make_loss, make_metrics, make_optimizer
-from kerastrain.perf import Decision, configure_execution
 from kerastrain.task import Task
+from kerastrain.training.execution import Decision, configure_execution
+from kerastrain.training.losses import make_loss, make_metrics
+from kerastrain.training.optimizers import accumulate_gradients, make_optimizer
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def compile_options(train: TrainConfig) -> dict[str, Any]:
 
     An `"auto"` value compiles as off / 1 and is resolved by `train_model`
     before fitting, once the data and the callbacks are known
-    (`perf.configure_execution`).
+    (`execution.configure_execution`).
     """
     jit, steps = train.jit_compile, train.steps_per_execution
     return {
@@ -101,7 +102,7 @@ def compile_model(
 
     Call inside the strategy scope that built the model. With
     `train.gradient_accumulation > 1` the model's training step splits each
-    batch into that many micro-batches (see `optim.accumulate_gradients`).
+    batch into that many micro-batches (see `optimizers.accumulate_gradients`).
 
     Args:
         model: A tf_keras model.

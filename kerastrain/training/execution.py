@@ -1,26 +1,26 @@
-"""Fast by default: the ``"auto"`` policies for precision, XLA and steps per execution.
+"""Fast by default: the ``"auto"`` policies for steps per execution and XLA.
 
-Each decision is a pure function of measured facts (CPU flags, the device,
-the measured cost of one training step) that returns the choice and the
-reason, so it can be logged, recorded in the report, and tested alone. The
-probes that measure those facts never change the model's weights or the
-optimizer's state.
+Each decision is a pure function of measured facts (the device, the
+measured cost of one training step) that returns the choice and the reason,
+so it can be logged, recorded in the report, and tested alone. The step
+probe (`measure_step_seconds`) never changes the model's weights or the
+optimizer's state; `kerastrain.training.precision` times its precision
+choice with it too.
 
 Measured on the 2-core AVX-512/AMX development machine (TF 2.21, tf_keras):
-``mixed_bfloat16`` trains a small CNN about 2x faster than float32, XLA made
-it slower, and a small MLP runs several times faster with many steps per
-execution, because each ``fit`` call into the graph costs about a millisecond.
+XLA made a small CNN slower, and a small MLP runs several times faster with
+many steps per execution, because each ``fit`` call into the graph costs
+about a millisecond.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import logging
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from kerastrain._keras import keras, tf
@@ -32,25 +32,16 @@ __all__ = [
     "DeviceInfo",
     "cpu_flags",
     "device_info",
-    "pick_precision",
-    "pick_measured_precision",
-    "measure_precision",
-    "precision_scope",
     "measure_step_seconds",
     "pick_steps_per_execution",
     "pick_jit",
-    "resolve_precision",
     "configure_execution",
-    "precision_is_measurable",
+    "describe_decisions",
     "probe_batch",
-    "float32_twin",
-    "as_float32",
 ]
 
 #: CPU flags (from /proc/cpuinfo) that mean native bfloat16 matrix products.
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-#: GPUs from this compute capability on have tensor cores for float16.
-TENSOR_CORE_CAPABILITY = (7, 0)
 #: Aim for at least this much work per call into the training graph.
 TARGET_SECONDS_PER_EXECUTION = 0.05
 MAX_STEPS_PER_EXECUTION = 128
@@ -58,13 +49,6 @@ MAX_STEPS_PER_EXECUTION = 128
 JIT_PROBE_MIN_RUN_SECONDS = 60.0
 #: XLA must be this much faster to be switched on.
 JIT_MIN_SPEEDUP = 1.1
-#: On a CPU, a reduced-precision policy must make the measured training step
-#: at least this much faster than float32 to be kept (a tie keeps float32).
-PRECISION_MIN_SPEEDUP = 1.1
-#: A training step with fewer matrix-product FLOPs than this keeps float32
-#: without being measured: bfloat16 ran a 1.2 MFLOP step (a 64-wide MLP at
-#: batch 32) 2.7x slower here, and first became faster near 10 MFLOP.
-PRECISION_MIN_STEP_FLOPS = 4e6
 #: Keras callbacks that stay correct when ``fit`` runs many steps per call.
 _STEP_SAFE_CALLBACKS = (
     "History",
@@ -137,137 +121,6 @@ def device_info(strategy: tf.distribute.Strategy) -> DeviceInfo:
                 capabilities.append(tuple(details["compute_capability"]))
         return DeviceInfo("gpu", min(capabilities) if capabilities else None, bf16)
     return DeviceInfo("cpu", cpu_bf16=bf16)
-
-
-def pick_precision(device: DeviceInfo) -> Decision:
-    """The mixed-precision policy for ``device``.
-
-    `mixed_bfloat16` on TPUs and on CPUs with native bfloat16 (AVX512_BF16
-    or AMX); `mixed_float16` (with loss scaling, which tf_keras adds at
-    compile time) on GPUs with tensor cores; float32 elsewhere.
-    """
-    if device.kind == "tpu":
-        return Decision("mixed_bfloat16", "TPUs compute natively in bfloat16")
-    if device.kind == "gpu":
-        cap = device.gpu_capability
-        if cap is not None and cap >= TENSOR_CORE_CAPABILITY:
-            return Decision(
-                "mixed_float16", f"GPU compute capability {cap[0]}.{cap[1]} has tensor cores"
-            )
-        return Decision(
-            "float32",
-            f"GPU compute capability {cap} has no tensor cores"
-            if cap
-            else "GPU compute capability unknown",
-        )
-    if device.cpu_bf16:
-        return Decision("mixed_bfloat16", "the CPU has native bfloat16 (AVX512_BF16 or AMX)")
-    return Decision("float32", "the CPU has no native bfloat16 instructions")
-
-
-def pick_measured_precision(
-    candidate: Decision, reduced_seconds: float, float32_seconds: float
-) -> Decision:
-    """Keeps ``candidate`` only when it measured faster than float32.
-
-    A CPU with native bfloat16 runs large matrix products about twice as
-    fast in bfloat16, but every layer of a mixed-precision model also casts
-    its inputs and weights; on a small model (a tabular MLP at batch 32) the
-    casts cost more than the products save, and bfloat16 measured 2.7x
-    slower than float32 on the development machine.
-
-    Args:
-        candidate: What `pick_precision` chose for the device.
-        reduced_seconds: A measured training step under ``candidate``.
-        float32_seconds: The same step in float32.
-
-    Returns:
-        ``candidate`` when it is at least `PRECISION_MIN_SPEEDUP` times
-        faster, else float32; the reason quotes both measurements.
-    """
-    speedup = float32_seconds / max(reduced_seconds, 1e-9)
-    timing = (
-        f"a measured step took {reduced_seconds * 1e3:.2f} ms in {candidate.value} and "
-        f"{float32_seconds * 1e3:.2f} ms in float32 ({speedup:.2f}x)"
-    )
-    if speedup >= PRECISION_MIN_SPEEDUP:
-        return Decision(candidate.value, f"{candidate.reason}, and {timing}")
-    return Decision(
-        "float32",
-        f"{candidate.reason}, but {timing}: this model is too small for "
-        "faster matrix products to pay for the casts",
-    )
-
-
-def _step_flops(model: keras.Model, batch: tuple[Any, Any]) -> int | None:
-    """Matrix-product FLOPs of one training step on ``batch`` (None when the
-    model's shapes are not static enough to count)."""
-    from kerastrain.flops import training_flops
-
-    try:
-        return training_flops(model) * int(tf.shape(tf.nest.flatten(batch[0])[0])[0])
-    except ValueError:
-        return None
-
-
-def measure_precision(
-    model: keras.Model, candidate: Decision, loss: Any, batch: tuple[Any, Any]
-) -> tuple[keras.Model, Decision, float | None]:
-    """Times ``model`` (built under ``candidate``) against its float32 twin.
-
-    A step of fewer than `PRECISION_MIN_STEP_FLOPS` matrix-product FLOPs
-    (`kerastrain.flops`) keeps float32 unmeasured. Otherwise both steps are
-    measured by `measure_step_seconds` (no weights change)
-    on the same batch; the faster model is returned (see
-    `pick_measured_precision`). The twin has the same weights, so the choice
-    does not change where training starts.
-
-    Args:
-        model: An uncompiled model built under a reduced-precision policy.
-        candidate: The policy it was built under, and why.
-        loss: The loss the model will be trained with.
-        batch: One `(x, y)` batch as training will feed it.
-
-    Returns:
-        The model to train, the decision, and its measured seconds per step
-        (None when the step was too small to measure: see
-        `PRECISION_MIN_STEP_FLOPS`).
-    """
-    twin = float32_twin(model)
-    step_flops = _step_flops(model, batch)
-    if step_flops is not None and step_flops < PRECISION_MIN_STEP_FLOPS:
-        return (
-            twin,
-            Decision(
-                "float32",
-                f"{candidate.reason}, but a training step is "
-                f"{step_flops / 1e6:.1f} MFLOP of matrix products, too "
-                "few for faster products to pay for the casts",
-            ),
-            None,
-        )
-    reduced = measure_step_seconds(model, loss, batch)
-    single = measure_step_seconds(twin, loss, batch)
-    decision = pick_measured_precision(candidate, reduced, single)
-    if decision.value == "float32":
-        return twin, decision, single
-    return model, decision, reduced
-
-
-@contextlib.contextmanager
-def precision_scope(policy: str) -> Iterator[None]:
-    """Builds layers under ``policy``; restores the previous global policy after.
-
-    Layers keep the policy they were created with, so only the model built
-    inside the block is affected. Output layers built with `dtype="float32"`
-    stay in float32.
-    """
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 #: A probe call runs enough steps to make about this much work, so that the
@@ -413,31 +266,6 @@ def pick_jit(device: DeviceInfo, *, run_seconds: float, probe: Any = None) -> De
     return Decision(False, f"XLA probe: {speedup:.2f}x per step, not worth it")
 
 
-def resolve_precision(setting: str, strategy: tf.distribute.Strategy) -> Decision:
-    """`train.mixed_precision` made concrete: `"auto"` asks `pick_precision`."""
-    if setting != "auto":
-        return Decision(setting, "as configured")
-    return pick_precision(device_info(strategy))
-
-
-def precision_is_measurable(strategy: tf.distribute.Strategy) -> bool:
-    """Whether `measure_precision` can time a step for ``strategy``: one CPU
-    device, in this process (every worker of a cluster must build the same
-    model, so a measured choice could differ between them)."""
-    return (
-        strategy.num_replicas_in_sync == 1
-        and not isinstance(
-            strategy,
-            (
-                tf.distribute.experimental.ParameterServerStrategy,
-                tf.distribute.MultiWorkerMirroredStrategy,
-                tf.distribute.TPUStrategy,
-            ),
-        )
-        and device_info(strategy).kind == "cpu"
-    )
-
-
 def probe_batch(dataset: Any) -> tuple[Any, Any] | None:
     """One `(x, y)` batch of a tf.data dataset, or None when there is none to
     take (a parameter-server `DatasetCreator`, an empty dataset)."""
@@ -553,81 +381,3 @@ def configure_execution(
 def describe_decisions(decisions: dict[str, Decision]) -> dict[str, str]:
     """Report lines: ``{"steps_per_execution": "50 (a step takes ...)"}``."""
     return {name: f"{d.value} ({d.reason})" for name, d in decisions.items()}
-
-
-def _float32_config(value: Any) -> Any:
-    """A layer config tree with every dtype policy set to float32."""
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if key == "dtype" and (
-                isinstance(item, dict)
-                and item.get("class_name") in ("Policy", "DTypePolicy")
-                or item in ("mixed_bfloat16", "mixed_float16")
-            ):
-                out[key] = "float32"
-            else:
-                out[key] = _float32_config(item)
-        return out
-    if isinstance(value, list):
-        return [_float32_config(item) for item in value]
-    return value
-
-
-def _walk(layer: Any) -> Iterator[Any]:
-    yield layer
-    for sub in getattr(layer, "layers", ()):
-        yield from _walk(sub)
-
-
-def float32_twin(model: keras.Model) -> keras.Model:
-    """An uncompiled copy of ``model`` that computes in float32, same weights.
-
-    Built in the original's strategy scope, with the same `trainable` flags
-    and kerastrain's notes (`_kerastrain*` attributes).
-
-    Raises:
-        ValueError, TypeError: When the model cannot be rebuilt from its
-            config (a custom layer Keras does not know).
-    """
-    config = _float32_config(model.get_config())
-    with model.distribute_strategy.scope():  # the copy lives where the original does
-        copy = model.__class__.from_config(config)
-        copy.set_weights(model.get_weights())
-    # Parent first: setting a nested model's `trainable` resets its layers'.
-    for original, twin in zip(_walk(model), _walk(copy)):
-        twin.trainable = original.trainable
-    for key, value in vars(model).items():  # kerastrain's own notes on the model
-        if key.startswith("_kerastrain"):
-            setattr(copy, key, value)
-    return copy
-
-
-def as_float32(model: keras.Model) -> keras.Model:
-    """A float32 copy of a model trained under a mixed-precision policy.
-
-    The variables of a mixed-precision model are already float32; only its
-    computations are not. The copy computes in float32 with the same weights,
-    which is what TFLite and most servers run (TFLite has no bfloat16
-    kernels). A float32 model is returned as is.
-    """
-    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
-        return model
-    copy = float32_twin(model)
-    if getattr(model, "optimizer", None) is not None:
-        # Same loss and metrics, a fresh optimizer of the same configuration,
-        # so that `evaluate` and further `fit` calls work on the copy.
-        compiled = model.get_compile_config()
-        if compiled:
-            with model.distribute_strategy.scope():
-                copy.compile_from_config(compiled)
-    logger.info(
-        "Exported and evaluated in float32: the copy of the %s-trained model computes "
-        "with the same weights.",
-        next(
-            layer.dtype_policy.name
-            for layer in model.layers
-            if layer.dtype_policy.name != "float32"
-        ),
-    )
-    return copy

@@ -6,34 +6,33 @@ trial trains exactly as the final fit does.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.batching import empty_outputs
-from kerastrain.config import PipelineConfig
+from kerastrain.config import DistributeConfig, TrainConfig
 from kerastrain.data.feed import InMemory, coordinator_datasets, make_dataset, training_datasets
 from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import model_inputs
 from kerastrain.distribute import distributed_train_config, uses_coordinator
-from kerastrain.models import Head, build_model
-from kerastrain.models.transfer import fine_tune
-from kerastrain.optim import make_loss, one_hot_labels, steps_per_epoch
-from kerastrain.perf import (
-    Decision,
-    float32_twin,
-    measure_precision,
-    precision_is_measurable,
+from kerastrain.models import Head, build_model, fine_tune_plan
+from kerastrain.training.execution import Decision
+from kerastrain.training.fine_tune import fine_tune
+from kerastrain.training.fit import TrainResult, compile_model, train_model
+from kerastrain.training.fit import find_learning_rate as _range_test
+from kerastrain.training.losses import make_loss, one_hot_labels
+from kerastrain.training.optimizers import steps_per_epoch
+from kerastrain.training.precision import (
+    choose_precision,
     precision_scope,
-    probe_batch,
+    remembered_precision,
     resolve_precision,
 )
-from kerastrain.train import TrainResult, compile_model, train_model
-from kerastrain.train import find_learning_rate as _range_test
 
 logger = logging.getLogger(__name__)
 
@@ -47,132 +46,113 @@ __all__ = [
 ]
 
 
-def global_batch_size(config: PipelineConfig, strategy: tf.distribute.Strategy) -> int:
+def global_batch_size(batch_size: int, strategy: tf.distribute.Strategy, accumulation: int) -> int:
     """Examples per optimizer update: the batch size per replica, times the
     replicas, times the micro-batches of gradient accumulation."""
-    return config.batch_size * strategy.num_replicas_in_sync * config.train.gradient_accumulation
+    return batch_size * strategy.num_replicas_in_sync * accumulation
 
 
 def make_datasets(
-    config: PipelineConfig,
+    train: TrainConfig,
     prepared: Prepared,
     strategy: tf.distribute.Strategy,
     memory: InMemory | None = None,
+    *,
+    batch_size: int,
+    seed: int | None = None,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
     """Training and validation datasets with the global batch size.
 
-    The global batch is `train.batch_size` per replica times the replicas
+    The global batch is `batch_size` per replica times the replicas
     (times `train.gradient_accumulation`: each batch holds the micro-batches
-    of one update).
+    of one update). `seed` seeds the shuffle and the augmentations.
     """
-    depth = prepared.task.num_classes if one_hot_labels(prepared.task, config.train) else None
+    depth = prepared.task.num_classes if one_hot_labels(prepared.task, train) else None
     return training_datasets(
         prepared,
-        global_batch_size(config, strategy),
-        seed=config.seed,
+        global_batch_size(batch_size, strategy, train.gradient_accumulation),
+        seed=seed,
         one_hot_depth=depth,
         memory=memory,
     )
 
 
 def build_compiled_model(
-    config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy
+    train: TrainConfig,
+    prepared: Prepared,
+    strategy: tf.distribute.Strategy,
+    *,
+    model_spec: Any,
+    model_options: Mapping[str, Any] | None = None,
+    batch_size: int,
+    distribute: DistributeConfig | None = None,
 ) -> keras.Model:
     """Builds and compiles the model inside the strategy scope (and under the
-    `train.mixed_precision` policy); schedules count the steps of an epoch."""
-    return _build(config, prepared, strategy)[0]
-
-
-#: Precision decisions measured in this process, by model architecture (see
-#: `_architecture`): a model rebuilt later (a tuning trial's best, a Hyperband
-#: child warm-started from its parent) computes as the measured one did.
-_MEASURED_PRECISION: dict[tuple, Decision] = {}
-
-
-def _architecture(model: keras.Model, batch_size: int) -> tuple:
-    """What a precision measurement depends on, without layer names (they
-    change from one build to the next) or per-layer shapes (a shared layer
-    has several)."""
-    return (
-        batch_size,
-        str(model.input_shape),
-        str(model.output_shape),
-        tuple((type(layer).__name__, layer.count_params()) for layer in model.layers),
-    )
+    `train.mixed_precision` policy); schedules count the steps of an epoch.
+    The arguments are those of `run_training`."""
+    return _build(train, prepared, strategy, model_spec, model_options, batch_size, distribute)[0]
 
 
 def _build(
-    config: PipelineConfig,
+    train: TrainConfig,
     prepared: Prepared,
     strategy: tf.distribute.Strategy,
+    model_spec: Any,
+    model_options: Mapping[str, Any] | None,
+    batch_size: int,
+    distribute: DistributeConfig | None,
     probe_data: tf.data.Dataset | None = None,
 ) -> tuple[keras.Model, Decision, float | None]:
     """`build_compiled_model`, measuring the precision when it can.
 
     With `mixed_precision="auto"` choosing a reduced precision on one CPU
     device, the model is timed against its float32 twin on a batch of
-    `probe_data` and the faster one is kept (`perf.measure_precision`); the
-    decision is remembered for this architecture, so that later builds of
-    it (without data to measure on) make the same choice.
+    `probe_data` and the faster one is kept (`precision.choose_precision`);
+    the decision is remembered for this architecture, so that later builds
+    of it (without data to measure on) make the same choice.
 
     Returns:
         The compiled model, the precision decision, and the measured seconds
         of one step of the kept model (None when nothing was measured).
     """
     task = prepared.task
-    precision = resolve_precision(config.train.mixed_precision, strategy)
+    global_batch = global_batch_size(batch_size, strategy, train.gradient_accumulation)
+    precision = resolve_precision(train.mixed_precision, strategy)
     with strategy.scope(), precision_scope(precision.value):
         inputs = model_inputs(prepared.feature_shape, prepared.standardizer, prepared.encoding)
         model = build_model(
-            config.model,
+            model_spec,
             inputs,
             Head(task.output_units, task.output_activation),
-            config.model_options,
+            model_options,
         )
     step_seconds = None
-    if (
-        config.train.mixed_precision == "auto"
-        and precision.value != "float32"
-        and precision_is_measurable(strategy)
-    ):
-        key = _architecture(model, global_batch_size(config, strategy))
-        known = _MEASURED_PRECISION.get(key)
-        batch = probe_batch(probe_data) if known is None else None
-        if known is not None:
-            precision = known
-            if precision.value == "float32":
-                model = float32_twin(model)
-        elif batch is not None:
-            try:
-                model, precision, step_seconds = measure_precision(
-                    model, precision, make_loss(task, config.train), batch
-                )
-                _MEASURED_PRECISION[key] = precision
-            except (ValueError, TypeError, tf.errors.OpError) as exc:  # a custom layer, say
-                precision = Decision(
-                    precision.value,
-                    f"{precision.reason} (not compared with float32: {type(exc).__name__}: {exc})",
-                )
-    if config.train.mixed_precision == "auto":
+    if train.mixed_precision == "auto":
+        model, precision, step_seconds = choose_precision(
+            model, precision, strategy, global_batch, make_loss(task, train), probe_data
+        )
         logger.info("mixed_precision='auto' chose %s: %s.", precision.value, precision.reason)
     with strategy.scope():
         compile_model(
             model,
             task,
-            distributed_train_config(config, strategy),
-            steps_per_epoch=steps_per_epoch(
-                len(prepared.splits.train), global_batch_size(config, strategy)
-            ),
+            distributed_train_config(train, distribute or DistributeConfig(), strategy),
+            steps_per_epoch=steps_per_epoch(len(prepared.splits.train), global_batch),
         )
     logger.info("Model %r: %s parameters.", model.name, f"{model.count_params():,}")
     return model, precision, step_seconds
 
 
 def run_training(
-    config: PipelineConfig,
+    train: TrainConfig,
     prepared: Prepared,
     strategy: tf.distribute.Strategy,
     *,
+    model_spec: Any,
+    model_options: Mapping[str, Any] | None = None,
+    batch_size: int,
+    seed: int | None = None,
+    distribute: DistributeConfig | None = None,
     backup_dir: str | os.PathLike | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     epochs: int | None = None,
@@ -182,10 +162,18 @@ def run_training(
 ) -> tuple[keras.Model, TrainResult]:
     """Builds (unless given), compiles and fits a model on ``prepared``.
 
+    A `transfer` model then runs its fine-tuning plan
+    (`kerastrain.models.fine_tune_plan`) in the same call.
+
     Args:
-        config: The resolved config (model, model_options, train).
+        train: The training options.
         prepared: The prepared data.
         strategy: The distribution strategy.
+        model_spec: The `model` option (see `kerastrain.models.build_model`).
+        model_options: The factory's keyword options. Defaults to `None`.
+        batch_size: Examples per replica (per micro-batch).
+        seed: Seeds the shuffle and the augmentations. Defaults to `None`.
+        distribute: The distribution options. Defaults to `None` (defaults).
         backup_dir: `BackupAndRestore` folder. Defaults to `None`.
         callbacks: Extra tf_keras callbacks. Defaults to `()`.
         epochs: Stop at this epoch instead of `train.epochs`. Defaults to `None`.
@@ -196,29 +184,38 @@ def run_training(
     Returns:
         The trained model and what training produced.
     """
+    global_batch = global_batch_size(batch_size, strategy, train.gradient_accumulation)
     steps: dict[str, int] = {}
     if uses_coordinator(strategy):  # parameter servers: each worker builds its own pipeline
         train_ds, val_ds, steps = coordinator_datasets(
-            lambda: make_datasets(config, prepared, tf.distribute.get_strategy()),
+            lambda: make_datasets(
+                train, prepared, tf.distribute.get_strategy(), batch_size=batch_size, seed=seed
+            ),
             prepared,
-            global_batch_size(config, strategy),
+            global_batch,
         )
     else:
-        train_ds, val_ds = make_datasets(config, prepared, strategy, memory)
+        train_ds, val_ds = make_datasets(
+            train, prepared, strategy, memory, batch_size=batch_size, seed=seed
+        )
     step_seconds = None
     if model is None:
         # The measured batch comes from the validation data when there is
         # some: one more pass over the reshuffling training data would change
         # the order of the epochs that follow.
         model, precision, step_seconds = _build(
-            config, prepared, strategy, val_ds if val_ds is not None else train_ds
+            train,
+            prepared,
+            strategy,
+            model_spec,
+            model_options,
+            batch_size,
+            distribute,
+            val_ds if val_ds is not None else train_ds,
         )
     else:
-        precision = _MEASURED_PRECISION.get(
-            _architecture(model, global_batch_size(config, strategy)),
-            resolve_precision(config.train.mixed_precision, strategy),
-        )
-    train_config = distributed_train_config(config, strategy)
+        precision = remembered_precision(model, train.mixed_precision, strategy, global_batch)
+    train_config = distributed_train_config(train, distribute or DistributeConfig(), strategy)
     result = train_model(
         model,
         train_ds,
@@ -234,6 +231,7 @@ def run_training(
     )
     result = fine_tune(
         model,
+        fine_tune_plan(model_spec, model_options),
         result,
         prepared.task,
         train_config,
@@ -249,30 +247,40 @@ def run_training(
 
 
 def find_learning_rate(
-    config: PipelineConfig,
+    train: TrainConfig,
     prepared: Prepared,
     strategy: tf.distribute.Strategy,
     run_dir: str | os.PathLike | None = None,
     *,
     reuse: bool = False,
-) -> PipelineConfig:
-    """``config`` with `train.learning_rate="find"` replaced by the suggestion
+    model_spec: Any,
+    model_options: Mapping[str, Any] | None = None,
+    batch_size: int,
+    seed: int | None = None,
+    distribute: DistributeConfig | None = None,
+) -> TrainConfig:
+    """``train`` with `learning_rate="find"` replaced by the suggestion
     of a learning-rate range test on a probe model (unchanged otherwise).
 
-    See `kerastrain.train.find_learning_rate`; `lr_finder.json` and
+    See `kerastrain.training.fit.find_learning_rate`; `lr_finder.json` and
     `lr_finder.png` go to `run_dir`, and `reuse` (a resumed run) reads the
-    earlier suggestion instead of sweeping again.
+    earlier suggestion instead of sweeping again. The probe is built from
+    the other arguments, as `run_training` builds its model.
     """
-    if config.train.learning_rate != "find":
-        return config
-    build = lambda train: build_compiled_model(  # noqa: E731
-        dataclasses.replace(config, train=train), prepared, strategy
+    if train.learning_rate != "find":
+        return train
+    build = lambda probe: build_compiled_model(  # noqa: E731
+        probe,
+        prepared,
+        strategy,
+        model_spec=model_spec,
+        model_options=model_options,
+        batch_size=batch_size,
+        distribute=distribute,
     )
-    train_ds, _ = make_datasets(config, prepared, strategy)
-    train, _ = _range_test(
-        build, train_ds, config.train, out_dir=run_dir, reuse=reuse and config.train.resume
-    )
-    return dataclasses.replace(config, train=train)
+    train_ds, _ = make_datasets(train, prepared, strategy, batch_size=batch_size, seed=seed)
+    train, _ = _range_test(build, train_ds, train, out_dir=run_dir, reuse=reuse and train.resume)
+    return train
 
 
 def predict_split(
