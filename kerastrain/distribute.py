@@ -29,11 +29,10 @@ from urllib.parse import urlparse
 
 from kerastrain._keras import keras, tf
 from kerastrain.config import DistributeConfig, PipelineConfig, TrainConfig
-from kerastrain.config.base import config_error
 from kerastrain.config.distribute import is_chief_task, task_of, tf_config
 from kerastrain.config.pipeline import STRATEGIES
 from kerastrain.data import feed
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, config_error
 from kerastrain.runs import ProcessRole
 
 if TYPE_CHECKING:

@@ -24,8 +24,7 @@ import numpy as np
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.batching import DIRECT_CALL_ROWS, predict_model
-from kerastrain.config.base import config_error
-from kerastrain.errors import ConfigError, DataError
+from kerastrain.errors import ConfigError, DataError, config_error
 from kerastrain.evaluation import (
     TaskArg,
     infer_task,

@@ -20,11 +20,10 @@ import numpy as np
 from kerastrain._keras import ensure_tf_keras, keras
 from kerastrain.batching import DIRECT_CALL_ROWS, PREDICT_CHUNK_ROWS, predict_batched, predict_model
 from kerastrain.config import DataConfig
-from kerastrain.config.base import config_error
 from kerastrain.data.sources import load_data
 from kerastrain.data.validate import rows as row_list
 from kerastrain.data.validate import validate
-from kerastrain.errors import DataError
+from kerastrain.errors import DataError, config_error
 from kerastrain.export.predictors import load_predictor
 from kerastrain.metrics import compute_metrics, curve_data
 from kerastrain.task import Task

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kerastrain._keras import keras, tf
-from kerastrain.config.base import config_error
+from kerastrain.errors import config_error
 
 logger = logging.getLogger(__name__)
 

@@ -39,16 +39,21 @@ from typing import Any, TextIO
 
 import kerastrain
 from kerastrain.config import PipelineConfig, load_config
-from kerastrain.config.base import config_error
 from kerastrain.config.distribute import is_chief_task, tf_config
-from kerastrain.errors import ConfigError, DataError, ExportError, KerastrainError
+from kerastrain.errors import (
+    ConfigError,
+    DataError,
+    ExportError,
+    WorkerFailed,
+    config_error,
+)
 from kerastrain.files import write_json
 from kerastrain.logs import log_to_stderr
 from kerastrain.runs import RunFolder
 
 logger = logging.getLogger("kerastrain.launch")  # also when run as __main__ in each process
 
-__all__ = ["launch", "Launcher", "LaunchResult", "WorkerFailed", "free_ports"]
+__all__ = ["launch", "Launcher", "LaunchResult", "free_ports"]
 
 #: Lines of each process's output kept to explain a failure.
 TAIL_LINES = 60
@@ -56,30 +61,6 @@ POLL_SECONDS = 0.05
 #: Seconds a process gets to exit after SIGTERM before SIGKILL.
 STOP_SECONDS = 5.0
 _EXCEPTION = re.compile(r"\b([A-Z]\w*(?:Error|Exception|Exit|Interrupt)\b:?.*)")
-
-
-class WorkerFailed(KerastrainError, RuntimeError):
-    """A process of a launched cluster died (or never finished).
-
-    Attributes:
-        task: The process, e.g. `"worker 1"`.
-        returncode: Its exit status (negative: the signal that killed it), or
-            None when it was still running.
-        reason: Why, in words (`"was killed by signal SIGKILL"`).
-        log_tail: Its last lines of output.
-    """
-
-    def __init__(self, task: str, returncode: int | None, reason: str, log_tail: Sequence[str]):
-        self.task = task
-        self.returncode = returncode
-        self.reason = reason
-        self.log_tail = list(log_tail)
-        shown = "\n".join(f"    {line}" for line in self.log_tail[-12:]) or "    (no output)"
-        super().__init__(
-            f"{task} {reason}; the other processes were stopped. Rerun the same "
-            f"launch to resume from the last backed-up epoch. The last output of "
-            f"{task}:\n{shown}"
-        )
 
 
 @dataclasses.dataclass

@@ -14,8 +14,8 @@ from typing import Any
 from kerastrain import schedules
 from kerastrain._keras import keras, tf
 from kerastrain.config import TrainConfig
-from kerastrain.config.base import ConfigError, config_error
 from kerastrain.config.train import is_schedule_object
+from kerastrain.errors import ConfigError, config_error
 from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)

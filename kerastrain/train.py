@@ -25,7 +25,7 @@ from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.callbacks.early_stopping import MAXIMIZED, monitor_mode
 from kerastrain.callbacks.guard import schedule_of
 from kerastrain.config import TrainConfig
-from kerastrain.config.base import ConfigError
+from kerastrain.errors import ConfigError
 from kerastrain.files import atomic_write
 from kerastrain.optim import accumulate_gradients, make_loss, make_metrics, make_optimizer
 from kerastrain.perf import Decision, configure_execution

@@ -8,22 +8,17 @@ from typing import Any
 
 from kerastrain import schedules
 from kerastrain._keras import keras, tf
-from kerastrain.errors import ConfigError, KerastrainError
+from kerastrain.errors import ConfigError, TrainingDivergedError
 from kerastrain.optim import inner_optimizer
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "BlowupGuard",
-    "TrainingDivergedError",
     "learning_rate_of",
     "schedule_of",
     "set_learning_rate_scale",
 ]
-
-
-class TrainingDivergedError(KerastrainError, RuntimeError):
-    """The training loss stayed NaN or infinite after every recovery."""
 
 
 def learning_rate_of(optimizer: Any) -> float:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
-from kerastrain.compress.budget import BudgetNotMet, Candidate, score_name, search
+from kerastrain.compress.budget import Candidate, score_name, search
 from kerastrain.compress.common import Context, Step, original_units
 from kerastrain.compress.distill import build_student
 from kerastrain.compress.plan import Plan, PlanResult, apply_plan, check_plan, distill
@@ -33,7 +33,7 @@ from kerastrain.config import ExportConfig, PipelineConfig
 from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import with_target_scale
 from kerastrain.distribute import uses_coordinator
-from kerastrain.errors import ConfigError
+from kerastrain.errors import BudgetNotMet, ConfigError
 from kerastrain.export import artifact_bytes, convert_to_tflite, load_predictor, tflite_latency
 from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics

@@ -21,13 +21,12 @@ import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig
-from kerastrain.config.base import did_you_mean
 from kerastrain.config.compress import LayerSelection
 from kerastrain.config.train import TrainConfig
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared
 from kerastrain.distribute import distributed_train_config
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, did_you_mean
 from kerastrain.train import TrainResult, compile_model, train_model
 from kerastrain.trial import global_batch_size, make_datasets
 

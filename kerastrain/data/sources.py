@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from kerastrain.config import DataConfig
-from kerastrain.errors import DataError
+from kerastrain.errors import DataError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -183,8 +183,6 @@ def load_data(data: Any, options: DataConfig) -> Loaded:
         loaded = _from_path(data, options)
         if loaded is not None:
             return loaded
-        from kerastrain.config.base import did_you_mean
-
         raise DataError(
             f"Unknown data source {str(data)!r}: not a built-in data set "
             f"({', '.join(BUILTIN_DATASETS)}), not 'tfds:NAME', and no file or folder of that "

@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 
 from kerastrain.config import DataConfig
-from kerastrain.config.base import did_you_mean
 from kerastrain.data.stream import Stream
-from kerastrain.errors import DataError
+from kerastrain.errors import DataError, did_you_mean
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from kerastrain._keras import keras
-from kerastrain.config.base import config_error
+from kerastrain.errors import config_error
 
 __all__ = ["ModelInputs", "Head", "output_layer", "regularizer", "make_initializer"]
 

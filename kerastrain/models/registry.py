@@ -12,8 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kerastrain._keras import ensure_tf_keras, keras
-from kerastrain.config.base import config_error, did_you_mean
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, config_error, did_you_mean
 from kerastrain.models.base import Head, ModelInputs
 from kerastrain.models.cnn import cnn
 from kerastrain.models.mlp import mlp

@@ -4,7 +4,7 @@ configurable."""
 from __future__ import annotations
 
 from kerastrain._keras import keras
-from kerastrain.config.base import config_error
+from kerastrain.errors import config_error
 from kerastrain.models.base import Head, ModelInputs, make_initializer, output_layer, regularizer
 
 

@@ -31,8 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
-from kerastrain.config.base import config_error
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, config_error
 from kerastrain.models.base import Head, ModelInputs, make_initializer, output_layer, regularizer
 
 logger = logging.getLogger(__name__)

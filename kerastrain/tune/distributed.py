@@ -25,9 +25,8 @@ from typing import Any
 
 import kerastrain
 from kerastrain.config import PipelineConfig, save_config
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, TuningError
 from kerastrain.tune.runner import atomic_state_files
-from kerastrain.tune.search import TuningError
 
 logger = logging.getLogger(__name__)
 

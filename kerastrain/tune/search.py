@@ -22,13 +22,13 @@ import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig
-from kerastrain.config.base import did_you_mean
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared, prepare_data
 from kerastrain.data.split import Splits, fold_indices
-from kerastrain.errors import ConfigError, DataError, KerastrainError
+from kerastrain.errors import ConfigError, DataError, TuningError, did_you_mean
 from kerastrain.files import write_json
 from kerastrain.optim import make_metrics
+from kerastrain.tune.distributed import serve
 from kerastrain.tune.results import FIXED_COLUMNS, plot_scores, trial_rows, write_table
 from kerastrain.tune.runner import RECORD, TrialContext, TrialRunner, heal_interrupted, make_oracle
 from kerastrain.tune.space import Space, check_model_options, plain_values, trial_config
@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "TuneResult",
-    "TuningError",
     "tune_stage",
     "run_search",
     "open_search",
@@ -51,11 +50,6 @@ COMPUTED = {
     "classification": ("accuracy", "precision", "recall", "f1", "roc_auc"),
     "regression": ("mae", "rmse", "r2"),
 }
-
-
-class TuningError(KerastrainError, RuntimeError):
-    """The search could not produce a result (every trial failed, too many
-    failures in a row, or a worker process died)."""
 
 
 @dataclasses.dataclass
@@ -528,8 +522,6 @@ def run_search(
     error: BaseException | None = None
     try:
         if workers:
-            from kerastrain.tune.distributed import serve
-
             serve(search, config, workers)
         else:
             search.runner.search()

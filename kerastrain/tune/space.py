@@ -20,9 +20,8 @@ import keras_tuner as kt
 
 from kerastrain._keras import keras
 from kerastrain.config import PipelineConfig
-from kerastrain.config.base import did_you_mean
 from kerastrain.config.tune import TuneConfig, route
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, did_you_mean
 from kerastrain.models import factory_for, factory_options
 
 __all__ = ["Space", "trial_config", "plain_values"]
