@@ -134,8 +134,12 @@ def one_of(choices: Iterable[Any]) -> str:
 
 
 def _sentence(text: str) -> str:
+    """`text` ending in a period (or ``?``, ``!``, ``:``); a text that ends a
+    line (a list of files, say) is kept as it is."""
+    if text.endswith("\n"):
+        return text
     text = text.rstrip()
-    return text if text.endswith((".", "?", "!", ":", "\n")) else text + "."
+    return text if text.endswith((".", "?", "!", ":")) else text + "."
 
 
 _FROM_RECEIVED = object()
@@ -183,7 +187,9 @@ def message(
         parts.append(f"Received: {values}.")
     if allowed:
         parts.append(_sentence(allowed))
-    text = " ".join(parts)
+    text = parts[0]
+    for part in parts[1:]:
+        text += part if text.endswith("\n") else " " + part
     candidates = list(candidates)
     if candidates:
         tried = (received or {}).values() if near is _FROM_RECEIVED else [near]

@@ -46,6 +46,8 @@ from kerastrain.errors import (
     ExportError,
     WorkerFailed,
     config_error,
+    message,
+    one_of,
 )
 from kerastrain.files import write_json
 from kerastrain.logs import log_to_stderr
@@ -285,9 +287,11 @@ class Launcher:
             config_file.write_bytes(pickle.dumps(self.config))
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
             raise ConfigError(
-                f"The config cannot be sent to the worker processes ({exc}). Pass "
-                "data, model and callables that can be pickled: names, arrays, "
-                "functions defined at module level."
+                message(
+                    f"The config cannot be sent to the worker processes ({exc})",
+                    allowed="Pass data, model and callables that can be pickled: names, "
+                    "arrays, functions defined at module level",
+                )
             ) from None
         self.tasks = self._cluster()
         order = sorted(self.tasks, key=lambda t: t.kind == "chief" or t.name == self.chief)
@@ -347,9 +351,7 @@ class Launcher:
     def kill(self, task: str, sig: int = signal.SIGKILL) -> None:
         """Sends ``sig`` to one process, e.g. `kill("worker 1")` (a preemption)."""
         if task not in self.processes:
-            raise config_error(
-                "task", task, "one of " + ", ".join(map(repr, self.processes)), self.processes
-            )
+            raise config_error("task", task, one_of(self.processes), self.processes)
         logger.info("Sending %s to %s.", signal.Signals(sig).name, task)
         try:
             os.kill(self.processes[task].pid, sig)

@@ -8,7 +8,7 @@ from typing import Any
 
 from kerastrain import schedules
 from kerastrain._keras import keras, tf
-from kerastrain.errors import ConfigError, TrainingDivergedError
+from kerastrain.errors import ConfigError, TrainingDivergedError, message
 from kerastrain.optim import inner_optimizer
 
 logger = logging.getLogger(__name__)
@@ -51,9 +51,12 @@ def set_learning_rate_scale(optimizer: Any, factor: float) -> tuple[float, float
         after = before * factor
     elif isinstance(schedule, schedules.LearningRateSchedule):
         raise ConfigError(
-            "The blow-up guard cannot lower the learning rate of a "
-            f"{type(schedule).__name__} schedule. Wrap it in "
-            "kerastrain.schedules.Scaled(schedule) (compile_model does) or use a float rate."
+            message(
+                "The blow-up guard cannot lower the learning rate of a "
+                f"{type(schedule).__name__} schedule",
+                allowed="Wrap it in kerastrain.schedules.Scaled(schedule) (compile_model does) "
+                "or use a float rate",
+            )
         )
     else:
         optimizer.learning_rate = before * factor
@@ -88,8 +91,10 @@ class BlowupGuard(keras.callbacks.Callback):
         super().__init__()
         if retries < 0 or not 0 < lr_factor < 1:
             raise ConfigError(
-                f"BlowupGuard needs retries >= 0 and 0 < lr_factor < 1. "
-                f"Received: retries={retries!r}, lr_factor={lr_factor!r}"
+                message(
+                    "BlowupGuard needs retries >= 0 and 0 < lr_factor < 1",
+                    received={"retries": retries, "lr_factor": lr_factor},
+                )
             )
         self.retries = int(retries)
         self.lr_factor = float(lr_factor)
@@ -122,9 +127,11 @@ class BlowupGuard(keras.callbacks.Callback):
             schedule, schedules.Scaled
         ):
             raise ConfigError(
-                "BlowupGuard lowers the learning rate after a NaN loss, which a "
-                f"{type(schedule).__name__} schedule does not allow. Wrap it in "
-                "kerastrain.schedules.Scaled(schedule), or use a float rate."
+                message(
+                    "BlowupGuard lowers the learning rate after a NaN loss, which a "
+                    f"{type(schedule).__name__} schedule does not allow",
+                    allowed="Wrap it in kerastrain.schedules.Scaled(schedule), or use a float rate",
+                )
             )
         if not getattr(inner_optimizer(optimizer), "_built", False):
             inner_optimizer(optimizer).build(self.model.trainable_variables)
