@@ -13,7 +13,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from kerastrain.errors import ConfigError, DataError, ExportError, KerastrainError
+from kerastrain.errors import (
+    BudgetNotMet,
+    CompressionError,
+    ConfigError,
+    DataError,
+    ExportError,
+    KerastrainError,
+    TrainingDivergedError,
+    TuningError,
+    WorkerFailed,
+)
 
 __version__ = "0.1.0"
 
@@ -37,10 +47,20 @@ _LAZY = {
     "explain": "kerastrain.explanation",
     "CrossValidationResult": "kerastrain.cv",
     "cross_validate": "kerastrain.cv",
-    "TuningError": "kerastrain.tune",
 }
 
-__all__ = ["ConfigError", "DataError", "ExportError", "KerastrainError", *_LAZY]
+__all__ = [
+    "BudgetNotMet",
+    "CompressionError",
+    "ConfigError",
+    "DataError",
+    "ExportError",
+    "KerastrainError",
+    "TrainingDivergedError",
+    "TuningError",
+    "WorkerFailed",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras as keras
 
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, message
 
 __all__ = ["keras", "tf", "is_keras3_object", "ensure_tf_keras"]
 
@@ -38,11 +38,13 @@ def ensure_tf_keras(obj: object, what: str) -> None:
     """
     if is_keras3_object(obj):
         raise ConfigError(
-            f"The {what!r} option received a Keras 3 object "
-            f"({type(obj).__module__}.{type(obj).__qualname__}). kerastrain "
-            "builds tf_keras (Keras 2) models because TensorFlow Model "
-            "Optimization (pruning, quantization-aware training, clustering) "
-            "accepts nothing else. Build it with `import tf_keras as keras` "
-            "instead of `import keras` (or set TF_USE_LEGACY_KERAS=1 before "
-            "importing TensorFlow so that `tf.keras` is tf_keras)."
+            message(
+                f"The {what!r} option received a Keras 3 object "
+                f"({type(obj).__module__}.{type(obj).__qualname__}). kerastrain builds "
+                "tf_keras (Keras 2) models because TensorFlow Model Optimization (pruning, "
+                "quantization-aware training, clustering) accepts nothing else",
+                allowed="Build it with `import tf_keras as keras` instead of `import keras` "
+                "(or set TF_USE_LEGACY_KERAS=1 before importing TensorFlow so that "
+                "`tf.keras` is tf_keras)",
+            )
         )

@@ -115,8 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from kerastrain.config import load_config
-    from kerastrain.errors import ConfigError, DataError, ExportError
-    from kerastrain.launch import WorkerFailed, launch  # no TensorFlow in the launcher
+    from kerastrain.errors import ConfigError, DataError, ExportError, TuningError, WorkerFailed
+    from kerastrain.launch import launch  # no TensorFlow in the launcher
 
     try:
         if args.command == "launch":
@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
             print(_summary(result))
             return 0
         if args.command == "tune":
-            from kerastrain.tune import TuningError, search_command, summary
+            from kerastrain.tune import search_command, summary
 
             config = load_config(args.config, output_dir=args.output_dir)
             try:

@@ -28,10 +28,9 @@ from urllib.parse import urlparse
 
 from kerastrain._keras import tf
 from kerastrain.config import DistributeConfig, PipelineConfig, TrainConfig
-from kerastrain.config.base import config_error
 from kerastrain.config.distribute import is_chief_task, task_of, tf_config
 from kerastrain.config.pipeline import STRATEGIES
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, config_error, message, one_of
 from kerastrain.runs import ProcessRole
 
 logger = logging.getLogger(__name__)
@@ -148,7 +147,7 @@ def _probe(address: str) -> str | None:
 
 
 def _no_tpu(reason: str) -> ConfigError:
-    error = ConfigError(f"No TPU was found: {reason}. " + _TPU_HELP)
+    error = ConfigError(message(f"No TPU was found: {reason}", allowed=_TPU_HELP))
     error.reason = f"no TPU: {reason}"  # type: ignore[attr-defined]
     return error
 
@@ -183,8 +182,11 @@ def _tpu_strategy(resolver: Any) -> tf.distribute.Strategy:
     except (tf.errors.OpError, ValueError, RuntimeError) as exc:
         first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0].rstrip(".")
         raise ConfigError(
-            f"No TPU could be initialized at {resolver.master() or 'local'!r} "
-            f"({type(exc).__name__}: {first}). " + _TPU_HELP
+            message(
+                f"No TPU could be initialized at {resolver.master() or 'local'!r} "
+                f"({type(exc).__name__}: {first})",
+                allowed=_TPU_HELP,
+            )
         ) from None
     return tf.distribute.TPUStrategy(resolver)
 
@@ -258,8 +260,11 @@ def _gpu() -> tf.distribute.Strategy:
     gpus = tf.config.list_logical_devices("GPU")
     if not gpus:
         raise ConfigError(
-            "strategy='gpu' was asked for but TensorFlow sees no GPU; use "
-            "'auto' or 'cpu', or check the CUDA installation."
+            message(
+                "A GPU was asked for but TensorFlow sees no GPU",
+                received={"strategy": "gpu"},
+                allowed="Use 'auto' or 'cpu', or check the CUDA installation",
+            )
         )
     return tf.distribute.OneDeviceStrategy(gpus[0].name)
 
@@ -281,10 +286,12 @@ def _multi_worker() -> tf.distribute.Strategy:
         if "program startup" not in str(exc):
             raise
         raise ConfigError(
-            "strategy='multi_worker' must be created before TensorFlow runs any operation in "
-            "this process, and something ran first. Start each worker in a fresh process "
-            "(`kerastrain launch`, or your cluster's entry point) that calls fit_pipeline "
-            "before any other TensorFlow work."
+            message(
+                "strategy='multi_worker' must be created before TensorFlow runs any operation "
+                "in this process, and something ran first",
+                allowed="Start each worker in a fresh process (`kerastrain launch`, or your "
+                "cluster's entry point) that calls fit_pipeline before any other TensorFlow work",
+            )
         ) from None
 
 
@@ -293,11 +300,14 @@ def _parameter_server() -> tf.distribute.Strategy:
     jobs = resolver.cluster_spec().jobs
     if "ps" not in jobs or "worker" not in jobs or "chief" not in jobs:
         raise ConfigError(
-            "strategy='parameter_server' needs a TF_CONFIG cluster with 'chief' (the "
-            "coordinator that runs fit_pipeline), 'worker' and 'ps' tasks; TF_CONFIG has "
-            f"{sorted(jobs) or 'none'}. Build one with kerastrain.distribute.tf_config(..., "
-            "ps=[...], chief=...), or try it locally with `kerastrain launch --workers 2 "
-            "--ps 1 CONFIG.yaml`."
+            message(
+                "strategy='parameter_server' needs a TF_CONFIG cluster with 'chief' (the "
+                "coordinator that runs fit_pipeline), 'worker' and 'ps' tasks",
+                received={"TF_CONFIG tasks": sorted(jobs)},
+                allowed="Build one with kerastrain.distribute.tf_config(..., ps=[...], "
+                "chief=...), or try it locally with `kerastrain launch --workers 2 --ps 1 "
+                "CONFIG.yaml`",
+            )
         )
     if resolver.task_type in ("worker", "ps"):
         serve(resolver)
@@ -373,7 +383,7 @@ def make_strategy(
         raise config_error(
             "strategy",
             spec,
-            "one of " + ", ".join(map(repr, STRATEGIES)) + " or a tf.distribute.Strategy",
+            one_of(STRATEGIES) + " or a tf.distribute.Strategy",
             STRATEGIES,
         )
     if spec == "auto":

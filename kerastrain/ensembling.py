@@ -24,8 +24,7 @@ import numpy as np
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.batching import DIRECT_CALL_ROWS, predict_model
-from kerastrain.config.base import config_error
-from kerastrain.errors import ConfigError, DataError
+from kerastrain.errors import ConfigError, DataError, config_error, message, one_of
 from kerastrain.evaluation import (
     TaskArg,
     infer_task,
@@ -65,9 +64,12 @@ def _check_members(models: Any) -> list[keras.Model]:
     for i, member in enumerate(members[1:], start=1):
         if member.input_shape != first_in or member.output_shape != first_out:
             raise ConfigError(
-                f"The members of an ensemble must take the same inputs and give the same outputs: "
-                f"models[0] maps {first_in} to {first_out} but models[{i}] maps "
-                f"{member.input_shape} to {member.output_shape}."
+                message(
+                    "The members of an ensemble must take the same inputs and give the same "
+                    f"outputs: models[0] maps {first_in} to {first_out} but models[{i}] maps "
+                    f"{member.input_shape} to {member.output_shape}",
+                    allowed="Combine models trained on the same features for the same task",
+                )
             )
     return members
 
@@ -144,14 +146,20 @@ def _fit_stack(
         missing = np.flatnonzero(counts == 0)
         if len(missing):
             raise DataError(
-                f"Stacking needs every class in `data`; class {int(missing[0])} has no "
-                f"row there ({len(missing)} class(es) missing)."
+                message(
+                    f"Stacking needs every class in `data`; class {int(missing[0])} has no "
+                    f"row there ({len(missing)} class(es) missing)",
+                    allowed="Pass rows of every class the members predict",
+                )
             )
         folds = min(folds, int(counts.min()))
         if folds < 2:
             raise DataError(
-                "Stacking needs at least 2 rows of every class in `data` to predict "
-                f"each row out of fold; the smallest class has {int(counts.min())}."
+                message(
+                    "Stacking needs at least 2 rows of every class in `data` to predict "
+                    f"each row out of fold; the smallest class has {int(counts.min())}",
+                    allowed="Pass more rows, or use method='average' or 'vote'",
+                )
             )
         splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
         method = "predict_proba"
@@ -237,11 +245,15 @@ def ensemble(
     # precision the ensemble is exported and scored in.
     members = [as_float32(m) for m in _check_members(models)]
     if method not in METHODS:
-        raise config_error("method", method, "one of " + ", ".join(map(repr, METHODS)), METHODS)
+        raise config_error("method", method, one_of(METHODS), METHODS)
     if method == "stack" and data is None:
         raise ConfigError(
-            "The 'data' argument is required with method='stack': rows (x, y) that "
-            "none of the members was trained on, to fit the meta-learner on."
+            message(
+                "The 'data' argument is required with method='stack'",
+                received={"data": data},
+                allowed="Pass rows (x, y) that none of the members was trained on, to fit the "
+                "meta-learner on",
+            )
         )
     if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
         raise config_error("folds", folds, "an integer >= 2")

@@ -20,11 +20,10 @@ import numpy as np
 from kerastrain._keras import ensure_tf_keras, keras
 from kerastrain.batching import DIRECT_CALL_ROWS, PREDICT_CHUNK_ROWS, predict_batched, predict_model
 from kerastrain.config import DataConfig
-from kerastrain.config.base import config_error
 from kerastrain.data.sources import load_data
 from kerastrain.data.validate import rows as row_list
 from kerastrain.data.validate import validate
-from kerastrain.errors import DataError
+from kerastrain.errors import DataError, config_error, message
 from kerastrain.export.predictors import load_predictor
 from kerastrain.metrics import compute_metrics, curve_data
 from kerastrain.task import Task
@@ -383,8 +382,10 @@ def read_labelled(data: Any, target: str | None = None) -> tuple[np.ndarray, np.
     n_x = len(loaded.x) if hasattr(loaded.x, "__len__") else 0
     if n_x != len(y):
         raise DataError(
-            f"The features have {n_x} rows but there are {len(y)} labels; each row "
-            "needs exactly one label."
+            message(
+                f"The features have {n_x} rows but there are {len(y)} labels",
+                allowed="Each row needs exactly one label",
+            )
         )
     # The features are checked (numbers, finite, bad rows named) with stand-in
     # labels: the task comes from the model's outputs, not from the labels alone.
@@ -416,19 +417,28 @@ def labels_for(task: Task, y: np.ndarray) -> np.ndarray:
             unknown = np.flatnonzero([str(v) not in index for v in y])
             if len(unknown):
                 raise DataError(
-                    f"Rows {row_list(unknown)} have labels that are not class names "
-                    f"({', '.join(task.class_names)})."
+                    message(
+                        f"Rows {row_list(unknown)} have labels that are not class names",
+                        allowed=f"The model's classes are {', '.join(task.class_names)}",
+                    )
                 )
             return np.array([index[str(v)] for v in y], np.int64)
         raise DataError(
-            f"Classification labels must be class indices; the labels have dtype {y.dtype}."
+            message(
+                "Classification labels must be class indices",
+                received={"y.dtype": str(y.dtype)},
+                allowed="Pass integer class indices, or the class names the model knows",
+            )
         )
     y = y.astype(np.int64)
     outside = np.flatnonzero((y < 0) | (y >= task.num_classes))
     if len(outside):
         raise DataError(
-            f"Rows {row_list(outside)} have labels outside the model's classes "
-            f"0..{task.num_classes - 1} (first: {y[outside[0]]})."
+            message(
+                f"Rows {row_list(outside)} have labels outside the model's classes "
+                f"0..{task.num_classes - 1} (first: {y[outside[0]]})",
+                allowed="Score the model on data labelled with its own classes",
+            )
         )
     return y
 

@@ -29,8 +29,7 @@ import numpy as np
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.batching import DIRECT_CALL_ROWS, predict_model
-from kerastrain.config.base import config_error
-from kerastrain.errors import DataError
+from kerastrain.errors import DataError, config_error, message, one_of
 from kerastrain.evaluation import (
     TaskArg,
     infer_task,
@@ -276,7 +275,7 @@ class _Trained:
 
 def _resolve_scoring(task: Task, scoring: str) -> str:
     if scoring not in SCORINGS:
-        raise config_error("scoring", scoring, "one of " + ", ".join(map(repr, SCORINGS)), SCORINGS)
+        raise config_error("scoring", scoring, one_of(SCORINGS), SCORINGS)
     if scoring == "auto":
         return "accuracy" if task.is_classification else "r2"
     regression = scoring in ("r2", "neg_mean_absolute_error", "neg_root_mean_squared_error")
@@ -301,9 +300,11 @@ def _permutation(
 
     if x.ndim != 2:
         raise DataError(
-            f"Permutation importance needs rows of features (2-D data); the data has "
-            f"shape {x.shape}. Use method='saliency' or 'integrated_gradients' for "
-            "images."
+            message(
+                "Permutation importance needs rows of features (2-D data); the data has "
+                f"shape {x.shape}",
+                allowed="Use method='saliency' or 'integrated_gradients' for images",
+            )
         )
     names = (
         list(feature_names)
@@ -408,8 +409,11 @@ def _attributions(
         )
     if x.ndim < 3:
         raise DataError(
-            f"Attribution maps need images, (rows, height, width[, channels]); the "
-            f"data has shape {x.shape}. Use method='permutation' for rows of features."
+            message(
+                "Attribution maps need images, (rows, height, width[, channels]); the data has "
+                f"shape {x.shape}",
+                allowed="Use method='permutation' for rows of features",
+            )
         )
     predicted = predicted_classes(task, _call(model)(x))
     correct = predicted == y
@@ -509,7 +513,7 @@ def explain(
     if not isinstance(model, keras.Model):
         raise config_error("model", model, "a trained tf_keras model")
     if method not in METHODS:
-        raise config_error("method", method, "one of " + ", ".join(map(repr, METHODS)), METHODS)
+        raise config_error("method", method, one_of(METHODS), METHODS)
     for key, value, low in (
         ("repeats", repeats, 1),
         ("examples", examples, 1),

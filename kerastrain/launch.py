@@ -39,16 +39,23 @@ from typing import Any, TextIO
 
 import kerastrain
 from kerastrain.config import PipelineConfig, load_config
-from kerastrain.config.base import config_error
 from kerastrain.config.distribute import is_chief_task, tf_config
-from kerastrain.errors import ConfigError, DataError, ExportError, KerastrainError
+from kerastrain.errors import (
+    ConfigError,
+    DataError,
+    ExportError,
+    WorkerFailed,
+    config_error,
+    message,
+    one_of,
+)
 from kerastrain.files import write_json
 from kerastrain.logs import log_to_stderr
 from kerastrain.runs import RunFolder
 
 logger = logging.getLogger("kerastrain.launch")  # also when run as __main__ in each process
 
-__all__ = ["launch", "Launcher", "LaunchResult", "WorkerFailed", "free_ports"]
+__all__ = ["launch", "Launcher", "LaunchResult", "free_ports"]
 
 #: Lines of each process's output kept to explain a failure.
 TAIL_LINES = 60
@@ -56,30 +63,6 @@ POLL_SECONDS = 0.05
 #: Seconds a process gets to exit after SIGTERM before SIGKILL.
 STOP_SECONDS = 5.0
 _EXCEPTION = re.compile(r"\b([A-Z]\w*(?:Error|Exception|Exit|Interrupt)\b:?.*)")
-
-
-class WorkerFailed(KerastrainError, RuntimeError):
-    """A process of a launched cluster died (or never finished).
-
-    Attributes:
-        task: The process, e.g. `"worker 1"`.
-        returncode: Its exit status (negative: the signal that killed it), or
-            None when it was still running.
-        reason: Why, in words (`"was killed by signal SIGKILL"`).
-        log_tail: Its last lines of output.
-    """
-
-    def __init__(self, task: str, returncode: int | None, reason: str, log_tail: Sequence[str]):
-        self.task = task
-        self.returncode = returncode
-        self.reason = reason
-        self.log_tail = list(log_tail)
-        shown = "\n".join(f"    {line}" for line in self.log_tail[-12:]) or "    (no output)"
-        super().__init__(
-            f"{task} {reason}; the other processes were stopped. Rerun the same "
-            f"launch to resume from the last backed-up epoch. The last output of "
-            f"{task}:\n{shown}"
-        )
 
 
 @dataclasses.dataclass
@@ -304,9 +287,11 @@ class Launcher:
             config_file.write_bytes(pickle.dumps(self.config))
         except (pickle.PicklingError, AttributeError, TypeError) as exc:
             raise ConfigError(
-                f"The config cannot be sent to the worker processes ({exc}). Pass "
-                "data, model and callables that can be pickled: names, arrays, "
-                "functions defined at module level."
+                message(
+                    f"The config cannot be sent to the worker processes ({exc})",
+                    allowed="Pass data, model and callables that can be pickled: names, "
+                    "arrays, functions defined at module level",
+                )
             ) from None
         self.tasks = self._cluster()
         order = sorted(self.tasks, key=lambda t: t.kind == "chief" or t.name == self.chief)
@@ -366,9 +351,7 @@ class Launcher:
     def kill(self, task: str, sig: int = signal.SIGKILL) -> None:
         """Sends ``sig`` to one process, e.g. `kill("worker 1")` (a preemption)."""
         if task not in self.processes:
-            raise config_error(
-                "task", task, "one of " + ", ".join(map(repr, self.processes)), self.processes
-            )
+            raise config_error("task", task, one_of(self.processes), self.processes)
         logger.info("Sending %s to %s.", signal.Signals(sig).name, task)
         try:
             os.kill(self.processes[task].pid, sig)

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, message
 from kerastrain.files import remove, write_json
 
 if TYPE_CHECKING:
@@ -72,8 +72,11 @@ class RunFolder:
         state = json.loads(marker.read_text()).get("status")
         if state == "finished" and not overwrite:
             raise ConfigError(
-                f"The output_dir {str(path)!r} holds a finished run; it is not overwritten. "
-                "Pass overwrite=True to replace it, or choose another output_dir."
+                message(
+                    f"The output_dir {str(path)!r} holds a finished run; it is not overwritten",
+                    received={"overwrite": overwrite},
+                    allowed="Pass overwrite=True to replace it, or choose another output_dir",
+                )
             )
         return state
 
@@ -173,9 +176,14 @@ def open_run_folder(config: PipelineConfig, role: ProcessRole) -> RunFolder:
     """
     if role.workers > 1 and config.output_dir is None:
         raise ConfigError(
-            f"Training on {role.workers} workers needs output_dir set to one folder every worker "
-            "reaches (the chief writes there, and every worker restores the same backup); set "
-            "the same seed on every worker too. `kerastrain launch` sets both."
+            message(
+                f"Training on {role.workers} workers needs output_dir set to one folder every "
+                "worker reaches (the chief writes there, and every worker restores the same "
+                "backup)",
+                received={"output_dir": config.output_dir},
+                allowed="Set output_dir, and the same seed on every worker too; "
+                "`kerastrain launch` sets both",
+            )
         )
     if role.chief:
         return RunFolder.prepare(config.output_dir, config.name, config.overwrite)

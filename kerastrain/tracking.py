@@ -24,7 +24,7 @@ from typing import Any
 from kerastrain._keras import keras, tf
 from kerastrain.callbacks import LearningRateLogger
 from kerastrain.config.tracking import MLFLOW_INSTALL, TrackingConfig
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, message
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +164,10 @@ def _mlflow() -> Any:
         import mlflow
     except ImportError:
         raise ConfigError(
-            f"MLflow tracking needs MLflow, which is not installed. Install it "
-            f"with: {MLFLOW_INSTALL}."
+            message(
+                "MLflow tracking needs MLflow, which is not installed",
+                allowed=f"Install it with: {MLFLOW_INSTALL}",
+            )
         ) from None
     return mlflow
 

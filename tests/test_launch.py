@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import yaml
 
-from kerastrain import ConfigError
+from kerastrain import ConfigError, WorkerFailed
 from kerastrain._keras import keras
 from kerastrain.cli import main as cli_main
-from kerastrain.launch import Launcher, WorkerFailed, _launch_config, _reason, free_ports
+from kerastrain.launch import Launcher, _launch_config, _reason, free_ports
 from kerastrain.pipeline import fit_pipeline
 
 EPOCHS = 3

@@ -8,7 +8,7 @@ whose factor `BlowupGuard` lowers.
 from kerastrain.callbacks.checkpoint import Checkpoint
 from kerastrain.callbacks.early_stopping import EarlyStopping, monitor_mode
 from kerastrain.callbacks.ema import SwapEMAWeights
-from kerastrain.callbacks.guard import BlowupGuard, Scaled, TrainingDivergedError
+from kerastrain.callbacks.guard import BlowupGuard, Scaled
 from kerastrain.callbacks.lr_finder import (
     LRFinder,
     LRRangeResult,
@@ -23,6 +23,7 @@ from kerastrain.callbacks.resume import (
     merge_history,
 )
 from kerastrain.callbacks.throughput import LearningRateLogger, ThroughputLogger
+from kerastrain.errors import TrainingDivergedError
 
 __all__ = [
     "Checkpoint",

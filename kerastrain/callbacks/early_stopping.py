@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from kerastrain._keras import keras
+from kerastrain.errors import ConfigError, message
 
 logger = logging.getLogger(__name__)
 
@@ -14,6 +15,8 @@ __all__ = ["EarlyStopping", "monitor_mode", "MAXIMIZED"]
 
 #: Substrings of the names of quantities that improve upward.
 MAXIMIZED = ("acc", "auc", "precision", "recall", "f1")
+#: The values of `mode`.
+MODES = ("auto", "min", "max")
 
 
 def monitor_mode(monitor: str, mode: str = "auto") -> str:
@@ -59,6 +62,10 @@ class EarlyStopping(keras.callbacks.Callback):
         stop_reason: Why training stopped early, or None.
         restored: Whether the best weights were put back.
 
+    Raises:
+        ConfigError: For an unknown `mode` or a negative `patience` (a
+            `ValueError` too).
+
     Example:
         >>> stop = EarlyStopping(patience=2)
         >>> model.fit(x, y, validation_split=0.2, callbacks=[stop])  # doctest: +SKIP
@@ -76,12 +83,18 @@ class EarlyStopping(keras.callbacks.Callback):
         start_from_epoch: int = 0,
     ):
         super().__init__()
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(
-                f"Argument `mode` must be 'auto', 'min' or 'max'. Received: mode={mode!r}"
+        if mode not in MODES:
+            raise ConfigError(
+                message(
+                    "Argument `mode` must be 'auto', 'min' or 'max'",
+                    received={"mode": mode},
+                    candidates=MODES,
+                )
             )
         if patience < 0:
-            raise ValueError(f"Argument `patience` must be >= 0. Received: patience={patience!r}")
+            raise ConfigError(
+                message("Argument `patience` must be >= 0", received={"patience": patience})
+            )
         self.monitor = monitor
         self.patience = int(patience)
         self.min_delta = abs(float(min_delta))

@@ -6,7 +6,7 @@ from typing import Any
 
 from kerastrain._keras import keras
 from kerastrain.callbacks.guard import inner_optimizer
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, message
 
 __all__ = ["SwapEMAWeights"]
 
@@ -61,7 +61,11 @@ class SwapEMAWeights(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         if not getattr(self.model.optimizer, "use_ema", False):
             raise ConfigError(
-                "SwapEMAWeights needs an optimizer built with use_ema=True (train.ema=True)."
+                message(
+                    "SwapEMAWeights needs an optimizer that keeps moving averages",
+                    received={"use_ema": getattr(self.model.optimizer, "use_ema", None)},
+                    allowed="Build the optimizer with use_ema=True (train.ema=True)",
+                )
             )
         self._stash = None
 

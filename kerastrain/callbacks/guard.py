@@ -13,14 +13,13 @@ import math
 from typing import Any
 
 from kerastrain._keras import keras, tf
-from kerastrain.errors import ConfigError, KerastrainError
+from kerastrain.errors import ConfigError, TrainingDivergedError, message
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "BlowupGuard",
     "Scaled",
-    "TrainingDivergedError",
     "inner_optimizer",
     "learning_rate_of",
     "schedule_of",
@@ -28,10 +27,6 @@ __all__ = [
 ]
 
 LearningRateSchedule = keras.optimizers.schedules.LearningRateSchedule
-
-
-class TrainingDivergedError(KerastrainError, RuntimeError):
-    """The training loss stayed NaN or infinite after every recovery."""
 
 
 @keras.saving.register_keras_serializable(package="kerastrain")
@@ -122,9 +117,12 @@ def set_learning_rate_scale(optimizer: Any, factor: float) -> tuple[float, float
         after = before * factor
     elif isinstance(schedule, LearningRateSchedule):
         raise ConfigError(
-            "The blow-up guard cannot lower the learning rate of a "
-            f"{type(schedule).__name__} schedule. Wrap it in "
-            "kerastrain.callbacks.Scaled(schedule) (compile_model does) or use a float rate."
+            message(
+                "The blow-up guard cannot lower the learning rate of a "
+                f"{type(schedule).__name__} schedule",
+                allowed="Wrap it in kerastrain.callbacks.Scaled(schedule) (compile_model does) "
+                "or use a float rate",
+            )
         )
     else:
         optimizer.learning_rate = before * factor
@@ -159,8 +157,10 @@ class BlowupGuard(keras.callbacks.Callback):
         super().__init__()
         if retries < 0 or not 0 < lr_factor < 1:
             raise ConfigError(
-                f"BlowupGuard needs retries >= 0 and 0 < lr_factor < 1. "
-                f"Received: retries={retries!r}, lr_factor={lr_factor!r}"
+                message(
+                    "BlowupGuard needs retries >= 0 and 0 < lr_factor < 1",
+                    received={"retries": retries, "lr_factor": lr_factor},
+                )
             )
         self.retries = int(retries)
         self.lr_factor = float(lr_factor)
@@ -191,9 +191,11 @@ class BlowupGuard(keras.callbacks.Callback):
         schedule = schedule_of(optimizer)
         if isinstance(schedule, LearningRateSchedule) and not isinstance(schedule, Scaled):
             raise ConfigError(
-                "BlowupGuard lowers the learning rate after a NaN loss, which a "
-                f"{type(schedule).__name__} schedule does not allow. Wrap it in "
-                "kerastrain.callbacks.Scaled(schedule), or use a float rate."
+                message(
+                    "BlowupGuard lowers the learning rate after a NaN loss, which a "
+                    f"{type(schedule).__name__} schedule does not allow",
+                    allowed="Wrap it in kerastrain.callbacks.Scaled(schedule), or use a float rate",
+                )
             )
         if not getattr(inner_optimizer(optimizer), "_built", False):
             inner_optimizer(optimizer).build(self.model.trainable_variables)

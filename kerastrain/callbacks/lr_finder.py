@@ -20,7 +20,7 @@ import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.callbacks.guard import inner_optimizer, learning_rate_of, schedule_of
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, config_error, message, one_of
 from kerastrain.figures import figure
 
 logger = logging.getLogger(__name__)
@@ -73,15 +73,17 @@ def suggest_learning_rate(
         0.001...
     """
     if rule not in RULES:
-        raise ConfigError(f"Unknown LR finder rule {rule!r}; use one of {', '.join(RULES)}.")
+        raise config_error("rule", rule, one_of(RULES), RULES)
     rates = np.asarray(rates, dtype=np.float64)
     losses = np.asarray(losses, dtype=np.float64)
     finite = np.isfinite(losses)
     rates, losses = rates[finite], losses[finite]
     if len(rates) < 5:
         raise ConfigError(
-            f"The LR range test recorded {len(rates)} finite losses; it needs at "
-            "least 5. Lower lr_finder.start_learning_rate or raise lr_finder.steps."
+            message(
+                f"The LR range test recorded {len(rates)} finite losses; it needs at least 5",
+                allowed="Lower lr_finder.start_learning_rate or raise lr_finder.steps",
+            )
         )
     smoothed = smooth(losses, beta)
     lowest = int(np.argmin(smoothed))
@@ -155,9 +157,14 @@ class LRFinder(keras.callbacks.Callback):
         super().__init__()
         if not 0 < start_learning_rate < end_learning_rate or steps < 2:
             raise ConfigError(
-                "LRFinder needs 0 < start_learning_rate < end_learning_rate and steps >= 2. "
-                f"Received: start_learning_rate={start_learning_rate!r}, "
-                f"end_learning_rate={end_learning_rate!r}, steps={steps!r}"
+                message(
+                    "LRFinder needs 0 < start_learning_rate < end_learning_rate and steps >= 2",
+                    received={
+                        "start_learning_rate": start_learning_rate,
+                        "end_learning_rate": end_learning_rate,
+                        "steps": steps,
+                    },
+                )
             )
         self.start_learning_rate = float(start_learning_rate)
         self.end_learning_rate = float(end_learning_rate)
@@ -178,8 +185,12 @@ class LRFinder(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         if isinstance(schedule_of(optimizer), keras.optimizers.schedules.LearningRateSchedule):
             raise ConfigError(
-                "The LR range test sets the optimizer's learning rate, which needs "
-                "a float learning rate, not a schedule."
+                message(
+                    "The LR range test sets the optimizer's learning rate, which needs a float "
+                    "learning rate, not a schedule",
+                    received={"learning_rate": type(schedule_of(optimizer)).__name__},
+                    allowed="Compile the model with a float learning rate",
+                )
             )
         if not getattr(inner_optimizer(optimizer), "_built", False):
             inner_optimizer(optimizer).build(self.model.trainable_variables)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
-from kerastrain.compress.budget import BudgetNotMet, Candidate, score_name, search
+from kerastrain.compress.budget import Candidate, score_name, search
 from kerastrain.compress.common import Context, Step, original_units
 from kerastrain.compress.distill import build_student
 from kerastrain.compress.plan import Plan, PlanResult, apply_plan, check_plan, distill
@@ -33,7 +33,7 @@ from kerastrain.config import ExportConfig, PipelineConfig
 from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import with_target_scale
 from kerastrain.distribute import uses_coordinator
-from kerastrain.errors import ConfigError
+from kerastrain.errors import BudgetNotMet, ConfigError, message
 from kerastrain.export import artifact_bytes, convert_to_tflite, load_predictor, tflite_latency
 from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics
@@ -178,14 +178,22 @@ def compress_model(
     """
     options = config.compress
     if options is None:
-        raise ValueError(
-            "compress_model needs config.compress; the pipeline skips the stage when it is None."
+        raise ConfigError(
+            message(
+                "compress_model needs a compress section",
+                received={"config.compress": options},
+                allowed="Set config.compress; the pipeline skips the stage when it is None",
+            )
         )
     if uses_coordinator(strategy):
         raise ConfigError(
-            "compress is not available under a ParameterServerStrategy: "
-            "TF-MOT's wrappers fine-tune through model.fit on replicas, which a "
-            "parameter-server coordinator does not run."
+            message(
+                "compress is not available under a ParameterServerStrategy: TF-MOT's wrappers "
+                "fine-tune through model.fit on replicas, which a parameter-server coordinator "
+                "does not run",
+                received={"strategy": type(strategy).__name__},
+                allowed="Compress with strategy='multi_worker', 'mirrored' or one device",
+            )
         )
     run_dir = Path(run_dir) if run_dir is not None else None
     log_dir = run_dir / "logs" if options.summaries and run_dir is not None else None

@@ -29,22 +29,17 @@ from kerastrain.compress import prune as prune_mod
 from kerastrain.compress.common import Context, original_units, rebuild
 from kerastrain.compress.plan import Plan, PlanResult, apply_plan
 from kerastrain.config.compress import BudgetConfig, ClusterConfig, PruneConfig
-from kerastrain.errors import KerastrainError
+from kerastrain.errors import BudgetNotMet
 from kerastrain.export import convert_modes, convert_to_tflite, load_predictor
 from kerastrain.metrics import compute_metrics
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BudgetNotMet", "Candidate", "candidates", "estimate_kb", "search", "score_name"]
+__all__ = ["Candidate", "candidates", "estimate_kb", "search", "score_name"]
 
 #: A candidate whose one-shot estimate exceeds the budget by at most this
 #: share is still fine-tuned (gzip sizes move a little with the weights).
 ESTIMATE_SLACK = 0.05
-
-
-class BudgetNotMet(KerastrainError, RuntimeError):
-    """No candidate of `compress.budget` met both its size and its accuracy
-    limit. The message lists every candidate and the best one found."""
 
 
 @dataclasses.dataclass

@@ -21,13 +21,12 @@ import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig
-from kerastrain.config.base import did_you_mean
 from kerastrain.config.compress import LayerSelection
 from kerastrain.config.train import TrainConfig
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared
 from kerastrain.distribute import distributed_train_config
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, message
 from kerastrain.training import (
     TrainResult,
     compile_model,
@@ -286,17 +285,24 @@ def select_layers(
         for name in getattr(selection, key) or ():
             if name not in names:
                 raise ConfigError(
-                    f"The {option}.{key} option names layer {name!r}, which the model does not "
-                    f"have. Its layers are: {', '.join(names)}." + did_you_mean(name, names)
+                    message(
+                        f"The {option}.{key} option names layer {name!r}, which the model does "
+                        "not have",
+                        allowed=f"Its layers are: {', '.join(names)}",
+                        candidates=names,
+                        near=name,
+                    )
                 )
     can = [layer.name for layer in model.layers if supported(layer)]
     if selection.layers is not None:
         wrong = [n for n in selection.layers if n not in can]
         if wrong:
             raise ConfigError(
-                f"The {option}.layers option names {wrong[0]!r} "
-                f"({type(model.get_layer(wrong[0])).__name__}), which cannot be {verb}. "
-                f"Layers that can: {', '.join(can) or 'none'}."
+                message(
+                    f"The {option}.layers option names {wrong[0]!r} "
+                    f"({type(model.get_layer(wrong[0])).__name__}), which cannot be {verb}",
+                    allowed=f"Layers that can: {', '.join(can) or 'none'}",
+                )
             )
         return [n for n in names if n in selection.layers]
     skip = set(selection.skip)
@@ -308,9 +314,12 @@ def select_layers(
     chosen = [n for n in can if n not in skip]
     if not chosen:
         raise ConfigError(
-            f"No layer is left to be {verb}: the layers that can be ({', '.join(can) or 'none'}) "
-            f"are all skipped. Set {option}.skip_first_conv or {option}.skip_output to False, or "
-            f"name the layers in {option}.layers."
+            message(
+                f"No layer is left to be {verb}: the layers that can be "
+                f"({', '.join(can) or 'none'}) are all skipped",
+                allowed=f"Set {option}.skip_first_conv or {option}.skip_output to False, or name "
+                f"the layers in {option}.layers",
+            )
         )
     return chosen
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from kerastrain._keras import keras, tf
 from kerastrain.compress.common import rebuild, tfmot
+from kerastrain.errors import CompressionError, config_error, message, one_of
 from kerastrain.export import input_standardizers
 
 logger = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def _scheme(preserve: str | None) -> Any:
         return combine.Default8BitClusterPreserveQuantizeScheme(
             preserve_sparsity=preserve == "clusters+sparsity"
         )
-    raise ValueError(f"preserve must be None or one of {SCHEMES}; received {preserve!r}.")
+    raise config_error("preserve", preserve, "None or " + one_of(SCHEMES), SCHEMES)
 
 
 class _LayerRegistry:
@@ -189,6 +190,9 @@ def quantize(
         The uncompiled QAT model, and the names of the layers left
         unquantized: the input standardization, kept in float, and the
         layers TF-MOT has no config for (no-op config).
+
+    Raises:
+        ConfigError: For an unknown `preserve`.
     """
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
         default_8bit_quantize_configs,
@@ -259,6 +263,10 @@ def strip(
 
     Returns:
         A new, uncompiled float model.
+
+    Raises:
+        CompressionError: When ``float_model`` is not the model that
+            ``qat_model`` was made from (a `RuntimeError` too).
     """
     strategy = strategy or tf.distribute.get_strategy()
     twin = fuse_activations(rebuild(float_model, strategy), strategy)
@@ -272,7 +280,11 @@ def strip(
         else:
             missing.append(variable.name)
     if missing:
-        raise RuntimeError(
-            f"The QAT model has no variables named {missing}; cannot build its float twin."
+        raise CompressionError(
+            message(
+                f"The QAT model has no variables named {missing}, so its float twin cannot be "
+                "built",
+                allowed="Pass as float_model the model that quantize() was given",
+            )
         )
     return twin

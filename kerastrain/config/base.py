@@ -14,15 +14,14 @@ This module knows nothing of TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union
 
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, config_error, describe, did_you_mean
 
-__all__ = ["Section", "option", "did_you_mean", "config_error", "describe"]
+__all__ = ["Section", "option"]
 
 S = TypeVar("S", bound="Section")
 
@@ -52,40 +51,6 @@ def option(
     bounds = {k: v for k, v in {"gt": gt, "ge": ge, "lt": lt, "le": le}.items() if v is not None}
     return dataclasses.field(
         default=default, default_factory=default_factory, metadata={"bounds": bounds}
-    )
-
-
-def did_you_mean(value: Any, candidates: typing.Iterable[Any]) -> str:
-    """Returns `` Did you mean 'x'?`` for a near miss, else an empty string."""
-    if not isinstance(value, str):
-        return ""
-    names = [str(c) for c in candidates]
-    close = difflib.get_close_matches(value, names, n=1, cutoff=0.6)
-    if not close:
-        lowered = {n.lower(): n for n in names}
-        close = [lowered[value.lower()]] if value.lower() in lowered else []
-    return f" Did you mean {close[0]!r}?" if close else ""
-
-
-def describe(value: Any) -> str:
-    """A short, safe rendering of a received value for an error message."""
-    text = repr(value)
-    if len(text) > 80:
-        text = f"<{type(value).__name__} {text[:60]}...>"
-    return text
-
-
-def config_error(
-    path: str, value: Any, expected: str, candidates: typing.Iterable[Any] = ()
-) -> ConfigError:
-    """Builds the one message format every option error uses.
-
-    ``The 'train.optimizer' option must be one of 'adam', 'sgd'. Received:
-    train.optimizer='adamm'. Did you mean 'adam'?``
-    """
-    return ConfigError(
-        f"The {path!r} option must be {expected}. Received: {path}={describe(value)}."
-        + did_you_mean(value, candidates)
     )
 
 

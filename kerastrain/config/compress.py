@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from kerastrain.config.base import ConfigError, Section, config_error, option
+from kerastrain.config.base import Section, option
+from kerastrain.errors import ConfigError, config_error
 
 __all__ = [
     "LayerSelection",

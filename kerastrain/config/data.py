@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from kerastrain.config.base import Section, config_error, option
+from kerastrain.config.base import Section, option
+from kerastrain.errors import config_error
 
 Task = Literal["auto", "binary", "multiclass", "regression"]
 ColumnKind = Literal["numeric", "categorical", "drop"]

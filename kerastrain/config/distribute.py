@@ -13,7 +13,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean
+from kerastrain.config.base import Section
+from kerastrain.errors import ConfigError, config_error, did_you_mean
 
 __all__ = ["DistributeConfig", "tf_config", "task_of", "is_chief_task", "TASK_TYPES"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar, Literal
 
-from kerastrain.config.base import Section, config_error, option
+from kerastrain.config.base import Section, option
+from kerastrain.errors import config_error
 
 Format = Literal["savedmodel", "keras", "h5", "tflite"]
 TFLiteMode = Literal["float32", "float16", "dynamic", "int8"]

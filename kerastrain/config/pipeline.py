@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
-from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean
+from kerastrain.config.base import Section
 from kerastrain.config.compress import CompressConfig
 from kerastrain.config.data import DataConfig
 from kerastrain.config.distribute import DistributeConfig
@@ -19,6 +19,7 @@ from kerastrain.config.report import ReportConfig
 from kerastrain.config.tracking import TrackingConfig
 from kerastrain.config.train import TrainConfig
 from kerastrain.config.tune import TuneConfig
+from kerastrain.errors import ConfigError, config_error, did_you_mean
 from kerastrain.files import atomic_write
 
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu")

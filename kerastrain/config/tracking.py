@@ -6,7 +6,8 @@ import dataclasses
 import importlib.util
 from typing import ClassVar
 
-from kerastrain.config.base import ConfigError, Section
+from kerastrain.config.base import Section
+from kerastrain.errors import ConfigError
 
 MLFLOW_INSTALL = "pip install 'kerastrain[mlflow]'"
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean, option
+from kerastrain.config.base import Section, option
+from kerastrain.errors import ConfigError, config_error, did_you_mean
 
 Optimizer = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam"]
 Schedule = Literal[

@@ -22,8 +22,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from kerastrain.config.base import ConfigError, Section, config_error, did_you_mean, option
+from kerastrain.config.base import Section, option
 from kerastrain.config.train import COMMON_OPTIMIZER_OPTIONS, OPTIMIZER_OPTIONS
+from kerastrain.errors import ConfigError, config_error, did_you_mean
 
 __all__ = ["TuneConfig", "TRAINING_OPTIONS", "route", "infer_direction"]
 

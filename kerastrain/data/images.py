@@ -28,7 +28,7 @@ import numpy as np
 
 from kerastrain.config import DataConfig
 from kerastrain.data.stream import Stream
-from kerastrain.errors import DataError
+from kerastrain.errors import DataError, message
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +72,11 @@ def scan_folder(root: str | os.PathLike) -> ImageFolder:
     loose = sorted(p.name for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
     if not classes:
         raise DataError(
-            f"The image folder {str(root)!r} has no class sub-folders"
-            + (f" (only files: {', '.join(loose[:5])})" if loose else " (it is empty)")
-            + ". Put each class's images in a sub-folder named after the class."
+            message(
+                f"The image folder {str(root)!r} has no class sub-folders"
+                + (f" (only files: {', '.join(loose[:5])})" if loose else " (it is empty)"),
+                allowed="Put each class's images in a sub-folder named after the class",
+            )
         )
     paths: list[str] = []
     labels: list[int] = []
@@ -91,8 +93,11 @@ def scan_folder(root: str | os.PathLike) -> ImageFolder:
                     ignored.append(full)
         if not found:
             raise DataError(
-                f"The class folder {str(root / name)!r} holds no image (PNG, JPEG, GIF or BMP "
-                "file). Add images or remove the folder."
+                message(
+                    f"The class folder {str(root / name)!r} holds no image (PNG, JPEG, GIF or "
+                    "BMP file)",
+                    allowed="Add images or remove the folder",
+                )
             )
         paths.extend(found)
         labels.extend([index] * len(found))
@@ -128,7 +133,10 @@ def _first_image(path: str) -> tuple[tuple[int, int], int]:
         image = tf.io.decode_image(tf.io.read_file(path), expand_animations=False)
     except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as exc:
         raise DataError(
-            f"Cannot decode the image {path!r}: {exc.message.splitlines()[0]}"
+            message(
+                f"Cannot decode the image {path!r}: {exc.message.splitlines()[0]}",
+                allowed="Remove or replace it; kerastrain does not skip files silently",
+            )
         ) from None
     return (int(image.shape[0]), int(image.shape[1])), int(image.shape[2])
 
@@ -162,10 +170,13 @@ def _decode_all(
     if len(bad):
         shown = "\n  ".join(paths[i] for i in bad[:10])
         raise DataError(
-            f"{len(bad)} image file{'s' if len(bad) != 1 else ''} cannot be "
-            f"decoded (corrupt, truncated or not an image):\n  {shown}"
-            + ("\n  ..." if len(bad) > 10 else "")
-            + "\nRemove or replace them; kerastrain does not skip files silently."
+            message(
+                f"{len(bad)} image file{'s' if len(bad) != 1 else ''} cannot be decoded "
+                f"(corrupt, truncated or not an image):\n  {shown}"
+                + ("\n  ..." if len(bad) > 10 else "")
+                + "\n",
+                allowed="Remove or replace them; kerastrain does not skip files silently",
+            )
         )
     if not keep:
         return None

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from kerastrain.config import DataConfig
-from kerastrain.config.base import config_error
 from kerastrain.config.data import IMAGE_AUGMENTATIONS, parse_augment
 from kerastrain.data.preprocess import Standardizer, fit_standardizer
 from kerastrain.data.sources import load_data
@@ -18,7 +17,7 @@ from kerastrain.data.split import Splits, fixed_splits, split_indices
 from kerastrain.data.stream import Stream
 from kerastrain.data.tabular import Table, TabularEncoding, fit_encoding, take_rows
 from kerastrain.data.validate import check_labels, rows, validate
-from kerastrain.errors import DataError
+from kerastrain.errors import DataError, config_error, message
 from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
@@ -246,7 +245,12 @@ def prepare_data(data: Any, options: DataConfig, seed: int) -> Prepared:
         y, task = check_labels(loaded.y, options, loaded.class_names)
         x = loaded.x
         if isinstance(x, Stream) and len(x) != len(y):
-            raise DataError(f"{loaded.source} has {len(x)} examples but {len(y)} labels.")
+            raise DataError(
+                message(
+                    f"{loaded.source} has {len(x)} examples but {len(y)} labels",
+                    allowed="Each example needs exactly one label",
+                )
+            )
     else:
         checked = validate(loaded.x, loaded.y, options, class_names=loaded.class_names)
         x, y, task = checked.x, checked.y, checked.task

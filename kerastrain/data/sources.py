@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from kerastrain.config import DataConfig
-from kerastrain.errors import DataError
+from kerastrain.errors import DataError, message
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,13 @@ def _from_path(data: str | os.PathLike, options: DataConfig) -> Loaded | None:
         return Loaded(x=x, y=y, source=f"image folder {path}", class_names=class_names)
     if path.suffix.lower() in (".csv", ".tsv", ".txt") or path.is_file():
         if not path.is_file():
-            raise DataError(f"The data file {str(path)!r} does not exist.")
+            raise DataError(
+                message(
+                    "The data file does not exist",
+                    received={"data": str(path)},
+                    allowed="Check the path (relative paths start at the working directory)",
+                )
+            )
         from kerastrain.data.tabular import read_csv
 
         return _from_table(*read_csv(path, options), f"CSV {path}")
@@ -119,20 +125,31 @@ def _from_tf_dataset(dataset: Any) -> Loaded:
     cardinality = int(dataset.cardinality())
     if cardinality == int(tf.data.INFINITE_CARDINALITY):
         raise DataError(
-            "The tf.data.Dataset is infinite (it repeats); pass a finite dataset "
-            "so that it can be split and validated."
+            message(
+                "The tf.data.Dataset is infinite (it repeats)",
+                allowed="Pass a finite dataset so that it can be split and validated",
+            )
         )
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2):
         raise DataError(
-            f"A tf.data.Dataset must yield (features, label) pairs; its elements are {spec}."
+            message(
+                f"A tf.data.Dataset must yield (features, label) pairs; its elements are {spec}",
+                allowed="Map it to (x, y) pairs, e.g. dataset.map(lambda ex: (ex['image'], "
+                "ex['label']))",
+            )
         )
     xs, ys = [], []
     for x, y in dataset.as_numpy_iterator():
         xs.append(x)
         ys.append(y)
     if not xs:
-        raise DataError("The tf.data.Dataset is empty: it yielded no examples.")
+        raise DataError(
+            message(
+                "The tf.data.Dataset is empty: it yielded no examples",
+                allowed="Pass a dataset with at least one (x, y) pair",
+            )
+        )
     batched = (
         spec[0].shape.rank is not None
         and spec[1].shape.rank is not None
@@ -183,12 +200,14 @@ def load_data(data: Any, options: DataConfig) -> Loaded:
         loaded = _from_path(data, options)
         if loaded is not None:
             return loaded
-        from kerastrain.config.base import did_you_mean
-
         raise DataError(
-            f"Unknown data source {str(data)!r}: not a built-in data set "
-            f"({', '.join(BUILTIN_DATASETS)}), not 'tfds:NAME', and no file or folder of that "
-            "name exists." + did_you_mean(str(data), BUILTIN_DATASETS)
+            message(
+                "Unknown data source: not a built-in data set, not 'tfds:NAME', and no file "
+                "or folder of that name exists",
+                received={"data": str(data)},
+                allowed=f"The built-in data sets are {', '.join(BUILTIN_DATASETS)}",
+                candidates=BUILTIN_DATASETS,
+            )
         )
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
@@ -198,8 +217,10 @@ def load_data(data: Any, options: DataConfig) -> Loaded:
     if hasattr(data, "element_spec") and hasattr(data, "as_numpy_iterator"):
         return _from_tf_dataset(data)
     raise DataError(
-        f"Cannot read data of type {type(data).__name__}. Pass an (x, y) tuple of arrays, a "
-        "pandas DataFrame or CSV path with data_options.target, a folder of class sub-folders "
-        "of images, 'tfds:NAME', a tf.data.Dataset of (x, y), or one of the names "
-        f"{', '.join(BUILTIN_DATASETS)}."
+        message(
+            f"Cannot read data of type {type(data).__name__}",
+            allowed="Pass an (x, y) tuple of arrays, a pandas DataFrame or CSV path with "
+            "data_options.target, a folder of class sub-folders of images, 'tfds:NAME', a "
+            f"tf.data.Dataset of (x, y), or one of the names {', '.join(BUILTIN_DATASETS)}",
+        )
     )

@@ -17,7 +17,7 @@ import numpy as np
 
 from kerastrain.config import DataConfig
 from kerastrain.data.validate import rows
-from kerastrain.errors import DataError
+from kerastrain.errors import DataError, message
 from kerastrain.task import Task
 
 __all__ = ["Splits", "split_indices", "fold_indices", "fixed_splits"]
@@ -51,18 +51,27 @@ def _check_class_counts(
         cls, count = small[0]
         name = task.class_names[int(cls)] if task.class_names else int(cls)
         raise DataError(
-            f"Class {name!r} has {count} example{'s' if count != 1 else ''} (rows "
-            f"{rows(np.flatnonzero(y == cls))}); a stratified split into {parts} parts needs "
-            f"at least {parts} of each class. Add examples, lower data_options.validation_split "
-            "or test_split to 0, or set data_options.stratify=False."
+            message(
+                f"Class {name!r} has {count} example{'s' if count != 1 else ''} (rows "
+                f"{rows(np.flatnonzero(y == cls))}); a stratified split into {parts} parts "
+                f"needs at least {parts} of each class",
+                received={
+                    "data_options.validation_split": validation_split,
+                    "data_options.test_split": test_split,
+                },
+                allowed="Add examples, lower data_options.validation_split or test_split to 0, "
+                "or set data_options.stratify=False",
+            )
         )
     n = len(y)
     for name, fraction in (("validation_split", validation_split), ("test_split", test_split)):
         if fraction > 0 and math.floor(fraction * n) < len(classes):
             raise DataError(
-                f"data_options.{name}={fraction} keeps {math.floor(fraction * n)} of {n} rows, "
-                f"fewer than the {len(classes)} classes, so it cannot hold one of each. Raise it "
-                "or set data_options.stratify=False."
+                message(
+                    f"data_options.{name}={fraction} keeps {math.floor(fraction * n)} of {n} "
+                    f"rows, fewer than the {len(classes)} classes, so it cannot hold one of each",
+                    allowed="Raise it or set data_options.stratify=False",
+                )
             )
 
 
@@ -127,7 +136,16 @@ def split_indices(
     # validation_split is a fraction of all rows, not of what the test split left.
     train, val = cut(rest, val_share / (1.0 - test_share), 1)
     if len(train) == 0:
-        raise DataError(f"No rows are left for training out of {n}; lower the held-out splits.")
+        raise DataError(
+            message(
+                f"No rows are left for training out of {n}",
+                received={
+                    "data_options.validation_split": val_share,
+                    "data_options.test_split": test_share,
+                },
+                allowed="Lower the held-out splits",
+            )
+        )
     return Splits(train=train, val=val, test=test)
 
 
@@ -190,7 +208,11 @@ def fold_indices(
 
     n = len(y)
     if folds < 2 or folds > n:
-        raise DataError(f"Cross-validation needs 2 to {n} folds for {n} rows; got folds={folds}.")
+        raise DataError(
+            message(
+                f"Cross-validation needs 2 to {n} folds for {n} rows", received={"folds": folds}
+            )
+        )
     if options.split == "time":
         splitter: Any = TimeSeriesSplit(n_splits=folds)
     elif options.stratify and task.is_classification:
@@ -199,9 +221,11 @@ def fold_indices(
             cls = classes[counts.argmin()]
             name = task.class_names[int(cls)] if task.class_names else int(cls)
             raise DataError(
-                f"Class {name!r} has {counts.min()} rows ({rows(np.flatnonzero(y == cls))}), "
-                f"fewer than the {folds} folds of a stratified k-fold. Use fewer folds or "
-                "data_options.stratify=False."
+                message(
+                    f"Class {name!r} has {counts.min()} rows ({rows(np.flatnonzero(y == cls))}), "
+                    f"fewer than the {folds} folds of a stratified k-fold",
+                    allowed="Use fewer folds or data_options.stratify=False",
+                )
             )
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     else:

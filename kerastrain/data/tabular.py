@@ -30,9 +30,8 @@ from typing import Any
 import numpy as np
 
 from kerastrain.config import DataConfig
-from kerastrain.config.base import did_you_mean
 from kerastrain.data.validate import rows
-from kerastrain.errors import DataError
+from kerastrain.errors import DataError, message
 
 logger = logging.getLogger(__name__)
 
@@ -171,9 +170,12 @@ def _infer_kind(name: str, values: np.ndarray, missing: np.ndarray, line_offset:
         if len(bad) == 0:
             return "numeric"
         raise DataError(
-            f"Column {name!r} holds numbers but {_where(bad, line_offset)} hold values that are "
-            f"not (first: {values[bad[0]]!r}). Correct them, leave them empty to have them "
-            f"imputed, or declare data_options.columns={{{name!r}: 'categorical'}}."
+            message(
+                f"Column {name!r} holds numbers but {_where(bad, line_offset)} hold values that "
+                f"are not (first: {values[bad[0]]!r})",
+                allowed="Correct them, leave them empty to have them imputed, or declare "
+                f"data_options.columns={{{name!r}: 'categorical'}}",
+            )
         )
     return "categorical"
 
@@ -203,24 +205,38 @@ def read_table(
     names = [str(c) for c in frame.columns]
     if target is None:
         raise DataError(
-            f"The data ({source}) is a table but no label column was named: set "
-            f"data_options.target to one of its columns ({', '.join(names[:10])}"
-            f"{', ...' if len(names) > 10 else ''})."
+            message(
+                f"The data ({source}) is a table but no label column was named",
+                received={"data_options.target": target},
+                allowed="Set data_options.target to one of its columns "
+                f"({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})",
+            )
         )
     if target not in frame.columns:
         raise DataError(
-            f"The label column data_options.target={target!r} is not in {source}; its columns "
-            f"are {', '.join(names[:20])}{', ...' if len(names) > 20 else ''}."
-            + did_you_mean(target, names)
+            message(
+                f"The label column data_options.target={target!r} is not in {source}",
+                allowed=f"Its columns are {', '.join(names[:20])}"
+                f"{', ...' if len(names) > 20 else ''}",
+                candidates=names,
+                near=target,
+            )
         )
     for name in options.columns:
         if name not in frame.columns:
             raise DataError(
-                f"data_options.columns names {name!r}, which is not a column of "
-                f"{source} ({', '.join(names[:20])})." + did_you_mean(name, names)
+                message(
+                    f"data_options.columns names {name!r}, which is not a column of {source}",
+                    allowed=f"Its columns are {', '.join(names[:20])}"
+                    f"{', ...' if len(names) > 20 else ''}",
+                    candidates=names,
+                    near=name,
+                )
             )
     if len(frame) == 0:
-        raise DataError(f"The data ({source}) has no rows.")
+        raise DataError(
+            message(f"The data ({source}) has no rows", allowed="Pass a table with rows")
+        )
     y = frame[target].to_numpy()
     x: dict[str, np.ndarray] = {}
     kinds: dict[str, str] = {}
@@ -236,8 +252,11 @@ def read_table(
         missing = _missing(values)
         if missing.all():
             raise DataError(
-                f"Column {column!r} of {source} has no value in any of its {len(frame)} rows. "
-                f"Remove it or declare data_options.columns={{{str(column)!r}: 'drop'}}."
+                message(
+                    f"Column {column!r} of {source} has no value in any of its {len(frame)} rows",
+                    allowed="Remove it or declare "
+                    f"data_options.columns={{{str(column)!r}: 'drop'}}",
+                )
             )
         kind = options.columns.get(column) or _infer_kind(str(column), values, missing, line_offset)
         name = _input_name(column, taken)
@@ -245,9 +264,12 @@ def read_table(
             numbers, bad = _as_numbers(values, missing)
             if len(bad):
                 raise DataError(
-                    f"Column {column!r} is declared numeric but {_where(bad, line_offset)} hold "
-                    f"values that are not numbers (first: {values[bad[0]]!r}). Correct them or "
-                    "leave them empty to have them imputed."
+                    message(
+                        f"Column {column!r} is declared numeric but {_where(bad, line_offset)} "
+                        f"hold values that are not numbers (first: {values[bad[0]]!r})",
+                        received={f"data_options.columns[{str(column)!r}]": kind},
+                        allowed="Correct them or leave them empty to have them imputed",
+                    )
                 )
             x[name] = numbers
         elif values.dtype.kind in "fiub":
@@ -259,16 +281,22 @@ def read_table(
         missing_any |= missing
     if not x:
         raise DataError(
-            f"The data ({source}) has no feature columns besides the target {target!r}."
+            message(
+                f"The data ({source}) has no feature columns besides the target {target!r}",
+                received={"data_options.columns": dict(options.columns)},
+                allowed="Keep at least one column that is not 'drop'",
+            )
         )
     label_missing = _missing(y)
     dropped = np.empty(0, np.int64)
     if options.impute == "error" and missing_any.any():
         where = _where(np.flatnonzero(missing_any), line_offset)
         raise DataError(
-            f"{where} of {source} have missing values and "
-            "data_options.impute='error'. Fill them, or use impute='auto' (median "
-            "and most frequent category, learned on the training split) or 'drop'."
+            message(
+                f"{where} of {source} have missing values and data_options.impute='error'",
+                allowed="Fill them, or use impute='auto' (median and most frequent category, "
+                "learned on the training split) or 'drop'",
+            )
         )
     if options.impute == "drop":
         drop = missing_any | label_missing
@@ -284,13 +312,21 @@ def read_table(
             y = y[keep]
             if not len(y):
                 raise DataError(
-                    f"impute='drop' dropped every row of {source}: each has a missing value."
+                    message(
+                        f"Dropping rows with missing values dropped every row of {source}: each "
+                        "has a missing value",
+                        received={"data_options.impute": options.impute},
+                        allowed="Use impute='auto' to fill them instead",
+                    )
                 )
     elif label_missing.any():
         raise DataError(
-            f"{_where(np.flatnonzero(label_missing), line_offset)} of {source} have "
-            f"no label in column {target!r}. Remove them, or set "
-            "data_options.impute='drop' to drop them (they are reported)."
+            message(
+                f"{_where(np.flatnonzero(label_missing), line_offset)} of {source} have no "
+                f"label in column {target!r}",
+                allowed="Remove them, or set data_options.impute='drop' to drop them (they are "
+                "reported)",
+            )
         )
     logger.info(
         "Table %s: %d rows; numeric columns %s; categorical columns %s.",
@@ -317,7 +353,12 @@ def read_csv(path: Any, options: DataConfig) -> tuple[dict[str, np.ndarray], np.
     try:
         frame = pd.read_csv(path, skipinitialspace=True)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"Cannot read the CSV file {str(path)!r}: {exc}") from None
+        raise DataError(
+            message(
+                f"Cannot read the CSV file {str(path)!r}: {exc}",
+                allowed="Give a comma-separated file with a header row",
+            )
+        ) from None
     return read_table(frame, options, source=str(path), line_offset=2)
 
 
@@ -362,9 +403,12 @@ def fit_encoding(
         missing = values == "" if text else np.isnan(values)
         if missing.all():
             raise DataError(
-                f"Column {table.sources[name]!r} has no value in the {len(train)} training rows, "
-                "so nothing can be learned to fill it. Remove it (data_options.columns="
-                f"{{{table.sources[name]!r}: 'drop'}}) or change the split."
+                message(
+                    f"Column {table.sources[name]!r} has no value in the {len(train)} training "
+                    "rows, so nothing can be learned to fill it",
+                    allowed="Remove it (data_options.columns="
+                    f"{{{table.sources[name]!r}: 'drop'}}) or change the split",
+                )
             )
         present = values[~missing]
         if kind == "categorical":

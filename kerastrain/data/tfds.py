@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 
 from kerastrain.config import DataConfig
-from kerastrain.config.base import did_you_mean
 from kerastrain.data.stream import Stream
-from kerastrain.errors import DataError
+from kerastrain.errors import DataError, message
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +80,14 @@ def _builder(name: str, data_dir: str | None) -> Any:
     except tfds.core.registered.DatasetNotFoundError:
         known = tfds.list_builders(with_community_datasets=False)
         raise DataError(
-            f"TensorFlow Datasets has no data set named {name!r} (data='tfds:{name}')."
-            + did_you_mean(name, known)
-            + " See https://www.tensorflow.org/datasets/catalog for the names, or "
-            "register your own tfds.core.GeneratorBasedBuilder."
+            message(
+                f"TensorFlow Datasets has no data set named {name!r}",
+                received={"data": f"tfds:{name}"},
+                allowed="See https://www.tensorflow.org/datasets/catalog for the names, or "
+                "register your own tfds.core.GeneratorBasedBuilder",
+                candidates=known,
+                near=name,
+            )
         ) from None
 
 
@@ -94,14 +97,21 @@ def _as_dataset(builder: Any, split: str, options: DataConfig, **kwargs: Any) ->
         return builder.as_dataset(split=split, shuffle_files=False, **kwargs)
     except AssertionError as exc:  # TFDS's "could not find data in ..."
         raise DataError(
-            f"The TFDS data set {name!r} is not prepared in {data_dir} and "
-            f"data_options.tfds_download is False ({exc}).\n" + offline_instructions(name, data_dir)
+            message(
+                f"The TFDS data set {name!r} is not prepared in {data_dir} ({exc})",
+                received={"data_options.tfds_download": options.tfds_download},
+                allowed=offline_instructions(name, data_dir),
+            )
         ) from None
     except (ValueError, KeyError) as exc:
         raise DataError(
-            f"The TFDS data set {name!r} cannot read split {split!r}: {exc}. Its "
-            f"splits are {', '.join(builder.info.splits) or 'unknown'}; set "
-            "data_options.tfds_split."
+            message(
+                f"The TFDS data set {name!r} cannot read split {split!r}: {exc}",
+                received={"data_options.tfds_split": options.tfds_split},
+                allowed=f"Its splits are {', '.join(builder.info.splits) or 'unknown'}",
+                candidates=list(builder.info.splits),
+                near=split,
+            )
         ) from None
 
 
@@ -113,9 +123,11 @@ def _prepare(builder: Any, options: DataConfig) -> None:
         builder.download_and_prepare()
     except Exception as exc:  # network, disk, a missing module: all end the same way
         raise DataError(
-            f"Preparing the TFDS data set {name!r} in {data_dir} failed: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}\n"
-            + offline_instructions(name, data_dir)
+            message(
+                f"Preparing the TFDS data set {name!r} in {data_dir} failed: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                allowed=offline_instructions(name, data_dir),
+            )
         ) from exc
 
 
@@ -135,8 +147,10 @@ def _feature_info(builder: Any, key: str, options: DataConfig) -> tuple[tuple[in
     dtype = np.dtype(feature.np_dtype)
     if dtype.kind not in "fiub":
         raise DataError(
-            f"The TFDS data set {builder.name!r} has {dtype} features ({key!r}); "
-            "kerastrain reads numeric tensors and images."
+            message(
+                f"The TFDS data set {builder.name!r} has {dtype} features ({key!r})",
+                allowed="kerastrain reads numeric tensors and images",
+            )
         )
     if is_image and options.image_size:
         shape = (*options.image_size, shape[-1])
@@ -258,19 +272,32 @@ def read_tfds(spec: str, options: DataConfig) -> TfdsData:
         import tensorflow_datasets  # noqa: F401
     except ImportError:
         raise DataError(
-            f"data={spec!r} needs tensorflow-datasets: pip install tensorflow-datasets."
+            message(
+                "TFDS data needs tensorflow-datasets, which is not installed",
+                received={"data": spec},
+                allowed="Install it with: pip install tensorflow-datasets",
+            )
         ) from None
     from kerastrain._keras import tf
 
     name = spec[len(PREFIX) :]
     if not name:
-        raise DataError("data='tfds:' names no data set; write 'tfds:mnist', for example.")
+        raise DataError(
+            message(
+                "The data names no TFDS data set",
+                received={"data": spec},
+                allowed="Write 'tfds:mnist', for example",
+            )
+        )
     builder = _builder(name, options.tfds_data_dir)
     keys = builder.info.supervised_keys
     if not keys or not all(isinstance(k, str) for k in keys[:2]):
         raise DataError(
-            f"The TFDS data set {name!r} has no (features, label) supervised keys; "
-            f"its features are {', '.join(builder.info.features)}."
+            message(
+                f"The TFDS data set {name!r} has no (features, label) supervised keys; its "
+                f"features are {', '.join(builder.info.features)}",
+                allowed="kerastrain trains on data sets with supervised keys",
+            )
         )
     x_key, y_key = keys[0], keys[1]
     _prepare(builder, options)
@@ -295,7 +322,12 @@ def read_tfds(spec: str, options: DataConfig) -> TfdsData:
         start += len(y)
     y = np.concatenate(labels)
     if not len(y):
-        raise DataError(f"The TFDS data set {name!r} split {options.tfds_split!r} is empty.")
+        raise DataError(
+            message(
+                f"The TFDS data set {name!r} has no example in the split",
+                received={"data_options.tfds_split": options.tfds_split},
+            )
+        )
     splits = [split for _, split in pieces]
     full = "+".join(splits)
     if None in shape:  # images of varying size and no image_size: use the first one's

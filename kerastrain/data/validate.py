@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kerastrain.config import DataConfig
-from kerastrain.errors import DataError
+from kerastrain.errors import DataError, message
 from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
@@ -58,19 +58,35 @@ class Validated:
 def _features(x: Any) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 0:
-        raise DataError("The features are a single value, not one row per example.")
+        raise DataError(
+            message(
+                "The features are a single value, not one row per example",
+                received={"x": x},
+                allowed="Pass an array with one row per example, of shape (rows, ...)",
+            )
+        )
     if x.ndim == 1:
         x = x[:, np.newaxis]
     if x.dtype == object or x.dtype.kind in "USb":
         bad = unconvertible_rows(x)
         if len(bad):
             raise DataError(
-                f"The features must be numbers; rows {rows(bad)} hold values that are not "
-                f"(dtype {x.dtype})."
+                message(
+                    f"The features must be numbers; rows {rows(bad)} hold values that are not "
+                    f"(dtype {x.dtype})",
+                    allowed="Convert or remove those values, or pass a DataFrame or CSV file, "
+                    "whose text columns kerastrain encodes",
+                )
             )
         x = x.astype(np.float32)
     elif x.dtype.kind not in "fiu" and x.dtype != bool:
-        raise DataError(f"The features must be numbers; their dtype is {x.dtype}.")
+        raise DataError(
+            message(
+                "The features must be numbers",
+                received={"x.dtype": str(x.dtype)},
+                allowed="Pass integers, floats or booleans",
+            )
+        )
     if x.dtype == np.uint8:
         return x  # pixels: kept as bytes (a quarter of float32), cast per batch
     if x.dtype != np.float32:
@@ -85,9 +101,12 @@ def _features(x: Any) -> np.ndarray:
         has_nan, has_inf = np.isnan(flat[bad]).any(), np.isinf(flat[bad]).any()
         kinds = "NaN or infinite" if has_nan and has_inf else "NaN" if has_nan else "infinite"
         raise DataError(
-            f"Rows {rows(bad)} have {kinds} feature values. Impute or remove them "
-            "before training (or pass a DataFrame or CSV file, whose missing values "
-            "kerastrain imputes); kerastrain does not drop rows silently."
+            message(
+                f"Rows {rows(bad)} have {kinds} feature values",
+                allowed="Impute or remove them before training (or pass a DataFrame or CSV "
+                "file, whose missing values kerastrain imputes); kerastrain does not drop rows "
+                "silently",
+            )
         )
     return x
 
@@ -100,32 +119,56 @@ def _labels(y: Any, options: DataConfig, class_names: list[str] | None) -> tuple
         valid = np.isclose(y.sum(axis=1), 1.0) & ((y == 0) | (y == 1)).all(axis=1)
         if not valid.all():
             raise DataError(
-                f"The labels are 2-D but rows {rows(np.flatnonzero(~valid))} are not "
-                "one-hot (a single 1 among 0s)."
+                message(
+                    f"The labels are 2-D but rows {rows(np.flatnonzero(~valid))} are not "
+                    "one-hot (a single 1 among 0s)",
+                    allowed="Pass one-hot rows, or one class index or name per example",
+                )
             )
         y = y.argmax(axis=1)
         if options.num_classes is None:
             options = options.replace(num_classes=max(2, int(np.asarray(y).max()) + 1))
     if y.ndim != 1:
-        raise DataError(f"The labels must have one value per example; their shape is {y.shape}.")
+        raise DataError(
+            message(
+                "The labels must have one value per example (or be one-hot rows)",
+                received={"y.shape": y.shape},
+            )
+        )
 
     if y.dtype == object or y.dtype.kind in "USb":
         if options.task == "regression":
             bad = unconvertible_rows(y)
             if len(bad):
-                raise DataError(f"Regression labels must be numbers; rows {rows(bad)} are not.")
+                raise DataError(
+                    message(
+                        f"Regression labels must be numbers; rows {rows(bad)} are not",
+                        received={"data_options.task": options.task},
+                        allowed="Convert or remove them",
+                    )
+                )
             y = y.astype(np.float32)
         else:
             missing = np.array([v is None or (isinstance(v, float) and np.isnan(v)) for v in y])
             if missing.any():
-                raise DataError(f"Rows {rows(np.flatnonzero(missing))} have no label.")
+                raise DataError(
+                    message(
+                        f"Rows {rows(np.flatnonzero(missing))} have no label",
+                        allowed="Label or remove them before training",
+                    )
+                )
             names, y = np.unique(y.astype(str), return_inverse=True)
             class_names = [str(n) for n in names]
 
     if y.dtype.kind == "f":
         nan = ~np.isfinite(y)
         if nan.any():
-            raise DataError(f"Rows {rows(np.flatnonzero(nan))} have a NaN or infinite label.")
+            raise DataError(
+                message(
+                    f"Rows {rows(np.flatnonzero(nan))} have a NaN or infinite label",
+                    allowed="Label or remove them before training",
+                )
+            )
 
     integral = y.dtype.kind in "iub" or (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0))
     kind = options.task
@@ -148,33 +191,51 @@ def _labels(y: Any, options: DataConfig, class_names: list[str] | None) -> tuple
     if not integral:
         bad = np.flatnonzero(np.mod(y, 1) != 0)
         raise DataError(
-            f"Classification labels must be whole class indices; rows {rows(bad)} "
-            f"are not (first: {y[bad[0]]!r}). Use data_options.task='regression' "
-            "for continuous targets."
+            message(
+                f"Classification labels must be whole class indices; rows {rows(bad)} are not "
+                f"(first: {y[bad[0]]!r})",
+                received={"data_options.task": options.task},
+                allowed="Use data_options.task='regression' for continuous targets",
+            )
         )
     y = y.astype(np.int64)
     negative = np.flatnonzero(y < 0)
     if len(negative):
         raise DataError(
-            f"Class labels must be 0 or more; rows {rows(negative)} are negative "
-            f"(first: {y[negative[0]]})."
+            message(
+                f"Class labels must be 0 or more; rows {rows(negative)} are negative "
+                f"(first: {y[negative[0]]})",
+                allowed="Number the classes from 0, or pass class names",
+            )
         )
     num_classes = options.num_classes or (len(class_names) if class_names else int(y.max()) + 1)
     if kind == "binary":
         if options.num_classes not in (None, 2):
             raise DataError(
-                f"data_options.task='binary' needs 2 classes, not "
-                f"num_classes={options.num_classes}."
+                message(
+                    "data_options.task='binary' needs 2 classes",
+                    received={"data_options.num_classes": options.num_classes},
+                    allowed="Use data_options.task='multiclass' for more classes",
+                )
             )
         num_classes = 2
     outside = np.flatnonzero(y >= num_classes)
     if len(outside):
         raise DataError(
-            f"Rows {rows(outside)} have labels outside the class range 0..{num_classes - 1} "
-            f"(first: {y[outside[0]]}). Set data_options.num_classes if there are more classes."
+            message(
+                f"Rows {rows(outside)} have labels outside the class range 0..{num_classes - 1} "
+                f"(first: {y[outside[0]]})",
+                received={"data_options.num_classes": options.num_classes},
+                allowed="Set data_options.num_classes if there are more classes",
+            )
         )
     if kind == "multiclass" and num_classes < 2:
-        raise DataError("Every label is 0: a classifier needs at least two classes.")
+        raise DataError(
+            message(
+                "Every label is 0: a classifier needs at least two classes",
+                allowed="Pass labels of two classes or more",
+            )
+        )
     names = tuple(class_names) if class_names and len(class_names) == num_classes else None
     dtype = np.float32 if kind == "binary" else np.int32
     return y.astype(dtype), Task(kind, num_classes, names)
@@ -198,7 +259,7 @@ def check_labels(
         DataError: Naming the rows whose labels are missing or do not fit.
     """
     if not hasattr(y, "__len__") or not len(y):
-        raise DataError("There are no labels.")
+        raise DataError(message("There are no labels", received={"y": y}))
     return _labels(y, options, class_names)
 
 
@@ -230,11 +291,18 @@ def validate(
     n_x = len(x) if hasattr(x, "__len__") else None
     n_y = len(y) if hasattr(y, "__len__") else None
     if not n_x or not n_y:
-        raise DataError(f"The data is empty: {n_x or 0} feature rows and {n_y or 0} labels.")
+        raise DataError(
+            message(
+                f"The data is empty: {n_x or 0} feature rows and {n_y or 0} labels",
+                allowed="Pass at least one row and its label",
+            )
+        )
     if n_x != n_y:
         raise DataError(
-            f"The features have {n_x} rows but there are {n_y} labels; each row "
-            "needs exactly one label."
+            message(
+                f"The features have {n_x} rows but there are {n_y} labels",
+                allowed="Each row needs exactly one label",
+            )
         )
     features = _features(x)
     labels, task = _labels(y, options, class_names)

@@ -19,7 +19,7 @@ import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.batching import predict_batched, take
-from kerastrain.errors import ExportError
+from kerastrain.errors import ExportError, message
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,13 @@ def load_predictor(path: str | os.PathLike) -> Predictor:
             model = keras.models.load_model(path, compile=False)
             fn = lambda x: model(x, training=False).numpy()  # noqa: E731
         else:
-            raise ExportError(f"Unknown artifact type: {path}.")
+            raise ExportError(
+                message(
+                    "Unknown artifact type",
+                    received={"path": str(path)},
+                    allowed="Give a SavedModel folder or a .tflite, .keras or .h5 file",
+                )
+            )
     except ExportError:
         raise
     except Exception as exc:

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ import numpy as np
 from kerastrain._keras import keras, tf
 from kerastrain.batching import num_rows, take
 from kerastrain.config import ExportConfig
-from kerastrain.errors import ExportError
+from kerastrain.config.export import TFLiteMode
+from kerastrain.errors import ConfigError, ExportError, KerastrainError, message, one_of
 from kerastrain.files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -151,6 +153,19 @@ def _calibration_example(row: Any) -> Any:
     return [np.asarray(row, np.float32)]
 
 
+def _check_mode(mode: str) -> None:
+    modes = typing.get_args(TFLiteMode)
+    if mode not in modes:
+        raise ConfigError(
+            message(
+                "Unknown TFLite mode",
+                received={"mode": mode},
+                allowed=f"Use {one_of(modes)}",
+                candidates=modes,
+            )
+        )
+
+
 def _convert_tflite(
     savedmodel_dir: Path,
     mode: str,
@@ -158,6 +173,7 @@ def _convert_tflite(
     int8_io: bool = False,
     float_layers: list[str] | None = None,
 ) -> bytes:
+    _check_mode(mode)
     conv = tf.lite.TFLiteConverter.from_saved_model(str(savedmodel_dir))
     if mode == "float16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -166,9 +182,12 @@ def _convert_tflite(
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     elif mode == "int8":
         if representative is None or num_rows(representative) == 0:
-            raise ExportError(
-                "The int8 TFLite mode calibrates on training rows; none were "
-                "given (representative=None)."
+            raise ConfigError(
+                message(
+                    "The int8 TFLite mode calibrates on training rows; none were given",
+                    received={"representative": representative},
+                    allowed="Pass a few training input rows as `representative`",
+                )
             )
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = lambda: (
@@ -181,8 +200,6 @@ def _convert_tflite(
         if int8_io:
             conv.inference_input_type = tf.int8
             conv.inference_output_type = tf.int8
-    elif mode != "float32":
-        raise ExportError(f"Unknown TFLite mode {mode!r}.")
     return conv.convert()
 
 
@@ -205,6 +222,10 @@ def convert_to_tflite(
 
     Returns:
         The `.tflite` file's content.
+
+    Raises:
+        ConfigError: For an unknown mode, or the int8 mode without
+            `representative` rows.
     """
     return convert_modes(model, [mode], representative=representative, int8_io=int8_io)[mode]
 
@@ -217,6 +238,8 @@ def convert_modes(
     int8_io: bool = False,
 ) -> dict[str, bytes]:
     """`convert_to_tflite` for several modes, saving the SavedModel once."""
+    for mode in modes:
+        _check_mode(mode)  # before the SavedModel is written
     scratch = Path(tempfile.mkdtemp(prefix="kerastrain-tflite-"))
     try:
         _save_savedmodel(model, scratch / "savedmodel")
@@ -271,6 +294,7 @@ def export_model(
         a float twin's files are verified against.
 
     Raises:
+        ConfigError: For the int8 mode without `representative` rows.
         ExportError: When a format cannot be written; what was there before
             is kept.
     """
@@ -310,7 +334,7 @@ def export_model(
                     )
                     with atomic_path(final) as tmp:
                         tmp.write_bytes(content)
-            except ExportError:
+            except KerastrainError:
                 raise
             except Exception as exc:  # a converter or saver failure, named
                 raise ExportError(

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from kerastrain._keras import keras
-from kerastrain.config.base import config_error
+from kerastrain.errors import config_error, one_of
 
 __all__ = ["Head", "output_layer", "regularizer", "make_initializer"]
 
@@ -63,7 +63,7 @@ def make_initializer(name: str, seed: int | None = None) -> keras.initializers.I
         raise config_error(
             "model_options.initializer",
             name,
-            "one of " + ", ".join(map(repr, INITIALIZERS)),
+            one_of(INITIALIZERS),
             INITIALIZERS,
         )
     return keras.initializers.get({"class_name": name, "config": {"seed": seed}})

@@ -12,9 +12,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from kerastrain._keras import ensure_tf_keras, keras
-from kerastrain.config.base import config_error, did_you_mean
 from kerastrain.data.preprocess import ModelInputs
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, config_error, message, one_of
 from kerastrain.models.base import Head
 from kerastrain.models.cnn import cnn
 from kerastrain.models.mlp import mlp
@@ -54,7 +53,11 @@ def register_model(name: str, factory: Factory, *, overwrite: bool = False) -> N
     """
     if name in MODELS and not overwrite and MODELS[name] is not factory:
         raise ConfigError(
-            f"A model factory is already registered as {name!r}; pass overwrite=True to replace it."
+            message(
+                f"A model factory is already registered as {name!r}",
+                received={"overwrite": overwrite},
+                allowed="Pass overwrite=True to replace it, or register it under another name",
+            )
         )
     MODELS[name] = factory
 
@@ -74,7 +77,7 @@ def factory_for(spec: str, feature_shape: tuple) -> Factory:
         raise config_error(
             "model",
             spec,
-            "one of " + ", ".join(map(repr, names)) + ", a callable, or a tf_keras model",
+            one_of(names) + ", a callable, or a tf_keras model",
             names,
         )
     return MODELS[spec]
@@ -99,8 +102,12 @@ def _check_options(factory: Callable[..., Any], options: Mapping[str, Any], name
     for key in options:
         if key not in accepted:
             raise ConfigError(
-                f"Unknown option 'model_options.{key}' for model {name!r}. It accepts: "
-                f"{', '.join(accepted) or 'no options'}." + did_you_mean(key, accepted)
+                message(
+                    f"Unknown option 'model_options.{key}' for model {name!r}",
+                    allowed=f"It accepts: {', '.join(accepted) or 'no options'}",
+                    candidates=accepted,
+                    near=key,
+                )
             )
 
 
@@ -110,8 +117,12 @@ def _wrap(model: keras.Model, inputs: ModelInputs) -> keras.Model:
     got = inputs.feature_shape
     if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
         raise ConfigError(
-            f"The model expects inputs of shape {expected} but the data has "
-            f"examples of shape {got}."
+            message(
+                f"The model expects inputs of shape {expected} but the data has examples of "
+                f"shape {got}",
+                allowed="Build the model on inputs of the data's shape, or pass a factory, "
+                "which is given the shape",
+            )
         )
     return keras.Model(inputs.inputs, model(inputs.features), name=model.name)
 
@@ -120,8 +131,11 @@ def _check_head(model: keras.Model, head: Head) -> None:
     units = model.output_shape[-1] if isinstance(model.output_shape, tuple) else None
     if units != head.units:
         raise ConfigError(
-            f"The model has {units} outputs but the task needs {head.units} "
-            f"({head.activation} over {head.units} unit(s))."
+            message(
+                f"The model has {units} outputs but the task needs {head.units} "
+                f"({head.activation} over {head.units} unit(s))",
+                allowed=f"End the model with a layer of {head.units} unit(s)",
+            )
         )
 
 
@@ -157,8 +171,11 @@ def build_model(
         ensure_tf_keras(spec, "model")
         if options:
             raise ConfigError(
-                "model_options apply to factories, not to a built model; "
-                f"received {sorted(options)}."
+                message(
+                    "model_options apply to factories, not to a built model",
+                    received={"model_options": dict(options)},
+                    allowed="Drop model_options, or pass a factory name or callable as model",
+                )
             )
         model = _wrap(spec, inputs)
     elif callable(spec):
@@ -176,7 +193,10 @@ def build_model(
         ensure_tf_keras(model, "model")
         if not isinstance(model, keras.Model):
             raise ConfigError(
-                f"The model callable returned a {type(model).__name__}, not a tf_keras.Model."
+                message(
+                    f"The model callable returned a {type(model).__name__}, not a tf_keras.Model",
+                    received={"model": getattr(spec, "__name__", "callable")},
+                )
             )
         if "inputs" not in params:
             model = _wrap(model, inputs)

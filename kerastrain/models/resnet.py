@@ -4,8 +4,8 @@ configurable."""
 from __future__ import annotations
 
 from kerastrain._keras import keras
-from kerastrain.config.base import config_error
 from kerastrain.data.preprocess import ModelInputs
+from kerastrain.errors import config_error
 from kerastrain.models.base import Head, make_initializer, output_layer, regularizer
 
 

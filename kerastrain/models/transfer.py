@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
-from kerastrain.config.base import config_error
 from kerastrain.data.preprocess import ModelInputs
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, config_error, message, one_of
 from kerastrain.models.base import Head, make_initializer, output_layer, regularizer
 
 logger = logging.getLogger(__name__)
@@ -110,18 +109,23 @@ def _application(name: str, weights: Any, shape: tuple[int, int, int]) -> keras.
         return constructor(include_top=False, weights=weights, input_shape=shape)
     except ValueError as exc:
         raise ConfigError(
-            f"Cannot build the {name} backbone with weights={weights!r} on inputs "
-            f"of shape {shape}: {exc}"
+            message(
+                f"Cannot build the {name} backbone on inputs of shape {shape}: {exc}",
+                received={"model_options.weights": weights},
+            )
         ) from None
     except Exception as exc:  # a failed download: no network, proxy, disk
         if weights != "imagenet":
             raise
         raise ConfigError(
-            f"Downloading the imagenet weights of {name} failed ({type(exc).__name__}: {exc}). "
-            "On a machine without network access pass model_options={'weights': None} (random "
-            "weights) or the path of the weights file (the '_notop' .h5 file from "
-            "https://storage.googleapis.com/tensorflow/keras-applications/, downloaded "
-            "elsewhere); Keras also reuses a copy in ~/.keras/models."
+            message(
+                f"Downloading the imagenet weights of {name} failed ({type(exc).__name__}: {exc})",
+                received={"model_options.weights": weights},
+                allowed="On a machine without network access pass model_options={'weights': "
+                "None} (random weights) or the path of the weights file (the '_notop' .h5 file "
+                "from https://storage.googleapis.com/tensorflow/keras-applications/, downloaded "
+                "elsewhere); Keras also reuses a copy in ~/.keras/models",
+            )
         ) from exc
 
 
@@ -145,16 +149,19 @@ def _load_backbone(spec: Any, output: str | None) -> keras.Model:
             raise config_error(
                 "model_options.backbone",
                 spec,
-                "one of "
-                + ", ".join(map(repr, BACKBONES))
-                + ", a tf_keras model, or the path of a saved one",
+                one_of(BACKBONES) + ", a tf_keras model, or the path of a saved one",
                 BACKBONES,
             )
         try:
             model = keras.models.load_model(path, compile=False)
         except Exception as exc:
             raise ConfigError(
-                f"Cannot load the backbone model {str(path)!r}: {type(exc).__name__}: {exc}"
+                message(
+                    f"Cannot load the backbone model: {type(exc).__name__}: {exc}",
+                    received={"model_options.backbone": str(path)},
+                    allowed="Give the path of a model saved by tf_keras (.keras, .h5 or a "
+                    "SavedModel folder)",
+                )
             ) from None
     else:
         ensure_tf_keras(spec, "model_options.backbone")
@@ -266,8 +273,12 @@ def transfer(
         expected = tuple(base.input_shape[1:])
         if len(expected) != len(shape) or any(e not in (None, g) for e, g in zip(expected, shape)):
             raise ConfigError(
-                f"The backbone takes inputs of shape {expected} but the data's "
-                f"examples have shape {shape}."
+                message(
+                    f"The backbone takes inputs of shape {expected} but the data's examples "
+                    f"have shape {shape}",
+                    allowed="Use a backbone built for the data's shape, or resize the images "
+                    "(data_options.image_size)",
+                )
             )
     base.trainable = False
     features = base(x, training=False)  # BatchNorm stays in inference mode, in both phases

@@ -25,7 +25,7 @@ from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.callbacks.early_stopping import MAXIMIZED, monitor_mode
 from kerastrain.callbacks.guard import schedule_of
 from kerastrain.config import TrainConfig
-from kerastrain.config.base import ConfigError
+from kerastrain.errors import ConfigError, message
 from kerastrain.files import atomic_write
 from kerastrain.task import Task
 from kerastrain.training.execution import Decision, configure_execution
@@ -245,9 +245,13 @@ def _refuse_plateau_with_schedule(
     schedule = schedule_of(model.optimizer)
     if plateau and isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         raise ConfigError(
-            "ReduceLROnPlateau cannot be combined with a schedule object: the optimizer's "
-            f"learning rate is a {type(schedule).__name__}, which it cannot set. Compile with a "
-            "float learning rate (no schedule, no warmup), or drop ReduceLROnPlateau."
+            message(
+                "ReduceLROnPlateau cannot be combined with a schedule object: the optimizer's "
+                f"learning rate is a {type(schedule).__name__}, which it cannot set",
+                received={"train.schedule": train.schedule},
+                allowed="Compile with a float learning rate (no schedule, no warmup), or drop "
+                "ReduceLROnPlateau",
+            )
         )
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kerastrain._keras import keras, tf
-from kerastrain.config.base import config_error
+from kerastrain.errors import ConfigError, config_error, message, one_of
 
 logger = logging.getLogger(__name__)
 
@@ -73,10 +73,12 @@ def _dims(shape: Any) -> tuple:
 def _known_prod(values: Iterable[Any], layer: Any) -> int:
     values = list(values)
     if any(v is None for v in values):
-        raise ValueError(
-            f"forward_flops needs static shapes; layer {layer.name!r} "
-            f"({type(layer).__name__}) has an unknown dimension in {values}. "
-            "Build the model on inputs of a fixed size."
+        raise ConfigError(
+            message(
+                f"forward_flops needs static shapes; layer {layer.name!r} "
+                f"({type(layer).__name__}) has an unknown dimension in {values}",
+                allowed="Build the model on inputs of a fixed size",
+            )
         )
     return math.prod(values)
 
@@ -170,10 +172,13 @@ def _nodes(model: keras.Model) -> list:
     """The calls (nodes) of a functional or Sequential model, inputs excluded."""
     by_depth = getattr(model, "_nodes_by_depth", None)
     if not getattr(model, "_is_graph_network", False) or not by_depth:
-        raise ValueError(
-            f"forward_flops needs a built functional or Sequential model; {model.name!r} "
-            f"({type(model).__name__}) is subclassed or not built, so the shapes its layers "
-            "are called on are unknown. Build it on a keras.Input first."
+        raise ConfigError(
+            message(
+                f"forward_flops needs a built functional or Sequential model; {model.name!r} "
+                f"({type(model).__name__}) is subclassed or not built, so the shapes its "
+                "layers are called on are unknown",
+                allowed="Build it on a keras.Input first",
+            )
         )
     return [
         node
@@ -209,8 +214,8 @@ def forward_flops(model: keras.Model) -> int:
         FLOPs per example (an int).
 
     Raises:
-        ValueError: For a subclassed or unbuilt model, or a layer whose
-            shapes are not static.
+        ConfigError: For a subclassed or unbuilt model, or a layer whose
+            shapes are not static (a `ValueError` too).
     """
     total = 0
     for node in _nodes(model):
@@ -285,9 +290,7 @@ def matmul_peak_flops(
         >>> matmul_peak_flops("bfloat16", size=1024) / 1e9  # GFLOP/s
     """
     if dtype not in PEAK_DTYPES:
-        raise config_error(
-            "dtype", dtype, "one of " + ", ".join(map(repr, PEAK_DTYPES)), PEAK_DTYPES
-        )
+        raise config_error("dtype", dtype, one_of(PEAK_DTYPES), PEAK_DTYPES)
     for name, value in (("size", size), ("repeats", repeats), ("max_products", max_products)):
         if not isinstance(value, int) or value < 1:
             raise config_error(name, value, "a positive integer")

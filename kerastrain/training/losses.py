@@ -6,7 +6,7 @@ from typing import Any
 
 from kerastrain._keras import keras
 from kerastrain.config import TrainConfig
-from kerastrain.config.base import config_error
+from kerastrain.errors import config_error
 from kerastrain.task import Task
 
 __all__ = ["make_loss", "make_metrics", "one_hot_labels"]

@@ -16,8 +16,8 @@ from typing import Any
 from kerastrain._keras import keras, tf
 from kerastrain.callbacks.guard import Scaled
 from kerastrain.config import TrainConfig
-from kerastrain.config.base import ConfigError, config_error
 from kerastrain.config.train import is_schedule_object
+from kerastrain.errors import ConfigError, config_error, message
 from kerastrain.training import schedules
 
 logger = logging.getLogger(__name__)
@@ -133,16 +133,25 @@ def make_learning_rate(train: TrainConfig, steps_per_epoch: int | None = None) -
     lr = train.learning_rate
     if lr == "find":
         raise ConfigError(
-            "train.learning_rate='find' must be resolved to a number before the "
-            "optimizer is built: fit_pipeline does it, or call "
-            "kerastrain.training.find_learning_rate first."
+            message(
+                "The learning rate 'find' must be resolved to a number before the "
+                "optimizer is built",
+                received={"train.learning_rate": lr},
+                allowed="fit_pipeline does it, or call kerastrain.training.find_learning_rate first",
+            )
         )
     uses_steps = train.has_warmup or train.schedule not in ("constant", "plateau")
     if uses_steps and not steps_per_epoch:
         raise ConfigError(
-            f"schedule={train.schedule!r} with warmup_epochs={train.warmup_epochs} "
-            "is given in epochs and needs the number of steps per epoch; pass "
-            "steps_per_epoch to compile_model."
+            message(
+                "The schedule is given in epochs and needs the number of steps per epoch",
+                received={
+                    "train.schedule": train.schedule,
+                    "train.warmup_epochs": train.warmup_epochs,
+                    "steps_per_epoch": steps_per_epoch,
+                },
+                allowed="Pass steps_per_epoch to compile_model",
+            )
         )
     warmup = train.warmup_steps or (
         _steps(train.warmup_epochs, steps_per_epoch) if train.warmup_epochs > 0 else 0

@@ -23,7 +23,7 @@ import math
 from typing import Any
 
 from kerastrain._keras import keras, tf
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, message
 
 __all__ = [
     "Constant",
@@ -42,7 +42,7 @@ _register = keras.saving.register_keras_serializable(package="kerastrain")
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     if value is None or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"Argument `{name}` must be {bound}. Received: {name}={value!r}")
+        raise ConfigError(message(f"Argument `{name}` must be {bound}", received={name: value}))
 
 
 def _as_float(step: Any) -> tf.Tensor:
@@ -160,7 +160,7 @@ class OneCycle(LearningRateSchedule):
         _positive("final_div_factor", final_div_factor)
         if not 0 < pct_start < 1:
             raise ConfigError(
-                f"Argument `pct_start` must be in (0, 1). Received: pct_start={pct_start!r}"
+                message("Argument `pct_start` must be in (0, 1)", received={"pct_start": pct_start})
             )
         self.max_learning_rate = float(max_learning_rate)
         self.total_steps = int(total_steps)
@@ -286,7 +286,11 @@ class Warmup(LearningRateSchedule):
         _positive("warmup_steps", warmup_steps, allow_zero=True)
         if method not in ("linear", "exponential"):
             raise ConfigError(
-                f"Argument `method` must be 'linear' or 'exponential'. Received: method={method!r}"
+                message(
+                    "Argument `method` must be 'linear' or 'exponential'",
+                    received={"method": method},
+                    candidates=("linear", "exponential"),
+                )
             )
         if (
             method == "exponential"
@@ -294,8 +298,10 @@ class Warmup(LearningRateSchedule):
             and warmup_learning_rate <= 0
         ):
             raise ConfigError(
-                "Argument `warmup_learning_rate` must be > 0 for an exponential "
-                f"warmup. Received: warmup_learning_rate={warmup_learning_rate!r}"
+                message(
+                    "Argument `warmup_learning_rate` must be > 0 for an exponential warmup",
+                    received={"warmup_learning_rate": warmup_learning_rate},
+                )
             )
         self.schedule = schedule
         self.warmup_steps = int(warmup_steps)

@@ -4,9 +4,9 @@
 search alone (the latter is ``kerastrain tune``).
 """
 
+from kerastrain.errors import TuningError
 from kerastrain.tune.search import (
     TuneResult,
-    TuningError,
     hyperband_trials,
     open_search,
     run_search,

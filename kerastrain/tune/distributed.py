@@ -25,9 +25,8 @@ from typing import Any
 
 import kerastrain
 from kerastrain.config import PipelineConfig, save_config
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, TuningError, message
 from kerastrain.tune.runner import atomic_state_files
-from kerastrain.tune.search import TuningError
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +52,11 @@ def _check_portable(config: PipelineConfig) -> None:
         problems.append("strategy (give its name)")
     if problems:
         raise ConfigError(
-            "A search with worker processes rebuilds the run from its YAML config "
-            "in each worker, so these options must be names, not Python objects: "
-            + "; ".join(problems)
-            + "."
+            message(
+                "A search with worker processes rebuilds the run from its YAML config in each "
+                "worker, so these options must be names, not Python objects",
+                allowed="; ".join(problems),
+            )
         )
 
 

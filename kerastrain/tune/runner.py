@@ -32,6 +32,7 @@ from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared
+from kerastrain.errors import message
 from kerastrain.files import atomic_write, write_json
 from kerastrain.metrics import compute_metrics
 from kerastrain.training import build_compiled_model, predict_split, run_training
@@ -358,9 +359,14 @@ class TrialContext:
     def _best(self, history: dict[str, list[float]]) -> float:
         name, direction = self.objective["name"], self.objective["direction"]
         if name not in history:
-            raise kt.errors.FatalValueError(
-                f"The objective {name!r} was not logged by training. Logged: "
-                f"{', '.join(sorted(history))}. Choose one of them as tune.objective."
+            raise kt.errors.FatalValueError(  # KerasTuner stops the search on it
+                message(
+                    "The objective was not logged by training",
+                    received={"tune.objective.name": name},
+                    allowed=f"Logged: {', '.join(sorted(history))}; choose one of them as "
+                    "tune.objective",
+                    candidates=sorted(history),
+                )
             )
         values = np.asarray(history[name], dtype=np.float64)
         finite = values[np.isfinite(values)]

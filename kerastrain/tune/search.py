@@ -22,13 +22,13 @@ import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig
-from kerastrain.config.base import did_you_mean
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared, prepare_data
 from kerastrain.data.split import Splits, fold_indices
-from kerastrain.errors import ConfigError, DataError, KerastrainError
+from kerastrain.errors import ConfigError, DataError, TuningError, message
 from kerastrain.files import write_json
 from kerastrain.training.losses import make_metrics
+from kerastrain.tune.distributed import serve
 from kerastrain.tune.results import FIXED_COLUMNS, plot_scores, trial_rows, write_table
 from kerastrain.tune.runner import RECORD, TrialContext, TrialRunner, heal_interrupted, make_oracle
 from kerastrain.tune.space import Space, check_model_options, plain_values, trial_config
@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "TuneResult",
-    "TuningError",
     "tune_stage",
     "run_search",
     "open_search",
@@ -51,11 +50,6 @@ COMPUTED = {
     "classification": ("accuracy", "precision", "recall", "f1", "roc_auc"),
     "regression": ("mae", "rmse", "r2"),
 }
-
-
-class TuningError(KerastrainError, RuntimeError):
-    """The search could not produce a result (every trial failed, too many
-    failures in a row, or a worker process died)."""
 
 
 @dataclasses.dataclass
@@ -247,9 +241,13 @@ def _computed_metrics(config: PipelineConfig, prepared: Prepared) -> tuple[str, 
                 "tune.cv_folds."
             )
         raise ConfigError(
-            f"The objective {name!r} ('tune.objective') is not a quantity training produces for "
-            f"this {task.kind} task.{hint} Available: {', '.join(available)}."
-            + did_you_mean(name, available)
+            message(
+                f"The objective {name!r} ('tune.objective') is not a quantity training "
+                f"produces for this {task.kind} task.{hint}",
+                received={"tune.objective.name": name},
+                allowed=f"Available: {', '.join(available)}",
+                candidates=available,
+            )
         )
     return (name,) if name[4:] in computed and name.startswith("val_") else ()
 
@@ -267,7 +265,7 @@ def _folds(prepared: Prepared, k: int, seed: int) -> list[Prepared]:
         pairs = fold_indices(prepared.y[rows], prepared.task, prepared.options, k, seed)
     except DataError as exc:
         raise DataError(
-            f"tune.cv_folds={k} cannot split the training and validation rows: {exc}"
+            message(f"tune.cv_folds={k} cannot split the training and validation rows: {exc}")
         ) from None
     return [
         prepared.with_splits(Splits(train=rows[train], val=rows[held], test=prepared.splits.test))
@@ -317,14 +315,21 @@ def _check_fingerprint(directory: Path, fingerprint: dict[str, Any], role: str) 
         changes = _differences(saved, fingerprint)
         if changes:
             raise ConfigError(
-                f"The search in {str(directory)!r} was started with another search space or "
-                f"scoring, so its trials cannot be resumed: {'; '.join(changes)}. Use a new "
-                "'tune.directory', restore the original space, or set 'tune.overwrite: true' "
-                "to discard the saved trials."
+                message(
+                    f"The search in {str(directory)!r} was started with another search space "
+                    f"or scoring, so its trials cannot be resumed: {'; '.join(changes)}",
+                    allowed="Use a new 'tune.directory', restore the original space, or set "
+                    "'tune.overwrite: true' to discard the saved trials",
+                )
             )
         return True
     if role == "worker":
-        raise ConfigError(f"No search to join in {str(directory)!r}: its chief has not started it.")
+        raise ConfigError(
+            message(
+                "There is no search to join: its chief has not started it",
+                received={"directory": str(directory)},
+            )
+        )
     directory.mkdir(parents=True, exist_ok=True)
     write_json(path, fingerprint)
     return False
@@ -373,9 +378,12 @@ def open_search(
         ),
     ):
         raise ConfigError(
-            f"Tuning runs its trials in one process, not across a {type(strategy).__name__} "
-            "cluster. Search with `kerastrain tune --workers N CONFIG.yaml` (one trial per "
-            "worker process), then train the best values on the cluster without 'tune'."
+            message(
+                f"Tuning runs its trials in one process, not across a "
+                f"{type(strategy).__name__} cluster",
+                allowed="Search with `kerastrain tune --workers N CONFIG.yaml` (one trial per "
+                "worker process), then train the best values on the cluster without 'tune'",
+            )
         )
     directory = Path(tune.directory)
     if tune.overwrite and role != "worker" and directory.exists():
@@ -528,8 +536,6 @@ def run_search(
     error: BaseException | None = None
     try:
         if workers:
-            from kerastrain.tune.distributed import serve
-
             serve(search, config, workers)
         else:
             search.runner.search()
@@ -602,9 +608,11 @@ def search_command(config: PipelineConfig, workers: int = 0) -> TuneResult:
         ConfigError: When the config has no `tune` section.
     """
     if config.tune is None:
-        raise ConfigError("The config has no 'tune' section; add one with at least a 'space'.")
+        raise ConfigError(
+            message("The config has no 'tune' section", allowed="Add one with at least a 'space'")
+        )
     if workers < 0:
-        raise ConfigError(f"--workers must be 0 or more. Received: --workers={workers}.")
+        raise ConfigError(message("--workers must be 0 or more", received={"--workers": workers}))
     output = Path(config.output_dir or Path("saved_models") / (config.name or "search"))
     directory = Path(config.tune.directory or output / "tuning").resolve()
     seed = config.seed

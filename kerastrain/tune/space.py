@@ -20,9 +20,8 @@ import keras_tuner as kt
 
 from kerastrain._keras import keras
 from kerastrain.config import PipelineConfig
-from kerastrain.config.base import did_you_mean
 from kerastrain.config.tune import TuneConfig, route
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, message
 from kerastrain.models import factory_for, factory_options
 
 __all__ = ["Space", "trial_config", "plain_values"]
@@ -105,7 +104,11 @@ def resolve_build(build: Any) -> Callable[..., Any]:
         return getattr(module, attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(
-            f"The 'tune.build' option names {build!r}, which cannot be imported: {exc}."
+            message(
+                f"The 'tune.build' option names a function that cannot be imported: {exc}",
+                received={"tune.build": build},
+                allowed="Give its import path as 'module:function'",
+            )
         ) from None
 
 
@@ -163,8 +166,10 @@ class Space:
         space = oracle.get_space()
         if not space.space:
             raise ConfigError(
-                "The function given as 'tune.build' declared no hyper-parameter "
-                "(call hp.Int, hp.Float, hp.Choice or hp.Boolean in it)."
+                message(
+                    "The function given as 'tune.build' declared no hyper-parameter",
+                    allowed="Call hp.Int, hp.Float, hp.Choice or hp.Boolean in it",
+                )
             )
         return space
 
@@ -205,8 +210,11 @@ def check_model_options(
         factory, label = spec, getattr(spec, "__name__", "callable")
     else:
         raise ConfigError(
-            f"The search space tunes model options ({', '.join(names)}), but the "
-            "model is a built tf_keras model, which takes none. Pass a factory."
+            message(
+                f"The search space tunes model options ({', '.join(names)}), but the "
+                "model is a built tf_keras model, which takes none",
+                allowed="Pass a factory",
+            )
         )
     accepted = factory_options(factory)
     if accepted is None:
@@ -215,11 +223,15 @@ def check_model_options(
         key = route(name)[1]
         if key not in accepted:
             raise ConfigError(
-                f"'tune.space.{name}' is neither a training option nor an option of the model "
-                f"factory {label!r}. The factory accepts: {', '.join(accepted) or 'no options'}; "
-                "training options: learning_rate, batch_size, optimizer, weight_decay, "
-                "warmup_epochs, epochs, and optimizer keywords such as momentum."
-                + did_you_mean(key, accepted)
+                message(
+                    f"'tune.space.{name}' is neither a training option nor an option of the "
+                    f"model factory {label!r}",
+                    allowed=f"The factory accepts: {', '.join(accepted) or 'no options'}; "
+                    "training options: learning_rate, batch_size, optimizer, weight_decay, "
+                    "warmup_epochs, epochs, and optimizer keywords such as momentum",
+                    candidates=accepted,
+                    near=key,
+                )
             )
 
 
@@ -249,8 +261,10 @@ def trial_config(base: PipelineConfig, space: Space, hp: kt.HyperParameters) -> 
         values = {k: _python(v) for k, v in result.items()}
     else:
         raise ConfigError(
-            f"'tune.build' must return a mapping of option values or a tf_keras "
-            f"model; it returned a {type(result).__name__}."
+            message(
+                "The 'tune.build' function must return a mapping of option values or a "
+                f"tf_keras model; it returned a {type(result).__name__}",
+            )
         )
     train: dict[str, Any] = {}
     optimizer: dict[str, Any] = {}
