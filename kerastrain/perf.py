@@ -414,7 +414,7 @@ def pick_jit(device: DeviceInfo, *, run_seconds: float, probe: Any = None) -> De
 
 
 def resolve_precision(setting: str, strategy: tf.distribute.Strategy) -> Decision:
-    """`train.mixed_precision` made concrete: `"auto"` asks `pick_precision`."""
+    """`train.execution.mixed_precision` made concrete: `"auto"` asks `pick_precision`."""
     if setting != "auto":
         return Decision(setting, "as configured")
     return pick_precision(device_info(strategy))
@@ -468,7 +468,8 @@ def configure_execution(
     Args:
         model: The compiled model, not yet fitted with these settings.
         dataset: The training dataset.
-        train: The training options (`steps_per_execution`, `jit_compile`).
+        train: The training options (`execution.steps_per_execution`,
+            `execution.jit_compile`).
         callbacks: Every callback the fit will run.
         epochs: Epochs the fit will run.
         steps_per_epoch: Steps of an epoch when the dataset does not say.
@@ -483,8 +484,8 @@ def configure_execution(
     Returns:
         The decisions taken, by option name (empty when nothing was `"auto"`).
     """
-    want_steps = train.steps_per_execution == "auto"
-    want_jit = train.jit_compile == "auto"
+    want_steps = train.execution.steps_per_execution == "auto"
+    want_jit = train.execution.jit_compile == "auto"
     if not (want_steps or want_jit):
         return {}
     strategy = model.distribute_strategy

@@ -79,7 +79,7 @@ def build_compiled_model(
     config: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy
 ) -> keras.Model:
     """Builds and compiles the model inside the strategy scope (and under the
-    `train.mixed_precision` policy); schedules count the steps of an epoch."""
+    `train.execution.mixed_precision` policy); schedules count the steps of an epoch."""
     return _build(config, prepared, strategy)[0]
 
 
@@ -109,7 +109,7 @@ def _build(
 ) -> tuple[keras.Model, Decision, float | None]:
     """`build_compiled_model`, measuring the precision when it can.
 
-    With `mixed_precision="auto"` choosing a reduced precision on one CPU
+    With `execution.mixed_precision="auto"` choosing a reduced precision on one CPU
     device, the model is timed against its float32 twin on a batch of
     `probe_data` and the faster one is kept (`perf.measure_precision`); the
     decision is remembered for this architecture, so that later builds of
@@ -120,7 +120,8 @@ def _build(
         of one step of the kept model (None when nothing was measured).
     """
     task = prepared.task
-    precision = resolve_precision(config.train.mixed_precision, strategy)
+    setting = config.train.execution.mixed_precision
+    precision = resolve_precision(setting, strategy)
     with strategy.scope(), precision_scope(precision.value):
         inputs = model_inputs(prepared.feature_shape, prepared.standardizer, prepared.encoding)
         model = build_model(
@@ -130,11 +131,7 @@ def _build(
             config.model_options,
         )
     step_seconds = None
-    if (
-        config.train.mixed_precision == "auto"
-        and precision.value != "float32"
-        and precision_is_measurable(strategy)
-    ):
+    if setting == "auto" and precision.value != "float32" and precision_is_measurable(strategy):
         key = _architecture(model, global_batch_size(config, strategy))
         known = _MEASURED_PRECISION.get(key)
         batch = probe_batch(probe_data) if known is None else None
@@ -153,7 +150,7 @@ def _build(
                     precision.value,
                     f"{precision.reason} (not compared with float32: {type(exc).__name__}: {exc})",
                 )
-    if config.train.mixed_precision == "auto":
+    if setting == "auto":
         logger.info("mixed_precision='auto' chose %s: %s.", precision.value, precision.reason)
     with strategy.scope():
         compile_model(
@@ -216,7 +213,7 @@ def run_training(
     else:
         precision = _MEASURED_PRECISION.get(
             _architecture(model, global_batch_size(config, strategy)),
-            resolve_precision(config.train.mixed_precision, strategy),
+            resolve_precision(config.train.execution.mixed_precision, strategy),
         )
     train_config = distributed_train_config(config, strategy)
     result = train_model(
@@ -270,7 +267,7 @@ def find_learning_rate(
     )
     train_ds, _ = make_datasets(config, prepared, strategy)
     train, _ = _range_test(
-        build, train_ds, config.train, out_dir=run_dir, reuse=reuse and config.train.resume
+        build, train_ds, config.train, out_dir=run_dir, reuse=reuse and config.train.backup.resume
     )
     return dataclasses.replace(config, train=train)
 

@@ -94,7 +94,7 @@ def test_run_training_with_techniques_together(tmp_path):
             "weight_decay": 1e-3,
             "label_smoothing": 0.1,
             "schedule": "cosine",
-            "warmup_epochs": 1,
+            "warmup": {"epochs": 1},
             "learning_rate": 0.01,
             "early_stopping": None,
             "verbose": 0,
@@ -128,8 +128,7 @@ def test_ema_validation_uses_the_averaged_weights(tabular):
     train = TrainConfig(
         optimizer="sgd",
         learning_rate=0.5,
-        ema=True,
-        ema_momentum=0.5,
+        ema={"momentum": 0.5},
         blowup_guard=False,
         early_stopping=None,
         checkpoints=False,
@@ -177,7 +176,13 @@ def test_precision_policies_and_compile_options(tabular):
         data=(x, y.astype(np.int64)),
         model="mlp",
         seed=0,
-        train={"mixed_precision": "mixed_bfloat16", "steps_per_execution": 4, "jit_compile": True},
+        train={
+            "execution": {
+                "mixed_precision": "mixed_bfloat16",
+                "steps_per_execution": 4,
+                "jit_compile": True,
+            }
+        },
     )
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
     model = build_compiled_model(cfg, prepared, tf.distribute.get_strategy())
@@ -190,7 +195,7 @@ def test_precision_policies_and_compile_options(tabular):
         data=(x, y.astype(np.int64)),
         model="mlp",
         seed=0,
-        train={"mixed_precision": "mixed_float16", "gradient_accumulation": 2},
+        train={"execution": {"mixed_precision": "mixed_float16"}, "gradient_accumulation": 2},
     )
     model = build_compiled_model(half, prepared, tf.distribute.get_strategy())
     assert isinstance(model.optimizer, keras.mixed_precision.LossScaleOptimizer)
