@@ -65,7 +65,7 @@ def kerastrain_run(
 ):
     train = {"epochs": epochs, "early_stopping": None, "verbose": 0}
     if precision:
-        train["mixed_precision"] = precision
+        train["execution"] = {"mixed_precision": precision}
     with tempfile.TemporaryDirectory() as out:
         result = kerastrain.fit_pipeline(
             (x, y),

@@ -28,8 +28,7 @@ from urllib.parse import urlparse
 
 from kerastrain._keras import tf
 from kerastrain.config import DistributeConfig, PipelineConfig, TrainConfig
-from kerastrain.config.distribute import is_chief_task, task_of, tf_config
-from kerastrain.config.pipeline import STRATEGIES
+from kerastrain.config.distribute import STRATEGIES, is_chief_task, task_of, tf_config
 from kerastrain.errors import ConfigError, config_error, message, one_of
 from kerastrain.runs import ProcessRole
 
@@ -343,6 +342,19 @@ def _auto(options: DistributeConfig) -> tf.distribute.Strategy:
     return strategy
 
 
+#: How each strategy name of the config (`STRATEGIES`) is built; a test keeps
+#: the two in step.
+STRATEGY_BUILDERS: dict[str, Callable[[DistributeConfig], tf.distribute.Strategy]] = {
+    "auto": _auto,
+    "cpu": lambda options: _cpu(),
+    "gpu": lambda options: _gpu(),
+    "mirrored": lambda options: _mirrored(),
+    "multi_worker": lambda options: _multi_worker(),
+    "parameter_server": lambda options: _parameter_server(),
+    "tpu": lambda options: _tpu_strategy(_tpu_resolver(options.tpu_address)),
+}
+
+
 def make_strategy(
     spec: Any = "auto", options: DistributeConfig | None = None
 ) -> tf.distribute.Strategy:
@@ -386,17 +398,9 @@ def make_strategy(
             one_of(STRATEGIES) + " or a tf.distribute.Strategy",
             STRATEGIES,
         )
+    strategy = STRATEGY_BUILDERS[spec](options)
     if spec == "auto":
-        return _auto(options)
-    builders: dict[str, Callable[[], tf.distribute.Strategy]] = {
-        "cpu": _cpu,
-        "gpu": _gpu,
-        "mirrored": _mirrored,
-        "multi_worker": _multi_worker,
-        "parameter_server": _parameter_server,
-        "tpu": lambda: _tpu_strategy(_tpu_resolver(options.tpu_address)),
-    }
-    strategy = builders[spec]()
+        return strategy  # _auto logs its own choice
     logger.info(
         "strategy=%r: %s with %d replica(s)%s.",
         spec,

@@ -214,7 +214,7 @@ def test_blowup_guard_recovers_a_diverging_fit(exploding):
         early_stopping=None,
         blowup_guard={"retries": 3, "lr_factor": 1e-5},
         verbose=0,
-        steps_per_execution=4,
+        execution={"steps_per_execution": 4},
     )  # the guard sees every 4th step's loss
     model = _dense()
     compile_model(model, Task("regression"), train)

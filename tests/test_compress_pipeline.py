@@ -126,7 +126,12 @@ def test_every_tflite_mode_is_verified_and_timed(digits_arrays, tmp_path):
         model="mlp",
         seed=0,
         model_options={"width": 128, "depth": 1},
-        train={"epochs": 1, "verbose": 0, "early_stopping": None, "mixed_precision": "float32"},
+        train={
+            "epochs": 1,
+            "verbose": 0,
+            "early_stopping": None,
+            "execution": {"mixed_precision": "float32"},
+        },
     )
     prepared = prepare_data(config.data, config.data_options, config.seed)
     model, _ = run_training(

@@ -289,7 +289,7 @@ def test_qat_leaves_unquantizable_layers_float_lists_them_and_agrees_in_int8(dig
             "learning_rate": 3e-3,
             "verbose": 0,
             "early_stopping": None,
-            "mixed_precision": "float32",
+            "execution": {"mixed_precision": "float32"},
         },
     )
     prepared = prepare_data(config.data, config.data_options, config.seed)

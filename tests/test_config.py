@@ -173,3 +173,152 @@ def test_pipeline_config_accepts_a_strategy_instance():
 def test_output_dir_may_be_a_path(tmp_path):
     assert load_config(output_dir=tmp_path / "run").output_dir == str(tmp_path / "run")
     assert load_config({"output_dir": tmp_path}).output_dir == str(tmp_path)
+
+
+#: Every flat training key of the last release, a value for it, and where it lives now.
+RENAMED = [
+    ("warmup_epochs", 2.0, "warmup.epochs"),
+    ("warmup_steps", 7, "warmup.steps"),
+    ("warmup_method", "exponential", "warmup.method"),
+    ("warmup_learning_rate", 1e-5, "warmup.start_learning_rate"),
+    ("resume", False, "backup.resume"),
+    ("backup_frequency", 4, "backup.frequency"),
+    ("backup_interval", 0.0, "backup.interval"),
+    ("mixed_precision", "float32", "execution.mixed_precision"),
+    ("jit_compile", False, "execution.jit_compile"),
+    ("steps_per_execution", 8, "execution.steps_per_execution"),
+    ("ema_momentum", 0.9, "ema.momentum"),
+]
+
+
+def _option(section, dotted):
+    for name in dotted.split("."):
+        section = getattr(section, name)
+    return section
+
+
+@pytest.mark.parametrize("old, value, new", RENAMED)
+def test_old_flat_training_keys_move_to_their_section_with_a_warning(old, value, new):
+    warning = rf"train\.{old} is deprecated: use train\.{new.replace('.', '[.]')}"
+    extra = {"ema": True} if old == "ema_momentum" else {}
+    with pytest.warns(DeprecationWarning, match=warning) as keyword_warnings:
+        by_keyword = TrainConfig(**{old: value}, **extra)
+    with pytest.warns(DeprecationWarning, match=warning) as yaml_warnings:
+        from_yaml = load_config(yaml.safe_load(yaml.safe_dump({"train": {old: value, **extra}})))
+    # Each warning points at the caller's line, so that Python shows it to a script's author.
+    assert keyword_warnings[0].filename == yaml_warnings[0].filename == __file__
+    with pytest.warns(DeprecationWarning, match=warning):
+        replaced = TrainConfig(**extra).replace(**{old: value})
+    new_key = TrainConfig(**extra).replace(**{new: value})
+    assert _option(by_keyword, new) == _option(from_yaml.train, new) == value
+    assert replaced == by_keyword == new_key
+    assert old not in from_yaml.train.to_dict()
+
+
+def test_old_and_new_key_together_are_refused():
+    with pytest.raises(ConfigError, match=r"Both train.warmup_epochs and train.warmup.epochs"):
+        load_config({"train": {"warmup_epochs": 1, "warmup": {"epochs": 2}}})
+    # Old keys of one section merge with the new keys given beside them.
+    with pytest.warns(DeprecationWarning):
+        train = TrainConfig(warmup_epochs=1, warmup={"method": "exponential"})
+    assert (train.warmup.epochs, train.warmup.method) == (1.0, "exponential")
+
+
+def test_ema_momentum_without_ema_leaves_ema_off_as_it_did():
+    with pytest.warns(DeprecationWarning, match="use train.ema.momentum"):
+        assert TrainConfig(ema_momentum=0.5).ema is None
+
+
+def test_nested_training_sections():
+    train = TrainConfig(
+        warmup={"epochs": 1.5, "method": "exponential", "start_learning_rate": 1e-5},
+        backup={"resume": False, "frequency": 10, "interval": 0},
+        execution={"mixed_precision": "float32", "jit_compile": False, "steps_per_execution": 4},
+        ema={"momentum": 0.9},
+    )
+    assert train.warmup.enabled and train.warmup.epochs == 1.5
+    assert (train.backup.resume, train.backup.frequency, train.backup.interval) == (False, 10, 0.0)
+    assert train.execution.steps_per_execution == 4 and train.ema.momentum == 0.9
+    assert TrainConfig(ema=True).ema.momentum == 0.99 and TrainConfig().ema is None
+    assert not TrainConfig().warmup.enabled
+    with pytest.raises(ConfigError, match=r"Unknown option 'train.warmup.epoch'.*'epochs'"):
+        TrainConfig(warmup={"epoch": 1})
+    with pytest.raises(ConfigError, match=r"'train.execution.mixed_precision' option must be"):
+        TrainConfig(execution={"mixed_precision": "float16"})
+    with pytest.raises(ConfigError, match=r"Both 'train.warmup.epochs' and 'train.warmup.steps'"):
+        TrainConfig(warmup={"epochs": 1, "steps": 10})
+    with pytest.raises(ConfigError, match=r"'train.backup.interval' option must be >= 0"):
+        TrainConfig(backup={"interval": -1})
+
+
+def test_nested_sections_merge_key_by_key_under_keyword_overrides():
+    config = load_config(
+        {"train": {"warmup": {"epochs": 2}, "execution": {"jit_compile": False}}},
+        train={"warmup": {"method": "exponential"}},
+    )
+    assert (config.train.warmup.epochs, config.train.warmup.method) == (2.0, "exponential")
+    assert config.train.execution.jit_compile is False
+
+
+def test_schedule_options_are_the_section_of_the_chosen_schedule():
+    from kerastrain.config.train import CosineOptions, StepOptions
+
+    train = TrainConfig(schedule="step", schedule_options={"gamma": 0.5})
+    assert train.schedule_options == StepOptions(gamma=0.5)
+    assert TrainConfig(schedule="cosine").schedule_options == CosineOptions()
+    # Another schedule keeps the options that were set, checked against it.
+    assert TrainConfig(schedule="step").replace(schedule="cosine").schedule_options == (
+        CosineOptions()
+    )
+    with pytest.raises(ConfigError, match=r"'train.schedule_options.gamma' for schedule 'cosine'"):
+        train.replace(schedule="cosine")
+    with pytest.raises(ConfigError, match=r"'train.schedule_options' option must be a mapping"):
+        TrainConfig(schedule="step", schedule_options=[0.5])
+
+
+def test_names_are_listed_once_and_the_builders_cover_them():
+    from kerastrain.config.distribute import STRATEGIES
+    from kerastrain.config.train import OPTIMIZER_OPTIONS, OPTIMIZERS, SCHEDULE_OPTIONS, SCHEDULES
+    from kerastrain.distribute import STRATEGY_BUILDERS
+    from kerastrain.training.optimizers import OPTIMIZER_CLASSES
+
+    assert OPTIMIZERS == tuple(OPTIMIZER_OPTIONS) and SCHEDULES == tuple(SCHEDULE_OPTIONS)
+    assert tuple(OPTIMIZER_CLASSES) == OPTIMIZERS
+    assert tuple(STRATEGY_BUILDERS) == STRATEGIES
+    with pytest.raises(ConfigError, match=r"one of 'sgd', 'adam', 'adamw'"):
+        TrainConfig(optimizer="lion")
+    with pytest.raises(ConfigError, match=r"one of 'constant', 'step'.*'plateau'"):
+        TrainConfig(schedule="linear")
+
+
+def test_validation_never_changes_the_sections_it_is_given():
+    train = TrainConfig(epochs=2)
+    data = DataConfig()
+    config = PipelineConfig(train=train, data_options=data)
+    assert config.train.batch_size == config.data_options.batch_size == 32
+    assert train.batch_size is None and data.batch_size is None
+    assert load_config(train=train).train.batch_size == 32 and train.batch_size is None
+    assert load_config(config, train={"epochs": 3}).train.epochs == 3
+    assert config.train.epochs == 2 and train.epochs == 2
+
+
+def test_fit_pipeline_leaves_the_callers_train_config_as_it_was(tmp_path):
+    import numpy as np
+
+    from kerastrain import DataError, fit_pipeline
+
+    train = TrainConfig(epochs=1, verbose=0)
+    before = train.to_dict()
+    with pytest.raises(DataError):  # stops after the config is resolved and saved
+        fit_pipeline(
+            (np.zeros((4, 3), np.float32), np.zeros(5)),
+            "mlp",
+            train=train,
+            strategy="cpu",
+            output_dir=tmp_path / "run",
+        )
+    assert train.to_dict() == before and train.batch_size is None
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]
+    assert saved["batch_size"] == 32
+    assert saved["warmup"]["epochs"] == 0.0 and saved["execution"]["mixed_precision"] == "auto"
+    assert not {old for old, _, _ in RENAMED} & set(saved)

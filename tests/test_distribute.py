@@ -277,7 +277,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
                   model_options={"width": 16, "dropout": 0.0},
                   data_options={"validation_split": 0.2, "test_split": 0.2})
     train = {"epochs": 2, "optimizer": "sgd", "learning_rate": 0.1,
-             "early_stopping": None, "verbose": 0, "mixed_precision": "float32"}
+             "early_stopping": None, "verbose": 0, "execution": {"mixed_precision": "float32"}}
     # 90 training rows: 3 steps of 30 examples either way.
     single = fit_pipeline(**common, strategy="cpu", train={**train, "batch_size": 30},
                           output_dir=out + "/single")

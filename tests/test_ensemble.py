@@ -47,7 +47,7 @@ def _kfold_members(x, y, task, folds, epochs, seed=0):
                 "learning_rate": 3e-3,
                 # float32 members: the test compares the ensemble with
                 # the members' own outputs to 1e-6
-                "mixed_precision": "float32",
+                "execution": {"mixed_precision": "float32"},
             },
             seed=seed + i,
         )

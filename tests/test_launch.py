@@ -35,7 +35,7 @@ CONFIG = {
         "learning_rate": 0.1,
         "early_stopping": None,
         "verbose": 2,
-        "mixed_precision": "float32",
+        "execution": {"mixed_precision": "float32"},
     },  # weights compared to 1e-5 across processes
     "export": {"formats": ["keras"]},
 }

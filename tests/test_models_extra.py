@@ -29,7 +29,7 @@ def test_resnet_learns_digits_through_fit_pipeline(digits_arrays, tmp_path):
             "learning_rate": 0.01,
             "verbose": 0,
             "early_stopping": None,
-            "mixed_precision": "float32",
+            "execution": {"mixed_precision": "float32"},
         },
         export={"formats": []},
         report=NOEXPLAIN,

@@ -14,7 +14,7 @@ from kerastrain.training.optimizers import make_learning_rate, make_optimizer
 
 def test_optimizer_carries_clipping_ema_and_weight_decay():
     opt = make_optimizer(
-        TrainConfig(optimizer="adamw", clipnorm=1.5, ema=True, ema_momentum=0.9, weight_decay=0.01)
+        TrainConfig(optimizer="adamw", clipnorm=1.5, ema={"momentum": 0.9}, weight_decay=0.01)
     )
     assert isinstance(opt, keras.optimizers.AdamW)
     assert (opt.clipnorm, opt.use_ema, opt.ema_momentum, opt.weight_decay) == (1.5, True, 0.9, 0.01)
@@ -62,20 +62,22 @@ def test_learning_rate_find_must_be_resolved_first():
 
 
 def test_compile_options_and_their_checks():
-    assert compile_options(TrainConfig(jit_compile=True, steps_per_execution=8)) == {
-        "jit_compile": True,
-        "steps_per_execution": 8,
-    }
-    with pytest.raises(ConfigError, match="'train.steps_per_execution' option must be >= 1"):
-        TrainConfig(steps_per_execution=0)
+    fast = TrainConfig(execution={"jit_compile": True, "steps_per_execution": 8})
+    assert compile_options(fast) == {"jit_compile": True, "steps_per_execution": 8}
+    with pytest.raises(
+        ConfigError, match="'train.execution.steps_per_execution' option must be >= 1"
+    ):
+        TrainConfig(execution={"steps_per_execution": 0})
     assert compile_options(TrainConfig()) == {"jit_compile": False, "steps_per_execution": 1}
     with pytest.raises(
-        ConfigError, match="'train.mixed_precision' option must be one of 'auto', 'float32'"
+        ConfigError,
+        match="'train.execution.mixed_precision' option must be one of 'auto', 'float32'",
     ):
-        TrainConfig(mixed_precision="float16")
+        TrainConfig(execution={"mixed_precision": "float16"})
     with pytest.raises(
-        ConfigError, match="'train.steps_per_execution' option must be 'auto' or an integer"
+        ConfigError,
+        match="'train.execution.steps_per_execution' option must be 'auto' or an integer",
     ):
-        TrainConfig(steps_per_execution="fast")
+        TrainConfig(execution={"steps_per_execution": "fast"})
     with pytest.raises(ConfigError, match="'train.gradient_accumulation' option must be >= 1"):
         TrainConfig(gradient_accumulation=0)

@@ -129,9 +129,11 @@ def _fit_weights(steps_per_execution, precision="float32", width=8):
             "learning_rate": 0.05,
             "early_stopping": None,
             "verbose": 0,
-            "mixed_precision": precision,
-            "jit_compile": False,
-            "steps_per_execution": steps_per_execution,
+            "execution": {
+                "mixed_precision": precision,
+                "jit_compile": False,
+                "steps_per_execution": steps_per_execution,
+            },
         },
     )
     prepared = prepare_data(config.data, config.data_options, config.seed)
@@ -244,7 +246,7 @@ def test_bfloat16_training_reaches_the_float32_accuracy_within_half_a_point(
                     "epochs": 12,
                     "verbose": 0,
                     "early_stopping": None,
-                    "mixed_precision": precision,
+                    "execution": {"mixed_precision": precision},
                 },
                 export={"formats": []},
                 report={"explain": "none"},

@@ -30,7 +30,7 @@ TRAIN = {
     "batch_size": 16,
     "early_stopping": None,
     "verbose": 0,
-    "backup_interval": 0,
+    "backup": {"interval": 0},
 }
 CHILD = """
 import json, sys
@@ -87,7 +87,7 @@ def _batches(arrays):
 def test_crashed_fit_resumes_without_losing_epochs(tmp_path, breast_cancer_arrays):
     data = _batches(breast_cancer_arrays)
     train = TrainConfig(
-        epochs=5, early_stopping=None, verbose=0, checkpoints=False, backup_interval=0
+        epochs=5, early_stopping=None, verbose=0, checkpoints=False, backup={"interval": 0}
     )
     backup = tmp_path / "backup"
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -103,14 +103,14 @@ def test_crashed_fit_resumes_without_losing_epochs(tmp_path, breast_cancer_array
     assert int(model.optimizer.iterations) == 5 * 9  # the optimizer state came back too
     assert not any(backup.iterdir())  # emptied once the fit completed
 
-    _, fresh = _fit(data, tmp_path / "second", train.replace(resume=False))
+    _, fresh = _fit(data, tmp_path / "second", train.replace(**{"backup.resume": False}))
     assert fresh.resumed_at is None and fresh.epochs_run == 5
 
 
 def test_epoch_backups_younger_than_the_interval_are_skipped(tmp_path, breast_cancer_arrays):
     data = _batches(breast_cancer_arrays)
     train = TrainConfig(
-        epochs=5, early_stopping=None, verbose=0, checkpoints=False, backup_interval=3600
+        epochs=5, early_stopping=None, verbose=0, checkpoints=False, backup={"interval": 3600}
     )
     backup = tmp_path / "backup"
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -125,7 +125,7 @@ def test_epoch_backups_younger_than_the_interval_are_skipped(tmp_path, breast_ca
 def test_crash_mid_epoch_resumes_from_the_step_backup(tmp_path, breast_cancer_arrays):
     data = _batches(breast_cancer_arrays)
     train = TrainConfig(
-        epochs=3, early_stopping=None, verbose=0, checkpoints=False, backup_frequency=4
+        epochs=3, early_stopping=None, verbose=0, checkpoints=False, backup={"frequency": 4}
     )
     backup = tmp_path / "backup"
     with pytest.raises(RuntimeError, match="simulated crash"):  # backups at steps 4, 8, 12

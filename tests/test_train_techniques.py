@@ -100,7 +100,7 @@ def test_run_training_with_techniques_together(tmp_path):
             "weight_decay": 1e-3,
             "label_smoothing": 0.1,
             "schedule": "cosine",
-            "warmup_epochs": 1,
+            "warmup": {"epochs": 1},
             "learning_rate": 0.01,
             "early_stopping": None,
             "verbose": 0,
@@ -142,8 +142,7 @@ def test_ema_validation_uses_the_averaged_weights(tabular):
     train = TrainConfig(
         optimizer="sgd",
         learning_rate=0.5,
-        ema=True,
-        ema_momentum=0.5,
+        ema={"momentum": 0.5},
         blowup_guard=False,
         early_stopping=None,
         checkpoints=False,
@@ -191,7 +190,13 @@ def test_precision_policies_and_compile_options(tabular):
         data=(x, y.astype(np.int64)),
         model="mlp",
         seed=0,
-        train={"mixed_precision": "mixed_bfloat16", "steps_per_execution": 4, "jit_compile": True},
+        train={
+            "execution": {
+                "mixed_precision": "mixed_bfloat16",
+                "steps_per_execution": 4,
+                "jit_compile": True,
+            }
+        },
     )
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
     model = build_compiled_model(
@@ -210,7 +215,7 @@ def test_precision_policies_and_compile_options(tabular):
         data=(x, y.astype(np.int64)),
         model="mlp",
         seed=0,
-        train={"mixed_precision": "mixed_float16", "gradient_accumulation": 2},
+        train={"execution": {"mixed_precision": "mixed_float16"}, "gradient_accumulation": 2},
     )
     model = build_compiled_model(
         half.train,

@@ -23,7 +23,7 @@ from kerastrain.tune.search import _folds
 from kerastrain.tune.space import Space, declare_space, trial_config
 
 #: Tiny models: no speed probe before each fit (the "auto" speed options measure a step).
-FIXED_SPEED = {"steps_per_execution": 1, "jit_compile": False}
+FIXED_SPEED = {"execution": {"steps_per_execution": 1, "jit_compile": False}}
 #: A deliberately poor default: plain SGD at 1e-4 barely moves in 2 epochs.
 POOR = {
     "epochs": 2,
@@ -333,8 +333,7 @@ def test_memory_stays_flat_over_30_trials(tmp_path):
                 "verbose": 0,
                 "early_stopping": None,
                 "batch_size": 64,
-                "mixed_precision": "float32",
-                **FIXED_SPEED,
+                "execution": {**FIXED_SPEED["execution"], "mixed_precision": "float32"},
             },
             "tune": {
                 "directory": str(tmp_path),

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from kerastrain import ConfigError
 from kerastrain.config import TrainConfig, TuneConfig, load_config
-from kerastrain.config.tune import infer_direction, route
+from kerastrain.config.tune import (
+    TRAINING_OPTIONS,
+    BoolEntry,
+    ChoiceEntry,
+    FixedEntry,
+    FloatEntry,
+    IntEntry,
+    infer_direction,
+    route,
+)
 
 LR = {"type": "float", "min": 1e-4, "max": 1e-1, "log": True}
 
@@ -23,21 +34,39 @@ def test_space_forms_are_normalized():
         }
     )
     space = tune.space
-    assert space["learning_rate"]["sampling"] == "log"
-    assert space["width"] == {
+    assert space["learning_rate"] == FloatEntry(min=1e-4, max=1e-1, log=True, sampling="log")
+    assert space["width"] == IntEntry(min=8, max=64, step=8, sampling="linear")
+    assert space["width"].to_dict() == {
         "type": "int",
         "min": 8,
         "max": 64,
         "step": 8,
+        "log": False,
         "sampling": "linear",
         "default": None,
+        "when": None,
     }
-    assert space["optimizer"] == {"type": "choice", "values": ["adam", "sgd"], "default": None}
-    assert space["momentum"]["when"] == {"optimizer": ["sgd"]}
-    assert space["batch_norm"]["default"] is False
-    assert space["activation"] == {"type": "fixed", "value": "relu"}
+    assert space["optimizer"] == ChoiceEntry(values=["adam", "sgd"])
+    assert space["momentum"].when == {"optimizer": ["sgd"]}
+    assert space["batch_norm"] == BoolEntry(default=False)
+    assert space["activation"] == FixedEntry(value="relu")
     # Normalizing twice changes nothing (configs are rebuilt from their values).
     assert TuneConfig(space=space).space == space
+    assert TuneConfig(space={k: v.to_dict() for k, v in space.items()}).space == space
+
+
+def test_space_entries_are_sections_checked_by_the_same_machinery():
+    with pytest.raises(ConfigError, match=r"'tune.space.lr.step' option must be > 0.0"):
+        TuneConfig(space={"lr": {"type": "float", "min": 0.1, "max": 1.0, "step": 0}})
+    with pytest.raises(ConfigError, match=r"'tune.space.lr.sampling' option must be one of"):
+        TuneConfig(space={"lr": {"type": "float", "min": 0.1, "max": 1.0, "sampling": "lg"}})
+    with pytest.raises(ConfigError, match=r"Unknown option 'tune.space.on.valeus' for a choice"):
+        TuneConfig(space={"on": {"type": "choice", "valeus": [1, 2]}})
+    with pytest.raises(ConfigError, match=r"'tune.space.on' needs 'value'"):
+        TuneConfig(space={"on": {"type": "fixed"}})
+    # A typed entry given directly is used as is.
+    entry = IntEntry(min=1, max=3, default=2)
+    assert TuneConfig(space={"depth": entry}).space["depth"] is entry
 
 
 @pytest.mark.parametrize(
@@ -119,6 +148,7 @@ def test_objective_direction_is_inferred_or_checked():
 def test_names_route_to_train_optimizer_or_model():
     assert route("learning_rate") == ("train", "learning_rate")
     assert route("batch_size") == ("train", "batch_size")
+    assert route("warmup.epochs") == ("train", "warmup.epochs")
     assert route("beta_1") == ("optimizer_options", "beta_1")
     assert route("width") == ("model_options", "width")
     assert route("model_options.momentum") == ("model_options", "momentum")
@@ -130,9 +160,8 @@ def test_space_is_checked_against_the_training_options():
     assert load_config({"train": {"optimizer": "sgd"}, "tune": {"space": {"momentum": [0.0, 0.9]}}})
     with pytest.raises(ConfigError, match="'tune.space.batch_size' can take the value 0"):
         load_config({"tune": {"space": {"batch_size": [0, 32]}}})
-    if "warmup_epochs" not in TrainConfig.__dataclass_fields__:
-        with pytest.raises(ConfigError, match="train.warmup_epochs"):
-            load_config({"tune": {"space": {"warmup_epochs": [0, 2]}}})
+    with pytest.raises(ConfigError, match=r"'tune.space.warmup.epochs' can take the value 20"):
+        load_config({"tune": {"space": {"warmup.epochs": [0, 20]}}})
     with pytest.raises(ConfigError, match="train.optimizer_options sets 'momentum'"):
         load_config(
             {
@@ -155,6 +184,26 @@ def test_tune_section_merges_and_round_trips_through_yaml(tmp_path):
     )
     config = load_config(path, tune={"max_trials": 4})
     assert config.tune.algorithm == "hyperband" and config.tune.max_trials == 4
-    assert config.tune.space["width"]["values"] == [16, 32]
+    assert config.tune.space["width"].values == [16, 32]
     again = load_config(config.to_dict())
     assert again.tune == config.tune
+
+
+def test_every_training_option_of_the_space_is_an_option_of_train():
+    train = TrainConfig()
+    for name in TRAINING_OPTIONS:
+        value = functools.reduce(getattr, name.split("."), train)
+        assert train.replace(**{name: value}) == train, name
+
+
+def test_a_tuned_old_training_name_maps_to_the_nested_option_with_a_warning():
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"tune.space.warmup_epochs is deprecated: use "
+        r"tune.space.warmup.epochs",
+    ):
+        config = load_config({"tune": {"space": {"warmup_epochs": [0, 2]}}})
+    assert route("warmup_epochs") == ("train", "warmup.epochs")
+    assert config.tune.space["warmup_epochs"] == ChoiceEntry(values=[0, 2])
+    with pytest.raises(ConfigError, match=r"both tune 'train.warmup.epochs'"):
+        TuneConfig(space={"warmup_epochs": [0, 2], "warmup.epochs": [1, 3]})

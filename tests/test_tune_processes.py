@@ -34,8 +34,7 @@ def write_config(tmp_path: Path, max_trials: int, epochs: int) -> Path:
                     "verbose": 0,
                     "early_stopping": None,
                     "batch_size": 56,
-                    "steps_per_execution": 1,
-                    "jit_compile": False,
+                    "execution": {"steps_per_execution": 1, "jit_compile": False},
                 },
                 "tune": {
                     "directory": str(tmp_path / "search"),

@@ -169,7 +169,10 @@ class Context:
         weight averaging (a pruning schedule must not be cut short, and an
         average of masked weights is not masked)."""
         options = self.train_options(
-            epochs=epochs, early_stopping=None, ema=False, steps_per_execution=1, jit_compile=False
+            epochs=epochs,
+            early_stopping=None,
+            ema=False,
+            **{"execution.steps_per_execution": 1, "execution.jit_compile": False},
         )
         with self.strategy.scope():
             compile_model(

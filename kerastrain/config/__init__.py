@@ -8,7 +8,14 @@ from kerastrain.config.export import ExportConfig
 from kerastrain.config.pipeline import PipelineConfig, load_config, save_config
 from kerastrain.config.report import ReportConfig
 from kerastrain.config.tracking import TrackingConfig
-from kerastrain.config.train import EarlyStoppingConfig, TrainConfig
+from kerastrain.config.train import (
+    BackupConfig,
+    EarlyStoppingConfig,
+    EMAConfig,
+    ExecutionConfig,
+    TrainConfig,
+    WarmupConfig,
+)
 from kerastrain.config.tune import TuneConfig
 
 __all__ = [
@@ -20,6 +27,10 @@ __all__ = [
     "ExportConfig",
     "PipelineConfig",
     "EarlyStoppingConfig",
+    "WarmupConfig",
+    "BackupConfig",
+    "ExecutionConfig",
+    "EMAConfig",
     "TrainConfig",
     "TuneConfig",
     "ReportConfig",

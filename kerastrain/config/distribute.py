@@ -16,8 +16,18 @@ from typing import Any, ClassVar
 from kerastrain.config.base import Section
 from kerastrain.errors import ConfigError, config_error, did_you_mean
 
-__all__ = ["DistributeConfig", "tf_config", "task_of", "is_chief_task", "TASK_TYPES"]
+__all__ = [
+    "DistributeConfig",
+    "tf_config",
+    "task_of",
+    "is_chief_task",
+    "STRATEGIES",
+    "TASK_TYPES",
+]
 
+#: The names the top-level `strategy` option accepts (besides a
+#: `tf.distribute.Strategy`); `kerastrain.distribute` builds each.
+STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu")
 #: The task types a TF_CONFIG cluster may hold.
 TASK_TYPES = ("chief", "worker", "ps", "evaluator")
 

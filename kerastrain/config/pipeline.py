@@ -6,14 +6,14 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import yaml
 
 from kerastrain.config.base import Section
 from kerastrain.config.compress import CompressConfig
 from kerastrain.config.data import DataConfig
-from kerastrain.config.distribute import DistributeConfig
+from kerastrain.config.distribute import STRATEGIES, DistributeConfig
 from kerastrain.config.export import ExportConfig
 from kerastrain.config.report import ReportConfig
 from kerastrain.config.tracking import TrackingConfig
@@ -22,20 +22,6 @@ from kerastrain.config.tune import TuneConfig
 from kerastrain.errors import ConfigError, config_error, did_you_mean
 from kerastrain.files import atomic_write
 
-STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu")
-StrategyName = Literal["auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu"]
-
-#: Sections that merge key by key when a keyword argument overrides a config.
-SECTIONS = (
-    "data_options",
-    "train",
-    "export",
-    "report",
-    "tracking",
-    "distribute",
-    "tune",
-    "compress",
-)
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -125,9 +111,14 @@ class PipelineConfig(Section):
                 "Two batch sizes were given: data_options.batch_size="
                 f"{data_bs} and train.batch_size={train_bs}. Set one of them."
             )
+        # New sections: the ones given may be the caller's own objects.
         batch_size = train_bs or data_bs or DEFAULT_BATCH_SIZE
-        object.__setattr__(self.train, "batch_size", batch_size)
-        object.__setattr__(self.data_options, "batch_size", batch_size)
+        if train_bs != batch_size:
+            object.__setattr__(self, "train", self.train.replace(batch_size=batch_size))
+        if data_bs != batch_size:
+            object.__setattr__(
+                self, "data_options", self.data_options.replace(batch_size=batch_size)
+            )
         if self.tune is not None:
             self.tune.check_train(self.train)
         if self.compress is not None and self.strategy == "parameter_server":
@@ -184,9 +175,11 @@ def load_config(
 ) -> PipelineConfig:
     """Builds a checked `PipelineConfig` from a config and keyword overrides.
 
-    Sections given as keyword arguments override the config's key by key
-    (`train={"epochs": 3}` keeps the config's optimizer); other keywords
-    replace the config's value.
+    Sections given as keyword arguments override the config's key by key,
+    nested sections too (`train={"epochs": 3}` keeps the config's optimizer,
+    `train={"warmup": {"epochs": 1}}` its warmup method); other keywords
+    replace the config's value. Neither `config` nor the sections given are
+    changed: the result holds new sections where it needs other values.
 
     Args:
         config: A `PipelineConfig`, a mapping with the same keys as
@@ -206,16 +199,7 @@ def load_config(
         3
     """
     if isinstance(config, PipelineConfig):
-        base: dict[str, Any] = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-        # Sections as mappings of their values (objects such as tune.build kept).
-        base = {
-            k: (
-                {f.name: getattr(v, f.name) for f in dataclasses.fields(v) if f.init}
-                if isinstance(v, Section)
-                else v
-            )
-            for k, v in base.items()
-        }
+        base: dict[str, Any] = config.option_values()
     elif isinstance(config, (str, os.PathLike)):
         base = _read_yaml(Path(config))
     elif config is None:
@@ -233,13 +217,7 @@ def load_config(
                 f"Unknown option {key!r}. The options are: {', '.join(names)}."
                 + did_you_mean(key, names)
             )
-    merged = dict(base)
-    for key, value in overrides.items():
-        old = merged.get(key)
-        if key in SECTIONS and isinstance(value, Mapping) and isinstance(old, Mapping):
-            merged[key] = {**old, **value}
-        else:
-            merged[key] = value
+    merged = PipelineConfig.merged(base, overrides)
     if isinstance(merged.get("output_dir"), os.PathLike):  # a pathlib.Path is welcome too
         merged["output_dir"] = os.fspath(merged["output_dir"])
     return PipelineConfig.from_dict(merged)

@@ -2,6 +2,10 @@
 
 Schedules are given in epochs here; the training stage converts them to
 optimizer steps once it knows how many steps an epoch has.
+
+The names of the optimizers and schedules are listed once, here
+(`OPTIMIZER_OPTIONS`, `SCHEDULE_OPTIONS`); the training stage's builders are
+keyed by them.
 """
 
 from __future__ import annotations
@@ -12,19 +16,6 @@ from typing import Any, ClassVar, Literal
 from kerastrain.config.base import Section, option
 from kerastrain.errors import ConfigError, config_error, did_you_mean
 
-Optimizer = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam"]
-Schedule = Literal[
-    "constant",
-    "step",
-    "multistep",
-    "exponential",
-    "polynomial",
-    "cosine",
-    "cosine_restarts",
-    "onecycle",
-    "inverse_sqrt",
-    "plateau",
-]
 #: Explicit precision policies. A later "auto" is added here and resolved
 #: (`kerastrain.training.precision.pick_precision`) before
 #: `kerastrain.training.precision.precision_scope`.
@@ -41,6 +32,9 @@ OPTIMIZER_OPTIONS: dict[str, tuple[str, ...]] = {
     "nadam": ("beta_1", "beta_2", "epsilon"),
 }
 COMMON_OPTIMIZER_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm")
+#: The optimizer names, in the order of `OPTIMIZER_OPTIONS`.
+OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZER_OPTIONS)
+Optimizer = Literal[OPTIMIZERS]  # type: ignore[valid-type]
 
 
 @dataclasses.dataclass
@@ -117,19 +111,25 @@ class LRFinderConfig(Section):
             )
 
 
-# One section per schedule: the keys of ``train.schedule_options``. Lengths are
-# in epochs; `None` lengths default to the epochs left after warmup.
+# One section per schedule: ``train.schedule_options`` is the one that
+# ``train.schedule`` chooses. Lengths are in epochs; `None` lengths default to
+# the epochs left after warmup.
 
 
 @dataclasses.dataclass
-class ConstantOptions(Section):
-    """``schedule="constant"`` takes no options."""
+class ScheduleOptions(Section):
+    """Base of the options of one learning-rate schedule."""
 
     _path: ClassVar[str] = "train.schedule_options"
 
 
 @dataclasses.dataclass
-class StepOptions(Section):
+class ConstantOptions(ScheduleOptions):
+    """``schedule="constant"`` takes no options."""
+
+
+@dataclasses.dataclass
+class StepOptions(ScheduleOptions):
     """``schedule="step"``: multiply by `gamma` every `step_size` epochs.
 
     Attributes:
@@ -138,14 +138,12 @@ class StepOptions(Section):
         gamma: The factor of each decay. Defaults to `0.1`.
     """
 
-    _path: ClassVar[str] = "train.schedule_options"
-
     step_size: float | None = option(None, gt=0.0)
     gamma: float = option(0.1, gt=0.0)
 
 
 @dataclasses.dataclass
-class MultiStepOptions(Section):
+class MultiStepOptions(ScheduleOptions):
     """``schedule="multistep"``: piecewise constant.
 
     Attributes:
@@ -157,8 +155,6 @@ class MultiStepOptions(Section):
         gamma: The factor between successive values when `values` is not
             given. Defaults to `0.1`.
     """
-
-    _path: ClassVar[str] = "train.schedule_options"
 
     boundaries: list[float] | None = None
     values: list[float] | None = None
@@ -189,7 +185,7 @@ class MultiStepOptions(Section):
 
 
 @dataclasses.dataclass
-class ExponentialOptions(Section):
+class ExponentialOptions(ScheduleOptions):
     """``schedule="exponential"``: `lr * decay_rate ** (epoch / decay_epochs)`.
 
     Attributes:
@@ -198,15 +194,13 @@ class ExponentialOptions(Section):
         staircase: Decay in whole steps of `decay_epochs`. Defaults to `False`.
     """
 
-    _path: ClassVar[str] = "train.schedule_options"
-
     decay_epochs: float = option(1.0, gt=0.0)
     decay_rate: float = option(0.9, gt=0.0)
     staircase: bool = False
 
 
 @dataclasses.dataclass
-class PolynomialOptions(Section):
+class PolynomialOptions(ScheduleOptions):
     """``schedule="polynomial"``: polynomial decay to `end_learning_rate`.
 
     Attributes:
@@ -215,15 +209,13 @@ class PolynomialOptions(Section):
         power: The polynomial's power (1 is linear). Defaults to `1.0`.
     """
 
-    _path: ClassVar[str] = "train.schedule_options"
-
     decay_epochs: float | None = option(None, gt=0.0)
     end_learning_rate: float = option(0.0, ge=0.0)
     power: float = option(1.0, gt=0.0)
 
 
 @dataclasses.dataclass
-class CosineOptions(Section):
+class CosineOptions(ScheduleOptions):
     """``schedule="cosine"``: half a cosine from `learning_rate` to `alpha * learning_rate`.
 
     Attributes:
@@ -231,14 +223,12 @@ class CosineOptions(Section):
         alpha: The final rate as a fraction of the first. Defaults to `0.0`.
     """
 
-    _path: ClassVar[str] = "train.schedule_options"
-
     decay_epochs: float | None = option(None, gt=0.0)
     alpha: float = option(0.0, ge=0.0, le=1.0)
 
 
 @dataclasses.dataclass
-class CosineRestartsOptions(Section):
+class CosineRestartsOptions(ScheduleOptions):
     """``schedule="cosine_restarts"``: SGDR, cosine decay with warm restarts.
 
     Attributes:
@@ -250,8 +240,6 @@ class CosineRestartsOptions(Section):
         alpha: The floor as a fraction of the peak. Defaults to `0.0`.
     """
 
-    _path: ClassVar[str] = "train.schedule_options"
-
     first_decay_epochs: float | None = option(None, gt=0.0)
     t_mul: float = option(2.0, gt=0.0)
     m_mul: float = option(1.0, gt=0.0)
@@ -259,7 +247,7 @@ class CosineRestartsOptions(Section):
 
 
 @dataclasses.dataclass
-class OneCycleOptions(Section):
+class OneCycleOptions(ScheduleOptions):
     """``schedule="onecycle"``: up to `learning_rate`, then far below it (PyTorch's OneCycleLR).
 
     Attributes:
@@ -270,8 +258,6 @@ class OneCycleOptions(Section):
             Defaults to `1e4`.
     """
 
-    _path: ClassVar[str] = "train.schedule_options"
-
     total_epochs: float | None = option(None, gt=0.0)
     pct_start: float = option(0.3, gt=0.0, lt=1.0)
     div_factor: float = option(25.0, gt=0.0)
@@ -279,7 +265,7 @@ class OneCycleOptions(Section):
 
 
 @dataclasses.dataclass
-class InverseSqrtOptions(Section):
+class InverseSqrtOptions(ScheduleOptions):
     """``schedule="inverse_sqrt"``: `lr / sqrt(1 + t / timescale)` (Transformer style).
 
     Attributes:
@@ -287,13 +273,11 @@ class InverseSqrtOptions(Section):
             the warmup length, or one epoch without warmup.
     """
 
-    _path: ClassVar[str] = "train.schedule_options"
-
     timescale_epochs: float | None = option(None, gt=0.0)
 
 
 @dataclasses.dataclass
-class PlateauOptions(Section):
+class PlateauOptions(ScheduleOptions):
     """``schedule="plateau"``: `ReduceLROnPlateau`, the adaptive option.
 
     Attributes:
@@ -306,8 +290,6 @@ class PlateauOptions(Section):
         mode: `"min"`, `"max"` or `"auto"` (from the name). Defaults to `"auto"`.
     """
 
-    _path: ClassVar[str] = "train.schedule_options"
-
     monitor: str = "val_loss"
     factor: float = option(0.1, gt=0.0, lt=1.0)
     patience: int = option(2, ge=0)
@@ -317,7 +299,8 @@ class PlateauOptions(Section):
     mode: Literal["auto", "min", "max"] = "auto"
 
 
-SCHEDULE_OPTIONS: dict[str, type[Section]] = {
+#: Each schedule's name and options, in the order messages list them.
+SCHEDULE_OPTIONS: dict[str, type[ScheduleOptions]] = {
     "constant": ConstantOptions,
     "step": StepOptions,
     "multistep": MultiStepOptions,
@@ -329,6 +312,9 @@ SCHEDULE_OPTIONS: dict[str, type[Section]] = {
     "inverse_sqrt": InverseSqrtOptions,
     "plateau": PlateauOptions,
 }
+#: The schedule names.
+SCHEDULES: tuple[str, ...] = tuple(SCHEDULE_OPTIONS)
+Schedule = Literal[SCHEDULES]  # type: ignore[valid-type]
 
 
 def is_schedule_object(value: Any) -> bool:
@@ -341,15 +327,124 @@ def is_schedule_object(value: Any) -> bool:
     )
 
 
-def _shorthand(value: Any, section: type[Section], field: str) -> Section | None:
+def _shorthand(value: Any, section: type[Section], field: str | None = None) -> Section | None:
     """`True` -> defaults, `False`/`None` -> off, an int -> that `field`."""
     if value is False or value is None:
         return None
     if value is True:
         return section()
-    if isinstance(value, int):
+    if isinstance(value, int) and field is not None:
         return section(**{field: value})
     return value
+
+
+@dataclasses.dataclass
+class WarmupConfig(Section):
+    """Warming the learning rate up before the schedule starts.
+
+    Attributes:
+        epochs: Warm up over this many epochs (fractions allowed).
+            Defaults to `0.0` (no warmup).
+        steps: Warm up over this many optimizer steps instead.
+            Defaults to `None`.
+        method: `"linear"` or `"exponential"`. Defaults to `"linear"`.
+        start_learning_rate: The rate warmup starts from. Defaults to `None`:
+            0 for linear warmup, a hundredth of the peak for exponential.
+    """
+
+    _path: ClassVar[str] = "train.warmup"
+
+    epochs: float = option(0.0, ge=0.0)
+    steps: int | None = option(None, ge=0)
+    method: Literal["linear", "exponential"] = "linear"
+    start_learning_rate: float | None = option(None, ge=0.0)
+
+    def validate(self) -> None:
+        if self.epochs > 0 and self.steps:
+            raise ConfigError(
+                "Both 'train.warmup.epochs' and 'train.warmup.steps' were given; set one of them."
+            )
+        if self.method == "exponential" and self.start_learning_rate == 0:
+            raise config_error(
+                "train.warmup.start_learning_rate",
+                0.0,
+                "> 0 with method='exponential' (it grows geometrically)",
+            )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether warmup was asked for (epochs or steps)."""
+        return self.epochs > 0 or bool(self.steps)
+
+
+@dataclasses.dataclass
+class BackupConfig(Section):
+    """The training backup a rerun resumes from after a crash.
+
+    Attributes:
+        resume: Rerunning with the same `output_dir` after a crash resumes
+            from the last backup; `False` starts training again.
+            Defaults to `True`.
+        frequency: Back up the training state every `"epoch"` or every N
+            steps. Defaults to `"epoch"`.
+        interval: With epoch backups, skip an epoch's backup while the last
+            one is younger than this many seconds, so that short epochs do
+            not spend their time writing checkpoints (a backup of a small
+            model costs about 40 ms; a crash then repeats at most this long
+            plus one epoch). `0` backs up every epoch. Multi-worker runs back
+            up every epoch (the workers must save together). Defaults to `10.0`.
+    """
+
+    _path: ClassVar[str] = "train.backup"
+
+    resume: bool = True
+    frequency: Literal["epoch"] | int = option("epoch", ge=1)
+    interval: float = option(10.0, ge=0.0)
+
+
+@dataclasses.dataclass
+class ExecutionConfig(Section):
+    """How fast a training step runs: precision, XLA, steps per call.
+
+    Attributes:
+        mixed_precision: `"float32"`, `"mixed_bfloat16"`, `"mixed_float16"`
+            (with loss scaling), or `"auto"`: bfloat16 on TPUs, float16 on
+            GPUs with tensor cores; on a CPU with native bfloat16 (AVX512_BF16
+            or AMX), bfloat16 when a measured training step is at least 1.1x
+            faster than in float32 (small models are slower in bfloat16: the
+            casts outweigh the faster products); float32 elsewhere. The
+            choice and its reason are logged and reported. Defaults to
+            `"auto"`.
+        jit_compile: Compile the training step with XLA, or `"auto"`: on for
+            TPUs, elsewhere only when a probe shows it faster (probed only when
+            the run is long enough to pay for a compilation).
+            Defaults to `"auto"`.
+        steps_per_execution: Training steps per `tf.function` call, or
+            `"auto"`: chosen from the measured cost of a step (about 50 ms of
+            work per call), and 1 when a callback needs every step.
+            Defaults to `"auto"`.
+    """
+
+    _path: ClassVar[str] = "train.execution"
+
+    mixed_precision: Literal["auto"] | Precision = "auto"
+    jit_compile: Literal["auto"] | bool = "auto"
+    steps_per_execution: Literal["auto"] | int = option("auto", ge=1)
+
+
+@dataclasses.dataclass
+class EMAConfig(Section):
+    """An exponential moving average of the weights, used for validation,
+    evaluation and export.
+
+    Attributes:
+        momentum: The average's momentum (tf_keras's `ema_momentum`).
+            Defaults to `0.99`.
+    """
+
+    _path: ClassVar[str] = "train.ema"
+
+    momentum: float = option(0.99, gt=0.0, lt=1.0)
 
 
 @dataclasses.dataclass
@@ -376,15 +471,11 @@ class TrainConfig(Section):
             `"polynomial"`, `"cosine"`, `"cosine_restarts"`, `"onecycle"`,
             `"inverse_sqrt"`, or `"plateau"` (`ReduceLROnPlateau`).
             Defaults to `"constant"`.
-        schedule_options: The chosen schedule's options, lengths in epochs
-            (see `StepOptions`, `CosineOptions`, ...). Defaults to `{}`.
-        warmup_epochs: Warm the rate up over this many epochs (fractions
-            allowed) before the schedule starts. Defaults to `0.0`.
-        warmup_steps: Warm up over this many optimizer steps instead.
-            Defaults to `None`.
-        warmup_method: `"linear"` or `"exponential"`. Defaults to `"linear"`.
-        warmup_learning_rate: The rate warmup starts from. Defaults to `None`:
-            0 for linear warmup, a hundredth of the peak for exponential.
+        schedule_options: The chosen schedule's options, lengths in epochs:
+            a mapping of the options of its section (`StepOptions`,
+            `CosineOptions`, ...; `SCHEDULE_OPTIONS`), which it becomes.
+            Defaults to `{}` (the schedule's defaults).
+        warmup: See `WarmupConfig`. Defaults to no warmup.
         lr_finder: Options of the range test behind `learning_rate="find"`.
             Defaults to `LRFinderConfig()`.
         early_stopping: Patience as an integer, a mapping of
@@ -393,9 +484,10 @@ class TrainConfig(Section):
         gradient_accumulation: Micro-batches of `batch_size` per optimizer
             update (same result as a batch this many times larger).
             Defaults to `1`.
-        ema: Keep an exponential moving average of the weights; validation,
-            evaluation and export use the averaged weights. Defaults to `False`.
-        ema_momentum: The average's momentum. Defaults to `0.99`.
+        ema: Keep an exponential moving average of the weights (validation,
+            evaluation and export use the averaged weights): `True`, a
+            mapping of `EMAConfig` options, or `False`/`None`.
+            Defaults to `False`.
         clipnorm: Clip each gradient to this norm. Defaults to `None`.
         global_clipnorm: Clip all gradients together to this global norm.
             Defaults to `None`.
@@ -403,17 +495,8 @@ class TrainConfig(Section):
             Defaults to `"auto"`.
         label_smoothing: Label smoothing for classification losses.
             Defaults to `0.0`.
-        resume: Rerunning with the same `output_dir` after a crash resumes
-            from the last backup; `False` starts training again.
-            Defaults to `True`.
-        backup_frequency: Back up the training state every `"epoch"` or every
-            N steps. Defaults to `"epoch"`.
-        backup_interval: With epoch backups, skip an epoch's backup while the
-            last one is younger than this many seconds, so that short epochs
-            do not spend their time writing checkpoints (a backup of a small
-            model costs about 40 ms; a crash then repeats at most this long
-            plus one epoch). `0` backs up every epoch. Multi-worker runs back
-            up every epoch (the workers must save together). Defaults to `10.0`.
+        backup: See `BackupConfig`: resuming after a crash, and how often the
+            training state is backed up.
         checkpoints: Write the best and the last weights to
             `<run>/checkpoints/`. Defaults to `True`.
         blowup_guard: On a NaN/Inf loss, restore the last good weights, lower
@@ -423,29 +506,34 @@ class TrainConfig(Section):
         tensorboard: Write TensorBoard logs to `<run>/tensorboard/` (the same
             logs as `tracking.tensorboard`; one writer when both are set).
             Defaults to `False`.
-        mixed_precision: `"float32"`, `"mixed_bfloat16"`, `"mixed_float16"`
-            (with loss scaling), or `"auto"`: bfloat16 on TPUs, float16 on
-            GPUs with tensor cores; on a CPU with native bfloat16 (AVX512_BF16
-            or AMX), bfloat16 when a measured training step is at least 1.1x
-            faster than in float32 (small models are slower in bfloat16: the
-            casts outweigh the faster products); float32 elsewhere. The
-            choice and its reason are logged and reported. Defaults to
-            `"auto"`.
-        jit_compile: Compile the training step with XLA, or `"auto"`: on for
-            TPUs, elsewhere only when a probe shows it faster (probed only when
-            the run is long enough to pay for a compilation).
-            Defaults to `"auto"`.
-        steps_per_execution: Training steps per `tf.function` call, or
-            `"auto"`: chosen from the measured cost of a step (about 50 ms of
-            work per call), and 1 when a callback needs every step.
-            Defaults to `"auto"`.
+        execution: See `ExecutionConfig`: mixed precision, XLA and steps per
+            execution, each `"auto"` by default.
         deterministic: Enable TensorFlow op determinism (slower, bit-for-bit
             repeatable with a seed). Defaults to `False`.
         verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line
             per epoch, `"auto"`. Defaults to `"auto"`.
+
+    The flat keys of earlier releases (`warmup_epochs`, `warmup_steps`,
+    `warmup_method`, `warmup_learning_rate`, `resume`, `backup_frequency`,
+    `backup_interval`, `mixed_precision`, `jit_compile`, `steps_per_execution`,
+    `ema_momentum`) are still read, with a `DeprecationWarning` naming the
+    new key; they stop working in the next release.
     """
 
     _path: ClassVar[str] = "train"
+    _moved: ClassVar[dict[str, str]] = {
+        "warmup_epochs": "warmup.epochs",
+        "warmup_steps": "warmup.steps",
+        "warmup_method": "warmup.method",
+        "warmup_learning_rate": "warmup.start_learning_rate",
+        "resume": "backup.resume",
+        "backup_frequency": "backup.frequency",
+        "backup_interval": "backup.interval",
+        "mixed_precision": "execution.mixed_precision",
+        "jit_compile": "execution.jit_compile",
+        "steps_per_execution": "execution.steps_per_execution",
+        "ema_momentum": "ema.momentum",
+    }
 
     epochs: int = option(20, gt=0)
     batch_size: int | None = option(None, gt=0)
@@ -454,29 +542,23 @@ class TrainConfig(Section):
     learning_rate: float | Literal["find"] | Any = option(1e-3, gt=0.0)
     weight_decay: float = option(0.0, ge=0.0)
     schedule: Schedule = "constant"
-    schedule_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    warmup_epochs: float = option(0.0, ge=0.0)
-    warmup_steps: int | None = option(None, ge=0)
-    warmup_method: Literal["linear", "exponential"] = "linear"
-    warmup_learning_rate: float | None = option(None, ge=0.0)
+    schedule_options: ScheduleOptions | dict[str, Any] = option(
+        default_factory=dict, chosen_by="schedule", sections=SCHEDULE_OPTIONS
+    )
+    warmup: WarmupConfig = dataclasses.field(default_factory=WarmupConfig)
     lr_finder: LRFinderConfig = dataclasses.field(default_factory=LRFinderConfig)
     early_stopping: bool | int | EarlyStoppingConfig | None = 5
     gradient_accumulation: int = option(1, ge=1)
-    ema: bool = False
-    ema_momentum: float = option(0.99, gt=0.0, lt=1.0)
+    ema: bool | EMAConfig | None = False
     clipnorm: float | None = option(None, gt=0.0)
     global_clipnorm: float | None = option(None, gt=0.0)
     loss: str = "auto"
     label_smoothing: float = option(0.0, ge=0.0, lt=1.0)
-    resume: bool = True
-    backup_frequency: Literal["epoch"] | int = option("epoch", ge=1)
-    backup_interval: float = option(10.0, ge=0.0)
+    backup: BackupConfig = dataclasses.field(default_factory=BackupConfig)
     checkpoints: bool = True
     blowup_guard: bool | int | BlowupGuardConfig | None = True
     tensorboard: bool = False
-    mixed_precision: Literal["auto"] | Precision = "auto"
-    jit_compile: Literal["auto"] | bool = "auto"
-    steps_per_execution: Literal["auto"] | int = option("auto", ge=1)
+    execution: ExecutionConfig = dataclasses.field(default_factory=ExecutionConfig)
     deterministic: bool = False
     verbose: Literal["auto", 0, 1, 2] = "auto"
 
@@ -487,6 +569,7 @@ class TrainConfig(Section):
         object.__setattr__(
             self, "blowup_guard", _shorthand(self.blowup_guard, BlowupGuardConfig, "retries")
         )
+        object.__setattr__(self, "ema", _shorthand(self.ema, EMAConfig))
         self._check_learning_rate()
         self._check_optimizer_options()
         self._check_schedule()
@@ -543,35 +626,14 @@ class TrainConfig(Section):
             )
 
     def _check_schedule(self) -> None:
-        section = SCHEDULE_OPTIONS[self.schedule]
-        names = [f.name for f in dataclasses.fields(section) if f.init]
-        for key in self.schedule_options:
-            if key not in names:
-                accepted = ", ".join(names) if names else "no options"
-                raise ConfigError(
-                    f"Unknown option 'train.schedule_options.{key}' for schedule "
-                    f"{self.schedule!r}. It accepts: {accepted}." + did_you_mean(key, names)
-                )
-        section.from_dict(self.schedule_options)
-        warmup = self.warmup_epochs > 0 or bool(self.warmup_steps)
-        if self.warmup_epochs > 0 and self.warmup_steps:
-            raise ConfigError(
-                "Both 'train.warmup_epochs' and 'train.warmup_steps' were given; set one of them."
-            )
-        if self.warmup_epochs >= self.epochs:
+        if self.warmup.epochs >= self.epochs:
             raise config_error(
-                "train.warmup_epochs",
-                self.warmup_epochs,
+                "train.warmup.epochs",
+                self.warmup.epochs,
                 f"< train.epochs ({self.epochs}), so that training goes past warmup",
             )
-        if self.warmup_method == "exponential" and self.warmup_learning_rate == 0:
-            raise config_error(
-                "train.warmup_learning_rate",
-                0.0,
-                "> 0 with warmup_method='exponential' (it grows geometrically)",
-            )
         if self.schedule == "plateau":
-            if is_schedule_object(self.learning_rate) or warmup:
+            if is_schedule_object(self.learning_rate) or self.warmup.enabled:
                 given = (
                     "train.learning_rate is a LearningRateSchedule object"
                     if is_schedule_object(self.learning_rate)
@@ -589,12 +651,3 @@ class TrainConfig(Section):
                 f"schedule; schedule={self.schedule!r} would replace it. Leave schedule as "
                 "'constant', or give learning_rate as a number."
             )
-
-    def schedule_settings(self) -> Section:
-        """The checked options of the chosen schedule, defaults filled in."""
-        return SCHEDULE_OPTIONS[self.schedule].from_dict(self.schedule_options)
-
-    @property
-    def has_warmup(self) -> bool:
-        """Whether warmup was asked for."""
-        return self.warmup_epochs > 0 or bool(self.warmup_steps)

@@ -1,11 +1,13 @@
 """Hyper-parameter search options: ``fit_pipeline(tune={...})``.
 
 The search space is declared here as plain data and checked on construction,
-without TensorFlow. Each entry names a training option (``learning_rate``,
-``batch_size``, ``optimizer``, ``weight_decay``, ``warmup_epochs``,
-``epochs``), an optimizer option (``momentum``, ``beta_1``, ...; see
-`OPTIMIZER_OPTIONS`), or a keyword option of the model factory (any other
-name; ``model_options.NAME`` forces that reading)::
+without TensorFlow: each entry becomes a section of its kind (`FloatEntry`,
+`IntEntry`, `ChoiceEntry`, `BoolEntry`, `FixedEntry`). Each entry names a
+training option (``learning_rate``, ``batch_size``, ``optimizer``,
+``weight_decay``, ``warmup.epochs``, ``epochs``; see `TRAINING_OPTIONS`), an
+optimizer option (``momentum``, ``beta_1``, ...; see `OPTIMIZER_OPTIONS`), or
+a keyword option of the model factory (any other name; ``model_options.NAME``
+forces that reading)::
 
     space:
       learning_rate: {type: float, min: 1.0e-4, max: 1.0e-1, log: true}
@@ -22,23 +24,41 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from kerastrain.config.base import Section, option
-from kerastrain.config.train import COMMON_OPTIMIZER_OPTIONS, OPTIMIZER_OPTIONS
+from kerastrain.config.base import Section, option, warn_renamed
+from kerastrain.config.train import COMMON_OPTIMIZER_OPTIONS, OPTIMIZER_OPTIONS, TrainConfig
 from kerastrain.errors import ConfigError, config_error, did_you_mean
 
-__all__ = ["TuneConfig", "TRAINING_OPTIONS", "route", "infer_direction"]
+__all__ = [
+    "TuneConfig",
+    "SpaceEntry",
+    "FloatEntry",
+    "IntEntry",
+    "ChoiceEntry",
+    "BoolEntry",
+    "FixedEntry",
+    "ENTRY_TYPES",
+    "TRAINING_OPTIONS",
+    "route",
+    "infer_direction",
+]
 
 Algorithm = Literal["random", "grid", "bayesian", "hyperband"]
 
-#: Space names that set a `TrainConfig` field rather than a model option.
+#: Space names that set a `TrainConfig` option rather than a model option
+#: (a dotted name is an option of a nested section).
 TRAINING_OPTIONS = (
     "learning_rate",
     "batch_size",
     "optimizer",
     "weight_decay",
-    "warmup_epochs",
+    "warmup.epochs",
     "epochs",
 )
+#: Space names of earlier releases (the old flat training keys), still read
+#: with a `DeprecationWarning`: the training option each sets.
+RENAMED_TRAINING_OPTIONS = {
+    old: new for old, new in TrainConfig._moved.items() if new in TRAINING_OPTIONS
+}
 #: Every optimizer keyword that a space name may tune (train.optimizer_options).
 OPTIMIZER_KEYWORDS = tuple(
     sorted({k for keys in OPTIMIZER_OPTIONS.values() for k in keys} | set(COMMON_OPTIMIZER_OPTIONS))
@@ -47,30 +67,27 @@ MODEL_PREFIX = "model_options."
 #: Objective names containing one of these are maximized (unless told).
 MAXIMIZED = ("acc", "auc", "precision", "recall", "f1", "r2")
 
-TYPES = ("int", "float", "choice", "bool", "fixed")
-_KEYS = {
-    "int": ("type", "min", "max", "step", "log", "sampling", "default", "when"),
-    "float": ("type", "min", "max", "step", "log", "sampling", "default", "when"),
-    "choice": ("type", "values", "default", "when"),
-    "bool": ("type", "default", "when"),
-    "fixed": ("type", "value", "when"),
-}
-SAMPLINGS = ("linear", "log", "reverse_log")
-_SCALARS = (bool, int, float, str)
+#: A value a choice or a fixed entry may hold.
+Scalar = bool | int | float | str
+Sampling = Literal["linear", "log", "reverse_log"]
 
 
 def route(name: str) -> tuple[str, str]:
-    """Where a space name goes: ``("train", field)``, ``("optimizer_options",
+    """Where a space name goes: ``("train", option)``, ``("optimizer_options",
     key)`` or ``("model_options", key)``.
 
     Example:
         >>> route("momentum"), route("model_options.momentum")
         (('optimizer_options', 'momentum'), ('model_options', 'momentum'))
+        >>> route("warmup.epochs"), route("warmup_epochs")
+        (('train', 'warmup.epochs'), ('train', 'warmup.epochs'))
     """
     if name.startswith(MODEL_PREFIX):
         return "model_options", name[len(MODEL_PREFIX) :]
     if name in TRAINING_OPTIONS:
         return "train", name
+    if name in RENAMED_TRAINING_OPTIONS:
+        return "train", RENAMED_TRAINING_OPTIONS[name]
     if name in OPTIMIZER_KEYWORDS:
         return "optimizer_options", name
     return "model_options", name
@@ -82,150 +99,250 @@ def infer_direction(name: str) -> str:
     return "max" if any(key in lowered for key in MAXIMIZED) else "min"
 
 
-def _number(value: Any, integer: bool) -> bool:
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) if integer else isinstance(value, (int, float))
+@dataclasses.dataclass(kw_only=True)
+class SpaceEntry(Section):
+    """Base of one entry of ``tune.space``; its `type` key picks the kind.
+
+    Every kind has `when`: the condition under which the entry is active,
+    ``{parent: value or [values]}`` (one parent; KerasTuner nests
+    conditional scopes, so a chain is made by conditioning the parent).
+    """
+
+    _path: ClassVar[str] = "tune.space"
+
+    def validate(self) -> None:
+        when = getattr(self, "when", None)
+        if when is None:
+            return
+        path = self._field_path("when")
+        if not when:
+            raise config_error(
+                path,
+                when,
+                "a mapping of parent names to a value or a list of values, e.g. {optimizer: sgd}",
+            )
+        if len(when) != 1:
+            raise config_error(
+                path,
+                when,
+                "one parent (KerasTuner nests conditional "
+                "scopes; make the parent itself conditional to chain them)",
+            )
+        object.__setattr__(
+            self,
+            "when",
+            {str(k): list(v) if isinstance(v, (list, tuple)) else [v] for k, v in when.items()},
+        )
+
+    @property
+    def conditions(self) -> dict[str, list[Any]]:
+        """`when` as ``{parent: [values]}``, empty for an unconditional entry."""
+        return dict(getattr(self, "when", None) or {})
+
+    def possible(self) -> list[Any] | None:
+        """The values the entry can take, or None when they are not enumerable."""
+        return None
+
+    def corners(self) -> list[Any]:
+        """The extreme and listed values the entry can take (to check them)."""
+        return self.possible() or []
 
 
-def _entry(name: str, spec: Any) -> dict[str, Any]:
-    """One space entry in its canonical form (a mapping with ``type``)."""
+@dataclasses.dataclass(kw_only=True)
+class _RangeEntry(SpaceEntry):
+    """The checks that `IntEntry` and `FloatEntry` share."""
+
+    def validate(self) -> None:
+        low, high = self.min, self.max
+        if not low < high:
+            raise config_error(self._field_path("max"), high, f"greater than min={low}")
+        sampling = self.sampling or ("log" if self.log else "linear")
+        if sampling != "linear" and low <= 0:
+            raise config_error(self._field_path("min"), low, f"> 0 for {sampling} sampling")
+        if self.default is not None and not low <= self.default <= high:
+            raise config_error(
+                self._field_path("default"), self.default, f"a value between {low} and {high}"
+            )
+        object.__setattr__(self, "sampling", sampling)
+        object.__setattr__(self, "log", sampling == "log")
+        super().validate()
+
+    def corners(self) -> list[Any]:
+        return [self.min, self.max]
+
+
+@dataclasses.dataclass(kw_only=True)
+class FloatEntry(_RangeEntry):
+    """A range of numbers: ``{type: float, min: 1.0e-4, max: 0.1, log: true}``.
+
+    Attributes:
+        type: `"float"`.
+        min: The smallest value. Required.
+        max: The largest value. Required.
+        step: Only multiples of this above `min` (a grid search needs it).
+            Defaults to `None`.
+        log: Sample on a log scale (the same as `sampling: log`).
+            Defaults to `False`.
+        sampling: `"linear"`, `"log"` or `"reverse_log"`; wins over `log`.
+            Defaults to `None`: from `log`.
+        default: The value tried first. Defaults to `None`.
+        when: See `SpaceEntry`. Defaults to `None`.
+    """
+
+    type: Literal["float"] = "float"
+    min: float
+    max: float
+    step: float | None = option(None, gt=0.0)
+    log: bool = False
+    sampling: Sampling | None = None
+    default: float | None = None
+    when: dict[str, Any] | None = None
+
+
+@dataclasses.dataclass(kw_only=True)
+class IntEntry(_RangeEntry):
+    """A range of integers: ``{type: int, min: 16, max: 128, step: 16}``.
+
+    Attributes:
+        type: `"int"`.
+        min: The smallest value. Required.
+        max: The largest value (included). Required.
+        step: Only multiples of this above `min`. Defaults to `None` (1).
+        log: Sample on a log scale (the same as `sampling: log`).
+            Defaults to `False`.
+        sampling: `"linear"`, `"log"` or `"reverse_log"`; wins over `log`.
+            Defaults to `None`: from `log`.
+        default: The value tried first. Defaults to `None`.
+        when: See `SpaceEntry`. Defaults to `None`.
+    """
+
+    type: Literal["int"] = "int"
+    min: int
+    max: int
+    step: int | None = option(None, gt=0)
+    log: bool = False
+    sampling: Sampling | None = None
+    default: int | None = None
+    when: dict[str, Any] | None = None
+
+    def possible(self) -> list[Any]:
+        return list(range(self.min, self.max + 1, self.step or 1))
+
+
+@dataclasses.dataclass(kw_only=True)
+class ChoiceEntry(SpaceEntry):
+    """One of listed values: ``{type: choice, values: [adam, sgd]}``, or a bare list.
+
+    Attributes:
+        type: `"choice"`.
+        values: The values, all strings, all numbers or all booleans
+            (KerasTuner's `Choice` cannot mix them), without repeats. Required.
+        default: The value tried first, one of `values`. Defaults to `None`.
+        when: See `SpaceEntry`. Defaults to `None`.
+    """
+
+    type: Literal["choice"] = "choice"
+    values: list[Scalar]
+    default: Scalar | None = None
+    when: dict[str, Any] | None = None
+
+    def validate(self) -> None:
+        path = self._field_path("values")
+        if not self.values:
+            raise config_error(path, self.values, "a non-empty list")
+        kinds = {
+            bool if isinstance(v, bool) else str if isinstance(v, str) else "number"
+            for v in self.values
+        }
+        if len(kinds) > 1:
+            raise config_error(
+                path,
+                self.values,
+                "values of one type (KerasTuner's Choice cannot mix strings, numbers and booleans)",
+            )
+        if len(set(map(repr, self.values))) != len(self.values):
+            raise config_error(path, self.values, "a list without repeats")
+        if self.default is not None and self.default not in self.values:
+            raise config_error(
+                self._field_path("default"),
+                self.default,
+                "one of the values " + ", ".join(map(repr, self.values)),
+                self.values,
+            )
+        super().validate()
+
+    def possible(self) -> list[Any]:
+        return list(self.values)
+
+
+@dataclasses.dataclass(kw_only=True)
+class BoolEntry(SpaceEntry):
+    """True or false: ``{type: bool}``.
+
+    Attributes:
+        type: `"bool"`.
+        default: The value tried first. Defaults to `False`.
+        when: See `SpaceEntry`. Defaults to `None`.
+    """
+
+    type: Literal["bool"] = "bool"
+    default: bool = False
+    when: dict[str, Any] | None = None
+
+    def possible(self) -> list[Any]:
+        return [False, True]
+
+
+@dataclasses.dataclass(kw_only=True)
+class FixedEntry(SpaceEntry):
+    """One value, not searched: ``{type: fixed, value: relu}``, or a bare value.
+
+    Attributes:
+        type: `"fixed"`.
+        value: The value. Required.
+        when: See `SpaceEntry`. Defaults to `None`.
+    """
+
+    type: Literal["fixed"] = "fixed"
+    value: Scalar
+    when: dict[str, Any] | None = None
+
+    def possible(self) -> list[Any]:
+        return [self.value]
+
+
+#: The section of each kind of entry, by its `type` key.
+ENTRY_TYPES: dict[str, type[SpaceEntry]] = {
+    "int": IntEntry,
+    "float": FloatEntry,
+    "choice": ChoiceEntry,
+    "bool": BoolEntry,
+    "fixed": FixedEntry,
+}
+
+
+def _entry(name: str, spec: Any) -> SpaceEntry:
+    """One space entry as its section (a bare list is a choice, a bare value fixed)."""
+    if isinstance(spec, SpaceEntry):
+        return spec
     path = f"tune.space.{name}"
     if isinstance(spec, (list, tuple)):
         spec = {"type": "choice", "values": list(spec)}
-    elif isinstance(spec, _SCALARS):
+    elif isinstance(spec, (bool, int, float, str)):
         spec = {"type": "fixed", "value": spec}
     elif not isinstance(spec, Mapping):
         raise config_error(
             path,
             spec,
             "a list of choices, a fixed value, or a mapping with "
-            "'type' (one of " + ", ".join(TYPES) + ")",
+            "'type' (one of " + ", ".join(ENTRY_TYPES) + ")",
         )
-    spec = dict(spec)
     kind = spec.get("type")
-    if kind not in TYPES:
-        raise config_error(f"{path}.type", kind, "one of " + ", ".join(map(repr, TYPES)), TYPES)
-    for key in spec:
-        if key not in _KEYS[kind]:
-            raise ConfigError(
-                f"Unknown option '{path}.{key}' for a {kind} parameter. It "
-                f"accepts: {', '.join(_KEYS[kind])}." + did_you_mean(key, _KEYS[kind])
-            )
-    out: dict[str, Any] = {"type": kind}
-    if kind in ("int", "float"):
-        integer = kind == "int"
-        for key in ("min", "max"):
-            if key not in spec:
-                raise ConfigError(f"The {kind} parameter {path!r} needs '{key}'.")
-            if not _number(spec[key], integer):
-                raise config_error(
-                    f"{path}.{key}", spec[key], "an integer" if integer else "a number"
-                )
-        low, high = spec["min"], spec["max"]
-        if not low < high:
-            raise config_error(f"{path}.max", high, f"greater than min={low}")
-        sampling = spec.get("sampling", "log" if spec.get("log") else "linear")
-        if "log" in spec and not isinstance(spec["log"], bool):
-            raise config_error(f"{path}.log", spec["log"], "true or false")
-        if sampling not in SAMPLINGS:
-            raise config_error(
-                f"{path}.sampling", sampling, "one of " + ", ".join(map(repr, SAMPLINGS)), SAMPLINGS
-            )
-        if sampling != "linear" and low <= 0:
-            raise config_error(f"{path}.min", low, f"> 0 for {sampling} sampling")
-        step = spec.get("step")
-        if step is not None and (not _number(step, integer) or step <= 0):
-            raise config_error(
-                f"{path}.step", step, "a positive " + ("integer" if integer else "number")
-            )
-        out.update(
-            min=low if integer else float(low),
-            max=high if integer else float(high),
-            step=step,
-            sampling=sampling,
+    if kind not in ENTRY_TYPES:
+        raise config_error(
+            f"{path}.type", kind, "one of " + ", ".join(map(repr, ENTRY_TYPES)), ENTRY_TYPES
         )
-        default = spec.get("default")
-        if default is not None and (not _number(default, integer) or not low <= default <= high):
-            raise config_error(f"{path}.default", default, f"a value between {low} and {high}")
-        out["default"] = default
-    elif kind == "choice":
-        values = spec.get("values")
-        if not isinstance(values, (list, tuple)) or not values:
-            raise config_error(f"{path}.values", values, "a non-empty list")
-        values = list(values)
-        if any(not isinstance(v, _SCALARS) for v in values):
-            raise config_error(f"{path}.values", values, "a list of numbers, strings or booleans")
-        kinds = {
-            bool if isinstance(v, bool) else str if isinstance(v, str) else "number" for v in values
-        }
-        if len(kinds) > 1:
-            raise config_error(
-                f"{path}.values",
-                values,
-                "values of one type (KerasTuner's Choice cannot mix strings, numbers and booleans)",
-            )
-        if len(set(map(repr, values))) != len(values):
-            raise config_error(f"{path}.values", values, "a list without repeats")
-        default = spec.get("default")
-        if default is not None and default not in values:
-            raise config_error(
-                f"{path}.default",
-                default,
-                "one of the values " + ", ".join(map(repr, values)),
-                values,
-            )
-        out.update(values=values, default=default)
-    elif kind == "bool":
-        default = spec.get("default", False)
-        if not isinstance(default, bool):
-            raise config_error(f"{path}.default", default, "true or false")
-        out["default"] = default
-    else:
-        value = spec.get("value")
-        if not isinstance(value, _SCALARS):
-            raise config_error(f"{path}.value", value, "a number, a string or a boolean")
-        out["value"] = value
-    when = spec.get("when")
-    if when is not None:
-        if not isinstance(when, Mapping) or not when:
-            raise config_error(
-                f"{path}.when",
-                when,
-                "a mapping of parent names to a value or a list of values, e.g. {optimizer: sgd}",
-            )
-        if len(when) != 1:
-            raise config_error(
-                f"{path}.when",
-                when,
-                "one parent (KerasTuner nests conditional "
-                "scopes; make the parent itself conditional to chain them)",
-            )
-        out["when"] = {
-            str(k): list(v) if isinstance(v, (list, tuple)) else [v] for k, v in when.items()
-        }
-    return out
-
-
-def _possible(entry: Mapping[str, Any]) -> list[Any] | None:
-    """The values a parent can take, or None when they are not enumerable."""
-    kind = entry["type"]
-    if kind == "choice":
-        return list(entry["values"])
-    if kind == "bool":
-        return [False, True]
-    if kind == "fixed":
-        return [entry["value"]]
-    if kind == "int":
-        return list(range(entry["min"], entry["max"] + 1, entry["step"] or 1))
-    return None
-
-
-def _corners(entry: Mapping[str, Any]) -> list[Any]:
-    """The extreme and listed values an entry can take (to check them)."""
-    if entry["type"] in ("int", "float"):
-        return [entry["min"], entry["max"]]
-    return _possible(entry) or []
+    return ENTRY_TYPES[kind].from_dict(spec, path, context=f"a {kind} parameter")
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -233,9 +350,9 @@ def _same(a: Any, b: Any) -> bool:
     return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
-def _check_conditions(space: Mapping[str, Mapping[str, Any]]) -> None:
+def _check_conditions(space: Mapping[str, SpaceEntry]) -> None:
     for name, entry in space.items():
-        for parent, values in entry.get("when", {}).items():
+        for parent, values in entry.conditions.items():
             path = f"tune.space.{name}.when.{parent}"
             if parent == name or parent not in space:
                 others = [n for n in space if n != name]
@@ -243,7 +360,7 @@ def _check_conditions(space: Mapping[str, Mapping[str, Any]]) -> None:
                     f"The condition {path!r} names {parent!r}, which is not another parameter "
                     f"of the space ({', '.join(others) or 'none'})." + did_you_mean(parent, others)
                 )
-            possible = _possible(space[parent])
+            possible = space[parent].possible()
             if possible is None:
                 raise config_error(
                     path,
@@ -260,7 +377,7 @@ def _check_conditions(space: Mapping[str, Mapping[str, Any]]) -> None:
                     )
     # No cycles: every chain of parents ends.
     for name in space:
-        seen, todo = {name}, list(space[name].get("when", {}))
+        seen, todo = {name}, list(space[name].conditions)
         while todo:
             parent = todo.pop()
             if parent in seen:
@@ -269,15 +386,30 @@ def _check_conditions(space: Mapping[str, Mapping[str, Any]]) -> None:
                     f"{parent!r}; a parameter cannot depend on itself."
                 )
             seen.add(parent)
-            todo.extend(space[parent].get("when", {}))
+            todo.extend(space[parent].conditions)
 
 
-def _check_optimizer_options(space: Mapping[str, Mapping[str, Any]]) -> None:
+def _check_targets(space: Mapping[str, SpaceEntry]) -> None:
+    """Each option is tuned by one name; an old training name is read with a warning."""
+    tuned: dict[tuple[str, str], str] = {}
+    for name in space:
+        target = route(name)
+        if name in RENAMED_TRAINING_OPTIONS:
+            warn_renamed(f"tune.space.{name}", f"tune.space.{target[1]}")
+        if target in tuned:
+            raise ConfigError(
+                f"'tune.space.{tuned[target]}' and 'tune.space.{name}' both tune "
+                f"'{target[0]}.{target[1]}'; keep one of them."
+            )
+        tuned[target] = name
+
+
+def _check_optimizer_options(space: Mapping[str, SpaceEntry]) -> None:
     """An optimizer keyword must be valid for every optimizer it can meet."""
     opt = space.get("optimizer")
     if opt is None:
         return  # checked against train.optimizer when the pipeline config is built
-    names = _possible(opt) or []
+    names = opt.possible() or []
     unknown = [n for n in names if n not in OPTIMIZER_OPTIONS]
     if unknown:
         raise config_error(
@@ -290,7 +422,7 @@ def _check_optimizer_options(space: Mapping[str, Mapping[str, Any]]) -> None:
         where, key = route(name)
         if where != "optimizer_options":
             continue
-        active = entry.get("when", {}).get("optimizer", names)
+        active = entry.conditions.get("optimizer", names)
         refusing = [o for o in active if key not in OPTIMIZER_OPTIONS[o] + COMMON_OPTIMIZER_OPTIONS]
         if refusing:
             accepting = [o for o in names if key in OPTIMIZER_OPTIONS[o] + COMMON_OPTIMIZER_OPTIONS]
@@ -319,8 +451,9 @@ class TuneConfig(Section):
             does not log (`val_f1`, `val_precision`, `val_recall`,
             `val_roc_auc`, `val_r2`) are computed with scikit-learn after each
             epoch. Defaults to `"val_loss"`.
-        space: Parameter name to its range (see the module docstring).
-            Defaults to `{}` (only allowed with `build`).
+        space: Parameter name to its range (see the module docstring); each
+            becomes the section of its kind (`SpaceEntry`). Defaults to `{}`
+            (only allowed with `build`).
         build: A function `build(hp)` of a KerasTuner `HyperParameters`
             that declares the space in code and returns either a mapping of
             option values (routed like space names) or a tf_keras model
@@ -390,11 +523,12 @@ class TuneConfig(Section):
                 raise config_error("tune.space", name, "a mapping whose keys are parameter names")
             space[name] = _entry(name, spec)
         _check_conditions(space)
+        _check_targets(space)
         _check_optimizer_options(space)
         object.__setattr__(self, "space", space)
         if self.algorithm == "grid":
             for name, entry in space.items():
-                if entry["type"] == "float" and entry["step"] is None:
+                if isinstance(entry, FloatEntry) and entry.step is None:
                     raise ConfigError(
                         f"A grid search needs a finite grid, but 'tune.space.{name}' is a float "
                         "range without 'step'. Give it a step or a list of values."
@@ -441,18 +575,17 @@ class TuneConfig(Section):
             train: The run's `TrainConfig`.
 
         Raises:
-            ConfigError: For a training option that does not exist, a value a
-                trial's `TrainConfig` would refuse, or optimizer options that
-                the optimizers of the space do not accept.
+            ConfigError: For a value a trial's `TrainConfig` would refuse, or
+                optimizer options that the optimizers of the space do not
+                accept.
         """
-        fields = {f.name for f in dataclasses.fields(train)}
         # Optimizer options the space tunes are the space's to keep consistent.
         tuned = {route(n)[1] for n in self.space if route(n)[0] == "optimizer_options"}
         train = train.replace(
             optimizer_options={k: v for k, v in train.optimizer_options.items() if k not in tuned}
         )
         opt_entry = self.space.get("optimizer")
-        optimizers = _possible(opt_entry) if opt_entry else [train.optimizer]
+        optimizers = opt_entry.possible() if opt_entry else [train.optimizer]
         for key in train.optimizer_options:
             refusing = [
                 o for o in optimizers if key not in OPTIMIZER_OPTIONS[o] + COMMON_OPTIMIZER_OPTIONS
@@ -466,12 +599,7 @@ class TuneConfig(Section):
         for name, entry in self.space.items():
             where, key = route(name)
             if where == "train":
-                if key not in fields:
-                    raise ConfigError(
-                        f"'tune.space.{name}' tunes 'train.{key}', which this "
-                        "version's training options do not have."
-                    )
-                for value in _corners(entry):
+                for value in entry.corners():
                     try:
                         train.replace(**{key: value})
                     except ConfigError as exc:

@@ -296,7 +296,8 @@ def configure_execution(
     Args:
         model: The compiled model, not yet fitted with these settings.
         dataset: The training dataset.
-        train: The training options (`steps_per_execution`, `jit_compile`).
+        train: The training options (`execution.steps_per_execution`,
+            `execution.jit_compile`).
         callbacks: Every callback the fit will run.
         epochs: Epochs the fit will run.
         steps_per_epoch: Steps of an epoch when the dataset does not say.
@@ -311,8 +312,8 @@ def configure_execution(
     Returns:
         The decisions taken, by option name (empty when nothing was `"auto"`).
     """
-    want_steps = train.steps_per_execution == "auto"
-    want_jit = train.jit_compile == "auto"
+    want_steps = train.execution.steps_per_execution == "auto"
+    want_jit = train.execution.jit_compile == "auto"
     if not (want_steps or want_jit):
         return {}
     strategy = model.distribute_strategy

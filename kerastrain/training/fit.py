@@ -77,13 +77,14 @@ class TrainResult:
 
 
 def compile_options(train: TrainConfig) -> dict[str, Any]:
-    """The `model.compile` options for speed: `jit_compile`, `steps_per_execution`.
+    """The `model.compile` options for speed: `train.execution`'s `jit_compile`
+    and `steps_per_execution`.
 
     An `"auto"` value compiles as off / 1 and is resolved by `train_model`
     before fitting, once the data and the callbacks are known
     (`execution.configure_execution`).
     """
-    jit, steps = train.jit_compile, train.steps_per_execution
+    jit, steps = train.execution.jit_compile, train.execution.steps_per_execution
     return {
         "jit_compile": False if jit == "auto" else bool(jit),
         "steps_per_execution": 1 if steps == "auto" else int(steps),
@@ -169,7 +170,7 @@ def default_callbacks(
     if train.blowup_guard is not None:
         own.append(kcb.BlowupGuard(train.blowup_guard.retries, train.blowup_guard.lr_factor))
     if train.schedule == "plateau":
-        opts: Any = train.schedule_settings()
+        opts: Any = train.schedule_options
         monitor = _monitor(opts.monitor, has_validation, "ReduceLROnPlateau")
         own.append(
             keras.callbacks.ReduceLROnPlateau(
@@ -189,11 +190,11 @@ def default_callbacks(
         own.append(
             kcb.BackupAndRestore(
                 os.fspath(backup_dir),
-                save_freq=train.backup_frequency,
-                min_interval=train.backup_interval,
+                save_freq=train.backup.frequency,
+                min_interval=train.backup.interval,
             )
         )
-    if train.ema:
+    if train.ema is not None:
         own.append(kcb.SwapEMAWeights())
     stopping = train.early_stopping
     if stopping is not None:
@@ -310,7 +311,7 @@ def train_model(
             Defaults to `0`.
         backup_dir: A folder for `BackupAndRestore`: a killed fit rerun with
             the same folder resumes from its last backup (unless
-            `train.resume` is False, which empties the folder first), and its
+            `train.backup.resume` is False, which empties the folder first), and its
             history keeps the epochs run before the crash. Emptied when the
             fit completes. Defaults to `None`.
         run_dir: The folder for checkpoints and TensorBoard logs. Defaults to
@@ -345,8 +346,8 @@ def train_model(
     chief = bool(getattr(model.distribute_strategy.extended, "should_checkpoint", True))
     if backup_dir is not None:
         backup_dir = Path(backup_dir)
-        if not train.resume and backup_dir.exists() and chief:
-            logger.info("train.resume is False: removing the backup in %s.", backup_dir)
+        if not train.backup.resume and backup_dir.exists() and chief:
+            logger.info("train.backup.resume is False: removing the backup in %s.", backup_dir)
             shutil.rmtree(backup_dir)
         previous = kcb.load_records(backup_dir / HISTORY_BACKUP)
         if run_dir is None:
@@ -442,8 +443,7 @@ def find_learning_rate(
             learning_rate=finder.start_learning_rate,
             schedule="constant",
             schedule_options={},
-            warmup_epochs=0.0,
-            warmup_steps=None,
+            warmup={},
             ema=False,
             blowup_guard=False,
         )

@@ -29,7 +29,9 @@ __all__ = [
     "steps_per_epoch",
 ]
 
-OPTIMIZERS = {
+#: The tf_keras class of each optimizer that the config names
+#: (`kerastrain.config.train.OPTIMIZERS`; a test keeps the two in step).
+OPTIMIZER_CLASSES = {
     "sgd": keras.optimizers.SGD,
     "adam": keras.optimizers.Adam,
     "adamw": keras.optimizers.AdamW,
@@ -47,7 +49,7 @@ def _decay_schedule(
     train: TrainConfig, peak: float, steps_per_epoch: int, warmup_steps: int
 ) -> Any:
     """The schedule after warmup, in steps, for a float peak rate."""
-    opts: Any = train.schedule_settings()
+    opts: Any = train.schedule_options
     remaining = max(train.epochs - warmup_steps / steps_per_epoch, 1.0 / steps_per_epoch)
     steps = lambda epochs: _steps(epochs, steps_per_epoch)  # noqa: E731
     kind = train.schedule
@@ -114,7 +116,7 @@ def make_learning_rate(train: TrainConfig, steps_per_epoch: int | None = None) -
 
     Args:
         train: `learning_rate`, `schedule`, `schedule_options` (epochs),
-            `warmup_*`, `epochs`.
+            `warmup`, `epochs`.
         steps_per_epoch: Optimizer steps per epoch, to turn epochs into
             steps. Defaults to `None` (enough only for a constant rate).
 
@@ -140,21 +142,22 @@ def make_learning_rate(train: TrainConfig, steps_per_epoch: int | None = None) -
                 allowed="fit_pipeline does it, or call kerastrain.training.find_learning_rate first",
             )
         )
-    uses_steps = train.has_warmup or train.schedule not in ("constant", "plateau")
+    warmup_options = train.warmup
+    uses_steps = warmup_options.enabled or train.schedule not in ("constant", "plateau")
     if uses_steps and not steps_per_epoch:
         raise ConfigError(
             message(
                 "The schedule is given in epochs and needs the number of steps per epoch",
                 received={
                     "train.schedule": train.schedule,
-                    "train.warmup_epochs": train.warmup_epochs,
+                    "train.warmup.epochs": warmup_options.epochs,
                     "steps_per_epoch": steps_per_epoch,
                 },
                 allowed="Pass steps_per_epoch to compile_model",
             )
         )
-    warmup = train.warmup_steps or (
-        _steps(train.warmup_epochs, steps_per_epoch) if train.warmup_epochs > 0 else 0
+    warmup = warmup_options.steps or (
+        _steps(warmup_options.epochs, steps_per_epoch) if warmup_options.epochs > 0 else 0
     )
     if is_schedule_object(lr):
         base = lr
@@ -163,7 +166,9 @@ def make_learning_rate(train: TrainConfig, steps_per_epoch: int | None = None) -
     else:
         base = _decay_schedule(train, float(lr), steps_per_epoch, warmup)
     if warmup:
-        return schedules.Warmup(base, warmup, train.warmup_learning_rate, train.warmup_method)
+        return schedules.Warmup(
+            base, warmup, warmup_options.start_learning_rate, warmup_options.method
+        )
     return base
 
 
@@ -174,7 +179,7 @@ def make_optimizer(
 
     Args:
         train: `optimizer`, `optimizer_options`, `learning_rate`, `schedule`,
-            `warmup_*`, `weight_decay`, `clipnorm`, `global_clipnorm`, `ema`.
+            `warmup`, `weight_decay`, `clipnorm`, `global_clipnorm`, `ema`.
         learning_rate: A float or a `LearningRateSchedule` used as is instead
             of `train`'s rate and schedule. Defaults to `None`.
         steps_per_epoch: Optimizer steps per epoch, to build schedules given in
@@ -189,7 +194,7 @@ def make_optimizer(
         ...                optimizer_options={"momentum": 0.9, "nesterov": True})).nesterov
         True
     """
-    cls = OPTIMIZERS[train.optimizer]
+    cls = OPTIMIZER_CLASSES[train.optimizer]
     kwargs = dict(train.optimizer_options)
     if train.weight_decay:
         kwargs["weight_decay"] = train.weight_decay
@@ -198,8 +203,8 @@ def make_optimizer(
     for key in ("clipnorm", "global_clipnorm"):
         if getattr(train, key) is not None:
             kwargs[key] = getattr(train, key)
-    if train.ema:
-        kwargs.update(use_ema=True, ema_momentum=train.ema_momentum)
+    if train.ema is not None:
+        kwargs.update(use_ema=True, ema_momentum=train.ema.momentum)
     lr = make_learning_rate(train, steps_per_epoch) if learning_rate is None else learning_rate
     if train.blowup_guard is not None and isinstance(lr, schedules.LearningRateSchedule):
         lr = Scaled(lr)

@@ -191,7 +191,7 @@ def precision_scope(policy: str) -> Iterator[None]:
 
 
 def resolve_precision(setting: str, strategy: tf.distribute.Strategy) -> Decision:
-    """`train.mixed_precision` made concrete: `"auto"` asks `pick_precision`."""
+    """`train.execution.mixed_precision` made concrete: `"auto"` asks `pick_precision`."""
     if setting != "auto":
         return Decision(setting, "as configured")
     return pick_precision(device_info(strategy))

@@ -88,7 +88,7 @@ def build_compiled_model(
     distribute: DistributeConfig | None = None,
 ) -> keras.Model:
     """Builds and compiles the model inside the strategy scope (and under the
-    `train.mixed_precision` policy); schedules count the steps of an epoch.
+    `train.execution.mixed_precision` policy); schedules count the steps of an epoch.
     The arguments are those of `run_training`."""
     return _build(train, prepared, strategy, model_spec, model_options, batch_size, distribute)[0]
 
@@ -105,7 +105,7 @@ def _build(
 ) -> tuple[keras.Model, Decision, float | None]:
     """`build_compiled_model`, measuring the precision when it can.
 
-    With `mixed_precision="auto"` choosing a reduced precision on one CPU
+    With `execution.mixed_precision="auto"` choosing a reduced precision on one CPU
     device, the model is timed against its float32 twin on a batch of
     `probe_data` and the faster one is kept (`precision.choose_precision`);
     the decision is remembered for this architecture, so that later builds
@@ -117,7 +117,7 @@ def _build(
     """
     task = prepared.task
     global_batch = global_batch_size(batch_size, strategy, train.gradient_accumulation)
-    precision = resolve_precision(train.mixed_precision, strategy)
+    precision = resolve_precision(train.execution.mixed_precision, strategy)
     with strategy.scope(), precision_scope(precision.value):
         inputs = model_inputs(prepared.feature_shape, prepared.standardizer, prepared.encoding)
         model = build_model(
@@ -127,7 +127,7 @@ def _build(
             model_options,
         )
     step_seconds = None
-    if train.mixed_precision == "auto":
+    if train.execution.mixed_precision == "auto":
         model, precision, step_seconds = choose_precision(
             model, precision, strategy, global_batch, make_loss(task, train), probe_data
         )
@@ -214,7 +214,9 @@ def run_training(
             val_ds if val_ds is not None else train_ds,
         )
     else:
-        precision = remembered_precision(model, train.mixed_precision, strategy, global_batch)
+        precision = remembered_precision(
+            model, train.execution.mixed_precision, strategy, global_batch
+        )
     train_config = distributed_train_config(train, distribute or DistributeConfig(), strategy)
     result = train_model(
         model,
@@ -279,7 +281,9 @@ def find_learning_rate(
         distribute=distribute,
     )
     train_ds, _ = make_datasets(train, prepared, strategy, batch_size=batch_size, seed=seed)
-    train, _ = _range_test(build, train_ds, train, out_dir=run_dir, reuse=reuse and train.resume)
+    train, _ = _range_test(
+        build, train_ds, train, out_dir=run_dir, reuse=reuse and train.backup.resume
+    )
     return train
 
 

@@ -20,7 +20,16 @@ import keras_tuner as kt
 
 from kerastrain._keras import keras
 from kerastrain.config import PipelineConfig
-from kerastrain.config.tune import TuneConfig, route
+from kerastrain.config.tune import (
+    TRAINING_OPTIONS,
+    BoolEntry,
+    ChoiceEntry,
+    FloatEntry,
+    IntEntry,
+    SpaceEntry,
+    TuneConfig,
+    route,
+)
 from kerastrain.errors import ConfigError, message
 from kerastrain.models import factory_for, factory_options
 
@@ -45,42 +54,33 @@ def plain_values(hp: kt.HyperParameters) -> dict[str, Any]:
     return {k: _python(v) for k, v in hp.values.items() if k not in TUNER_KEYS}
 
 
-def _chain(space: Mapping[str, Mapping[str, Any]], name: str) -> list[tuple[str, list[Any]]]:
+def _chain(space: Mapping[str, SpaceEntry], name: str) -> list[tuple[str, list[Any]]]:
     """The conditions of ``name``, outermost first."""
     conditions: list[tuple[str, list[Any]]] = []
-    for parent, values in space[name].get("when", {}).items():
+    for parent, values in space[name].conditions.items():
         conditions = _chain(space, parent) + [(parent, list(values))]
     return conditions
 
 
-def _declare(hp: kt.HyperParameters, name: str, entry: Mapping[str, Any]) -> Any:
-    kind = entry["type"]
-    if kind == "int":
-        return hp.Int(
+def _declare(hp: kt.HyperParameters, name: str, entry: SpaceEntry) -> Any:
+    if isinstance(entry, (IntEntry, FloatEntry)):
+        declare = hp.Int if isinstance(entry, IntEntry) else hp.Float
+        return declare(
             name,
-            entry["min"],
-            entry["max"],
-            step=entry["step"],
-            sampling=entry["sampling"],
-            default=entry["default"],
+            entry.min,
+            entry.max,
+            step=entry.step,
+            sampling=entry.sampling,
+            default=entry.default,
         )
-    if kind == "float":
-        return hp.Float(
-            name,
-            entry["min"],
-            entry["max"],
-            step=entry["step"],
-            sampling=entry["sampling"],
-            default=entry["default"],
-        )
-    if kind == "choice":
-        return hp.Choice(name, entry["values"], default=entry["default"])
-    if kind == "bool":
-        return hp.Boolean(name, default=entry["default"])
-    return hp.Fixed(name, entry["value"])
+    if isinstance(entry, ChoiceEntry):
+        return hp.Choice(name, entry.values, default=entry.default)
+    if isinstance(entry, BoolEntry):
+        return hp.Boolean(name, default=entry.default)
+    return hp.Fixed(name, entry.value)
 
 
-def declare_space(space: Mapping[str, Mapping[str, Any]], hp: kt.HyperParameters) -> dict[str, Any]:
+def declare_space(space: Mapping[str, SpaceEntry], hp: kt.HyperParameters) -> dict[str, Any]:
     """Declares every entry of ``space`` on ``hp``; returns the active values."""
     values: dict[str, Any] = {}
     ordered = sorted(space, key=lambda n: len(_chain(space, n)))  # parents first
@@ -227,8 +227,8 @@ def check_model_options(
                     f"'tune.space.{name}' is neither a training option nor an option of the "
                     f"model factory {label!r}",
                     allowed=f"The factory accepts: {', '.join(accepted) or 'no options'}; "
-                    "training options: learning_rate, batch_size, optimizer, weight_decay, "
-                    "warmup_epochs, epochs, and optimizer keywords such as momentum",
+                    f"training options: {', '.join(TRAINING_OPTIONS)}, and optimizer keywords "
+                    "such as momentum",
                     candidates=accepted,
                     near=key,
                 )
