@@ -69,8 +69,11 @@ def _decay_schedule(
                 f"epochs at least one step apart ({steps_per_epoch} steps per epoch)",
             )
         values = opts.values or [peak * opts.gamma**i for i in range(len(bounds) + 1)]
+        # PiecewiseConstantDecay keeps values[i] through the boundary step itself
+        # (`step <= boundary`); the rate must change at the boundary's first update,
+        # as `step` and PyTorch's MultiStepLR do, so it is given the step before.
         return keras.optimizers.schedules.PiecewiseConstantDecay(
-            bound_steps, [float(v) for v in values]
+            [b - 1 for b in bound_steps], [float(v) for v in values]
         )
     if kind == "exponential":
         return keras.optimizers.schedules.ExponentialDecay(
