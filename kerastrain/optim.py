@@ -219,6 +219,9 @@ def accumulate_gradients(model: keras.Model, steps: int) -> None:
     float rounding, with the memory of one micro-batch. Metrics and the loss
     are accumulated over the micro-batches as over the whole batch. Feed
     batches `steps` times the micro-batch size (`kerastrain.trial` does).
+    Layers that look across the batch are the exception: BatchNormalization
+    normalizes each micro-batch by its own statistics (and updates its moving
+    averages once per micro-batch), as it would with that smaller batch.
 
     Args:
         model: A compiled tf_keras model.
