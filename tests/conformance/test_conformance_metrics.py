@@ -23,14 +23,21 @@ import pytest
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
+from kerastrain.config import TrainConfig
 from kerastrain.data.validate import Task
 from kerastrain.evaluate import CALIBRATION_BINS, TOP_K, compute_metrics
+from kerastrain.optim import make_metrics
 
 #: Same float64 inputs on both sides: only the order of float64 sums may differ.
 RTOL = 1e-9
 #: float32 softmax rows are renormalized to sum to exactly 1 before scoring;
 #: against the raw float32 rows the log loss moves by at most a few float32 ulps.
 RTOL_FLOAT32_ROWS = 1e-6
+#: tf_keras's AUC (logged as `auc`/`val_auc` while training) integrates over
+#: 200 fixed thresholds, an approximation of the exact area: 4e-5 off on the
+#: 400 spread-out probabilities below; the bound leaves room for its
+#: threshold-spacing error (up to ~1/200 where scores crowd together).
+KERAS_AUC_ATOL = 5e-3
 
 BINARY = Task("binary", 2)
 MULTICLASS = Task("multiclass", 7)  # more than 5 classes: top-3 accuracy is reported
@@ -229,3 +236,15 @@ def test_regression_metrics_equal_the_formulas_and_scikit_learn():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert compute_metrics(REGRESSION, flat, flat + 0.1)["r2"] == skm.r2_score(flat, flat + 0.1)
+
+
+def test_logged_metrics_are_tf_keras_and_their_auc_an_approximation(binary_case):
+    # Documented: the val_auc of the training logs is tf_keras's AUC over 200
+    # thresholds; the evaluation's roc_auc is scikit-learn's exact area.
+    y, p = binary_case
+    logged = {m.name: m for m in make_metrics(BINARY, TrainConfig())}
+    for metric in logged.values():
+        metric.update_state(y.reshape(-1, 1), p.reshape(-1, 1).astype(np.float32))
+    exact = compute_metrics(BINARY, y, p)
+    assert float(logged["accuracy"].result()) == pytest.approx(exact["accuracy"], rel=1e-6)
+    assert float(logged["auc"].result()) == pytest.approx(exact["roc_auc"], abs=KERAS_AUC_ATOL)
