@@ -289,3 +289,17 @@ def test_linear_warmup_from_zero_makes_the_first_update_use_rate_zero():
     )
     start = kerastrain_rates(np.array([0]), warmup_steps=10, warmup_learning_rate=0.01)
     assert start[0] == pytest.approx(0.01, rel=RTOL)
+
+
+@pytest.mark.parametrize(
+    "total,pct_start",
+    [(1, 0.3), (3, 0.3), (5, 0.3), (7, 0.5), (12, 0.9), (33, 0.25), (1000, 0.3)],
+)
+def test_onecycle_class_equals_pytorch_for_short_and_long_cycles(total, pct_start):
+    # Every (T, pct_start) PyTorch accepts; pct_start * T == 1 is left out: PyTorch
+    # divides 0 by 0 there (kerastrain starts the cycle at its peak).
+    cycle = schedules.OneCycle(PEAK, total, pct_start)
+    steps = np.unique(np.linspace(0, total - 1, 120).round().astype(int))
+    got = np.array([schedules.value_at(cycle, int(s)) for s in steps])
+    want = reference(lambda s: torch_one_cycle_lr(s, total, PEAK, pct_start), steps)
+    np.testing.assert_allclose(got, want, rtol=RTOL)
