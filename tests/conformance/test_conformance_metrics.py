@@ -24,9 +24,9 @@ from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
 from kerastrain.config import TrainConfig
-from kerastrain.data.validate import Task
-from kerastrain.evaluate import CALIBRATION_BINS, TOP_K, compute_metrics
+from kerastrain.metrics import CALIBRATION_BINS, TOP_K, compute_metrics
 from kerastrain.optim import make_metrics
+from kerastrain.task import Task
 
 #: Same float64 inputs on both sides: only the order of float64 sums may differ.
 RTOL = 1e-9

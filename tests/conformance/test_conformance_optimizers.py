@@ -22,8 +22,8 @@ import pytest
 from kerastrain._keras import keras, tf
 from kerastrain.config import TrainConfig
 from kerastrain.config.train import OPTIMIZER_OPTIONS
-from kerastrain.data.validate import Task
 from kerastrain.optim import OPTIMIZERS, make_loss, make_optimizer, one_hot_labels
+from kerastrain.task import Task
 
 #: kerastrain's optimizer and tf_keras's are the same class running the same
 #: float32 operations: after 8 updates they agree to the last bit or two. Each

@@ -18,8 +18,8 @@ import pytest
 
 from kerastrain._keras import keras, tf
 from kerastrain.config import TrainConfig
-from kerastrain.data.validate import Task
 from kerastrain.optim import make_optimizer
+from kerastrain.task import Task
 from kerastrain.train import compile_model
 
 #: Accumulated and whole-batch gradients are the same sums in a different order
