@@ -125,7 +125,7 @@ class PermutationImportance:
         with figure(path, figsize=(7, 0.3 * len(order) + 1.5)) as (_, ax):
             ax.boxplot(
                 self.importances[order].T,
-                vert=False,
+                orientation="horizontal",
                 tick_labels=[self.feature_names[i] for i in order],
             )
             ax.axvline(0.0, color="grey", lw=0.8, ls="--")

@@ -82,6 +82,20 @@ def compute_metrics(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict
     `confusion_matrix_normalized` (each row divided by its count).
     Regression: `mae`, `rmse`, `r2`. Both: `examples`.
 
+    Each value is scikit-learn's for the same labels and probabilities
+    (`tests/conformance/` checks them), with two conventions of its own:
+
+    - `precision`, `recall` and `f1` are macro averages for binary tasks too,
+      not scikit-learn's default `average="binary"` (the positive class
+      only): binary and multi-class runs then read the same, and a poor
+      negative class cannot hide behind a good positive one. The
+      positive-class values are `per_class[<positive class>]`.
+    - Binary `ece` bins the positive class's probability (see `reliability`),
+      not the top-label confidence of the calibration papers.
+
+    The `auc` Keras logs during training (`val_auc`) is tf_keras's AUC over
+    200 thresholds, an approximation; `roc_auc` here is exact.
+
     Args:
         task: The task.
         y_true: True labels (class indices, or targets).
@@ -191,7 +205,16 @@ def reliability(
     positives (scikit-learn's `calibration_curve`); multi-class tasks bin the
     top class's probability (the confidence) against the share of rows whose
     top class is right. ECE is the mean gap between the two, each bin weighted
-    by its share of rows.
+    by its share of rows; bins are ``(lo, hi]`` (the first ``[0, hi]``), as
+    in Guo et al. (2017), "On calibration of modern neural networks".
+
+    For a binary task this differs on purpose from that paper's top-label
+    ECE, which bins ``max(p, 1 - p)``: the positive-class probability is
+    what a binary model outputs and what its reliability diagram shows
+    (scikit-learn's `calibration_curve`), and binning it keeps an
+    over-confident negative prediction (p = 0.05 for a positive row) apart
+    from an over-confident positive one. Multi-class tasks use the paper's
+    top-label ECE.
 
     Args:
         task: A classification task.

@@ -43,9 +43,9 @@ CASES = {
         [PEAK, PEAK * 0.1, PEAK * 0.01],
     ),
     "multistep_default": (
-        {"schedule": "multistep"},  # at 50% and 75%, gamma 0.1
-        [10, 60, 90],
-        [PEAK, PEAK * 0.1, PEAK * 0.01],
+        {"schedule": "multistep"},  # at 50% and 75% (steps 50, 75), gamma 0.1
+        [10, 49, 50, 74, 75, 90],
+        [PEAK, PEAK, PEAK * 0.1, PEAK * 0.1, PEAK * 0.01, PEAK * 0.01],
     ),
     "multistep_values": (
         {
@@ -85,14 +85,15 @@ CASES = {
         [7, 15, 28, 43],
         [PEAK * 0.5, PEAK * cosine(1 / 28), PEAK * 0.5, PEAK * cosine(1 / 56)],
     ),
+    # PyTorch's OneCycleLR: the peak at step 0.3 * 100 - 1, the end at the last update.
     "onecycle": (
         {"schedule": "onecycle"},
-        [0, 15, 30, 65, 100],
+        [0, 29, 64, 99, 150],
         [
             PEAK / 25,
-            PEAK / 25 + (PEAK - PEAK / 25) * 0.5,
             PEAK,
             PEAK / 25 / 1e4 + (PEAK - PEAK / 25 / 1e4) * 0.5,
+            PEAK / 25 / 1e4,
             PEAK / 25 / 1e4,
         ],
     ),
@@ -139,8 +140,8 @@ def test_schedule_classes_closed_form():
     cycle = schedules.OneCycle(
         1.0, total_steps=10, pct_start=0.5, div_factor=10, final_div_factor=10
     )
-    assert [schedules.value_at(cycle, s) for s in (0, 5, 10, 20)] == pytest.approx(
-        [0.1, 1, 0.01, 0.01]
+    assert [schedules.value_at(cycle, s) for s in (0, 2, 4, 9, 20)] == pytest.approx(
+        [0.1, 0.55, 1, 0.01, 0.01]
     )
     scaled = Scaled(step, scale=0.5)
     assert schedules.value_at(scaled, 4) == pytest.approx(0.25)

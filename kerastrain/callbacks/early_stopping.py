@@ -43,6 +43,23 @@ class EarlyStopping(keras.callbacks.Callback):
     finalized its variables, so that an EMA run ends on the best averaged
     weights), unless the best epoch was the last.
 
+    It stops at the same epoch and keeps the same best epoch as tf_keras's
+    `EarlyStopping` given the same logs and options, except for three
+    deliberate differences (checked in `tests/conformance/`):
+
+    - A NaN or infinite value stops training at once (tf_keras counts it as
+      one more epoch without improvement and waits out its patience). Such a
+      value means broken weights, which no later epoch repairs; the best
+      weights are restored.
+    - During the first `start_from_epoch` epochs no patience is used up, but
+      the best value and its weights are still tracked (tf_keras ignores those
+      epochs entirely). The warm-up protects a run from being stopped, not
+      from keeping its best weights: if an early epoch is the best one, those
+      weights are the ones restored.
+    - `mode="auto"` maximizes names containing acc, auc, precision, recall or
+      f1 (`monitor_mode`); tf_keras maximizes only names ending in acc,
+      accuracy or auc, so it would minimize `val_precision` or `val_f1`.
+
     Args:
         monitor: The logged quantity watched. Defaults to `"val_loss"`.
         patience: Epochs without improvement before stopping. Defaults to `5`.
@@ -53,7 +70,12 @@ class EarlyStopping(keras.callbacks.Callback):
         restore_best_weights: End with the best epoch's weights.
             Defaults to `True`.
         start_from_epoch: Epochs (0-based) during which no patience is used
-            up. Defaults to `0`.
+            up; the best value is still tracked. Defaults to `0`.
+        baseline: A value the monitored quantity must beat (by more than
+            `min_delta`), as tf_keras's `baseline`: until it does, every
+            epoch uses up patience, even one that improves on the best so far,
+            and training stops at the first epoch without improvement once
+            patience is spent. Defaults to `None` (no baseline).
 
     Attributes:
         best: The best value seen.
@@ -81,6 +103,7 @@ class EarlyStopping(keras.callbacks.Callback):
         mode: str = "auto",
         restore_best_weights: bool = True,
         start_from_epoch: int = 0,
+        baseline: float | None = None,
     ):
         super().__init__()
         if mode not in MODES:
@@ -101,6 +124,7 @@ class EarlyStopping(keras.callbacks.Callback):
         self.mode = monitor_mode(monitor, mode)
         self.restore_best_weights = restore_best_weights
         self.start_from_epoch = int(start_from_epoch)
+        self.baseline = None if baseline is None else float(baseline)
         self._supports_tf_logs = True
         self._reset()
 
@@ -115,11 +139,19 @@ class EarlyStopping(keras.callbacks.Callback):
         self.restored = False
         self._warned = False
 
+    def _beats(self, current: float, reference: float) -> bool:
+        if self.mode == "min":
+            return current < reference - self.min_delta
+        return current > reference + self.min_delta
+
     def is_improvement(self, current: float) -> bool:
         """Whether `current` beats the best by more than `min_delta`."""
-        if self.mode == "min":
-            return current < self.best - self.min_delta
-        return current > self.best + self.min_delta
+        return self._beats(current, self.best)
+
+    def beats_baseline(self, current: float) -> bool:
+        """Whether `current` beats `baseline` by more than `min_delta` (True
+        without a baseline)."""
+        return self.baseline is None or self._beats(current, self.baseline)
 
     def evaluate_stopping_criteria(self, current: float, epoch: int) -> tuple[bool, str | None]:
         """Updates the best value and patience with one epoch's value.
@@ -133,23 +165,29 @@ class EarlyStopping(keras.callbacks.Callback):
         """
         if not math.isfinite(current):
             return True, f"{self.monitor} became {current} at epoch {epoch + 1}"
-        if self.is_improvement(current):
-            self.best, self.best_epoch, self.wait = current, epoch, 0
-            return False, None
+        improved = self.is_improvement(current)
+        if improved:
+            self.best, self.best_epoch = current, epoch
         if epoch < self.start_from_epoch:
             return False, None
+        if improved and self.beats_baseline(current):
+            self.wait = 0
+            return False, None
         self.wait += 1
-        if self.wait >= self.patience:
-            best = (
-                "n/a"
-                if self.best_epoch is None
-                else f"{self.best:.4g} at epoch {self.best_epoch + 1}"
-            )
+        if improved or self.wait < self.patience:
+            return False, None
+        best = (
+            "n/a" if self.best_epoch is None else f"{self.best:.4g} at epoch {self.best_epoch + 1}"
+        )
+        if not self.beats_baseline(self.best):
             return True, (
-                f"{self.monitor} did not improve by more than {self.min_delta:g} for "
-                f"{self.wait} epochs (best {best})"
+                f"{self.monitor} did not beat the baseline {self.baseline:g} by more than "
+                f"{self.min_delta:g} in {self.wait} epochs (best {best})"
             )
-        return False, None
+        return True, (
+            f"{self.monitor} did not improve by more than {self.min_delta:g} for "
+            f"{self.wait} epochs (best {best})"
+        )
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._reset()

@@ -39,7 +39,12 @@ Optimizer = Literal[OPTIMIZERS]  # type: ignore[valid-type]
 
 @dataclasses.dataclass
 class EarlyStoppingConfig(Section):
-    """Early stopping with best-weight restore.
+    """Early stopping with best-weight restore (`kerastrain.callbacks.EarlyStopping`).
+
+    It stops where tf_keras's `EarlyStopping` would with the same options,
+    except that a NaN or infinite value stops training at once (those weights
+    are broken and no later epoch repairs them; tf_keras would wait out its
+    patience), and that `mode="auto"` also maximizes precision, recall and f1.
 
     Attributes:
         patience: Epochs without improvement before stopping. Defaults to `5`.
@@ -47,9 +52,14 @@ class EarlyStoppingConfig(Section):
         min_delta: The smallest change that counts as an improvement.
             Defaults to `0.0`.
         mode: `"min"`, `"max"`, or `"auto"` (from the name: accuracy, auc,
-            precision, recall and f1 are maximized). Defaults to `"auto"`.
+            precision, recall and f1 are maximized; tf_keras's own auto mode
+            maximizes only names ending in acc, accuracy or auc).
+            Defaults to `"auto"`.
         restore_best_weights: Finish with the best epoch's weights.
             Defaults to `True`.
+        baseline: A value `monitor` must beat, as tf_keras's `baseline`: until
+            it does, every epoch uses up patience (an epoch that improves on
+            the best so far only delays the stop). Defaults to `None`.
     """
 
     _path: ClassVar[str] = "train.early_stopping"
@@ -59,6 +69,7 @@ class EarlyStoppingConfig(Section):
     min_delta: float = option(0.0, ge=0.0)
     mode: Literal["auto", "min", "max"] = "auto"
     restore_best_weights: bool = True
+    baseline: float | None = None
 
 
 @dataclasses.dataclass
@@ -132,6 +143,9 @@ class ConstantOptions(ScheduleOptions):
 class StepOptions(ScheduleOptions):
     """``schedule="step"``: multiply by `gamma` every `step_size` epochs.
 
+    The same rates as PyTorch's `StepLR` and tf_keras's `ExponentialDecay`
+    with `staircase=True`: the first update of each new period uses the new rate.
+
     Attributes:
         step_size: Epochs between decays. Defaults to a third of the epochs
             after warmup (at least 1).
@@ -144,12 +158,14 @@ class StepOptions(ScheduleOptions):
 
 @dataclasses.dataclass
 class MultiStepOptions(ScheduleOptions):
-    """``schedule="multistep"``: piecewise constant.
+    """``schedule="multistep"``: piecewise constant, as PyTorch's `MultiStepLR`.
 
     Attributes:
         boundaries: Epochs (counted after warmup) where the rate changes,
-            increasing. Defaults to half and three quarters of the epochs
-            after warmup.
+            increasing: the first update of epoch `b` already uses the next
+            rate, as with `"step"` (boundaries `[2, 4]` give the same rates as
+            `step_size=2` for 6 epochs). Defaults to half and three quarters
+            of the epochs after warmup.
         values: The rates, one more than the boundaries. Defaults to
             `learning_rate * gamma**i`.
         gamma: The factor between successive values when `values` is not
@@ -248,7 +264,12 @@ class CosineRestartsOptions(ScheduleOptions):
 
 @dataclasses.dataclass
 class OneCycleOptions(ScheduleOptions):
-    """``schedule="onecycle"``: up to `learning_rate`, then far below it (PyTorch's OneCycleLR).
+    """``schedule="onecycle"``: up to `learning_rate`, then far below it.
+
+    PyTorch's `OneCycleLR` (two phases, cosine), step for step: the first
+    update uses `learning_rate / div_factor`, the peak is at update
+    `pct_start * T - 1` and the end value at update `T - 1`, the last one of
+    the cycle's `T` updates; after the cycle the rate stays at the end value.
 
     Attributes:
         total_epochs: Length of the cycle. Defaults to the epochs after warmup.
@@ -267,6 +288,11 @@ class OneCycleOptions(ScheduleOptions):
 @dataclasses.dataclass
 class InverseSqrtOptions(ScheduleOptions):
     """``schedule="inverse_sqrt"``: `lr / sqrt(1 + t / timescale)` (Transformer style).
+
+    With a linear warmup of `w` steps and the default timescale (the warmup),
+    update `s` uses `lr * min(s / w, sqrt(w / s))`: the Transformer's schedule
+    ("Attention is all you need", section 5.3), scaled to peak at
+    `learning_rate`; without warmup, the same curve from its peak on.
 
     Attributes:
         timescale_epochs: Where the rate has fallen by `sqrt(2)`. Defaults to
@@ -287,7 +313,12 @@ class PlateauOptions(ScheduleOptions):
         min_delta: The smallest change that counts. Defaults to `1e-4`.
         cooldown: Epochs to wait after a reduction. Defaults to `0`.
         min_learning_rate: The floor. Defaults to `0.0`.
-        mode: `"min"`, `"max"` or `"auto"` (from the name). Defaults to `"auto"`.
+        mode: `"min"`, `"max"` or `"auto"`: from the name, accuracy, auc,
+            precision, recall and f1 maximized, as in early stopping.
+            tf_keras's `ReduceLROnPlateau` on its own maximizes only names
+            containing "acc" and would minimize `val_auc`, lowering the rate
+            while AUC climbs; kerastrain passes it the mode explicitly.
+            Defaults to `"auto"`.
     """
 
     monitor: str = "val_loss"
@@ -349,7 +380,12 @@ class WarmupConfig(Section):
             Defaults to `None`.
         method: `"linear"` or `"exponential"`. Defaults to `"linear"`.
         start_learning_rate: The rate warmup starts from. Defaults to `None`:
-            0 for linear warmup, a hundredth of the peak for exponential.
+            0 for linear warmup, a hundredth of the peak for exponential. From
+            0, the first update uses a rate of 0 and update `s` uses
+            `peak * s / warmup`, as the Transformer schedule and Hugging Face's
+            `get_*_schedule_with_warmup` do (with Adam it still fills the moment
+            estimates); set a rate here for a first update that moves the
+            weights.
     """
 
     _path: ClassVar[str] = "train.warmup"
@@ -465,7 +501,11 @@ class TrainConfig(Section):
             learning-rate range test first and train with its suggestion; or a
             tf_keras `LearningRateSchedule` object (then `schedule` must stay
             `"constant"`). Defaults to `1e-3`.
-        weight_decay: Decoupled weight decay applied by the optimizer.
+        weight_decay: Decoupled weight decay applied by the optimizer, for
+            every optimizer: each update first multiplies the weights by
+            `1 - learning_rate * weight_decay` (as tf_keras and PyTorch's AdamW;
+            not the L2 penalty of PyTorch's SGD/Adam `weight_decay`). `adamw`
+            without it decays by 0, not by tf_keras's default 0.004.
             Defaults to `0.0`.
         schedule: `"constant"`, `"step"`, `"multistep"`, `"exponential"`,
             `"polynomial"`, `"cosine"`, `"cosine_restarts"`, `"onecycle"`,
@@ -480,7 +520,9 @@ class TrainConfig(Section):
             Defaults to `LRFinderConfig()`.
         early_stopping: Patience as an integer, a mapping of
             `EarlyStoppingConfig` options, `True` for the defaults, or
-            `None`/`False` to train every epoch. Defaults to `5`.
+            `None`/`False` to train every epoch. A NaN or infinite monitored
+            value stops training at once (tf_keras would wait out the
+            patience). Defaults to `5`.
         gradient_accumulation: Micro-batches of `batch_size` per optimizer
             update (same result as a batch this many times larger).
             Defaults to `1`.

@@ -206,6 +206,7 @@ def default_callbacks(
                 stopping.min_delta,
                 monitor_mode(monitor, stopping.mode),
                 stopping.restore_best_weights,
+                baseline=stopping.baseline,
             )
         )
     if run_dir is not None and train.checkpoints:

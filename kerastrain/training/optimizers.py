@@ -69,8 +69,11 @@ def _decay_schedule(
                 f"epochs at least one step apart ({steps_per_epoch} steps per epoch)",
             )
         values = opts.values or [peak * opts.gamma**i for i in range(len(bounds) + 1)]
+        # PiecewiseConstantDecay keeps values[i] through the boundary step itself
+        # (`step <= boundary`); the rate must change at the boundary's first update,
+        # as `step` and PyTorch's MultiStepLR do, so it is given the step before.
         return keras.optimizers.schedules.PiecewiseConstantDecay(
-            bound_steps, [float(v) for v in values]
+            [b - 1 for b in bound_steps], [float(v) for v in values]
         )
     if kind == "exponential":
         return keras.optimizers.schedules.ExponentialDecay(
@@ -223,6 +226,9 @@ def accumulate_gradients(model: keras.Model, steps: int) -> None:
     float rounding, with the memory of one micro-batch. Metrics and the loss
     are accumulated over the micro-batches as over the whole batch. Feed
     batches `steps` times the micro-batch size (`kerastrain.training.run` does).
+    Layers that look across the batch are the exception: BatchNormalization
+    normalizes each micro-batch by its own statistics (and updates its moving
+    averages once per micro-batch), as it would with that smaller batch.
 
     Args:
         model: A compiled tf_keras model.

@@ -126,15 +126,18 @@ class StepDecay(LearningRateSchedule):
 
 @_register
 class OneCycle(LearningRateSchedule):
-    """The one-cycle policy (Smith & Topin), shaped as PyTorch's ``OneCycleLR``
-    with cosine annealing: from ``max_learning_rate / div_factor`` up to
-    ``max_learning_rate`` over the first ``pct_start`` of ``total_steps``, then
-    down to ``max_learning_rate / div_factor / final_div_factor`` at
-    ``total_steps``, and flat after.
+    """The one-cycle policy (Smith & Topin), step for step PyTorch's ``OneCycleLR``
+    with its defaults (two phases, ``anneal_strategy="cos"``).
+
+    The first update (step 0) uses ``max_learning_rate / div_factor``; a cosine
+    rises to ``max_learning_rate`` at step ``pct_start * total_steps - 1``
+    and falls to ``max_learning_rate / div_factor / final_div_factor`` at step
+    ``total_steps - 1``, the last update of the cycle. After it the rate stays
+    at that end value (PyTorch refuses to step past the cycle instead).
 
     Args:
         max_learning_rate: The peak rate.
-        total_steps: Length of the cycle in steps.
+        total_steps: Length of the cycle in steps (updates).
         pct_start: Fraction of the cycle spent rising. Defaults to `0.3`.
         div_factor: The start is the peak divided by this. Defaults to `25.0`.
         final_div_factor: The end is the start divided by this.
@@ -144,6 +147,11 @@ class OneCycle(LearningRateSchedule):
     Raises:
         ConfigError: For a non-positive length or factor, or `pct_start`
             outside (0, 1).
+
+    Example:
+        >>> cycle = OneCycle(0.1, total_steps=100)
+        >>> [round(value_at(cycle, s), 7) for s in (0, 29, 99)]
+        [0.004, 0.1, 4e-07]
     """
 
     def __init__(
@@ -170,8 +178,12 @@ class OneCycle(LearningRateSchedule):
         self.name = name
 
     @staticmethod
-    def _anneal(start: float, end: float, fraction: tf.Tensor) -> tf.Tensor:
-        return end + (start - end) / 2.0 * (1.0 + tf.cos(math.pi * fraction))
+    def _cosine(low: float, high: float, fraction: tf.Tensor) -> tf.Tensor:
+        # PyTorch's cosine anneal, low + (high - low) * (1 - cos(pi * fraction)) / 2, with
+        # `fraction` the way from `low` towards `high`, written as sin(pi/2 * fraction)**2:
+        # the same value, a sum of two positive terms, so that float32 keeps it to 1e-7
+        # (the cosine form loses digits to cancellation near the low end).
+        return low + (high - low) * tf.square(tf.sin(math.pi / 2.0 * fraction))
 
     def __call__(self, step: Any) -> tf.Tensor:
         with tf.name_scope(self.name or "OneCycle"):
@@ -179,11 +191,17 @@ class OneCycle(LearningRateSchedule):
             peak = self.max_learning_rate
             start = peak / self.div_factor
             end = start / self.final_div_factor
-            rise = max(self.pct_start * self.total_steps, 1.0)
-            fall = max(self.total_steps - rise, 1.0)
-            up = self._anneal(start, peak, tf.clip_by_value(step / rise, 0.0, 1.0))
-            down = self._anneal(peak, end, tf.clip_by_value((step - rise) / fall, 0.0, 1.0))
-            return tf.where(step < rise, up, down)
+            # PyTorch's phase ends (in float64, as PyTorch computes them): the peak
+            # at step pct_start * total_steps - 1, the end at the last update.
+            top = self.pct_start * self.total_steps - 1.0
+            last = self.total_steps - 1.0
+            if top > 0:
+                up = self._cosine(start, peak, tf.clip_by_value(step / top, 0.0, 1.0))
+            else:  # a rise shorter than one step: the cycle starts at the peak
+                up = tf.fill(tf.shape(step), tf.constant(peak, tf.float32))
+            left = tf.clip_by_value((last - step) / (last - top), 0.0, 1.0)
+            down = self._cosine(end, peak, left)
+            return tf.where(step <= top, up, down)
 
     def get_config(self) -> dict[str, Any]:
         return {
