@@ -4,11 +4,14 @@ Writes a CSV from scikit-learn's breast cancer data (with a text column and
 holes), trains on it, and calls the exported SavedModel with raw columns:
 a missing number (NaN), a missing category (""), a category never seen.
 
-    python examples/data_csv.py
+    python examples/data_csv.py                   # 30 epochs
+    python examples/data_csv.py --quick           # 3 epochs: a check that it runs
+
+Writes to `saved_models/data_csv/` (or `--output-dir DIR`): the CSV file
+`cancer.csv` and the run folder `run/`; it prints the report's path.
 """
 
-import sys
-import tempfile
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,7 @@ import kerastrain
 from kerastrain.data.prepare import prepare_data
 
 
-def main(workdir: Path) -> None:
+def main(workdir: Path, quick: bool) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     frame = load_breast_cancer(as_frame=True).frame.iloc[:, [0, 1, 2, 3, 4, 5, 30]]
     frame["size"] = pd.cut(
@@ -36,8 +39,9 @@ def main(workdir: Path) -> None:
         "mlp",
         seed=0,
         output_dir=str(workdir / "run"),
+        overwrite=True,
         data_options={"target": "target", "missing_indicator": True, "augment": "light"},
-        train={"epochs": 30, "verbose": 0},
+        train={"epochs": 3 if quick else 30, "verbose": 0},
     )
     print("test accuracy:", result.metrics["test"]["accuracy"])
     print("tflite accuracy:", result.metrics["tflite"]["accuracy"])
@@ -60,7 +64,12 @@ def main(workdir: Path) -> None:
     columns["mean_texture"] = tf.constant([np.nan, 20.0])
     columns["size"] = tf.constant(["", "enormous"])
     print("SavedModel on raw columns:", serve(**columns)["output"].numpy().ravel())
+    print(f"Report: {result.report_path}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp()))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 epochs")
+    parser.add_argument("--output-dir", type=Path, default=Path("saved_models/data_csv"))
+    args = parser.parse_args()
+    main(args.output_dir, args.quick)

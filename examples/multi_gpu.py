@@ -9,6 +9,10 @@ linear scaling rule). The run's report states the strategy and both batches.
 Without a GPU, "mirrored" mirrors over the CPU's logical devices; this script
 splits the CPU in two first, so the same code runs on a laptop:
     python examples/multi_gpu.py --epochs 3
+    python examples/multi_gpu.py --quick          # 1 epoch: a check that it runs
+
+Writes to `saved_models/multi_gpu/` (or `--output-dir DIR`) and prints the
+report's path.
 """
 
 import argparse
@@ -17,10 +21,12 @@ import logging
 import tensorflow as tf
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--epochs", type=int, default=10)
+parser.add_argument("--quick", action="store_true", help="a short run: 1 epoch")
+parser.add_argument("--epochs", type=int, help="default 10 (1 with --quick)")
 parser.add_argument("--batch-size", type=int, default=64, help="per replica")
 parser.add_argument("--output-dir", default="saved_models/multi_gpu")
 args = parser.parse_args()
+epochs = args.epochs if args.epochs is not None else (1 if args.quick else 10)
 
 if not tf.config.list_physical_devices("GPU"):
     # Must happen before TensorFlow initializes its devices (before any op).
@@ -45,7 +51,7 @@ result = kerastrain.fit_pipeline(
     "digits",
     model="cnn",
     strategy=strategy,  # or simply strategy="mirrored"
-    train={"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": 1e-3},
+    train={"epochs": epochs, "batch_size": args.batch_size, "learning_rate": 1e-3},
     distribute={"scale_learning_rate": True},  # 1e-3 x replicas
     export={"formats": ["savedmodel", "keras"]},
     output_dir=args.output_dir,

@@ -16,19 +16,23 @@ TF_CONFIG each, streams their output, and returns the chief's result:
 (the command line equivalent: `kerastrain launch --workers 2 config.yaml`).
 Kill a worker (`kill -9 <pid>`) and rerun the same command: training
 resumes from the last completed epoch.
+    python examples/multi_worker.py --local 2 --quick    # 1 epoch: a check that it runs
+
+Writes to `saved_models/multi_worker/` (or `--output-dir DIR`) and prints the
+report's path.
 """
 
 import argparse
 import json
 import logging
 
-from kerastrain.distribute import tf_config
-
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--local", type=int, metavar="N", help="launch N local workers")
-parser.add_argument("--epochs", type=int, default=10)
+parser.add_argument("--quick", action="store_true", help="a short run: 1 epoch")
+parser.add_argument("--epochs", type=int, help="default 10 (1 with --quick)")
 parser.add_argument("--output-dir", default="saved_models/multi_worker")
 args = parser.parse_args()
+epochs = args.epochs if args.epochs is not None else (1 if args.quick else 10)
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 CONFIG = {
@@ -36,7 +40,7 @@ CONFIG = {
     "model": "cnn",
     "seed": 0,  # the same seed on every worker
     "strategy": "multi_worker",
-    "train": {"epochs": args.epochs, "batch_size": 32},  # 32 per worker
+    "train": {"epochs": epochs, "batch_size": 32},  # 32 per worker
     "export": {"formats": ["savedmodel", "keras", "tflite"]},
     "output_dir": args.output_dir,
     "overwrite": True,
@@ -50,10 +54,11 @@ if args.local:
     print(f"Test accuracy: {result.metrics['test']['accuracy']:.4f}")
     print(f"Report: {result.report_path}")
 else:
+    import kerastrain
+    from kerastrain.distribute import is_chief, tf_config
+
     print("A sample TF_CONFIG for worker 1 of two machines:")
     print(json.dumps(tf_config(["host1:2222", "host2:2222"], index=1)))
-    import kerastrain
-    from kerastrain.distribute import is_chief
 
     result = kerastrain.fit_pipeline(config=CONFIG)  # waits here until every worker is up
     if is_chief("multi_worker"):

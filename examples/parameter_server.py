@@ -17,6 +17,10 @@ On this machine, the launcher starts the chief, 2 workers and 1 parameter
 server on free ports:
     python examples/parameter_server.py --local
 (or: `kerastrain launch --workers 2 --ps 1 config.yaml`).
+    python examples/parameter_server.py --local --quick  # 1 epoch: a check that it runs
+
+Writes to `saved_models/parameter_server/` (or `--output-dir DIR`) and prints
+the report's path.
 """
 
 import argparse
@@ -26,9 +30,11 @@ parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--local", action="store_true", help="launch a local cluster")
 parser.add_argument("--workers", type=int, default=2)
 parser.add_argument("--ps", type=int, default=1)
-parser.add_argument("--epochs", type=int, default=5)
+parser.add_argument("--quick", action="store_true", help="a short run: 1 epoch")
+parser.add_argument("--epochs", type=int, help="default 5 (1 with --quick)")
 parser.add_argument("--output-dir", default="saved_models/parameter_server")
 args = parser.parse_args()
+epochs = args.epochs if args.epochs is not None else (1 if args.quick else 5)
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 CONFIG = {
@@ -37,7 +43,7 @@ CONFIG = {
     "seed": 0,
     "strategy": "parameter_server",
     # Steps are asynchronous: each worker applies its own batches of 64.
-    "train": {"epochs": args.epochs, "batch_size": 64, "early_stopping": None},
+    "train": {"epochs": epochs, "batch_size": 64, "early_stopping": None},
     "export": {"formats": ["savedmodel", "keras", "tflite"]},
     "output_dir": args.output_dir,
     "overwrite": True,

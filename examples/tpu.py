@@ -11,6 +11,10 @@ local path it cannot reach.
 
 Without a TPU the script stops at once with an explanation (it never hangs
 waiting for one); `strategy="auto"` would fall back to a GPU or the CPU.
+    python examples/tpu.py --tpu local --quick    # 1 epoch: a check that it runs
+
+Writes to `saved_models/tpu/` (or `--output-dir DIR`) and prints the report's
+path.
 """
 
 import argparse
@@ -23,9 +27,11 @@ from kerastrain.training.precision import pick_precision
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--tpu", default=None, help="'local', a TPU name, or grpc://host:port")
-parser.add_argument("--epochs", type=int, default=10)
+parser.add_argument("--quick", action="store_true", help="a short run: 1 epoch")
+parser.add_argument("--epochs", type=int, help="default 10 (1 with --quick)")
 parser.add_argument("--output-dir", default="saved_models/tpu")
 args = parser.parse_args()
+epochs = args.epochs if args.epochs is not None else (1 if args.quick else 10)
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 try:
@@ -44,7 +50,7 @@ result = kerastrain.fit_pipeline(
     model="cnn",
     strategy=strategy,
     # 128 per core; TPUs like large, fixed-size batches.
-    train={"epochs": args.epochs, "batch_size": 128},
+    train={"epochs": epochs, "batch_size": 128},
     distribute={"scale_learning_rate": True, "tpu_address": args.tpu},
     export={"formats": ["savedmodel", "keras"]},
     output_dir=args.output_dir,
