@@ -14,11 +14,11 @@ import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kerastrain._keras import keras, tf
-from kerastrain.compress import compress_model, compression_sections
-from kerastrain.config import PipelineConfig, load_config, save_config
+from kerastrain.compress import CompressResult, compress_model, compression_sections
+from kerastrain.config import ExportConfig, PipelineConfig, load_config, save_config
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared, prepare_data
 from kerastrain.data.preprocess import with_target_scale
@@ -28,7 +28,7 @@ from kerastrain.distribute import (
     strategy_summary,
     warn_if_unreachable_by_tpu,
 )
-from kerastrain.evaluation import evaluate_run
+from kerastrain.evaluation import Evaluation, evaluate_run
 from kerastrain.explanation import check_explainable, explain_run
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.files import write_json
@@ -38,12 +38,16 @@ from kerastrain.runs import RunFolder, open_run_folder
 from kerastrain.tracking import track_run, training_callbacks
 from kerastrain.training import (
     Decision,
+    TrainResult,
     as_float32,
     describe_decisions,
     find_learning_rate,
     predict_split,
     run_training,
 )
+
+if TYPE_CHECKING:  # KerasTuner is imported only when a run tunes
+    from kerastrain.tune.search import TuneResult
 
 logger = logging.getLogger(__name__)
 
@@ -95,33 +99,6 @@ class _Stages:
         yield
         self.timings[name] = time.perf_counter() - start
         logger.info("Stage %s done in %.2fs.", name, self.timings[name])
-
-
-def _resolve(config: Any, **given: Any) -> PipelineConfig:
-    cfg = load_config(config, **given)
-    if cfg.seed is None:
-        cfg = dataclasses.replace(cfg, seed=random.SystemRandom().randrange(2**31))
-    if cfg.name is None:
-        cfg = dataclasses.replace(cfg, name=RunFolder.default_name(cfg.model))
-    return cfg
-
-
-def _split_metrics(
-    model: keras.Model, prepared: Prepared, evaluation: Any
-) -> dict[str, dict[str, Any]]:
-    """Metrics of the validation and test splits; the held-out split the
-    evaluation already scored is not predicted twice."""
-    memory = InMemory(prepared.x, prepared.y)
-    metrics = {}
-    for split in ("val", "test"):
-        rows = getattr(prepared.splits, split)
-        if split == evaluation.split:
-            metrics[split] = evaluation.metrics
-        elif len(rows):
-            metrics[split] = compute_metrics(
-                prepared.task, prepared.y[rows], predict_split(model, prepared, split, memory)
-            )
-    return metrics
 
 
 def fit_pipeline(
@@ -191,28 +168,9 @@ def fit_pipeline(
         >>> result = fit_pipeline("digits", train={"epochs": 5})  # doctest: +SKIP
         >>> result.metrics["tflite"]["accuracy"]  # doctest: +SKIP
     """
-    cfg = _resolve(
-        config,
-        data=data,
-        model=model,
-        data_options=data_options,
-        train=train,
-        tune=tune,
-        compress=compress,
-        export=export,
-        model_options=model_options,
-        report=report,
-        tracking=tracking,
-        strategy=strategy,
-        distribute=distribute,
-        output_dir=output_dir,
-        overwrite=overwrite,
-        seed=seed,
-        name=name,
-    )
-    keras.utils.set_random_seed(cfg.seed)
-    if cfg.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    given = dict(locals())  # the keyword arguments, which override the config's sections
+    cfg = _resolve(given.pop("config"), **given)
+    _seed(cfg)
     stage = _Stages()
     strategy_obj = make_strategy(cfg.strategy, cfg.distribute)  # first: it may wait for workers
     warn_if_unreachable_by_tpu(strategy_obj, cfg.output_dir)
@@ -230,31 +188,7 @@ def fit_pipeline(
                 tuned = tune_stage(cfg, prepared, strategy_obj, run.path)
             cfg = tuned.config
         with stage("train"):
-            recipe = dict(  # what the training stage reads besides the train section
-                model_spec=cfg.model,
-                model_options=cfg.model_options,
-                batch_size=cfg.batch_size,
-                seed=cfg.seed,
-                distribute=cfg.distribute,
-            )
-            train_cfg = find_learning_rate(
-                cfg.train,
-                prepared,
-                strategy_obj,
-                **recipe,
-                run_dir=run.path,
-                reuse=run.resuming,
-            )
-            cfg = dataclasses.replace(cfg, train=train_cfg)  # a found rate is the run's
-            trained, fit = run_training(
-                cfg.train,
-                prepared,
-                strategy_obj,
-                **recipe,
-                backup_dir=run.backup_dir,
-                callbacks=training_callbacks(cfg.tracking, run.path),
-            )
-            trained = as_float32(trained)
+            cfg, trained, fit = _train(cfg, prepared, strategy_obj, run)
         compressed, export_cfg = None, cfg.export
         if cfg.compress is not None:
             with stage("compress"):
@@ -264,64 +198,20 @@ def fit_pipeline(
             trained = with_target_scale(trained, prepared.target_scaler)
         with stage("evaluate"):
             evaluation = evaluate_run(trained, prepared, fit.history)
-            metrics = {
-                **_split_metrics(trained, prepared, evaluation),
-                **(compressed.metrics if compressed else {}),
-            }
+            metrics = _split_metrics(trained, prepared, evaluation)
+            metrics.update(compressed.metrics if compressed else {})
         with stage("export"):
-            artifacts = export_model(
-                trained,
-                run.path,
-                export_cfg,
-                representative=prepared.sample("train", export_cfg.representative_rows),
-                float_model=compressed.float_model if compressed else None,
-            )
+            artifacts = _export(trained, prepared, export_cfg, compressed, run)
         if export_cfg.verify and artifacts:
             with stage("verify"):
-                x, y = prepared.part(evaluation.split)
-                metrics.update(
-                    verify_artifacts(
-                        evaluation.outputs,
-                        artifacts,
-                        x,
-                        y,
-                        prepared.task,
-                        export_cfg.atol,
-                        export_cfg.rtol,
-                        min_agreement=export_cfg.min_agreement,
-                        latency_runs=export_cfg.latency_runs,
-                    )
-                )
+                metrics.update(_verify(evaluation, artifacts, prepared, export_cfg))
         with stage("explain"):
             explanations = explain_run(trained, prepared, cfg.report, cfg.seed)
         with stage("report"):
-            write_json(run.path / "metrics.json", metrics)
-            write_json(run.path / "history.json", fit.history)
-            report_path = write_report(
-                ReportInputs(
-                    run.path,
-                    name=cfg.name,
-                    history=fit.history,
-                    summary={
-                        **prepared.summary(),
-                        **strategy_summary(cfg, strategy_obj),
-                        **describe_decisions(fit.performance),
-                    },
-                    metrics=metrics,
-                    artifacts=artifacts,
-                    timings=stage.timings,
-                    stop_reason=fit.stop_reason,
-                    config=cfg,
-                    evaluation=evaluation,
-                    explanations=explanations,
-                    intended_use=cfg.report.intended_use,
-                    limitations=cfg.report.limitations,
-                    sections=[
-                        *([Section(**tuned.report_section())] if tuned else ()),
-                        *compression_sections(compressed, metrics, artifacts),
-                    ],
-                )
-            )
+            report_path = _report(
+                run, cfg, prepared, strategy_obj, fit, evaluation, metrics, artifacts,
+                explanations, tuned, compressed, stage.timings,
+            )  # fmt: skip
         if cfg.tracking.tensorboard or cfg.tracking.mlflow:
             with stage("track"):
                 track_run(
@@ -348,4 +238,150 @@ def fit_pipeline(
         timings=stage.timings,
         stop_reason=fit.stop_reason,
         performance=fit.performance,
+    )
+
+
+# --------------------------------------------------------------------------- the stages' calls
+# Each helper below is one stage's call with the sections it reads; the
+# stage itself lives in its own module.
+
+
+def _resolve(config: Any, **given: Any) -> PipelineConfig:
+    cfg = load_config(config, **given)
+    if cfg.seed is None:
+        cfg = dataclasses.replace(cfg, seed=random.SystemRandom().randrange(2**31))
+    if cfg.name is None:
+        cfg = dataclasses.replace(cfg, name=RunFolder.default_name(cfg.model))
+    return cfg
+
+
+def _seed(cfg: PipelineConfig) -> None:
+    keras.utils.set_random_seed(cfg.seed)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def _train(
+    cfg: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy, run: RunFolder
+) -> tuple[PipelineConfig, keras.Model, TrainResult]:
+    """Finds the learning rate when asked (a found rate becomes the run's),
+    then trains; the model comes back in float32."""
+    recipe = dict(  # what the training stage reads besides the train section
+        model_spec=cfg.model,
+        model_options=cfg.model_options,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        distribute=cfg.distribute,
+    )
+    train_cfg = find_learning_rate(
+        cfg.train, prepared, strategy, **recipe, run_dir=run.path, reuse=run.resuming
+    )
+    cfg = dataclasses.replace(cfg, train=train_cfg)
+    trained, fit = run_training(
+        cfg.train,
+        prepared,
+        strategy,
+        **recipe,
+        backup_dir=run.backup_dir,
+        callbacks=training_callbacks(cfg.tracking, run.path),
+    )
+    return cfg, as_float32(trained), fit
+
+
+def _split_metrics(
+    model: keras.Model, prepared: Prepared, evaluation: Evaluation
+) -> dict[str, dict[str, Any]]:
+    """Metrics of the validation and test splits; the held-out split the
+    evaluation already scored is not predicted twice."""
+    memory = InMemory(prepared.x, prepared.y)
+    metrics = {}
+    for split in ("val", "test"):
+        rows = getattr(prepared.splits, split)
+        if split == evaluation.split:
+            metrics[split] = evaluation.metrics
+        elif len(rows):
+            metrics[split] = compute_metrics(
+                prepared.task, prepared.y[rows], predict_split(model, prepared, split, memory)
+            )
+    return metrics
+
+
+def _export(
+    model: keras.Model,
+    prepared: Prepared,
+    export_cfg: ExportConfig,
+    compressed: CompressResult | None,
+    run: RunFolder,
+) -> dict[str, Path]:
+    return export_model(
+        model,
+        run.path,
+        export_cfg,
+        representative=prepared.sample("train", export_cfg.representative_rows),
+        float_model=compressed.float_model if compressed else None,
+    )
+
+
+def _verify(
+    evaluation: Evaluation,
+    artifacts: dict[str, Path],
+    prepared: Prepared,
+    export_cfg: ExportConfig,
+) -> dict[str, dict[str, Any]]:
+    """Every artifact's answers on the held-out split, against the model's."""
+    x, y = prepared.part(evaluation.split)
+    return verify_artifacts(
+        evaluation.outputs,
+        artifacts,
+        x,
+        y,
+        prepared.task,
+        export_cfg.atol,
+        export_cfg.rtol,
+        min_agreement=export_cfg.min_agreement,
+        latency_runs=export_cfg.latency_runs,
+    )
+
+
+def _report(
+    run: RunFolder,
+    cfg: PipelineConfig,
+    prepared: Prepared,
+    strategy: tf.distribute.Strategy,
+    fit: TrainResult,
+    evaluation: Evaluation,
+    metrics: dict[str, dict[str, Any]],
+    artifacts: dict[str, Path],
+    explanations: Any,
+    tuned: TuneResult | None,
+    compressed: CompressResult | None,
+    timings: dict[str, float],
+) -> Path:
+    """metrics.json, history.json and the report with everything the run did."""
+    write_json(run.path / "metrics.json", metrics)
+    write_json(run.path / "history.json", fit.history)
+    return write_report(
+        ReportInputs(
+            run.path,
+            name=cfg.name,
+            history=fit.history,
+            summary={
+                **prepared.summary(),
+                **strategy_summary(cfg, strategy),
+                **describe_decisions(fit.performance),
+            },
+            metrics=metrics,
+            artifacts=artifacts,
+            timings=timings,
+            stop_reason=fit.stop_reason,
+            config=cfg,
+            evaluation=evaluation,
+            explanations=explanations,
+            intended_use=cfg.report.intended_use,
+            limitations=cfg.report.limitations,
+            sections=[
+                *([Section(**tuned.report_section())] if tuned else ()),
+                *compression_sections(compressed, metrics, artifacts),
+            ],
+        )
     )
