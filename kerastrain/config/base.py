@@ -8,8 +8,10 @@ section chosen by another field (``train.schedule_options`` is the options
 section of the chosen ``train.schedule``). Every value is checked when the
 section is built, from a dict (``Section.from_dict``) or directly
 (``TrainConfig(epochs=0)`` raises too), so a bad option never reaches
-training. Building never changes a section the caller passed in: a section
-that needs another value is a new one.
+training. Every number, in any option (in its lists and mappings too), must be
+finite: NaN and infinity are refused naming the option. Building never
+changes a section the caller passed in: a section that needs another value is
+a new one.
 
 A section may list options it renamed (``_moved``): for one release the old
 key is still accepted, moved to its new place with a `DeprecationWarning`
@@ -21,6 +23,8 @@ This module knows nothing of TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import sys
 import types
 import typing
@@ -30,7 +34,7 @@ from typing import Any, Literal, TypeVar, Union
 
 from kerastrain.errors import ConfigError, config_error, describe, did_you_mean
 
-__all__ = ["Section", "option", "warn_renamed"]
+__all__ = ["Section", "option", "warn_renamed", "number_as_text"]
 
 S = TypeVar("S", bound="Section")
 
@@ -150,7 +154,10 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         raise _Mismatch
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an int beyond float's range (10**400)
+                raise config_error(path, value, "a finite number") from None
         raise _Mismatch
     if tp is str:
         if isinstance(value, str):
@@ -186,6 +193,67 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return value
         raise _Mismatch
     return value
+
+
+def number_as_text(value: Any) -> str:
+    """A hint for a number that arrived as text, else an empty string.
+
+    YAML (1.1, PyYAML's) reads ``1e-3`` as a string: its numbers in
+    e-notation need a decimal point and a signed exponent (``1.0e-3``).
+    """
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    mantissa, e, exponent = value.strip().lower().partition("e")
+    if e and "." not in mantissa:
+        sign = "" if exponent.startswith(("+", "-")) else "+"
+        return (
+            f" (it is text: YAML reads {value} as a string; write {mantissa}.0e{sign}{exponent}, "
+            "with a decimal point and a signed exponent)"
+        )
+    return " (it is text: write the number without quotes)"
+
+
+def _admits_number(tp: Any) -> bool:
+    if tp in (int, float):
+        return True
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return any(_admits_number(arg) for arg in typing.get_args(tp))
+    return False
+
+
+def _holds_containers(tp: Any) -> bool:
+    """Whether an annotation admits a list or a mapping of options (``list[float]``,
+    ``dict[str, Any]``, in a union too), whose items are options as well; a
+    value an ``Any`` admits (the data itself) is not looked into."""
+    if tp in (list, tuple, dict) or typing.get_origin(tp) in (list, tuple, dict):
+        return True
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        return any(_holds_containers(arg) for arg in typing.get_args(tp))
+    return False
+
+
+def _check_finite(value: Any, path: str, *, items: bool = True) -> None:
+    """Refuses a NaN or infinite number as an option's value, whatever its
+    annotation (``float``, ``Any``), and, when `items`, in its lists and
+    mappings too (a ``dict`` of optimizer options). Nested sections check
+    their own options."""
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
+        if not math.isfinite(value):
+            raise config_error(path, value, "a finite number")
+    elif not items or isinstance(value, Section):
+        return
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_finite(item, f"{path}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{path}[{i}]")
 
 
 def _check_bounds(value: Any, bounds: Mapping[str, float], path: str) -> None:
@@ -310,7 +378,9 @@ class Section(metaclass=_SectionType):
                         for a in typing.get_args(arg)
                     ]
                 )
-                raise config_error(path, value, _type_name(tp), candidates) from None
+                hint = number_as_text(value) if _admits_number(tp) else ""
+                raise config_error(path, value, _type_name(tp) + hint, candidates) from None
+            _check_finite(value, path, items=_holds_containers(tp))
             _check_bounds(value, f.metadata.get("bounds", {}), path)
             object.__setattr__(self, f.name, value)
         self.validate()

@@ -205,6 +205,10 @@ class DataConfig(Section):
         in_memory_mb: File-based sources (image folders, TFDS) are decoded into
             memory when they take at most this many MiB, else streamed from
             their files every epoch. Defaults to `1024`.
+        max_dataset_rows: The most examples read from a `tf.data.Dataset`
+            (which is read into memory to be checked and split); a dataset
+            with more, or a generator that never ends, is refused with a
+            `DataError` once this many are read. Defaults to `1_000_000`.
     """
 
     _path: ClassVar[str] = "data_options"
@@ -231,6 +235,7 @@ class DataConfig(Section):
     tfds_data_dir: str | None = None
     tfds_download: bool = True
     in_memory_mb: float = option(1024.0, ge=0.0)
+    max_dataset_rows: int = option(1_000_000, gt=0)
 
     def validate(self) -> None:
         held_out = self.validation_split + self.test_split

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from kerastrain.config.base import Section, option
+from kerastrain.config.base import Section, number_as_text, option
 from kerastrain.errors import ConfigError, config_error, did_you_mean
 
 #: Explicit precision policies. A later "auto" is added here and resolved
@@ -626,7 +626,7 @@ class TrainConfig(Section):
             raise config_error(
                 "train.learning_rate",
                 lr,
-                "a number > 0, 'find', or a tf_keras LearningRateSchedule",
+                "a number > 0, 'find', or a tf_keras LearningRateSchedule" + number_as_text(lr),
                 ["find"],
             )
         if isinstance(lr, int):

@@ -64,8 +64,8 @@ def scan_folder(root: str | os.PathLike) -> ImageFolder:
     """Lists the images of a folder of class sub-folders.
 
     Raises:
-        DataError: When the folder has no class sub-folders, or a class
-            sub-folder holds no image.
+        DataError: When the folder has fewer than two class sub-folders, or
+            a class sub-folder holds no image.
     """
     root = Path(root)
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -76,6 +76,16 @@ def scan_folder(root: str | os.PathLike) -> ImageFolder:
                 f"The image folder {str(root)!r} has no class sub-folders"
                 + (f" (only files: {', '.join(loose[:5])})" if loose else " (it is empty)"),
                 allowed="Put each class's images in a sub-folder named after the class",
+            )
+        )
+    if len(classes) == 1:
+        raise DataError(
+            message(
+                f"The image folder {str(root)!r} has a single class sub-folder, {classes[0]!r}: "
+                "a classifier needs at least two classes, and one trained on a single class "
+                "answers it for everything (with a perfect score)",
+                allowed="Put each class's images in its own sub-folder of the folder (pass the "
+                "folder that holds the class folders, not a class folder)",
             )
         )
     paths: list[str] = []

@@ -11,7 +11,7 @@ import numpy as np
 
 from kerastrain.config import DataConfig
 from kerastrain.config.data import IMAGE_AUGMENTATIONS, parse_augment
-from kerastrain.data.preprocess import Standardizer, fit_standardizer
+from kerastrain.data.preprocess import Standardizer, fit_standardizer, fit_target_scaler
 from kerastrain.data.sources import load_data
 from kerastrain.data.split import Splits, fixed_splits, split_indices
 from kerastrain.data.stream import Stream
@@ -189,8 +189,40 @@ def _target_scaler(
     y: np.ndarray, task: Task, train: np.ndarray, options: DataConfig
 ) -> Standardizer | None:
     if task.kind == "regression" and options.scale_target:
-        return fit_standardizer(y[:, np.newaxis], train)
+        return fit_target_scaler(y, train)
     return None
+
+
+def _check_learnable(y: np.ndarray, task: Task, splits: Splits, options: DataConfig) -> None:
+    """Refuses a constant regression target, and a training split that holds
+    a single class (a time-ordered or unstratified split of classes that come
+    in runs)."""
+    if task.kind == "regression":
+        if np.all(y == y[0]):
+            raise DataError(
+                message(
+                    f"Every regression target is {float(y[0]):g} (all {len(y)} rows): there "
+                    "is nothing to learn, and a model that answers that constant scores "
+                    "perfectly",
+                    allowed="Check that the labels (or data_options.target) are the right ones",
+                )
+            )
+        return
+    present = np.unique(y[splits.train])
+    if len(present) < 2:
+        value = int(present[0])
+        name = task.class_names[value] if task.class_names else value
+        raise DataError(
+            message(
+                f"The training split holds a single class, {name!r} (all its "
+                f"{len(splits.train)} rows); the other classes fall in validation or test only",
+                received={
+                    "data_options.split": options.split,
+                    "data_options.stratify": options.stratify,
+                },
+                allowed="Use data_options.split='random' with stratify=True, or shuffle the rows",
+            )
+        )
 
 
 def _augmentations(options: DataConfig, x: Any, task: Task) -> list[dict[str, Any]]:
@@ -258,6 +290,7 @@ def prepare_data(data: Any, options: DataConfig, seed: int) -> Prepared:
         splits = fixed_splits(y, task, options, seed, loaded.parts)
     else:
         splits = split_indices(y, task, options, seed)
+    _check_learnable(y, task, splits, options)
     augment = _augmentations(options, x, task)
     if any(a["name"] in ("mixup", "cutmix") for a in augment):
         task = dataclasses.replace(task, soft_labels=True)

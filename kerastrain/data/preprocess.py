@@ -15,11 +15,14 @@ from typing import Any
 import numpy as np
 
 from kerastrain._keras import keras
+from kerastrain.data.validate import FLOAT32_MAX
+from kerastrain.errors import DataError, message
 
 __all__ = [
     "ModelInputs",
     "Standardizer",
     "fit_standardizer",
+    "fit_target_scaler",
     "model_inputs",
     "with_target_scale",
 ]
@@ -53,32 +56,120 @@ class ModelInputs:
 
 @dataclasses.dataclass(frozen=True)
 class Standardizer:
-    """Per-feature (per-channel for images) mean and variance."""
+    """Per-feature (per-channel for images) mean and variance.
+
+    float32 for features (the `Normalization` layer's weights); float64 for a
+    regression target, whose scale is applied in float64 to the training
+    targets and whose standard deviation becomes a float32 `Rescaling`.
+    """
 
     mean: np.ndarray
     variance: np.ndarray
 
 
-def fit_standardizer(x: np.ndarray, indices: np.ndarray) -> Standardizer:
-    """Mean and variance over the last axis of ``x[indices]``.
+def _moments(x: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 mean and variance over the last axis of ``x[indices]``.
 
-    A constant feature gets variance 1 (it is only centred), so that a value
-    never seen in training cannot blow up to ``value / 1e-7``.
+    Chunk by chunk (no copy of the split), each chunk's mean and sum of
+    squared deviations merged (Chan et al.), so that large values (1e25) do
+    not overflow and values far from zero (1e9 + noise) keep their variance.
     """
     channels = x.shape[-1]
     chunk = max(1, CHUNK_BYTES // (8 * max(1, int(np.prod(x.shape[1:])))))
-    total = np.zeros(channels, np.float64)
-    squares = np.zeros(channels, np.float64)
+    mean = np.zeros(channels, np.float64)
+    squares = np.zeros(channels, np.float64)  # sum of squared deviations from `mean`
     count = 0
-    for start in range(0, len(indices), chunk):
-        block = x[indices[start : start + chunk]].reshape(-1, channels).astype(np.float64)
-        total += block.sum(axis=0)
-        squares += np.square(block).sum(axis=0)
-        count += len(block)
-    mean = total / max(count, 1)
-    variance = np.maximum(squares / max(count, 1) - np.square(mean), 0.0)
+    with np.errstate(over="ignore"):  # an overflow is inf, refused by the callers
+        for start in range(0, len(indices), chunk):
+            block = x[indices[start : start + chunk]].reshape(-1, channels).astype(np.float64)
+            n = len(block)
+            block_mean = block.mean(axis=0)
+            block_squares = np.square(block - block_mean).sum(axis=0)
+            total = count + n
+            delta = block_mean - mean
+            mean = mean + delta * (n / total)
+            squares = squares + block_squares + np.square(delta) * (count * n / total)
+            count = total
+    return mean, squares / max(count, 1)
+
+
+def _refuse_unrepresentable(
+    mean: np.ndarray, scale: np.ndarray, scale_name: str, what: Any, allowed: str
+) -> None:
+    """Raises when a statistic the model holds as a float32 weight does not fit.
+
+    Args:
+        mean: The means.
+        scale: The statistic that becomes a weight beside the mean (the
+            variance of a `Normalization`, the standard deviation of a
+            `Rescaling`).
+        scale_name: Its name, for the message.
+        what: Names the features at fault, given their indices.
+        allowed: How to fix it.
+    """
+    too_large = np.flatnonzero(
+        ~(np.abs(mean) <= FLOAT32_MAX) | ~(scale <= FLOAT32_MAX)  # NaN and inf too
+    )
+    if len(too_large):
+        i = int(too_large[0])
+        raise DataError(
+            message(
+                f"{what(too_large)} spread too widely to be standardized in float32: on the "
+                f"training rows, the mean is {mean[i]:.3g} and the {scale_name} {scale[i]:.3g}, "
+                f"beyond float32's largest number ({FLOAT32_MAX:.3g})",
+                allowed=allowed,
+            )
+        )
+
+
+def fit_standardizer(x: np.ndarray, indices: np.ndarray) -> Standardizer:
+    """float32 mean and variance over the last axis of ``x[indices]``.
+
+    A constant feature gets variance 1 (it is only centred), so that a value
+    never seen in training cannot blow up to ``value / 1e-7``.
+
+    Raises:
+        DataError: When a feature's variance does not fit float32 (its
+            standard deviation is above about 1.8e19).
+    """
+    mean, variance = _moments(x, indices)
+    _refuse_unrepresentable(
+        mean,
+        variance,
+        "variance",
+        lambda bad: (
+            f"Feature{'s' if len(bad) > 1 else ''} (last-axis index "
+            f"{', '.join(str(int(i)) for i in bad[:10])}) {'are' if len(bad) > 1 else 'is'}"
+        ),
+        "Rescale those features (divide them by a power of ten), or set "
+        "data_options.normalize=False",
+    )
     variance[variance < 1e-12] = 1.0
     return Standardizer(mean.astype(np.float32), variance.astype(np.float32))
+
+
+def fit_target_scaler(y: np.ndarray, indices: np.ndarray) -> Standardizer:
+    """float64 mean and variance of the regression targets ``y[indices]``.
+
+    Computed in float64, so that targets near 1e25 (whose variance, 1e50, no
+    float32 holds) scale correctly; the model's outputs are then mapped back
+    by a float32 `Rescaling` of the standard deviation. A constant target
+    gets variance 1 (it is only centred).
+
+    Raises:
+        DataError: When the mean or the standard deviation do not fit float32.
+    """
+    mean, variance = _moments(y.reshape(len(y), 1), indices)
+    _refuse_unrepresentable(
+        mean,
+        np.sqrt(variance),
+        "standard deviation",
+        lambda bad: "The regression targets are",
+        "Rescale the targets (divide them by a power of ten), or set "
+        "data_options.scale_target=False",
+    )
+    variance[variance <= 1e-12 * np.square(mean)] = 1.0
+    return Standardizer(mean, variance)
 
 
 def model_inputs(

@@ -119,8 +119,50 @@ def _from_path(data: str | os.PathLike, options: DataConfig) -> Loaded | None:
     return None
 
 
-def _from_tf_dataset(dataset: Any) -> Loaded:
-    import tensorflow as tf
+def _leading(shape: Any) -> int | None:
+    """The first dimension of a `TensorShape` (None when unknown or scalar)."""
+    return shape[0] if shape.rank else None
+
+
+def _batched(spec: Any, xs: list[np.ndarray], ys: list[np.ndarray]) -> bool:
+    """Whether the elements read are batches of examples, or examples.
+
+    Batches (`dataset.batch(n)`) have features and labels of one more
+    dimension whose size they share, the same in every batch but the last
+    (which may be smaller). An unbatched dataset whose features have an open
+    first dimension (`from_generator` with a `(None,)` signature) has scalar
+    labels, or labels whose first size is not the features'.
+    """
+    x_spec, y_spec = spec
+    if not (x_spec.shape.rank and y_spec.shape.rank):
+        return False
+    if _leading(x_spec.shape) != _leading(y_spec.shape):
+        return False
+    if any(x.ndim == 0 or y.ndim == 0 or len(x) != len(y) for x, y in zip(xs, ys)):
+        return False
+    if _leading(x_spec.shape) is not None:
+        return True  # batch(n, drop_remainder=True): a fixed, shared batch size
+    sizes = [len(x) for x in xs]
+    return all(n == sizes[0] for n in sizes[:-1]) and sizes[-1] <= sizes[0]
+
+
+def _same_shapes(arrays: list[np.ndarray], what: str, element: str, skip: int) -> None:
+    """Refuses elements whose shapes (after the first `skip` axes) differ."""
+    first = arrays[0].shape[skip:]
+    for i, array in enumerate(arrays):
+        if array.shape[skip:] != first:
+            raise DataError(
+                message(
+                    f"{element.capitalize()} {i} of the tf.data.Dataset has {what} of shape "
+                    f"{array.shape[skip:]}, but {element} 0 has {first}: every example's "
+                    f"{what} must have the same shape",
+                    allowed="Pad, crop or resize them to one shape (dataset.map), or pass arrays",
+                )
+            )
+
+
+def _from_tf_dataset(dataset: Any, options: DataConfig) -> Loaded:
+    from kerastrain._keras import tf
 
     cardinality = int(dataset.cardinality())
     if cardinality == int(tf.data.INFINITE_CARDINALITY):
@@ -139,10 +181,38 @@ def _from_tf_dataset(dataset: Any) -> Loaded:
                 "ex['label']))",
             )
         )
+    if not all(isinstance(s, tf.TensorSpec) for s in spec):
+        raise DataError(
+            message(
+                "A tf.data.Dataset must yield (features, label) pairs of dense tensors; its "
+                f"elements are {spec}",
+                allowed="Stack a dict of features into one tensor (dataset.map), or pass a "
+                "DataFrame, whose columns kerastrain encodes",
+            )
+        )
+    limit = options.max_dataset_rows
+    too_many = message(
+        f"The tf.data.Dataset has more than data_options.max_dataset_rows={limit} examples "
+        + (
+            "(its length is unknown: a generator that never ends?); "
+            if cardinality < 0
+            else f"({cardinality} elements); "
+        )
+        + "kerastrain reads a tf.data.Dataset into memory to check and split it",
+        allowed="Make the dataset finite (dataset.take(n)), or raise "
+        "data_options.max_dataset_rows if the data is that large and fits in memory",
+    )
+    if cardinality > limit and spec[1].shape.rank == 0:
+        raise DataError(too_many)  # one example per element: too many before any is read
     xs, ys = [], []
+    read = 0
     for x, y in dataset.as_numpy_iterator():
+        x, y = np.asarray(x), np.asarray(y)
         xs.append(x)
         ys.append(y)
+        read += len(x) if x.ndim and y.ndim and len(x) == len(y) else 1
+        if read > limit:
+            raise DataError(too_many)
     if not xs:
         raise DataError(
             message(
@@ -150,14 +220,17 @@ def _from_tf_dataset(dataset: Any) -> Loaded:
                 allowed="Pass a dataset with at least one (x, y) pair",
             )
         )
-    batched = (
-        spec[0].shape.rank is not None
-        and spec[1].shape.rank is not None
-        and (spec[0].shape.rank >= 1 and spec[0].shape[0] is None)
-    )
+    batched = _batched(spec, xs, ys)
+    element = "batch" if batched else "element"
+    _same_shapes(xs, "features", element, skip=int(batched))
+    _same_shapes(ys, "labels", element, skip=int(batched))
     x = np.concatenate(xs) if batched else np.stack(xs)
     y = np.concatenate(ys) if batched else np.stack(ys)
-    logger.info("Read %d examples from the tf.data.Dataset into memory.", len(x))
+    logger.info(
+        "Read %d examples from the tf.data.Dataset into memory (%s).",
+        len(x),
+        f"{len(xs)} batches" if batched else "one example per element",
+    )
     return Loaded(x=x, y=y, source="tf.data.Dataset")
 
 
@@ -215,7 +288,7 @@ def load_data(data: Any, options: DataConfig) -> Loaded:
     if type(data).__name__ == "DataFrame":
         return _from_dataframe(data, options)
     if hasattr(data, "element_spec") and hasattr(data, "as_numpy_iterator"):
-        return _from_tf_dataset(data)
+        return _from_tf_dataset(data, options)
     raise DataError(
         message(
             f"Cannot read data of type {type(data).__name__}",

@@ -20,6 +20,7 @@ how many and which are logged and kept in the run's summary.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import math
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from kerastrain.config import DataConfig
-from kerastrain.data.validate import rows
+from kerastrain.data.validate import FLOAT32_MAX, check_finite, rows
 from kerastrain.errors import DataError, message
 
 logger = logging.getLogger(__name__)
@@ -140,14 +141,15 @@ def _as_numbers(values: np.ndarray, missing: np.ndarray) -> tuple[np.ndarray, np
     """Float32 values (NaN where missing) and the positions that are not numbers."""
     out = np.full(len(values), np.nan, np.float32)
     bad = []
-    if values.dtype.kind in "fiub":
-        out[~missing] = values[~missing].astype(np.float32)
-        return out, np.empty(0, np.int64)
-    for i in np.flatnonzero(~missing):
-        try:
-            out[i] = float(values[i])
-        except (TypeError, ValueError):
-            bad.append(i)
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, refused by the caller
+        if values.dtype.kind in "fiub":
+            out[~missing] = values[~missing].astype(np.float32)
+            return out, np.empty(0, np.int64)
+        for i in np.flatnonzero(~missing):
+            try:
+                out[i] = float(values[i])
+            except (TypeError, ValueError, OverflowError):
+                bad.append(i)
     return out, np.asarray(bad, np.int64)
 
 
@@ -178,6 +180,20 @@ def _infer_kind(name: str, values: np.ndarray, missing: np.ndarray, line_offset:
             )
         )
     return "categorical"
+
+
+def _refuse_repeated(names: list[str], source: str) -> None:
+    """Refuses a table with two columns of one name."""
+    repeated = sorted(n for n, count in collections.Counter(names).items() if count > 1)
+    if repeated:
+        raise DataError(
+            message(
+                f"{source} has more than one column named "
+                + ", ".join(repr(n) for n in repeated[:5])
+                + ", so a column cannot be told from its namesake",
+                allowed="Rename or remove the repeated columns",
+            )
+        )
 
 
 def read_table(
@@ -233,6 +249,7 @@ def read_table(
                     near=name,
                 )
             )
+    _refuse_repeated(names, source)
     if len(frame) == 0:
         raise DataError(
             message(f"The data ({source}) has no rows", allowed="Pass a table with rows")
@@ -276,6 +293,14 @@ def read_table(
             x[name] = _as_numbers(values, missing)[0]
         else:
             x[name] = np.array(["" if m else str(v) for v, m in zip(values, missing)], dtype=object)
+        if x[name].dtype.kind == "f":
+            check_finite(
+                x[name],
+                f"values in column {str(column)!r} of {source}",
+                missing_ok=True,
+                where=lambda bad: _where(bad, line_offset),
+                allowed="Correct them, or leave them empty to have them imputed",
+            )
         kinds[name] = kind
         sources[name] = str(column)
         missing_any |= missing
@@ -351,6 +376,8 @@ def read_csv(path: Any, options: DataConfig) -> tuple[dict[str, np.ndarray], np.
     import pandas as pd
 
     try:
+        # The header as written: pandas renames a repeated name ('a', 'a.1').
+        header = pd.read_csv(path, skipinitialspace=True, header=None, nrows=1, dtype=str)
         frame = pd.read_csv(path, skipinitialspace=True)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataError(
@@ -359,6 +386,8 @@ def read_csv(path: Any, options: DataConfig) -> tuple[dict[str, np.ndarray], np.
                 allowed="Give a comma-separated file with a header row",
             )
         ) from None
+    written = [str(name) for name in header.iloc[0].dropna()] if len(header) else []
+    _refuse_repeated(written, str(path))
     return read_table(frame, options, source=str(path), line_offset=2)
 
 
@@ -434,6 +463,16 @@ def fit_encoding(
         mean, variance = (
             (float(filled.mean()), float(filled.var())) if options.normalize else (0.0, 1.0)
         )
+        if not variance <= FLOAT32_MAX:
+            raise DataError(
+                message(
+                    f"Column {table.sources[name]!r} spreads too widely to be standardized in "
+                    f"float32: its variance on the training rows is {variance:.3g}, beyond "
+                    f"float32's largest number ({FLOAT32_MAX:.3g})",
+                    allowed="Rescale the column (divide it by a power of ten), or set "
+                    "data_options.normalize=False",
+                )
+            )
         columns.append(
             Column(
                 name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,23 @@ from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Validated", "validate", "check_labels", "rows", "unconvertible_rows"]
+__all__ = [
+    "Validated",
+    "validate",
+    "check_labels",
+    "check_finite",
+    "nonfinite_rows",
+    "rows",
+    "unconvertible_rows",
+    "FLOAT32_MAX",
+]
 
 #: Float labels with at most this many distinct integral values are classes.
 MAX_INFERRED_CLASSES = 20
 #: Rows checked at a time for non-finite values.
 CHECK_ROWS = 65536
+#: The largest float32: features, targets and their statistics live in float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def rows(indices: Any, limit: int = 5) -> str:
@@ -44,6 +56,76 @@ def unconvertible_rows(values: np.ndarray) -> np.ndarray:
         except (TypeError, ValueError):
             bad.append(i)
     return np.asarray(bad, dtype=np.int64)
+
+
+def nonfinite_rows(values: np.ndarray, *, missing_ok: bool = False) -> np.ndarray:
+    """Indices of the rows of ``values`` that hold a NaN or infinite value.
+
+    Checked a block of rows at a time, so that checking a large array costs no
+    array of its size.
+
+    Args:
+        values: Numbers, one row per example (any rank).
+        missing_ok: NaN marks a missing value (a table's), which is imputed:
+            only infinite values count. Defaults to `False`.
+
+    Returns:
+        The row indices, ascending.
+    """
+    if values.dtype.kind not in "fc":
+        return np.empty(0, np.int64)
+    flat = values.reshape(len(values), -1)
+    test = np.isinf if missing_ok else (lambda block: ~np.isfinite(block))
+    bad = [
+        start + np.flatnonzero(test(flat[start : start + CHECK_ROWS]).any(axis=1))
+        for start in range(0, len(flat), CHECK_ROWS)
+    ]
+    return np.concatenate(bad) if bad else np.empty(0, np.int64)
+
+
+def check_finite(
+    values: np.ndarray,
+    what: str,
+    *,
+    missing_ok: bool = False,
+    where: Callable[[np.ndarray], str] | None = None,
+    allowed: str = "Correct or remove them before training; kerastrain does not drop rows silently",
+) -> None:
+    """Refuses NaN and infinite values, naming the rows that hold them.
+
+    The one check of every input path (arrays, tables, CSV files, datasets,
+    regression targets). An infinite value is also what a number beyond
+    float32's range (about 3.4e38) becomes when it is read.
+
+    Args:
+        values: Numbers, one row per example (any rank).
+        what: What the values are, for the message (``"feature values"``,
+            ``"values in column 'income' of data.csv"``).
+        missing_ok: NaN marks a missing value, which is imputed: only refuse
+            infinite values. Defaults to `False`.
+        where: Describes the bad rows (``"rows 3, 7 (file lines 5, 9)"``).
+            Defaults to `rows`.
+        allowed: How to fix it. Defaults to correcting or removing them.
+
+    Raises:
+        DataError: ``Rows 3, 7 (2 rows) have infinite feature values ...``.
+    """
+    bad = nonfinite_rows(values, missing_ok=missing_ok)
+    if not len(bad):
+        return
+    sample = values[bad[:CHECK_ROWS]]
+    has_nan = not missing_ok and bool(np.isnan(sample).any())
+    has_inf = bool(np.isinf(sample).any())
+    kinds = "NaN or infinite" if has_nan and has_inf else "NaN" if has_nan else "infinite"
+    note = f" (a number beyond float32's range, +-{FLOAT32_MAX:.3g}, is read as infinite)"
+    described = where(bad) if where is not None else f"rows {rows(bad)}"
+    raise DataError(
+        message(
+            f"{described[0].upper()}{described[1:]} have {kinds} {what}"
+            + (note if has_inf else ""),
+            allowed=allowed,
+        )
+    )
 
 
 @dataclasses.dataclass
@@ -67,6 +149,14 @@ def _features(x: Any) -> np.ndarray:
         )
     if x.ndim == 1:
         x = x[:, np.newaxis]
+    if 0 in x.shape[1:]:
+        raise DataError(
+            message(
+                f"The features have no values: each of the {len(x)} rows has shape "
+                f"{tuple(x.shape[1:])}",
+                allowed="Pass at least one feature per row",
+            )
+        )
     if x.dtype == object or x.dtype.kind in "USb":
         bad = unconvertible_rows(x)
         if len(bad):
@@ -90,24 +180,15 @@ def _features(x: Any) -> np.ndarray:
     if x.dtype == np.uint8:
         return x  # pixels: kept as bytes (a quarter of float32), cast per batch
     if x.dtype != np.float32:
-        x = x.astype(np.float32)  # the one copy that a float64 or integer input costs
-    flat = x.reshape(len(x), -1)
-    # Chunked, so that checking a large array costs no array of its size.
-    finite = np.concatenate(
-        [np.isfinite(flat[i : i + CHECK_ROWS]).all(axis=1) for i in range(0, len(flat), CHECK_ROWS)]
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, refused below
+            x = x.astype(np.float32)  # the one copy that a float64 or integer input costs
+    check_finite(
+        x,
+        "feature values",
+        allowed="Impute or remove them before training (or pass a DataFrame or CSV "
+        "file, whose missing values kerastrain imputes); kerastrain does not drop rows "
+        "silently",
     )
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        has_nan, has_inf = np.isnan(flat[bad]).any(), np.isinf(flat[bad]).any()
-        kinds = "NaN or infinite" if has_nan and has_inf else "NaN" if has_nan else "infinite"
-        raise DataError(
-            message(
-                f"Rows {rows(bad)} have {kinds} feature values",
-                allowed="Impute or remove them before training (or pass a DataFrame or CSV "
-                "file, whose missing values kerastrain imputes); kerastrain does not drop rows "
-                "silently",
-            )
-        )
     return x
 
 
@@ -125,9 +206,10 @@ def _labels(y: Any, options: DataConfig, class_names: list[str] | None) -> tuple
                     allowed="Pass one-hot rows, or one class index or name per example",
                 )
             )
+        width = y.shape[1]
         y = y.argmax(axis=1)
-        if options.num_classes is None:
-            options = options.replace(num_classes=max(2, int(np.asarray(y).max()) + 1))
+        if options.num_classes is None:  # the rows' width says how many classes there are
+            options = options.replace(num_classes=max(2, width))
     if y.ndim != 1:
         raise DataError(
             message(
@@ -161,14 +243,7 @@ def _labels(y: Any, options: DataConfig, class_names: list[str] | None) -> tuple
             class_names = [str(n) for n in names]
 
     if y.dtype.kind == "f":
-        nan = ~np.isfinite(y)
-        if nan.any():
-            raise DataError(
-                message(
-                    f"Rows {rows(np.flatnonzero(nan))} have a NaN or infinite label",
-                    allowed="Label or remove them before training",
-                )
-            )
+        check_finite(y, "labels", allowed="Label or remove them before training")
 
     integral = y.dtype.kind in "iub" or (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0))
     kind = options.task
@@ -187,13 +262,21 @@ def _labels(y: Any, options: DataConfig, class_names: list[str] | None) -> tuple
         logger.info("Task inferred from the labels: %s (%d distinct values).", kind, len(distinct))
 
     if kind == "regression":
-        return y.astype(np.float32), Task("regression")
+        with np.errstate(over="ignore"):
+            targets = y.astype(np.float32)
+        check_finite(
+            targets,
+            "regression targets",
+            allowed="Rescale them (targets are trained on in float32), or correct or remove "
+            "those rows",
+        )
+        return targets, Task("regression")
     if not integral:
         bad = np.flatnonzero(np.mod(y, 1) != 0)
         raise DataError(
             message(
                 f"Classification labels must be whole class indices; rows {rows(bad)} are not "
-                f"(first: {y[bad[0]]!r})",
+                f"(first: {y[bad[0]].item()!r})",
                 received={"data_options.task": options.task},
                 allowed="Use data_options.task='regression' for continuous targets",
             )
@@ -229,16 +312,50 @@ def _labels(y: Any, options: DataConfig, class_names: list[str] | None) -> tuple
                 allowed="Set data_options.num_classes if there are more classes",
             )
         )
-    if kind == "multiclass" and num_classes < 2:
-        raise DataError(
-            message(
-                "Every label is 0: a classifier needs at least two classes",
-                allowed="Pass labels of two classes or more",
-            )
-        )
+    _check_classes(y, kind, num_classes, class_names, inferred=options.num_classes is None)
     names = tuple(class_names) if class_names and len(class_names) == num_classes else None
     dtype = np.float32 if kind == "binary" else np.int32
     return y.astype(dtype), Task(kind, num_classes, names)
+
+
+def _check_classes(
+    y: np.ndarray, kind: str, num_classes: int, class_names: list[str] | None, inferred: bool
+) -> None:
+    """Refuses labels of a single class, and class indices with gaps that
+    would give the model outputs no example ever trains."""
+    present = np.unique(y)
+    if len(present) < 2:
+        value = int(present[0])
+        shown = repr(class_names[value]) if class_names and value < len(class_names) else value
+        raise DataError(
+            message(
+                f"Every label is {shown} (all {len(y)} rows): a classifier needs examples of at "
+                "least two classes, and one trained on a single class answers it for everything "
+                "(with a perfect score)",
+                allowed="Add examples of the other classes, or check that the labels (or "
+                "data_options.target) are the right ones",
+            )
+        )
+    if kind != "multiclass" or not inferred or class_names:
+        return
+    missing = np.setdiff1d(np.arange(num_classes), present)
+    if len(missing):
+        shown = ", ".join(str(int(c)) for c in missing[:10]) + (
+            ", ..." if len(missing) > 10 else ""
+        )
+        raise DataError(
+            message(
+                f"The labels are class indices up to {num_classes - 1}, which makes "
+                f"{num_classes} classes, but {len(missing)} of them have no example "
+                f"(classes {shown}); the labels found are "
+                + ", ".join(str(int(c)) for c in present[:10])
+                + (", ..." if len(present) > 10 else ""),
+                received={"data_options.num_classes": None},
+                allowed="Number the classes 0, 1, 2, ... without gaps (e.g. y = np.unique(y, "
+                f"return_inverse=True)[1]), or set data_options.num_classes={num_classes} if "
+                "those classes exist but this data has no example of them",
+            )
+        )
 
 
 def check_labels(
