@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from kerastrain.config import DataConfig
+from kerastrain.data.validate import rows
 from kerastrain.errors import DataError, message
 
 logger = logging.getLogger(__name__)
@@ -134,9 +135,10 @@ def _batched(spec: Any, xs: list[np.ndarray], ys: list[np.ndarray]) -> bool:
     labels, or labels whose first size is not the features'.
     """
     x_spec, y_spec = spec
-    if not (x_spec.shape.rank and y_spec.shape.rank):
+    if x_spec.shape.rank == 0 or y_spec.shape.rank == 0:
         return False
-    if _leading(x_spec.shape) != _leading(y_spec.shape):
+    known = x_spec.shape.rank is not None and y_spec.shape.rank is not None
+    if known and _leading(x_spec.shape) != _leading(y_spec.shape):
         return False
     if any(x.ndim == 0 or y.ndim == 0 or len(x) != len(y) for x, y in zip(xs, ys)):
         return False
@@ -234,6 +236,30 @@ def _from_tf_dataset(dataset: Any, options: DataConfig) -> Loaded:
     return Loaded(x=x, y=y, source="tf.data.Dataset")
 
 
+def _array(values: Any, what: str) -> np.ndarray:
+    """``np.asarray(values)``, refusing ragged rows (lists of unequal lengths)
+    by naming the first row whose shape differs from row 0's."""
+    try:
+        return np.asarray(values)
+    except ValueError:
+        shapes = []
+        for row in values:
+            try:
+                shapes.append(np.shape(row))
+            except ValueError:
+                shapes.append(None)  # itself ragged inside
+        bad = np.flatnonzero([shape != shapes[0] for shape in shapes])
+        first = int(bad[0]) if len(bad) else 0
+        raise DataError(
+            message(
+                f"The {what} are ragged: rows {rows(bad)} do not have the shape of row 0 "
+                f"({shapes[0]}; row {first} has {shapes[first] or 'a ragged shape'})",
+                allowed="Give every row the same shape (pad or truncate them), or pass a "
+                "DataFrame with one column per feature",
+            )
+        ) from None
+
+
 def load_data(data: Any, options: DataConfig) -> Loaded:
     """Reads ``data`` into arrays.
 
@@ -284,7 +310,7 @@ def load_data(data: Any, options: DataConfig) -> Loaded:
         )
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
-        return Loaded(x=np.asarray(x), y=np.asarray(y), source="arrays")
+        return Loaded(x=_array(x, "features"), y=_array(y, "labels"), source="arrays")
     if type(data).__name__ == "DataFrame":
         return _from_dataframe(data, options)
     if hasattr(data, "element_spec") and hasattr(data, "as_numpy_iterator"):

@@ -368,7 +368,8 @@ def read_table(
 
 
 def read_csv(path: Any, options: DataConfig) -> tuple[dict[str, np.ndarray], np.ndarray, Table]:
-    """Reads a CSV file with a header line (see `read_table`).
+    """Reads a CSV file with a header line (tab-separated when its name ends
+    in `.tsv`; see `read_table`).
 
     Raises:
         DataError: When the file cannot be read or parsed, and as `read_table`.
@@ -377,8 +378,9 @@ def read_csv(path: Any, options: DataConfig) -> tuple[dict[str, np.ndarray], np.
 
     try:
         # The header as written: pandas renames a repeated name ('a', 'a.1').
-        header = pd.read_csv(path, skipinitialspace=True, header=None, nrows=1, dtype=str)
-        frame = pd.read_csv(path, skipinitialspace=True)
+        sep = "\t" if str(path).lower().endswith(".tsv") else ","
+        header = pd.read_csv(path, sep=sep, skipinitialspace=True, header=None, nrows=1, dtype=str)
+        frame = pd.read_csv(path, sep=sep, skipinitialspace=True)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise DataError(
             message(
@@ -388,6 +390,18 @@ def read_csv(path: Any, options: DataConfig) -> tuple[dict[str, np.ndarray], np.
         ) from None
     written = [str(name) for name in header.iloc[0].dropna()] if len(header) else []
     _refuse_repeated(written, str(path))
+    if len(frame.columns) == 1 and options.target not in frame.columns:
+        only = str(frame.columns[0])
+        other = next((c for c in (";", "\t", "|") if c in only), None)
+        if other is not None:
+            raise DataError(
+                message(
+                    f"The file {str(path)!r} reads as a single column named {only!r}: its "
+                    f"values seem separated by {other!r}, not by "
+                    f"{'tabs' if sep == chr(9) else 'commas'}",
+                    allowed="Save it with commas between values (or tabs in a .tsv file)",
+                )
+            )
     return read_table(frame, options, source=str(path), line_offset=2)
 
 
