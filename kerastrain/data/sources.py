@@ -125,6 +125,11 @@ def _leading(shape: Any) -> int | None:
     return shape[0] if shape.rank else None
 
 
+def _one_hot(y: np.ndarray) -> bool:
+    """Whether ``y`` is one one-hot label (a single 1 among 0s)."""
+    return y.ndim == 1 and bool(((y == 0) | (y == 1)).all()) and y.sum() == 1
+
+
 def _batched(spec: Any, xs: list[np.ndarray], ys: list[np.ndarray]) -> bool:
     """Whether the elements read are batches of examples, or examples.
 
@@ -132,7 +137,8 @@ def _batched(spec: Any, xs: list[np.ndarray], ys: list[np.ndarray]) -> bool:
     dimension whose size they share, the same in every batch but the last
     (which may be smaller). An unbatched dataset whose features have an open
     first dimension (`from_generator` with a `(None,)` signature) has scalar
-    labels, or labels whose first size is not the features'.
+    labels, or labels whose first size is not the features', or one-hot
+    labels (as long as the features, at times).
     """
     x_spec, y_spec = spec
     if x_spec.shape.rank == 0 or y_spec.shape.rank == 0:
@@ -142,6 +148,8 @@ def _batched(spec: Any, xs: list[np.ndarray], ys: list[np.ndarray]) -> bool:
         return False
     if any(x.ndim == 0 or y.ndim == 0 or len(x) != len(y) for x, y in zip(xs, ys)):
         return False
+    if all(_one_hot(y) for y in ys):
+        return False  # examples whose features are as long as their one-hot label
     if _leading(x_spec.shape) is not None:
         return True  # batch(n, drop_remainder=True): a fixed, shared batch size
     sizes = [len(x) for x in xs]

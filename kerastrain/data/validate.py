@@ -2,7 +2,10 @@
 
 Every problem raises :class:`~kerastrain.DataError` naming the rows at fault
 (the first few indices and how many in all) before anything trains. Nothing
-is dropped silently.
+is dropped silently. `check_finite` is the one finiteness check of every input
+path (arrays, tables, CSV files, tf.data datasets, regression targets).
+Labels must show at least two classes, and class indices without gaps unless
+``data_options.num_classes`` says how many classes there are.
 """
 
 from __future__ import annotations
@@ -398,7 +401,8 @@ def validate(
 
     Raises:
         DataError: For empty data, mismatched lengths, non-numeric or
-            non-finite features, or labels that do not fit the task; the
+            non-finite features, or labels that do not fit the task (a
+            single class, class indices with gaps, non-finite targets); the
             message names the rows.
 
     Example:

@@ -291,6 +291,12 @@ def test_batched_datasets_are_read_batch_by_batch(drop_remainder):
     assert prepared.feature_shape == (3,)
 
 
+def test_one_hot_examples_as_long_as_their_features_are_not_taken_for_batches():
+    one_hot = np.eye(3)[np.arange(40) % 3]
+    prepared = prepare(tf.data.Dataset.from_tensor_slices((features(40), one_hot)))
+    assert (prepared.num_rows, prepared.task.num_classes) == (40, 3)
+
+
 def test_a_dataset_of_feature_dicts_is_refused():
     dataset = tf.data.Dataset.from_tensor_slices(({"a": features()[:, 0]}, two_classes()))
     refused(dataset, "pairs of dense tensors")
