@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Loaded", "load_data", "BUILTIN_DATASETS"]
 
+#: Examples read at a time from a tf.data.Dataset of one example per element.
+READ_BATCH = 1024
+#: A tf.data.Dataset read logs its progress every this many examples.
+PROGRESS_ROWS = 100_000
+
 
 @dataclasses.dataclass
 class Loaded:
@@ -171,6 +176,30 @@ def _same_shapes(arrays: list[np.ndarray], what: str, element: str, skip: int) -
             )
 
 
+def _read(dataset: Any, limit: int, too_many: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The features and labels of each element, refusing more than ``limit``
+    examples (an element counts as a batch when its features and labels
+    share their first size)."""
+    xs, ys = [], []
+    read, reported = 0, 0
+    for x, y in dataset.as_numpy_iterator():
+        x, y = np.asarray(x), np.asarray(y)
+        xs.append(x)
+        ys.append(y)
+        read += len(x) if x.ndim and y.ndim and len(x) == len(y) else 1
+        if read > limit:
+            raise DataError(too_many)
+        if read - reported >= PROGRESS_ROWS:
+            reported = read
+            logger.info(
+                "Read %d examples of the tf.data.Dataset so far (more than "
+                "data_options.max_dataset_rows=%d is refused).",
+                read,
+                limit,
+            )
+    return xs, ys
+
+
 def _from_tf_dataset(dataset: Any, options: DataConfig) -> Loaded:
     from kerastrain._keras import tf
 
@@ -212,17 +241,23 @@ def _from_tf_dataset(dataset: Any, options: DataConfig) -> Loaded:
         allowed="Make the dataset finite (dataset.take(n)), or raise "
         "data_options.max_dataset_rows if the data is that large and fits in memory",
     )
-    if cardinality > limit and spec[1].shape.rank == 0:
-        raise DataError(too_many)  # one example per element: too many before any is read
-    xs, ys = [], []
-    read = 0
-    for x, y in dataset.as_numpy_iterator():
-        x, y = np.asarray(x), np.asarray(y)
-        xs.append(x)
-        ys.append(y)
-        read += len(x) if x.ndim and y.ndim and len(x) == len(y) else 1
-        if read > limit:
-            raise DataError(too_many)
+    x_shape, y_shape = spec[0].shape, spec[1].shape
+    examples = y_shape.rank == 0 or (  # surely one example per element
+        bool(x_shape.rank and y_shape.rank)
+        and None not in (_leading(x_shape), _leading(y_shape))
+        and _leading(x_shape) != _leading(y_shape)
+    )
+    if examples and cardinality > limit:
+        raise DataError(too_many)  # too many before any is read
+    if examples:
+        try:  # batched by tf.data, in C++: far faster than element by element
+            xs, ys = _read(dataset.batch(READ_BATCH), limit, too_many)
+            batched = True
+        except tf.errors.InvalidArgumentError:  # elements of unequal shapes: find them
+            xs, ys = _read(dataset, limit, too_many)
+            batched = False
+    else:
+        xs, ys = _read(dataset, limit, too_many)
     if not xs:
         raise DataError(
             message(
@@ -230,7 +265,8 @@ def _from_tf_dataset(dataset: Any, options: DataConfig) -> Loaded:
                 allowed="Pass a dataset with at least one (x, y) pair",
             )
         )
-    batched = _batched(spec, xs, ys)
+    if not examples:
+        batched = _batched(spec, xs, ys)
     element = "batch" if batched else "element"
     _same_shapes(xs, "features", element, skip=int(batched))
     _same_shapes(ys, "labels", element, skip=int(batched))
@@ -239,7 +275,7 @@ def _from_tf_dataset(dataset: Any, options: DataConfig) -> Loaded:
     logger.info(
         "Read %d examples from the tf.data.Dataset into memory (%s).",
         len(x),
-        f"{len(xs)} batches" if batched else "one example per element",
+        f"{len(xs)} batches" if batched and not examples else "one example per element",
     )
     return Loaded(x=x, y=y, source="tf.data.Dataset")
 

@@ -350,6 +350,22 @@ def test_ragged_lists_name_the_rows(data, pattern):
     assert "row 0" in text
 
 
+@pytest.mark.parametrize(
+    ("data", "pattern"),
+    [
+        (None, "Cannot read data of type NoneType"),
+        (42, "Cannot read data of type int"),
+        ({"x": [1, 2]}, "Cannot read data of type dict"),
+        ("digts", "Did you mean 'digits'"),
+        ("no/such/folder", "Unknown data source"),
+        ((features(), two_classes(), two_classes()), "Cannot read data of type tuple"),
+    ],
+    ids=["none", "int", "dict", "typo", "missing-path", "triple"],
+)
+def test_data_of_an_unknown_kind_is_refused(data, pattern):
+    refused(data, pattern)
+
+
 def test_fractional_labels_for_a_classifier_are_refused():
     labels = two_classes() + 0.5
     text = refused((features(), labels), "whole class indices", task="multiclass")
