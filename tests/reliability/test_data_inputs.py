@@ -407,8 +407,20 @@ def test_whole_float_labels_are_classes():
             {},
             "no label column was named",
         ),
+        (
+            pd.DataFrame({"a": np.arange(40.0), "id": [f"user{i}" for i in range(40)]}),
+            {"target": "id"},
+            r"Class 'user0' has 1 example \(rows 0 \(1 row\)\)",
+        ),
     ],
-    ids=["all-missing-column", "missing-target", "duplicate-columns", "nan-label", "no-target"],
+    ids=[
+        "all-missing-column",
+        "missing-target",
+        "duplicate-columns",
+        "nan-label",
+        "no-target",
+        "id-column-as-target",
+    ],
 )
 def test_careless_dataframes_are_refused(frame, options, pattern):
     refused(frame, pattern, **options)
@@ -465,6 +477,13 @@ def test_a_corrupt_image_is_named(tmp_path, which):
     with pytest.raises(DataError, match="decode") as info:
         prepare(tmp_path)
     assert str(broken) in str(info.value)
+
+
+def test_a_class_folder_without_images_is_refused(tmp_path):
+    write_png(tmp_path / "cat" / "0.png", 10)
+    (tmp_path / "dog").mkdir()
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    refused(tmp_path, f"The class folder '{tmp_path / 'dog'}' holds no image")
 
 
 def test_an_image_folder_without_class_folders_is_refused(tmp_path):
