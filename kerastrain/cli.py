@@ -162,6 +162,8 @@ def _run(args: argparse.Namespace) -> int:
             from kerastrain.tune import search_command, summary
 
             config = load_config(args.config, output_dir=args.output_dir)
+            if config.output_dir is not None:
+                check_folder(config.output_dir)
             try:
                 print(summary(search_command(config, workers=args.workers)))
             except TuningError as exc:

@@ -183,7 +183,8 @@ def model_file_kind(path: Path) -> str:
     """``"savedmodel"``, ``"h5"``, ``"keras"`` or ``"tflite"``, from the path.
 
     Raises:
-        ExportError: For a folder without ``saved_model.pb``, or another suffix.
+        ExportError: For a folder without ``saved_model.pb``, another suffix,
+            or nothing at a path without a suffix.
     """
     if path.is_dir():
         if not (path / "saved_model.pb").is_file() and not (path / "saved_model.pbtxt").is_file():
@@ -197,14 +198,25 @@ def model_file_kind(path: Path) -> str:
         return "savedmodel"
     kinds = {".h5": "h5", ".hdf5": "h5", ".keras": "keras", ".tflite": "tflite"}
     if path.suffix.lower() not in kinds:
+        if not path.exists() and not path.suffix:
+            raise _missing(path)
         raise ExportError(
             message(
-                "Unknown model file type",
+                "Unknown artifact type",
                 received={"path": str(path)},
                 allowed="Give a SavedModel folder or a .tflite, .keras or .h5 file",
             )
         )
     return kinds[path.suffix.lower()]
+
+
+def _missing(path: Path) -> ExportError:
+    return ExportError(
+        message(
+            f"No model file or folder at {str(path)!r}",
+            allowed="Give the path of a SavedModel folder or a .tflite, .keras or .h5 file",
+        )
+    )
 
 
 def _unreadable(path: Path, kind: str, why: str) -> ExportError:
@@ -384,11 +396,9 @@ def check_model_file(
         ConfigError: When the file would run code and ``trust`` is False.
     """
     path = Path(path)
-    if not path.exists():
-        raise ExportError(
-            message(f"No model file or folder at {str(path)!r}", received={what: str(path)})
-        )
     kind = model_file_kind(path)
+    if not path.exists():
+        raise _missing(path)
     if kind == "tflite":
         return kind  # no Python in a flatbuffer; the interpreter checks the rest
     if kind == "h5":

@@ -34,7 +34,7 @@ def _evil_model(sentinel) -> keras.Model:
     touch = eval(f"lambda t: (open({str(sentinel)!r}, 'w').close(), t)[1]")  # noqa: S307
     inputs = keras.Input((4,))
     x = keras.layers.Lambda(touch, name="evil")(inputs)
-    return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    return keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
 
 
 def _softmax_model(units: int = 2) -> keras.Model:
@@ -221,7 +221,7 @@ def test_a_missing_path_and_an_unknown_suffix_fail_clearly(tmp_path):
     with pytest.raises(ExportError, match="No model file or folder"):
         kerastrain.evaluate(str(tmp_path / "absent.h5"), (X, Y))
     (tmp_path / "model.pt").write_bytes(b"torch")
-    with pytest.raises(ExportError, match="Unknown model file type"):
+    with pytest.raises(ExportError, match="Unknown artifact type"):
         kerastrain.evaluate(str(tmp_path / "model.pt"), (X, Y))
 
 
@@ -268,3 +268,14 @@ def test_a_multiclass_run_on_two_classes_completes(tmp_path):
     )
     assert result.metrics["test"]["roc_auc"] is not None
     assert len(result.metrics["test"]["per_class"]) == 2
+
+
+def test_the_cli_trust_flag_trusts_only_a_backbone_file():
+    from kerastrain.cli import _trusting
+    from kerastrain.config import load_config
+
+    config = load_config({"model": "transfer", "model_options": {"backbone": "b.h5"}})
+    assert _trusting(config, True).model_options == {"backbone": "b.h5", "trust_model_file": True}
+    assert _trusting(config, False) is config
+    plain = load_config({"data": "iris"})  # nothing to trust: mlp takes no such option
+    assert _trusting(plain, True) is plain

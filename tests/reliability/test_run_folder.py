@@ -244,12 +244,22 @@ def test_a_finished_run_releases_its_lock(tmp_path):
 
 
 def test_cli_errors_never_break_a_hyphenated_path(tmp_path, capsys):
-    deep = tmp_path / "my-long-project-name" / "experiment-2026-12-03-learning-rate-sweep"
-    deep.mkdir(parents=True)
-    target = deep / "output-of-the-previous-run-do-not-delete.txt"
-    target.write_text("x")
-    assert main(["run", str(_config(tmp_path, target))]) == 2
+    run = tmp_path / "my-long-project-name" / "experiment-2026-12-03-learning-rate-sweep-run-a"
+    _finished_run(run)  # refused without --overwrite: the message quotes the path
+    assert len(str(run)) > 100  # longer than a line: the old wrap split it at a hyphen
+    assert main(["run", str(_config(tmp_path, run))]) == 2
     err = capsys.readouterr().err
-    assert len(str(target)) > 100  # longer than a line: the old wrap split it at a hyphen
-    assert any(str(target) in line for line in err.splitlines())
-    assert all(len(line) <= 100 or str(target) in line for line in err.splitlines())
+    paragraph = err[err.index("kerastrain: ConfigError") :].splitlines()
+    assert "holds a finished run" in " ".join(paragraph)
+    assert any(str(run) in line for line in paragraph)
+    assert all(len(line) <= 100 or str(run) in line for line in paragraph)
+
+
+def test_the_tune_command_refuses_an_output_dir_that_is_a_file(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("x")
+    config = _config(
+        tmp_path, target, tune={"max_trials": 2, "space": {"learning_rate": [0.01, 0.1]}}
+    )
+    assert main(["tune", str(config)]) == 2
+    assert "is an existing file" in capsys.readouterr().err
