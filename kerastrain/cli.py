@@ -4,7 +4,7 @@ Errors in the config or the data print one paragraph and exit with code 2,
 without a traceback (wrapped at spaces only: a path in the message stays
 whole, to be copied); anything else is a bug and keeps its traceback.
 ``--trust`` loads a ``model_options.backbone`` file even when it carries
-code (see the trust model in `kerastrain.model_files`).
+code (see the trust model in `kerastrain.export.model_files`).
 """
 
 from __future__ import annotations

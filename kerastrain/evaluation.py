@@ -458,7 +458,7 @@ def evaluate(
     loading it would run code it carries (a `Lambda` layer's Python
     bytecode, file operations in a SavedModel's graph) unless
     `trust_model_file` is True: see the trust model in
-    `kerastrain.model_files`.
+    `kerastrain.export.model_files`.
 
     Args:
         model_or_artifact_path: A tf_keras model, or the path of an artifact

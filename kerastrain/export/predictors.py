@@ -20,7 +20,7 @@ import numpy as np
 from kerastrain._keras import keras, tf
 from kerastrain.batching import predict_batched, take
 from kerastrain.errors import ExportError, message
-from kerastrain.model_files import check_model_file
+from kerastrain.export.model_files import check_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ def load_predictor(
 ) -> Predictor:
     """A function from input rows to model outputs, for any exported artifact.
 
-    The file is checked first (`kerastrain.model_files.check_model_file`): a
+    The file is checked first (`kerastrain.export.model_files.check_model_file`): a
     model whose loading would run code it carries (a `Lambda` layer's
     bytecode, a SavedModel graph that writes files) is refused unless
     ``trust`` is True. A SavedModel folder is loaded with

@@ -8,7 +8,7 @@ trained tf_keras model (a `.keras`/`.h5` file, a SavedModel folder written
 by tf_keras, or the model itself, copied), cut at its penultimate layer (or
 at ``backbone_output``). A backbone file whose loading would run code it
 carries is refused unless ``trust_model_file`` is set (see
-`kerastrain.model_files`).
+`kerastrain.export.model_files`).
 
 Phase 1 trains the head with the backbone frozen, for ``train.epochs``.
 Phase 2 is a plain value, the `FineTunePlan` of the ``fine_tune_*`` options
@@ -38,7 +38,7 @@ from typing import Any
 from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.data.preprocess import ModelInputs
 from kerastrain.errors import ConfigError, ExportError, config_error, message, one_of
-from kerastrain.model_files import check_model_file
+from kerastrain.export.model_files import check_model_file
 from kerastrain.models.base import Head, make_initializer, output_layer, regularizer
 
 logger = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ def transfer(
         activation: Activation of the head's dense layer. Defaults to `"relu"`.
         trust_model_file: Load a backbone file even when loading it runs
             code it carries (a `Lambda` layer; see the trust model in
-            `kerastrain.model_files`); otherwise such a file is refused.
+            `kerastrain.export.model_files`); otherwise such a file is refused.
             Defaults to `False`.
 
     Returns:

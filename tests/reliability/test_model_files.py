@@ -18,8 +18,8 @@ from kerastrain import ConfigError, ExportError
 from kerastrain._keras import keras, tf
 from kerastrain.data.preprocess import model_inputs
 from kerastrain.export import load_predictor
+from kerastrain.export.model_files import savedmodel_unsafe_ops, unsafe_parts
 from kerastrain.metrics import compute_metrics, curve_data
-from kerastrain.model_files import savedmodel_unsafe_ops, unsafe_parts
 from kerastrain.models import Head, build_model
 from kerastrain.task import Task
 
