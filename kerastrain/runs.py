@@ -2,7 +2,8 @@
 
 A ``run.json`` marker records the run's state. A folder whose run finished is
 never written over unless ``overwrite=True``, and then what the old run wrote
-is moved aside and removed before the new run writes anything; a folder
+is moved aside and removed before the new run writes anything (files that
+were in the folder before its first run are the user's, and kept); a folder
 whose run did not finish is picked up again (its training backup lets the fit
 resume). Temporary files a killed run left (``.tmp-*``) are removed when the
 folder is opened again.
@@ -61,6 +62,7 @@ class RunFolder:
 
     def __init__(self, path: Path):
         self.path = path
+        self.foreign: list[str] = []
         self._lock: int | None = None
 
     @classmethod
@@ -82,8 +84,14 @@ class RunFolder:
         folder.lock()
         try:
             state = cls.check(path, overwrite)
+            previous = _read_marker(path)
+            if state is None:
+                # What stands in the folder before the first run is the user's.
+                folder.foreign = sorted(set(_entries(path)) - {LOCK})
+            else:
+                folder.foreign = list(previous.get("foreign", []))
             if state in ("finished", CLEARING):
-                folder.clear()
+                folder.clear(previous.get("written"))
             elif state is not None:
                 logger.info("Resuming the unfinished run in %s.", path)
             folder.remove_temporaries()
@@ -130,32 +138,47 @@ class RunFolder:
             os.close(self._lock)
             self._lock = None
 
-    def clear(self) -> None:
-        """Removes what the previous run wrote, keeping the lock.
+    def clear(self, written: list[str] | None = None) -> None:
+        """Removes what the previous run wrote, keeping the lock and the
+        files that were in the folder before its first run.
 
         The marker first says the folder is being cleared (a kill part way
         leaves a folder the next run finishes clearing, never an old run
-        mixed with a new one); every entry is moved into one ``.old-*``
-        folder with a rename each, which is then removed.
+        mixed with a new one); each entry is moved into one ``.old-*``
+        folder with a rename, and that folder is then removed.
+
+        Args:
+            written: The entries the old run wrote (its marker's list).
+                Defaults to every entry but the user's own (a marker
+                without the list).
         """
-        self.mark(CLEARING)
+        self.mark(CLEARING, written=written)
+        keep = {LOCK, MARKER, *self.foreign}
+        names = written if written is not None else _entries(self.path)
         trash = self.path / f"{OLD_PREFIX}{uuid.uuid4().hex[:8]}"
         trash.mkdir()
-        for entry in self.path.iterdir():
-            if entry.name not in (LOCK, MARKER, trash.name):
-                os.replace(entry, trash / entry.name)
+        for name in names:
+            entry = self.path / name
+            if name not in keep and "/" not in name and (entry.exists() or entry.is_symlink()):
+                os.replace(entry, trash / name)
         remove(trash)
         logger.info("Overwriting the finished run in %s: removed what it wrote.", self.path)
 
     def remove_temporaries(self) -> None:
-        """Removes the ``.tmp-*`` and ``.old-*`` entries a killed run left
-        anywhere in the folder (nobody else writes it while the lock is held)."""
+        """Removes the ``.tmp-*`` and ``.old-*`` entries a killed run left in
+        the folder and in what it wrote (nobody else writes there while the
+        lock is held); the user's own entries are not looked into."""
         stale = [
-            Path(root) / name
-            for root, dirs, files in os.walk(self.path)
-            for name in (*dirs, *files)
-            if name.startswith((TEMPORARY_PREFIX, OLD_PREFIX))
+            p for p in self.path.iterdir() if p.name.startswith((TEMPORARY_PREFIX, OLD_PREFIX))
         ]
+        for top in self.path.iterdir():
+            if top.is_dir() and not top.is_symlink() and top.name not in self.foreign:
+                stale.extend(
+                    Path(root) / name
+                    for root, dirs, files in os.walk(top)
+                    for name in (*dirs, *files)
+                    if name.startswith((TEMPORARY_PREFIX, OLD_PREFIX))
+                )
         for entry in stale:
             remove(entry)
         if stale:
@@ -235,15 +258,22 @@ class RunFolder:
         return self.backup_dir.exists() and any(self.backup_dir.iterdir())
 
     def mark(self, status: str, **extra: Any) -> None:
-        """Records the run's state; a finished or failed run releases the lock."""
-        write_json(
-            self.path / MARKER,
-            {
-                "status": status,
-                "updated": _dt.datetime.now().isoformat(timespec="seconds"),
-                **extra,
-            },
-        )
+        """Records the run's state; a finished or failed run releases the lock.
+
+        The marker lists the entries that were the user's before the first
+        run (``foreign``) and, once finished, those the run wrote
+        (``written``): an overwrite removes these only.
+        """
+        record: dict[str, Any] = {
+            "status": status,
+            "updated": _dt.datetime.now().isoformat(timespec="seconds"),
+        }
+        if self.foreign:
+            record["foreign"] = self.foreign
+        if status == "finished":
+            ours = set(_entries(self.path)) - {LOCK, MARKER, *self.foreign}
+            record["written"] = sorted(ours)
+        write_json(self.path / MARKER, {**record, **extra})
         if status in ("finished", "failed"):
             self.unlock()
 
@@ -283,6 +313,24 @@ class WorkerRunFolder(RunFolder):
         if status in ("finished", "failed") and self.path.exists():
             remove(self.path)
             logger.info("Removed this worker's temporary folder %s.", self.path)
+
+
+def _entries(path: Path) -> list[str]:
+    """The names in ``path``, temporaries and the marker left out."""
+    return [
+        p.name
+        for p in path.iterdir()
+        if p.name != MARKER and not p.name.startswith((TEMPORARY_PREFIX, OLD_PREFIX))
+    ]
+
+
+def _read_marker(path: Path) -> dict[str, Any]:
+    """The marker's record; empty when there is none or it is unreadable."""
+    try:
+        record = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def check_folder(path: str | os.PathLike) -> None:

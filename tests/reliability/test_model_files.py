@@ -279,3 +279,31 @@ def test_the_cli_trust_flag_trusts_only_a_backbone_file():
     assert _trusting(config, False) is config
     plain = load_config({"data": "iris"})  # nothing to trust: mlp takes no such option
     assert _trusting(plain, True) is plain
+
+
+def test_a_lambda_nested_in_an_inner_model_is_found(tmp_path):
+    sentinel = tmp_path / "pwned"
+    inner = keras.Sequential([keras.Input((4,)), _evil_model(sentinel).layers[1]], name="inner")
+    outer_in = keras.Input((4,))
+    outer = keras.Model(outer_in, keras.layers.Dense(1, activation="sigmoid")(inner(outer_in)))
+    outer.save(tmp_path / "nested.h5")
+    sentinel.unlink(missing_ok=True)
+    with pytest.raises(ConfigError, match="Lambda layer 'evil'"):
+        kerastrain.evaluate(str(tmp_path / "nested.h5"), (X, Y))
+    assert not sentinel.exists()
+
+
+def test_an_h5_whose_config_is_not_json_fails_clearly(tmp_path):
+    _softmax_model().save(tmp_path / "m.h5")
+    with h5py.File(tmp_path / "m.h5", "r+") as f:
+        f.attrs["model_config"] = "{'class_name': 'Functional'"  # not JSON
+    with pytest.raises(ExportError, match="its config is not JSON"):
+        kerastrain.evaluate(str(tmp_path / "m.h5"), (X, Y))
+
+
+def test_a_savedmodel_without_its_variables_fails_clearly(tmp_path):
+    _softmax_model().save(tmp_path / "sm")
+    for file in (tmp_path / "sm" / "variables").iterdir():
+        file.unlink()
+    with pytest.raises(ExportError, match=r"Reloading '.*sm' failed"):
+        kerastrain.evaluate(str(tmp_path / "sm"), (X, Y))

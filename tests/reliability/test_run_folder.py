@@ -121,6 +121,21 @@ def test_overwrite_removes_every_artifact_of_the_old_run(tmp_path):
     folder.mark("finished")
 
 
+def test_overwrite_keeps_what_was_in_the_folder_before_the_first_run(tmp_path):
+    run = tmp_path / "project"
+    (run / "data").mkdir(parents=True)  # the user's own folder, chosen as output_dir
+    (run / "data" / ".tmp-mine.csv").write_text("the user's")
+    (run / "notes.txt").write_text("the user's")
+    folder = RunFolder.prepare(str(run), "n", overwrite=False)
+    (run / "model.tflite").write_bytes(b"run 1")
+    (run / "report").mkdir()
+    folder.mark("finished")
+    assert json.loads((run / MARKER).read_text())["written"] == ["model.tflite", "report"]
+    RunFolder.prepare(str(run), "n", overwrite=True).mark("finished")
+    assert sorted(p.name for p in run.iterdir()) == sorted(["data", "notes.txt", LOCK, MARKER])
+    assert (run / "data" / ".tmp-mine.csv").read_text() == "the user's"
+
+
 def test_a_clear_stopped_half_way_is_finished_by_the_next_run(tmp_path):
     _finished_run(tmp_path / "run")
     write_json(tmp_path / "run" / MARKER, {"status": "clearing"})  # killed while clearing
@@ -263,3 +278,18 @@ def test_the_tune_command_refuses_an_output_dir_that_is_a_file(tmp_path, capsys)
     )
     assert main(["tune", str(config)]) == 2
     assert "is an existing file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["demo", "launch"])
+def test_demo_and_launch_refuse_a_file_as_output_dir(tmp_path, capsys, command):
+    target = tmp_path / "model.tflite"
+    target.write_bytes(b"keep")
+    argv = (
+        ["demo", "--output-dir", str(target)]
+        if command == "demo"
+        else ["launch", str(_config(tmp_path, target)), "--workers", "2"]
+    )
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "is an existing file" in err and "Traceback" not in err
+    assert target.read_bytes() == b"keep"
