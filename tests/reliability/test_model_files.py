@@ -307,3 +307,29 @@ def test_a_savedmodel_without_its_variables_fails_clearly(tmp_path):
         file.unlink()
     with pytest.raises(ExportError, match=r"Reloading '.*sm' failed"):
         kerastrain.evaluate(str(tmp_path / "sm"), (X, Y))
+
+
+def test_a_stacked_ensemble_of_two_unit_softmax_models_builds_and_scores():
+    from sklearn.linear_model import LogisticRegression
+
+    from kerastrain.ensembling import EPS, META_C
+
+    members = []
+    for seed in range(2):
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(2, activation="softmax")], name=f"m{seed}"
+        )
+        model.compile(keras.optimizers.Adam(0.1), "sparse_categorical_crossentropy")
+        model.fit(X, Y, epochs=20, verbose=0)
+        members.append(model)
+    stacked = kerastrain.ensemble(members, "stack", (X, Y), folds=2)
+    out = stacked.predict(X, verbose=0)
+    assert out.shape == (len(X), 2) and np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    # Its probabilities are the meta-learner's (one log-odds for two classes).
+    features = np.concatenate(
+        [np.log(np.clip(m.predict(X, verbose=0), EPS, 1.0)) for m in members], axis=1
+    )
+    learner = LogisticRegression(C=META_C, max_iter=2000, random_state=0).fit(features, Y)
+    np.testing.assert_allclose(out, learner.predict_proba(features), atol=1e-4)
+    assert stacked.scores["ensemble"]["roc_auc"] is not None
