@@ -158,7 +158,9 @@ def _load_backbone(spec: Any, output: str | None, trust: bool) -> keras.Model:
         try:  # read as data first: refused when it would run code, unless trusted
             kind = check_model_file(path, trust=trust, what="model_options.backbone")
         except ExportError as exc:
-            raise ConfigError(str(exc)) from None
+            raise ConfigError(
+                message(str(exc), received={"model_options.backbone": str(path)})
+            ) from None
         try:
             options = {"safe_mode": not trust} if kind == "keras" else {}
             model = keras.models.load_model(path, compile=False, **options)

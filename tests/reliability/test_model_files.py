@@ -333,3 +333,28 @@ def test_a_stacked_ensemble_of_two_unit_softmax_models_builds_and_scores():
     learner = LogisticRegression(C=META_C, max_iter=2000, random_state=0).fit(features, Y)
     np.testing.assert_allclose(out, learner.predict_proba(features), atol=1e-4)
     assert stacked.scores["ensemble"]["roc_auc"] is not None
+
+
+@pytest.mark.parametrize("name", ["backbone.keras", "backbone.h5", "backbone_sm"])
+def test_a_safe_backbone_file_loads_without_trust(tmp_path, name):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Dense(5, name="features")(keras.layers.Flatten()(inputs))
+    keras.Model(inputs, keras.layers.Dense(3)(x)).save(tmp_path / name)
+    model = build_model(
+        "transfer",
+        model_inputs((8, 8, 1), None),
+        Head(3, "softmax"),
+        {"backbone": str(tmp_path / name), "fine_tune_layers": 0},
+    )
+    assert model.get_layer("backbone").output_shape == (None, 5)
+
+
+def test_a_damaged_backbone_file_is_a_config_error_naming_the_option(tmp_path):
+    (tmp_path / "backbone.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 16)
+    with pytest.raises(ConfigError, match="cannot be read as a model.*model_options.backbone="):
+        build_model(
+            "transfer",
+            model_inputs((8, 8, 1), None),
+            Head(3, "softmax"),
+            {"backbone": str(tmp_path / "backbone.h5"), "fine_tune_layers": 0},
+        )
