@@ -1,7 +1,10 @@
 """The ``kerastrain`` command: ``run``, ``tune``, ``demo``, ``launch``.
 
 Errors in the config or the data print one paragraph and exit with code 2,
-without a traceback; anything else is a bug and keeps its traceback.
+without a traceback (wrapped at spaces only: a path in the message stays
+whole, to be copied); anything else is a bug and keeps its traceback.
+``--trust`` loads a ``model_options.backbone`` file even when it carries
+code (see the trust model in `kerastrain.export.model_files`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,31 @@ from kerastrain.logs import log_to_stderr
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+TRUST_HELP = (
+    "load the model_options.backbone file even if it carries code (a Lambda layer): "
+    "only for files you wrote or trust"
+)
+#: Width of an error paragraph.
+WIDTH = 100
+
+
+def _paragraph(text: str) -> str:
+    """``text`` wrapped at spaces to `WIDTH`, each of its lines on its own:
+    never inside a word, a path or a hyphenated name."""
+    return "\n".join(
+        textwrap.fill(line, width=WIDTH, break_on_hyphens=False, break_long_words=False)
+        for line in text.splitlines()
+    )
+
+
+def _trusting(config, trust: bool):  # noqa: ANN001, ANN202 - PipelineConfig, imported lazily
+    """The config with ``model_options.trust_model_file`` set when ``--trust``
+    is given and the model loads a backbone file."""
+    if not trust or "backbone" not in config.model_options:
+        return config
+    from kerastrain.config import load_config
+
+    return load_config(config, model_options={**config.model_options, "trust_model_file": True})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="path of a YAML config (the keys of fit_pipeline)")
     run.add_argument("--output-dir", help="the run folder (overrides the config's)")
     run.add_argument("--overwrite", action="store_true", help="replace a finished run")
+    run.add_argument("--trust", action="store_true", help=TRUST_HELP)
 
     tune = commands.add_parser(
         "tune",
@@ -74,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     launch.add_argument("--timeout", type=float, help="stop everything after this many seconds")
     launch.add_argument("--output-dir", help="the run folder (overrides the config's)")
     launch.add_argument("--overwrite", action="store_true", help="replace a finished run")
+    launch.add_argument("--trust", action="store_true", help=TRUST_HELP)
 
     demo = commands.add_parser(
         "demo",
@@ -117,12 +147,14 @@ def _run(args: argparse.Namespace) -> int:
     from kerastrain.config import load_config
     from kerastrain.errors import ConfigError, DataError, ExportError, TuningError, WorkerFailed
     from kerastrain.launch import launch  # no TensorFlow in the launcher
+    from kerastrain.runs import check_folder
 
     try:
         if args.command == "launch":
             config = load_config(
                 args.config, output_dir=args.output_dir, overwrite=args.overwrite or None
             )
+            config = _trusting(config, args.trust)
             result = launch(config, workers=args.workers, ps=args.ps, timeout=args.timeout)
             print(_summary(result))
             return 0
@@ -130,6 +162,8 @@ def _run(args: argparse.Namespace) -> int:
             from kerastrain.tune import search_command, summary
 
             config = load_config(args.config, output_dir=args.output_dir)
+            if config.output_dir is not None:
+                check_folder(config.output_dir)
             try:
                 print(summary(search_command(config, workers=args.workers)))
             except TuningError as exc:
@@ -141,6 +175,7 @@ def _run(args: argparse.Namespace) -> int:
             config = load_config(
                 args.config, output_dir=args.output_dir, overwrite=args.overwrite or None
             )
+            config = _trusting(config, args.trust)
         else:
             config = load_config(
                 None,
@@ -151,12 +186,14 @@ def _run(args: argparse.Namespace) -> int:
                 overwrite=True,
                 seed=0,
             )
+        if config.output_dir is not None:
+            check_folder(config.output_dir)  # a file there is refused before TensorFlow loads
         from kerastrain.pipeline import fit_pipeline
 
         result = fit_pipeline(config=config)
     except (ConfigError, DataError, ExportError) as exc:
         kind = type(exc).__name__
-        print(textwrap.fill(f"kerastrain: {kind}: {exc}", width=100), file=sys.stderr)
+        print(_paragraph(f"kerastrain: {kind}: {exc}"), file=sys.stderr)
         return EXIT_USAGE
     except WorkerFailed as exc:
         print(f"kerastrain: {exc}", file=sys.stderr)

@@ -184,8 +184,15 @@ def _stack_layer(task: Task, learner: Any, inputs: int) -> keras.layers.Dense:
         task.output_units, activation=activation, dtype="float32", name="meta_learner"
     )
     layer.build((None, inputs))
-    kernel = np.asarray(learner.coef_, np.float32).reshape(task.output_units, inputs).T
-    bias = np.asarray(learner.intercept_, np.float32).reshape(task.output_units)
+    coef = np.asarray(learner.coef_, np.float32).reshape(-1, inputs)
+    intercept = np.asarray(learner.intercept_, np.float32).reshape(-1)
+    if task.kind == "multiclass" and len(coef) == 1:
+        # scikit-learn fits two classes as one log-odds z; a softmax over
+        # (-z/2, z/2) gives the same probabilities, sigmoid(z).
+        coef = np.concatenate([-coef / 2, coef / 2])
+        intercept = np.concatenate([-intercept / 2, intercept / 2])
+    kernel = coef.reshape(task.output_units, inputs).T
+    bias = intercept.reshape(task.output_units)
     layer.set_weights([kernel, bias])
     return layer
 

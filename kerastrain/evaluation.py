@@ -450,8 +450,15 @@ def evaluate(
     task: TaskArg = "auto",
     target: str | None = None,
     batch_size: int = 512,
+    trust_model_file: bool = False,
 ) -> dict[str, Any]:
     """Scores a trained model or an exported artifact on labelled data.
+
+    A model file is read as data before it is loaded, and refused when
+    loading it would run code it carries (a `Lambda` layer's Python
+    bytecode, file operations in a SavedModel's graph) unless
+    `trust_model_file` is True: see the trust model in
+    `kerastrain.export.model_files`.
 
     Args:
         model_or_artifact_path: A tf_keras model, or the path of an artifact
@@ -464,14 +471,18 @@ def evaluate(
         target: The label column when `data` is a DataFrame.
             Defaults to `None`.
         batch_size: Rows per prediction call. Defaults to `512`.
+        trust_model_file: Load a model file even when it runs code of its
+            own (only for files you wrote or whose source you trust).
+            Defaults to `False`.
 
     Returns:
         The metrics of `compute_metrics`, plus `task`.
 
     Raises:
-        ConfigError: For a model that is neither a tf_keras model nor a path.
+        ConfigError: For a model that is neither a tf_keras model nor a path,
+            or a model file that would run code, not trusted.
         DataError: For data that cannot be scored (rows named).
-        ExportError: When the artifact cannot be loaded.
+        ExportError: When the artifact is missing, damaged or cannot be loaded.
 
     Example:
         >>> m = evaluate("saved_models/run/model.tflite", "digits")  # doctest: +SKIP
@@ -479,7 +490,9 @@ def evaluate(
     """
     activation = None
     if isinstance(model_or_artifact_path, (str, os.PathLike)):
-        predict = load_predictor(model_or_artifact_path)
+        predict = load_predictor(
+            model_or_artifact_path, trust=trust_model_file, what="model_or_artifact_path"
+        )
         where = os.fspath(model_or_artifact_path)
     else:
         ensure_tf_keras(model_or_artifact_path, "model_or_artifact_path")

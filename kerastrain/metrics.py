@@ -41,12 +41,17 @@ REGRESSION_AGREEMENT_RTOL = 0.05
 
 
 def class_probabilities(task: Task, outputs: np.ndarray) -> np.ndarray:
-    """``(n, classes)`` probabilities from the model's outputs."""
+    """``(n, classes)`` probabilities from the model's outputs.
+
+    A binary task's outputs are the positive class's probability, one per
+    row, or already two columns (a 2-unit softmax), which are kept.
+    """
     outputs = np.asarray(outputs, dtype=np.float64)
-    if task.kind == "binary":
+    table = outputs.reshape(len(outputs), -1)
+    if task.kind == "binary" and table.shape[1] != 2:
         p = outputs.reshape(-1)
         return np.stack([1.0 - p, p], axis=1)
-    return outputs.reshape(len(outputs), -1)
+    return table
 
 
 def predicted_classes(task: Task, outputs: np.ndarray) -> np.ndarray:
@@ -179,21 +184,25 @@ def _roc_auc(task: Task, y_true: np.ndarray, proba: np.ndarray) -> float | None:
         return None  # undefined when a class has no example
     if task.kind == "binary":
         return float(roc_auc_score(y_true, proba[:, 1]))
-    return float(
-        roc_auc_score(y_true, proba, multi_class="ovr", labels=list(range(task.num_classes)))
-    )
+    # One-vs-rest macro over one-hot labels: scikit-learn's multi_class="ovr"
+    # reads two classes as a binary problem and then wants one column.
+    return float(roc_auc_score(_one_hot(task, y_true), proba, average="macro"))
+
+
+def _one_hot(task: Task, y_true: np.ndarray) -> np.ndarray:
+    """``(n, classes)`` indicators, two columns for two classes too
+    (scikit-learn's `label_binarize` gives one column then)."""
+    return np.eye(task.num_classes, dtype=np.int64)[np.asarray(y_true, np.int64)]
 
 
 def _pr_auc(task: Task, y_true: np.ndarray, proba: np.ndarray) -> float | None:
     from sklearn.metrics import average_precision_score
-    from sklearn.preprocessing import label_binarize
 
     if not _all_classes_present(task, y_true):
         return None
     if task.kind == "binary":
         return float(average_precision_score(y_true, proba[:, 1]))
-    onehot = label_binarize(y_true, classes=list(range(task.num_classes)))
-    return float(average_precision_score(onehot, proba, average="macro"))
+    return float(average_precision_score(_one_hot(task, y_true), proba, average="macro"))
 
 
 def reliability(

@@ -1,8 +1,18 @@
 """The run folder: where a run's artifacts, config, metrics and report live.
 
 A ``run.json`` marker records the run's state. A folder whose run finished is
-never written over unless ``overwrite=True``; a folder whose run did not
-finish is picked up again (its training backup lets the fit resume).
+never written over unless ``overwrite=True``, and then what the old run wrote
+is moved aside and removed before the new run writes anything (files that
+were in the folder before its first run are the user's, and kept); a folder
+whose run did not finish is picked up again (its training backup lets the fit
+resume). Temporary files a killed run left (``.tmp-*``) are removed when the
+folder is opened again.
+
+One run at a time: the run holds an exclusive ``fcntl.flock`` on
+``run.lock`` inside its folder until it finishes or fails. The operating
+system drops the lock when the process dies, however it dies, so a killed
+run's folder is resumed by the next run while a second live run into the
+same folder is refused with the holder's PID.
 
 Under a cluster of workers only the chief writes the run folder; the others
 write to temporary folders that are removed (:func:`open_run_folder`, told
@@ -14,23 +24,33 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import errno
+import fcntl
 import json
 import logging
+import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kerastrain.errors import ConfigError, message
-from kerastrain.files import remove, write_json
+from kerastrain.files import TEMPORARY_PREFIX, remove, write_json
 
 if TYPE_CHECKING:
     from kerastrain.config import PipelineConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunFolder", "WorkerRunFolder", "ProcessRole", "open_run_folder"]
+__all__ = ["RunFolder", "WorkerRunFolder", "ProcessRole", "open_run_folder", "check_folder"]
 
 MARKER = "run.json"
+#: The file a live run holds an exclusive lock on; it records the holder's PID.
+LOCK = "run.lock"
+#: What the old run wrote is moved into a folder of this prefix, then removed.
+OLD_PREFIX = ".old-"
+#: The marker's state while an overwrite clears the old run.
+CLEARING = "clearing"
 
 
 class RunFolder:
@@ -42,34 +62,157 @@ class RunFolder:
 
     def __init__(self, path: Path):
         self.path = path
+        self.foreign: list[str] = []
+        self._lock: int | None = None
 
     @classmethod
     def prepare(cls, output_dir: str | None, name: str, overwrite: bool) -> RunFolder:
-        """Opens (creating if needed) the run folder.
+        """Opens (creating if needed) the run folder and locks it for this run.
 
         Raises:
-            ConfigError: When the folder holds a finished run and `overwrite`
-                is False.
+            ConfigError: When ``output_dir`` is not a folder that can be
+                written, another live run holds it, or it holds a finished
+                run and `overwrite` is False.
         """
         path = cls.location(output_dir, name)
-        if cls.check(path, overwrite) not in (None, "finished"):
-            logger.info("Resuming the unfinished run in %s.", path)
-        path.mkdir(parents=True, exist_ok=True)
+        check_folder(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _unwritable(path, exc) from None
         folder = cls(path)
-        folder.mark("running")
+        folder.lock()
+        try:
+            state = cls.check(path, overwrite)
+            previous = _read_marker(path)
+            if state is None:
+                # What stands in the folder before the first run is the user's.
+                folder.foreign = sorted(set(_entries(path)) - {LOCK})
+            else:
+                folder.foreign = list(previous.get("foreign", []))
+            if state in ("finished", CLEARING):
+                folder.clear(previous.get("written"))
+            elif state is not None:
+                logger.info("Resuming the unfinished run in %s.", path)
+            folder.remove_temporaries()
+            folder.mark("running")
+        except BaseException:
+            folder.unlock()
+            raise
         return folder
+
+    def lock(self) -> None:
+        """Takes the exclusive lock of the folder for this process.
+
+        Raises:
+            ConfigError: When another live process holds it (named by PID).
+        """
+        lock_path = self.path / LOCK
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _unwritable(self.path, exc) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise _unwritable(self.path, exc) from None
+            raise ConfigError(
+                message(
+                    f"Another kerastrain run (PID {holder}) is writing to the output_dir "
+                    f"{str(self.path)!r}; two runs cannot share a folder",
+                    received={"output_dir": str(self.path), "lock": str(lock_path)},
+                    allowed="Wait for that run to end (or stop it), or choose another "
+                    "output_dir; a run that was killed holds no lock and its folder is resumed",
+                )
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock = fd
+
+    def unlock(self) -> None:
+        """Releases the folder's lock (closing the file drops it)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def clear(self, written: list[str] | None = None) -> None:
+        """Removes what the previous run wrote, keeping the lock and the
+        files that were in the folder before its first run.
+
+        The marker first says the folder is being cleared (a kill part way
+        leaves a folder the next run finishes clearing, never an old run
+        mixed with a new one); each entry is moved into one ``.old-*``
+        folder with a rename, and that folder is then removed.
+
+        Args:
+            written: The entries the old run wrote (its marker's list).
+                Defaults to every entry but the user's own (a marker
+                without the list).
+        """
+        self.mark(CLEARING, written=written)
+        keep = {LOCK, MARKER, *self.foreign}
+        names = written if written is not None else _entries(self.path)
+        trash = self.path / f"{OLD_PREFIX}{uuid.uuid4().hex[:8]}"
+        trash.mkdir()
+        for name in names:
+            entry = self.path / name
+            if name not in keep and "/" not in name and (entry.exists() or entry.is_symlink()):
+                os.replace(entry, trash / name)
+        remove(trash)
+        logger.info("Overwriting the finished run in %s: removed what it wrote.", self.path)
+
+    def remove_temporaries(self) -> None:
+        """Removes the ``.tmp-*`` and ``.old-*`` entries a killed run left in
+        the folder and in what it wrote (nobody else writes there while the
+        lock is held); the user's own entries are not looked into."""
+        stale = [
+            p for p in self.path.iterdir() if p.name.startswith((TEMPORARY_PREFIX, OLD_PREFIX))
+        ]
+        for top in self.path.iterdir():
+            if top.is_dir() and not top.is_symlink() and top.name not in self.foreign:
+                stale.extend(
+                    Path(root) / name
+                    for root, dirs, files in os.walk(top)
+                    for name in (*dirs, *files)
+                    if name.startswith((TEMPORARY_PREFIX, OLD_PREFIX))
+                )
+        for entry in stale:
+            remove(entry)
+        if stale:
+            logger.info(
+                "Removed %d temporary file(s) a stopped run left in %s.", len(stale), self.path
+            )
 
     @staticmethod
     def check(path: Path, overwrite: bool) -> str | None:
         """The state of the run in ``path`` (None when there is none).
 
         Raises:
-            ConfigError: When it finished and `overwrite` is False.
+            ConfigError: When ``path`` is not a folder, or its run finished
+                and `overwrite` is False.
         """
+        check_folder(path)
         marker = path / MARKER
         if not marker.exists():
             return None
-        state = json.loads(marker.read_text()).get("status")
+        try:
+            state = json.loads(marker.read_text()).get("status")
+        except (ValueError, AttributeError, OSError) as exc:
+            # kerastrain writes the marker atomically: this one is not kerastrain's.
+            if not overwrite:
+                raise ConfigError(
+                    message(
+                        f"The run marker {str(marker)!r} cannot be read ({exc}), so whether "
+                        "the run there finished is unknown; it is not overwritten",
+                        received={"overwrite": overwrite},
+                        allowed="Pass overwrite=True to replace that folder's run, or choose "
+                        "another output_dir",
+                    )
+                ) from None
+            return "finished"
         if state == "finished" and not overwrite:
             raise ConfigError(
                 message(
@@ -82,8 +225,28 @@ class RunFolder:
 
     @staticmethod
     def location(output_dir: str | None, name: str) -> Path:
-        """The run folder's path: `output_dir`, else `saved_models/<name>`."""
-        return Path(output_dir) if output_dir else Path("saved_models") / name
+        """The run folder's path: `output_dir`, else `saved_models/<name>`.
+
+        Raises:
+            ConfigError: When `name` would not name one folder inside
+                ``saved_models`` (empty, ``.``, ``..``, a separator or a NUL).
+        """
+        if output_dir:
+            return Path(output_dir)
+        if (
+            not name
+            or name in (".", "..")
+            or "\0" in name
+            or any(sep and sep in name for sep in (os.sep, os.altsep, "/"))
+        ):
+            raise ConfigError(
+                message(
+                    "The run's name must name one folder inside saved_models",
+                    received={"name": name},
+                    allowed="Give a name without '/' (or set output_dir to the folder)",
+                )
+            )
+        return Path("saved_models") / name
 
     @property
     def backup_dir(self) -> Path:
@@ -95,14 +258,24 @@ class RunFolder:
         return self.backup_dir.exists() and any(self.backup_dir.iterdir())
 
     def mark(self, status: str, **extra: Any) -> None:
-        write_json(
-            self.path / MARKER,
-            {
-                "status": status,
-                "updated": _dt.datetime.now().isoformat(timespec="seconds"),
-                **extra,
-            },
-        )
+        """Records the run's state; a finished or failed run releases the lock.
+
+        The marker lists the entries that were the user's before the first
+        run (``foreign``) and, once finished, those the run wrote
+        (``written``): an overwrite removes these only.
+        """
+        record: dict[str, Any] = {
+            "status": status,
+            "updated": _dt.datetime.now().isoformat(timespec="seconds"),
+        }
+        if self.foreign:
+            record["foreign"] = self.foreign
+        if status == "finished":
+            ours = set(_entries(self.path)) - {LOCK, MARKER, *self.foreign}
+            record["written"] = sorted(ours)
+        write_json(self.path / MARKER, {**record, **extra})
+        if status in ("finished", "failed"):
+            self.unlock()
 
     @staticmethod
     def default_name(model: Any) -> str:
@@ -140,6 +313,67 @@ class WorkerRunFolder(RunFolder):
         if status in ("finished", "failed") and self.path.exists():
             remove(self.path)
             logger.info("Removed this worker's temporary folder %s.", self.path)
+
+
+def _entries(path: Path) -> list[str]:
+    """The names in ``path``, temporaries and the marker left out."""
+    return [
+        p.name
+        for p in path.iterdir()
+        if p.name != MARKER and not p.name.startswith((TEMPORARY_PREFIX, OLD_PREFIX))
+    ]
+
+
+def _read_marker(path: Path) -> dict[str, Any]:
+    """The marker's record; empty when there is none or it is unreadable."""
+    try:
+        record = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def check_folder(path: str | os.PathLike) -> None:
+    """Refuses an ``output_dir`` that cannot be a run folder, before anything runs.
+
+    A symbolic link to a folder is followed; a file, a link to nothing, or a
+    path below a file is refused.
+
+    Args:
+        path: The run folder.
+
+    Raises:
+        ConfigError: Naming the path and what stands there.
+    """
+    path = Path(path)
+    here = path
+    while not here.exists() and not here.is_symlink() and here != here.parent:
+        here = here.parent  # the nearest part of the path that exists
+    if here.is_dir():
+        return
+    if here.is_symlink() and not here.exists():
+        what = f"a link to nothing ({str(here)!r} points to {os.readlink(here)!r})"
+    elif here == path:
+        what = "an existing file"
+    else:
+        what = f"below {str(here)!r}, which is a file"
+    raise ConfigError(
+        message(
+            f"The output_dir {str(path)!r} cannot be a run folder: it is {what}",
+            received={"output_dir": str(path)},
+            allowed="Give the path of a folder (created when missing), not of a file",
+        )
+    )
+
+
+def _unwritable(path: Path, exc: OSError) -> ConfigError:
+    return ConfigError(
+        message(
+            f"The output_dir {str(path)!r} cannot be written: {exc.strerror or exc}",
+            received={"output_dir": str(path)},
+            allowed="Choose a folder you can write to",
+        )
+    )
 
 
 @dataclasses.dataclass(frozen=True)

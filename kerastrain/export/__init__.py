@@ -2,6 +2,8 @@
 
 - `writing`: `export_model` writes every format of the export config (TFLite
   through a SavedModel, in each requested mode);
+- `model_files`: `check_model_file` reads a model file a user gave as data
+  and refuses one whose loading would run code it carries (the trust model);
 - `predictors`: `load_predictor` reloads any artifact as a function from
   rows to outputs, `tflite_latency` times a TFLite file on one example;
 - `verify`: `verify_artifacts` runs each artifact on held-out rows and

@@ -20,6 +20,7 @@ import numpy as np
 from kerastrain._keras import keras, tf
 from kerastrain.batching import predict_batched, take
 from kerastrain.errors import ExportError, message
+from kerastrain.export.model_files import check_model_file
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,15 @@ Predictor = Callable[[Any], np.ndarray]
 
 def _savedmodel_predictor(path: Path) -> Predictor:
     loaded = tf.saved_model.load(str(path))
+    if "serving_default" not in loaded.signatures:
+        raise ExportError(
+            message(
+                f"The SavedModel {str(path)!r} has no 'serving_default' signature",
+                received={"signatures": sorted(loaded.signatures)},
+                allowed="Save it with a serving signature (tf_keras's model.save and "
+                "tf.saved_model.save of a Keras model write one)",
+            )
+        )
     signature = loaded.signatures["serving_default"]
     specs = signature.structured_input_signature[1]
     (output,) = signature.structured_outputs
@@ -172,37 +182,51 @@ def tflite_latency(
     }
 
 
-def load_predictor(path: str | os.PathLike) -> Predictor:
+def load_predictor(
+    path: str | os.PathLike, *, trust: bool = False, what: str = "path"
+) -> Predictor:
     """A function from input rows to model outputs, for any exported artifact.
+
+    The file is checked first (`kerastrain.export.model_files.check_model_file`): a
+    model whose loading would run code it carries (a `Lambda` layer's
+    bytecode, a SavedModel graph that writes files) is refused unless
+    ``trust`` is True. A SavedModel folder is loaded with
+    ``tf.saved_model.load`` and called through its ``serving_default``
+    signature; a ``.keras`` file in Keras's safe mode unless trusted.
 
     Args:
         path: A SavedModel folder, a `.keras`/`.h5` file, or a `.tflite` file.
+        trust: Whether the file is trusted (one the run itself wrote, or one
+            the user vouches for). Defaults to `False`.
+        what: The argument or option the path was given as, for messages.
+            Defaults to `"path"`.
 
     Returns:
         `predict(x) -> outputs`, batching internally.
 
     Raises:
-        ExportError: When the artifact cannot be loaded.
+        ExportError: When the artifact is missing, damaged or cannot be loaded.
+        ConfigError: When it would run code and ``trust`` is False.
     """
     path = Path(path)
+    kind = check_model_file(path, trust=trust, what=what, keras_savedmodel=False)
     try:
-        if path.is_dir():
+        if kind == "savedmodel":
             fn = _savedmodel_predictor(path)
-        elif path.suffix == ".tflite":
+        elif kind == "tflite":
             fn = _tflite_predictor(path)
-        elif path.suffix in (".keras", ".h5"):
-            model = keras.models.load_model(path, compile=False)
-            fn = lambda x: model(x, training=False).numpy()  # noqa: E731
         else:
-            raise ExportError(
-                message(
-                    "Unknown artifact type",
-                    received={"path": str(path)},
-                    allowed="Give a SavedModel folder or a .tflite, .keras or .h5 file",
-                )
-            )
+            options = {"safe_mode": not trust} if kind == "keras" else {}
+            model = keras.models.load_model(path, compile=False, **options)
+            fn = lambda x: model(x, training=False).numpy()  # noqa: E731
     except ExportError:
         raise
     except Exception as exc:
-        raise ExportError(f"Reloading {path} failed: {type(exc).__name__}: {exc}") from exc
+        raise ExportError(
+            message(
+                f"Reloading {str(path)!r} failed: {type(exc).__name__}: {exc}",
+                allowed="Give a complete model file saved by tf_keras (or a TFLite file "
+                "written by the TFLite converter)",
+            )
+        ) from exc
     return lambda x: predict_batched(fn, x)

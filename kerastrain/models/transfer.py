@@ -6,7 +6,9 @@ The backbone is a Keras Applications network (`mobilenet_v2`,
 Keras when online), `None` (random), or the path of a weights file; or any
 trained tf_keras model (a `.keras`/`.h5` file, a SavedModel folder written
 by tf_keras, or the model itself, copied), cut at its penultimate layer (or
-at ``backbone_output``).
+at ``backbone_output``). A backbone file whose loading would run code it
+carries is refused unless ``trust_model_file`` is set (see
+`kerastrain.export.model_files`).
 
 Phase 1 trains the head with the backbone frozen, for ``train.epochs``.
 Phase 2 is a plain value, the `FineTunePlan` of the ``fine_tune_*`` options
@@ -35,7 +37,8 @@ from typing import Any
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.data.preprocess import ModelInputs
-from kerastrain.errors import ConfigError, config_error, message, one_of
+from kerastrain.errors import ConfigError, ExportError, config_error, message, one_of
+from kerastrain.export.model_files import check_model_file
 from kerastrain.models.base import Head, make_initializer, output_layer, regularizer
 
 logger = logging.getLogger(__name__)
@@ -142,7 +145,7 @@ def _preprocess(x: Any, mode: str, scale: float) -> Any:
     return x
 
 
-def _load_backbone(spec: Any, output: str | None) -> keras.Model:
+def _load_backbone(spec: Any, output: str | None, trust: bool) -> keras.Model:
     if isinstance(spec, (str, os.PathLike)):
         path = Path(spec)
         if not path.exists():
@@ -152,8 +155,15 @@ def _load_backbone(spec: Any, output: str | None) -> keras.Model:
                 one_of(BACKBONES) + ", a tf_keras model, or the path of a saved one",
                 BACKBONES,
             )
+        try:  # read as data first: refused when it would run code, unless trusted
+            kind = check_model_file(path, trust=trust, what="model_options.backbone")
+        except ExportError as exc:
+            raise ConfigError(
+                message(str(exc), received={"model_options.backbone": str(path)})
+            ) from None
         try:
-            model = keras.models.load_model(path, compile=False)
+            options = {"safe_mode": not trust} if kind == "keras" else {}
+            model = keras.models.load_model(path, compile=False, **options)
         except Exception as exc:
             raise ConfigError(
                 message(
@@ -205,6 +215,7 @@ def transfer(
     l2: float = 0.0,
     initializer: str = "glorot_uniform",
     activation: str = "relu",
+    trust_model_file: bool = False,
 ) -> keras.Model:
     """A frozen pretrained backbone and a new head.
 
@@ -234,6 +245,10 @@ def transfer(
         initializer: The head's kernel initializer. Defaults to
             `"glorot_uniform"`.
         activation: Activation of the head's dense layer. Defaults to `"relu"`.
+        trust_model_file: Load a backbone file even when loading it runs
+            code it carries (a `Lambda` layer; see the trust model in
+            `kerastrain.export.model_files`); otherwise such a file is refused.
+            Defaults to `False`.
 
     Returns:
         An uncompiled model whose backbone is frozen. Its phase 2 is
@@ -241,7 +256,8 @@ def transfer(
 
     Raises:
         ConfigError: For an unknown backbone or layer, inputs that do not
-            fit it, or imagenet weights that cannot be downloaded.
+            fit it, imagenet weights that cannot be downloaded, or a backbone
+            file that is damaged, or would run code and is not trusted.
     """
     plan = FineTunePlan(fine_tune_layers, fine_tune_epochs, fine_tune_learning_rate)  # checked
     x = inputs.inputs
@@ -269,7 +285,7 @@ def transfer(
         base = _application(backbone, weights, (*size, 3))
         base._name = BACKBONE_NAME
     else:
-        base = _load_backbone(backbone, backbone_output)
+        base = _load_backbone(backbone, backbone_output, trust_model_file)
         expected = tuple(base.input_shape[1:])
         if len(expected) != len(shape) or any(e not in (None, g) for e, g in zip(expected, shape)):
             raise ConfigError(
