@@ -28,22 +28,30 @@ from kerastrain.distribute import (
     strategy_summary,
     warn_if_unreachable_by_tpu,
 )
+from kerastrain.errors import ConfigError, message
 from kerastrain.evaluation import Evaluation, evaluate_run
 from kerastrain.explanation import check_explainable, explain_run
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics
 from kerastrain.report import ReportInputs, Section, write_report
-from kerastrain.runs import RunFolder, open_run_folder
+from kerastrain.runs import RunFolder, open_run_folder, recorded_seed
 from kerastrain.tracking import track_run, training_callbacks
 from kerastrain.training import (
     Decision,
     TrainResult,
     as_float32,
+    build_compiled_model,
     describe_decisions,
     find_learning_rate,
     predict_split,
     run_training,
+)
+from kerastrain.training.finished import (
+    discard_finished,
+    finished_record,
+    record_finished,
+    restore_finished,
 )
 
 if TYPE_CHECKING:  # KerasTuner is imported only when a run tunes
@@ -226,6 +234,8 @@ def fit_pipeline(
         run.mark("failed", error=f"{type(exc).__name__}: {exc}")
         raise
     run.mark("finished", timings=stage.timings)
+    if process_role(strategy_obj).chief:
+        discard_finished(run.backup_dir)  # a finished run is never resumed
     return PipelineResult(
         model=trained,
         history=fit.history,
@@ -247,11 +257,30 @@ def fit_pipeline(
 
 
 def _resolve(config: Any, **given: Any) -> PipelineConfig:
+    """The config with its name and seed decided. A rerun into the folder of
+    an unfinished run resumes its backup, so it keeps that run's seed (and
+    with it the splits the backup trained on); another seed is refused."""
     cfg = load_config(config, **given)
-    if cfg.seed is None:
-        cfg = dataclasses.replace(cfg, seed=random.SystemRandom().randrange(2**31))
     if cfg.name is None:
         cfg = dataclasses.replace(cfg, name=RunFolder.default_name(cfg.model))
+    folder = RunFolder.location(cfg.output_dir, cfg.name)
+    recorded = recorded_seed(folder) if cfg.train.backup.resume else None
+    if cfg.seed is None:
+        seed = recorded if recorded is not None else random.SystemRandom().randrange(2**31)
+        if recorded is not None:
+            logger.info("Resuming the unfinished run in %s with its seed, %d.", folder, seed)
+        cfg = dataclasses.replace(cfg, seed=seed)
+    elif recorded is not None and recorded != cfg.seed and RunFolder(folder).resuming:
+        raise ConfigError(
+            message(
+                f"The unfinished run in {str(folder)!r} was started with seed={recorded}, and "
+                "its training backup is resumed: another seed would draw other splits, and the "
+                "resumed model would have trained on rows now held out",
+                received={"seed": cfg.seed},
+                allowed=f"Pass seed={recorded} (or no seed) to resume it, or set "
+                "train.backup.resume=false to train again from the start with the new seed",
+            )
+        )
     return cfg
 
 
@@ -265,27 +294,39 @@ def _train(
     cfg: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy, run: RunFolder
 ) -> tuple[PipelineConfig, keras.Model, TrainResult]:
     """Finds the learning rate when asked (a found rate becomes the run's),
-    then trains; the model comes back in float32."""
+    then trains; the model comes back in float32.
+
+    The chief records the finished fit in the backup folder: a run killed in
+    a later stage resumes with the trained weights instead of training again.
+    """
     recipe = dict(  # what the training stage reads besides the train section
         model_spec=cfg.model,
         model_options=cfg.model_options,
         batch_size=cfg.batch_size,
-        seed=cfg.seed,
         distribute=cfg.distribute,
     )
     train_cfg = find_learning_rate(
-        cfg.train, prepared, strategy, **recipe, run_dir=run.path, reuse=run.resuming
-    )
+        cfg.train, prepared, strategy, **recipe, seed=cfg.seed, run_dir=run.path,
+        reuse=run.resuming,
+    )  # fmt: skip
     cfg = dataclasses.replace(cfg, train=train_cfg)
+    record = finished_record(run.backup_dir) if cfg.train.backup.resume else None
+    if record is not None:  # killed after training: go on from the trained weights
+        trained = as_float32(build_compiled_model(cfg.train, prepared, strategy, **recipe))
+        return cfg, trained, restore_finished(record, trained)
     trained, fit = run_training(
         cfg.train,
         prepared,
         strategy,
         **recipe,
+        seed=cfg.seed,
         backup_dir=run.backup_dir,
         callbacks=training_callbacks(cfg.tracking, run.path),
     )
-    return cfg, as_float32(trained), fit
+    trained = as_float32(trained)
+    if process_role(strategy).chief:
+        record_finished(run.backup_dir, trained, fit)
+    return cfg, trained, fit
 
 
 def _split_metrics(

@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from kerastrain.errors import ConfigError, message
 from kerastrain.files import remove, write_json
 
@@ -28,9 +30,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunFolder", "WorkerRunFolder", "ProcessRole", "open_run_folder"]
+__all__ = ["RunFolder", "WorkerRunFolder", "ProcessRole", "open_run_folder", "recorded_seed"]
 
 MARKER = "run.json"
+CONFIG = "config.yaml"
 
 
 class RunFolder:
@@ -190,3 +193,31 @@ def open_run_folder(config: PipelineConfig, role: ProcessRole) -> RunFolder:
     path = Path(tempfile.mkdtemp(prefix=f"kerastrain-{role.task}-"))
     logger.info("Not the chief: this worker writes to the temporary folder %s.", path)
     return WorkerRunFolder(path, RunFolder.location(config.output_dir, config.name))
+
+
+def recorded_seed(path: Path) -> int | None:
+    """The seed of the unfinished run in `path`, which a rerun resumes.
+
+    A run that did not finish is picked up again by the next run into its
+    folder, and its training backup holds weights trained on the splits its
+    seed drew; the rerun must draw the same ones. The seed is read from the
+    run's ``config.yaml``.
+
+    Args:
+        path: The run folder.
+
+    Returns:
+        The recorded seed, or None when the folder holds no unfinished run
+        with a readable seed.
+    """
+    marker, config = path / MARKER, path / CONFIG
+    if not marker.exists() or not config.exists():
+        return None
+    try:
+        if json.loads(marker.read_text()).get("status") == "finished":
+            return None
+        seed = (yaml.safe_load(config.read_text()) or {}).get("seed")
+    except (OSError, ValueError, yaml.YAMLError, AttributeError) as exc:
+        logger.warning("Could not read the seed of the unfinished run in %s: %s.", path, exc)
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
