@@ -52,6 +52,7 @@ from kerastrain.training.finished import (
     finished_record,
     record_finished,
     restore_finished,
+    resumable,
 )
 
 if TYPE_CHECKING:  # KerasTuner is imported only when a run tunes
@@ -270,7 +271,7 @@ def _resolve(config: Any, **given: Any) -> PipelineConfig:
         if recorded is not None:
             logger.info("Resuming the unfinished run in %s with its seed, %d.", folder, seed)
         cfg = dataclasses.replace(cfg, seed=seed)
-    elif recorded is not None and recorded != cfg.seed and RunFolder(folder).resuming:
+    elif recorded is not None and recorded != cfg.seed and resumable(RunFolder(folder).backup_dir):
         raise ConfigError(
             message(
                 f"The unfinished run in {str(folder)!r} was started with seed={recorded}, and "

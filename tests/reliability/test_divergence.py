@@ -21,6 +21,10 @@ from kerastrain.config import TrainConfig
 from kerastrain.task import Task
 from kerastrain.training import compile_model, train_model
 
+# Pinned: "auto" picks steps per execution (how often the guard sees the loss),
+# XLA and the precision from timings, which vary with the machine's load.
+PINNED = {"steps_per_execution": 1, "jit_compile": False, "mixed_precision": "float32"}
+
 
 def _regression_model() -> keras.Model:
     keras.utils.set_random_seed(0)
@@ -64,7 +68,7 @@ def test_a_recovery_at_an_epochs_last_step_logs_nan_not_the_cleared_zeros(explod
         early_stopping=None,
         blowup_guard={"retries": 3, "lr_factor": 1e-5},
         verbose=0,
-        execution={"steps_per_execution": 16},  # the guard sees the loss once, at the last step
+        execution={**PINNED, "steps_per_execution": 16},  # one loss per epoch: its last step
     )
     model = _regression_model()
     compile_model(model, Task("regression"), train)
@@ -122,7 +126,7 @@ def test_a_fit_recovered_back_to_its_start_is_not_completed_and_leaves_no_backup
         checkpoints=False,
         verbose=0,
         backup={"interval": 0},
-        execution={"steps_per_execution": 9},
+        execution={**PINNED, "steps_per_execution": 9},
     )
 
     def fit():
@@ -154,7 +158,13 @@ def test_lr_1e3_on_a_table_fails_instead_of_completing_untrained(tmp_path, breas
             model="mlp",
             seed=0,
             output_dir=str(run),
-            train={"epochs": 3, "optimizer": "sgd", "learning_rate": 1e3, "verbose": 0},
+            train={
+                "epochs": 3,
+                "optimizer": "sgd",
+                "learning_rate": 1e3,
+                "verbose": 0,
+                "execution": {**PINNED, "steps_per_execution": 64},  # a whole epoch per call
+            },
             export={"formats": []},
             report={"explain": "none"},
         )
@@ -164,13 +174,20 @@ def test_lr_1e3_on_a_table_fails_instead_of_completing_untrained(tmp_path, breas
 
 
 @pytest.mark.slow
-def test_weights_turned_nan_fail_clearly_instead_of_in_scikit_learn(tmp_path):
+def test_weights_turned_nan_fail_clearly_instead_of_in_scikit_learn(tmp_path, caplog):
     with pytest.raises(TrainingDivergedError, match="Lower train.learning_rate"):
         kerastrain.fit_pipeline(
             "digits",
             seed=0,
             output_dir=str(tmp_path / "run"),
-            train={"epochs": 3, "optimizer": "sgd", "learning_rate": 1e3, "verbose": 0},
+            train={
+                "epochs": 3,
+                "optimizer": "sgd",
+                "learning_rate": 1e3,
+                "verbose": 0,
+                "execution": PINNED,
+            },
             export={"formats": []},
             report={"explain": "none"},
         )
+    assert "The weights became NaN or infinite at epoch 1" in caplog.text  # the loss was finite

@@ -134,7 +134,6 @@ def test_a_kill_during_export_resumes_after_training_instead_of_training_again(t
     )  # fmt: skip
     assert "not run again" in result.stop_reason
     assert len(result.history["loss"]) == EPOCHS
-    assert result.timings["train"] < 10  # no epoch was trained again
     reference = keras.models.clone_model(result.model)
     reference.load_weights(str(run / "checkpoints" / "last.weights.h5"))
     for got, want in zip(result.model.get_weights(), reference.get_weights()):
@@ -268,6 +267,7 @@ def test_an_unusable_backup_is_refused_naming_the_folder_and_the_way_out(
         _fit(data, backup, train, model=model())
     assert str(backup) in str(refused.value)
     assert refused.match(why)
+    assert any((backup / "chief").glob("ckpt-*"))  # refused: nothing the run had is removed
 
 
 def test_the_refusals_advice_trains_again_from_the_start(tmp_path, crashed):
