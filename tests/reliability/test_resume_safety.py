@@ -326,3 +326,40 @@ def test_an_unsupported_strategy_trains_without_a_backup_and_says_why(tmp_path, 
     assert result.epochs_run == 3
     assert "No training backup under CentralStorageStrategy" in caplog.text
     assert not (tmp_path / "backup" / "chief").exists()
+
+
+@pytest.mark.slow
+def test_a_transfer_run_that_failed_in_export_resumes_with_both_phases_weights(
+    tmp_path, digits_arrays, monkeypatch
+):
+    from kerastrain import pipeline
+    from kerastrain.data.preprocess import model_inputs
+    from kerastrain.models import Head, build_model
+
+    x, y = digits_arrays
+    backbone = build_model(
+        "cnn", model_inputs((8, 8, 1), None), Head(10, "softmax"),
+        {"filters": 4, "dense": 16, "batch_norm": True},
+    )  # fmt: skip
+    options = dict(
+        seed=0, output_dir=str(tmp_path / "run"), export={"formats": []},
+        data_options={"validation_split": 0.0, "test_split": 0.0},
+        model_options={"backbone": backbone, "fine_tune_layers": 8, "fine_tune_epochs": 2},
+        train={"epochs": 1, "batch_size": 64, "verbose": 0, "early_stopping": None},
+        report={"explain": "none"},
+    )  # fmt: skip
+    trained = []
+
+    def crash(model, *args, **kwargs):
+        trained.extend(model.get_weights())
+        raise RuntimeError("simulated crash in export")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "_export", crash)
+        with pytest.raises(RuntimeError, match="simulated crash in export"):
+            kerastrain.fit_pipeline((x[:128], y[:128]), "transfer", **options)
+    result = kerastrain.fit_pipeline((x[:128], y[:128]), "transfer", **options)
+    assert result.stop_reason.endswith("not run again")
+    assert result.history["phase"] == [1.0, 2.0, 2.0]
+    for got, want in zip(result.model.get_weights(), trained, strict=True):
+        np.testing.assert_array_equal(got, want)  # the fine-tuned weights, not phase 1's
