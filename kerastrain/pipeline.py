@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,14 +27,13 @@ from kerastrain.distribute import (
     strategy_summary,
     warn_if_unreachable_by_tpu,
 )
-from kerastrain.errors import ConfigError, message
 from kerastrain.evaluation import Evaluation, evaluate_run
 from kerastrain.explanation import check_explainable, explain_run
 from kerastrain.export import export_model, verify_artifacts
 from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics
 from kerastrain.report import ReportInputs, Section, write_report
-from kerastrain.runs import RunFolder, open_run_folder, recorded_seed
+from kerastrain.runs import RunFolder, open_run_folder, run_seed
 from kerastrain.tracking import track_run, training_callbacks
 from kerastrain.training import (
     Decision,
@@ -52,7 +50,6 @@ from kerastrain.training.finished import (
     finished_record,
     record_finished,
     restore_finished,
-    resumable,
 )
 
 if TYPE_CHECKING:  # KerasTuner is imported only when a run tunes
@@ -258,31 +255,13 @@ def fit_pipeline(
 
 
 def _resolve(config: Any, **given: Any) -> PipelineConfig:
-    """The config with its name and seed decided. A rerun into the folder of
-    an unfinished run resumes its backup, so it keeps that run's seed (and
-    with it the splits the backup trained on); another seed is refused."""
+    """The config with its name and seed decided (a rerun into an unfinished
+    run's folder keeps that run's seed: `runs.run_seed`)."""
     cfg = load_config(config, **given)
     if cfg.name is None:
         cfg = dataclasses.replace(cfg, name=RunFolder.default_name(cfg.model))
     folder = RunFolder.location(cfg.output_dir, cfg.name)
-    recorded = recorded_seed(folder) if cfg.train.backup.resume else None
-    if cfg.seed is None:
-        seed = recorded if recorded is not None else random.SystemRandom().randrange(2**31)
-        if recorded is not None:
-            logger.info("Resuming the unfinished run in %s with its seed, %d.", folder, seed)
-        cfg = dataclasses.replace(cfg, seed=seed)
-    elif recorded is not None and recorded != cfg.seed and resumable(RunFolder(folder).backup_dir):
-        raise ConfigError(
-            message(
-                f"The unfinished run in {str(folder)!r} was started with seed={recorded}, and "
-                "its training backup is resumed: another seed would draw other splits, and the "
-                "resumed model would have trained on rows now held out",
-                received={"seed": cfg.seed},
-                allowed=f"Pass seed={recorded} (or no seed) to resume it, or set "
-                "train.backup.resume=false to train again from the start with the new seed",
-            )
-        )
-    return cfg
+    return dataclasses.replace(cfg, seed=run_seed(folder, cfg.seed, cfg.train.backup.resume))
 
 
 def _seed(cfg: PipelineConfig) -> None:

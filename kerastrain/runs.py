@@ -16,6 +16,7 @@ import dataclasses
 import datetime as _dt
 import json
 import logging
+import random
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunFolder", "WorkerRunFolder", "ProcessRole", "open_run_folder", "recorded_seed"]
+__all__ = [
+    "RunFolder",
+    "WorkerRunFolder",
+    "ProcessRole",
+    "open_run_folder",
+    "recorded_seed",
+    "run_seed",
+]
 
 MARKER = "run.json"
 CONFIG = "config.yaml"
@@ -221,3 +229,44 @@ def recorded_seed(path: Path) -> int | None:
         logger.warning("Could not read the seed of the unfinished run in %s: %s.", path, exc)
         return None
     return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def run_seed(path: Path, seed: int | None, resume: bool = True) -> int:
+    """The seed of a run into the folder `path`.
+
+    A rerun into the folder of an unfinished run resumes its backup, so it
+    keeps that run's seed (and with it the splits the backup trained on);
+    another seed is refused while there is a backup to resume. Otherwise
+    `seed`, or a fresh one when it is None.
+
+    Args:
+        path: The run folder.
+        seed: The seed asked for, or None.
+        resume: `train.backup.resume`: whether a backup would be resumed.
+            Defaults to `True`.
+
+    Returns:
+        The seed.
+
+    Raises:
+        ConfigError: When `seed` differs from the unfinished run's and its
+            backup would be resumed.
+    """
+    recorded = recorded_seed(path) if resume else None
+    if seed is None:
+        if recorded is None:
+            return random.SystemRandom().randrange(2**31)
+        logger.info("Resuming the unfinished run in %s with its seed, %d.", path, recorded)
+        return recorded
+    if recorded is not None and recorded != seed and RunFolder(path).resuming:
+        raise ConfigError(
+            message(
+                f"The unfinished run in {str(path)!r} was started with seed={recorded}, and its "
+                "training backup is resumed: another seed would draw other splits, and the "
+                "resumed model would have trained on rows now held out",
+                received={"seed": seed},
+                allowed=f"Pass seed={recorded} (or no seed) to resume it, or set "
+                "train.backup.resume=false to train again from the start with the new seed",
+            )
+        )
+    return seed

@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from kerastrain._keras import keras, tf
-from kerastrain.callbacks import backup_exists, unusable_backup
-from kerastrain.callbacks.resume import CHECKPOINTS
+from kerastrain.callbacks import unusable_backup
 from kerastrain.files import atomic_path, remove
 from kerastrain.training.execution import Decision
 from kerastrain.training.fit import TrainResult
@@ -33,7 +32,6 @@ __all__ = [
     "finished_record",
     "restore_finished",
     "discard_finished",
-    "resumable",
 ]
 
 RECORD = "trained"
@@ -109,16 +107,6 @@ def restore_finished(folder: Path, model: keras.Model) -> TrainResult:
     result.stop_reason += "; training had finished before the run was interrupted, not run again"
     logger.info("Resumed after training: the trained weights came back from %s.", folder)
     return result
-
-
-def resumable(backup_dir: str | os.PathLike) -> bool:
-    """Whether a fit into `backup_dir` would resume something: a checkpoint
-    (of any phase: a transfer model's fine-tuning has its own sub-folder), or
-    the record of a finished fit."""
-    folder = Path(backup_dir)
-    return finished_record(folder) is not None or any(
-        backup_exists(path.parent) for path in folder.glob(f"**/{CHECKPOINTS}")
-    )
 
 
 def discard_finished(backup_dir: str | os.PathLike) -> None:

@@ -185,6 +185,17 @@ def test_an_unfinished_runs_seed_is_kept_and_backup_resume_false_frees_it(tmp_pa
     assert result.config.seed == 5 and "resumed" not in result.stop_reason
 
 
+def test_a_relaunched_cluster_keeps_the_unfinished_runs_seed(tmp_path):
+    from kerastrain.launch import _launch_config
+
+    run = tmp_path / "run"
+    _unfinished(run, seed=1234, backup=True)
+    config = {"data": "iris", "output_dir": str(run)}
+    assert _launch_config(config, ps=0).seed == 1234  # every worker resumes with it
+    with pytest.raises(ConfigError, match="started with seed=1234"):
+        _launch_config({**config, "seed": 7}, ps=0)
+
+
 # ----------------------------------------------------------------- unusable backups
 
 
