@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import pickle
-import random
 import re
 import shutil
 import signal
@@ -51,7 +50,7 @@ from kerastrain.errors import (
 )
 from kerastrain.files import write_json
 from kerastrain.logs import log_to_stderr
-from kerastrain.runs import RunFolder
+from kerastrain.runs import RunFolder, run_seed
 
 logger = logging.getLogger("kerastrain.launch")  # also when run as __main__ in each process
 
@@ -140,10 +139,10 @@ def _launch_config(config: Any, ps: int) -> PipelineConfig:
             f"'auto' or {wanted!r} for a launch with "
             f"{'parameter servers' if ps else 'workers only'}",
         )
-    seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**31)
     name = cfg.name or RunFolder.default_name(cfg.model)
     output_dir = os.path.abspath(RunFolder.location(cfg.output_dir, name))
     RunFolder.check(Path(output_dir), cfg.overwrite)  # before any process starts
+    seed = run_seed(Path(output_dir), cfg.seed, cfg.train.backup.resume)  # a rerun keeps its seed
     return dataclasses.replace(cfg, strategy=wanted, seed=seed, name=name, output_dir=output_dir)
 
 

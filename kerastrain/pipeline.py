@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,16 +33,23 @@ from kerastrain.export import export_model, verify_artifacts
 from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics
 from kerastrain.report import ReportInputs, Section, write_report
-from kerastrain.runs import RunFolder, open_run_folder
+from kerastrain.runs import RunFolder, open_run_folder, run_seed
 from kerastrain.tracking import track_run, training_callbacks
 from kerastrain.training import (
     Decision,
     TrainResult,
     as_float32,
+    build_compiled_model,
     describe_decisions,
     find_learning_rate,
     predict_split,
     run_training,
+)
+from kerastrain.training.finished import (
+    discard_finished,
+    finished_record,
+    record_finished,
+    restore_finished,
 )
 
 if TYPE_CHECKING:  # KerasTuner is imported only when a run tunes
@@ -226,6 +232,8 @@ def fit_pipeline(
         run.mark("failed", error=f"{type(exc).__name__}: {exc}")
         raise
     run.mark("finished", timings=stage.timings)
+    if process_role(strategy_obj).chief:
+        discard_finished(run.backup_dir)  # a finished run is never resumed
     return PipelineResult(
         model=trained,
         history=fit.history,
@@ -247,12 +255,13 @@ def fit_pipeline(
 
 
 def _resolve(config: Any, **given: Any) -> PipelineConfig:
+    """The config with its name and seed decided (a rerun into an unfinished
+    run's folder keeps that run's seed: `runs.run_seed`)."""
     cfg = load_config(config, **given)
-    if cfg.seed is None:
-        cfg = dataclasses.replace(cfg, seed=random.SystemRandom().randrange(2**31))
     if cfg.name is None:
         cfg = dataclasses.replace(cfg, name=RunFolder.default_name(cfg.model))
-    return cfg
+    folder = RunFolder.location(cfg.output_dir, cfg.name)
+    return dataclasses.replace(cfg, seed=run_seed(folder, cfg.seed, cfg.train.backup.resume))
 
 
 def _seed(cfg: PipelineConfig) -> None:
@@ -265,27 +274,39 @@ def _train(
     cfg: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy, run: RunFolder
 ) -> tuple[PipelineConfig, keras.Model, TrainResult]:
     """Finds the learning rate when asked (a found rate becomes the run's),
-    then trains; the model comes back in float32."""
+    then trains; the model comes back in float32.
+
+    The chief records the finished fit in the backup folder: a run killed in
+    a later stage resumes with the trained weights instead of training again.
+    """
     recipe = dict(  # what the training stage reads besides the train section
         model_spec=cfg.model,
         model_options=cfg.model_options,
         batch_size=cfg.batch_size,
-        seed=cfg.seed,
         distribute=cfg.distribute,
     )
     train_cfg = find_learning_rate(
-        cfg.train, prepared, strategy, **recipe, run_dir=run.path, reuse=run.resuming
-    )
+        cfg.train, prepared, strategy, **recipe, seed=cfg.seed, run_dir=run.path,
+        reuse=run.resuming,
+    )  # fmt: skip
     cfg = dataclasses.replace(cfg, train=train_cfg)
+    record = finished_record(run.backup_dir) if cfg.train.backup.resume else None
+    if record is not None:  # killed after training: go on from the trained weights
+        trained = as_float32(build_compiled_model(cfg.train, prepared, strategy, **recipe))
+        return cfg, trained, restore_finished(record, trained)
     trained, fit = run_training(
         cfg.train,
         prepared,
         strategy,
         **recipe,
+        seed=cfg.seed,
         backup_dir=run.backup_dir,
         callbacks=training_callbacks(cfg.tracking, run.path),
     )
-    return cfg, as_float32(trained), fit
+    trained = as_float32(trained)
+    if process_role(strategy).chief:
+        record_finished(run.backup_dir, trained, fit)
+    return cfg, trained, fit
 
 
 def _split_metrics(

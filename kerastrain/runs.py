@@ -29,10 +29,13 @@ import fcntl
 import json
 import logging
 import os
+import random
 import tempfile
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from kerastrain.errors import ConfigError, message
 from kerastrain.files import TEMPORARY_PREFIX, remove, write_json
@@ -42,9 +45,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RunFolder", "WorkerRunFolder", "ProcessRole", "open_run_folder", "check_folder"]
+__all__ = [
+    "RunFolder",
+    "WorkerRunFolder",
+    "ProcessRole",
+    "open_run_folder",
+    "check_folder",
+    "recorded_seed",
+    "run_seed",
+]
 
 MARKER = "run.json"
+CONFIG = "config.yaml"
 #: The file a live run holds an exclusive lock on; it records the holder's PID.
 LOCK = "run.lock"
 #: What the old run wrote is moved into a folder of this prefix, then removed.
@@ -424,3 +436,72 @@ def open_run_folder(config: PipelineConfig, role: ProcessRole) -> RunFolder:
     path = Path(tempfile.mkdtemp(prefix=f"kerastrain-{role.task}-"))
     logger.info("Not the chief: this worker writes to the temporary folder %s.", path)
     return WorkerRunFolder(path, RunFolder.location(config.output_dir, config.name))
+
+
+def recorded_seed(path: Path) -> int | None:
+    """The seed of the unfinished run in `path`, which a rerun resumes.
+
+    A run that did not finish is picked up again by the next run into its
+    folder, and its training backup holds weights trained on the splits its
+    seed drew; the rerun must draw the same ones. The seed is read from the
+    run's ``config.yaml``.
+
+    Args:
+        path: The run folder.
+
+    Returns:
+        The recorded seed, or None when the folder holds no unfinished run
+        with a readable seed.
+    """
+    marker, config = path / MARKER, path / CONFIG
+    if not marker.exists() or not config.exists():
+        return None
+    try:
+        if json.loads(marker.read_text()).get("status") == "finished":
+            return None
+        seed = (yaml.safe_load(config.read_text()) or {}).get("seed")
+    except (OSError, ValueError, yaml.YAMLError, AttributeError) as exc:
+        logger.warning("Could not read the seed of the unfinished run in %s: %s.", path, exc)
+        return None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def run_seed(path: Path, seed: int | None, resume: bool = True) -> int:
+    """The seed of a run into the folder `path`.
+
+    A rerun into the folder of an unfinished run resumes its backup, so it
+    keeps that run's seed (and with it the splits the backup trained on);
+    another seed is refused while there is a backup to resume. Otherwise
+    `seed`, or a fresh one when it is None.
+
+    Args:
+        path: The run folder.
+        seed: The seed asked for, or None.
+        resume: `train.backup.resume`: whether a backup would be resumed.
+            Defaults to `True`.
+
+    Returns:
+        The seed.
+
+    Raises:
+        ConfigError: When `seed` differs from the unfinished run's and its
+            backup would be resumed.
+    """
+    recorded = recorded_seed(path) if resume else None
+    if seed is None:
+        if recorded is None:
+            return random.SystemRandom().randrange(2**31)
+        logger.info("Resuming the unfinished run in %s with its seed, %d.", path, recorded)
+        return recorded
+    if recorded is not None and recorded != seed and RunFolder(path).resuming:
+        raise ConfigError(
+            message(
+                f"The unfinished run in {str(path)!r} was started with seed={recorded}, and its "
+                "training backup is resumed: another seed would draw other splits, and the "
+                "resumed model would have trained on rows now held out",
+                received={"seed": seed},
+                allowed=f"Pass seed={recorded} (or no seed) to resume it, or set "
+                "train.backup.resume=false to train again from the start with the new seed",
+            )
+        )
+    return seed

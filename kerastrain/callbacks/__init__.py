@@ -19,8 +19,10 @@ from kerastrain.callbacks.lr_finder import (
 from kerastrain.callbacks.resume import (
     BackupAndRestore,
     HistoryRecorder,
+    backup_exists,
     load_records,
     merge_history,
+    unusable_backup,
 )
 from kerastrain.callbacks.throughput import LearningRateLogger, ThroughputLogger
 from kerastrain.errors import TrainingDivergedError
@@ -40,8 +42,10 @@ __all__ = [
     "suggest_learning_rate",
     "BackupAndRestore",
     "HistoryRecorder",
+    "backup_exists",
     "load_records",
     "merge_history",
+    "unusable_backup",
     "LearningRateLogger",
     "ThroughputLogger",
 ]

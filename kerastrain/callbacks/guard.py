@@ -12,6 +12,8 @@ import logging
 import math
 from typing import Any
 
+import numpy as np
+
 from kerastrain._keras import keras, tf
 from kerastrain.errors import ConfigError, TrainingDivergedError, message
 
@@ -131,14 +133,26 @@ def set_learning_rate_scale(optimizer: Any, factor: float) -> tuple[float, float
 
 
 class BlowupGuard(keras.callbacks.Callback):
-    """On a NaN or infinite training loss: restore, lower the rate, go on.
+    """On a NaN or infinite training loss, or non-finite weights: restore,
+    lower the rate, go on; and say when training never got anywhere.
 
     As TF Model Garden's trainer recovery does, the guard keeps the last
     good state (the weights and the optimizer's variables at the end of the
-    last epoch whose loss was finite, or at the start), and when a batch ends
-    with a non-finite loss it puts that state back, multiplies the learning
-    rate by `lr_factor`, clears the epoch's running metrics and lets training
-    go on. After `retries` recoveries it raises `TrainingDivergedError`.
+    last epoch whose loss and variables were finite, or at the start), and
+    when a batch ends with a non-finite loss, or an epoch ends with
+    non-finite weights (a finite loss can hide them: a saturated output
+    still gives one), it puts that state back, multiplies the learning rate
+    by `lr_factor`, clears the epoch's running metrics and lets training go
+    on. After `retries` recoveries it raises `TrainingDivergedError`.
+
+    An epoch's logged metrics are only what the model it ends with earned:
+    when no batch ran after the epoch's last recovery, its training metrics
+    are logged as NaN (not the zeros of the cleared metrics), and when the
+    weights were restored at the epoch's end, its validation metrics too.
+
+    The guard keeps the weights the fit started from (`initial_weights`), so
+    that `train_model` can tell whether a recovered model is any better than
+    them: a recovery that only ever got back to the start has not trained.
 
     Args:
         retries: Recoveries allowed. Defaults to `3`.
@@ -146,8 +160,11 @@ class BlowupGuard(keras.callbacks.Callback):
 
     Attributes:
         recoveries: One record per recovery: epoch and batch (1-based; batch
-            None under parameter-server training, which is checked once per
-            epoch), the loss seen, and the learning rate before and after.
+            None when found at an epoch's end: non-finite weights, or under
+            parameter-server training, which is checked once per epoch), the
+            loss seen, and the learning rate before and after.
+        initial_weights: The model's weights when the fit began (after a
+            restored backup), or None before it began.
     """
 
     #: Correct with several steps per execution (it sees the loss of each call).
@@ -165,20 +182,20 @@ class BlowupGuard(keras.callbacks.Callback):
         self.retries = int(retries)
         self.lr_factor = float(lr_factor)
         self.recoveries: list[dict[str, Any]] = []
+        self.initial_weights: list[Any] | None = None
         self._epoch = 0
         self._good: tuple[list[Any], list[Any]] | None = None
+        self._batches_since_recovery = 0
+        self._recovered_this_epoch = False
         self._per_batch = True
         self._supports_tf_logs = True
 
     def _variables(self) -> tuple[list[Any], list[Any]]:
         return list(self.model.weights), list(self.model.optimizer.variables)
 
-    def _snapshot(self) -> None:
+    def _read(self) -> tuple[list[Any], list[Any]]:
         weights, opt_vars = self._variables()
-        self._good = (
-            keras.backend.batch_get_value(weights),
-            keras.backend.batch_get_value(opt_vars),
-        )
+        return keras.backend.batch_get_value(weights), keras.backend.batch_get_value(opt_vars)
 
     def _restore(self) -> None:
         weights, opt_vars = self._variables()
@@ -200,6 +217,7 @@ class BlowupGuard(keras.callbacks.Callback):
         if not getattr(inner_optimizer(optimizer), "_built", False):
             inner_optimizer(optimizer).build(self.model.trainable_variables)
         self.recoveries = []
+        self.initial_weights = None
         self._good = None
         # Under parameter-server training the per-batch logs are remote values
         # that cannot be read without waiting: check each epoch's loss instead.
@@ -209,8 +227,11 @@ class BlowupGuard(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
+        self._batches_since_recovery = 0
+        self._recovered_this_epoch = False
         if self._good is None:  # after every on_train_begin (BackupAndRestore's restore)
-            self._snapshot()
+            self._good = self._read()
+            self.initial_weights = self._good[0]
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if not self._per_batch:  # parameter servers: `logs` is a remote value
@@ -221,18 +242,42 @@ class BlowupGuard(keras.callbacks.Callback):
         value = float(loss)
         if not math.isfinite(value):
             self._recover(batch, value)
+            return
+        self._batches_since_recovery += 1
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        loss = (logs or {}).get("loss")
+        logs = logs if logs is not None else {}
+        if self._recovered_this_epoch and self._batches_since_recovery == 0:
+            # The cleared metrics hold nothing: no batch ran after the recovery.
+            self._unmeasured(logs, validation=False)
+            return
+        loss = logs.get("loss")
         if loss is None:
             return
-        if math.isfinite(float(loss)):
-            self._snapshot()
-        elif not self._per_batch:
-            self._recover(None, float(loss))
+        value = float(loss)
+        if not math.isfinite(value):
+            if not self._per_batch:
+                self._recover(None, value)
+                self._unmeasured(logs, validation=True)
+            return
+        state = self._read()
+        if not all(np.isfinite(v).all() for part in state for v in part if _is_float(v)):
+            self._recover(None, value, cause="the weights became NaN or infinite")
+            self._unmeasured(logs, validation=True)  # both were measured on the bad weights
+            return
+        self._good = state
 
-    def _recover(self, batch: int | None, value: float) -> None:
+    def _unmeasured(self, logs: dict, validation: bool) -> None:
+        """Replaces the epoch's metrics of weights that were thrown away by NaN."""
+        names = list(getattr(self.model, "metrics_names", None) or ["loss"])
+        keys = names + ([f"val_{n}" for n in names] if validation else [])
+        for key in keys:
+            if key in logs:
+                logs[key] = math.nan
+
+    def _recover(self, batch: int | None, value: float, cause: str | None = None) -> None:
         where = f"epoch {self._epoch + 1}" + ("" if batch is None else f", batch {batch + 1}")
+        what = cause or f"the training loss became {value}"
         if len(self.recoveries) >= self.retries:
             first = (
                 self.recoveries[0]["lr_before"]
@@ -240,15 +285,18 @@ class BlowupGuard(keras.callbacks.Callback):
                 else learning_rate_of(self.model.optimizer)
             )
             raise TrainingDivergedError(
-                f"The training loss became {value} at {where}, after {len(self.recoveries)} "
-                f"recoveries (each restored the last good weights and multiplied the learning "
-                f"rate by {self.lr_factor:g}: from {first:.3g} to "
+                f"{what[0].upper()}{what[1:]} at {where}"
+                + (f" (the training loss was {value})" if cause else "")
+                + f", after {len(self.recoveries)} recoveries (each restored the last good weights "
+                f"and multiplied the learning rate by {self.lr_factor:g}: from {first:.3g} to "
                 f"{learning_rate_of(self.model.optimizer):.3g}). Lower train.learning_rate, "
                 "add train.clipnorm or warmup, or look for extreme values in the data."
             )
         self._restore()
         before, after = set_learning_rate_scale(self.model.optimizer, self.lr_factor)
         self.model.reset_metrics()
+        self._batches_since_recovery = 0
+        self._recovered_this_epoch = True
         self.recoveries.append(
             {
                 "epoch": self._epoch + 1,
@@ -259,12 +307,16 @@ class BlowupGuard(keras.callbacks.Callback):
             }
         )
         logger.warning(
-            "Training loss became %s at %s: restored the last good weights and "
-            "lowered the learning rate from %.3g to %.3g (recovery %d of %d).",
-            value,
+            "%s at %s: restored the last good weights and lowered the learning rate "
+            "from %.3g to %.3g (recovery %d of %d).",
+            what[0].upper() + what[1:],
             where,
             before,
             after,
             len(self.recoveries),
             self.retries,
         )
+
+
+def _is_float(value: Any) -> bool:
+    return np.issubdtype(np.asarray(value).dtype, np.floating)

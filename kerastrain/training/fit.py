@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -25,7 +26,7 @@ from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.callbacks.early_stopping import MAXIMIZED, monitor_mode
 from kerastrain.callbacks.guard import schedule_of
 from kerastrain.config import TrainConfig
-from kerastrain.errors import ConfigError, message
+from kerastrain.errors import ConfigError, TrainingDivergedError, message
 from kerastrain.files import atomic_write
 from kerastrain.task import Task
 from kerastrain.training.execution import Decision, configure_execution
@@ -281,6 +282,44 @@ def _summary(
     return reason
 
 
+def _refuse_untrained(
+    model: keras.Model, guard: kcb.BlowupGuard, data: tf.data.Dataset, where: str
+) -> None:
+    """Raises when a fit the blow-up guard recovered ends no better than it began.
+
+    The model's loss on `data` (the validation data, else the training
+    data) with its final weights is compared with that of the weights the
+    fit began with: a recovery that only got back to the start (or to
+    something worse) leaves a model that has not trained.
+    """
+    if guard.initial_weights is None or isinstance(
+        model.distribute_strategy, tf.distribute.experimental.ParameterServerStrategy
+    ):  # parameter servers: the data is a per-worker dataset, not evaluated here
+        return
+    final = model.get_weights()
+    try:
+        model.set_weights(guard.initial_weights)
+        before = float(model.evaluate(data, verbose=0, return_dict=True)["loss"])
+    finally:
+        model.set_weights(final)
+    after = float(model.evaluate(data, verbose=0, return_dict=True)["loss"])
+    if math.isfinite(after) and after < before:
+        return
+    first, last = guard.recoveries[0], guard.recoveries[-1]
+    raise TrainingDivergedError(
+        message(
+            f"Training diverged: after {len(guard.recoveries)} recoveries (each restored the "
+            f"last good weights and lowered the learning rate, from {first['lr_before']:.3g} to "
+            f"{last['lr_after']:.3g}), the model's {where} loss is {after:.4g}, no lower than "
+            f"{before:.4g} with the weights it started from; the recovered model is no better "
+            "than an untrained one",
+            received={"train.learning_rate": first["lr_before"]},
+            allowed="Lower train.learning_rate, add train.clipnorm or warmup, or look for "
+            "extreme values in the data",
+        )
+    )
+
+
 def train_model(
     model: keras.Model,
     train_ds: tf.data.Dataset,
@@ -332,8 +371,10 @@ def train_model(
     Raises:
         ConfigError: When a callback is a Keras 3 object, or ReduceLROnPlateau
             meets a schedule.
-        TrainingDivergedError: When the loss stays non-finite after the blow-up
-            guard's retries.
+        TrainingDivergedError: When the loss (or the weights) stays non-finite
+            after the blow-up guard's retries, or the fit ran to its end no
+            better than it started after a recovery or an exploding loss
+            (`BlowupGuard.diverged`).
     """
     total = train.epochs if epochs is None else epochs
     for callback in callbacks:
@@ -350,7 +391,10 @@ def train_model(
         if not train.backup.resume and backup_dir.exists() and chief:
             logger.info("train.backup.resume is False: removing the backup in %s.", backup_dir)
             shutil.rmtree(backup_dir)
-        previous = kcb.load_records(backup_dir / HISTORY_BACKUP)
+        # With a checkpoint to resume, the history of its epochs must be readable too.
+        previous = kcb.load_records(
+            backup_dir / HISTORY_BACKUP, strict=kcb.backup_exists(backup_dir)
+        )
         if run_dir is None:
             run_dir = backup_dir.parent
     own = default_callbacks(
@@ -389,6 +433,13 @@ def train_model(
         resumed_at = history.epoch[0] + 1
     elif not history.epoch and previous:
         resumed_at = total + 1
+    if guard is not None and guard.recoveries:
+        # After fit returned, so every callback has finished: the backup is
+        # gone, and a rerun does not resume a diverged fit as a finished one.
+        if val_ds is not None:
+            _refuse_untrained(model, guard, val_ds, "validation")
+        else:
+            _refuse_untrained(model, guard, train_ds, "training")
     reason = _summary(stopping, guard, history.epoch, total, resumed_at)
     best = stopping.best_epoch + 1 if stopping is not None and stopping.restored else None
     logger.info("Training stopped: %s.", reason)
