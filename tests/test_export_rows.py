@@ -13,7 +13,7 @@ from kerastrain.batching import take
 from kerastrain.config import DataConfig, ExportConfig
 from kerastrain.data.prepare import prepare_data
 from kerastrain.data.preprocess import Standardizer, model_inputs
-from kerastrain.export import export_model, load_predictor, verify_artifacts
+from kerastrain.export import export_model, input_standardizers, load_predictor, verify_artifacts
 from kerastrain.models import Head, build_model
 from kerastrain.task import Task
 
@@ -84,6 +84,7 @@ def test_every_format_of_a_table_model_answers_one_row_and_a_batch(table, tmp_pa
         "tflite_dynamic",
         "tflite_int8",
     }
+    assert input_standardizers(model) == ["impute", "normalize", "missing_indicator", "encode_city"]
     reference = model(x, training=False).numpy()
     for name, path in artifacts.items():
         predict = load_predictor(path)
@@ -95,13 +96,18 @@ def test_every_format_of_a_table_model_answers_one_row_and_a_batch(table, tmp_pa
         if path.suffix == ".tflite":  # and with the interpreter a user opens
             (alone,) = _user_runner(path)(**_as_fed(take(x, 0, 1))).values()
             np.testing.assert_allclose(alone, predict(take(x, 0, 1)), atol=1e-6, err_msg=name)
-    float_ones = {k: v for k, v in artifacts.items() if k not in artifacts.approximate}
+    # The untrained model answers near 0.5, where a small gap flips a class:
+    # the int8 file is held to its outputs' gap below, not to agreement.
     results = verify_artifacts(
-        reference, float_ones, x, y, Task("binary", 2), atol=1e-4, latency_runs=5
+        reference, artifacts, x, y, Task("binary", 2), atol=1e-4, min_agreement=0.5, latency_runs=5
     )
     for name, metrics in results.items():
         assert metrics["one_row_checked"] == 8, name
         assert metrics["latency_ms"] > 0, name
+    # The raw columns (an area beside a smoothness) are imputed, encoded and
+    # standardized in float before int8 starts: with one int8 scale for all
+    # the raw columns the outputs were up to 0.10 off.
+    assert results["tflite_int8"]["max_abs_diff"] < 0.05
 
 
 class _UnrankedLookup(keras.layers.Layer):
