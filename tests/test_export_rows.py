@@ -166,3 +166,24 @@ def test_verify_times_one_row_of_every_artifact(array_model, tmp_path):
         assert metrics["latency_ms"] > 0 and metrics["latency_runs"] >= 5, name
         assert metrics["one_row_checked"] == 8, name
     assert results["tflite"]["kernels"] == "default delegates (XNNPACK)"
+
+
+def test_the_signature_is_read_from_each_file(table, tmp_path):
+    from kerastrain.export.signature import InputSpec, read_signature
+
+    model, _, _ = table
+    artifacts = export_model(model, tmp_path / "table", ExportConfig(formats=["keras", "h5"]))
+    for name in ("keras", "h5"):
+        signature = read_signature(artifacts[name])
+        assert signature.by_name and signature.outputs == ("output",), name
+        assert signature.modules == ("kerastrain.data.layers",), name
+        assert InputSpec("city", "string", ()) in signature.inputs, name
+        assert InputSpec("dose", "float32", ()) in signature.inputs, name
+    sequential = keras.Sequential([keras.Input((4, 3)), keras.layers.Dense(2, name="out")])
+    artifacts = export_model(sequential, tmp_path / "seq", ExportConfig(formats=["keras", "h5"]))
+    for name in ("keras", "h5"):
+        signature = read_signature(artifacts[name])
+        assert not signature.by_name and signature.modules == (), name
+        assert [(s.dtype, s.shape) for s in signature.inputs] == [("float32", (4, 3))], name
+    with pytest.raises(ExportError, match="Reading the input signature"):
+        read_signature(tmp_path / "seq" / "missing.keras")
