@@ -169,7 +169,7 @@ def test_verify_times_one_row_of_every_artifact(array_model, tmp_path):
 
 
 def test_the_signature_is_read_from_each_file(table, tmp_path):
-    from kerastrain.export.signature import InputSpec, read_signature
+    from kerastrain.report.signature import InputSpec, read_signature
 
     model, _, _ = table
     artifacts = export_model(model, tmp_path / "table", ExportConfig(formats=["keras", "h5"]))

@@ -25,7 +25,6 @@ from kerastrain._keras import keras, tf
 from kerastrain.batching import num_rows, take
 from kerastrain.config import ExportConfig
 from kerastrain.config.export import TFLiteMode
-from kerastrain.data.layers import EncodeCategory, FillMissing, MissingIndicator
 from kerastrain.errors import ConfigError, ExportError, KerastrainError, message, one_of
 from kerastrain.files import atomic_path
 
@@ -101,6 +100,14 @@ def representative_sample(x: Any, rows: int, seed: int = 0) -> Any:
     return np.asarray(x)[picked]
 
 
+def _table_layer(layer: keras.layers.Layer) -> bool:
+    """One of the layers `kerastrain.data.layers` registers under the
+    package ``kerastrain`` (`FillMissing`, `MissingIndicator`,
+    `EncodeCategory`), known by that name: export sits beside data, not
+    above it, and does not import it."""
+    return keras.saving.get_registered_name(type(layer)).startswith("kerastrain>")
+
+
 def input_standardizers(model: keras.Model) -> list[str]:
     """The preprocessing that kerastrain puts inside every model, which int8
     conversion keeps in float: the `Normalization` layers fed straight by the
@@ -108,14 +115,13 @@ def input_standardizers(model: keras.Model) -> list[str]:
     (`FillMissing`, `MissingIndicator`, `EncodeCategory`) with the
     `Normalization` after them. One int8 scale cannot hold raw columns of
     different ranges (an area of 2,000 beside a smoothness of 0.1)."""
-    table_layers = (FillMissing, MissingIndicator, EncodeCategory)
     names: list[str] = []
     for layer in model.layers:
         if not layer.inbound_nodes:
             continue
         inbound = tf.nest.flatten(layer.inbound_nodes[0].inbound_layers)
         raw = all(isinstance(i, keras.layers.InputLayer) for i in inbound)
-        if (isinstance(layer, table_layers) and raw) or (
+        if (_table_layer(layer) and raw) or (
             isinstance(layer, keras.layers.Normalization)
             and all(isinstance(i, keras.layers.InputLayer) or i.name in names for i in inbound)
         ):

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from kerastrain.errors import ExportError
-from kerastrain.export.signature import InputSpec, Signature, read_signature
 from kerastrain.files import atomic_write
 from kerastrain.report.formatting import disk_size, format_value, human_size
 from kerastrain.report.section import METRIC_COLUMNS
+from kerastrain.report.signature import InputSpec, Signature, read_signature
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""What an exported artifact takes and returns, read from the artifact itself.
+"""What an exported artifact takes and returns, read from the artifact itself
+(for the model card's loading code).
 
 The model card's loading code is generated from this, so it names every
 input the file really has, with the dtype and shape the file really wants:
@@ -24,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-import kerastrain.data.layers  # noqa: F401  (registers the table layers a config may name)
 from kerastrain._keras import keras, tf
 from kerastrain.errors import ExportError, message
 
@@ -157,7 +157,10 @@ def _registered(config: Any) -> Iterator[tuple[str, str | None]]:
 
 
 def _modules(config: dict[str, Any]) -> tuple[str, ...]:
-    """The modules whose import registers the config's custom classes."""
+    """The modules whose import registers the config's custom classes: named
+    by a ``.keras`` config, looked up in this process's registry for an
+    ``.h5`` one (where the layers were registered to write it), else the
+    registering package."""
     modules: list[str] = []
     for name, module in _registered(config):
         if module is None:
