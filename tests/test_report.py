@@ -5,6 +5,7 @@ card says how to load each artifact."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -345,3 +346,125 @@ def test_fit_pipeline_writes_the_report_and_model_card_and_tracks_the_run(tmp_pa
     logged = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"report.html", "MODEL_CARD.md", "model.tflite", "savedmodel"} <= logged
     assert "backup" not in logged
+
+
+_CARD_RUNNER = """
+import json, sys
+import numpy as np
+
+blocks, out = json.loads(sys.argv[1]), sys.argv[2]
+for name, code in blocks:  # each in a fresh namespace, in the card's order
+    namespace = {}
+    exec(compile(code, name, "exec"), namespace)
+    np.save(f"{out}/{name}.npy", np.asarray(namespace["outputs"]))
+"""
+
+
+def _run_card_code(card: Path, out: Path) -> dict[str, np.ndarray]:
+    """Runs each loading block of a model card as a user would, in a fresh
+    Python process started in the card's folder (one process for the card's
+    blocks, run in order: the first Keras file is loaded before anything
+    imported kerastrain, and every Keras block must import what registers
+    its layers itself). Returns each block's `outputs`, by its heading."""
+    import sys
+
+    text = card.read_text().split("## How to load")[1]
+    blocks = re.findall(r"^### (\S+) \(`[^\n]*\n\n```python\n(.*?)```", text, flags=re.M | re.S)
+    assert blocks, text
+    env = {**os.environ, "PYTHONPATH": str(Path(kerastrain.__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", _CARD_RUNNER, json.dumps(blocks), str(out)],
+        cwd=card.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {name: np.load(out / f"{name}.npy") for name, _ in blocks}
+
+
+def _placeholder_row(card: Path) -> dict[str, np.ndarray]:
+    """The `x` the card's SavedModel block builds."""
+    loading = card.read_text().split("## How to load")[1]
+    block = re.search(r"```python\n(.*?)```", loading, flags=re.S).group(1)
+    namespace: dict = {"np": np}
+    exec(block[block.index("x = ") : block.index("outputs =")], namespace)
+    return namespace["x"]
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_model_card_code_runs_for_a_table_with_a_text_column(tmp_path):
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "dose (mg)": rng.normal(5.0, 2.0, 120),
+            "age": rng.integers(20, 80, 120).astype(float),
+            "city": rng.choice(["paris", "lyon", "nice", ""], 120),
+        }
+    )
+    frame["outcome"] = (frame["dose (mg)"] > 5).astype(int)
+    result = kerastrain.fit_pipeline(
+        frame,
+        "mlp",
+        seed=0,
+        output_dir=str(tmp_path / "run"),
+        data_options={"target": "outcome"},
+        train={"epochs": 1, "verbose": 0},
+        export={"formats": ["savedmodel", "keras", "h5", "tflite"], "latency_runs": 5},
+        report={"explain": "none"},
+    )
+    card = tmp_path / "run" / "MODEL_CARD.md"
+    outputs = _run_card_code(card, tmp_path)
+    text = card.read_text()
+    assert "raw feature rows as float32" not in text and "(name,) =" not in text
+    assert '"city": np.full((1,), ""),  # text, shape (rows,)' in text
+    assert '"dose__mg_": np.zeros((1,), np.float32),  # float32, shape (rows,)' in text
+    for heading in ("### keras", "### h5"):  # both Keras files need kerastrain's layers
+        block = text.split(heading)[1].split("```")[1]
+        assert "import kerastrain.data.layers" in block
+    assert set(outputs) == {"savedmodel", "keras", "h5", "tflite"}
+    expected = result.model.predict(_placeholder_row(card), verbose=0)
+    for name, answer in outputs.items():
+        np.testing.assert_allclose(answer, expected, atol=1e-5, err_msg=name)
+    # metrics.json: every artifact's one-row latency, none left empty.
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for name in ("savedmodel", "keras", "h5", "tflite"):
+        assert saved[name]["latency_ms"] > 0 and saved[name]["one_row_checked"] > 0, name
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_model_card_code_runs_for_the_digits_model(tmp_path):
+    result = kerastrain.fit_pipeline(
+        "digits",
+        "mlp",
+        seed=0,
+        output_dir=str(tmp_path / "run"),
+        train={"epochs": 2, "verbose": 0},
+        export={
+            "formats": ["savedmodel", "keras", "tflite"],
+            "tflite": ["float32", "int8"],
+            "int8_io": True,  # int8 in and out: the card's code quantizes
+            "min_agreement": 0.8,
+            "latency_runs": 5,
+        },
+        report={"explain": "none"},
+    )
+    card = tmp_path / "run" / "MODEL_CARD.md"
+    outputs = _run_card_code(card, tmp_path)
+    text = card.read_text()
+    assert "import kerastrain" not in text.split("Paths are relative")[0]  # plain tf_keras
+    assert '["inputs"]["quantization"]' in text  # the int8 file's own scale
+    assert set(outputs) == {"savedmodel", "keras", "tflite", "tflite_int8"}
+    expected = result.model.predict(_placeholder_row(card), verbose=0)
+    assert expected.shape == (1, 10)
+    for name in ("savedmodel", "keras", "tflite"):
+        np.testing.assert_allclose(outputs[name], expected, atol=1e-5, err_msg=name)
+    assert outputs["tflite_int8"].shape == (1, 10)
+    assert outputs["tflite_int8"].dtype == np.float32  # dequantized by the card's code
+    assert abs(outputs["tflite_int8"].sum() - 1.0) < 0.1  # probabilities, not int8 codes
+    assert "kerastrain.evaluate(" in text

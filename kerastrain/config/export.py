@@ -51,8 +51,11 @@ class ExportConfig(Section):
             smallest share of test rows whose predicted class must match the
             Keras model's (regression: whose output is within 5% of the
             output range). Defaults to `0.98`.
-        latency_runs: Single-example runs of each TFLite file whose median
-            time is reported; 0 measures nothing. Defaults to `200`.
+        latency_runs: Single-example runs of each artifact whose median
+            time is reported (`latency_ms` in `metrics.json`: a TFLite file in
+            the interpreter on one thread, a SavedModel or Keras file called
+            from Python, at most 2 s of runs); 0 measures nothing. Defaults
+            to `200`.
     """
 
     _path: ClassVar[str] = "export"

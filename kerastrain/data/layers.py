@@ -86,7 +86,14 @@ class EncodeCategory(keras.layers.Layer):
     def call(self, x: tf.Tensor) -> tf.Tensor:
         x = tf.reshape(x, [-1])
         if self.text:
-            index = tf.cast(self.lookup(x), tf.int32)
+            # The TFLite converter leaves the hash-table lookup's output
+            # unranked (`tensor<*>`), and so the one-hot after it: at the
+            # input's stored size (one row, no resize) the interpreter then
+            # prepares the features' CONCATENATION with a rank-1 one-hot and
+            # fails ("1 != 2"; XNNPACK: "failed to reshape runtime"), and
+            # int8 calibration, which feeds one row at a time, fails too.
+            # Reshaping to the keys' rank gives every later tensor its shape.
+            index = tf.reshape(tf.cast(self.lookup(x), tf.int32), [-1])
             index = tf.where(tf.equal(x, ""), tf.constant(self.fill_index, tf.int32), index)
         else:
             x = tf.cast(x, tf.float32)

@@ -24,7 +24,7 @@ from kerastrain.export.model_files import check_model_file
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_predictor", "tflite_latency", "Predictor"]
+__all__ = ["load_predictor", "tflite_latency", "Predictor", "TFLiteRunner"]
 
 #: A function from input rows (an array or a dict of columns) to outputs.
 Predictor = Callable[[Any], np.ndarray]
@@ -62,7 +62,7 @@ def _plain(column: Any) -> Any:
     return column.astype(str) if getattr(column, "dtype", None) == np.dtype(object) else column
 
 
-class _TFLiteRunner:
+class TFLiteRunner:
     """A TFLite file's `serving_default` signature, run on rows of inputs
     (an array, or a dict of columns for a table).
 
@@ -146,7 +146,7 @@ class _TFLiteRunner:
 
 
 def _tflite_predictor(path: Path) -> Predictor:
-    return _TFLiteRunner(path)
+    return TFLiteRunner(path)
 
 
 def tflite_latency(
@@ -166,7 +166,7 @@ def tflite_latency(
     Returns:
         `latency_ms` (the median), `latency_p90_ms` and `kernels`.
     """
-    runner = _TFLiteRunner(Path(path), num_threads=1)
+    runner = TFLiteRunner(Path(path), num_threads=1)
     inputs = runner.feed(take(x, 0, 1))
     for _ in range(max(warmup, 1)):  # the first run settles the kernels (may fall back)
         runner.invoke(inputs)

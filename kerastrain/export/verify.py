@@ -1,31 +1,117 @@
 """Verification: each artifact reloaded, run on held-out rows and compared with
-the Keras model's outputs.
+the Keras model's outputs, both in batches and one row at a time.
 
 Float artifacts must match to `atol` (plus `rtol` of each output);
-quantized ones must predict the same on a share of the rows. Each
-artifact's raw and gzip size, and each TFLite file's single-example
-latency, are measured on the way.
+quantized ones must predict the same on a share of the rows. Every artifact
+must also answer a single row (the usual case on a device) the way it
+answers that row inside a batch. TFLite files run with the interpreter's
+default settings, as a user's `Interpreter(model_path=...)` does (XNNPACK
+on). Each artifact's raw and gzip size, and its single-example latency, are
+measured on the way.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import statistics
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kerastrain.batching import num_rows
+from kerastrain.batching import num_rows, predict_batched, take
 from kerastrain.errors import ExportError
-from kerastrain.export.predictors import load_predictor, tflite_latency
+from kerastrain.export.predictors import TFLiteRunner, load_predictor, tflite_latency
 from kerastrain.export.writing import artifact_bytes
 from kerastrain.metrics import agreement, compute_metrics
 from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["verify_artifacts"]
+__all__ = ["verify_artifacts", "ONE_ROW_CHECKS", "LATENCY_BUDGET_S"]
+
+#: Held-out rows each artifact answers one at a time.
+ONE_ROW_CHECKS = 8
+#: Seconds of timed single-row calls per SavedModel or Keras artifact at most
+#: (at least 5 calls): an eager call of a large model can take long.
+LATENCY_BUDGET_S = 2.0
+#: The kernels a user's `Interpreter(model_path=...)` runs.
+_DEFAULT_KERNELS = "default delegates (XNNPACK)"
+
+
+def _predictor(path: Path) -> tuple[Callable[[Any], np.ndarray], TFLiteRunner | None]:
+    """The artifact as a function of rows, and for a TFLite file the runner,
+    whose `kernels` say whether the default delegates had to be given up."""
+    if path.suffix != ".tflite":
+        return load_predictor(path, trust=True), None  # this run's own artifact
+    try:
+        runner = TFLiteRunner(path)
+    except Exception as exc:
+        raise ExportError(f"Reloading {path} failed: {type(exc).__name__}: {exc}") from exc
+    return (lambda x: predict_batched(runner, x)), runner
+
+
+def _check_default_kernels(name: str, path: Path, runners: list[TFLiteRunner | None]) -> None:
+    """A TFLite file that ran only once the default delegates were given up
+    fails for a user, whose `Interpreter(model_path=...)` keeps them."""
+    if any(r is not None and r.kernels != _DEFAULT_KERNELS for r in runners):
+        raise ExportError(
+            f"The exported {name} model at {path} fails with the TFLite interpreter's default "
+            "settings (XNNPACK); only its built-in kernels ran it (the warning above gives the "
+            "interpreter's error), so a user's `Interpreter(model_path=...)` would fail."
+        )
+
+
+def _one_row_answers(
+    name: str, path: Path, predict: Callable[[Any], np.ndarray], x: Any, rows: int
+) -> np.ndarray:
+    """The answers to the first `rows` rows, each asked alone."""
+    answers = []
+    for i in range(rows):
+        try:
+            answers.append(np.asarray(predict(take(x, i, i + 1))))
+        except Exception as exc:
+            raise ExportError(
+                f"The exported {name} model at {path} cannot answer a single row (it answered "
+                f"the split in batches): {type(exc).__name__}: {exc}"
+            ) from exc
+    return np.concatenate(answers)
+
+
+def _time_one_row(predict: Callable[[Any], np.ndarray], row: Any, runs: int) -> dict[str, Any]:
+    """Median and 90th percentile of one-row calls, within `LATENCY_BUDGET_S`."""
+    for _ in range(3):  # the first calls trace and allocate
+        predict(row)
+    times: list[float] = []
+    deadline = time.perf_counter() + LATENCY_BUDGET_S
+    while len(times) < runs and (len(times) < 5 or time.perf_counter() < deadline):
+        start = time.perf_counter()
+        predict(row)
+        times.append(time.perf_counter() - start)
+    return {
+        "latency_ms": 1e3 * statistics.median(times),
+        "latency_p90_ms": 1e3 * float(np.percentile(times, 90)),
+        "latency_runs": len(times),
+    }
+
+
+def _latency(
+    name: str, path: Path, predict: Callable[[Any], np.ndarray], x: Any, runs: int
+) -> dict[str, Any]:
+    """Single-example latency: a TFLite file in the interpreter on one thread
+    (`tflite_latency`), any other artifact called the way `load_predictor`
+    calls it (a SavedModel's serving signature, a Keras model eagerly)."""
+    try:
+        if path.suffix == ".tflite":
+            return {**tflite_latency(path, x, runs), "latency_runs": runs}
+        return _time_one_row(predict, take(x, 0, 1), runs)
+    except Exception as exc:  # it answered one row above: anything here is a real fault
+        raise ExportError(
+            f"The single-example latency of the exported {name} model at {path} could not be "
+            f"measured: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def verify_artifacts(
@@ -42,10 +128,15 @@ def verify_artifacts(
 ) -> dict[str, dict[str, Any]]:
     """Reloads each artifact, scores it and checks it answers like the model.
 
-    Float artifacts must match the model's outputs to `atol + rtol *
-    |output|` (or, for those in `artifacts.sources`, the outputs of the model
-    they were written from); the ones in `artifacts.approximate` (quantized)
-    must agree with it on at least `min_agreement` of the rows.
+    Each artifact answers the held-out rows in batches (up to 512 rows a
+    call), then its first `ONE_ROW_CHECKS` rows one at a time. Float
+    artifacts must match the model's outputs to `atol + rtol * |output|`
+    both ways (or, for those in `artifacts.sources`, the outputs of the
+    model they were written from); the ones in `artifacts.approximate`
+    (quantized) must agree with it on at least `min_agreement` of the rows,
+    and answer a row alone as they answer it in a batch (to the same
+    tolerance). TFLite files must run with the interpreter's default
+    settings (XNNPACK), not only with its built-in kernels.
 
     Args:
         reference: The Keras model's outputs on `x`.
@@ -58,76 +149,130 @@ def verify_artifacts(
             `atol + rtol * |reference|`, as in `numpy.allclose`. Defaults to `0`.
         min_agreement: The smallest agreement allowed for approximate
             artifacts. Defaults to `0.98`.
-        latency_runs: Single-example runs timed for each TFLite file; 0
+        latency_runs: Single-example runs timed for each artifact; 0
             measures nothing. Defaults to `0`.
 
     Returns:
         For each artifact, its metrics plus `max_abs_diff`, `agreement` (see
-        `agreement`), `bytes` and `gzip_bytes`, and for TFLite files
-        `latency_ms` and the `kernels` that ran.
+        `agreement`), `bytes`, `gzip_bytes`, `one_row_checked` (rows asked
+        alone), for TFLite files the `kernels` that ran, and with
+        `latency_runs` its `latency_ms`, `latency_p90_ms` and
+        `latency_runs` (the runs timed). Without held-out rows nothing is
+        run: `latency_ms` is `None` and `latency_note` says why.
 
     Raises:
         ExportError: Naming the artifact, when its outputs differ from the
-            model's by more than allowed.
+            model's by more than allowed, when it cannot answer a single row
+            or answers it differently alone, when a TFLite file fails with
+            the default interpreter settings, or when its latency cannot be
+            measured.
     """
     approximate = getattr(artifacts, "approximate", set())
     sources = getattr(artifacts, "sources", {})
     results: dict[str, dict[str, Any]] = {}
+    rows = num_rows(x)
     for name, path in artifacts.items():
         path = Path(path)
-        outputs = load_predictor(path, trust=True)(x).reshape(reference.shape)  # this run's own
+        predict, runner = _predictor(path)
+        outputs = predict(x).reshape(reference.shape)
+        _check_default_kernels(name, path, [runner])
         expected = reference
-        if name in sources and num_rows(x):
+        if name in sources and rows:
             expected = np.asarray(sources[name].predict(x, batch_size=512, verbose=0)).reshape(
                 reference.shape
             )
-        gap = np.abs(outputs - expected)
-        diff = float(gap.max()) if num_rows(x) else 0.0
-        within = bool(np.all(gap <= atol + rtol * np.abs(expected)))
-        metrics = compute_metrics(task, y, outputs)
-        metrics["max_abs_diff"] = diff
-        if task.is_classification or name in approximate:
-            metrics["agreement"] = agreement(task, outputs, reference)
+        metrics = _batch_check(
+            name, path, outputs, expected, reference, y, task, atol, rtol, name in approximate
+        )
+        if name in approximate and metrics["agreement"] < min_agreement:
+            raise ExportError(
+                f"The exported {name} model at {path} does not answer like the trained "
+                f"model: it agrees on {metrics['agreement']:.1%} of {rows} rows "
+                f"(allowed: export.min_agreement={min_agreement:g}); its outputs differ by "
+                f"up to {metrics['max_abs_diff']:.3g}."
+            )
         metrics["bytes"], metrics["gzip_bytes"] = artifact_bytes(path)
-        if path.suffix == ".tflite" and latency_runs and num_rows(x):
-            try:
-                metrics.update(tflite_latency(path, x, latency_runs))
-            except (RuntimeError, ValueError) as exc:
-                # The file answered on the whole split above; only a batch of
-                # one fails (table models whose TFLite concatenation refuses
-                # rank-1 columns at batch 1). Report it, do not fail the run.
-                logger.warning(
-                    "Single-example latency of %s could not be measured: %s", path.name, exc
-                )
-                metrics["latency_ms"] = None
-                metrics["latency_error"] = f"{type(exc).__name__}: {exc}"
+        single = min(rows, ONE_ROW_CHECKS)
+        runners = [runner]
+        if runner is not None:
+            # A TFLite file opened afresh, its first call one row: once resized
+            # for a batch, an interpreter answers one row even where a user's
+            # (at the file's stored size) fails.
+            predict, fresh = _predictor(path)
+            runners.append(fresh)
+        alone = _one_row_answers(name, path, predict, x, single).reshape(
+            (single, *reference.shape[1:])
+        )
+        # A float artifact answers like the model; a quantized one like itself in a batch.
+        target = outputs[:single] if name in approximate else expected[:single]
+        gap = np.abs(alone - target)
+        if not np.all(gap <= atol + rtol * np.abs(target)):
+            raise ExportError(
+                f"The exported {name} model at {path} answers a single row differently from "
+                f"{'its answer in a batch' if name in approximate else 'the trained model'}: "
+                f"by up to {float(gap.max()):.3g} over {single} rows asked alone (allowed: "
+                f"export.atol={atol:g} + export.rtol={rtol:g} x |output|)."
+            )
+        metrics["one_row_checked"] = single
+        _check_default_kernels(name, path, runners)
+        if runner is not None:
+            metrics["kernels"] = runner.kernels
+        if latency_runs and rows:
+            metrics.update(_latency(name, path, predict, x, latency_runs))
+        elif latency_runs:
+            metrics["latency_ms"] = None
+            metrics["latency_note"] = "not measured: no held-out rows to time"
         results[name] = metrics
         if name in approximate:
-            if metrics["agreement"] < min_agreement:
-                raise ExportError(
-                    f"The exported {name} model at {path} does not answer like the trained "
-                    f"model: it agrees on {metrics['agreement']:.1%} of {num_rows(x)} rows "
-                    f"(allowed: export.min_agreement={min_agreement:g}); its outputs differ by "
-                    f"up to {diff:.3g}."
-                )
             logger.info(
-                "Verified %s: agrees on %.1f%% of %d rows (max |difference| %.2g).",
+                "Verified %s: agrees on %.1f%% of %d rows (max |difference| %.2g); answers "
+                "%d rows alone as in a batch.",
                 name,
                 100 * metrics["agreement"],
-                num_rows(x),
-                diff,
+                rows,
+                metrics["max_abs_diff"],
+                single,
             )
-            continue
-        if not within:
-            disagree = (
-                f"; predicted classes agree on {metrics['agreement']:.1%} of rows"
-                if "agreement" in metrics
-                else ""
+        else:
+            logger.info(
+                "Verified %s: max |difference| %.2g over %d rows in batches and %d alone.",
+                name,
+                metrics["max_abs_diff"],
+                rows,
+                single,
             )
-            raise ExportError(
-                f"The exported {name} model at {path} does not answer like the trained model: "
-                f"outputs differ by up to {diff:.3g} (allowed: export.atol={atol:g} + "
-                f"export.rtol={rtol:g} x |output|){disagree}."
-            )
-        logger.info("Verified %s: max |difference| %.2g over %d rows.", name, diff, num_rows(x))
     return results
+
+
+def _batch_check(
+    name: str,
+    path: Path,
+    outputs: np.ndarray,
+    expected: np.ndarray,
+    reference: np.ndarray,
+    y: np.ndarray,
+    task: Task,
+    atol: float,
+    rtol: float,
+    approximate: bool,
+) -> dict[str, Any]:
+    """The artifact's metrics on the split answered in batches; a float
+    artifact further than `atol + rtol * |expected|` fails."""
+    rows = len(outputs)
+    gap = np.abs(outputs - expected)
+    metrics = compute_metrics(task, y, outputs)
+    metrics["max_abs_diff"] = float(gap.max()) if rows else 0.0
+    if task.is_classification or approximate:
+        metrics["agreement"] = agreement(task, outputs, reference)
+    if not approximate and not np.all(gap <= atol + rtol * np.abs(expected)):
+        disagree = (
+            f"; predicted classes agree on {metrics['agreement']:.1%} of rows"
+            if "agreement" in metrics
+            else ""
+        )
+        raise ExportError(
+            f"The exported {name} model at {path} does not answer like the trained model: "
+            f"outputs differ by up to {metrics['max_abs_diff']:.3g} (allowed: "
+            f"export.atol={atol:g} + export.rtol={rtol:g} x |output|){disagree}."
+        )
+    return metrics

@@ -4,6 +4,8 @@ artifact."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,50 +13,186 @@ from typing import Any
 
 import numpy as np
 
+from kerastrain.errors import ExportError
 from kerastrain.files import atomic_write
 from kerastrain.report.formatting import disk_size, format_value, human_size
 from kerastrain.report.section import METRIC_COLUMNS
+from kerastrain.report.signature import InputSpec, Signature, read_signature
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["write_model_card", "MODEL_CARD_NAME"]
 
 MODEL_CARD_NAME = "MODEL_CARD.md"
 
-_LOADERS = {
-    "savedmodel": """\
-```python
-import numpy as np
-import tensorflow as tf
 
-loaded = tf.saved_model.load("{path}")
-serve = loaded.signatures["serving_default"]
-(name,) = serve.structured_input_signature[1]      # the input's name
-outputs = next(iter(serve(**{{name: tf.constant(x, tf.float32)}}).values())).numpy()
-```
-Keras 3 users: `keras.layers.TFSMLayer("{path}", call_endpoint="serving_default")`.""",
-    "keras": """\
-```python
-import tf_keras
+def _shape_text(spec: InputSpec) -> str:
+    dims = ", ".join(["rows", *(str(d) if d is not None else "any" for d in spec.shape)])
+    return f"({dims},)" if not spec.shape else f"({dims})"
 
-model = tf_keras.models.load_model("{path}", compile=False)
-outputs = model.predict(x)
-```""",
-    "h5": """\
-```python
-import tf_keras
 
-model = tf_keras.models.load_model("{path}", compile=False)
-outputs = model.predict(x)
-```""",
-    "tflite": """\
-```python
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter
+def _placeholder(spec: InputSpec) -> str:
+    """One row of an input, in the dtype the caller gives (real values for
+    a quantized input: the block quantizes them)."""
+    shape = (1, *(d if d is not None else 1 for d in spec.shape))
+    if spec.dtype == "string":
+        return f'np.full({shape}, "")'
+    dtype = "float32" if spec.quantization else spec.dtype
+    return f"np.zeros({shape}, np.{dtype})"
 
-runner = Interpreter(model_path="{path}").get_signature_runner("serving_default")
-(name,) = runner.get_input_details()               # the input's name
-outputs = next(iter(runner(**{{name: x.astype(np.float32)}}).values()))
-```""",
+
+def _inputs_code(signature: Signature) -> list[str]:
+    """``x = ...``: one placeholder row of every input, by name, with its dtype."""
+    lines = ["# One row of every input (several rows: longer arrays): put your values here."]
+    if not signature.by_name and len(signature.inputs) == 1:
+        (spec,) = signature.inputs
+        return [*lines, f"x = {_placeholder(spec)}  # {json.dumps(spec.name)}: {_describe(spec)}"]
+    opening, closing = ("x = {", "}") if signature.by_name else ("x = [", "]")
+    lines.append(opening)
+    for spec in signature.inputs:
+        key = f"{json.dumps(spec.name)}: " if signature.by_name else ""
+        lines.append(f"    {key}{_placeholder(spec)},  # {_describe(spec)}")
+    return [*lines, closing]
+
+
+def _describe(spec: InputSpec) -> str:
+    kind = "text" if spec.dtype == "string" else spec.dtype
+    if spec.quantization:
+        kind = f"{spec.dtype} in the file; give real values as float32"
+    return f"{kind}, shape {_shape_text(spec)}"
+
+
+def _savedmodel_code(path: str, signature: Signature) -> list[str]:
+    (output, *_) = signature.outputs
+    return [
+        "import numpy as np",
+        "import tensorflow as tf",
+        "",
+        f'serve = tf.saved_model.load("{path}").signatures["serving_default"]',
+        *_inputs_code(signature),
+        "outputs = serve(**{name: tf.constant(value) for name, value in x.items()})"
+        f'["{output}"].numpy()',
+    ]
+
+
+def _keras_code(path: str, signature: Signature) -> list[str]:
+    registers = [f"import {m}  # registers the model's custom layers" for m in signature.modules]
+    return [
+        "import numpy as np",
+        "import tf_keras",
+        "",
+        *([*registers, ""] if registers else []),
+        f'model = tf_keras.models.load_model("{path}", compile=False)',
+        *_inputs_code(signature),
+        "outputs = model.predict(x, verbose=0)",
+    ]
+
+
+def _tflite_code(path: str, signature: Signature) -> list[str]:
+    (output, *_) = signature.outputs
+    lines = [
+        "import numpy as np",
+        "from ai_edge_litert.interpreter import Interpreter",
+        "",
+        f'runner = Interpreter(model_path="{path}").get_signature_runner("serving_default")',
+        *_inputs_code(signature),
+    ]
+    for spec in signature.inputs:
+        if spec.quantization:
+            lines += [
+                f'scale, zero = runner.get_input_details()["{spec.name}"]["quantization"]',
+                f'real = np.round(x["{spec.name}"] / scale + zero)',
+                f"limits = np.iinfo(np.{spec.dtype})",
+                f'x["{spec.name}"] = np.clip(real, limits.min, limits.max).astype(np.{spec.dtype})',
+            ]
+    lines.append(f'outputs = runner(**x)["{output}"]')
+    if signature.output_quantization:
+        lines += [
+            f'scale, zero = runner.get_output_details()["{output}"]["quantization"]',
+            "outputs = (outputs.astype(np.float32) - zero) * scale",
+        ]
+    return lines
+
+
+_CODE = {"savedmodel": _savedmodel_code, "keras": _keras_code, "tflite": _tflite_code}
+
+#: When a file's signature cannot be read: how to load it and see what it takes.
+_UNREAD = {
+    "savedmodel": [
+        "import tensorflow as tf",
+        "",
+        'serve = tf.saved_model.load("{path}").signatures["serving_default"]',
+        "print(serve.structured_input_signature)  # the inputs it takes",
+    ],
+    "keras": [
+        "import tf_keras",
+        "",
+        'model = tf_keras.models.load_model("{path}", compile=False)',
+        "print(model.inputs)  # the inputs it takes",
+    ],
+    "tflite": [
+        "from ai_edge_litert.interpreter import Interpreter",
+        "",
+        'runner = Interpreter(model_path="{path}").get_signature_runner("serving_default")',
+        "print(runner.get_input_details())  # the inputs it takes",
+    ],
 }
+
+
+def _format(path: Path) -> str:
+    if path.is_dir():
+        return "savedmodel"
+    return "tflite" if path.suffix == ".tflite" else "keras"
+
+
+def _loading_code(path: Path) -> tuple[Signature | None, list[str]]:
+    """The artifact's signature (`None` when it cannot be read) and the
+    Markdown with the code that loads it and runs it on one row, generated
+    from that signature."""
+    rel = path.name
+    try:
+        signature = read_signature(path)
+    except ExportError as exc:
+        logger.warning("The model card cannot show the inputs of %s: %s", rel, exc)
+        code = [line.format(path=rel) for line in _UNREAD[_format(path)]]
+        return None, ["```python", *code, "```", f"(Its input signature could not be read: {exc})"]
+    lines = ["```python", *_CODE[signature.format](rel, signature), "```"]
+    if signature.format == "savedmodel":
+        lines.append(
+            f'Keras 3 users: `keras.layers.TFSMLayer("{rel}", call_endpoint="serving_default")`.'
+        )
+    return signature, lines
+
+
+def _scoring(path: Path, signature: Signature | None) -> list[str]:
+    """How to score the artifacts on labelled rows."""
+    lines = [
+        "Paths are relative to this folder. Each block above builds `x`: one row of every "
+        "input the file takes, by name, in the dtype it takes (text as strings), filled with "
+        "placeholders; put your raw rows there (kerastrain's preprocessing is inside the model).",
+        "",
+    ]
+    if signature is not None and (
+        len(signature.inputs) > 1 or signature.inputs[0].dtype == "string"
+    ):
+        # `kerastrain.evaluate` reads features as one array: a table's named
+        # columns are scored by comparing `outputs` with the labels.
+        return lines + [
+            "To score them on labelled rows, run a block on those rows and compare `outputs` "
+            "with the labels (`kerastrain.evaluate` takes one array of features, not a "
+            "table's named columns).",
+            "",
+        ]
+    return lines + [
+        "Any of them, scored on new labelled data (`x` as above, `y` their labels):",
+        "",
+        "```python",
+        "import kerastrain",
+        "",
+        f'metrics = kerastrain.evaluate("{path.name}", (x, y))',
+        "```",
+        "",
+    ]
 
 
 def _md_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -216,28 +354,12 @@ def write_model_card(
     lines += ["", "## How to load", ""]
     if not artifacts:
         lines += ["No artifact was exported.", ""]
+    signatures = []
     for fmt, path in artifacts.items():
         rel = Path(path).name
-        lines += [
-            f"### {fmt} (`{rel}`, {human_size(disk_size(Path(path)))})",
-            "",
-            _LOADERS.get(fmt, "```python\n# load {path} with the tool that wrote it\n```").format(
-                path=rel
-            ),
-            "",
-        ]
+        signature, code = _loading_code(Path(path))
+        signatures.append(signature)
+        lines += [f"### {fmt} (`{rel}`, {human_size(disk_size(Path(path)))})", "", *code, ""]
     if artifacts:
-        any_path = Path(next(iter(artifacts.values()))).name
-        lines += [
-            "Any of them, scored on new labelled data:",
-            "",
-            "```python",
-            "import kerastrain",
-            "",
-            f'metrics = kerastrain.evaluate("{any_path}", (x, y))',
-            "```",
-            "",
-            "Paths are relative to this folder; `x` holds raw feature rows as float32.",
-            "",
-        ]
+        lines += _scoring(Path(next(iter(artifacts.values()))), signatures[0])
     return atomic_write(run_dir / MODEL_CARD_NAME, "\n".join(lines))
