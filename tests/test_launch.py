@@ -211,6 +211,24 @@ def test_only_the_chief_writes_the_run_folder(killed_then_rerun):
 
 
 @pytest.mark.subprocess
+def test_only_the_chief_explains_and_reports(killed_then_rerun):
+    lines = killed_then_rerun["lines"][2]
+
+    def stages(task: str) -> set[str]:
+        return {
+            line.split("Stage ")[1].split()[0]
+            for t, line in lines
+            if t == task and "Stage " in line
+        }
+
+    assert {"explain", "report"} <= stages("worker 0")
+    # Worker 1 trains and evaluates with the chief, but its explanation and
+    # report would go to a folder that is removed: it skips them.
+    assert "train" in stages("worker 1")
+    assert not {"explain", "report"} & stages("worker 1")
+
+
+@pytest.mark.subprocess
 def test_two_workers_match_one_process_with_the_same_global_batch(killed_then_rerun):
     result, single = killed_then_rerun["result"], killed_then_rerun["single"]
     launched = keras.models.load_model(result.artifacts["keras"])

@@ -60,9 +60,9 @@ PRECISION_MIN_SPEEDUP = 1.1
 #: batch 32) 2.7x slower here, and first became faster near 10 MFLOP.
 PRECISION_MIN_STEP_FLOPS = 4e6
 
-#: Precision decisions measured in this process, by model architecture (see
+#: Precision decisions taken in this process, by model architecture (see
 #: `_architecture`): a model rebuilt later (a tuning trial's best, a Hyperband
-#: child warm-started from its parent) computes as the measured one did.
+#: child warm-started from its parent) computes as the first one did.
 _MEASURED_PRECISION: dict[tuple, Decision] = {}
 
 
@@ -284,7 +284,7 @@ def choose_precision(
     itself on one device (`measure_precision`), one replica of it when the
     strategy mirrors over several devices (`measure_one_replica`). Where no
     step can be measured (a cluster of workers, no batch, a model that
-    cannot be copied), float32 is kept and the decision says why. A measured
+    cannot be copied), float32 is kept and the decision says why. The
     decision is remembered for this architecture, so that later builds of
     it (without data to measure on) make the same choice. GPUs and TPUs keep
     ``candidate``.
@@ -319,6 +319,7 @@ def choose_precision(
     if decision is None and batch is None:
         decision = _unmeasured(candidate, "there is no batch to measure")
     if decision is not None:
+        _MEASURED_PRECISION.setdefault(_architecture(model, batch_size), decision)
         return _in_precision(model, decision), decision, None
     step_seconds = None
     try:
@@ -330,7 +331,7 @@ def choose_precision(
     except (ValueError, TypeError, tf.errors.OpError) as exc:  # a custom layer, say
         why = f"the step could not be measured ({type(exc).__name__}: {exc})"
         decision = _unmeasured(candidate, why)
-        return _in_precision(model, decision), decision, None
+        model = _in_precision(model, decision)
     _MEASURED_PRECISION[_architecture(model, batch_size)] = decision
     return model, decision, step_seconds
 
