@@ -147,8 +147,9 @@ def fit_pipeline(
             text). Defaults to `None`.
         tracking: Mapping or `TrackingConfig` (TensorBoard, MLflow).
             Defaults to `None`.
-        strategy: A strategy name or a `tf.distribute.Strategy`.
-            Defaults to `"auto"`.
+        strategy: A strategy name, a `tf.distribute.Strategy`, or a
+            strategy by kind and options as config.yaml records an object
+            (``{"kind": "mirrored", "devices": [...]}``). Defaults to `"auto"`.
         distribute: Mapping or `DistributeConfig`. Defaults to `None`.
         output_dir: The run folder; rerunning with the same folder after a
             crash resumes training. Defaults to `saved_models/<run name>`.

@@ -67,6 +67,9 @@ def test_every_process_gets_the_same_seed_name_and_folder(tmp_path, monkeypatch)
     assert cfg.strategy == "multi_worker" and cfg.seed is not None
     assert cfg.output_dir == str(tmp_path / "saved_models" / cfg.name)
     assert _launch_config({"data": "iris"}, ps=1).strategy == "parameter_server"
+    # The config.yaml of a run given a MultiWorkerMirroredStrategy object launches too.
+    recorded = {"data": "iris", "strategy": {"kind": "multi_worker"}}
+    assert _launch_config(recorded, ps=0).strategy == "multi_worker"
 
 
 def test_why_a_process_died_is_read_from_its_exit_and_output():
