@@ -13,8 +13,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from kerastrain.errors import ConfigError, message
+from kerastrain.logs import print_tensorflow_once
 
 __all__ = ["keras", "tf", "is_keras3_object", "ensure_tf_keras"]
+
+tf.get_logger()  # TensorFlow adds its own handler now, if ever
+print_tensorflow_once()
 
 
 def is_keras3_object(obj: object) -> bool:

@@ -22,13 +22,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 from urllib.parse import urlparse
 
 from kerastrain._keras import tf
 from kerastrain.config import DistributeConfig, PipelineConfig, TrainConfig
-from kerastrain.config.distribute import STRATEGIES, is_chief_task, task_of, tf_config
+from kerastrain.config.distribute import (
+    STRATEGIES,
+    STRATEGY_KINDS,
+    check_strategy_spec,
+    is_chief_task,
+    task_of,
+    tf_config,
+)
 from kerastrain.errors import ConfigError, config_error, message, one_of
 from kerastrain.runs import ProcessRole
 
@@ -37,6 +44,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "make_strategy",
     "strategy_name",
+    "strategy_spec",
+    "recorded_strategy",
     "tf_config",
     "is_chief",
     "cluster_task",
@@ -56,6 +65,18 @@ _TPU_HELP = (
     "on Colab pick a TPU runtime; elsewhere give the TPU's name or its "
     "'grpc://host:port'. strategy='auto' uses a GPU or the CPU when no TPU is found."
 )
+#: The same help when `distribute.tpu_address='local'` was already given.
+_LOCAL_TPU_HELP = (
+    "distribute.tpu_address='local' looks for a TPU attached to this machine, as on a "
+    "Cloud TPU VM, and this machine has none: on Colab pick a TPU runtime; elsewhere "
+    "give the TPU's name or its 'grpc://host:port'. strategy='auto' uses a GPU or the "
+    "CPU when no TPU is found."
+)
+
+
+def _tpu_help(address: str | None) -> str:
+    """What to do when no TPU answers, knowing what ``tpu_address`` already was."""
+    return _LOCAL_TPU_HELP if address == "local" else _TPU_HELP
 
 
 # --------------------------------------------------------------------------- cluster
@@ -145,8 +166,8 @@ def _probe(address: str) -> str | None:
         return f"nothing answers at {address} ({exc.strerror or exc})"
 
 
-def _no_tpu(reason: str) -> ConfigError:
-    error = ConfigError(message(f"No TPU was found: {reason}", allowed=_TPU_HELP))
+def _no_tpu(reason: str, address: str | None) -> ConfigError:
+    error = ConfigError(message(f"No TPU was found: {reason}", allowed=_tpu_help(address)))
     error.reason = f"no TPU: {reason}"  # type: ignore[attr-defined]
     return error
 
@@ -156,16 +177,16 @@ def _tpu_resolver(address: str | None) -> Any:
     if address is not None:
         reason = _probe(address)
         if reason:
-            raise _no_tpu(reason)
+            raise _no_tpu(reason, address)
     try:
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=address)
     except (ValueError, OSError, RuntimeError, KeyError) as exc:
         if address is None and tf.config.list_physical_devices("TPU"):
             return tf.distribute.cluster_resolver.TPUClusterResolver(tpu="local")
-        raise _no_tpu(f"{type(exc).__name__}: {str(exc).rstrip('.')}") from None
+        raise _no_tpu(f"{type(exc).__name__}: {str(exc).rstrip('.')}", address) from None
     reason = _probe(resolver.master())
     if reason:
-        raise _no_tpu(reason)
+        raise _no_tpu(reason, address)
     return resolver
 
 
@@ -173,7 +194,7 @@ def _is_local_tpu(resolver: Any) -> bool:
     return not resolver.master() or resolver.master() == "local"
 
 
-def _tpu_strategy(resolver: Any) -> tf.distribute.Strategy:
+def _tpu_strategy(resolver: Any, address: str | None = None) -> tf.distribute.Strategy:
     try:
         if not _is_local_tpu(resolver):
             tf.config.experimental_connect_to_cluster(resolver)
@@ -184,7 +205,7 @@ def _tpu_strategy(resolver: Any) -> tf.distribute.Strategy:
             message(
                 f"No TPU could be initialized at {resolver.master() or 'local'!r} "
                 f"({type(exc).__name__}: {first})",
-                allowed=_TPU_HELP,
+                allowed=_tpu_help(address),
             )
         ) from None
     return tf.distribute.TPUStrategy(resolver)
@@ -319,7 +340,7 @@ def _auto(options: DistributeConfig) -> tf.distribute.Strategy:
     if resolver is not None:
         reason, strategy = (
             f"a TPU answered at {resolver.master() or 'local'}",
-            _tpu_strategy(resolver),
+            _tpu_strategy(resolver, options.tpu_address),
         )
     elif len(gpus) > 1:
         reason = f"{len(gpus)} GPUs; {why_not_tpu}"
@@ -351,8 +372,95 @@ STRATEGY_BUILDERS: dict[str, Callable[[DistributeConfig], tf.distribute.Strategy
     "mirrored": lambda options: _mirrored(),
     "multi_worker": lambda options: _multi_worker(),
     "parameter_server": lambda options: _parameter_server(),
-    "tpu": lambda options: _tpu_strategy(_tpu_resolver(options.tpu_address)),
+    "tpu": lambda options: _tpu_strategy(_tpu_resolver(options.tpu_address), options.tpu_address),
 }
+
+
+def _devices(names: list[str], option: str) -> list[str]:
+    """``names`` checked against this machine's logical devices."""
+    available = tf.config.list_logical_devices()
+
+    def known(name: str) -> bool:
+        try:
+            wanted = tf.DeviceSpec.from_string(name)
+        except ValueError:
+            return False
+        return any(
+            (wanted.device_type or "").upper() == (spec.device_type or "").upper()
+            and (wanted.device_index or 0) == (spec.device_index or 0)
+            for spec in (tf.DeviceSpec.from_string(d.name) for d in available)
+        )
+
+    missing = [name for name in names if not known(name)]
+    if missing:
+        raise ConfigError(
+            message(
+                f"{option} names a device this machine does not have",
+                received={option: missing[0]},
+                allowed=", ".join(d.name for d in available),
+            )
+        )
+    return names
+
+
+def _from_spec(spec: Mapping[str, Any], options: DistributeConfig) -> tf.distribute.Strategy:
+    """The strategy a ``{"kind": ..., ...}`` mapping describes (see `strategy_spec`)."""
+    kind = spec["kind"]
+    if kind == "one_device":
+        return tf.distribute.OneDeviceStrategy(_devices([spec["device"]], "strategy.device")[0])
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy(_devices(spec["devices"], "strategy.devices"))
+    if kind == "tpu":
+        address = spec.get("tpu_address", options.tpu_address)
+        return _tpu_strategy(_tpu_resolver(address), address)
+    builders: dict[str, Callable[[], tf.distribute.Strategy]] = {
+        "default": tf.distribute.get_strategy,
+        "multi_worker": _multi_worker,
+        "parameter_server": _parameter_server,
+    }
+    return builders[kind]()
+
+
+def strategy_spec(strategy: tf.distribute.Strategy) -> dict[str, Any] | str:
+    """``strategy`` by kind and options, as config.yaml records it.
+
+    `make_strategy` builds the same kind of strategy over the same devices
+    from it: ``{"kind": "mirrored", "devices": [...]}``, ``{"kind":
+    "one_device", "device": ...}``, ``{"kind": "multi_worker"}`` (its
+    workers come from `TF_CONFIG`), ``{"kind": "parameter_server"}``,
+    ``{"kind": "tpu", "tpu_address": ...}``, ``{"kind": "default"}``. A kind
+    kerastrain does not know (say `CentralStorageStrategy`) is recorded as
+    `"auto"`, with a warning.
+    """
+    if isinstance(strategy, tf.distribute.TPUStrategy):
+        resolver = strategy.cluster_resolver
+        master = resolver.master() if resolver is not None else ""
+        return {"kind": "tpu", **({"tpu_address": master} if master else {})}
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return {"kind": "multi_worker"}
+    if uses_coordinator(strategy):
+        return {"kind": "parameter_server"}
+    if isinstance(strategy, tf.distribute.MirroredStrategy):
+        return {"kind": "mirrored", "devices": list(strategy.extended.worker_devices)}
+    if isinstance(strategy, tf.distribute.OneDeviceStrategy):
+        return {"kind": "one_device", "device": strategy.extended.worker_devices[0]}
+    if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
+        return {"kind": "default"}  # TensorFlow's one default strategy, outside any scope
+    logger.warning(
+        "config.yaml records strategy 'auto' for the %s given: its kind is none of %s. "
+        "To repeat the run, pass the strategy object again with config=config.yaml.",
+        type(strategy).__name__,
+        ", ".join(STRATEGY_KINDS),
+    )
+    return "auto"
+
+
+def recorded_strategy(spec: Any, strategy: tf.distribute.Strategy) -> Any:
+    """The `strategy` option as config.yaml records it: a name or a mapping
+    as given, a strategy object by kind and options (`strategy_spec`)."""
+    if isinstance(spec, (str, Mapping)):
+        return spec
+    return strategy_spec(strategy)
 
 
 def make_strategy(
@@ -368,8 +476,9 @@ def make_strategy(
             one GPU; else the default strategy on the CPU), `"cpu"`, `"gpu"`,
             `"mirrored"` (all GPUs, else all logical CPUs), `"multi_worker"`
             (`MultiWorkerMirroredStrategy` over the `TF_CONFIG` cluster),
-            `"parameter_server"`, `"tpu"`, or a `tf.distribute.Strategy`,
-            used as is. Defaults to `"auto"`.
+            `"parameter_server"`, `"tpu"`, a `tf.distribute.Strategy`,
+            used as is, or a strategy by kind and options (see
+            `strategy_spec`). Defaults to `"auto"`.
         options: The `distribute` options (`tpu_address`). Defaults to `None`.
 
     Returns:
@@ -391,6 +500,17 @@ def make_strategy(
             spec.num_replicas_in_sync,
         )
         return spec
+    if isinstance(spec, Mapping):
+        spec = check_strategy_spec(spec)
+        strategy = _from_spec(spec, options)
+        logger.info(
+            "Strategy: %s with %d replica(s), from %s%s.",
+            strategy_name(strategy),
+            strategy.num_replicas_in_sync,
+            spec,
+            _cluster_words(),
+        )
+        return strategy
     if not isinstance(spec, str) or spec not in STRATEGIES:
         raise config_error(
             "strategy",

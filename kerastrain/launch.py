@@ -125,14 +125,15 @@ def _launch_config(config: Any, ps: int) -> PipelineConfig:
     """The config every process runs: strategy, seed, name and folder fixed once."""
     cfg = load_config(config)
     wanted = "parameter_server" if ps else "multi_worker"
-    if not isinstance(cfg.strategy, str):
+    if cfg.strategy_kind is None:
         raise config_error(
             "strategy",
             cfg.strategy,
             f"'auto' or {wanted!r} for a launch (a strategy object cannot be "
             "sent to other processes)",
         )
-    if cfg.strategy not in ("auto", wanted):
+    # A config.yaml records a strategy object by kind: {kind: multi_worker} launches too.
+    if cfg.strategy_kind not in ("auto", wanted):
         raise config_error(
             "strategy",
             cfg.strategy,

@@ -22,8 +22,10 @@ from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared, prepare_data
 from kerastrain.data.preprocess import with_target_scale
 from kerastrain.distribute import (
+    is_chief,
     make_strategy,
     process_role,
+    recorded_strategy,
     strategy_summary,
     warn_if_unreachable_by_tpu,
 )
@@ -70,7 +72,7 @@ class PipelineResult:
         metrics: `"val"`, `"test"`, and one entry per exported artifact.
         artifacts: Format name to path.
         best_hyperparameters: The tuned values, or None when nothing was tuned.
-        report_path: The run's report.
+        report_path: The run's report (None on a worker that is not the chief).
         config: The resolved configuration (with the seed actually used).
         run_dir: The run folder.
         timings: Seconds spent in each stage.
@@ -84,7 +86,7 @@ class PipelineResult:
     metrics: dict[str, dict[str, Any]]
     artifacts: dict[str, Path]
     best_hyperparameters: dict[str, Any] | None
-    report_path: Path
+    report_path: Path | None
     config: PipelineConfig
     run_dir: Path
     timings: dict[str, float]
@@ -151,8 +153,9 @@ def fit_pipeline(
             text). Defaults to `None`.
         tracking: Mapping or `TrackingConfig` (TensorBoard, MLflow).
             Defaults to `None`.
-        strategy: A strategy name or a `tf.distribute.Strategy`.
-            Defaults to `"auto"`.
+        strategy: A strategy name, a `tf.distribute.Strategy`, or a
+            strategy by kind and options as config.yaml records an object
+            (``{"kind": "mirrored", "devices": [...]}``). Defaults to `"auto"`.
         distribute: Mapping or `DistributeConfig`. Defaults to `None`.
         output_dir: The run folder; rerunning with the same folder after a
             crash resumes training. Defaults to `saved_models/<run name>`.
@@ -182,7 +185,11 @@ def fit_pipeline(
     warn_if_unreachable_by_tpu(strategy_obj, cfg.output_dir)
     run = open_run_folder(cfg, process_role(strategy_obj))  # a temporary one off the chief
     try:
-        save_config(cfg, run.path / "config.yaml")
+        # A strategy object is recorded by kind and options, so that the file repeats the run.
+        save_config(
+            cfg.replace(strategy=recorded_strategy(cfg.strategy, strategy_obj)),
+            run.path / "config.yaml",
+        )
         with stage("data"):
             prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
             check_explainable(cfg.report.explain, prepared)
@@ -211,13 +218,15 @@ def fit_pipeline(
         if export_cfg.verify and artifacts:
             with stage("verify"):
                 metrics.update(_verify(evaluation, artifacts, prepared, export_cfg))
-        with stage("explain"):
-            explanations = explain_run(trained, prepared, cfg.report, cfg.seed)
-        with stage("report"):
-            report_path = _report(
-                run, cfg, prepared, strategy_obj, fit, evaluation, metrics, artifacts,
-                explanations, tuned, compressed, stage.timings,
-            )  # fmt: skip
+        report_path = None
+        if is_chief(strategy_obj):  # other workers' explanation and report would be discarded
+            with stage("explain"):
+                explanations = explain_run(trained, prepared, cfg.report, cfg.seed)
+            with stage("report"):
+                report_path = _report(
+                    run, cfg, prepared, strategy_obj, fit, evaluation, metrics, artifacts,
+                    explanations, tuned, compressed, stage.timings,
+                )  # fmt: skip
         if cfg.tracking.tensorboard or cfg.tracking.mlflow:
             with stage("track"):
                 track_run(

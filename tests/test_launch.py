@@ -67,6 +67,9 @@ def test_every_process_gets_the_same_seed_name_and_folder(tmp_path, monkeypatch)
     assert cfg.strategy == "multi_worker" and cfg.seed is not None
     assert cfg.output_dir == str(tmp_path / "saved_models" / cfg.name)
     assert _launch_config({"data": "iris"}, ps=1).strategy == "parameter_server"
+    # The config.yaml of a run given a MultiWorkerMirroredStrategy object launches too.
+    recorded = {"data": "iris", "strategy": {"kind": "multi_worker"}}
+    assert _launch_config(recorded, ps=0).strategy == "multi_worker"
 
 
 def test_why_a_process_died_is_read_from_its_exit_and_output():
@@ -208,6 +211,24 @@ def test_only_the_chief_writes_the_run_folder(killed_then_rerun):
     report = result.report_path.read_text()
     assert "MultiWorkerMirroredStrategy, 2 replica(s) on 2 workers" in report
     assert "45 per replica x 2 = 90" in report
+
+
+@pytest.mark.subprocess
+def test_only_the_chief_explains_and_reports(killed_then_rerun):
+    lines = killed_then_rerun["lines"][2]
+
+    def stages(task: str) -> set[str]:
+        return {
+            line.split("Stage ")[1].split()[0]
+            for t, line in lines
+            if t == task and "Stage " in line
+        }
+
+    assert {"explain", "report"} <= stages("worker 0")
+    # Worker 1 trains and evaluates with the chief, but its explanation and
+    # report would go to a folder that is removed: it skips them.
+    assert "train" in stages("worker 1")
+    assert not {"explain", "report"} & stages("worker 1")
 
 
 @pytest.mark.subprocess

@@ -94,6 +94,9 @@ def test_two_phases_in_one_fit_pipeline_call_keep_batchnorm_frozen(digits_arrays
     assert (
         "then fine-tuning the top 8 backbone layers at learning rate 0.0001" in result.stop_reason
     )
+    # Each phase counts its own epochs (fine-tuning ran epochs 2 and 3: two of them).
+    assert result.stop_reason.startswith("head (backbone frozen): completed all 1 epochs;")
+    assert result.stop_reason.endswith(": completed all 2 epochs"), result.stop_reason
     model = result.model
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-4)
     assert fine_tune_plan("transfer", result.config.model_options).epochs == 2

@@ -228,16 +228,21 @@ class EarlyStopping(keras.callbacks.Callback):
                 self.best,
             )
 
-    def summary(self, epochs: int) -> str:
+    def summary(self, epochs: int, first: int = 0) -> str:
         """Why training ended, in one sentence, for the history and report.
 
         Args:
             epochs: The epochs asked for.
+            first: The fit's first epoch (0-based); epochs are counted from
+                it, so that a phase that continues a model (fine-tuning)
+                counts its own. Defaults to `0`.
         """
         if self.stopped_epoch is not None:
-            text = f"early stopping after epoch {self.stopped_epoch + 1}: {self.stop_reason}"
+            text = (
+                f"early stopping after epoch {self.stopped_epoch + 1 - first}: {self.stop_reason}"
+            )
         else:
             text = f"completed all {epochs} epochs"
         if self.restored:
-            text += f"; weights restored from epoch {self.best_epoch + 1}"
+            text += f"; weights restored from epoch {self.best_epoch + 1 - first}"
         return text

@@ -22,12 +22,26 @@ __all__ = [
     "task_of",
     "is_chief_task",
     "STRATEGIES",
+    "STRATEGY_KINDS",
+    "check_strategy_spec",
     "TASK_TYPES",
 ]
 
 #: The names the top-level `strategy` option accepts (besides a
 #: `tf.distribute.Strategy`); `kerastrain.distribute` builds each.
 STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu")
+#: The kinds of a strategy given as a mapping (``{"kind": "mirrored", "devices":
+#: [...]}``), each with its options and whether they are required. config.yaml
+#: records a `tf.distribute.Strategy` object this way
+#: (`kerastrain.distribute.strategy_spec`), so that the file repeats the run.
+STRATEGY_KINDS: dict[str, dict[str, bool]] = {
+    "default": {},
+    "one_device": {"device": True},
+    "mirrored": {"devices": True},
+    "multi_worker": {},
+    "parameter_server": {},
+    "tpu": {"tpu_address": False},
+}
 #: The task types a TF_CONFIG cluster may hold.
 TASK_TYPES = ("chief", "worker", "ps", "evaluator")
 
@@ -60,6 +74,60 @@ class DistributeConfig(Section):
                 self.tpu_address,
                 "a TPU name, 'local' or 'grpc://host:port', or None",
             )
+
+
+def check_strategy_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A strategy given by kind and options, checked (see `STRATEGY_KINDS`).
+
+    Args:
+        spec: ``{"kind": "mirrored", "devices": ["/cpu:0"]}``,
+            ``{"kind": "one_device", "device": "/gpu:0"}``, ``{"kind":
+            "default"}``, ...
+
+    Returns:
+        A plain copy of ``spec`` (devices as a list of strings).
+
+    Raises:
+        ConfigError: For a missing or unknown kind, an unknown or missing
+            option, or a device that is not a name.
+    """
+    kinds = tuple(STRATEGY_KINDS)
+    kind = spec.get("kind")
+    if kind not in STRATEGY_KINDS:
+        raise config_error("strategy.kind", kind, "one of " + ", ".join(map(repr, kinds)), kinds)
+    allowed = STRATEGY_KINDS[kind]
+    for key in spec:
+        if key != "kind" and key not in allowed:
+            names = ", ".join(map(repr, allowed)) or "none"
+            raise ConfigError(
+                f"Unknown option {key!r} of strategy kind {kind!r}; its options are: "
+                f"{names}." + did_you_mean(str(key), list(allowed))
+            )
+    for key, required in allowed.items():
+        if required and key not in spec:
+            raise config_error(
+                f"strategy.{key}", None, f"a value: strategy kind {kind!r} needs {key!r}"
+            )
+    checked: dict[str, Any] = {"kind": kind}
+    if "device" in spec:
+        if not isinstance(spec["device"], str) or not spec["device"]:
+            raise config_error("strategy.device", spec["device"], "a device name like '/gpu:0'")
+        checked["device"] = spec["device"]
+    if "devices" in spec:
+        devices = spec["devices"]
+        if (
+            isinstance(devices, str)
+            or not isinstance(devices, Sequence)
+            or not devices
+            or not all(isinstance(d, str) and d for d in devices)
+        ):
+            raise config_error(
+                "strategy.devices", devices, "a non-empty list of device names like '/gpu:0'"
+            )
+        checked["devices"] = list(devices)
+    if spec.get("tpu_address") is not None:
+        checked["tpu_address"] = str(spec["tpu_address"])
+    return checked
 
 
 def _check_addresses(name: str, addresses: Sequence[str]) -> list[str]:

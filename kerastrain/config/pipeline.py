@@ -13,7 +13,7 @@ import yaml
 from kerastrain.config.base import Section
 from kerastrain.config.compress import CompressConfig
 from kerastrain.config.data import DataConfig
-from kerastrain.config.distribute import STRATEGIES, DistributeConfig
+from kerastrain.config.distribute import STRATEGIES, DistributeConfig, check_strategy_spec
 from kerastrain.config.export import ExportConfig
 from kerastrain.config.report import ReportConfig
 from kerastrain.config.tracking import TrackingConfig
@@ -53,8 +53,10 @@ class PipelineConfig(Section):
             Defaults to `None`.
         report: See `ReportConfig`.
         tracking: See `TrackingConfig`.
-        strategy: A strategy name or a `tf.distribute.Strategy`.
-            Defaults to `"auto"`.
+        strategy: A strategy name, a `tf.distribute.Strategy`, or a
+            strategy by kind and options (``{"kind": "mirrored", "devices":
+            [...]}``, see `STRATEGY_KINDS`; config.yaml records a strategy
+            object this way). Defaults to `"auto"`.
         distribute: See `DistributeConfig`.
         model_options: Keyword arguments of the model factory (`width`,
             `depth`, `dropout`, ...). Defaults to `{}`.
@@ -94,9 +96,13 @@ class PipelineConfig(Section):
                     "one of " + ", ".join(map(repr, STRATEGIES)) + " or a tf.distribute.Strategy",
                     STRATEGIES,
                 )
+        elif isinstance(self.strategy, Mapping):
+            object.__setattr__(self, "strategy", check_strategy_spec(self.strategy))
         elif not _is_strategy(self.strategy):
             raise config_error(
-                "strategy", self.strategy, "a strategy name or a tf.distribute.Strategy"
+                "strategy",
+                self.strategy,
+                "a strategy name, a tf.distribute.Strategy, or a mapping with its 'kind'",
             )
         if not (isinstance(self.model, str) or callable(self.model)):
             raise config_error(
@@ -121,7 +127,7 @@ class PipelineConfig(Section):
             )
         if self.tune is not None:
             self.tune.check_train(self.train)
-        if self.compress is not None and self.strategy == "parameter_server":
+        if self.compress is not None and self.strategy_kind == "parameter_server":
             raise ConfigError(
                 "compress is not available with strategy='parameter_server': "
                 "TF-MOT's wrappers fine-tune through model.fit on the workers' "
@@ -139,6 +145,14 @@ class PipelineConfig(Section):
                 "a list that includes 'tflite' when compress.budget is set (the "
                 "budget is the size of the TFLite file)",
             )
+
+    @property
+    def strategy_kind(self) -> str | None:
+        """The strategy's name or kind (`"mirrored"`, `"parameter_server"`);
+        None for a strategy object."""
+        if isinstance(self.strategy, Mapping):
+            return self.strategy["kind"]
+        return self.strategy if isinstance(self.strategy, str) else None
 
     @property
     def batch_size(self) -> int:
@@ -226,8 +240,10 @@ def load_config(
 def save_config(config: PipelineConfig, path: str | os.PathLike) -> Path:
     """Writes the resolved config as YAML (atomically) and returns its path.
 
-    Values that YAML cannot hold (in-memory arrays, a model object, a
-    strategy) are written as a short description, so such a run is repeated
-    by passing the same objects again with `config=` this file.
+    Values that YAML cannot hold (in-memory arrays, a model object) are
+    written as a short description, so such a run is repeated by passing the
+    same objects again with `config=` this file. A strategy object should be
+    replaced by its kind and options first
+    (`kerastrain.distribute.strategy_spec`), as `fit_pipeline` does.
     """
     return atomic_write(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

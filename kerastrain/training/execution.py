@@ -254,10 +254,11 @@ def pick_jit(device: DeviceInfo, *, run_seconds: float, probe: Any = None) -> De
     if device.kind == "tpu":
         return Decision(True, "TPUs run XLA-compiled steps")
     if probe is None or run_seconds < JIT_PROBE_MIN_RUN_SECONDS:
+        length = "under a second" if run_seconds < 1 else f"about {run_seconds:.0f} s"
         return Decision(
             False,
-            f"a {run_seconds:.0f} s run is too short to pay for an XLA "
-            f"probe on {device.kind.upper()}",
+            f"training is estimated at {length} on {device.kind.upper()}, too short to "
+            f"pay for an XLA compilation (probed from {JIT_PROBE_MIN_RUN_SECONDS:.0f} s)",
         )
     without, with_xla = probe()
     speedup = without / max(with_xla, 1e-9)

@@ -28,6 +28,7 @@ from kerastrain.callbacks.guard import schedule_of
 from kerastrain.config import TrainConfig
 from kerastrain.errors import ConfigError, TrainingDivergedError, message
 from kerastrain.files import atomic_write
+from kerastrain.logs import log_once
 from kerastrain.task import Task
 from kerastrain.training.execution import Decision, configure_execution
 from kerastrain.training.losses import make_loss, make_metrics
@@ -126,7 +127,14 @@ def compile_model(
 
 def _monitor(name: str, has_validation: bool, what: str) -> str:
     if not has_validation and name.startswith("val_"):
-        logger.warning("No validation split: %s watches %r instead of %r.", what, name[4:], name)
+        log_once(
+            logger,
+            logging.WARNING,
+            "No validation split: %s watches %r instead of %r.",
+            what,
+            name[4:],
+            name,
+        )
         return name[4:]
     return name
 
@@ -264,13 +272,15 @@ def _summary(
     epochs: Sequence[int],
     total: int,
     resumed_at: int | None,
+    first: int = 0,
 ) -> str:
+    # Epochs count from this fit's first one: a fine-tuning phase counts its own.
     if stopping is not None:
-        reason = stopping.summary(total)
+        reason = stopping.summary(total - first, first=first)
     elif epochs and epochs[-1] + 1 < total:
-        reason = f"stopped by a callback after epoch {epochs[-1] + 1} of {total}"
+        reason = f"stopped by a callback after epoch {epochs[-1] + 1 - first} of {total - first}"
     else:
-        reason = f"completed all {total} epochs"
+        reason = f"completed all {total - first} epochs"
     if resumed_at is not None:
         reason += f"; resumed at epoch {resumed_at} from the backup"
     if guard is not None and guard.recoveries:
@@ -440,7 +450,7 @@ def train_model(
             _refuse_untrained(model, guard, val_ds, "validation")
         else:
             _refuse_untrained(model, guard, train_ds, "training")
-    reason = _summary(stopping, guard, history.epoch, total, resumed_at)
+    reason = _summary(stopping, guard, history.epoch, total, resumed_at, initial_epoch)
     best = stopping.best_epoch + 1 if stopping is not None and stopping.restored else None
     logger.info("Training stopped: %s.", reason)
     return TrainResult(

@@ -142,8 +142,9 @@ def layer_flops(layer: Any, input_shape: Any, output_shape: Any) -> int:
             * math.prod(layer.kernel.shape)
             * _known_prod(_spatial(layer, _dims(output_shape)), layer)
         )
+    # Notes for whoever reads the count, not for the user training: DEBUG.
     if type(layer).__name__ in _UNCOUNTED_MATMUL_LAYERS:
-        logger.warning(
+        logger.debug(
             "forward_flops counts layer %r (%s) as 0 FLOPs: its matrix products "
             "are not modelled, so the total is an under-count.",
             layer.name,
@@ -152,7 +153,7 @@ def layer_flops(layer: Any, input_shape: Any, output_shape: Any) -> int:
     elif getattr(layer, "_self_tracked_trackables", None) and any(
         isinstance(sub, keras.layers.Layer) for sub in layer._self_tracked_trackables
     ):
-        logger.warning(
+        logger.debug(
             "forward_flops counts custom layer %r (%s) as 0 FLOPs: the shapes its "
             "sub-layers are called on are not recorded. Build it as a functional "
             "model to have them counted.",

@@ -1,10 +1,13 @@
 """Fast by default: the ``"auto"`` precision, and the float32 twin of a model.
 
 `pick_precision` chooses a mixed-precision policy from what the device can
-do; on one CPU device, `choose_precision` then times the model built under
-it against its float32 twin (the step probe of
-`kerastrain.training.execution`, which changes no weight) and keeps the
-faster one, remembering the choice for that architecture. `precision_scope`
+do; on CPUs, under every strategy, `choose_precision` then keeps float32 for
+a step too small to gain, times the model built under it against its
+float32 twin (the step probe of `kerastrain.training.execution`, which
+changes no weight; one replica of it under a strategy with several) and
+keeps the faster one, remembering the choice for that architecture; where
+nothing can be measured (a cluster of workers), float32 stays, with the
+reason. `precision_scope`
 builds a model under a policy; `as_float32` gives the float32 copy that is
 exported and evaluated.
 
@@ -40,7 +43,9 @@ __all__ = [
     "remembered_precision",
     "precision_scope",
     "resolve_precision",
-    "precision_is_measurable",
+    "too_small_for_precision",
+    "measure_one_replica",
+    "computes_in_float32",
     "float32_twin",
     "as_float32",
 ]
@@ -55,9 +60,9 @@ PRECISION_MIN_SPEEDUP = 1.1
 #: batch 32) 2.7x slower here, and first became faster near 10 MFLOP.
 PRECISION_MIN_STEP_FLOPS = 4e6
 
-#: Precision decisions measured in this process, by model architecture (see
+#: Precision decisions taken in this process, by model architecture (see
 #: `_architecture`): a model rebuilt later (a tuning trial's best, a Hyperband
-#: child warm-started from its parent) computes as the measured one did.
+#: child warm-started from its parent) computes as the first one did.
 _MEASURED_PRECISION: dict[tuple, Decision] = {}
 
 
@@ -121,13 +126,43 @@ def pick_measured_precision(
     )
 
 
-def _step_flops(model: keras.Model, batch: tuple[Any, Any]) -> int | None:
-    """Matrix-product FLOPs of one training step on ``batch`` (None when the
-    model's shapes are not static enough to count)."""
+def _step_flops(model: keras.Model, rows: int) -> int | None:
+    """Matrix-product FLOPs of one training step on ``rows`` examples (None
+    when the model's shapes are not static enough to count)."""
     try:
-        return training_flops(model) * int(tf.shape(tf.nest.flatten(batch[0])[0])[0])
+        return training_flops(model) * int(rows)
     except ValueError:
         return None
+
+
+def _batch_rows(batch: tuple[Any, Any]) -> int:
+    return int(tf.shape(tf.nest.flatten(batch[0])[0])[0])
+
+
+def too_small_for_precision(model: keras.Model, candidate: Decision, rows: int) -> Decision | None:
+    """float32, and why, when a step on ``rows`` examples is too small to gain.
+
+    The static rule of ``"auto"``, applied before any measurement and under
+    every strategy: a step of fewer than `PRECISION_MIN_STEP_FLOPS`
+    matrix-product FLOPs keeps float32.
+
+    Args:
+        model: A model built under ``candidate``'s policy.
+        candidate: The reduced precision `pick_precision` chose.
+        rows: Examples in one replica's step.
+
+    Returns:
+        The float32 decision, or None when the rule does not decide (a large
+        step, or shapes too dynamic to count).
+    """
+    step_flops = _step_flops(model, rows)
+    if step_flops is None or step_flops >= PRECISION_MIN_STEP_FLOPS:
+        return None
+    return Decision(
+        "float32",
+        f"{candidate.reason}, but a training step is {step_flops / 1e6:.1f} MFLOP of "
+        "matrix products, too few for faster products to pay for the casts",
+    )
 
 
 def measure_precision(
@@ -154,18 +189,9 @@ def measure_precision(
         `PRECISION_MIN_STEP_FLOPS`).
     """
     twin = float32_twin(model)
-    step_flops = _step_flops(model, batch)
-    if step_flops is not None and step_flops < PRECISION_MIN_STEP_FLOPS:
-        return (
-            twin,
-            Decision(
-                "float32",
-                f"{candidate.reason}, but a training step is "
-                f"{step_flops / 1e6:.1f} MFLOP of matrix products, too "
-                "few for faster products to pay for the casts",
-            ),
-            None,
-        )
+    small = too_small_for_precision(model, candidate, _batch_rows(batch))
+    if small is not None:
+        return twin, small, None
     reduced = measure_step_seconds(model, loss, batch)
     single = measure_step_seconds(twin, loss, batch)
     decision = pick_measured_precision(candidate, reduced, single)
@@ -197,22 +223,36 @@ def resolve_precision(setting: str, strategy: tf.distribute.Strategy) -> Decisio
     return pick_precision(device_info(strategy))
 
 
-def precision_is_measurable(strategy: tf.distribute.Strategy) -> bool:
-    """Whether `measure_precision` can time a step for ``strategy``: one CPU
-    device, in this process (every worker of a cluster must build the same
-    model, so a measured choice could differ between them)."""
-    return (
-        strategy.num_replicas_in_sync == 1
-        and not isinstance(
-            strategy,
-            (
-                tf.distribute.experimental.ParameterServerStrategy,
-                tf.distribute.MultiWorkerMirroredStrategy,
-                tf.distribute.TPUStrategy,
-            ),
-        )
-        and device_info(strategy).kind == "cpu"
-    )
+def _cluster_reason(strategy: tf.distribute.Strategy) -> str | None:
+    """Why a step cannot be measured in this process under ``strategy``, if so."""
+    if isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
+        return "parameter-server training runs the step on remote workers"
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "every worker must make the same choice, and each would measure its own step"
+    return None
+
+
+def _one_replica(model: keras.Model, float32: bool) -> keras.Model:
+    """A copy of ``model`` outside any strategy (one device, same weights),
+    in its own precision or in float32."""
+    config = model.get_config()
+    copy = model.__class__.from_config(_float32_config(config) if float32 else config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def measure_one_replica(
+    model: keras.Model, candidate: Decision, loss: Any, batch: tuple[Any, Any], rows: int
+) -> Decision:
+    """`measure_precision` on one replica of a model built under a strategy
+    with several: copies outside the strategy, timed on one replica's share
+    (the first ``rows`` examples) of ``batch``. Returns the decision only."""
+    share = tf.nest.map_structure(lambda t: t[:rows], batch)
+    local = _one_replica(model, float32=False)
+    reduced = measure_step_seconds(local, loss, share)
+    single = measure_step_seconds(_one_replica(model, float32=True), loss, share)
+    decision = pick_measured_precision(candidate, reduced, single)
+    return Decision(decision.value, f"{decision.reason} (measured on one replica)")
 
 
 def _architecture(model: keras.Model, batch_size: int) -> tuple:
@@ -237,11 +277,17 @@ def choose_precision(
 ) -> tuple[keras.Model, Decision, float | None]:
     """Settles `mixed_precision="auto"` for a model built under ``candidate``.
 
-    On one CPU device (`precision_is_measurable`), a reduced-precision model
-    is timed against its float32 twin on a batch of `probe_data` and the
-    faster one is kept (`measure_precision`); the decision is remembered for
-    this architecture, so that later builds of it (without data to measure
-    on) make the same choice. Elsewhere ``candidate`` stands.
+    On CPUs, under every strategy: a step under `PRECISION_MIN_STEP_FLOPS`
+    keeps float32 unmeasured (`too_small_for_precision`). Otherwise the
+    reduced precision is timed against float32 on a batch of `probe_data`
+    and kept only when `PRECISION_MIN_SPEEDUP` times faster: the model
+    itself on one device (`measure_precision`), one replica of it when the
+    strategy mirrors over several devices (`measure_one_replica`). Where no
+    step can be measured (a cluster of workers, no batch, a model that
+    cannot be copied), float32 is kept and the decision says why. The
+    decision is remembered for this architecture, so that later builds of
+    it (without data to measure on) make the same choice. GPUs and TPUs keep
+    ``candidate``.
 
     Args:
         model: The uncompiled model, built under ``candidate``'s policy.
@@ -254,24 +300,65 @@ def choose_precision(
 
     Returns:
         The model to train, the decision, and the measured seconds of one
-        step of it (None when nothing was measured).
+        step of it (None when nothing was measured). The model still
+        computes in ``candidate``'s policy only if the decision is float32
+        and no float32 copy of it could be made (`float32_twin` raised): the
+        caller builds it again in float32.
     """
-    if candidate.value == "float32" or not precision_is_measurable(strategy):
+    if candidate.value == "float32" or device_info(strategy).kind != "cpu":
         return model, candidate, None
-    key = _architecture(model, batch_size)
-    known = _MEASURED_PRECISION.get(key)
-    if known is not None:
-        return (float32_twin(model) if known.value == "float32" else model), known, None
-    batch = probe_batch(probe_data)
-    if batch is None:
-        return model, candidate, None
+    replicas = max(strategy.num_replicas_in_sync, 1)
+    rows = max(batch_size // replicas, 1)
+    decision = too_small_for_precision(model, candidate, rows)
+    cluster = _cluster_reason(strategy)
+    if decision is None and cluster is not None:
+        decision = _unmeasured(candidate, cluster)
+    if decision is None:
+        decision = _MEASURED_PRECISION.get(_architecture(model, batch_size))
+    batch = probe_batch(probe_data) if decision is None else None
+    if decision is None and batch is None:
+        decision = _unmeasured(candidate, "there is no batch to measure")
+    if decision is not None:
+        _MEASURED_PRECISION.setdefault(_architecture(model, batch_size), decision)
+        return _in_precision(model, decision), decision, None
+    step_seconds = None
     try:
-        model, decision, step_seconds = measure_precision(model, candidate, loss, batch)
+        if replicas == 1 and not isinstance(strategy, tf.distribute.MirroredStrategy):
+            model, decision, step_seconds = measure_precision(model, candidate, loss, batch)
+        else:
+            decision = measure_one_replica(model, candidate, loss, batch, rows)
+            model = _in_precision(model, decision)
     except (ValueError, TypeError, tf.errors.OpError) as exc:  # a custom layer, say
-        reason = f"{candidate.reason} (not compared with float32: {type(exc).__name__}: {exc})"
-        return model, Decision(candidate.value, reason), None
-    _MEASURED_PRECISION[key] = decision
+        why = f"the step could not be measured ({type(exc).__name__}: {exc})"
+        decision = _unmeasured(candidate, why)
+        model = _in_precision(model, decision)
+    _MEASURED_PRECISION[_architecture(model, batch_size)] = decision
     return model, decision, step_seconds
+
+
+def _unmeasured(candidate: Decision, why: str) -> Decision:
+    return Decision(
+        "float32",
+        f"{candidate.reason}, but {candidate.value} is kept only when a measured step is "
+        f"{PRECISION_MIN_SPEEDUP}x faster than float32, and {why}",
+    )
+
+
+def computes_in_float32(model: keras.Model) -> bool:
+    """Whether every layer of ``model`` computes in float32."""
+    return all(layer.dtype_policy.name == "float32" for layer in model.layers)
+
+
+def _in_precision(model: keras.Model, decision: Decision) -> keras.Model:
+    """``model`` when it already computes in ``decision``'s policy, else its
+    float32 twin (``model`` itself when no twin can be made)."""
+    if decision.value != "float32" or computes_in_float32(model):
+        return model
+    try:
+        return float32_twin(model)
+    except (ValueError, TypeError) as exc:
+        logger.debug("No float32 twin of %r (%s): it is built again.", model.name, exc)
+        return model
 
 
 def remembered_precision(

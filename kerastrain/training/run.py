@@ -29,6 +29,7 @@ from kerastrain.training.losses import make_loss, one_hot_labels
 from kerastrain.training.optimizers import steps_per_epoch
 from kerastrain.training.precision import (
     choose_precision,
+    computes_in_float32,
     precision_scope,
     remembered_precision,
     resolve_precision,
@@ -105,9 +106,11 @@ def _build(
 ) -> tuple[keras.Model, Decision, float | None]:
     """`build_compiled_model`, measuring the precision when it can.
 
-    With `execution.mixed_precision="auto"` choosing a reduced precision on one CPU
-    device, the model is timed against its float32 twin on a batch of
-    `probe_data` and the faster one is kept (`precision.choose_precision`);
+    With `execution.mixed_precision="auto"` choosing a reduced precision on a
+    CPU, a model with a large enough step is timed against its float32 twin
+    on a batch of `probe_data` and the faster one is kept, under every
+    strategy that can measure it; elsewhere float32 is kept
+    (`precision.choose_precision`);
     the decision is remembered for this architecture, so that later builds
     of it (without data to measure on) make the same choice.
 
@@ -118,19 +121,22 @@ def _build(
     task = prepared.task
     global_batch = global_batch_size(batch_size, strategy, train.gradient_accumulation)
     precision = resolve_precision(train.execution.mixed_precision, strategy)
-    with strategy.scope(), precision_scope(precision.value):
-        inputs = model_inputs(prepared.feature_shape, prepared.standardizer, prepared.encoding)
-        model = build_model(
-            model_spec,
-            inputs,
-            Head(task.output_units, task.output_activation),
-            model_options,
-        )
+
+    def build(policy: str) -> keras.Model:
+        with strategy.scope(), precision_scope(policy):
+            inputs = model_inputs(prepared.feature_shape, prepared.standardizer, prepared.encoding)
+            return build_model(
+                model_spec, inputs, Head(task.output_units, task.output_activation), model_options
+            )
+
+    model = build(precision.value)
     step_seconds = None
     if train.execution.mixed_precision == "auto":
         model, precision, step_seconds = choose_precision(
             model, precision, strategy, global_batch, make_loss(task, train), probe_data
         )
+        if precision.value == "float32" and not computes_in_float32(model):
+            model = build("float32")  # no float32 copy of it could be made
         logger.info("mixed_precision='auto' chose %s: %s.", precision.value, precision.reason)
     with strategy.scope():
         compile_model(

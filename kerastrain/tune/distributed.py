@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,8 @@ def _check_portable(config: PipelineConfig) -> None:
         problems.append("model (give a registered factory name)")
     if config.tune.build is not None and not isinstance(config.tune.build, str):
         problems.append("tune.build (give its import path 'module:function')")
-    if not isinstance(config.strategy, str):
-        problems.append("strategy (give its name)")
+    if not isinstance(config.strategy, (str, Mapping)):
+        problems.append("strategy (give its name, or its kind and options)")
     if problems:
         raise ConfigError(
             message(
