@@ -22,7 +22,6 @@ from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared, prepare_data
 from kerastrain.data.preprocess import with_target_scale
 from kerastrain.distribute import (
-    is_chief,
     make_strategy,
     process_role,
     recorded_strategy,
@@ -183,7 +182,8 @@ def fit_pipeline(
     stage = _Stages()
     strategy_obj = make_strategy(cfg.strategy, cfg.distribute)  # first: it may wait for workers
     warn_if_unreachable_by_tpu(strategy_obj, cfg.output_dir)
-    run = open_run_folder(cfg, process_role(strategy_obj))  # a temporary one off the chief
+    role = process_role(strategy_obj)
+    run = open_run_folder(cfg, role)  # a temporary one off the chief
     try:
         # A strategy object is recorded by kind and options, so that the file repeats the run.
         save_config(
@@ -219,7 +219,7 @@ def fit_pipeline(
             with stage("verify"):
                 metrics.update(_verify(evaluation, artifacts, prepared, export_cfg))
         report_path = None
-        if is_chief(strategy_obj):  # other workers' explanation and report would be discarded
+        if role.chief:  # other workers' explanation, report and tracking would be discarded
             with stage("explain"):
                 explanations = explain_run(trained, prepared, cfg.report, cfg.seed)
             with stage("report"):
@@ -227,7 +227,7 @@ def fit_pipeline(
                     run, cfg, prepared, strategy_obj, fit, evaluation, metrics, artifacts,
                     explanations, tuned, compressed, stage.timings,
                 )  # fmt: skip
-        if cfg.tracking.tensorboard or cfg.tracking.mlflow:
+        if role.chief and (cfg.tracking.tensorboard or cfg.tracking.mlflow):
             with stage("track"):
                 track_run(
                     cfg.tracking,
@@ -241,7 +241,7 @@ def fit_pipeline(
         run.mark("failed", error=f"{type(exc).__name__}: {exc}")
         raise
     run.mark("finished", timings=stage.timings)
-    if process_role(strategy_obj).chief:
+    if role.chief:
         discard_finished(run.backup_dir)  # a finished run is never resumed
     return PipelineResult(
         model=trained,
