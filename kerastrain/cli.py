@@ -145,7 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from kerastrain.config import load_config
-    from kerastrain.errors import ConfigError, DataError, ExportError, TuningError, WorkerFailed
+    from kerastrain.errors import (
+        ConfigError,
+        DataError,
+        ExportError,
+        KerastrainError,
+        TuningError,
+        WorkerFailed,
+    )
     from kerastrain.launch import launch  # no TensorFlow in the launcher
     from kerastrain.runs import check_folder
 
@@ -197,6 +204,9 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except WorkerFailed as exc:
         print(f"kerastrain: {exc}", file=sys.stderr)
+        return 1
+    except KerastrainError as exc:  # training diverged, a budget was not met: the run failed
+        print(_paragraph(f"kerastrain: {type(exc).__name__}: {exc}"), file=sys.stderr)
         return 1
     print(_summary(result))
     return 0

@@ -19,7 +19,7 @@ from kerastrain.config.report import ReportConfig
 from kerastrain.config.tracking import TrackingConfig
 from kerastrain.config.train import TrainConfig
 from kerastrain.config.tune import TuneConfig
-from kerastrain.errors import ConfigError, config_error, did_you_mean
+from kerastrain.errors import ConfigError, config_error, did_you_mean, message
 from kerastrain.files import atomic_write
 
 DEFAULT_BATCH_SIZE = 32
@@ -174,8 +174,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(
             f"The config file {str(path)!r} is not valid YAML{where}: {problem}."
         ) from None
-    if loaded is None:
-        return {}
+    if loaded is None:  # most likely the wrong file: running the defaults would hide it
+        raise ConfigError(
+            message(
+                f"The config file {str(path)!r} holds no options",
+                allowed="Write at least `data:` and `model:` in it (see "
+                "`kerastrain demo` for a run on the defaults)",
+            )
+        )
     if not isinstance(loaded, dict):
         raise ConfigError(
             f"The config file {str(path)!r} must hold a mapping of options "

@@ -12,11 +12,13 @@ import math
 
 import numpy as np
 import pytest
+import yaml
 
 import kerastrain
 from kerastrain import TrainingDivergedError
 from kerastrain._keras import keras, tf
 from kerastrain.callbacks import BlowupGuard, backup_exists
+from kerastrain.cli import main
 from kerastrain.config import TrainConfig
 from kerastrain.task import Task
 from kerastrain.training import compile_model, train_model
@@ -191,3 +193,30 @@ def test_weights_turned_nan_fail_clearly_instead_of_in_scikit_learn(tmp_path, ca
             report={"explain": "none"},
         )
     assert "The weights became NaN or infinite at epoch 1" in caplog.text  # the loss was finite
+
+
+@pytest.mark.slow
+def test_the_cli_reports_a_diverged_run_in_one_paragraph_and_exits_1(tmp_path, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": "breast_cancer",
+                "model": "mlp",
+                "seed": 0,
+                "output_dir": str(tmp_path / "run"),
+                "train": {
+                    "epochs": 3,
+                    "optimizer": "sgd",
+                    "learning_rate": 1e3,
+                    "verbose": 0,
+                    "execution": {**PINNED, "steps_per_execution": 64},
+                },
+                "export": {"formats": []},
+                "report": {"explain": "none"},
+            }
+        )
+    )
+    assert main(["run", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "kerastrain: TrainingDivergedError:" in err and "Traceback" not in err

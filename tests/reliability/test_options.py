@@ -165,6 +165,16 @@ def test_the_cli_refuses_an_infinite_learning_rate_in_one_paragraph(tmp_path, ca
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_an_empty_config_file_is_refused_not_run_on_the_defaults(tmp_path, capsys, text):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="holds no options"):
+        load_config(path)
+    assert main(["run", str(path)]) == 2
+    assert "holds no options" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("options", "hint"),
     [
