@@ -103,7 +103,7 @@ def test_cli_launch_refuses_bad_options_without_starting(tmp_path, capsys):
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump({"data": "iris"}))
     assert cli_main(["launch", "--workers", "0", str(path)]) == 2
-    assert "'workers' option must be an integer >= 1" in capsys.readouterr().err
+    assert "'workers' option must be an integer >= 1" in " ".join(capsys.readouterr().err.split())
 
 
 # --------------------------------------------------------------------------- kill, then rerun

@@ -127,8 +127,11 @@ _UNSAFE_OPS = frozenset(
 
 
 def _keras_module(module: str) -> bool:
+    """Keras's own modules, and kerastrain's (its table layers live in
+    `kerastrain.data.layers`; importing kerastrain runs only code the user
+    already runs)."""
     root = module.split(".", 1)[0]
-    return root in ("keras", "tf_keras", "builtins")
+    return root in ("keras", "tf_keras", "builtins", "kerastrain")
 
 
 def unsafe_parts(config: Any) -> list[str]:

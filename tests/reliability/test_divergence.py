@@ -218,5 +218,5 @@ def test_the_cli_reports_a_diverged_run_in_one_paragraph_and_exits_1(tmp_path, c
         )
     )
     assert main(["run", str(config)]) == 1
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())  # the paragraph is wrapped
     assert "kerastrain: TrainingDivergedError:" in err and "Traceback" not in err

@@ -358,3 +358,12 @@ def test_a_damaged_backbone_file_is_a_config_error_naming_the_option(tmp_path):
             Head(3, "softmax"),
             {"backbone": str(tmp_path / "backbone.h5"), "fine_tune_layers": 0},
         )
+
+
+def test_kerastrains_own_layers_are_not_foreign_code_but_look_alike_modules_are():
+    from kerastrain.export.model_files import unsafe_parts
+
+    ours = {"class_name": "EncodeCategory", "module": "kerastrain.data.layers", "config": {}}
+    assert unsafe_parts(ours) == []
+    look_alike = {"class_name": "EncodeCategory", "module": "kerastrain_evil.layers", "config": {}}
+    assert "kerastrain_evil.layers" in unsafe_parts(look_alike)[0]

@@ -44,7 +44,7 @@ def test_the_cli_refuses_an_output_dir_that_is_a_file_in_one_paragraph(tmp_path,
     target = tmp_path / "results.csv"
     target.write_text("a,b\n")
     assert main(["run", str(_config(tmp_path, target))]) == 2
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())  # the paragraph is wrapped
     assert "ConfigError: The output_dir" in err and "is an existing file" in err
     assert "Traceback" not in err
     assert target.read_text() == "a,b\n"
@@ -263,7 +263,7 @@ def test_cli_errors_never_break_a_hyphenated_path(tmp_path, capsys):
     _finished_run(run)  # refused without --overwrite: the message quotes the path
     assert len(str(run)) > 100  # longer than a line: the old wrap split it at a hyphen
     assert main(["run", str(_config(tmp_path, run))]) == 2
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())  # the paragraph is wrapped
     paragraph = err[err.index("kerastrain: ConfigError") :].splitlines()
     assert "holds a finished run" in " ".join(paragraph)
     assert any(str(run) in line for line in paragraph)
@@ -277,7 +277,7 @@ def test_the_tune_command_refuses_an_output_dir_that_is_a_file(tmp_path, capsys)
         tmp_path, target, tune={"max_trials": 2, "space": {"learning_rate": [0.01, 0.1]}}
     )
     assert main(["tune", str(config)]) == 2
-    assert "is an existing file" in capsys.readouterr().err
+    assert "is an existing file" in " ".join(capsys.readouterr().err.split())
 
 
 @pytest.mark.parametrize("command", ["demo", "launch"])
@@ -290,6 +290,6 @@ def test_demo_and_launch_refuse_a_file_as_output_dir(tmp_path, capsys, command):
         else ["launch", str(_config(tmp_path, target)), "--workers", "2"]
     )
     assert main(argv) == 2
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())  # the paragraph is wrapped
     assert "is an existing file" in err and "Traceback" not in err
     assert target.read_bytes() == b"keep"
