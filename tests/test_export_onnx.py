@@ -102,6 +102,7 @@ def test_serving_version_lays_out_the_savedmodel_for_tensorflow_serving(digits_r
     assert result.metrics["savedmodel"]["max_abs_diff"] < 1e-5
     card = (out / MODEL_CARD_NAME).read_text()
     assert 'tf.saved_model.load("savedmodel/1")' in card
+    assert "<td>savedmodel/1</td>" in (out / "report.html").read_text()
     assert '-v "$PWD/savedmodel:/models/model"' in card
 
 
@@ -198,6 +199,8 @@ def test_onnx_without_the_extra_is_a_config_error_naming_it(monkeypatch):
 def test_serving_version_must_be_a_whole_number_not_below_zero():
     with pytest.raises(ConfigError, match="serving_version"):
         ExportConfig(serving_version=-1)
+    with pytest.raises(ConfigError, match="export.serving_version.*includes 'savedmodel'"):
+        ExportConfig(formats=["tflite"], serving_version=1)
     assert ExportConfig(serving_version=3).serving_version == 3
 
 

@@ -96,6 +96,12 @@ class ExportConfig(Section):
             raise config_error(
                 "export.tflite", self.tflite, "a mode or a non-empty list of modes without repeats"
             )
+        if self.serving_version is not None and "savedmodel" not in self.formats:
+            raise config_error(
+                "export.serving_version",
+                self.serving_version,
+                "None unless export.formats includes 'savedmodel' (the version is its folder)",
+            )
         if "onnx" in self.formats:
             missing = [m for m in ONNX_MODULES if importlib.util.find_spec(m) is None]
             if missing:
