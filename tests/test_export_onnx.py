@@ -179,6 +179,13 @@ def test_a_table_with_text_columns_is_refused_onnx_before_training(tmp_path):
     assert not list(tmp_path.rglob("*.weights.h5")) and not list(tmp_path.rglob("checkpoint"))
 
 
+def test_onnx_export_leaves_the_tf_log_level_as_it_was(tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="out")])
+    export_model(model, tmp_path, ExportConfig(formats=["onnx"]))
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1"  # tf2onnx's import sets it to 3
+
+
 def test_export_model_refuses_onnx_for_a_model_taking_text(tmp_path):
     _, model, _, _ = _table(text=True)
     with pytest.raises(ConfigError, match="text columns"):

@@ -16,6 +16,7 @@ training, with what works instead.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +79,16 @@ def convert_to_onnx(savedmodel_dir: Path) -> bytes:
             raised here for callers of `export_model` that did not go
             through `check_onnx_data`.
     """
-    import tf2onnx  # the optional extra kerastrain[onnx], checked by ExportConfig
-    from tf2onnx import tf_loader
+    before = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    # The optional extra kerastrain[onnx], checked by ExportConfig.
+    from tf2onnx import convert, tf_loader
+
+    # Importing tf2onnx.convert sets TF_CPP_MIN_LOG_LEVEL=3 for the whole
+    # process (and the processes it starts); the user's setting is kept.
+    if before is None:
+        os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    else:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = before
 
     signature = tf.saved_model.load(str(savedmodel_dir)).signatures["serving_default"]
     text = sorted(
@@ -96,7 +105,7 @@ def convert_to_onnx(savedmodel_dir: Path) -> bytes:
         signatures=["serving_default"],
         return_tensors_to_rename=True,
     )
-    proto, _ = tf2onnx.convert.from_graph_def(
+    proto, _ = convert.from_graph_def(
         graph_def,
         name="kerastrain",
         input_names=inputs,
