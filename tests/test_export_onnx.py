@@ -20,11 +20,10 @@ from kerastrain._keras import keras, tf
 from kerastrain.config import DataConfig, ExportConfig
 from kerastrain.data.prepare import prepare_data
 from kerastrain.data.preprocess import model_inputs
-from kerastrain.export import export_model, load_predictor, verify_artifacts
+from kerastrain.export import export_model, load_predictor
 from kerastrain.models import Head, build_model
 from kerastrain.report.model_card import MODEL_CARD_NAME
 from kerastrain.report.signature import read_signature
-from kerastrain.task import Task
 
 
 @pytest.fixture(scope="module")
@@ -154,13 +153,26 @@ def test_the_cards_rest_body_for_a_table_is_a_dict_of_raw_columns(tmp_path):
 
 @pytest.mark.slow
 def test_a_table_with_integer_codes_exports_to_onnx_with_parity(tmp_path):
-    _, model, x, y = _table(text=False)
-    artifacts = export_model(model, tmp_path, ExportConfig(formats=["onnx"]))
-    assert [s.name for s in read_signature(artifacts["onnx"]).inputs] == ["city", "dose", "weight"]
-    reference = model(x, training=False).numpy()
-    results = verify_artifacts(reference, artifacts, x, y, Task("binary", 2), atol=1e-4)
-    assert results["onnx"]["max_abs_diff"] < 1e-5
-    np.testing.assert_allclose(load_predictor(artifacts["onnx"])(x), reference, atol=1e-5)
+    frame, _, _, _ = _table(text=False, n=120)
+    result = fit_pipeline(
+        frame,
+        "mlp",
+        seed=0,
+        data_options={"target": "y", "missing_indicator": True},
+        output_dir=str(tmp_path),
+        train={"epochs": 1, "verbose": 0},
+        report={"explain": "none"},
+        export={"formats": ["savedmodel", "onnx"], "latency_runs": 5},
+    )
+    onnx_file = result.artifacts["onnx"]
+    assert [s.name for s in read_signature(onnx_file).inputs] == ["city", "dose", "weight"]
+    assert result.metrics["onnx"]["max_abs_diff"] < 1e-5
+    assert result.metrics["onnx"]["one_row_checked"] == 8
+    rows = frame.drop(columns="y").iloc[:5]
+    x = {name: rows[name].to_numpy(np.float32) for name in ("city", "dose", "weight")}
+    np.testing.assert_allclose(
+        load_predictor(onnx_file)(x), result.model(x, training=False).numpy(), atol=1e-5
+    )
 
 
 def test_a_table_with_text_columns_is_refused_onnx_before_training(tmp_path):
