@@ -262,3 +262,22 @@ def test_keras3_loads_the_savedmodel_with_tfsmlayer_and_matches(digits_run, tmp_
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["keras"].startswith("3.")
     assert answer["max_abs_diff"] < 1e-5
+
+
+def test_the_cards_rest_body_for_a_large_image_is_built_in_python(tmp_path):
+    from kerastrain.report.model_card import write_model_card
+
+    inputs = keras.Input((32, 32, 3), name="image")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(inputs)))
+    artifacts = export_model(
+        model, tmp_path, ExportConfig(formats=["savedmodel"], serving_version=2)
+    )
+    write_model_card(tmp_path, name="big", summary={}, metrics={}, artifacts=artifacts)
+    card = (tmp_path / MODEL_CARD_NAME).read_text()
+    assert "```json" not in card  # 3,072 values a row: not pasted into the card
+    (block,) = re.findall(r"```python\n(import json\n.*?)```", card, re.S)
+    namespace: dict = {}
+    exec(block, namespace)
+    answer = _feed_rest_body(tmp_path / "savedmodel" / "2", json.loads(namespace["body"]))
+    assert answer.shape == (1, 2)
+    assert "Served as version 2" in card
