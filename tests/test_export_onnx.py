@@ -138,6 +138,7 @@ def test_the_cards_rest_body_matches_the_image_signature(digits_run):
     np.testing.assert_allclose(answer.sum(), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_cards_rest_body_for_a_table_is_a_dict_of_raw_columns(tmp_path):
     from kerastrain.report.model_card import write_model_card
 
