@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[test,mlflow]'
+	$(BIN)/pip install -e '.[test,mlflow,onnx]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -30,7 +30,7 @@ from kerastrain.distribute import (
 )
 from kerastrain.evaluation import Evaluation, evaluate_run
 from kerastrain.explanation import check_explainable, explain_run
-from kerastrain.export import export_model, verify_artifacts
+from kerastrain.export import check_onnx_data, export_model, verify_artifacts
 from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics
 from kerastrain.report import ReportInputs, Section, write_report
@@ -193,6 +193,7 @@ def fit_pipeline(
         with stage("data"):
             prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
             check_explainable(cfg.report.explain, prepared)
+            check_onnx_data(cfg.export.formats, prepared)
         tuned = None
         if cfg.tune is not None:
             from kerastrain.tune import tune_stage  # imports KerasTuner only when asked

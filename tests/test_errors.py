@@ -170,10 +170,10 @@ def test_an_unknown_artifact_is_an_export_error_naming_the_formats(tmp_path):
     from kerastrain.export import load_predictor
 
     with pytest.raises(ExportError) as caught:
-        load_predictor(tmp_path / "model.onnx")
+        load_predictor(tmp_path / "model.pt")
     assert isinstance(caught.value, RuntimeError)
-    assert f"Received: path={str(tmp_path / 'model.onnx')!r}" in str(caught.value)
-    assert ".tflite, .keras or .h5" in str(caught.value)
+    assert f"Received: path={str(tmp_path / 'model.pt')!r}" in str(caught.value)
+    assert ".tflite, .onnx, .keras or .h5" in str(caught.value)
 
 
 def test_an_unknown_quantization_scheme_suggests_the_near_one():

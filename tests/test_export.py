@@ -80,6 +80,12 @@ def test_a_failing_export_leaves_the_previous_artifact(model_and_data, tmp_path)
 
 
 def test_unknown_artifact_type_is_an_export_error(tmp_path):
-    (tmp_path / "model.onnx").write_bytes(b"")
+    (tmp_path / "model.pt").write_bytes(b"")
     with pytest.raises(ExportError, match="Unknown artifact type"):
+        load_predictor(tmp_path / "model.pt")
+
+
+def test_a_damaged_onnx_file_is_an_export_error_naming_it(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"not a graph")
+    with pytest.raises(ExportError, match=r"Reloading .*model.onnx' failed.*ONNX file"):
         load_predictor(tmp_path / "model.onnx")

@@ -446,7 +446,7 @@ def test_the_model_card_code_runs_for_the_digits_model(tmp_path):
         output_dir=str(tmp_path / "run"),
         train={"epochs": 2, "verbose": 0},
         export={
-            "formats": ["savedmodel", "keras", "tflite"],
+            "formats": ["savedmodel", "keras", "tflite", "onnx"],
             "tflite": ["float32", "int8"],
             "int8_io": True,  # int8 in and out: the card's code quantizes
             "min_agreement": 0.8,
@@ -459,10 +459,10 @@ def test_the_model_card_code_runs_for_the_digits_model(tmp_path):
     text = card.read_text()
     assert "import kerastrain" not in text.split("Paths are relative")[0]  # plain tf_keras
     assert '["inputs"]["quantization"]' in text  # the int8 file's own scale
-    assert set(outputs) == {"savedmodel", "keras", "tflite", "tflite_int8"}
+    assert set(outputs) == {"savedmodel", "keras", "tflite", "tflite_int8", "onnx"}
     expected = result.model.predict(_placeholder_row(card), verbose=0)
     assert expected.shape == (1, 10)
-    for name in ("savedmodel", "keras", "tflite"):
+    for name in ("savedmodel", "keras", "tflite", "onnx"):
         np.testing.assert_allclose(outputs[name], expected, atol=1e-5, err_msg=name)
     assert outputs["tflite_int8"].shape == (1, 10)
     assert outputs["tflite_int8"].dtype == np.float32  # dequantized by the card's code

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from typing import ClassVar, Literal
 
 from kerastrain.config.base import Section, option
-from kerastrain.errors import config_error
+from kerastrain.errors import ConfigError, config_error, message
 
-Format = Literal["savedmodel", "keras", "h5", "tflite"]
+Format = Literal["savedmodel", "keras", "h5", "tflite", "onnx"]
+#: The modules the `"onnx"` format needs (the extra ``kerastrain[onnx]``).
+ONNX_MODULES = ("tf2onnx", "onnx", "onnxruntime")
 TFLiteMode = Literal["float32", "float16", "dynamic", "int8"]
 
 
@@ -18,8 +21,12 @@ class ExportConfig(Section):
 
     Attributes:
         formats: Any of `"savedmodel"` (a directory with a `serving_default`
-            signature), `"keras"` (tf_keras `.keras` file), `"h5"`, `"tflite"`.
-            An empty list exports nothing. Defaults to
+            signature), `"keras"` (tf_keras `.keras` file), `"h5"`, `"tflite"`,
+            `"onnx"` (`model.onnx`, opset 17, converted from the SavedModel
+            by tf2onnx and verified in onnxruntime; needs the extra
+            `pip install 'kerastrain[onnx]'`; tables with text columns are
+            refused before training, since onnxruntime cannot run their
+            string lookups). An empty list exports nothing. Defaults to
             `["savedmodel", "keras", "tflite"]`.
         tflite: The TFLite conversion mode, or a list of modes (one file
             each): `"float32"`; `"float16"` (weights stored as float16);
@@ -56,6 +63,11 @@ class ExportConfig(Section):
             the interpreter on one thread, a SavedModel or Keras file called
             from Python, at most 2 s of runs); 0 measures nothing. Defaults
             to `200`.
+        serving_version: Write the SavedModel under
+            `<run>/savedmodel/<version>/`, the layout TensorFlow Serving
+            loads (`--model_base_path=<run>/savedmodel`); the model card gives
+            the REST request body for its signature. Defaults to `None`
+            (`<run>/savedmodel/`).
     """
 
     _path: ClassVar[str] = "export"
@@ -71,6 +83,7 @@ class ExportConfig(Section):
     rtol: float = option(1e-5, ge=0.0)
     min_agreement: float = option(0.98, gt=0.0, le=1.0)
     latency_runs: int = option(200, ge=0)
+    serving_version: int | None = option(None, ge=0)
 
     def validate(self) -> None:
         seen = set()
@@ -83,6 +96,24 @@ class ExportConfig(Section):
             raise config_error(
                 "export.tflite", self.tflite, "a mode or a non-empty list of modes without repeats"
             )
+        if self.serving_version is not None and "savedmodel" not in self.formats:
+            raise config_error(
+                "export.serving_version",
+                self.serving_version,
+                "None unless export.formats includes 'savedmodel' (the version is its folder)",
+            )
+        if "onnx" in self.formats:
+            missing = [m for m in ONNX_MODULES if importlib.util.find_spec(m) is None]
+            if missing:
+                raise ConfigError(
+                    message(
+                        "export.formats includes 'onnx', which needs the optional extra "
+                        f"kerastrain[onnx]; not installed: {', '.join(missing)}",
+                        received={"export.formats": self.formats},
+                        allowed="Install it with `pip install 'kerastrain[onnx]'` (tf2onnx, "
+                        "onnx, onnxruntime), or leave 'onnx' out of export.formats",
+                    )
+                )
         if self.int8_io and "int8" not in modes:
             raise config_error(
                 "export.int8_io", self.int8_io, "False unless export.tflite includes 'int8'"

@@ -183,7 +183,7 @@ def _dicts(value: Any) -> Iterator[dict]:
 
 
 def model_file_kind(path: Path) -> str:
-    """``"savedmodel"``, ``"h5"``, ``"keras"`` or ``"tflite"``, from the path.
+    """``"savedmodel"``, ``"h5"``, ``"keras"``, ``"tflite"`` or ``"onnx"``, from the path.
 
     Raises:
         ExportError: For a folder without ``saved_model.pb``, another suffix,
@@ -199,7 +199,7 @@ def model_file_kind(path: Path) -> str:
                 )
             )
         return "savedmodel"
-    kinds = {".h5": "h5", ".hdf5": "h5", ".keras": "keras", ".tflite": "tflite"}
+    kinds = {".h5": "h5", ".hdf5": "h5", ".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
     if path.suffix.lower() not in kinds:
         if not path.exists() and not path.suffix:
             raise _missing(path)
@@ -207,7 +207,7 @@ def model_file_kind(path: Path) -> str:
             message(
                 "Unknown artifact type",
                 received={"path": str(path)},
-                allowed="Give a SavedModel folder or a .tflite, .keras or .h5 file",
+                allowed="Give a SavedModel folder or a .tflite, .onnx, .keras or .h5 file",
             )
         )
     return kinds[path.suffix.lower()]
@@ -217,7 +217,7 @@ def _missing(path: Path) -> ExportError:
     return ExportError(
         message(
             f"No model file or folder at {str(path)!r}",
-            allowed="Give the path of a SavedModel folder or a .tflite, .keras or .h5 file",
+            allowed="Give the path of a SavedModel folder or a .tflite, .onnx, .keras or .h5 file",
         )
     )
 
@@ -402,8 +402,8 @@ def check_model_file(
     kind = model_file_kind(path)
     if not path.exists():
         raise _missing(path)
-    if kind == "tflite":
-        return kind  # no Python in a flatbuffer; the interpreter checks the rest
+    if kind in ("tflite", "onnx"):
+        return kind  # no Python in a flatbuffer or an ONNX graph; the runtime checks the rest
     if kind == "h5":
         unsafe = unsafe_parts(_h5_config(path))
     elif kind == "keras":

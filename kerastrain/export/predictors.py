@@ -1,8 +1,9 @@
 """Predictors: any exported artifact reloaded as a function from rows to outputs.
 
 Each artifact is reloaded the way a user would (``tf.saved_model.load``,
-``tf_keras.models.load_model``, the LiteRT interpreter) and called batch by
-batch; TFLite files are also timed on one example.
+``tf_keras.models.load_model``, the LiteRT interpreter, an onnxruntime
+session) and called batch by batch; TFLite files are also timed on one
+example.
 """
 
 from __future__ import annotations
@@ -149,6 +150,36 @@ def _tflite_predictor(path: Path) -> Predictor:
     return TFLiteRunner(path)
 
 
+#: onnxruntime's input types as NumPy dtypes.
+_ONNX_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+    "tensor(string)": np.str_,
+}
+
+
+def _onnx_predictor(path: Path) -> Predictor:
+    """An ONNX file in an onnxruntime session on the CPU, fed by input name
+    (one array goes to its single input)."""
+    import onnxruntime  # the optional extra kerastrain[onnx]
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inputs = {i.name: _ONNX_DTYPES.get(i.type, np.float32) for i in session.get_inputs()}
+    (output, *_) = (o.name for o in session.get_outputs())
+
+    def predict(x: Any) -> np.ndarray:
+        given = x if isinstance(x, dict) else {next(iter(inputs)): x}
+        feed = {name: np.asarray(_plain(given[name]), dtype) for name, dtype in inputs.items()}
+        return session.run([output], feed)[0]
+
+    return predict
+
+
 def tflite_latency(
     path: str | os.PathLike, x: Any, runs: int = 200, warmup: int = 20
 ) -> dict[str, Any]:
@@ -195,7 +226,8 @@ def load_predictor(
     signature; a ``.keras`` file in Keras's safe mode unless trusted.
 
     Args:
-        path: A SavedModel folder, a `.keras`/`.h5` file, or a `.tflite` file.
+        path: A SavedModel folder, a `.keras`/`.h5` file, a `.tflite` file,
+            or an `.onnx` file (run in onnxruntime on the CPU).
         trust: Whether the file is trusted (one the run itself wrote, or one
             the user vouches for). Defaults to `False`.
         what: The argument or option the path was given as, for messages.
@@ -215,6 +247,8 @@ def load_predictor(
             fn = _savedmodel_predictor(path)
         elif kind == "tflite":
             fn = _tflite_predictor(path)
+        elif kind == "onnx":
+            fn = _onnx_predictor(path)
         else:
             options = {"safe_mode": not trust} if kind == "keras" else {}
             model = keras.models.load_model(path, compile=False, **options)
@@ -226,7 +260,7 @@ def load_predictor(
             message(
                 f"Reloading {str(path)!r} failed: {type(exc).__name__}: {exc}",
                 allowed="Give a complete model file saved by tf_keras (or a TFLite file "
-                "written by the TFLite converter)",
+                "written by the TFLite converter, an ONNX file onnxruntime runs)",
             )
         ) from exc
     return lambda x: predict_batched(fn, x)

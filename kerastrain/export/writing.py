@@ -1,10 +1,13 @@
-"""Writing a model's artifacts: SavedModel, .keras, h5 and TFLite files.
+"""Writing a model's artifacts: SavedModel, .keras, h5, TFLite and ONNX files.
 
 Every artifact is written under a temporary name in its final folder and
 renamed into place (`kerastrain.files.atomic_path`), so an interrupted run
 never leaves a half-written file where a finished one is expected. TFLite
 files are converted from a SavedModel, in float32, float16, dynamic-range or
-int8 (calibrated on a seeded sample of training rows).
+int8 (calibrated on a seeded sample of training rows); an ONNX file is
+converted from the SavedModel too (`kerastrain.export.onnx`). With
+`export.serving_version` the SavedModel goes to ``savedmodel/<version>/``,
+the layout TensorFlow Serving loads.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from kerastrain.batching import num_rows, take
 from kerastrain.config import ExportConfig
 from kerastrain.config.export import TFLiteMode
 from kerastrain.errors import ConfigError, ExportError, KerastrainError, message, one_of
+from kerastrain.export.onnx import convert_to_onnx
 from kerastrain.files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -48,6 +52,7 @@ FILENAMES = {
     "keras": "model.keras",
     "h5": "model.h5",
     "tflite": "model.tflite",
+    "onnx": "model.onnx",
 }
 
 
@@ -80,6 +85,16 @@ def tflite_key(mode: str) -> str:
     """The artifact name of a TFLite file: `"tflite"` for float32, else
     `"tflite_<mode>"` (its file is `model_<mode>.tflite`)."""
     return "tflite" if mode == "float32" else f"tflite_{mode}"
+
+
+def _final_path(run_dir: Path, fmt: str, mode: str | None, config: ExportConfig) -> Path:
+    """Where an artifact goes: its `FILENAMES` entry, a TFLite mode's own
+    file, the SavedModel under its serving version when one is set."""
+    if mode not in (None, "float32"):
+        return run_dir / f"model_{mode}.tflite"
+    if fmt == "savedmodel" and config.serving_version is not None:
+        return run_dir / FILENAMES[fmt] / str(config.serving_version)
+    return run_dir / FILENAMES[fmt]
 
 
 def _save_savedmodel(model: keras.Model, path: Path) -> None:
@@ -306,7 +321,8 @@ def export_model(
         a float twin's files are verified against.
 
     Raises:
-        ConfigError: For the int8 mode without `representative` rows.
+        ConfigError: For the int8 mode without `representative` rows, or
+            `"onnx"` for a model that takes text.
         ExportError: When a format cannot be written; what was there before
             is kept.
     """
@@ -321,9 +337,7 @@ def export_model(
     )
     try:
         for name, fmt, mode in _jobs(config):
-            final = run_dir / (
-                FILENAMES[fmt] if mode in (None, "float32") else f"model_{mode}.tflite"
-            )
+            final = _final_path(run_dir, fmt, mode, config)
             try:
                 if fmt == "savedmodel":
                     with atomic_path(final) as tmp:
@@ -332,18 +346,21 @@ def export_model(
                 elif fmt in ("keras", "h5"):
                     with atomic_path(final) as tmp:
                         (float_model or model).save(tmp, save_format=fmt if fmt == "h5" else None)
-                elif fmt == "tflite":
+                else:  # tflite and onnx: converted from a SavedModel
                     if savedmodel_dir is None:
                         scratch = Path(tempfile.mkdtemp(prefix="kerastrain-export-"))
                         savedmodel_dir = scratch / "savedmodel"
                         _save_savedmodel(model, savedmodel_dir)
-                    content = _convert_tflite(
-                        savedmodel_dir,
-                        mode,
-                        sample,
-                        config.int8_io and mode == "int8",
-                        input_standardizers(model),
-                    )
+                    if fmt == "onnx":
+                        content = convert_to_onnx(savedmodel_dir)
+                    else:
+                        content = _convert_tflite(
+                            savedmodel_dir,
+                            mode,
+                            sample,
+                            config.int8_io and mode == "int8",
+                            input_standardizers(model),
+                        )
                     with atomic_path(final) as tmp:
                         tmp.write_bytes(content)
             except KerastrainError:
@@ -354,7 +371,9 @@ def export_model(
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             artifacts[name] = final
-            if mode not in (None, "float32") or (float_model is not None and fmt == "tflite"):
+            if mode not in (None, "float32") or (
+                float_model is not None and fmt in ("tflite", "onnx")
+            ):
                 artifacts.approximate.add(name)
             if float_model is not None and fmt in ("keras", "h5"):
                 artifacts.sources[name] = float_model

@@ -205,11 +205,13 @@ def _artifacts_part(
         )
     for fmt, path in artifacts.items():
         values = metrics.get(fmt, {})
+        path = Path(path)
         rows.append(
             {
                 "artifact": fmt,
-                "file": Path(path).name,
-                "size": human_size(disk_size(Path(path))),
+                # a SavedModel under a serving version is savedmodel/1, not 1
+                "file": f"{path.parent.name}/{path.name}" if path.name.isdigit() else path.name,
+                "size": human_size(disk_size(path)),
                 **{c: values.get(c) for c in ARTIFACT_COLUMNS if c in values},
             }
         )

@@ -21,7 +21,7 @@ from kerastrain.report.signature import InputSpec, Signature, read_signature
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["write_model_card", "MODEL_CARD_NAME"]
+__all__ = ["write_model_card", "rest_request", "MODEL_CARD_NAME"]
 
 MODEL_CARD_NAME = "MODEL_CARD.md"
 
@@ -114,7 +114,98 @@ def _tflite_code(path: str, signature: Signature) -> list[str]:
     return lines
 
 
-_CODE = {"savedmodel": _savedmodel_code, "keras": _keras_code, "tflite": _tflite_code}
+def _onnx_code(path: str, signature: Signature) -> list[str]:
+    return [
+        "import numpy as np",
+        "import onnxruntime",
+        "",
+        f'session = onnxruntime.InferenceSession("{path}", providers=["CPUExecutionProvider"])',
+        *_inputs_code(signature),
+        "outputs = session.run(None, x)[0]",
+    ]
+
+
+_CODE = {
+    "savedmodel": _savedmodel_code,
+    "keras": _keras_code,
+    "tflite": _tflite_code,
+    "onnx": _onnx_code,
+}
+
+#: Values in an example REST request body longer than this are built in Python instead.
+_REST_LITERAL_VALUES = 1024
+
+
+def _example_value(spec: InputSpec) -> Any:
+    """One row of an input as JSON: zeros (`""` for text) in its shape."""
+    value: Any = "" if spec.dtype == "string" else 0 if "int" in spec.dtype else 0.0
+    for size in reversed(spec.shape):
+        value = [value] * (size or 1)
+    return value
+
+
+def rest_request(signature: Signature) -> dict[str, Any]:
+    """An example TensorFlow Serving REST request body for a SavedModel
+    signature: one row, by input name in the columnar ``"inputs"`` form
+    when it takes several inputs (a table's raw columns), else as
+    ``"instances"`` (one entry per row).
+
+    Args:
+        signature: The SavedModel's signature (`read_signature`).
+
+    Returns:
+        The body, ready for `json.dumps`.
+    """
+    body: dict[str, Any] = {"signature_name": "serving_default"}
+    if len(signature.inputs) == 1:
+        body["instances"] = [_example_value(signature.inputs[0])]
+    else:
+        body["inputs"] = {spec.name: [_example_value(spec)] for spec in signature.inputs}
+    return body
+
+
+def _rest_lines(rel: str, signature: Signature) -> list[str]:
+    """The REST request body for the signature, and for a SavedModel under
+    a version folder (`export.serving_version`) how to serve it."""
+    body = rest_request(signature)
+    values = int(
+        sum(np.prod([d or 1 for d in spec.shape], dtype=np.int64) for spec in signature.inputs)
+    )
+    lines = [
+        "TensorFlow Serving REST request body for this signature (one row; "
+        "`POST /v1/models/<name>:predict`; the answer's `predictions` or `outputs` hold "
+        f"`{signature.outputs[0]}`):",
+        "",
+    ]
+    if values <= _REST_LITERAL_VALUES:
+        lines += ["```json", json.dumps(body), "```"]
+    else:
+        (spec,) = signature.inputs
+        shape = (1, *(d or 1 for d in spec.shape))
+        lines += [
+            "```python",
+            "import json",
+            "import numpy as np",
+            "",
+            f'body = json.dumps({{"signature_name": "serving_default", "instances": '
+            f"np.zeros({shape}, np.{spec.dtype}).tolist()}})",
+            "```",
+        ]
+    parts = Path(rel).parts
+    if len(parts) > 1 and parts[-1].isdigit():
+        base = Path(*parts[:-1]).as_posix()
+        lines += [
+            "",
+            f"Served as version {parts[-1]} (save the body above as `request.json`):",
+            "",
+            "```sh",
+            f'docker run -p 8501:8501 -v "$PWD/{base}:/models/model" -e MODEL_NAME=model '
+            "tensorflow/serving",
+            "curl -d @request.json http://localhost:8501/v1/models/model:predict",
+            "```",
+        ]
+    return lines
+
 
 #: When a file's signature cannot be read: how to load it and see what it takes.
 _UNREAD = {
@@ -136,20 +227,25 @@ _UNREAD = {
         'runner = Interpreter(model_path="{path}").get_signature_runner("serving_default")',
         "print(runner.get_input_details())  # the inputs it takes",
     ],
+    "onnx": [
+        "import onnxruntime",
+        "",
+        'session = onnxruntime.InferenceSession("{path}", providers=["CPUExecutionProvider"])',
+        "print(session.get_inputs())  # the inputs it takes",
+    ],
 }
 
 
 def _format(path: Path) -> str:
     if path.is_dir():
         return "savedmodel"
-    return "tflite" if path.suffix == ".tflite" else "keras"
+    return {".tflite": "tflite", ".onnx": "onnx"}.get(path.suffix, "keras")
 
 
-def _loading_code(path: Path) -> tuple[Signature | None, list[str]]:
+def _loading_code(path: Path, rel: str) -> tuple[Signature | None, list[str]]:
     """The artifact's signature (`None` when it cannot be read) and the
-    Markdown with the code that loads it and runs it on one row, generated
-    from that signature."""
-    rel = path.name
+    Markdown with the code that loads it (at ``rel``, its path from the run
+    folder) and runs it on one row, generated from that signature."""
     try:
         signature = read_signature(path)
     except ExportError as exc:
@@ -161,10 +257,20 @@ def _loading_code(path: Path) -> tuple[Signature | None, list[str]]:
         lines.append(
             f'Keras 3 users: `keras.layers.TFSMLayer("{rel}", call_endpoint="serving_default")`.'
         )
+        lines += ["", *_rest_lines(rel, signature)]
     return signature, lines
 
 
-def _scoring(path: Path, signature: Signature | None) -> list[str]:
+def _relative(path: Path, run_dir: Path) -> str:
+    """The artifact's path from the run folder (``savedmodel/1`` under a
+    serving version), or its name when it lies elsewhere."""
+    try:
+        return path.resolve().relative_to(run_dir.resolve()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _scoring(rel: str, signature: Signature | None) -> list[str]:
     """How to score the artifacts on labelled rows."""
     lines = [
         "Paths are relative to this folder. Each block above builds `x`: one row of every "
@@ -189,7 +295,7 @@ def _scoring(path: Path, signature: Signature | None) -> list[str]:
         "```python",
         "import kerastrain",
         "",
-        f'metrics = kerastrain.evaluate("{path.name}", (x, y))',
+        f'metrics = kerastrain.evaluate("{rel}", (x, y))',
         "```",
         "",
     ]
@@ -356,10 +462,11 @@ def write_model_card(
         lines += ["No artifact was exported.", ""]
     signatures = []
     for fmt, path in artifacts.items():
-        rel = Path(path).name
-        signature, code = _loading_code(Path(path))
+        rel = _relative(Path(path), run_dir)
+        signature, code = _loading_code(Path(path), rel)
         signatures.append(signature)
         lines += [f"### {fmt} (`{rel}`, {human_size(disk_size(Path(path)))})", "", *code, ""]
     if artifacts:
-        lines += _scoring(Path(next(iter(artifacts.values()))), signatures[0])
+        first = Path(next(iter(artifacts.values())))
+        lines += _scoring(_relative(first, run_dir), signatures[0])
     return atomic_write(run_dir / MODEL_CARD_NAME, "\n".join(lines))

@@ -57,7 +57,7 @@ class Signature:
     """An artifact's inputs and outputs, as a user calls it.
 
     Attributes:
-        format: `"savedmodel"`, `"keras"` (also `.h5`) or `"tflite"`.
+        format: `"savedmodel"`, `"keras"` (also `.h5`), `"tflite"` or `"onnx"`.
         inputs: Every input, in the order the artifact lists them.
         outputs: The output names (signature keys; a Keras model's output
             layers).
@@ -126,6 +126,28 @@ def _tflite(path: Path) -> Signature:
     return Signature(
         "tflite", inputs, tuple(outputs), output_quantization=next(iter(quantized), None)
     )
+
+
+#: ONNX element types (`onnx.TensorProto`) as dtype names.
+_ONNX_TYPES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 8: "string", 9: "bool"}
+
+
+def _onnx(path: Path) -> Signature:
+    import onnx  # the optional extra kerastrain[onnx]
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = tuple(
+        InputSpec(
+            i.name,
+            _ONNX_TYPES.get(i.type.tensor_type.elem_type, "float32"),
+            tuple(d.dim_value if d.HasField("dim_value") else None for d in dims[1:]),
+        )
+        for i in graph.input
+        if i.name not in initializers
+        for dims in [i.type.tensor_type.shape.dim]
+    )
+    return Signature("onnx", inputs, tuple(o.name for o in graph.output))
 
 
 def _keras_config(path: Path) -> dict[str, Any]:
@@ -228,7 +250,8 @@ def read_signature(path: str | os.PathLike) -> Signature:
     """The inputs and outputs of an exported artifact, read from the file.
 
     Args:
-        path: A SavedModel folder, a `.keras`/`.h5` file or a `.tflite` file.
+        path: A SavedModel folder, a `.keras`/`.h5` file, a `.tflite` file or
+            an `.onnx` file.
 
     Returns:
         Its `Signature`.
@@ -242,6 +265,8 @@ def read_signature(path: str | os.PathLike) -> Signature:
             return _savedmodel(path)
         if path.suffix == ".tflite":
             return _tflite(path)
+        if path.suffix == ".onnx":
+            return _onnx(path)
         if path.suffix in (".keras", ".h5"):
             config = _keras_config(path)
             return _keras_from_config(config) or _keras_loaded(path, config)
@@ -253,6 +278,6 @@ def read_signature(path: str | os.PathLike) -> Signature:
         message(
             "Unknown artifact type",
             received={"path": str(path)},
-            allowed="Give a SavedModel folder or a .tflite, .keras or .h5 file",
+            allowed="Give a SavedModel folder or a .tflite, .onnx, .keras or .h5 file",
         )
     )
