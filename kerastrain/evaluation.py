@@ -24,6 +24,7 @@ from kerastrain.data.sources import load_data
 from kerastrain.data.validate import rows as row_list
 from kerastrain.data.validate import validate
 from kerastrain.errors import DataError, config_error, message
+from kerastrain.export.model_info import read_model_info
 from kerastrain.export.predictors import load_predictor
 from kerastrain.metrics import compute_metrics, curve_data
 from kerastrain.task import Task
@@ -319,8 +320,9 @@ def infer_task(
 
     Several output units mean that many classes. One unit is binary when the
     last activation is a sigmoid, regression when it is linear, and otherwise
-    (an artifact, whose layers are not visible) binary when every label is 0
-    or 1 and every output lies in [0, 1].
+    (an artifact, whose layers are not visible) binary when the labels are
+    text (class names), or when every label is 0 or 1 and every output lies
+    in [0, 1].
 
     Args:
         outputs: The model's outputs on some rows.
@@ -354,45 +356,75 @@ def infer_task(
             kind = "regression"
         else:
             labels = np.asarray(y)
-            binary_labels = labels.size > 0 and np.isin(labels, (0, 1)).all()
+            text = labels.dtype.kind in "OUS"  # class names: never a regression's targets
+            binary_labels = text or (labels.size > 0 and np.isin(labels, (0, 1)).all())
             in_range = outputs.size == 0 or (outputs.min() >= 0.0 and outputs.max() <= 1.0)
-            kind = "binary" if binary_labels and in_range else "regression"
+            kind = "binary" if binary_labels and (in_range or text) else "regression"
     num_classes = width if kind == "multiclass" else 2 if kind == "binary" else 1
     names = tuple(class_names) if class_names and len(class_names) == num_classes else None
     return Task(kind, num_classes, names if kind != "regression" else None)
+
+
+def _as_frame(columns: Mapping[str, Any], y: Any) -> tuple[Any, str]:
+    """A table's ``(columns, labels)`` as a DataFrame with a label column, so
+    that it is read as a DataFrame is (column names made input names, text
+    and missing values kept): `load_data` reads an `(x, y)` pair as arrays."""
+    import pandas as pd
+
+    label = "label"
+    while label in columns:
+        label = f"_{label}"
+    lengths = {str(name): len(values) for name, values in columns.items()}
+    if len(set(lengths.values()) | {len(y)}) > 1:
+        raise DataError(
+            message(
+                f"The columns and the labels differ in length: {len(y)} labels",
+                received={"rows per column": lengths},
+                allowed="Give each column exactly one value per label",
+            )
+        )
+    frame = pd.DataFrame({str(name): np.asarray(values) for name, values in columns.items()})
+    frame[label] = np.asarray(y)
+    return frame, label
 
 
 def read_labelled(data: Any, target: str | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
     """Reads labelled rows for evaluating, explaining or ensembling.
 
     Args:
-        data: An `(x, y)` pair, a built-in data set name, a DataFrame (with
+        data: An `(x, y)` pair (``x`` an array, or a table's dict of
+            columns), a built-in data set name, a DataFrame or CSV path (with
             `target`), or a finite `tf.data.Dataset` of `(x, y)`.
         target: The label column of a DataFrame. Defaults to `None`.
 
     Returns:
-        The features (float32), the labels as given, and the `Loaded` record
-        (feature and class names).
+        The features (float32, or a table's dict of columns), the labels as
+        given, and the `Loaded` record (feature and class names).
 
     Raises:
         DataError: For data that cannot be read or rows that are not numbers.
     """
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], Mapping):
+        data, target = _as_frame(*data)
     loaded = load_data(data, DataConfig(target=target))
     y = np.asarray(loaded.y)
-    n_x = len(loaded.x) if hasattr(loaded.x, "__len__") else 0
-    if n_x != len(y):
-        raise DataError(
-            message(
-                f"The features have {n_x} rows but there are {len(y)} labels",
-                allowed="Each row needs exactly one label",
+    if isinstance(loaded.x, dict):
+        x = loaded.x  # a table's columns, checked as they were read (`read_table`)
+    else:
+        n_x = len(loaded.x) if hasattr(loaded.x, "__len__") else 0
+        if n_x != len(y):
+            raise DataError(
+                message(
+                    f"The features have {n_x} rows but there are {len(y)} labels",
+                    allowed="Each row needs exactly one label",
+                )
             )
-        )
-    # The features are checked (numbers, finite, bad rows named) with stand-in
-    # labels: the task comes from the model's outputs, not from the labels alone.
-    checked = validate(loaded.x, np.zeros(len(y), np.float32), DataConfig(task="regression"))
+        # The features are checked (numbers, finite, bad rows named) with stand-in
+        # labels: the task comes from the model's outputs, not from the labels alone.
+        x = validate(loaded.x, np.zeros(len(y), np.float32), DataConfig(task="regression")).x
     if y.ndim == 2 and y.shape[1] > 1:
         y = y.argmax(axis=1)
-    return checked.x, y.reshape(len(y)), loaded
+    return x, y.reshape(len(y)), loaded
 
 
 def labels_for(task: Task, y: np.ndarray) -> np.ndarray:
@@ -463,11 +495,13 @@ def evaluate(
     Args:
         model_or_artifact_path: A tf_keras model, or the path of an artifact
             (a SavedModel folder, a `.keras`/`.h5` file, a `.tflite` file).
-        data: `(x, y)` arrays, a built-in data set name (`"wine"`), a
-            DataFrame with `target`, or a finite `tf.data.Dataset` of `(x, y)`.
+        data: `(x, y)` arrays (``x`` may be a table's dict of columns), a
+            built-in data set name (`"wine"`), a DataFrame or CSV path with
+            `target`, or a finite `tf.data.Dataset` of `(x, y)`.
         task: `"binary"`, `"multiclass"`, `"regression"`, a `Task`, or
-            `"auto"` to read it from the model's outputs (see `infer_task`).
-            Defaults to `"auto"`.
+            `"auto"`: the task (and class names) the run recorded in the
+            `model_info.json` beside an artifact, else read from the model's
+            outputs (see `infer_task`). Defaults to `"auto"`.
         target: The label column when `data` is a DataFrame.
             Defaults to `None`.
         batch_size: Rows per prediction call. Defaults to `512`.
@@ -494,6 +528,9 @@ def evaluate(
             model_or_artifact_path, trust=trust_model_file, what="model_or_artifact_path"
         )
         where = os.fspath(model_or_artifact_path)
+        info = read_model_info(model_or_artifact_path)
+        if info is not None and task == "auto":  # the run recorded its task and class names
+            task = info.task
     else:
         ensure_tf_keras(model_or_artifact_path, "model_or_artifact_path")
         if not isinstance(model_or_artifact_path, keras.Model):

@@ -31,6 +31,7 @@ from kerastrain.distribute import (
 from kerastrain.evaluation import Evaluation, evaluate_run
 from kerastrain.explanation import check_explainable, explain_run
 from kerastrain.export import check_onnx_data, export_model, verify_artifacts
+from kerastrain.export.model_info import write_model_info
 from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics
 from kerastrain.report import ReportInputs, Section, write_report
@@ -344,13 +345,23 @@ def _export(
     compressed: CompressResult | None,
     run: RunFolder,
 ) -> dict[str, Path]:
-    return export_model(
+    artifacts = export_model(
         model,
         run.path,
         export_cfg,
         representative=prepared.sample("train", export_cfg.representative_rows),
         float_model=compressed.float_model if compressed else None,
     )
+    if artifacts:  # what the files answer and take, for `kerastrain predict` and `evaluate`
+        write_model_info(
+            run.path,
+            model.inputs,
+            prepared.task,
+            target=prepared.options.target,
+            columns=prepared.table.sources if prepared.table is not None else None,
+            feature_names=prepared.feature_names,
+        )
+    return artifacts
 
 
 def _verify(
