@@ -1,10 +1,13 @@
-"""The ``kerastrain`` command: ``run``, ``tune``, ``demo``, ``launch``.
+"""The ``kerastrain`` command: ``run``, ``tune``, ``demo``, ``launch``,
+``predict`` and ``evaluate`` (an exported artifact on a data file, see
+`kerastrain.predicting`).
 
 Errors in the config or the data print one paragraph and exit with code 2,
 without a traceback (wrapped at spaces only: a path in the message stays
 whole, to be copied); anything else is a bug and keeps its traceback.
-``--trust`` loads a ``model_options.backbone`` file even when it carries
-code (see the trust model in `kerastrain.export.model_files`).
+``--trust`` loads a ``model_options.backbone`` file (``run``, ``launch``) or
+the ARTIFACT (``predict``, ``evaluate``) even when it carries code (see the
+trust model in `kerastrain.export.model_files`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ EXIT_USAGE = 2
 TRUST_HELP = (
     "load the model_options.backbone file even if it carries code (a Lambda layer): "
     "only for files you wrote or trust"
+)
+ARTIFACT_TRUST_HELP = (
+    "load ARTIFACT even if loading it runs code it carries (a Lambda layer): only for files "
+    "you wrote or trust"
 )
 #: Width of an error paragraph.
 WIDTH = 100
@@ -105,6 +112,70 @@ def _parser() -> argparse.ArgumentParser:
     launch.add_argument("--overwrite", action="store_true", help="replace a finished run")
     launch.add_argument("--trust", action="store_true", help=TRUST_HELP)
 
+    artifact_help = (
+        "an exported model: a SavedModel folder, or a .keras, .h5 or .tflite file (any "
+        "format kerastrain exports); the run's model_info.json beside it names its inputs "
+        "and classes"
+    )
+    predict = commands.add_parser(
+        "predict",
+        help="write an exported model's predictions on a data file to CSV",
+        description="Run ARTIFACT on DATA and write one CSV row per data row: 'row' (or "
+        "'file' for images), the predicted 'label' and one 'probability_<class>' per class "
+        "(or 'value' for a regression). A table's columns are matched to the model's inputs "
+        "by name; extra columns are ignored (and named), missing ones refused.",
+    )
+    predict.add_argument("artifact", metavar="ARTIFACT", help=artifact_help)
+    predict.add_argument(
+        "data",
+        metavar="DATA",
+        help="a .csv, .tsv or .parquet table, a .npy array, or a folder of images",
+    )
+    predict.add_argument(
+        "--output",
+        metavar="FILE",
+        help="the CSV to write, '-' for stdout (default: DATA's name with "
+        "'.predictions.csv', beside it)",
+    )
+    predict.add_argument(
+        "--batch-size",
+        type=int,
+        default=512,
+        metavar="N",
+        help="rows read and predicted at a time (default: %(default)s)",
+    )
+    predict.add_argument("--trust", action="store_true", help=ARTIFACT_TRUST_HELP)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score an exported model on a labelled data file",
+        description="Print the metrics of kerastrain.evaluate for ARTIFACT on DATA: a table "
+        "with a label column, or a folder of class sub-folders of images.",
+    )
+    evaluate.add_argument("artifact", metavar="ARTIFACT", help=artifact_help)
+    evaluate.add_argument(
+        "data",
+        metavar="DATA",
+        help="a .csv, .tsv or .parquet table with a label column, or a folder of class "
+        "sub-folders of images",
+    )
+    evaluate.add_argument(
+        "--target",
+        metavar="COL",
+        help="the label column (default: the one the run trained on, from model_info.json)",
+    )
+    evaluate.add_argument(
+        "--json", action="store_true", help="print the metrics as one JSON object"
+    )
+    evaluate.add_argument(
+        "--batch-size",
+        type=int,
+        default=512,
+        metavar="N",
+        help="rows read and predicted at a time (default: %(default)s)",
+    )
+    evaluate.add_argument("--trust", action="store_true", help=ARTIFACT_TRUST_HELP)
+
     demo = commands.add_parser(
         "demo",
         help="train on the embedded digits data end to end",
@@ -135,6 +206,30 @@ def _summary(result) -> str:  # noqa: ANN001 - PipelineResult, imported lazily
     return "\n".join(lines)
 
 
+def _artifact_command(args: argparse.Namespace) -> int:
+    """``predict`` and ``evaluate``: the work is `kerastrain.predicting`'s."""
+    import json
+
+    from kerastrain.predicting import evaluate_file, format_metrics, predict_file
+
+    if args.command == "predict":
+        written = predict_file(
+            args.artifact,
+            args.data,
+            output=args.output,
+            batch_size=args.batch_size,
+            trust=args.trust,
+        )
+        if written is not None:
+            print(written)
+        return 0
+    metrics = evaluate_file(
+        args.artifact, args.data, target=args.target, batch_size=args.batch_size, trust=args.trust
+    )
+    print(json.dumps(metrics, default=str) if args.json else format_metrics(metrics))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -157,6 +252,8 @@ def _run(args: argparse.Namespace) -> int:
     from kerastrain.runs import check_folder
 
     try:
+        if args.command in ("predict", "evaluate"):
+            return _artifact_command(args)
         if args.command == "launch":
             config = load_config(
                 args.config, output_dir=args.output_dir, overwrite=args.overwrite or None
