@@ -210,18 +210,15 @@ def _artifact_command(args: argparse.Namespace) -> int:
     """``predict`` and ``evaluate``: the work is `kerastrain.predicting`'s."""
     import json
 
-    from kerastrain.predicting import evaluate_file, format_metrics, predict_file
+    from kerastrain.predicting import evaluate_file, format_metrics, predict_file, predictions
 
     if args.command == "predict":
-        written = predict_file(
-            args.artifact,
-            args.data,
-            output=args.output,
-            batch_size=args.batch_size,
-            trust=args.trust,
-        )
-        if written is not None:
-            print(written)
+        options = {"batch_size": args.batch_size, "trust": args.trust}
+        if args.output == "-":
+            table = predictions(args.artifact, args.data, **options)
+            print(table.to_csv(index=False), end="")
+        else:
+            print(predict_file(args.artifact, args.data, output=args.output, **options))
         return 0
     metrics = evaluate_file(
         args.artifact, args.data, target=args.target, batch_size=args.batch_size, trust=args.trust

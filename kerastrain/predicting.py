@@ -11,9 +11,10 @@ images are resized to the model's input, and the outputs are labelled with
 the class names. Without that file (an artifact from elsewhere) the data's
 columns are fed as one array, and the outputs are named by class index.
 
-`predict_file` writes one CSV row per data row: the predicted ``label`` and
-one ``probability_<class>`` per class (or the ``value`` of a regression),
-after a ``row`` (the data's row, from 0) or ``file`` (an image) column.
+`predictions` gives one row per data row: the predicted ``label`` and one
+``probability_<class>`` per class (or the ``value`` of a regression), after
+a ``row`` (the data's row, from 0) or ``file`` (an image) column;
+`predict_file` writes them to a CSV file.
 `evaluate_file` scores labelled data with the metrics of
 `kerastrain.evaluate`. Both read and predict ``batch_size`` rows at a time
 and log a progress line with the time left every few seconds on large
@@ -23,10 +24,8 @@ inputs.
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +50,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "Rows",
     "read_rows",
+    "predictions",
     "predict_file",
     "evaluate_file",
     "format_metrics",
@@ -76,6 +76,7 @@ class Rows:
         ids: Each row's name: its position, or its file for images.
         id_name: `"row"` or `"file"`.
         source: What was read, for messages.
+        dtype: The dtype decoded images are given to the model in.
     """
 
     x: Any
@@ -83,6 +84,7 @@ class Rows:
     ids: list[Any]
     id_name: str
     source: str
+    dtype: str = "float32"
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -90,7 +92,7 @@ class Rows:
     def chunk(self, start: int, stop: int) -> Any:
         """Rows ``start:stop`` as the model takes them."""
         if isinstance(self.x, ImageStream):
-            return self.x.read(np.arange(start, stop)).astype(np.float32)
+            return self.x.read(np.arange(start, stop)).astype(self.dtype)
         return take(self.x, start, stop)
 
 
@@ -157,7 +159,7 @@ def _names(names: list[str], limit: int = 10) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
-def _expected_columns(info: ModelInfo | None, frame: Any) -> list[str] | None:
+def _expected_columns(info: ModelInfo | None) -> list[str] | None:
     """The data columns the model reads, in its order (None: all, as one array)."""
     if info is None:
         return None
@@ -166,7 +168,7 @@ def _expected_columns(info: ModelInfo | None, frame: Any) -> list[str] | None:
     return list(info.feature_names) if info.feature_names else None
 
 
-def _numbers(values: np.ndarray, column: str, source: str, line_offset: int) -> np.ndarray:
+def _numbers(values: np.ndarray, column: str, source: str, line_offset: int | None) -> np.ndarray:
     """A column as float32, missing values as NaN; a value that is not a number refused."""
     import pandas as pd
 
@@ -174,12 +176,16 @@ def _numbers(values: np.ndarray, column: str, source: str, line_offset: int) -> 
     numbers = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(np.float64)
     bad = np.flatnonzero(np.isnan(numbers) & ~missing)
     if len(bad):
-        lines = ", ".join(str(int(i) + line_offset) for i in bad[:5])
+        lines = (
+            ""
+            if line_offset is None
+            else f"file lines {', '.join(str(int(i) + line_offset) for i in bad[:5])}; "
+        )
         raise DataError(
             message(
                 f"Column {column!r} of {source} holds values that are not numbers in rows "
-                f"{rows(bad)} (file lines {lines}; first: {values[bad[0]]!r}), and the model "
-                "takes numbers there",
+                f"{rows(bad)} ({lines}first: {values[bad[0]]!r}), and the model takes numbers "
+                "there",
                 allowed="Correct them, or leave them empty to have them imputed",
             )
         )
@@ -193,7 +199,9 @@ def _text(values: np.ndarray) -> np.ndarray:
     return np.array(["" if m else str(v) for v, m in zip(values, pd.isna(values))], dtype=object)
 
 
-def _table_inputs(frame: Any, info: ModelInfo, source: str, line_offset: int) -> dict[str, Any]:
+def _table_inputs(
+    frame: Any, info: ModelInfo, source: str, line_offset: int | None
+) -> dict[str, Any]:
     x = {}
     for spec in info.inputs:
         column = spec.column or spec.name
@@ -211,7 +219,9 @@ def _table_inputs(frame: Any, info: ModelInfo, source: str, line_offset: int) ->
     return x
 
 
-def _array_input(frame: Any, info: ModelInfo | None, source: str, line_offset: int) -> np.ndarray:
+def _array_input(
+    frame: Any, info: ModelInfo | None, source: str, line_offset: int | None
+) -> np.ndarray:
     columns = [_numbers(frame[c].to_numpy(), c, source, line_offset) for c in frame.columns]
     x = np.stack(columns, axis=1)
     check_finite(
@@ -237,7 +247,7 @@ def _array_input(frame: Any, info: ModelInfo | None, source: str, line_offset: i
 def _read_table(path: Path, info: ModelInfo | None, target: str | None) -> Rows:
     frame = _frame(path)
     source = repr(str(path))
-    line_offset = 0 if path.suffix.lower() == ".parquet" else 2
+    line_offset = None if path.suffix.lower() == ".parquet" else 2  # a CSV's header is line 1
     y = None
     if target is not None:
         if target not in frame.columns:
@@ -252,7 +262,7 @@ def _read_table(path: Path, info: ModelInfo | None, target: str | None) -> Rows:
             )
         y = frame[target].to_numpy()
         frame = frame.drop(columns=[target])
-    expected = _expected_columns(info, frame)
+    expected = _expected_columns(info)
     if expected is not None:
         missing = [c for c in expected if c not in frame.columns]
         extra = [c for c in frame.columns if c not in expected]
@@ -359,7 +369,8 @@ def _read_images(root: Path, info: ModelInfo | None, labelled: bool) -> Rows:
                 )
             )
     stream = ImageStream([str(f) for f in files], (shape[0], shape[1]), shape[2], source)
-    return Rows(stream, y, [str(f.relative_to(root)) for f in files], "file", source)
+    ids = [str(f.relative_to(root)) for f in files]
+    return Rows(stream, y, ids, "file", source, dtype=info.inputs[0].dtype)
 
 
 def read_rows(
@@ -530,6 +541,39 @@ def default_output(data: str | os.PathLike) -> Path:
     return path.with_name(f"{stem}.predictions.csv")
 
 
+def predictions(
+    artifact: str | os.PathLike,
+    data: str | os.PathLike,
+    *,
+    batch_size: int = BATCH_ROWS,
+    trust: bool = False,
+) -> Any:
+    """An artifact's predictions on a data file, one row per data row.
+
+    Args:
+        artifact: Any artifact `load_predictor` loads.
+        data: A CSV/TSV/Parquet file, a `.npy` file, or a folder of images.
+        batch_size: Rows read and predicted at a time. Defaults to `512`.
+        trust: Load a model file even when it would run code it carries.
+            Defaults to `False`.
+
+    Returns:
+        A DataFrame: `row` (or `file`), `label` and one `probability_<class>`
+        per class, or `value` for a regression (`output` when the task is
+        unknown).
+
+    Raises:
+        DataError: For data the model cannot take (see `read_rows`).
+        ExportError: For an artifact that is missing, damaged or not a model.
+        ConfigError: For a model file that would run code, not trusted.
+    """
+    _check_batch_size(batch_size)
+    predict, info = _load(artifact, trust)
+    data_rows = read_rows(data, info)
+    outputs = _outputs(predict, data_rows, batch_size)
+    return _table(info.task if info else None, outputs, data_rows)
+
+
 def predict_file(
     artifact: str | os.PathLike,
     data: str | os.PathLike,
@@ -537,49 +581,36 @@ def predict_file(
     output: str | os.PathLike | None = None,
     batch_size: int = BATCH_ROWS,
     trust: bool = False,
-) -> Path | None:
-    """Writes an artifact's predictions on a data file to a CSV file.
+) -> Path:
+    """Writes `predictions` to a CSV file, atomically.
 
     Args:
         artifact: Any artifact `load_predictor` loads.
         data: A CSV/TSV/Parquet file, a `.npy` file, or a folder of images.
-        output: The CSV to write (atomically), `"-"` for stdout.
-            Defaults to `default_output(data)`.
+        output: The CSV to write. Defaults to `default_output(data)`.
         batch_size: Rows read and predicted at a time. Defaults to `512`.
         trust: Load a model file even when it would run code it carries.
             Defaults to `False`.
 
     Returns:
-        The file written, or None for stdout.
+        The file written.
 
     Raises:
-        DataError: For data the model cannot take (see `read_rows`), or an
-            output path that is the data itself.
+        DataError: As `predictions`, and for an output path that is the data
+            itself (checked before anything is loaded).
         ExportError: For an artifact that is missing, damaged or not a model.
         ConfigError: For a model file that would run code, not trusted.
     """
-    _check_batch_size(batch_size)
-    if output is None:
-        target: Path | None = default_output(data)
-    else:
-        target = None if str(output) == "-" else Path(output)
-    if target is not None and Path(data).exists() and target.resolve() == Path(data).resolve():
+    target = default_output(data) if output is None else Path(output)
+    if Path(data).exists() and target.resolve() == Path(data).resolve():
         raise DataError(
             message(
                 "The output file is the data file: it would be written over",
-                received={"--output": str(output)},
+                received={"--output": str(target)},
                 allowed="Give another path (default: <data>.predictions.csv)",
             )
         )
-    predict, info = _load(artifact, trust)
-    rows_ = read_rows(data, info)
-    outputs = _outputs(predict, rows_, batch_size)
-    table = _table(info.task if info else None, outputs, rows_)
-    if target is None:
-        buffer = io.StringIO()
-        table.to_csv(buffer, index=False)
-        sys.stdout.write(buffer.getvalue())
-        return None
+    table = predictions(artifact, data, batch_size=batch_size, trust=trust)
     with atomic_path(target) as tmp:
         table.to_csv(tmp, index=False)
     logger.info("Wrote the predictions of %d rows to %s.", len(table), target)
@@ -623,7 +654,7 @@ def evaluate_file(
     y = np.asarray(data_rows.y)
     task = info.task if info else infer_task(outputs, y)
     metrics = compute_metrics(task, labels_for(task, y), outputs)
-    return {"task": task.kind, "data": str(data), **metrics}
+    return {"task": task.kind, "artifact": str(artifact), "data": str(data), **metrics}
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
@@ -634,7 +665,10 @@ def format_metrics(metrics: dict[str, Any]) -> str:
         for k, v in metrics.items()
         if isinstance(v, (int, float, np.integer, np.floating)) or v is None
     }
-    lines = [f"{metrics.get('task', '')} task, {metrics.get('examples', '?')} rows"]
+    lines = [
+        f"{metrics.get('artifact', 'The model')} on {metrics.get('data', 'the data')}: "
+        f"{metrics.get('task', '')} task, {metrics.get('examples', '?')} rows"
+    ]
     width = max(len(k) for k in scalars)
     for key, value in scalars.items():
         if key == "examples":

@@ -375,3 +375,24 @@ def test_image_folder_predict_and_evaluate(tmp_path, capsys):
     scored = json.loads(capsys.readouterr().out)
     truth = np.array(["cat"] * 3 + ["dog"] * 3)
     assert scored["accuracy"] == pytest.approx(np.mean(expected == truth))
+
+
+def test_regression_value_and_evaluate_metrics(tmp_path, capsys):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    artifact = _exported(
+        model, tmp_path / "run", Task("regression"), target="price", feature_names=["a", "b"]
+    )
+    x = np.random.default_rng(1).normal(size=(9, 2)).astype(np.float32)
+    price = np.arange(9, dtype=np.float64)
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "price": price}).to_csv(
+        tmp_path / "rows.csv", index=False
+    )
+    values = model.predict(x, verbose=0)[:, 0]
+    table = predicting.predictions(artifact, tmp_path / "rows.csv")
+    assert list(table.columns) == ["row", "value"]
+    np.testing.assert_allclose(table["value"], values, rtol=1e-5)
+    # The label column is the run's target: no --target needed.
+    assert main(["evaluate", str(artifact), str(tmp_path / "rows.csv"), "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["task"] == "regression"
+    assert scored["rmse"] == pytest.approx(np.sqrt(np.mean((values - price) ** 2)), rel=1e-5)
