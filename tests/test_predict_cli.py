@@ -74,13 +74,9 @@ def test_predict_writes_the_same_labels_for_every_format(table_run, tmp_path):
     written = {}
     for fmt, name in FORMATS.items():
         out = tmp_path / f"{fmt}.csv"
-        # A .keras file names the module of kerastrain's table layers, which the
-        # trust check refuses without --trust; .h5 and the others load untrusted.
-        trust = ["--trust"] if fmt == "keras" else []
-        assert (
-            main(["predict", str(result.run_dir / name), str(csv), "--output", str(out), *trust])
-            == 0
-        )
+        # Untrusted: kerastrain's own table layers (named by module in a .keras
+        # file, registered for an .h5) are not foreign code.
+        assert main(["predict", str(result.run_dir / name), str(csv), "--output", str(out)]) == 0
         written[fmt] = pd.read_csv(out)
     reference = written["savedmodel"]
     assert list(reference.columns) == [
@@ -396,3 +392,25 @@ def test_regression_value_and_evaluate_metrics(tmp_path, capsys):
     scored = json.loads(capsys.readouterr().out)
     assert scored["task"] == "regression"
     assert scored["rmse"] == pytest.approx(np.sqrt(np.mean((values - price) ** 2)), rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_evaluate_loads_a_table_models_keras_and_h5_in_a_fresh_process(table_run):
+    """Regression: in a process that had not imported kerastrain's table
+    layers, their .h5 failed ("Unknown layer: 'kerastrain>FillMissing'") and
+    their .keras with "'str' object is not callable"."""
+    result, csv, _ = table_run
+    code = (
+        "import sys, pandas as pd, kerastrain\n"
+        "rows = pd.read_csv(sys.argv[1])\n"
+        "for path in sys.argv[2:]:\n"
+        "    print(kerastrain.evaluate(path, rows, target='diagnosis')['accuracy'])\n"
+    )
+    paths = [str(result.run_dir / FORMATS[f]) for f in ("keras", "h5")]
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(csv), *paths], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    expected = result.metrics["test"]["accuracy"]
+    assert [float(v) for v in done.stdout.split()] == [expected, expected]
