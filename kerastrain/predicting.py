@@ -276,12 +276,13 @@ def _read_table(path: Path, info: ModelInfo | None, target: str | None) -> Rows:
                     + (f" (from {info.path})" if info and info.path else ""),
                 )
             )
-        if extra:
+        unread = [c for c in extra if info is None or c != info.target]  # labels are expected
+        if unread:
             logger.warning(
                 "%s: ignored %d columns the model does not read: %s",
                 source,
-                len(extra),
-                _names(extra),
+                len(unread),
+                _names(unread),
             )
         frame = frame[expected]
     if info is not None and info.is_table:

@@ -311,6 +311,7 @@ def test_array_model_reads_named_columns_and_npy(tmp_path, capsys):
     )
     assert main(["predict", str(artifact), str(tmp_path / "rows.csv")]) == 0
     assert _labels(tmp_path / "rows.predictions.csv") == expected.tolist()
+    assert "ignored 1 columns the model does not read: 'id'" in capsys.readouterr().err
     # Parquet (through pandas' pyarrow engine) reads the same.
     pd.read_csv(tmp_path / "rows.csv").to_parquet(tmp_path / "rows.parquet")
     assert main(["predict", str(artifact), str(tmp_path / "rows.parquet")]) == 0
