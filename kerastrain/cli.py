@@ -113,9 +113,9 @@ def _parser() -> argparse.ArgumentParser:
     launch.add_argument("--trust", action="store_true", help=TRUST_HELP)
 
     artifact_help = (
-        "an exported model: a SavedModel folder, or a .keras, .h5 or .tflite file (any "
-        "format kerastrain exports); the run's model_info.json beside it names its inputs "
-        "and classes"
+        "an exported model: a SavedModel folder, or a .keras, .h5, .tflite or .onnx file "
+        "(any format kerastrain exports); the run's model_info.json beside it names its "
+        "inputs and classes"
     )
     predict = commands.add_parser(
         "predict",

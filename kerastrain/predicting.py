@@ -2,7 +2,7 @@
 ``kerastrain evaluate`` commands.
 
 Any artifact `kerastrain.export.load_predictor` loads (a SavedModel folder,
-`.keras`, `.h5`, `.tflite`, ...) runs on a CSV, TSV or Parquet file, a
+`.keras`, `.h5`, `.tflite`, `.onnx`) runs on a CSV, TSV or Parquet file, a
 `.npy` array, or a folder of images. The run's `model_info.json` beside the
 artifact (`kerastrain.export.model_info`) says what the model takes and
 answers: a table's columns are matched by name (the missing and extra ones

@@ -228,7 +228,7 @@ def test_evaluate_refuses_bad_input(binary_model_and_artifacts):
     with pytest.raises(kerastrain.ConfigError, match="model_or_artifact_path"):
         kerastrain.evaluate(object(), (x, y))
     with pytest.raises(kerastrain.ExportError, match="Unknown artifact"):
-        kerastrain.evaluate(artifacts["tflite"].with_suffix(".onnx"), (x, y))
+        kerastrain.evaluate(artifacts["tflite"].with_suffix(".pt"), (x, y))
 
 
 def test_package_names_stay_functions_after_their_modules_are_imported():

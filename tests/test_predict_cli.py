@@ -293,8 +293,8 @@ def test_bad_columns_in_a_process_exit_2_without_traceback(table_run, tmp_path):
 # --------------------------------------------------------------------------- arrays and images
 
 
-def _exported(model, folder, task, **info):
-    artifacts = export_model(model, folder, ExportConfig(formats=["savedmodel"]))
+def _exported(model, folder, task, formats=("savedmodel",), **info):
+    artifacts = export_model(model, folder, ExportConfig(formats=list(formats)))
     write_model_info(folder, model.inputs, task, **info)
     return artifacts["savedmodel"]
 
@@ -302,7 +302,9 @@ def _exported(model, folder, task, **info):
 def test_array_model_reads_named_columns_and_npy(tmp_path, capsys):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3, activation="softmax")])
     task = Task("multiclass", 3, ("a", "b", "c"))
-    artifact = _exported(model, tmp_path / "run", task, feature_names=["x", "y", "z"])
+    artifact = _exported(
+        model, tmp_path / "run", task, ("savedmodel", "onnx"), feature_names=["x", "y", "z"]
+    )
     x = np.random.default_rng(0).normal(size=(7, 3)).astype(np.float32)
     expected = np.array(["a", "b", "c"])[model.predict(x, verbose=0).argmax(axis=1)]
     # Columns by name, whatever their order; an extra column is ignored.
@@ -312,6 +314,9 @@ def test_array_model_reads_named_columns_and_npy(tmp_path, capsys):
     assert main(["predict", str(artifact), str(tmp_path / "rows.csv")]) == 0
     assert _labels(tmp_path / "rows.predictions.csv") == expected.tolist()
     assert "ignored 1 columns the model does not read: 'id'" in capsys.readouterr().err
+    # Any format load_predictor reads answers through the same model_info.json.
+    assert main(["predict", str(artifact.parent / "model.onnx"), str(tmp_path / "rows.csv")]) == 0
+    assert _labels(tmp_path / "rows.predictions.csv") == expected.tolist()
     # Parquet (through pandas' pyarrow engine) reads the same.
     pd.read_csv(tmp_path / "rows.csv").to_parquet(tmp_path / "rows.parquet")
     assert main(["predict", str(artifact), str(tmp_path / "rows.parquet")]) == 0
@@ -415,3 +420,19 @@ def test_evaluate_loads_a_table_models_keras_and_h5_in_a_fresh_process(table_run
     assert done.returncode == 0, done.stderr[-2000:]
     expected = result.metrics["test"]["accuracy"]
     assert [float(v) for v in done.stdout.split()] == [expected, expected]
+
+
+def test_model_info_is_found_beside_or_above_a_versioned_savedmodel(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, activation="sigmoid")])
+    write_model_info(tmp_path, model.inputs, Task("binary", 2, ("no", "yes")))
+    (tmp_path / "savedmodel" / "3").mkdir(parents=True)
+    for artifact in (
+        tmp_path / "model.tflite",
+        tmp_path / "savedmodel",
+        tmp_path / "savedmodel" / "3",
+    ):
+        assert read_model_info(artifact).task.class_names == ("no", "yes")
+    assert read_model_info(tmp_path / "savedmodel" / "3" / "deeper" / "x") is None
+    (tmp_path / MODEL_INFO).write_text("{not json")
+    with pytest.raises(kerastrain.ExportError, match="Cannot read"):
+        read_model_info(tmp_path / "model.tflite")
