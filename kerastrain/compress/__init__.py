@@ -83,6 +83,8 @@ class CompressResult:
         plan = self.plan
         return {
             "steps": [s.summary() for s in self.steps],
+            "units": plan.units,
+            "kept_whole": plan.kept_whole,
             "pruned_layers": plan.pruned_layers,
             "sparsity": plan.sparsity,
             "clustered_layers": plan.clustered_layers,
@@ -199,7 +201,8 @@ def compress_model(
     log_dir = run_dir / "logs" if options.summaries and run_dir is not None else None
     ctx = Context.create(config, prepared, strategy, log_dir)
     plan = Plan(
-        prune=options.prune,
+        channels=options.channel_pruning,
+        prune=options.weight_pruning,
         cluster=options.cluster,
         quantize=options.quantize,
         quantize_epochs=options.quantize_epochs,

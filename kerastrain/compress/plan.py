@@ -1,4 +1,4 @@
-"""Running a chain of compression steps: prune -> cluster -> quantize.
+"""Running a chain of compression steps: channels -> prune -> cluster -> quantize.
 
 A `Plan` says which steps run; `apply_plan` runs them in order on a trained
 model, each as transform -> fine-tune -> strip, and hands the next step a
@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from kerastrain._keras import keras
+from kerastrain.compress import channels as channels_mod
 from kerastrain.compress import cluster as cluster_mod
 from kerastrain.compress import prune as prune_mod
 from kerastrain.compress import quantize as quantize_mod
@@ -32,19 +33,24 @@ class Plan:
     """Which compression steps run.
 
     Attributes:
-        prune: Pruning options, or None.
+        prune: Weight pruning options (magnitude or 2:4), or None.
         cluster: Clustering options, or None.
         quantize: `"qat"` or None.
         quantize_epochs: QAT fine-tuning epochs.
+        channels: Channel pruning options (`structure="channels"`), run
+            first, or None.
     """
 
     prune: PruneConfig | None = None
     cluster: ClusterConfig | None = None
     quantize: str | None = None
     quantize_epochs: int = 2
+    channels: PruneConfig | None = None
 
     def describe(self) -> str:
         parts = []
+        if self.channels is not None:
+            parts.append(f"cut {self.channels.target_ratio:g} of the units")
         if self.prune is not None:
             parts.append(
                 "prune 2:4" if self.prune.structure else f"prune {self.prune.target_sparsity:g}"
@@ -70,6 +76,10 @@ class PlanResult:
         clustered_layers: The layers clustered.
         unique_values: Clustered layer -> distinct kernel values.
         unquantized: Layers QAT left unquantized (no-op config).
+        units: Channel pruning: each Dense/Conv layer -> (units before,
+            units after).
+        kept_whole: Channel pruning: each Dense/Conv layer none of whose
+            units could be removed -> why.
     """
 
     model: keras.Model
@@ -80,6 +90,8 @@ class PlanResult:
     clustered_layers: list[str] = dataclasses.field(default_factory=list)
     unique_values: dict[str, int] = dataclasses.field(default_factory=dict)
     unquantized: list[str] = dataclasses.field(default_factory=list)
+    units: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    kept_whole: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _log_dir(ctx: Context, name: str) -> Any:
@@ -94,6 +106,8 @@ def check_plan(model: keras.Model, plan: Plan) -> None:
         ConfigError: For a selection that names unknown or unsupported
             layers, or selects none.
     """
+    if plan.channels is not None:
+        channels_mod.plan_channels(model, plan.channels)
     if plan.prune is not None:
         prune_mod.prunable_layers(model, plan.prune)
     if plan.cluster is not None:
@@ -117,6 +131,8 @@ def apply_plan(model: keras.Model, plan: Plan, ctx: Context) -> PlanResult:
     result = PlanResult(model=model)
     current = model
     strategy = ctx.strategy
+    if plan.channels is not None:
+        current = cut_in_steps(current, plan.channels, ctx, result)
     if plan.prune is not None:
         pruned = prune_mod.prune(current, plan.prune, ctx.steps_per_epoch, strategy)
         result.pruned_layers = prune_mod.prunable_layers(current, plan.prune)
@@ -190,6 +206,42 @@ def apply_plan(model: keras.Model, plan: Plan, ctx: Context) -> PlanResult:
             compile_model(current, ctx.prepared.task, ctx.train_options())
     result.model = current
     return result
+
+
+def cut_in_steps(
+    model: keras.Model, config: PruneConfig, ctx: Context, result: PlanResult
+) -> keras.Model:
+    """Channel pruning: cuts on `channels.cut_schedule`, fine-tuning after
+    each cut; records the steps, the units and the layers kept whole in
+    ``result``.
+
+    Every cut's share is of the original model's groups, so the last one
+    leaves exactly ``target_ratio`` of each group removed.
+
+    Returns:
+        The smaller, fine-tuned model.
+    """
+    first = channels_mod.plan_channels(model, config, ratio=0.0)
+    before = {name: units for name, (units, _) in first.units.items()}
+    current = model
+    for ratio, epochs in channels_mod.cut_schedule(config):
+        cut = channels_mod.plan_channels(current, config, ratio, first.groups)
+        current = channels_mod.cut_channels(current, cut, ctx.strategy)
+        result.steps.append(
+            ctx.timed_fit(
+                "channels",
+                current,
+                epochs=epochs,
+                learning_rate=ctx.learning_rate(config.learning_rate),
+                detail=f"{ratio:.0%} of the units cut ({config.criterion}): {cut.describe()}",
+            )
+        )
+    after = channels_mod.units_by_layer(current)
+    result.units = {name: (before[name], after[name]) for name in before}
+    result.kept_whole = first.kept
+    for name, why in first.kept.items():
+        logger.info("Channel pruning keeps every unit of %s: %s.", name, why)
+    return current
 
 
 def distill(

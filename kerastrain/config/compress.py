@@ -21,12 +21,15 @@ __all__ = [
     "BudgetConfig",
     "CompressConfig",
     "DEFAULT_SPARSITY",
+    "DEFAULT_CHANNEL_RATIO",
 ]
 
 #: The target sparsity of unstructured pruning when none is given.
 DEFAULT_SPARSITY = 0.8
 #: The share of weights that 2:4 structured pruning removes (2 of every 4).
 M_BY_N_SPARSITY = 0.5
+#: The share of units channel pruning removes from each layer when none is given.
+DEFAULT_CHANNEL_RATIO = 0.5
 
 CentroidInit = Literal["kmeans++", "linear", "density", "random"]
 
@@ -54,24 +57,43 @@ class LayerSelection(Section):
 
 @dataclasses.dataclass
 class PruneConfig(LayerSelection):
-    """Magnitude pruning while fine-tuning (TF-MOT `prune_low_magnitude`).
+    """Pruning while fine-tuning: magnitude pruning (TF-MOT
+    `prune_low_magnitude`), or channel pruning that rebuilds a smaller model.
+
+    With `structure="channels"`, whole Dense units and convolution filters
+    are removed (`kerastrain.compress.channels`): the lowest-scoring share
+    `target_ratio` of each layer's units, in one cut per epoch up to
+    `end_epoch` (the share rising like the polynomial sparsity schedule),
+    with fine-tuning after each cut. `compress.prune` may be a list of two
+    sections, channels first, to prune the smaller model's weights too.
 
     Attributes:
         target_sparsity: The share of each pruned kernel set to zero. Defaults
-            to `0.8`, or `0.5` with `structure="2:4"` (the only value 2:4 allows).
+            to `0.8`, or `0.5` with `structure="2:4"` (the only value 2:4
+            allows); not used by `"channels"`.
         schedule: `"polynomial"` (sparsity rises from `initial_sparsity` to the
             target by `end_epoch`) or `"constant"` (the target from the first
-            step). Ignored by 2:4, which TF-MOT masks once, at the first step.
+            step; for channels, one cut before the first epoch). Ignored by
+            2:4, which TF-MOT masks once, at the first step.
             Defaults to `"polynomial"`.
-        structure: `None` for unstructured pruning, or `"2:4"`: two zeros in
-            every four consecutive input weights. Defaults to `None`.
+        structure: `None` for unstructured pruning, `"2:4"`: two zeros in
+            every four consecutive input weights, or `"channels"`: remove
+            units and filters. Defaults to `None`.
+        target_ratio: With `"channels"`: the share of each cut layer's units
+            removed (rounded down; at least one unit is kept). Defaults to
+            `0.5` with channels.
+        criterion: With `"channels"`: how a unit is scored, `"l1"` (sum of
+            the absolute weights of its kernel slice) or `"l2"` (their
+            Euclidean norm), either times the scale of a BatchNormalization
+            that follows the layer. Defaults to `"l1"` with channels.
         epochs: Fine-tuning epochs with pruning. Defaults to `2`.
         initial_sparsity: Where the polynomial schedule starts. Defaults to `0.0`.
         end_epoch: The epoch at whose end the polynomial schedule reaches the
-            target; later epochs recover accuracy at that sparsity. Defaults to
+            target (for channels: the last cut is made before this epoch);
+            later epochs recover accuracy at that sparsity. Defaults to
             `None`: half the epochs, rounded up.
         frequency: Training steps between mask updates. Defaults to `None`:
-            about four updates per epoch.
+            about four updates per epoch; not used by `"channels"`.
         learning_rate: The fine-tuning learning rate. Defaults to `None`:
             `compress.learning_rate`, else `train.learning_rate`.
     """
@@ -80,7 +102,9 @@ class PruneConfig(LayerSelection):
 
     target_sparsity: float | None = option(None, gt=0.0, lt=1.0)
     schedule: Literal["polynomial", "constant"] = "polynomial"
-    structure: Literal["2:4"] | None = None
+    structure: Literal["2:4", "channels"] | None = None
+    target_ratio: float | None = option(None, gt=0.0, lt=1.0)
+    criterion: Literal["l1", "l2"] | None = None
     epochs: int = option(2, gt=0)
     initial_sparsity: float = option(0.0, ge=0.0, lt=1.0)
     end_epoch: int | None = option(None, gt=0)
@@ -88,6 +112,17 @@ class PruneConfig(LayerSelection):
     learning_rate: float | None = option(None, gt=0.0)
 
     def validate(self) -> None:
+        if self.structure == "channels":
+            self._validate_channels()
+            return
+        for name in ("target_ratio", "criterion"):
+            if getattr(self, name) is not None:
+                raise config_error(
+                    f"compress.prune.{name}",
+                    getattr(self, name),
+                    "unset unless compress.prune.structure is 'channels' (it applies to "
+                    "channel pruning only)",
+                )
         if self.structure == "2:4":
             if self.target_sparsity not in (None, M_BY_N_SPARSITY):
                 raise config_error(
@@ -111,6 +146,24 @@ class PruneConfig(LayerSelection):
                 self.end_epoch,
                 f"<= compress.prune.epochs ({self.epochs})",
             )
+
+    def _validate_channels(self) -> None:
+        wrong = {
+            "target_sparsity": (self.target_sparsity, None, "target_ratio"),
+            "frequency": (self.frequency, None, "one cut per epoch of the ramp"),
+            "initial_sparsity": (self.initial_sparsity, 0.0, "the first cut's share"),
+        }
+        for name, (value, unset, instead) in wrong.items():
+            if value != unset:
+                raise config_error(
+                    f"compress.prune.{name}",
+                    value,
+                    f"unset with structure='channels', which uses {instead} instead",
+                )
+        if self.target_ratio is None:
+            object.__setattr__(self, "target_ratio", DEFAULT_CHANNEL_RATIO)
+        if self.criterion is None:
+            object.__setattr__(self, "criterion", "l1")
 
     @property
     def ramp_epochs(self) -> int:
@@ -243,7 +296,9 @@ class CompressConfig(Section):
     the export's `tflite` mode.
 
     Attributes:
-        prune: See `PruneConfig`. Defaults to `None`.
+        prune: See `PruneConfig`; or a list of two: channel pruning first,
+            then magnitude (or 2:4) pruning of the smaller model. Defaults
+            to `None`.
         quantize: `"qat"` for quantization-aware training (convert with
             `export.tflite="int8"`). Defaults to `None`.
         cluster: See `ClusterConfig`. Defaults to `None`.
@@ -260,7 +315,7 @@ class CompressConfig(Section):
 
     _path: ClassVar[str] = "compress"
 
-    prune: PruneConfig | None = None
+    prune: PruneConfig | list[PruneConfig] | None = None
     quantize: Literal["qat"] | None = None
     cluster: ClusterConfig | None = None
     distill: DistillConfig | None = None
@@ -270,6 +325,8 @@ class CompressConfig(Section):
     summaries: bool = False
 
     def validate(self) -> None:
+        if isinstance(self.prune, list):
+            self._validate_prune_list(self.prune)
         if self.budget is not None:
             chosen = [k for k in ("prune", "cluster", "quantize") if getattr(self, k) is not None]
             if chosen:
@@ -278,3 +335,26 @@ class CompressConfig(Section):
                     f"with compress.{chosen[0]}. Remove compress.{' and compress.'.join(chosen)}, "
                     "or remove compress.budget and choose the techniques yourself."
                 )
+
+    @staticmethod
+    def _validate_prune_list(sections: list[PruneConfig]) -> None:
+        kinds = ["channels" if s.structure == "channels" else "weights" for s in sections]
+        if kinds not in (["channels"], ["weights"], ["channels", "weights"]):
+            raise config_error(
+                "compress.prune",
+                [s.structure for s in sections],
+                "one section, or a list of two: structure 'channels' first, then magnitude "
+                "(structure None) or '2:4' pruning of what is left",
+            )
+
+    @property
+    def channel_pruning(self) -> PruneConfig | None:
+        """The `prune` section with `structure="channels"`, or None."""
+        sections = self.prune if isinstance(self.prune, list) else [self.prune]
+        return next((s for s in sections if s is not None and s.structure == "channels"), None)
+
+    @property
+    def weight_pruning(self) -> PruneConfig | None:
+        """The `prune` section that prunes weights (magnitude or 2:4), or None."""
+        sections = self.prune if isinstance(self.prune, list) else [self.prune]
+        return next((s for s in sections if s is not None and s.structure != "channels"), None)
