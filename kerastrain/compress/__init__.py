@@ -3,14 +3,15 @@
 `compress_model` is the one call the pipeline makes. It measures the
 uncompressed model's float32 TFLite file (the baseline every ratio is taken
 against), then runs, as the config asks: distillation into a smaller student,
-then either the chosen techniques (prune -> cluster -> quantization-aware
-training, each transform -> fine-tune -> strip with TF-MOT) or the budget
-search that chooses them. Post-training quantization happens in the export
+then either the chosen techniques (channel pruning, which rebuilds a smaller
+model, then prune -> cluster -> quantization-aware training, each transform
+-> fine-tune -> strip with TF-MOT) or the budget search that chooses them. Post-training quantization happens in the export
 (`export.tflite`). `compression_sections` turns the result and the verified
 artifacts into the report's sections.
 
 Each technique is also usable alone, as a model -> model transform with its
-inverse, like TF-MOT's own API: `prune.prune`/`prune.strip`,
+inverse, like TF-MOT's own API: `channels.cut_channels` (with
+`channels.zero_channels`, the same cut as a mask), `prune.prune`/`prune.strip`,
 `cluster.cluster`/`cluster.strip`, `quantize.quantize`/`quantize.strip`,
 and `distill.Distiller`.
 """
