@@ -294,3 +294,31 @@ def test_fit_pipeline_cuts_channels_then_prunes_and_exports_a_smaller_tflite(
     np.testing.assert_allclose(
         predictor(x), result.model.predict(x, verbose=0), rtol=1e-4, atol=1e-5
     )
+
+
+@pytest.mark.slow
+def test_channel_pruning_composes_with_clustering_and_qat_into_int8(digits_arrays, tmp_path):
+    result = fit_pipeline(
+        digits_arrays,
+        "cnn",
+        seed=0,
+        output_dir=str(tmp_path),
+        model_options={"filters": 8, "dense": 32},
+        report={"explain": "none"},
+        train={"epochs": 3, "verbose": 0, "early_stopping": None},
+        compress={
+            "prune": {"structure": "channels", "target_ratio": 0.5, "epochs": 1},
+            "cluster": {"clusters": 8, "epochs": 1},
+            "quantize": "qat",
+            "quantize_epochs": 1,
+        },
+        export={"formats": ["tflite"], "tflite": "int8", "latency_runs": 5, "min_agreement": 0.95},
+    )
+    summary = json.loads((tmp_path / "compression.json").read_text())
+    assert [s["step"] for s in summary["steps"]] == ["channels", "cluster", "qat"]
+    assert summary["units"]["dense"] == [32, 16] and summary["units"]["conv_1"] == [16, 8]
+    assert all(n <= 8 for n in summary["unique_values"].values()), summary["unique_values"]
+    int8 = result.metrics["tflite_int8"]
+    # a tiny model: int8's fixed cost (scales, zero points) weighs; 2.7x measured
+    assert int8["bytes"] < result.metrics["uncompressed_tflite"]["bytes"] / 2.5
+    assert int8["agreement"] >= 0.95

@@ -346,10 +346,12 @@ def plan_channels(
             why = "it is called more than once (a shared layer)"
         if why is None and len(outputs) != 1:
             why = "it has several outputs"
+        if why is None and outputs[0].shape[-1] is None:
+            why = "its output has no fixed number of channels"
         if why is not None:
             for array in arrays:
                 ties.fix(array, f"it feeds {name} ({kind}): {why}")
-            result = [ties.new(int(t.shape[-1]), reason=why) for t in outputs]
+            result = [ties.new(int(t.shape[-1] or 0), reason=why) for t in outputs]
             for t, array in zip(outputs, result):
                 ids[id(t)] = array
             inputs_of[name] = arrays
