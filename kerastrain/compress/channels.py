@@ -55,8 +55,8 @@ from typing import Any
 import numpy as np
 
 from kerastrain._keras import keras, tf
+from kerastrain.compress.common import select_layers
 from kerastrain.config.compress import PruneConfig
-from kerastrain.errors import ConfigError, message
 
 logger = logging.getLogger(__name__)
 
@@ -244,45 +244,22 @@ def _nodes(model: keras.Model) -> list[Any]:
 
 
 def _selected(model: keras.Model, config: PruneConfig) -> dict[str, str]:
-    """Producer -> why it is not selected (absent when it is)."""
-    producers = [layer for layer in model.layers if _is_producer(layer)]
-    names = [layer.name for layer in model.layers]
-    for key in ("layers", "skip"):
-        for name in getattr(config, key) or ():
-            if name not in names:
-                raise ConfigError(
-                    message(
-                        f"The compress.prune.{key} option names layer {name!r}, which the model "
-                        "does not have",
-                        allowed=f"Its layers are: {', '.join(names)}",
-                        candidates=names,
-                        near=name,
-                    )
-                )
+    """Producer -> why it is not selected (absent when it is); the selection
+    is `select_layers`', with its errors."""
+    chosen = select_layers(model, config, _is_producer, "compress.prune", "cut into channels")
     skipped = {}
-    first_conv = next((p.name for p in producers if "Conv" in type(p).__name__), None)
-    for layer in producers:
+    for layer in model.layers:
         name = layer.name
-        if config.layers is not None and name not in config.layers:
+        if not _is_producer(layer) or name in chosen and name not in model.output_names:
+            continue
+        if name in model.output_names:
+            skipped[name] = "the output layer is never cut"
+        elif config.layers is not None:
             skipped[name] = "not named in compress.prune.layers"
         elif name in config.skip:
             skipped[name] = "named in compress.prune.skip"
-        elif name in model.output_names:
-            skipped[name] = "the output layer is never cut"
-        elif config.skip_first_conv and name == first_conv and config.layers is None:
+        else:
             skipped[name] = "the first convolution (compress.prune.skip_first_conv)"
-    if config.layers is not None:
-        wrong = [n for n in config.layers if n not in {p.name for p in producers}]
-        if wrong:
-            raise ConfigError(
-                message(
-                    f"The compress.prune.layers option names {wrong[0]!r} "
-                    f"({type(model.get_layer(wrong[0])).__name__}), which channel pruning cannot "
-                    "cut",
-                    allowed="Dense and Conv1D/2D/3D layers: "
-                    + ", ".join(p.name for p in producers),
-                )
-            )
     return skipped
 
 
