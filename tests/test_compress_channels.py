@@ -73,6 +73,17 @@ def _branches() -> keras.Model:
     return keras.Model(x, out)
 
 
+def _sequential() -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(10, activation="tanh", name="h1"),
+            keras.layers.Dense(7, activation="relu", name="h2"),
+            keras.layers.Dense(3, name="output"),
+        ]
+    )
+
+
 #: The factory, its input shape and the units the cut must leave.
 MODELS = {
     "mlp": (_mlp, (12,), {"dense_0": (16, 8), "dense_1": (16, 8), "output": (10, 10)}),
@@ -97,6 +108,9 @@ MODELS = {
         (8, 8, 3),
         {"a": (6, 3), "b": (4, 2), "c": (8, 4), "d": (8, 4), "side": (8, 4), "output": (5, 5)},
     ),
+    # floor(0.5 * 7) = 3 removed; tanh(0) = 0 is no special case: the next
+    # layer's inputs are what is cut
+    "sequential": (_sequential, (6,), {"h1": (10, 5), "h2": (7, 4), "output": (3, 3)}),
 }
 
 
@@ -260,7 +274,8 @@ def test_fit_pipeline_cuts_channels_then_prunes_and_exports_a_smaller_tflite(
         train={"epochs": 2, "verbose": 0, "early_stopping": None},
         compress={
             "prune": [
-                {"structure": "channels", "target_ratio": 0.5, "epochs": 2},
+                # two cuts (44% then 50% of the original units), an epoch each
+                {"structure": "channels", "target_ratio": 0.5, "epochs": 2, "end_epoch": 2},
                 {"target_sparsity": 0.5, "epochs": 1},
             ]
         },
@@ -274,7 +289,9 @@ def test_fit_pipeline_cuts_channels_then_prunes_and_exports_a_smaller_tflite(
         },
     )
     summary = json.loads((tmp_path / "compression.json").read_text())
-    assert [s["step"] for s in summary["steps"]] == ["channels", "prune"]
+    assert [s["step"] for s in summary["steps"]] == ["channels", "channels", "prune"]
+    assert "44% of the units cut" in summary["steps"][0]["detail"]
+    assert "conv_1 9->8" in summary["steps"][1]["detail"]
     assert summary["units"] == {
         "conv_0": [8, 8],
         "conv_1": [16, 8],
