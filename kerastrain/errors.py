@@ -18,6 +18,7 @@ This module imports nothing of kerastrain, TensorFlow or Keras.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -121,8 +122,16 @@ def did_you_mean(value: Any, candidates: Iterable[Any]) -> str:
 
 
 def describe(value: Any) -> str:
-    """A short, safe rendering of a received value for an error message."""
+    """A short, safe rendering of a received value for an error message.
+
+    Text and paths are shown whole (up to 4096 characters), so that a path
+    in a message can be copied; anything else longer than 80 characters
+    (an array, a mapping) is cut."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
     text = repr(value)
+    if isinstance(value, str) and len(text) <= 4096:
+        return text
     if len(text) > 80:
         text = f"<{type(value).__name__} {text[:60]}...>"
     return text

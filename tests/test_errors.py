@@ -193,3 +193,14 @@ def test_a_float_model_that_is_not_the_qat_source_is_a_compression_error():
         strip(other, source)
     assert isinstance(caught.value, RuntimeError)
     assert "Pass as float_model the model that quantize() was given" in str(caught.value)
+
+
+def test_a_long_path_is_shown_whole_so_it_can_be_copied_and_big_values_are_cut():
+    from pathlib import Path
+
+    from kerastrain.errors import describe
+
+    path = Path("/tmp") / ("a-very-long-folder-name-" * 8) / "model.pt"
+    assert describe(path) == repr(str(path))
+    assert describe(str(path)) == repr(str(path))
+    assert describe(list(range(100))).startswith("<list [0, 1, 2")
