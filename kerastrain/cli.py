@@ -137,14 +137,6 @@ def _parser() -> argparse.ArgumentParser:
         help="the CSV to write, '-' for stdout (default: DATA's name with "
         "'.predictions.csv', beside it)",
     )
-    predict.add_argument(
-        "--batch-size",
-        type=int,
-        default=512,
-        metavar="N",
-        help="rows read and predicted at a time (default: %(default)s)",
-    )
-    predict.add_argument("--trust", action="store_true", help=ARTIFACT_TRUST_HELP)
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -167,14 +159,15 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--json", action="store_true", help="print the metrics as one JSON object"
     )
-    evaluate.add_argument(
-        "--batch-size",
-        type=int,
-        default=512,
-        metavar="N",
-        help="rows read and predicted at a time (default: %(default)s)",
-    )
-    evaluate.add_argument("--trust", action="store_true", help=ARTIFACT_TRUST_HELP)
+    for scoring in (predict, evaluate):
+        scoring.add_argument(
+            "--batch-size",
+            type=int,
+            default=512,
+            metavar="N",
+            help="rows read and predicted at a time (default: %(default)s)",
+        )
+        scoring.add_argument("--trust", action="store_true", help=ARTIFACT_TRUST_HELP)
 
     demo = commands.add_parser(
         "demo",

@@ -490,8 +490,10 @@ def _describe(x: Any) -> Any:
     return f"{np.asarray(x).dtype} {np.asarray(x).shape}"
 
 
-def _load(artifact: str | os.PathLike, trust: bool) -> tuple[Callable, ModelInfo | None]:
-    predict = load_predictor(artifact, trust=trust, what="ARTIFACT")
+def _load(
+    artifact: str | os.PathLike, trust: bool, batch_size: int
+) -> tuple[Callable, ModelInfo | None]:
+    predict = load_predictor(artifact, trust=trust, what="ARTIFACT", batch_size=batch_size)
     info = read_model_info(artifact)
     if info is None:
         logger.warning(
@@ -569,7 +571,7 @@ def predictions(
         ConfigError: For a model file that would run code, not trusted.
     """
     _check_batch_size(batch_size)
-    predict, info = _load(artifact, trust)
+    predict, info = _load(artifact, trust, batch_size)
     data_rows = read_rows(data, info)
     outputs = _outputs(predict, data_rows, batch_size)
     return _table(info.task if info else None, outputs, data_rows)
@@ -648,7 +650,7 @@ def evaluate_file(
         ConfigError: For a model file that would run code, not trusted.
     """
     _check_batch_size(batch_size)
-    predict, info = _load(artifact, trust)
+    predict, info = _load(artifact, trust, batch_size)
     target = target or (info.target if info else None)
     data_rows = read_rows(data, info, target=target, labelled=True)
     outputs = _outputs(predict, data_rows, batch_size)

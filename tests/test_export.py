@@ -89,3 +89,16 @@ def test_a_damaged_onnx_file_is_an_export_error_naming_it(tmp_path):
     (tmp_path / "model.onnx").write_bytes(b"not a graph")
     with pytest.raises(ExportError, match=r"Reloading .*model.onnx' failed.*ONNX file"):
         load_predictor(tmp_path / "model.onnx")
+
+
+def test_load_predictor_calls_the_artifact_batch_size_rows_at_a_time(tmp_path):
+    from kerastrain.export import load_predictor
+
+    # A softmax over the batch axis sums to 1 per call: the sum counts the calls.
+    inputs = keras.Input((3,))
+    keras.Model(inputs, keras.layers.Softmax(axis=0)(inputs)).save(tmp_path / "m.keras")
+    rows = np.zeros((10, 3), np.float32)
+    for batch_size, calls in ((512, 1), (4, 3), (1, 10)):
+        outputs = load_predictor(tmp_path / "m.keras", batch_size=batch_size)(rows)
+        assert outputs.shape == (10, 3)
+        np.testing.assert_allclose(outputs.sum(axis=0), [calls] * 3, rtol=1e-6)

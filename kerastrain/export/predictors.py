@@ -214,7 +214,7 @@ def tflite_latency(
 
 
 def load_predictor(
-    path: str | os.PathLike, *, trust: bool = False, what: str = "path"
+    path: str | os.PathLike, *, trust: bool = False, what: str = "path", batch_size: int = 512
 ) -> Predictor:
     """A function from input rows to model outputs, for any exported artifact.
 
@@ -232,6 +232,7 @@ def load_predictor(
             the user vouches for). Defaults to `False`.
         what: The argument or option the path was given as, for messages.
             Defaults to `"path"`.
+        batch_size: Rows per call into the artifact. Defaults to `512`.
 
     Returns:
         `predict(x) -> outputs`, batching internally.
@@ -263,4 +264,4 @@ def load_predictor(
                 "written by the TFLite converter, an ONNX file onnxruntime runs)",
             )
         ) from exc
-    return lambda x: predict_batched(fn, x)
+    return lambda x: predict_batched(fn, x, batch_size)
