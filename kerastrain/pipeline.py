@@ -382,6 +382,7 @@ def _verify(
         export_cfg.rtol,
         min_agreement=export_cfg.min_agreement,
         latency_runs=export_cfg.latency_runs,
+        latency_batch=export_cfg.latency_batch,
     )
 
 

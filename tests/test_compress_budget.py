@@ -52,6 +52,7 @@ def budget_run(breast_cancer_arrays, tmp_path_factory):
             "budget": {
                 "max_kb": 5.0,
                 "max_accuracy_drop": 0.03,
+                "channel_ratios": [],
                 "sparsities": [0.9],
                 "clusters": [],
                 "structured": False,
@@ -88,12 +89,19 @@ def test_a_budget_that_cannot_be_met_lists_every_candidate(budget_run):
     config = budget_run.config
     prepared = prepare_data(config.data, config.data_options, config.seed)
     ctx = Context.create(config, prepared, tf.distribute.get_strategy())
-    budget = BudgetConfig(max_kb=0.5, sparsities=[0.9], clusters=[], structured=False, epochs=1)
+    budget = BudgetConfig(
+        max_kb=0.5,
+        channel_ratios=[],
+        sparsities=[0.9],
+        clusters=[],
+        structured=False,
+        epochs=1,
+    )
     with pytest.raises(BudgetNotMet) as caught:
         search(budget_run.model, budget, ctx, baseline=0.97)
     message = str(caught.value)
     assert "No combination met compress.budget (max_kb=0.5" in message
-    assert "No candidate can fit: the smallest, " in message
+    assert "No candidate can fit: the most compressed, " in message
     for name in ("float16", "int8", "prune 0.9 + int8"):
         assert f"  - {name}: estimated " in message
 
@@ -131,11 +139,18 @@ def test_the_failure_message_names_the_best_candidate_found():
 
 def test_candidates_go_from_the_least_to_the_most_compressed():
     names = [
-        c.name for c in candidates(BudgetConfig(max_kb=8, sparsities=[0.75, 0.5], clusters=[8, 16]))
+        c.name
+        for c in candidates(
+            BudgetConfig(
+                max_kb=8, channel_ratios=[0.5, 0.25], sparsities=[0.75, 0.5], clusters=[8, 16]
+            )
+        )
     ]
     assert names == [
         "float16",
         "int8",
+        "cut 0.25 of the units + int8",
+        "cut 0.5 of the units + int8",
         "prune 2:4 + int8",
         "prune 0.5 + int8",
         "prune 0.75 + int8",
@@ -154,3 +169,65 @@ def test_one_shot_estimates_have_the_zeros_and_values_of_the_real_thing():
     clustered = _one_shot_cluster(pruned, 8)
     assert np.all(clustered[pruned == 0] == 0)
     assert np.unique(clustered[clustered != 0]).size <= 8
+
+
+def test_a_budget_needs_a_size_or_a_latency_limit():
+    with pytest.raises(ValueError, match="compress.budget.max_kb.*max_latency_ms"):
+        BudgetConfig()
+    assert BudgetConfig(max_latency_ms=2.0).max_kb is None
+    with pytest.raises(ValueError, match=r"channel_ratios\[0\]"):
+        BudgetConfig(max_kb=10, channel_ratios=[1.0])
+
+
+@pytest.mark.slow
+def test_a_latency_budget_is_met_by_cutting_channels(digits_arrays, tmp_path):
+    """int8 alone cannot meet the limit (set halfway, in log scale, between
+    the int8 file's measured batch latency and its channel-cut twin's); the
+    search skips it on its estimate and meets the limit by cutting units."""
+    from kerastrain.compress.budget import latency_ms, one_shot
+    from kerastrain.export import convert_to_tflite
+
+    trained = fit_pipeline(
+        digits_arrays,
+        "cnn",
+        seed=0,
+        output_dir=str(tmp_path),
+        model_options={"filters": 32, "dense": 64},
+        report={"explain": "none"},
+        train={"epochs": 2, "verbose": 0, "early_stopping": None},
+        export={"formats": ["tflite"], "latency_runs": 0},
+    )
+    config = trained.config
+    prepared = prepare_data(config.data, config.data_options, config.seed)
+    ctx = Context.create(config, prepared, tf.distribute.get_strategy())
+    x_val, _ = prepared.part("val")
+    rep = prepared.sample("train", 100)
+    probe = BudgetConfig(max_latency_ms=1.0, latency_batch=32)
+    cut = Candidate(Plan(channels=PruneConfig(structure="channels", target_ratio=0.75)), "int8")
+    plain_ms = latency_ms(
+        convert_to_tflite(trained.model, "int8", representative=rep), x_val, probe
+    )
+    cut_ms = latency_ms(
+        convert_to_tflite(one_shot(trained.model, cut.plan, ctx), "int8", representative=rep),
+        x_val,
+        probe,
+    )
+    assert cut_ms < 0.7 * plain_ms, (plain_ms, cut_ms)  # a quarter of the units is faster
+    limit = float(np.sqrt(plain_ms * cut_ms))
+    budget = BudgetConfig(
+        max_latency_ms=limit,
+        latency_batch=32,
+        max_accuracy_drop=0.5,  # this test is about speed; accuracy limits are tested above
+        channel_ratios=[0.75],
+        sparsities=[],
+        clusters=[],
+        structured=False,
+        epochs=1,
+    )
+    result, winner, found = search(trained.model, budget, ctx, baseline=0.9)
+    status = {c.name: c.status for c in found}
+    assert winner.name == "cut 0.75 of the units + int8"
+    assert winner.latency_ms <= limit
+    assert status["int8"] == f"skipped: estimated over {limit:g} ms"
+    # the winner really is the smaller model, not a masked copy
+    assert result.model.count_params() < 0.5 * trained.model.count_params()

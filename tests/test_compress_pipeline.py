@@ -108,6 +108,16 @@ def test_one_call_distills_prunes_clusters_quantizes_and_exports(breast_cancer_a
     ]
     assert table["tflite_int8"]["gzip bytes"] == str(int8["gzip_bytes"])
     assert float(table["tflite_int8"]["x smaller (gzip)"]) > 3
+    # The student's parameters and FLOPs against the teacher's; latency of a
+    # single example and of a batch call, for the baseline and the int8 file.
+    baseline_row, int8_row = table["uncompressed float32 TFLite (baseline)"], table["tflite_int8"]
+    assert int(baseline_row["params"]) == base["params"] == summary["baseline"]["params"]
+    assert int(int8_row["params"]) == summary["params"] == twin.count_params()
+    assert summary["params"] < base["params"] / 2 and summary["flops"] < base["flops"] / 2
+    assert int(int8_row["FLOPs/example"]) == summary["flops"] > 0
+    assert base["batch_latency_ms"] > 0 and int8["batch_latency_ms"] > 0
+    assert base["batch_rows"] == int8["batch_rows"] == 64
+    assert float(int8_row["batch latency ms"]) > 0
     header, *rows = section_rows(report, "compressed-layers")
     assert ["normalize", "n/a", "n/a", "no (left in float)"] in rows
     assert [row[0] for row in section_rows(report, "compression-steps")[1:]] == [

@@ -40,6 +40,7 @@ from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics
 from kerastrain.report import Section
 from kerastrain.training import as_float32
+from kerastrain.training.flops import forward_flops
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,11 @@ class CompressResult:
         steps: Each step run (distill, prune, cluster, qat).
         plan: The plan's detailed result (layers, sparsity, unquantized).
         baseline: The uncompressed model's float32 TFLite file: `bytes`,
-            `gzip_bytes`, `latency_ms`, and its metrics on the held-out split.
+            `gzip_bytes`, `latency_ms`, `batch_latency_ms`, its metrics on the
+            held-out split, and the model's `params` and `flops` (forward
+            FLOPs per example).
+        params: The compressed model's parameter count.
+        flops: The compressed model's forward FLOPs per example.
         candidates: The budget search's candidates (empty without a budget).
         chosen: The budget's winner, or None.
     """
@@ -71,6 +76,8 @@ class CompressResult:
     steps: list[Step]
     plan: PlanResult
     baseline: dict[str, Any]
+    params: int | None = None
+    flops: int | None = None
     candidates: list[Candidate] = dataclasses.field(default_factory=list)
     chosen: str | None = None
 
@@ -92,6 +99,8 @@ class CompressResult:
             "unique_values": plan.unique_values,
             "unquantized_layers": plan.unquantized,
             "baseline": self.baseline,
+            "params": self.params,
+            "flops": self.flops,
             "tflite": self.export.tflite,
             "budget_choice": self.chosen,
             "budget_candidates": [c.row() for c in self.candidates],
@@ -111,9 +120,10 @@ def measure_baseline(model: keras.Model, ctx: Context) -> dict[str, Any]:
         ctx: The run.
 
     Returns:
-        `bytes`, `gzip_bytes`, `latency_ms` (unless `export.latency_runs`
-        is 0), the held-out split's metrics and `split`, and `val_score`
-        (the budget's reference).
+        `bytes`, `gzip_bytes`, `latency_ms` and `batch_latency_ms` (unless
+        `export.latency_runs` is 0), the held-out split's metrics and
+        `split`, `val_score` (the budget's reference), and the model's
+        `params` and `flops` per example.
     """
     prepared = ctx.prepared
     content = convert_to_tflite(model)
@@ -135,8 +145,10 @@ def measure_baseline(model: keras.Model, ctx: Context) -> dict[str, Any]:
             compute_metrics(prepared.task, y_val, outputs(x_val))[score_name(ctx)]
         )
         result["bytes"], result["gzip_bytes"] = artifact_bytes(path)
-        if ctx.config.export.latency_runs and len(y):
-            result.update(tflite_latency(path, x, ctx.config.export.latency_runs))
+        export = ctx.config.export
+        if export.latency_runs and len(y):
+            result.update(tflite_latency(path, x, export.latency_runs, batch=export.latency_batch))
+    result["params"], result["flops"] = model.count_params(), forward_flops(model)
     logger.info(
         "Baseline float32 TFLite: %.1f KiB (%.1f KiB gzipped).",
         result["bytes"] / 1024,
@@ -231,6 +243,7 @@ def compress_model(
         result = apply_plan(model, plan, ctx)
     steps += result.steps
     scaler = prepared.target_scaler
+    plain = result.float_model or result.model  # a QAT model's float twin has its shapes
     twin = result.float_model and with_target_scale(result.float_model, scaler)
     compressed = CompressResult(
         model=with_target_scale(result.model, scaler),
@@ -239,6 +252,8 @@ def compress_model(
         steps=steps,
         plan=result,
         baseline=baseline,
+        params=plain.count_params(),
+        flops=forward_flops(plain),
         candidates=candidates,
         chosen=chosen,
     )
@@ -253,16 +268,24 @@ def _ratio(base: Mapping[str, Any], values: Mapping[str, Any]) -> float | None:
     return round(base["gzip_bytes"] / values["gzip_bytes"], 2)
 
 
-def _row(name: str, values: Mapping[str, Any], base: Mapping[str, Any], score: str) -> dict:
-    latency = values.get("latency_ms")
+def _row(
+    name: str, values: Mapping[str, Any], base: Mapping[str, Any], score: str, model: Mapping
+) -> dict:
+    def ms(key: str) -> float | None:
+        value = values.get(key)
+        return None if value is None else round(value, 4)
+
     return {
         "artifact": name,
+        "params": model.get("params"),
+        "FLOPs/example": model.get("flops"),
         "bytes": values.get("bytes"),
         "gzip bytes": values.get("gzip_bytes"),
         "x smaller (gzip)": _ratio(base, values),
         score: values.get(score),
         "agreement": values.get("agreement"),
-        "latency ms": None if latency is None else round(latency, 4),
+        "latency ms": ms("latency_ms"),
+        "batch latency ms": ms("batch_latency_ms"),
     }
 
 
@@ -274,8 +297,9 @@ def compression_sections(
     """The report's compression sections (none when nothing was compressed).
 
     "Compression": each verified artifact against the uncompressed float32
-    TFLite baseline (raw and gzip bytes, ratio, score, agreement with the
-    Keras model, single-example latency). "Compressed layers": sparsity,
+    TFLite baseline (parameters, FLOPs per example, raw and gzip bytes,
+    ratio, score, agreement with the Keras model, single-example and batch
+    latency). "Compressed layers": sparsity,
     distinct values and quantization of each touched layer. "Compression
     steps", and "Budget candidates" when a budget was searched.
 
@@ -291,12 +315,14 @@ def compression_sections(
         return []
     base = compressed.baseline
     score = "accuracy" if "accuracy" in base else "r2"
-    rows = [_row("uncompressed float32 TFLite (baseline)", base, base, score)]
+    shape = {"params": compressed.params, "flops": compressed.flops}
+    rows = [_row("uncompressed float32 TFLite (baseline)", base, base, score, base)]
     rows += [
-        _row(name, metrics[name], base, score)
+        _row(name, metrics[name], base, score, shape)
         for name in artifacts
         if "gzip_bytes" in metrics.get(name, {})
     ]
+    batch = base.get("batch_rows")
     sections = [
         Section(
             "Compression",
@@ -306,7 +332,11 @@ def compression_sections(
                 f"gzip bytes are the size that ships; {score} is on the {base['split']} split; "
                 "agreement is the share of rows on which the artifact predicts like the compressed "
                 "Keras model; latency is the median single-example time in the LiteRT interpreter "
-                f"(one thread, {base.get('kernels', 'default kernels')})."
+                f"(one thread, {base.get('kernels', 'default kernels')})"
+                + (f", batch latency the median call on {batch} rows" if batch else "")
+                + ". Parameters and FLOPs per example (forward, 2 per multiply-add) are the "
+                "model's: channel pruning lowers them; magnitude pruning and clustering keep "
+                "them (their zeros and shared values are still stored and multiplied)."
             ),
         )
     ]

@@ -237,21 +237,34 @@ class DistillConfig(Section):
 
 @dataclasses.dataclass
 class BudgetConfig(Section):
-    """Compress to a size budget: the search picks the techniques.
+    """Compress to a size or latency budget: the search picks the techniques.
 
-    Candidates (float16, int8, 2:4 + int8, each sparsity + int8, each
-    sparsity and cluster count + int8) are sized first with one-shot
-    magnitude pruning and clustering, which predicts the shipped size; the
-    ones that can fit are then fine-tuned from the largest down, and the
-    first within both limits is kept, so accuracy is given up only as far as
-    the budget needs.
+    Candidates (float16, int8, each channel ratio + int8, 2:4 + int8, each
+    sparsity + int8, each sparsity and cluster count + int8) are first sized
+    and timed on a one-shot version (the units cut, the weights pruned and
+    clustered, no training), which predicts the shipped file: a channel cut
+    fixes the architecture, and so the latency, and the zeros and distinct
+    values fix the gzip size. The ones that can fit are then fine-tuned from
+    the least compressed down, and the first within every limit is kept, so
+    accuracy is given up only as far as the budget needs.
 
     Attributes:
         max_kb: The largest gzip-compressed TFLite file allowed, in KiB
-            (1024 bytes). Required.
+            (1024 bytes). Defaults to `None` (no size limit; `max_latency_ms`
+            must then be set).
+        max_latency_ms: The largest median latency of the TFLite file, in
+            milliseconds, for a call on `latency_batch` rows in the LiteRT
+            interpreter on one thread. Defaults to `None` (no latency limit;
+            `max_kb` must then be set).
+        latency_batch: Rows per timed call of the latency limit: `1` for a
+            single example, more for batch serving. Defaults to `1`.
         max_accuracy_drop: The largest drop in validation accuracy (R^2 for
             regression) from the uncompressed float32 TFLite model, as a
             fraction: `0.01` is one point. Defaults to `0.01`.
+        channel_ratios: Shares of the units (Dense units, Conv2D filters)
+            to cut with channel pruning, each a candidate with int8: the one
+            dimension that makes the model faster, not only smaller. `[]`
+            tries none. Defaults to `[0.5]`.
         sparsities: Unstructured sparsity levels to try. Defaults to
             `[0.5, 0.75, 0.9]`.
         clusters: Cluster counts to try on top of each sparsity. Defaults to
@@ -264,19 +277,26 @@ class BudgetConfig(Section):
     _path: ClassVar[str] = "compress.budget"
 
     max_kb: float | None = option(None, gt=0.0)
+    max_latency_ms: float | None = option(None, gt=0.0)
+    latency_batch: int = option(1, gt=0)
     max_accuracy_drop: float = option(0.01, ge=0.0, le=1.0)
+    channel_ratios: list[float] = dataclasses.field(default_factory=lambda: [0.5])
     sparsities: list[float] = dataclasses.field(default_factory=lambda: [0.5, 0.75, 0.9])
     clusters: list[int] = dataclasses.field(default_factory=lambda: [16])
     structured: bool = True
     epochs: int = option(2, gt=0)
 
     def validate(self) -> None:
-        if self.max_kb is None:
+        if self.max_kb is None and self.max_latency_ms is None:
             raise config_error(
                 "compress.budget.max_kb",
                 None,
-                "a size in KiB > 0 (the gzip-compressed TFLite file)",
+                "a size in KiB > 0 (the gzip-compressed TFLite file), or a "
+                "compress.budget.max_latency_ms, or both",
             )
+        for i, value in enumerate(self.channel_ratios):
+            if not 0.0 < value < 1.0:
+                raise config_error(f"compress.budget.channel_ratios[{i}]", value, "> 0 and < 1")
         for i, value in enumerate(self.sparsities):
             if not 0.0 < value < 1.0:
                 raise config_error(f"compress.budget.sparsities[{i}]", value, "> 0 and < 1")

@@ -98,14 +98,16 @@ def _time_one_row(predict: Callable[[Any], np.ndarray], row: Any, runs: int) -> 
 
 
 def _latency(
-    name: str, path: Path, predict: Callable[[Any], np.ndarray], x: Any, runs: int
+    name: str, path: Path, predict: Callable[[Any], np.ndarray], x: Any, runs: int, batch: int
 ) -> dict[str, Any]:
     """Single-example latency: a TFLite file in the interpreter on one thread
-    (`tflite_latency`), any other artifact called the way `load_predictor`
-    calls it (a SavedModel's serving signature, a Keras model eagerly)."""
+    (`tflite_latency`, which also times a call on `batch` rows), any other
+    artifact called the way `load_predictor` calls it (a SavedModel's serving
+    signature, a Keras model eagerly)."""
     try:
         if path.suffix == ".tflite":
-            return {**tflite_latency(path, x, runs), "latency_runs": runs}
+            timed = tflite_latency(path, x, runs, batch=batch, max_seconds=LATENCY_BUDGET_S)
+            return {**timed, "latency_runs": runs}
         return _time_one_row(predict, take(x, 0, 1), runs)
     except Exception as exc:  # it answered one row above: anything here is a real fault
         raise ExportError(
@@ -125,6 +127,7 @@ def verify_artifacts(
     *,
     min_agreement: float = 0.98,
     latency_runs: int = 0,
+    latency_batch: int = 1,
 ) -> dict[str, dict[str, Any]]:
     """Reloads each artifact, scores it and checks it answers like the model.
 
@@ -151,6 +154,9 @@ def verify_artifacts(
             artifacts. Defaults to `0.98`.
         latency_runs: Single-example runs timed for each artifact; 0
             measures nothing. Defaults to `0`.
+        latency_batch: Rows of the batch call also timed for each TFLite
+            file (`batch_latency_ms`, `batch_rows`); `1` times single
+            examples only. Defaults to `1`.
 
     Returns:
         For each artifact, its metrics plus `max_abs_diff`, `agreement` (see
@@ -218,7 +224,7 @@ def verify_artifacts(
         if runner is not None:
             metrics["kernels"] = runner.kernels
         if latency_runs and rows:
-            metrics.update(_latency(name, path, predict, x, latency_runs))
+            metrics.update(_latency(name, path, predict, x, latency_runs, latency_batch))
         elif latency_runs:
             metrics["latency_ms"] = None
             metrics["latency_note"] = "not measured: no held-out rows to time"
