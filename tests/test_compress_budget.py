@@ -192,7 +192,7 @@ def test_a_latency_budget_is_met_by_cutting_channels(digits_arrays, tmp_path):
         "cnn",
         seed=0,
         output_dir=str(tmp_path),
-        model_options={"filters": 32, "dense": 64},
+        model_options={"filters": 64, "dense": 128},
         report={"explain": "none"},
         train={"epochs": 2, "verbose": 0, "early_stopping": None},
         export={"formats": ["tflite"], "latency_runs": 0},
@@ -202,7 +202,7 @@ def test_a_latency_budget_is_met_by_cutting_channels(digits_arrays, tmp_path):
     ctx = Context.create(config, prepared, tf.distribute.get_strategy())
     x_val, _ = prepared.part("val")
     rep = prepared.sample("train", 100)
-    probe = BudgetConfig(max_latency_ms=1.0, latency_batch=32)
+    probe = BudgetConfig(max_latency_ms=1.0, latency_batch=256)
     cut = Candidate(Plan(channels=PruneConfig(structure="channels", target_ratio=0.75)), "int8")
     plain_ms = latency_ms(
         convert_to_tflite(trained.model, "int8", representative=rep), x_val, probe
@@ -212,11 +212,12 @@ def test_a_latency_budget_is_met_by_cutting_channels(digits_arrays, tmp_path):
         x_val,
         probe,
     )
-    assert cut_ms < 0.7 * plain_ms, (plain_ms, cut_ms)  # a quarter of the units is faster
+    # a quarter of the units: a quarter of the big convolution's work
+    assert cut_ms < 0.5 * plain_ms, (plain_ms, cut_ms)
     limit = float(np.sqrt(plain_ms * cut_ms))
     budget = BudgetConfig(
         max_latency_ms=limit,
-        latency_batch=32,
+        latency_batch=256,
         max_accuracy_drop=0.5,  # this test is about speed; accuracy limits are tested above
         channel_ratios=[0.75],
         sparsities=[],
