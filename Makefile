@@ -8,12 +8,12 @@ STAMP := $(VENV)/.installed
 # about half the time on two cores. `make test PYTEST_WORKERS=` runs it in one.
 PYTEST_WORKERS ?= -n 2 --dist loadfile
 
-.PHONY: demo test test-fast lint format install clean
+.PHONY: demo test test-fast lint format docs install clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[test,mlflow,onnx]'
+	$(BIN)/pip install -e '.[test,mlflow,onnx,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,7 +23,7 @@ demo: $(STAMP)
 
 # The report test renders the HTML in headless Chromium (Debian's package),
 # installed here when missing and allowed; without it that one test is skipped.
-test: $(STAMP) lint
+test: $(STAMP) lint docs
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
 		|| echo "Chromium could not be installed; the report rendering test will be skipped."; \
@@ -34,6 +34,14 @@ test: $(STAMP) lint
 # few seconds) or subprocess (starts its own Python processes).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_WORKERS) -m "not slow and not subprocess"
+
+# The documentation site (mkdocs.yml), built with --strict into a temporary
+# folder that is removed after: a broken reference, a bad link or a config
+# option without its docstring entry fails it.
+docs: $(STAMP)
+	@site=$$(mktemp -d) && trap 'rm -rf "$$site"' EXIT && \
+		NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir "$$site" && \
+		echo "Documentation built with --strict."
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
