@@ -26,6 +26,7 @@ from kerastrain.config import PipelineConfig, load_config
 from kerastrain.data.prepare import prepare_data
 from kerastrain.data.split import Splits, fold_indices, split_indices
 from kerastrain.files import write_json
+from kerastrain.logs import Progress
 from kerastrain.pipeline import PipelineResult, fit_pipeline
 from kerastrain.runs import RunFolder
 
@@ -83,6 +84,12 @@ def _aggregate(fold_metrics: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _headline(metrics: dict[str, Any]) -> str:
+    """A fold's main score, for its progress line (accuracy, else RMSE)."""
+    key = next((k for k in ("accuracy", "rmse") if k in metrics), None)
+    return f"test {key} {metrics[key]:.4g}" if key else "done"
+
+
 def cross_validate(
     data: Any = None, model: Any = None, folds: int = 5, *, config: Any = None, **options: Any
 ) -> CrossValidationResult:
@@ -129,6 +136,7 @@ def cross_validate(
     pairs = fold_indices(prepared.y, prepared.task, data_options, folds, cfg.seed)
     predictions: np.ndarray | None = None
     results, fold_metrics = [], []
+    progress = Progress(logger, "Fold", len(pairs), every=0)
     for i, (train_rows, held) in enumerate(pairs, start=1):
         inner = split_indices(
             prepared.y, prepared.task, data_options, cfg.seed + i, within=train_rows, test_split=0.0
@@ -159,6 +167,7 @@ def cross_validate(
         predictions[held] = outputs
         results.append(result)
         fold_metrics.append(result.metrics["test"])
+        progress.update(i, _headline(result.metrics["test"]))
     metrics = _aggregate(fold_metrics)
     summary = {
         "folds": folds,

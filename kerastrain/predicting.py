@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from kerastrain.evaluation import infer_task, labels_for
 from kerastrain.export.model_info import MODEL_INFO, ModelInfo, read_model_info
 from kerastrain.export.predictors import load_predictor
 from kerastrain.files import atomic_path
+from kerastrain.logs import Progress
 from kerastrain.metrics import class_names, class_probabilities, compute_metrics
 from kerastrain.task import Task
 
@@ -436,31 +436,10 @@ def read_rows(
 # --------------------------------------------------------------------------- predicting
 
 
-class _Progress:
-    """Logs ``done of total rows, time left`` every `PROGRESS_SECONDS`."""
-
-    def __init__(self, total: int, what: str):
-        self.total, self.what = total, what
-        self.start = self.last = time.monotonic()
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if done >= self.total or now - self.last < PROGRESS_SECONDS:
-            return
-        self.last = now
-        left = (now - self.start) / done * (self.total - done)
-        logger.info(
-            "%s: %d of %d rows (%.0f%%), about %.0f s left.",
-            self.what,
-            done,
-            self.total,
-            100 * done / self.total,
-            left,
-        )
-
-
 def _outputs(predict: Callable[[Any], np.ndarray], data: Rows, batch_size: int) -> np.ndarray:
-    progress = _Progress(len(data), f"Predicting {data.source}")
+    progress = Progress(
+        logger, f"Predicting {data.source}:", len(data), unit="rows", every=PROGRESS_SECONDS
+    )
     outputs = []
     for start in range(0, len(data), batch_size):
         stop = min(start + batch_size, len(data))

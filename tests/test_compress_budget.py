@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import html
+import logging
 import re
 
 import numpy as np
@@ -232,3 +233,33 @@ def test_a_latency_budget_is_met_by_cutting_channels(digits_arrays, tmp_path):
     assert status["int8"] == f"skipped: estimated over {limit:g} ms"
     # the winner really is the smaller model, not a masked copy
     assert result.model.count_params() < 0.5 * trained.model.count_params()
+
+
+@pytest.mark.slow
+def test_each_candidate_tried_logs_n_of_the_candidates_that_may_fit_and_the_time_left(
+    budget_run, caplog
+):
+    config = budget_run.config
+    prepared = prepare_data(config.data, config.data_options, config.seed)
+    ctx = Context.create(config, prepared, tf.distribute.get_strategy())
+    budget = BudgetConfig(
+        max_kb=5.0,
+        max_accuracy_drop=1.0,
+        sparsities=[0.9],
+        clusters=[],
+        structured=False,
+        channel_ratios=[],
+        epochs=1,
+    )
+    caplog.set_level(logging.INFO, logger="kerastrain")
+    _, winner, found = search(budget_run.model, budget, ctx, baseline=0.97)
+    lines = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith("Budget candidate")
+    ]
+    tried = [c for c in found if c.size_kb is not None]
+    may_fit = sum(not c.status.startswith("skipped: estimated") for c in found)
+    assert len(lines) == len(tried) >= 1
+    for i, (line, candidate) in enumerate(zip(lines, tried), start=1):
+        assert line.startswith(f"Budget candidate {i}/{may_fit}: {candidate.name}, "), line
+        assert line.endswith(" left."), line
+    assert "-> met;" in lines[-1] and winner is tried[-1]

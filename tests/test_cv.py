@@ -4,6 +4,7 @@ per-fold and mean ± std metrics, the fold models, out-of-fold predictions."""
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -15,8 +16,9 @@ NOEXPLAIN = {"explain": "none"}
 
 
 @pytest.mark.slow
-def test_stratified_cross_validation_on_breast_cancer(breast_cancer_arrays, tmp_path):
+def test_stratified_cross_validation_on_breast_cancer(breast_cancer_arrays, tmp_path, caplog):
     x, y = breast_cancer_arrays
+    caplog.set_level(logging.INFO, logger="kerastrain")
     cv = kerastrain.cross_validate(
         (x, y),
         "mlp",
@@ -51,6 +53,11 @@ def test_stratified_cross_validation_on_breast_cancer(breast_cancer_arrays, tmp_
     assert cv.results[2].run_dir == tmp_path / "cv" / "fold_3"
     assert cv.results[2].report_path.exists()
     assert "accuracy" in cv.summary() and "±" in cv.summary()
+    # Each fold's end: n/N, its test accuracy and the time left.
+    ends = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Fold ")]
+    ends = [line for line in ends if line.endswith(" left.")]
+    assert [line.split(":")[0] for line in ends] == ["Fold 1/3", "Fold 2/3", "Fold 3/3"], ends
+    assert all("test accuracy" in line for line in ends)
 
 
 @pytest.mark.slow

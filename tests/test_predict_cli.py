@@ -185,14 +185,14 @@ def test_predict_output_beside_the_data_or_stdout(table_run, capsys):
 @pytest.mark.slow
 def test_predict_logs_progress_with_time_left(table_run, tmp_path, monkeypatch, caplog):
     result, csv, _ = table_run
-    monkeypatch.setattr(predicting, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(predicting, "PROGRESS_SECONDS", 1e-9)  # a line each batch but the last
     caplog.set_level(logging.INFO, logger="kerastrain")
     written = predicting.predict_file(
         result.artifacts["tflite"], csv, output=tmp_path / "p.csv", batch_size=20
     )
     lines = [r.getMessage() for r in caplog.records if "s left" in r.getMessage()]
     assert len(lines) == len(pd.read_csv(csv)) // 20 - (len(pd.read_csv(csv)) % 20 == 0)
-    assert lines[0].startswith(f"Predicting '{csv}': 20 of ")
+    assert lines[0].startswith(f"Predicting '{csv}': 20/{len(pd.read_csv(csv))} rows (")
     assert written == tmp_path / "p.csv"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 
 import keras_tuner as kt
@@ -352,7 +353,7 @@ def test_memory_stays_flat_over_30_trials(tmp_path):
 
 
 @pytest.mark.slow
-def test_user_build_returning_a_model_with_a_custom_objective(bc, tmp_path):
+def test_user_build_returning_a_model_with_a_custom_objective(bc, tmp_path, caplog):
     def build(hp, input_shape, num_outputs, output_activation):
         inputs = keras.Input(input_shape)
         hidden = keras.layers.Dense(hp.Int("units", 4, 16, step=12), activation="relu")(inputs)
@@ -369,8 +370,14 @@ def test_user_build_returning_a_model_with_a_custom_objective(bc, tmp_path):
         objective={"name": "val_f1", "direction": "max"},
     )
     prepared = prepare(config)
+    caplog.set_level(logging.INFO, logger="kerastrain")
     result = run_search(config, prepared, make_strategy("cpu"))
     assert {r["status"] for r in result.rows} == {"COMPLETED"}
+    # Each trial's end: n/N, its score, the best so far and the time left.
+    ends = [r.getMessage() for r in caplog.records if r.getMessage().endswith(" left.")]
+    assert [line.split(":")[0] for line in ends] == ["Trial 1/2", "Trial 2/2"], ends
+    assert all("val_f1=" in line and "best so far" in line for line in ends)
+    assert "about 0.0 s left" in ends[1]
     assert set(result.best_values) == {"units", "learning_rate"}
     assert result.config.train.learning_rate == result.best_values["learning_rate"]
     assert result.objective == {"name": "val_f1", "direction": "max"}

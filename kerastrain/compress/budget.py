@@ -34,6 +34,7 @@ from kerastrain.config.compress import BudgetConfig, ClusterConfig, PruneConfig
 from kerastrain.errors import BudgetNotMet
 from kerastrain.export import convert_modes, convert_to_tflite, load_predictor
 from kerastrain.export.predictors import tflite_latency
+from kerastrain.logs import Progress
 from kerastrain.metrics import compute_metrics
 
 logger = logging.getLogger(__name__)
@@ -375,6 +376,12 @@ def search(
         found,
         key=lambda c: -c.estimated_kb if budget.max_kb is not None else -c.estimated_ms,
     )
+    # The search stops at the first candidate that meets the budget: the time
+    # left is for trying every candidate that may fit, an upper bound.
+    progress = Progress(
+        logger, "Budget candidate", sum(not _over(c, budget) for c in found), every=0
+    )
+    tried = 0
     for candidate in order:
         skipped = _over(candidate, budget)
         if skipped:
@@ -394,14 +401,12 @@ def search(
         candidate.drop = baseline - candidate.score
         candidate.seconds = time.perf_counter() - start
         candidate.status = _status(candidate, budget, name)
-        logger.info(
-            "Budget candidate %s: %.1f KiB%s, %s %.4f -> %s.",
-            candidate.name,
-            candidate.size_kb,
-            f", {candidate.latency_ms:.3g} ms" if candidate.latency_ms is not None else "",
-            name,
-            candidate.score,
-            candidate.status,
+        tried += 1
+        progress.update(
+            tried,
+            f"{candidate.name}, {candidate.size_kb:.1f} KiB"
+            + (f", {candidate.latency_ms:.3g} ms" if candidate.latency_ms is not None else "")
+            + f", {name} {candidate.score:.4f} -> {candidate.status}",
         )
         if candidate.status == "met":
             return result, candidate, found

@@ -13,6 +13,7 @@ measured on the way.
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -21,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from kerastrain.batching import num_rows, predict_batched, take
+from kerastrain import logs
+from kerastrain.batching import batches, num_rows, predict_batched, take
 from kerastrain.errors import ExportError
 from kerastrain.export.predictors import TFLiteRunner, load_predictor, tflite_latency
 from kerastrain.export.writing import artifact_bytes
@@ -37,6 +39,9 @@ ONE_ROW_CHECKS = 8
 #: Seconds of timed single-row calls per SavedModel or Keras artifact at most
 #: (at least 5 calls): an eager call of a large model can take long.
 LATENCY_BUDGET_S = 2.0
+#: Held-out rows each artifact answers a call at a time; a split of many
+#: batches logs its progress with the time left.
+VERIFY_BATCH = 512
 #: The kernels a user's `Interpreter(model_path=...)` runs.
 _DEFAULT_KERNELS = "default delegates (XNNPACK)"
 
@@ -51,6 +56,23 @@ def _predictor(path: Path) -> tuple[Callable[[Any], np.ndarray], TFLiteRunner | 
     except Exception as exc:
         raise ExportError(f"Reloading {path} failed: {type(exc).__name__}: {exc}") from exc
     return (lambda x: predict_batched(runner, x)), runner
+
+
+def _answers(name: str, predict: Callable[[Any], np.ndarray], x: Any) -> np.ndarray:
+    """The artifact's outputs on the held-out rows, `VERIFY_BATCH` rows a call,
+    with a progress line every few seconds on a large split."""
+    rows = num_rows(x)
+    progress = logs.Progress(
+        logger,
+        f"Verifying {name}: batch",
+        math.ceil(rows / VERIFY_BATCH),
+        every=logs.PROGRESS_SECONDS,
+    )
+    outputs = []
+    for done, batch in enumerate(batches(x, VERIFY_BATCH), start=1):
+        outputs.append(np.asarray(predict(batch)))
+        progress.update(done)
+    return np.concatenate(outputs) if outputs else np.asarray(predict(take(x, 0, 0)))
 
 
 def _check_default_kernels(name: str, path: Path, runners: list[TFLiteRunner | None]) -> None:
@@ -180,7 +202,7 @@ def verify_artifacts(
     for name, path in artifacts.items():
         path = Path(path)
         predict, runner = _predictor(path)
-        outputs = predict(x).reshape(reference.shape)
+        outputs = _answers(name, predict, x).reshape(reference.shape)
         _check_default_kernels(name, path, [runner])
         expected = reference
         if name in sources and rows:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from kerastrain import logs
 from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig
 from kerastrain.data.feed import InMemory
@@ -161,12 +162,23 @@ def hyperband_trials(max_epochs: int, factor: int, iterations: int) -> int:
 
 
 class Progress:
-    """Logs "trial n of N", the score, the best so far and the elapsed time."""
+    """Logs each trial's start ("Trial n of N: values") and end ("Trial n/N: "): its score, the
+    best so far, and the time left at the pace of the trials ended so far
+    (`kerastrain.logs.Progress`)."""
 
     def __init__(self, total: int, objective: dict[str, str], approximate: bool = False):
-        self.total = f"~{total}" if approximate else str(total)
         self.objective = objective
-        self.start = time.perf_counter()
+        self.ended = 0
+        self.lines = logs.Progress(logger, "Trial", total, every=0, approximate=approximate)
+
+    @property
+    def total(self) -> str:
+        """The number of trials as written (``"~N"`` when approximate)."""
+        return self.lines.total_text
+
+    def resumed(self, ended: int) -> None:
+        """Counts the trials a resumed search had already ended (not in its pace)."""
+        self.ended = self.lines.done_before = ended
 
     def _number(self, trial: Any) -> str:
         try:
@@ -203,14 +215,11 @@ class Progress:
             if best
             else "no trial completed yet"
         )
-        logger.info(
-            "Trial %s of %s %s in %.1fs; %s; elapsed %.0fs.",
-            self._number(trial),
-            self.total,
-            outcome,
-            record.get("duration_s", float("nan")),
-            best_text,
-            time.perf_counter() - self.start,
+        self.ended += 1
+        self.lines.update(
+            self.ended,
+            f"{outcome} in {record.get('duration_s', float('nan')):.1f}s; {best_text}",
+            position=self._number(trial),
         )
 
 
@@ -456,6 +465,7 @@ def open_search(
         done = sum(
             1 for t in runner.oracle.trials.values() if str(t.status) in ("COMPLETED", "FAILED")
         )
+        progress.resumed(done)
         logger.info(
             "Resuming the search in %s: %d trial(s) already ended; they are not repeated.",
             directory,
