@@ -54,7 +54,7 @@ def _help(action: argparse.Action, prog: str) -> str:
     text = action.help or ""
     if "%" in text:
         text = text % {**vars(action), "prog": prog}
-    return " ".join(text.split()).replace("|", "\\|")
+    return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;")
 
 
 def _usage(parser: argparse.ArgumentParser) -> str:
@@ -110,6 +110,6 @@ def cli_markdown() -> str:
     for name, sub in commands.choices.items():
         lines += [f"## `kerastrain {name}`", "", helps.get(name) or "", ""]
         if sub.description:
-            lines += [sub.description, ""]
+            lines += [sub.description.replace("<", "&lt;"), ""]
         lines += ["```", _usage(sub), "```", "", *_arguments(sub)]
     return "\n".join(lines)

@@ -134,3 +134,10 @@ def test_bounds_and_defaults_are_written_as_yaml():
         "items": ("a list of a string", "[]", ""),
         "flag": ("true or false or None", "null", ""),
     }
+
+
+def test_text_outside_code_cannot_become_html_and_section_names_link():
+    names = {"WarmupConfig"}
+    assert reference._linked("See `WarmupConfig`; `<run>/x` or a <b> tag.", names) == (
+        "See [`WarmupConfig`](#warmupconfig); `<run>/x` or a &lt;b> tag."
+    )

@@ -308,9 +308,16 @@ def markdown() -> str:
 
 
 def _linked(text: str, names: set[str]) -> str:
-    """``text`` with each mention of a section class linked to its entry."""
-    return re.sub(
-        r"`(\w+)`",
-        lambda m: f"[`{m.group(1)}`](#{_anchor(m.group(1))})" if m.group(1) in names else m[0],
-        text,
+    """``text`` with each mention of a section class linked to its entry, and
+    a ``<`` outside code written as text (not read as an HTML tag)."""
+    parts = re.split(r"(``.*?``|`[^`]*`)", text)
+    return "".join(
+        (
+            f"[{part}](#{_anchor(part.strip('`'))})"
+            if part.strip("`") in names and re.fullmatch(r"`\w+`", part)
+            else part
+        )
+        if part.startswith("`")
+        else part.replace("<", "&lt;")
+        for part in parts
     )
