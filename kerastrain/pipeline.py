@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from kerastrain._keras import keras, tf
 from kerastrain.compress import CompressResult, compress_model, compression_sections
 from kerastrain.config import ExportConfig, PipelineConfig, load_config, save_config
+from kerastrain.data.audit import DataQuality, audit_data
+from kerastrain.data.balance import check_balance_options
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared, prepare_data
 from kerastrain.data.preprocess import with_target_scale
@@ -36,6 +38,7 @@ from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics
 from kerastrain.report import ReportInputs, Section, write_report
 from kerastrain.runs import RunFolder, open_run_folder, run_seed
+from kerastrain.threshold import check_threshold
 from kerastrain.tracking import track_run, training_callbacks
 from kerastrain.training import (
     Decision,
@@ -79,6 +82,8 @@ class PipelineResult:
         stop_reason: Why training stopped.
         performance: How each `"auto"` speed option (precision, steps per
             execution, XLA) was resolved, and why.
+        data_quality: The data audit's findings (`data_options.audit`), or
+            None when it was off.
     """
 
     model: keras.Model
@@ -92,6 +97,7 @@ class PipelineResult:
     timings: dict[str, float]
     stop_reason: str
     performance: dict[str, Decision] = dataclasses.field(default_factory=dict)
+    data_quality: DataQuality | None = None
 
 
 class _Stages:
@@ -118,6 +124,7 @@ def fit_pipeline(
     tune: Any = None,
     compress: Any = None,
     export: Any = None,
+    evaluate: Any = None,
     model_options: Any = None,
     report: Any = None,
     tracking: Any = None,
@@ -148,6 +155,8 @@ def fit_pipeline(
         compress: Mapping or `CompressConfig` (prune, quantize, cluster,
             distill, budget). Defaults to `None` (no compression).
         export: Mapping or `ExportConfig`. Defaults to `None`.
+        evaluate: Mapping or `EvaluateConfig` (a binary task's decision
+            threshold). Defaults to `None`.
         model_options: Keyword options of the model factory. Defaults to `None`.
         report: Mapping or `ReportConfig` (the explanation, the model card's
             text). Defaults to `None`.
@@ -195,6 +204,12 @@ def fit_pipeline(
             prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
             check_explainable(cfg.report.explain, prepared)
             check_onnx_data(cfg.export.formats, prepared)
+            check_balance_options(cfg.train.class_weight, cfg.data_options.resample, prepared.task)
+            check_threshold(cfg.evaluate.threshold, prepared.task, len(prepared.splits.val))
+        quality = None
+        if cfg.data_options.audit:  # before any training: "strict" raises here
+            with stage("audit"):
+                quality = _audit(cfg, prepared)
         tuned = None
         if cfg.tune is not None:
             from kerastrain.tune import tune_stage  # imports KerasTuner only when asked
@@ -212,8 +227,9 @@ def fit_pipeline(
         else:
             trained = with_target_scale(trained, prepared.target_scaler)
         with stage("evaluate"):
-            evaluation = evaluate_run(trained, prepared, fit.history)
+            evaluation = evaluate_run(trained, prepared, fit.history, cfg.evaluate.threshold)
             metrics = _split_metrics(trained, prepared, evaluation)
+            metrics.update(evaluation.threshold_metrics)  # beside "val" and "test", at 0.5
             metrics.update(compressed.metrics if compressed else {})
         with stage("export"):
             artifacts = _export(trained, prepared, export_cfg, compressed, run)
@@ -227,7 +243,7 @@ def fit_pipeline(
             with stage("report"):
                 report_path = _report(
                     run, cfg, prepared, strategy_obj, fit, evaluation, metrics, artifacts,
-                    explanations, tuned, compressed, stage.timings,
+                    explanations, tuned, compressed, stage.timings, quality,
                 )  # fmt: skip
         if role.chief and (cfg.tracking.tensorboard or cfg.tracking.mlflow):
             with stage("track"):
@@ -257,6 +273,7 @@ def fit_pipeline(
         timings=stage.timings,
         stop_reason=fit.stop_reason,
         performance=fit.performance,
+        data_quality=quality,
     )
 
 
@@ -279,6 +296,21 @@ def _seed(cfg: PipelineConfig) -> None:
     keras.utils.set_random_seed(cfg.seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
+
+
+def _audit(cfg: PipelineConfig, prepared: Prepared) -> DataQuality:
+    """The data-quality audit of the prepared data, on its splits."""
+    return audit_data(
+        prepared.x,
+        prepared.y,
+        prepared.task,
+        prepared.splits,
+        mode=cfg.data_options.audit,
+        seed=cfg.seed,
+        table=prepared.table,
+        feature_names=prepared.feature_names,
+        sample_rows=cfg.data_options.audit_rows,
+    )
 
 
 def _train(
@@ -399,10 +431,13 @@ def _report(
     tuned: TuneResult | None,
     compressed: CompressResult | None,
     timings: dict[str, float],
+    quality: DataQuality | None = None,
 ) -> Path:
     """metrics.json, history.json and the report with everything the run did."""
     write_json(run.path / "metrics.json", metrics)
     write_json(run.path / "history.json", fit.history)
+    if quality is not None:
+        write_json(run.path / "data_quality.json", quality.to_dict())
     return write_report(
         ReportInputs(
             run.path,
@@ -422,7 +457,9 @@ def _report(
             explanations=explanations,
             intended_use=cfg.report.intended_use,
             limitations=cfg.report.limitations,
+            decision_threshold=evaluation.threshold,
             sections=[
+                *([Section(**quality.report_section())] if quality else ()),
                 *([Section(**tuned.report_section())] if tuned else ()),
                 *compression_sections(compressed, metrics, artifacts),
             ],

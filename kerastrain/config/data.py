@@ -209,6 +209,28 @@ class DataConfig(Section):
             (which is read into memory to be checked and split); a dataset
             with more, or a generator that never ends, is refused with a
             `DataError` once this many are read. Defaults to `1_000_000`.
+        audit: The data-quality audit run between the split and training
+            (`kerastrain.data.audit`): exact duplicate rows, duplicates shared
+            by two splits, identical features with different labels, constant
+            and near-constant columns, a single column that predicts the label
+            almost perfectly, outliers, missing values, and drift between the
+            training and test splits. `True` logs its findings as warnings and
+            records them (`result.data_quality`, the report); `"strict"` also
+            raises a `DataError` before training for duplicates shared by
+            splits and for suspected target leakage; `False` skips it.
+            Defaults to `True`.
+        audit_rows: The column checks of the audit (leakage, outliers, drift,
+            constant columns) read a seeded sample of at most this many rows;
+            the row checks hash every row. Defaults to `50_000`.
+        deduplicate: Drop exact duplicate rows (same features and label),
+            keeping the first of each, before the split; how many and which
+            are logged and reported. Defaults to `False`.
+        resample: Rebalance the training split only (validation and test
+            keep their distribution): `"oversample"` repeats rows of the
+            smaller classes, drawn at random, until each class has as many as
+            the largest; `"undersample"` keeps a random subset of each class
+            as large as the smallest. Drawn anew with the run's seed;
+            classification only. Defaults to `None`.
     """
 
     _path: ClassVar[str] = "data_options"
@@ -236,6 +258,10 @@ class DataConfig(Section):
     tfds_download: bool = True
     in_memory_mb: float = option(1024.0, ge=0.0)
     max_dataset_rows: int = option(1_000_000, gt=0)
+    audit: bool | Literal["strict"] = True
+    audit_rows: int = option(50_000, ge=100)
+    deduplicate: bool = False
+    resample: Literal["oversample", "undersample"] | None = None
 
     def validate(self) -> None:
         held_out = self.validation_split + self.test_split

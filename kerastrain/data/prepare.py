@@ -11,6 +11,7 @@ import numpy as np
 
 from kerastrain.config import DataConfig
 from kerastrain.config.data import IMAGE_AUGMENTATIONS, parse_augment
+from kerastrain.data.audit import drop_duplicates
 from kerastrain.data.preprocess import Standardizer, fit_standardizer, fit_target_scaler
 from kerastrain.data.sources import load_data
 from kerastrain.data.split import Splits, fixed_splits, split_indices
@@ -52,6 +53,8 @@ class Prepared:
         dropped: Rows of the original data dropped on request
             (`impute="drop"`), else empty.
         options: The data options it was prepared with.
+        duplicates: Rows of the original data dropped as exact duplicates
+            (`deduplicate=True`), else empty.
     """
 
     x: Any
@@ -67,6 +70,7 @@ class Prepared:
     augment: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     dropped: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
     options: DataConfig = dataclasses.field(default_factory=DataConfig)
+    duplicates: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
 
     @property
     def is_table(self) -> bool:
@@ -152,6 +156,10 @@ class Prepared:
                 facts["categories unseen in training (out-of-vocabulary)"] = unseen
         if len(self.dropped):
             facts["dropped rows (impute='drop')"] = rows(self.dropped, limit=20)
+        if len(self.duplicates):
+            facts["dropped duplicate rows (deduplicate=True)"] = (
+                f"{len(self.duplicates)}: {rows(self.duplicates, limit=10)}"
+            )
         if self.augment:
             facts["augmentation (training only)"] = ", ".join(
                 f"{a['name']}({', '.join(f'{k}={v}' for k, v in a.items() if k != 'name')})"
@@ -286,8 +294,11 @@ def prepare_data(data: Any, options: DataConfig, seed: int) -> Prepared:
     else:
         checked = validate(loaded.x, loaded.y, options, class_names=loaded.class_names)
         x, y, task = checked.x, checked.y, checked.task
-    if loaded.parts:
-        splits = fixed_splits(y, task, options, seed, loaded.parts)
+    parts, duplicates = loaded.parts, np.empty(0, np.int64)
+    if options.deduplicate:
+        x, y, parts, duplicates = drop_duplicates(x, y, parts, source=loaded.source)
+    if parts:
+        splits = fixed_splits(y, task, options, seed, parts)
     else:
         splits = split_indices(y, task, options, seed)
     _check_learnable(y, task, splits, options)
@@ -327,4 +338,5 @@ def prepare_data(data: Any, options: DataConfig, seed: int) -> Prepared:
         augment=augment,
         dropped=dropped,
         options=options,
+        duplicates=duplicates,
     )
