@@ -29,6 +29,7 @@ from kerastrain.export.model_info import read_model_info
 from kerastrain.export.predictors import load_predictor
 from kerastrain.metrics import compute_metrics, curve_data
 from kerastrain.task import Task
+from kerastrain.threshold import choose_threshold, metrics_at_threshold, positive_scores
 
 logger = logging.getLogger(__name__)
 
@@ -247,6 +248,10 @@ class Evaluation:
         curves: `curve_data` of the two.
         diagnosis: Findings from the learning curves.
         baseline: The loss of a model that ignores its inputs.
+        threshold: The binary decision threshold (`evaluate.threshold`):
+            `value`, `rule` and the split it was chosen on; None when not asked.
+        threshold_metrics: The metrics at that threshold, by split
+            (`"val_at_threshold"`, `"test_at_threshold"`); empty when not asked.
     """
 
     task: Task
@@ -257,9 +262,56 @@ class Evaluation:
     curves: dict[str, Any]
     diagnosis: list[Finding]
     baseline: float | None = None
+    threshold: dict[str, Any] | None = None
+    threshold_metrics: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
-def evaluate_run(model: Any, prepared: Any, history: Mapping[str, Sequence[float]]) -> Evaluation:
+def _decision_threshold(
+    predict: Any, prepared: Any, threshold: Any, split: str, outputs: np.ndarray
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The chosen (or given) threshold, and the metrics at it on validation
+    and test (the held-out split's outputs are reused)."""
+    splits = prepared.splits
+    scored = {split: outputs}
+    for name in ("val", "test"):
+        if name not in scored and len(getattr(splits, name)):
+            scored[name] = predict(getattr(splits, name))
+    if isinstance(threshold, str):
+        value = choose_threshold(prepared.y[splits.val], positive_scores(scored["val"]), threshold)
+        chosen = {"value": value, "rule": threshold, "chosen_on": "val"}
+    else:
+        chosen = {"value": float(threshold), "rule": "given", "chosen_on": None}
+    metrics = {
+        f"{name}_at_threshold": metrics_at_threshold(
+            prepared.task, prepared.y[getattr(splits, name)], scored[name], chosen["value"]
+        )
+        for name in ("val", "test")
+        if name in scored
+    }
+    for name, at in metrics.items():
+        split_name = name.removesuffix("_at_threshold")
+        half = metrics_at_threshold(
+            prepared.task, prepared.y[getattr(splits, split_name)], scored[split_name], 0.5
+        )
+        logger.info(
+            "Decision threshold %.4g (%s): %s f1 %.4f, balanced accuracy %.4f (at 0.5: %.4f, %.4f).",
+            chosen["value"],
+            chosen["rule"],
+            split_name,
+            at["f1"],
+            at["balanced_accuracy"],
+            half["f1"],
+            half["balanced_accuracy"],
+        )
+    return chosen, metrics
+
+
+def evaluate_run(
+    model: Any,
+    prepared: Any,
+    history: Mapping[str, Sequence[float]],
+    threshold: str | float | None = None,
+) -> Evaluation:
     """Scores ``model`` on the held-out rows of ``prepared`` and diagnoses its
     learning curves.
 
@@ -267,6 +319,10 @@ def evaluate_run(model: Any, prepared: Any, history: Mapping[str, Sequence[float
         model: The trained tf_keras model.
         prepared: The prepared data (`kerastrain.data.prepare.Prepared`).
         history: The training history.
+        threshold: `evaluate.threshold` for a binary task: `"f1"` or
+            `"balanced_accuracy"` (chosen on the validation split), or a
+            number; the metrics at it are added beside those at 0.5.
+            Defaults to `None`.
 
     Returns:
         The evaluation, on the test split (else validation, else training).
@@ -275,12 +331,21 @@ def evaluate_run(model: Any, prepared: Any, history: Mapping[str, Sequence[float
     split = "test" if len(splits.test) else "val" if len(splits.val) else "train"
     rows = getattr(splits, split)
     y = prepared.y[rows]
-    # Chunk by chunk: a large data set's split is never copied whole.
-    outputs = predict_batched(
-        lambda chunk: predict_model(model, prepared.rows(chunk), direct_call_rows=DIRECT_CALL_ROWS),
-        rows,
-        PREDICT_CHUNK_ROWS,
-    )
+
+    def predict(indices: np.ndarray) -> np.ndarray:
+        # Chunk by chunk: a large data set's split is never copied whole.
+        return predict_batched(
+            lambda chunk: predict_model(
+                model, prepared.rows(chunk), direct_call_rows=DIRECT_CALL_ROWS
+            ),
+            indices,
+            PREDICT_CHUNK_ROWS,
+        )
+
+    outputs = predict(rows)
+    chosen, at_threshold = None, {}
+    if threshold is not None and prepared.task.kind == "binary":
+        chosen, at_threshold = _decision_threshold(predict, prepared, threshold, split, outputs)
     # The loss was computed on the targets the model trained on (standardized
     # for regression), so the baseline is too.
     base = baseline_loss(prepared.task, prepared.training_targets[splits.train])
@@ -293,6 +358,8 @@ def evaluate_run(model: Any, prepared: Any, history: Mapping[str, Sequence[float
         curves=curve_data(prepared.task, y, outputs),
         diagnosis=diagnose(history, baseline=base),
         baseline=base,
+        threshold=chosen,
+        threshold_metrics=at_threshold,
     )
 
 

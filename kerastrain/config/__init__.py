@@ -4,6 +4,7 @@ from kerastrain.config.base import Section, option
 from kerastrain.config.compress import CompressConfig
 from kerastrain.config.data import DataConfig
 from kerastrain.config.distribute import DistributeConfig
+from kerastrain.config.evaluate import EvaluateConfig
 from kerastrain.config.export import ExportConfig
 from kerastrain.config.pipeline import PipelineConfig, load_config, save_config
 from kerastrain.config.report import ReportConfig
@@ -25,6 +26,7 @@ __all__ = [
     "DataConfig",
     "DistributeConfig",
     "ExportConfig",
+    "EvaluateConfig",
     "PipelineConfig",
     "EarlyStoppingConfig",
     "WarmupConfig",

@@ -14,6 +14,7 @@ from kerastrain.config.base import Section
 from kerastrain.config.compress import CompressConfig
 from kerastrain.config.data import DataConfig
 from kerastrain.config.distribute import STRATEGIES, DistributeConfig, check_strategy_spec
+from kerastrain.config.evaluate import EvaluateConfig
 from kerastrain.config.export import ExportConfig
 from kerastrain.config.report import ReportConfig
 from kerastrain.config.tracking import TrackingConfig
@@ -49,6 +50,7 @@ class PipelineConfig(Section):
         compress: See `CompressConfig`; `None` compresses nothing.
             Defaults to `None`.
         export: See `ExportConfig`.
+        evaluate: See `EvaluateConfig` (the binary decision threshold).
         tune: See `TuneConfig`; `None` trains with the options as given.
             Defaults to `None`.
         report: See `ReportConfig`.
@@ -77,6 +79,7 @@ class PipelineConfig(Section):
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     compress: CompressConfig | None = None
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
     tune: TuneConfig | None = None
     report: ReportConfig = dataclasses.field(default_factory=ReportConfig)
     tracking: TrackingConfig = dataclasses.field(default_factory=TrackingConfig)

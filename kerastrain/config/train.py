@@ -554,6 +554,13 @@ class TrainConfig(Section):
             repeatable with a seed). Defaults to `False`.
         verbose: Keras progress output: 0 silent, 1 progress bar, 2 one line
             per epoch, `"auto"`. Defaults to `"auto"`.
+        class_weight: Weights of the classes in the training loss (sample
+            weights in the training batches, so they apply under gradient
+            accumulation and mixup too): `"balanced"` (each class weighs
+            `rows / (classes * rows of the class)`, counted on the rows trained
+            on), or a mapping from a label (class name or index) to a weight
+            > 0, classes not named weighing 1. Classification only.
+            Defaults to `None` (every row weighs 1).
 
     The flat keys of earlier releases (`warmup_epochs`, `warmup_steps`,
     `warmup_method`, `warmup_learning_rate`, `resume`, `backup_frequency`,
@@ -603,6 +610,7 @@ class TrainConfig(Section):
     execution: ExecutionConfig = dataclasses.field(default_factory=ExecutionConfig)
     deterministic: bool = False
     verbose: Literal["auto", 0, 1, 2] = "auto"
+    class_weight: Literal["balanced"] | dict[Any, float] | None = None
 
     def validate(self) -> None:
         object.__setattr__(
@@ -615,6 +623,7 @@ class TrainConfig(Section):
         self._check_learning_rate()
         self._check_optimizer_options()
         self._check_schedule()
+        check_class_weight_values(self.class_weight)
 
     def _check_learning_rate(self) -> None:
         lr = self.learning_rate
@@ -692,4 +701,28 @@ class TrainConfig(Section):
                 f"train.learning_rate is a LearningRateSchedule object, so it already is the "
                 f"schedule; schedule={self.schedule!r} would replace it. Leave schedule as "
                 "'constant', or give learning_rate as a number."
+            )
+
+
+def check_class_weight_values(class_weight: Any) -> None:
+    """Refuses a `train.class_weight` mapping with a weight that is not a
+    number > 0, naming the label (which labels exist is checked once the
+    data is read: `kerastrain.data.balance.class_weight_vector`).
+
+    Raises:
+        ConfigError: For an empty mapping, or a weight that is not a finite
+            number > 0.
+    """
+    if not isinstance(class_weight, dict):
+        return
+    if not class_weight:
+        raise config_error(
+            "train.class_weight", class_weight, "'balanced', None, or a mapping label -> weight"
+        )
+    for label, weight in class_weight.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise config_error(
+                f"train.class_weight[{label!r}]",
+                weight,
+                "a number > 0 (the weight of that class in the training loss)",
             )

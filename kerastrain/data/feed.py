@@ -34,10 +34,17 @@ from typing import Any
 import numpy as np
 
 from kerastrain._keras import keras, tf
+from kerastrain.data.balance import class_weights, resample_rows, resampled_size
 from kerastrain.data.stream import Stream
 from kerastrain.errors import ConfigError
 
-__all__ = ["make_dataset", "InMemory", "training_datasets", "coordinator_datasets"]
+__all__ = [
+    "make_dataset",
+    "InMemory",
+    "training_datasets",
+    "coordinator_datasets",
+    "with_sample_weights",
+]
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -239,6 +246,36 @@ def make_dataset(
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
+def with_sample_weights(ds: tf.data.Dataset, weights: np.ndarray, binary: bool) -> tf.data.Dataset:
+    """``(x, y)`` batches as ``(x, y, sample_weight)``, each row weighing its
+    class's weight: looked up for class indices, the labels' mix of weights
+    for one-hot or mixed labels (smoothing, mixup), ``w0 (1 - y) + w1 y``
+    for binary labels (mixed ones too).
+
+    Args:
+        ds: Batches of `(x, y)`.
+        weights: One weight per class.
+        binary: The labels are the positive class's probability.
+
+    Returns:
+        Batches of `(x, y, sample_weight)`.
+    """
+    table = tf.constant(weights, tf.float32)
+
+    def add(x: Any, y: tf.Tensor) -> tuple[Any, tf.Tensor, tf.Tensor]:
+        labels = tf.cast(y, tf.float32)
+        if binary:
+            p = tf.reshape(labels, [-1])
+            w = table[0] * (1.0 - p) + table[1] * p
+        elif y.shape.rank == 2 and y.shape[-1] == len(weights):
+            w = tf.reduce_sum(labels * table, axis=-1)
+        else:
+            w = tf.gather(table, tf.reshape(tf.cast(y, tf.int32), [-1]))
+        return x, y, w
+
+    return ds.map(add, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+
+
 def training_datasets(
     prepared: Any,
     batch_size: int,
@@ -246,8 +283,14 @@ def training_datasets(
     seed: int | None,
     one_hot_depth: int | None = None,
     memory: InMemory | None = None,
+    class_weight: Any = None,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
     """The training and validation datasets of a `Prepared`.
+
+    With `prepared.options.resample`, the training rows are rebalanced
+    (`kerastrain.data.balance.resample_rows`, drawn with `seed`); with
+    `class_weight`, training batches carry sample weights
+    (`with_sample_weights`). Validation batches get neither.
 
     Args:
         prepared: The prepared data (its splits, augmentations, encodings).
@@ -257,6 +300,9 @@ def training_datasets(
             (label smoothing, mixup, cutmix). Defaults to `None`.
         memory: The data, to share between runs. Defaults to `None` (made
             here from the features and the training targets).
+        class_weight: `train.class_weight`: `None`, `"balanced"` (counted on
+            the rows trained on) or a mapping label -> weight.
+            Defaults to `None`.
 
     Returns:
         The training dataset (shuffled, augmented) and the validation one
@@ -285,15 +331,21 @@ def training_datasets(
         example_shape=prepared.feature_shape,
         scale=scale,
     )
+    rows = resample_rows(
+        prepared.y, prepared.splits.train, getattr(prepared.options, "resample", None), seed
+    )
     train_ds = make_dataset(
         memory,
-        prepared.splits.train,
+        rows,
         batch_size,
         training=True,
         seed=seed,
         map_batch=map_batch,
         augment=augment,
     )
+    weights = class_weights(class_weight, prepared.y[rows], prepared.task)
+    if weights is not None:
+        train_ds = with_sample_weights(train_ds, weights, prepared.task.kind == "binary")
     val_ds = None
     if len(prepared.splits.val):
         val_ds = make_dataset(
@@ -346,7 +398,10 @@ def coordinator_datasets(
     def val_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
         return build()[1].repeat()
 
-    steps = {"steps_per_epoch": max(1, math.ceil(len(splits.train) / global_batch))}
+    train_rows = resampled_size(
+        prepared.y, splits.train, getattr(prepared.options, "resample", None)
+    )
+    steps = {"steps_per_epoch": max(1, math.ceil(train_rows / global_batch))}
     val = None
     if len(splits.val):
         val = creator(val_fn)

@@ -357,6 +357,9 @@ class ReportInputs:
         intended_use: The model card's intended use. Defaults to `None`
             (a description generated from the data and task).
         limitations: More limits for the model card. Defaults to `()`.
+        decision_threshold: A binary model's chosen decision threshold
+            (`value`, `rule`, `chosen_on`), for the model card. Defaults to
+            `None` (0.5).
     """
 
     run_dir: str | os.PathLike
@@ -375,6 +378,7 @@ class ReportInputs:
     model_card: bool = True
     intended_use: str | None = None
     limitations: Sequence[str] = ()
+    decision_threshold: Mapping[str, Any] | None = None
 
 
 def _held_out(inputs: ReportInputs) -> str | None:
@@ -480,5 +484,6 @@ def write_report(inputs: ReportInputs) -> Path:
             diagnosis=diagnosis or (),
             intended_use=inputs.intended_use,
             limitations=inputs.limitations,
+            decision_threshold=inputs.decision_threshold,
         )
     return path

@@ -375,6 +375,26 @@ def _limits(
     return limits
 
 
+def threshold_lines(threshold: Mapping[str, Any] | None) -> list[str]:
+    """The model card's "Decision threshold" paragraph (none without one)."""
+    if not threshold:
+        return []
+    how = (
+        f"chosen on the {threshold['chosen_on']} split to maximize {threshold['rule']}"
+        if threshold.get("chosen_on")
+        else "given in evaluate.threshold"
+    )
+    return [
+        "### Decision threshold",
+        "",
+        f"Predict the positive class when its probability is at least "
+        f"**{threshold['value']:.4g}** ({how}); the model outputs the probability, so apply "
+        "this cut to its output. The rows `val_at_threshold` and `test_at_threshold` above score "
+        "that cut; `val` and `test` score 0.5.",
+        "",
+    ]
+
+
 def write_model_card(
     run_dir: str | os.PathLike,
     *,
@@ -386,6 +406,7 @@ def write_model_card(
     diagnosis: Sequence[Any] = (),
     intended_use: str | None = None,
     limitations: Sequence[str] = (),
+    decision_threshold: Mapping[str, Any] | None = None,
 ) -> Path:
     """Writes ``MODEL_CARD.md``: intended use, data, metrics overall and by
     class, limits, and how to load each artifact.
@@ -401,6 +422,8 @@ def write_model_card(
         diagnosis: Findings from the learning curves. Defaults to `()`.
         intended_use: What the model is for. Defaults to `None` (generated).
         limitations: More limits, written first. Defaults to `()`.
+        decision_threshold: A binary model's decision threshold (`value`,
+            `rule`, `chosen_on`). Defaults to `None` (0.5, not stated).
 
     Returns:
         The path of ``MODEL_CARD.md``.
@@ -449,6 +472,7 @@ def write_model_card(
     lines += _md_table(
         [{"split / artifact": w, **{c: m.get(c) for c in shown}} for w, m in metrics.items() if m]
     ) or ["No metrics were computed.", ""]
+    lines += threshold_lines(decision_threshold)
     per_class = metrics.get(held_out or "", {}).get("per_class")
     if per_class:
         lines += [f"### By class ({held_out} split)", ""]

@@ -29,6 +29,7 @@ METRIC_COLUMNS = (
     "rmse",
     "r2",
     "examples",
+    "threshold",
     "max_abs_diff",
     "agreement",
 )

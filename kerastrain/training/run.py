@@ -16,6 +16,7 @@ import numpy as np
 from kerastrain._keras import keras, tf
 from kerastrain.batching import empty_outputs
 from kerastrain.config import DistributeConfig, TrainConfig
+from kerastrain.data.balance import resampled_size
 from kerastrain.data.feed import InMemory, coordinator_datasets, make_dataset, training_datasets
 from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import model_inputs
@@ -53,6 +54,11 @@ def global_batch_size(batch_size: int, strategy: tf.distribute.Strategy, accumul
     return batch_size * strategy.num_replicas_in_sync * accumulation
 
 
+def _training_rows(prepared: Prepared) -> int:
+    """Rows of a training epoch (after `data_options.resample`)."""
+    return resampled_size(prepared.y, prepared.splits.train, prepared.options.resample)
+
+
 def make_datasets(
     train: TrainConfig,
     prepared: Prepared,
@@ -75,6 +81,7 @@ def make_datasets(
         seed=seed,
         one_hot_depth=depth,
         memory=memory,
+        class_weight=train.class_weight,
     )
 
 
@@ -143,7 +150,7 @@ def _build(
             model,
             task,
             distributed_train_config(train, distribute or DistributeConfig(), strategy),
-            steps_per_epoch=steps_per_epoch(len(prepared.splits.train), global_batch),
+            steps_per_epoch=steps_per_epoch(_training_rows(prepared), global_batch),
         )
     logger.info("Model %r: %s parameters.", model.name, f"{model.count_params():,}")
     return model, precision, step_seconds
@@ -233,7 +240,7 @@ def run_training(
         epochs=epochs,
         initial_epoch=initial_epoch,
         backup_dir=backup_dir,
-        examples_per_epoch=len(prepared.splits.train),
+        examples_per_epoch=_training_rows(prepared),
         step_seconds=step_seconds,
         **steps,
     )
