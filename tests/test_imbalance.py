@@ -77,6 +77,19 @@ def test_class_weights_ride_in_the_training_batches():
     assert len(next(iter(val_ds))) == 2  # validation is not weighted
 
 
+def test_class_weights_of_mixed_labels_are_their_mix():
+    """Mixup and label smoothing feed soft labels: a row weighs its labels'
+    mix of the class weights (one-hot columns, or a binary probability)."""
+    weights = np.array([1.0, 2.0, 4.0], np.float32)
+    soft = np.array([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5], [0.25, 0.75, 0.0]], np.float32)
+    ds = tf.data.Dataset.from_tensors((np.zeros((3, 2), np.float32), soft))
+    _, _, w = next(iter(with_sample_weights(ds, weights, binary=False)))
+    np.testing.assert_allclose(w, [1.0, 3.0, 1.75])
+    binary = tf.data.Dataset.from_tensors((np.zeros((3, 2), np.float32), np.array([0, 1, 0.3])))
+    _, _, w = next(iter(with_sample_weights(binary, np.array([1.0, 5.0]), binary=True)))
+    np.testing.assert_allclose(w, [1.0, 5.0, 2.2], rtol=1e-6)
+
+
 def test_bad_balance_options_are_refused_naming_them():
     task = Task("binary", 2, ("no", "yes"))
     with pytest.raises(ConfigError, match=r"unknown: 'maybe', 7"):

@@ -226,7 +226,7 @@ def _column_hash(values: np.ndarray) -> np.ndarray:
 
     if values.dtype.kind in "fiub":
         return _canonical(values).view(np.uint64)
-    return pd.util.hash_array(np.asarray(values, dtype=object).astype(str), categorize=True)
+    return pd.util.hash_array(np.asarray(values, dtype=object), categorize=True)
 
 
 def _array_hash(block: np.ndarray) -> np.ndarray:
@@ -396,7 +396,7 @@ def _row_checks(
         held = split_of == code
         if not held.any() or not len(train_features):
             continue
-        shared = held & np.isin(features, train_features)
+        shared = held & pd.Series(features).isin(pd.unique(train_features)).to_numpy()
         if shared.any():
             where = positions[shared]
             findings.append(
@@ -466,6 +466,19 @@ def _edges(values: np.ndarray, bins: int = BINS) -> np.ndarray:
     return np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
 
 
+def _auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """ROC-AUC from ranks (ties share their average rank): the
+    Mann-Whitney statistic, one sort instead of a ROC curve."""
+    from scipy.stats import rankdata
+
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if not n_pos or not n_neg:
+        return 0.5
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def _leakage_score(
     codes: np.ndarray, values: np.ndarray, y: np.ndarray, task: Task, fit: np.ndarray
 ) -> float | None:
@@ -473,8 +486,6 @@ def _leakage_score(
     on: ROC-AUC (macro one-vs-rest) of the label frequencies of each bin, or
     the R² of each bin's mean target (regression; the better of that and a
     straight line)."""
-    from sklearn.metrics import roc_auc_score
-
     score_rows = ~fit
     if score_rows.sum() < 20:
         return None
@@ -491,15 +502,15 @@ def _leakage_score(
         if len(present) < 2:
             return None
         if k == 2:
-            binned = float(roc_auc_score(truth, p[:, 1]))
+            binned = _auc(truth == 1, p[:, 1])
             if values.dtype == object:
                 return binned
             ok = ~np.isnan(values[score_rows])  # a monotone column: its raw values rank
             if len(np.unique(truth[ok])) < 2:
                 return binned
-            raw = float(roc_auc_score(truth[ok], values[score_rows][ok]))
+            raw = _auc(truth[ok] == 1, values[score_rows][ok])
             return max(binned, raw, 1.0 - raw)
-        scores = [roc_auc_score(truth == c, p[:, c]) for c in present]
+        scores = [_auc(truth == c, p[:, c]) for c in present]
         return float(np.mean(scores))
     target = y.astype(np.float64)
     sums = np.bincount(shift[fit], weights=target[fit], minlength=width)
@@ -531,7 +542,7 @@ def _psi(expected: np.ndarray, actual: np.ndarray, width: int) -> float:
 
 
 def _drift(
-    values: np.ndarray, categorical: bool, train: np.ndarray, held: np.ndarray, tests: int
+    values: np.ndarray, categorical: bool, train: np.ndarray, held: np.ndarray
 ) -> tuple[float, float, np.ndarray] | None:
     """PSI and p-value of one column between the training and held-out rows
     of the sample, and the held-out rows outside the training range."""
@@ -675,7 +686,7 @@ def _column_checks(
                         )
                     )
         if train.any() and held.any():
-            drift = _drift(values, not numeric, train, held, tests)
+            drift = _drift(values, not numeric, train, held)
             if drift is not None:
                 psi, p, outside = drift
                 if psi >= DRIFT_PSI and p < DRIFT_ALPHA / tests:
