@@ -213,3 +213,17 @@ def test_pipeline_threshold_and_audit_reach_metrics_report_and_model_card(tmp_pa
     assert result.data_quality is not None and result.data_quality.rows == 2100
     assert "Data quality" in result.report_path.read_text()
     assert json.loads((result.run_dir / "data_quality.json").read_text())["rows"] == 2100
+
+
+@pytest.mark.parametrize("mode", [None, "oversample", "undersample"])
+def test_steps_per_epoch_count_the_resampled_rows(mode):
+    """Schedules (learning rate, compression's pruning) count the steps of the
+    epochs actually fed, resampled rows included."""
+    from kerastrain.compress.common import Context
+
+    x, y = _skewed(2100)
+    prepared = prepare_data((x, y), DataConfig(resample=mode), 0)
+    cfg = load_config(train={"batch_size": 64}, data_options={"resample": mode}, seed=0)
+    ctx = Context.create(cfg, prepared, tf.distribute.get_strategy())
+    train_ds, _ = ctx.datasets()
+    assert ctx.steps_per_epoch == int(train_ds.cardinality())

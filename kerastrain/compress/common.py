@@ -23,6 +23,7 @@ from kerastrain._keras import keras, tf
 from kerastrain.config import PipelineConfig
 from kerastrain.config.compress import LayerSelection
 from kerastrain.config.train import TrainConfig
+from kerastrain.data.balance import resampled_size
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared
 from kerastrain.distribute import distributed_train_config
@@ -126,7 +127,10 @@ class Context:
         batch = global_batch_size(
             self.config.batch_size, self.strategy, self.config.train.gradient_accumulation
         )
-        return max(1, math.ceil(len(self.prepared.splits.train) / batch))
+        rows = resampled_size(
+            self.prepared.y, self.prepared.splits.train, self.prepared.options.resample
+        )  # the rows of an epoch, as make_datasets feeds them
+        return max(1, math.ceil(rows / batch))
 
     def learning_rate(self, own: float | None = None) -> float | None:
         """A step's own rate, else `compress.learning_rate`, else None (the
