@@ -232,7 +232,7 @@ def fit_pipeline(
             metrics.update(evaluation.threshold_metrics)  # beside "val" and "test", at 0.5
             metrics.update(compressed.metrics if compressed else {})
         with stage("export"):
-            artifacts = _export(trained, prepared, export_cfg, compressed, run)
+            artifacts = _export(trained, prepared, export_cfg, compressed, run, evaluation)
         if export_cfg.verify and artifacts:
             with stage("verify"):
                 metrics.update(_verify(evaluation, artifacts, prepared, export_cfg))
@@ -376,6 +376,7 @@ def _export(
     export_cfg: ExportConfig,
     compressed: CompressResult | None,
     run: RunFolder,
+    evaluation: Evaluation,
 ) -> dict[str, Path]:
     artifacts = export_model(
         model,
@@ -392,6 +393,7 @@ def _export(
             target=prepared.options.target,
             columns=prepared.table.sources if prepared.table is not None else None,
             feature_names=prepared.feature_names,
+            threshold=evaluation.threshold["value"] if evaluation.threshold else None,
         )
     return artifacts
 

@@ -44,6 +44,7 @@ from kerastrain.files import atomic_path
 from kerastrain.logs import Progress
 from kerastrain.metrics import class_names, class_probabilities, compute_metrics
 from kerastrain.task import Task
+from kerastrain.threshold import metrics_at_threshold, positive_scores
 
 logger = logging.getLogger(__name__)
 
@@ -495,7 +496,9 @@ def _check_batch_size(batch_size: int) -> None:
         )
 
 
-def _table(task: Task | None, outputs: np.ndarray, data: Rows) -> Any:
+def _table(
+    task: Task | None, outputs: np.ndarray, data: Rows, threshold: float | None = None
+) -> Any:
     import pandas as pd
 
     columns: dict[str, Any] = {data.id_name: data.ids}
@@ -509,7 +512,10 @@ def _table(task: Task | None, outputs: np.ndarray, data: Rows) -> Any:
     else:
         proba = class_probabilities(task, outputs)
         names = class_names(task)
-        columns["label"] = np.array(names, dtype=object)[proba.argmax(axis=1)]
+        chosen = proba.argmax(axis=1)
+        if threshold is not None and task.kind == "binary":  # the run's chosen cut
+            chosen = (positive_scores(outputs) >= threshold).astype(np.int64)
+        columns["label"] = np.array(names, dtype=object)[chosen]
         for i, name in enumerate(names):
             columns[f"probability_{name}"] = proba[:, i]
     return pd.DataFrame(columns)
@@ -553,7 +559,7 @@ def predictions(
     predict, info = _load(artifact, trust, batch_size)
     data_rows = read_rows(data, info)
     outputs = _outputs(predict, data_rows, batch_size)
-    return _table(info.task if info else None, outputs, data_rows)
+    return _table(info.task if info else None, outputs, data_rows, info.threshold if info else None)
 
 
 def predict_file(
@@ -635,7 +641,11 @@ def evaluate_file(
     outputs = _outputs(predict, data_rows, batch_size)
     y = np.asarray(data_rows.y)
     task = info.task if info else infer_task(outputs, y)
-    metrics = compute_metrics(task, labels_for(task, y), outputs)
+    labels = labels_for(task, y)
+    metrics = compute_metrics(task, labels, outputs)
+    if info is not None and info.threshold is not None and task.kind == "binary":
+        # beside the metrics at 0.5, as `result.metrics["test_at_threshold"]`
+        metrics["at_threshold"] = metrics_at_threshold(task, labels, outputs, info.threshold)
     return {"task": task.kind, "artifact": str(artifact), "data": str(data), **metrics}
 
 
@@ -674,4 +684,12 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     if matrix:
         lines.append("  confusion matrix (rows: true class, columns: predicted)")
         lines.extend("    " + " ".join(f"{v:>6}" for v in row) for row in matrix)
+    cut = metrics.get("at_threshold")
+    if cut:
+        lines.append(f"  at the run's decision threshold {cut['threshold']:.4g} (not 0.5):")
+        lines.extend(
+            f"    {key:<{width}}  {cut[key]:.4f}"
+            for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1")
+            if cut.get(key) is not None
+        )
     return "\n".join(lines)

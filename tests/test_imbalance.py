@@ -198,12 +198,26 @@ def test_pipeline_threshold_and_audit_reach_metrics_report_and_model_card(tmp_pa
         model_options={"width": 16, "depth": 1},
         train={"epochs": 3, "verbose": 0, "early_stopping": None, "batch_size": 64},
         evaluate={"threshold": "f1"},
-        export={"formats": []},
+        export={"formats": ["savedmodel"], "latency_runs": 0},
         report={"explain": "none"},
         output_dir=str(tmp_path / "run"),
         seed=1,
     )
     chosen = result.metrics["val_at_threshold"]
+    # The exported model's predictions cut where the run chose, not at 0.5
+    # (`kerastrain predict` reads the threshold from model_info.json).
+    from kerastrain.predicting import predictions
+    from kerastrain.threshold import positive_scores
+
+    np.save(tmp_path / "rows.npy", x[:300])
+    table = predictions(result.artifacts["savedmodel"], tmp_path / "rows.npy")
+    scores = positive_scores(result.model.predict(x[:300], verbose=0))
+    expected = (scores >= chosen["threshold"]).astype(int)
+    low, high = sorted([chosen["threshold"], 0.5])
+    assert np.sum((scores >= low) & (scores < high)) > 0  # rows the two cuts label differently
+    info = json.loads((result.run_dir / "model_info.json").read_text())
+    assert info["threshold"] == chosen["threshold"]
+    np.testing.assert_array_equal(table["label"].astype(int).to_numpy(), expected)
     assert chosen["f1"] > result.metrics["val"]["f1"]
     assert result.metrics["test_at_threshold"]["threshold"] == chosen["threshold"]
     saved = json.loads((result.run_dir / "metrics.json").read_text())

@@ -70,6 +70,9 @@ class ModelInfo:
         inputs: The model's inputs, in order.
         target: The label column the model was trained on, when named.
         feature_names: The names of a single array input's last axis.
+        threshold: A binary model's decision threshold (`evaluate.threshold`):
+            a row is the positive class when its probability is at least
+            this; None cuts at 0.5.
         path: The file it was read from.
     """
 
@@ -77,6 +80,7 @@ class ModelInfo:
     inputs: tuple[InputInfo, ...]
     target: str | None = None
     feature_names: tuple[str, ...] | None = None
+    threshold: float | None = None
     path: Path | None = None
 
     @property
@@ -93,6 +97,7 @@ def write_model_info(
     target: str | None = None,
     columns: dict[str, str] | None = None,
     feature_names: Sequence[str] | None = None,
+    threshold: float | None = None,
 ) -> Path:
     """Writes ``model_info.json`` into ``run_dir`` (atomically).
 
@@ -105,6 +110,9 @@ def write_model_info(
         columns: A table's input name -> data column. Defaults to `None`.
         feature_names: Names of a single array input's last axis.
             Defaults to `None`.
+        threshold: A binary model's chosen decision threshold, which
+            `kerastrain predict` and `evaluate` then cut at. Defaults to
+            `None` (0.5).
 
     Returns:
         The file written.
@@ -133,6 +141,7 @@ def write_model_info(
             "target": target,
             "inputs": described,
             "feature_names": names,
+            "threshold": threshold,
         },
     )
 
@@ -187,5 +196,6 @@ def _parse(path: Path) -> ModelInfo:
         inputs=inputs,
         target=record.get("target"),
         feature_names=tuple(features) if features else None,
+        threshold=record.get("threshold"),
         path=path,
     )
