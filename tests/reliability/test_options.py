@@ -94,11 +94,16 @@ def test_every_float_option_of_every_section_refuses_non_finite_values(value):
         holds_list = typing.get_origin(tp) is list or any(
             typing.get_origin(arg) is list for arg in typing.get_args(tp)
         )
-        given = [value] if holds_list else value
+        holds_dict = not holds_list and (
+            typing.get_origin(tp) is dict
+            or any(typing.get_origin(arg) is dict for arg in typing.get_args(tp))
+        )
+        given = [value] if holds_list else {"a": value} if holds_dict else value
         try:
             _build(section, name, given)
         except ConfigError as exc:
-            where = f"{section._path}.{name}{'[0]' if holds_list else ''}"
+            inside = "[0]" if holds_list else ".a" if holds_dict else ""
+            where = f"{section._path}.{name}{inside}"
             assert f"The {where!r} option must be a finite number" in str(exc), str(exc)
         else:
             accepted.append(f"{section.__name__}.{name}")
