@@ -28,6 +28,7 @@ from kerastrain.training.fit import TrainResult, compile_model, train_model
 from kerastrain.training.fit import find_learning_rate as _range_test
 from kerastrain.training.losses import make_loss, one_hot_labels
 from kerastrain.training.optimizers import steps_per_epoch
+from kerastrain.training.recompute import recompute_twin, share_compilation
 from kerastrain.training.precision import (
     choose_precision,
     computes_in_float32,
@@ -232,7 +233,7 @@ def run_training(
         )
     train_config = distributed_train_config(train, distribute or DistributeConfig(), strategy)
     result = train_model(
-        model,
+        _fitted(model, train_config, prepared, strategy, global_batch),
         train_ds,
         val_ds,
         train_config,
@@ -259,6 +260,29 @@ def run_training(
     )
     result.performance["mixed_precision"] = precision
     return model, result
+
+
+def _fitted(
+    model: keras.Model,
+    train: TrainConfig,
+    prepared: Prepared,
+    strategy: tf.distribute.Strategy,
+    global_batch: int,
+) -> keras.Model:
+    """The model `model.fit` runs on: ``model`` itself, or with
+    `train.recompute` its twin over the same variables and optimizer whose
+    blocks recompute their activations (`kerastrain.training.recompute`)."""
+    if not train.recompute:
+        return model
+    with strategy.scope():
+        twin = recompute_twin(model, train.recompute)
+        compile_model(
+            twin,
+            prepared.task,
+            train,
+            steps_per_epoch=steps_per_epoch(len(prepared.splits.train), global_batch),
+        )
+    return share_compilation(twin, model)
 
 
 def find_learning_rate(
