@@ -6,7 +6,8 @@ recomputed. Each case runs in its own process, so that peaks do not mix. The
 *activation share* of the peak resident memory is the peak at the working
 batch minus the peak at the tiny batch (the rest of the process, weights and
 optimizer slots included, is the same in both): recomputation should cut it
-by at least 30%.
+by at least 30%. The memory plan's activation estimate at the working batch
+(`kerastrain.training.memory.plan_memory`) is printed beside it.
 
 Run: python benchmarks/memory_recompute.py [--batch 1024] [--tiny 8] [--blocks 24]
 """
@@ -29,6 +30,7 @@ from kerastrain.data.preprocess import model_inputs
 from kerastrain.models import Head, build_model
 from kerastrain.task import Task
 from kerastrain.training import compile_model
+from kerastrain.training.memory import plan_memory
 from kerastrain.training.recompute import recompute_twin, share_compilation
 
 batch, blocks, width, recompute = (int(a) for a in sys.argv[1:5])
@@ -50,7 +52,10 @@ if recompute:
     fitted = share_compilation(fitted, model)
 data = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch)
 history = fitted.fit(data, steps_per_epoch=4, epochs=1, verbose=0)
+plan = plan_memory(model, TrainConfig(recompute=bool(recompute)), batch_size=batch,
+                   precision="float32")
 print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "planned_activations_mib": plan.activations / 2**20,
                   "loss": history.history["loss"][0], "params": model.count_params()}))
 """
 
@@ -73,7 +78,10 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=512)
     args = parser.parse_args()
     share = {}
-    print(f"{'case':<12}{'peak MiB (tiny)':>18}{'peak MiB (working)':>20}{'activation MiB':>16}")
+    print(
+        f"{'case':<12}{'peak MiB (tiny)':>18}{'peak MiB (working)':>20}{'activation MiB':>16}"
+        f"{'planned MiB':>13}"
+    )
     for recompute in (False, True):
         tiny = _peak(args.tiny, args.blocks, args.width, recompute)
         working = _peak(args.batch, args.blocks, args.width, recompute)
@@ -81,7 +89,8 @@ def main() -> None:
         name = "recompute" if recompute else "plain"
         print(
             f"{name:<12}{tiny['peak_mib']:>18,.0f}{working['peak_mib']:>20,.0f}"
-            f"{share[recompute]:>16,.0f}   first-epoch loss {working['loss']:.6f}"
+            f"{share[recompute]:>16,.0f}{working['planned_activations_mib']:>13,.0f}"
+            f"   first-epoch loss {working['loss']:.6f}"
         )
     cut = 1 - share[True] / share[False]
     print(

@@ -117,3 +117,32 @@ def test_a_run_over_the_limit_is_refused_before_its_first_step_and_a_suggestion_
     assert result.memory_plan["fits"] and result.memory_plan["total"] == smaller.total
     section = memory_section(result.memory_plan)
     assert section["title"] == "Memory plan" and section["rows"][-1]["MiB"] == 3.0
+
+
+def test_the_device_memory_is_the_hosts_ram_shared_by_the_local_devices():
+    from kerastrain.training.memory import device_memory
+
+    ram, source = device_memory(tf.distribute.get_strategy())  # the default strategy
+    assert source == "host RAM" and ram > 2**28
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:0"][:1])
+    assert device_memory(mirrored)[0] == ram
+
+
+@pytest.mark.slow
+def test_fit_pipeline_keeps_the_plan_in_its_result_and_report(tmp_path):
+    from kerastrain import fit_pipeline
+
+    result = fit_pipeline(
+        "iris",
+        "mlp",
+        model_options={"width": 8, "depth": 1},
+        train={"epochs": 1, "verbose": 0, "early_stopping": None},
+        export={"formats": []},
+        output_dir=str(tmp_path / "run"),
+        seed=0,
+    )
+    plan = result.memory_plan
+    assert plan["parameters"] == 4 * result.model.count_params()
+    assert plan["fits"] and plan["source"] == "host RAM" and plan["available"] > 0
+    report = result.report_path.read_text()
+    assert "Memory plan" in report and "optimizer_slots" in report

@@ -237,9 +237,20 @@ def device_memory(strategy: tf.distribute.Strategy | None = None) -> tuple[int |
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return None, "unknown"
-    local = len(strategy.extended.worker_devices) if strategy is not None else 1
+    local = _local_devices(strategy)
     shared = f" shared by {local} devices" if local > 1 else ""
     return ram // max(local, 1), f"host RAM{shared}"
+
+
+def _local_devices(strategy: tf.distribute.Strategy | None) -> int:
+    """The devices of this process that the strategy trains on (1 for the
+    default strategy, which has no device list)."""
+    if strategy is None:
+        return 1
+    try:
+        return max(len(strategy.extended.worker_devices), 1)
+    except RuntimeError:  # the default strategy: this process's one device
+        return 1
 
 
 def plan_memory(
