@@ -146,3 +146,18 @@ def test_fit_pipeline_keeps_the_plan_in_its_result_and_report(tmp_path):
     assert plan["fits"] and plan["source"] == "host RAM" and plan["available"] > 0
     report = result.report_path.read_text()
     assert "Memory plan" in report and "optimizer_slots" in report
+
+
+def test_a_subclassed_model_is_planned_without_its_inside():
+    class Tiny(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Tiny()
+    model(np.zeros((1, 5), np.float32))
+    plan = plan_memory(model, TrainConfig(optimizer="sgd"), batch_size=4, precision="float32")
+    assert plan.parameters == plan.gradients == 4 * 18 and plan.optimizer_slots == 0
