@@ -317,7 +317,7 @@ def _fitted(
             twin,
             prepared.task,
             train,
-            steps_per_epoch=steps_per_epoch(len(prepared.splits.train), global_batch),
+            steps_per_epoch=steps_per_epoch(_training_rows(prepared), global_batch),
         )
     return share_compilation(twin, model)
 
