@@ -1,7 +1,8 @@
 """Multi-worker training: the same script on every machine, each with its TF_CONFIG.
 
-On a cluster (Kubernetes TFJob, Vertex AI, Slurm), every machine runs this
-script; the cluster sets TF_CONFIG (or you do), e.g. on the first of two:
+On a cluster (Kubernetes TFJob, Vertex AI), every machine runs this
+script; the cluster sets TF_CONFIG (or you do; Slurm sets SLURM_* variables
+instead: pass distribute={"cluster": "slurm"}), e.g. on the first of two:
     TF_CONFIG='{"cluster": {"worker": ["host1:2222", "host2:2222"]},
                 "task": {"type": "worker", "index": 0}}' \
         python examples/multi_worker.py --output-dir /shared/runs/digits

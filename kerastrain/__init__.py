@@ -20,6 +20,7 @@ from kerastrain.errors import (
     DataError,
     ExportError,
     KerastrainError,
+    ResourceError,
     TrainingDivergedError,
     TuningError,
     WorkerFailed,
@@ -58,6 +59,7 @@ __all__ = [
     "KerastrainError",
     "TrainingDivergedError",
     "TuningError",
+    "ResourceError",
     "WorkerFailed",
     *_LAZY,
 ]

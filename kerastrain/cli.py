@@ -111,6 +111,17 @@ def _parser() -> argparse.ArgumentParser:
     launch.add_argument("--output-dir", help="the run folder (overrides the config's)")
     launch.add_argument("--overwrite", action="store_true", help="replace a finished run")
     launch.add_argument("--trust", action="store_true", help=TRUST_HELP)
+    launch.add_argument(
+        "--emit",
+        choices=("slurm", "tfjob"),
+        help="write a cluster job for the config instead of launching: an sbatch script "
+        "(slurm) or a Kubeflow TFJob manifest (tfjob), one `kerastrain run` per worker",
+    )
+    launch.add_argument("--gpus", type=int, default=0, help="with --emit: GPUs per worker")
+    launch.add_argument("--output", help="with --emit: the file to write")
+    launch.add_argument(
+        "--image", default="kerastrain:latest", help="with --emit tfjob: the container image"
+    )
 
     artifact_help = (
         "an exported model: a SavedModel folder, or a .keras, .h5, .tflite or .onnx file "
@@ -249,6 +260,20 @@ def _run(args: argparse.Namespace) -> int:
                 args.config, output_dir=args.output_dir, overwrite=args.overwrite or None
             )
             config = _trusting(config, args.trust)
+            if args.emit:
+                from kerastrain.emit import emit_job
+
+                print(
+                    emit_job(
+                        config,
+                        args.emit,
+                        workers=args.workers,
+                        gpus=args.gpus,
+                        output=args.output,
+                        image=args.image,
+                    )
+                )
+                return 0
             result = launch(config, workers=args.workers, ps=args.ps, timeout=args.timeout)
             print(_summary(result))
             return 0

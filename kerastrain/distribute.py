@@ -19,8 +19,10 @@ Vertex AI or Slurm run it):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
@@ -50,6 +52,7 @@ __all__ = [
     "is_chief",
     "cluster_task",
     "serve",
+    "slurm_tf_config",
     "process_role",
     "distributed_train_config",
     "strategy_summary",
@@ -296,7 +299,69 @@ def _mirrored() -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy([d.name for d in devices])
 
 
-def _multi_worker() -> tf.distribute.Strategy:
+def slurm_tf_config(port_base: int = 8888) -> dict[str, Any]:
+    """This Slurm task's cluster, from the ``SLURM_*`` variables of its step,
+    as a ``TF_CONFIG`` mapping.
+
+    Resolved by TensorFlow's `SlurmClusterResolver` (one worker per task,
+    ports counted from `port_base` on each node). On nodes without GPUs the
+    resolver, which hands GPUs out to tasks, is given one slot per task and
+    leaves `CUDA_VISIBLE_DEVICES` alone.
+
+    Args:
+        port_base: The first task's port on each node. Defaults to `8888`.
+
+    Returns:
+        `{"cluster": {"worker": [...]}, "task": {"type": "worker", "index": i}}`.
+
+    Raises:
+        ConfigError: Outside a Slurm step (no `SLURM_PROCID`, ...).
+    """
+    resolve = tf.distribute.cluster_resolver.SlurmClusterResolver
+    try:
+        # GPUs are counted the resolver's way (CUDA_VISIBLE_DEVICES, else
+        # nvidia-smi): TensorFlow must not touch its devices before the strategy.
+        if os.environ.get("CUDA_VISIBLE_DEVICES") or shutil.which("nvidia-smi"):
+            resolver = resolve(port_base=port_base)
+        else:
+            per_node = max(int(n) for n in _slurm_tasks_per_node())
+            resolver = resolve(
+                port_base=port_base, gpus_per_node=per_node, gpus_per_task=1, auto_set_gpu=False
+            )
+        spec = resolver.cluster_spec().as_dict()
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(
+            message(
+                f"distribute.cluster='slurm' could not read the Slurm step ({exc})",
+                allowed="Start each task with srun inside an sbatch job "
+                "(`kerastrain launch --emit slurm` writes one), or use "
+                "distribute.cluster='tf_config' with TF_CONFIG",
+            )
+        ) from None
+    task_type, index = resolver.get_task_info()
+    return {"cluster": spec, "task": {"type": task_type, "index": index}}
+
+
+def _slurm_tasks_per_node() -> list[str]:
+    """`SLURM_STEP_TASKS_PER_NODE` (`"2(x3),1"`) as one count per node."""
+    counts = []
+    for part in os.environ.get("SLURM_STEP_TASKS_PER_NODE", "1").split(","):
+        number, _, repeat = part.partition("(x")
+        counts += [number] * int(repeat.rstrip(")") or 1)
+    return counts
+
+
+def _multi_worker(options: DistributeConfig | None = None) -> tf.distribute.Strategy:
+    if options is not None and options.cluster == "slurm":
+        config = slurm_tf_config(options.port_base)
+        # One description of the cluster for TensorFlow and for kerastrain's
+        # own questions (which task is the chief, which folder it writes).
+        os.environ["TF_CONFIG"] = json.dumps(config)
+        logger.info(
+            "distribute.cluster='slurm': %d worker(s) from the Slurm step, this task is worker %d.",
+            len(config["cluster"]["worker"]),
+            config["task"]["index"],
+        )
     task_type, index = cluster_task()
     if task_type is None:
         logger.info("strategy='multi_worker' without TF_CONFIG: this process is the only worker.")
@@ -370,7 +435,7 @@ STRATEGY_BUILDERS: dict[str, Callable[[DistributeConfig], tf.distribute.Strategy
     "cpu": lambda options: _cpu(),
     "gpu": lambda options: _gpu(),
     "mirrored": lambda options: _mirrored(),
-    "multi_worker": lambda options: _multi_worker(),
+    "multi_worker": _multi_worker,
     "parameter_server": lambda options: _parameter_server(),
     "tpu": lambda options: _tpu_strategy(_tpu_resolver(options.tpu_address), options.tpu_address),
 }
@@ -415,7 +480,7 @@ def _from_spec(spec: Mapping[str, Any], options: DistributeConfig) -> tf.distrib
         return _tpu_strategy(_tpu_resolver(address), address)
     builders: dict[str, Callable[[], tf.distribute.Strategy]] = {
         "default": tf.distribute.get_strategy,
-        "multi_worker": _multi_worker,
+        "multi_worker": lambda: _multi_worker(options),
         "parameter_server": _parameter_server,
     }
     return builders[kind]()
@@ -493,6 +558,14 @@ def make_strategy(
         1
     """
     options = options or DistributeConfig()
+    kind = spec.get("kind") if isinstance(spec, Mapping) else spec
+    if options.cluster == "slurm" and kind != "multi_worker":
+        raise config_error(
+            "distribute.cluster",
+            "slurm",
+            "used with strategy='multi_worker' (a Slurm step's tasks train as its workers); "
+            f"the strategy is {spec if isinstance(spec, str | Mapping) else strategy_name(spec)!r}",
+        )
     if isinstance(spec, tf.distribute.Strategy):
         logger.info(
             "Strategy: %s with %d replica(s), as given.",

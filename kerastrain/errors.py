@@ -31,6 +31,7 @@ __all__ = [
     "BudgetNotMet",
     "TrainingDivergedError",
     "TuningError",
+    "ResourceError",
     "WorkerFailed",
     "message",
     "config_error",
@@ -83,6 +84,20 @@ class TrainingDivergedError(KerastrainError, RuntimeError):
 class TuningError(KerastrainError, RuntimeError):
     """The search could not produce a result (every trial failed, too many
     failures in a row, or a worker process died)."""
+
+
+class ResourceError(KerastrainError, MemoryError):
+    """The run is estimated not to fit the device's memory (the memory plan,
+    `kerastrain.training.memory`). Raised before training, with the estimate
+    and what would make it fit.
+
+    Attributes:
+        plan: The `MemoryPlan` that did not fit, with its `suggestions`.
+    """
+
+    def __init__(self, text: str, plan: Any = None) -> None:
+        super().__init__(text)
+        self.plan = plan
 
 
 class WorkerFailed(KerastrainError, RuntimeError):

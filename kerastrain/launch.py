@@ -2,8 +2,10 @@
 
 ``kerastrain launch --workers 2 [--ps 1] CONFIG.yaml`` (or :func:`launch`)
 starts one Python process per task on 127.0.0.1, each with free ports and
-its own ``TF_CONFIG``, exactly as Kubernetes TFJob, Vertex AI or Slurm would
-start them on separate machines: every process runs the same `fit_pipeline`
+its own ``TF_CONFIG``, as Kubernetes TFJob or Vertex AI would start them on
+separate machines (Slurm starts them with ``SLURM_*`` variables instead; see
+`distribute={"cluster": "slurm"}` and ``kerastrain launch --emit slurm``):
+every process runs the same `fit_pipeline`
 call with `strategy="multi_worker"` (or `"parameter_server"` with `--ps`).
 Their output is streamed with a prefix (``[worker 1] ...``); the chief writes
 its result to a JSON file that the launcher returns. When a process dies,

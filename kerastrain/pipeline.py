@@ -56,6 +56,7 @@ from kerastrain.training.finished import (
     record_finished,
     restore_finished,
 )
+from kerastrain.training.memory import memory_section
 
 if TYPE_CHECKING:  # KerasTuner is imported only when a run tunes
     from kerastrain.tune.search import TuneResult
@@ -84,6 +85,10 @@ class PipelineResult:
             execution, XLA) was resolved, and why.
         data_quality: The data audit's findings (`data_options.audit`), or
             None when it was off.
+        memory_plan: The memory plan checked before training: estimated
+            bytes per device of parameters, gradients, optimizer slots and
+            activations, the total, the memory available and its source
+            (`kerastrain.training.memory.MemoryPlan.as_dict()`), or None.
     """
 
     model: keras.Model
@@ -98,6 +103,7 @@ class PipelineResult:
     stop_reason: str
     performance: dict[str, Decision] = dataclasses.field(default_factory=dict)
     data_quality: DataQuality | None = None
+    memory_plan: dict[str, Any] | None = None
 
 
 class _Stages:
@@ -274,6 +280,7 @@ def fit_pipeline(
         stop_reason=fit.stop_reason,
         performance=fit.performance,
         data_quality=quality,
+        memory_plan=fit.memory_plan,
     )
 
 
@@ -464,6 +471,7 @@ def _report(
                 *([Section(**quality.report_section())] if quality else ()),
                 *([Section(**tuned.report_section())] if tuned else ()),
                 *compression_sections(compressed, metrics, artifacts),
+                *([Section(**memory_section(fit.memory_plan))] if fit.memory_plan else ()),
             ],
         )
     )

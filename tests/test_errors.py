@@ -19,6 +19,7 @@ from kerastrain.errors import (
     DataError,
     ExportError,
     KerastrainError,
+    ResourceError,
     TrainingDivergedError,
     TuningError,
     WorkerFailed,
@@ -37,6 +38,7 @@ BUILT_IN = {
     TrainingDivergedError: RuntimeError,
     TuningError: RuntimeError,
     WorkerFailed: RuntimeError,
+    ResourceError: MemoryError,
 }
 
 

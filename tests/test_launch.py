@@ -5,7 +5,11 @@ rerun) serves several tests, since each launch costs seconds of start-up."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -276,3 +280,184 @@ def test_parameter_server_training_with_one_ps_and_two_workers_completes(tmp_pat
     assert keras.models.load_model(run / "model.keras").predict(
         np.zeros((1, 4)), verbose=0
     ).shape == (1, 3)
+
+
+# --------------------------------------------------------------------------- Slurm and TFJob
+
+
+def _consecutive_free_ports() -> int:
+    """A port `p` with `p + 1` free too (a Slurm node's tasks take consecutive ports)."""
+    for _ in range(50):
+        port = free_ports(1)[0]
+        if port < 65535 and _free(port + 1):
+            return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _slurm_env(tmp_path: Path, procid: int, tasks: int = 2) -> dict[str, str]:
+    """What `srun` gives each task of a one-node step on 127.0.0.1, and a
+    stand-in `scontrol` first on PATH (older TensorFlow resolvers call it to
+    expand the node list; it logs its calls)."""
+    bin_dir = tmp_path / "bin"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        scontrol = bin_dir / "scontrol"
+        scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.log\necho 127.0.0.1\n')
+        scontrol.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TF_CONFIG"))}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        SLURM_JOB_ID="4242",
+        SLURM_PROCID=str(procid),
+        SLURM_NTASKS=str(tasks),
+        SLURM_STEP_NUM_TASKS=str(tasks),
+        SLURM_STEP_NODELIST="127.0.0.1",
+        SLURM_STEP_TASKS_PER_NODE=str(tasks),
+        SLURM_JOB_NODELIST="127.0.0.1",
+        TMPDIR=str(tmp_path / f"tmp{procid}"),
+        PYTHONPATH=os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p
+        ),
+        TF_USE_LEGACY_KERAS="1",
+    )
+    (tmp_path / f"tmp{procid}").mkdir(exist_ok=True)
+    return env
+
+
+def test_the_slurm_step_becomes_the_tf_config_of_each_task(tmp_path, monkeypatch):
+    from kerastrain.distribute import slurm_tf_config
+
+    for key, value in _slurm_env(tmp_path, procid=1).items():
+        monkeypatch.setenv(key, value)
+    config = slurm_tf_config(port_base=7000)
+    assert config == {
+        "cluster": {"worker": ["127.0.0.1:7000", "127.0.0.1:7001"]},
+        "task": {"type": "worker", "index": 1},
+    }
+    monkeypatch.delenv("SLURM_PROCID")
+    with pytest.raises(ConfigError, match=r"SLURM_PROCID.*srun"):
+        slurm_tf_config()
+
+
+def test_cluster_slurm_needs_the_multi_worker_strategy():
+    from kerastrain.config import DistributeConfig
+    from kerastrain.distribute import make_strategy
+
+    with pytest.raises(ConfigError, match=r"distribute\.cluster.*multi_worker.*'cpu'"):
+        make_strategy("cpu", DistributeConfig(cluster="slurm"))
+    with pytest.raises(ConfigError, match=r"distribute\.cluster.*one of 'tf_config', 'slurm'"):
+        DistributeConfig(cluster="slurmm")
+
+
+def _sbatch_config(text: str) -> dict:
+    return yaml.safe_load(text.split("<<'KERASTRAIN_CONFIG'\n")[1].split("KERASTRAIN_CONFIG\n")[0])
+
+
+def test_emitted_sbatch_script_and_tfjob_have_what_each_needs(tmp_path, capsys):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "output_dir": str(tmp_path / "run")}))
+    script = tmp_path / "job.sbatch"
+    argv = ["launch", "--emit", "slurm", "--workers", "3", "--output", str(script), str(path)]
+    assert cli_main(argv) == 0
+    assert capsys.readouterr().out.strip() == str(script)
+    text = script.read_text()
+    assert text.startswith("#!/bin/bash\n") and os.access(script, os.X_OK)
+    directives = dict(
+        line[len("#SBATCH --") :].split("=", 1)
+        for line in text.splitlines()
+        if line.startswith("#SBATCH")
+    )
+    assert directives["nodes"] == directives["ntasks"] == "3"
+    assert directives["ntasks-per-node"] == "1" and directives["job-name"]
+    assert 'srun --ntasks=3 kerastrain run "$CONFIG"' in text
+    emitted = _sbatch_config(text)
+    assert emitted["strategy"] == "multi_worker"
+    assert emitted["distribute"]["cluster"] == "slurm"
+    assert isinstance(emitted["seed"], int) and emitted["output_dir"] == str(tmp_path / "run")
+    assert emitted["train"]["batch_size"] == 45 and emitted["train"]["epochs"] == EPOCHS
+    assert emitted["train"]["execution"]["mixed_precision"] == "float32"
+
+    manifest = tmp_path / "job.yaml"
+    argv = ["launch", "--emit", "tfjob", "--workers", "2", "--gpus", "1", "--image", "me/kt:1"]
+    assert cli_main([*argv, "--output", str(manifest), str(path)]) == 0
+    config_map, job = yaml.safe_load_all(manifest.read_text())
+    assert job["apiVersion"] == "kubeflow.org/v1" and job["kind"] == "TFJob"
+    worker = job["spec"]["tfReplicaSpecs"]["Worker"]
+    assert worker["replicas"] == 2
+    pod = worker["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["name"] == "tensorflow" and container["image"] == "me/kt:1"
+    assert container["command"] == ["kerastrain", "run", "/etc/kerastrain/config.yaml"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["volumeMounts"][0]["mountPath"] == "/etc/kerastrain"
+    assert pod["volumes"][0]["configMap"]["name"] == config_map["metadata"]["name"]
+    assert config_map["kind"] == "ConfigMap"
+    emitted = yaml.safe_load(config_map["data"]["config.yaml"])
+    assert emitted["strategy"] == "multi_worker"
+    assert emitted["distribute"]["cluster"] == "tf_config"  # the operator sets TF_CONFIG
+    assert emitted["seed"] == _sbatch_config(text)["seed"]  # one run, whatever the cluster
+
+
+def test_a_job_that_cannot_run_on_a_cluster_is_not_emitted(tmp_path):
+    from kerastrain.emit import emit_job
+
+    output = tmp_path / "job.sbatch"
+    arrays = (np.zeros((10, 2)), np.zeros(10))
+    with pytest.raises(ConfigError, match="in-memory data"):
+        emit_job({"data": arrays, "output_dir": str(tmp_path / "r")}, "slurm", output=output)
+    with pytest.raises(ConfigError, match=r"'strategy'.*'multi_worker'"):
+        emit_job({**CONFIG, "strategy": "mirrored"}, "slurm", output=output)
+    with pytest.raises(ConfigError, match=r"'emit' option must be one of 'slurm', 'tfjob'"):
+        emit_job(CONFIG, "k8s", output=output)
+    assert not output.exists()
+
+
+@pytest.mark.subprocess
+def test_two_slurm_tasks_train_to_the_launchers_result(killed_then_rerun, tmp_path):
+    """`srun kerastrain run` on 2 tasks (SLURM_* set as srun does, on 127.0.0.1)
+    trains as the loopback launcher's 2 workers do."""
+    config = {
+        **CONFIG,
+        "strategy": "multi_worker",
+        "distribute": {"cluster": "slurm", "port_base": _consecutive_free_ports()},
+        "output_dir": str(tmp_path / "run"),
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(config))
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "kerastrain.cli", "run", str(path)],
+            env=_slurm_env(tmp_path, procid),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for procid in (0, 1)
+    ]
+    try:
+        outputs = [p.communicate(timeout=240)[0] for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert "2 worker(s) from the Slurm step, this task is worker 1" in outputs[1]
+    launched = killed_then_rerun["result"]
+    slurm = keras.models.load_model(tmp_path / "run" / "model.keras")
+    reference = keras.models.load_model(launched.artifacts["keras"])
+    diffs = [np.max(np.abs(a - b)) for a, b in zip(reference.get_weights(), slurm.get_weights())]
+    assert max(diffs) < 1e-5
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    np.testing.assert_allclose(history["loss"][-1], launched.history["loss"][-1], rtol=1e-5)
+    report = (tmp_path / "run" / "report.html").read_text()
+    assert "MultiWorkerMirroredStrategy, 2 replica(s) on 2 workers" in report

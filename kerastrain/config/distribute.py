@@ -1,8 +1,10 @@
 """Distribution options (``fit_pipeline(distribute={...})``) and ``TF_CONFIG``.
 
 ``TF_CONFIG`` is the JSON that TensorFlow's multi-worker strategies read to
-learn the cluster and this process's place in it (Kubernetes TFJob, Vertex
-AI and Slurm set it). The helpers here build and read it without importing
+learn the cluster and this process's place in it (Kubernetes TFJob and
+Vertex AI set it; Slurm sets ``SLURM_*`` variables instead, which
+`distribute={"cluster": "slurm"}` reads through TensorFlow's
+`SlurmClusterResolver`). The helpers here build and read it without importing
 TensorFlow, so that the launcher never pays TensorFlow's start-up.
 """
 
@@ -11,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
-from kerastrain.config.base import Section
+from kerastrain.config.base import Section, option
 from kerastrain.errors import ConfigError, config_error, did_you_mean
 
 __all__ = [
@@ -60,12 +62,22 @@ class DistributeConfig(Section):
         tpu_address: The TPU to connect to with `strategy="tpu"`: a TPU name,
             `"local"` (a Cloud TPU VM) or `"grpc://host:port"`. Defaults to
             `None`: TensorFlow's own discovery (Colab, `TPU_NAME`, a TPU VM).
+        cluster: Where `strategy="multi_worker"` learns the cluster:
+            `"tf_config"` (the `TF_CONFIG` variable, as Kubernetes TFJob and
+            Vertex AI set it) or `"slurm"` (the `SLURM_*` variables of an
+            `srun` step, through TensorFlow's `SlurmClusterResolver`; one
+            task per process). Defaults to `"tf_config"`.
+        port_base: With `cluster="slurm"`, the port of the first task on each
+            node (the next tasks on the node take the next ports).
+            Defaults to `8888`.
     """
 
     _path: ClassVar[str] = "distribute"
 
     scale_learning_rate: bool = False
     tpu_address: str | None = None
+    cluster: Literal["tf_config", "slurm"] = "tf_config"
+    port_base: int = option(8888, gt=0, lt=65536)
 
     def validate(self) -> None:
         if self.tpu_address is not None and not self.tpu_address.strip():

@@ -526,6 +526,16 @@ class TrainConfig(Section):
         gradient_accumulation: Micro-batches of `batch_size` per optimizer
             update (same result as a batch this many times larger).
             Defaults to `1`.
+        recompute: Recompute activations in the backward pass instead of
+            keeping them (`tf.recompute_grad` over the model's blocks; same
+            gradients, less activation memory, about one more forward pass of
+            compute): `True` for every block, a number of blocks counted from
+            the input, or `False`/`0`. Defaults to `False`.
+        memory_limit_mb: The memory per device, in MiB, the memory plan checks
+            the run against before training (a run estimated not to fit is
+            refused with what would make it fit); `None` checks against the
+            device's own memory (the GPU's, or the host's RAM on a CPU).
+            Defaults to `None`.
         ema: Keep an exponential moving average of the weights (validation,
             evaluation and export use the averaged weights): `True`, a
             mapping of `EMAConfig` options, or `False`/`None`.
@@ -598,6 +608,8 @@ class TrainConfig(Section):
     lr_finder: LRFinderConfig = dataclasses.field(default_factory=LRFinderConfig)
     early_stopping: bool | int | EarlyStoppingConfig | None = 5
     gradient_accumulation: int = option(1, ge=1)
+    recompute: bool | int = option(False, ge=0)
+    memory_limit_mb: float | None = option(None, gt=0)
     ema: bool | EMAConfig | None = False
     clipnorm: float | None = option(None, gt=0.0)
     global_clipnorm: float | None = option(None, gt=0.0)

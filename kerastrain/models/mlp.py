@@ -19,8 +19,13 @@ def mlp(
     activation: str = "relu",
     initializer: str = "glorot_uniform",
     batch_norm: bool = False,
+    residual: bool = False,
 ) -> keras.Model:
     """Dense layers of equal width, each followed by dropout.
+
+    With `residual`, each hidden layer after the first adds its input to its
+    output (``x + act(dense(x))``, dropout after the sum), so deep stacks
+    train.
 
     Args:
         inputs: The model's inputs and preprocessed features.
@@ -35,6 +40,8 @@ def mlp(
             `"lecun_normal"`, ...). Defaults to `"glorot_uniform"`.
         batch_norm: Batch normalization before each activation.
             Defaults to `False`.
+        residual: Residual connections around the hidden layers after the
+            first. Defaults to `False`.
 
     Returns:
         An uncompiled functional `tf_keras.Model`.
@@ -44,6 +51,7 @@ def mlp(
         x = keras.layers.Flatten(name="flatten")(x)
     reg = regularizer(l1, l2)
     for i in range(depth):
+        block_input = x
         x = keras.layers.Dense(
             width,
             kernel_regularizer=reg,
@@ -54,6 +62,8 @@ def mlp(
         if batch_norm:
             x = keras.layers.BatchNormalization(name=f"bn_{i}")(x)
         x = keras.layers.Activation(activation, name=f"act_{i}")(x)
+        if residual and i > 0:
+            x = keras.layers.Add(name=f"residual_{i}")([block_input, x])
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
     outputs = output_layer(head, kernel_initializer=make_initializer(initializer))(x)

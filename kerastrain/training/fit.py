@@ -67,6 +67,9 @@ class TrainResult:
         recoveries: The blow-up guard's recoveries (epoch, batch, loss,
             learning rate before and after).
         performance: How each `"auto"` speed option was resolved, and why.
+        memory_plan: The memory plan checked before training
+            (`kerastrain.training.memory.MemoryPlan.as_dict()`: bytes per
+            device), or None when none was made.
     """
 
     history: dict[str, list[float]]
@@ -76,6 +79,7 @@ class TrainResult:
     resumed_at: int | None = None
     recoveries: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     performance: dict[str, Decision] = dataclasses.field(default_factory=dict)
+    memory_plan: dict[str, Any] | None = None
 
 
 def compile_options(train: TrainConfig) -> dict[str, Any]:

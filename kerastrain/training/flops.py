@@ -32,6 +32,7 @@ __all__ = [
     "training_flops",
     "matmul_peak_flops",
     "layer_flops",
+    "layer_calls",
     "TRAINING_MULTIPLIER",
     "PEAK_DTYPES",
 ]
@@ -169,8 +170,14 @@ def _call_flops(layer: Any, input_shape: Any, output_shape: Any) -> int:
     return layer_flops(layer, input_shape, output_shape)
 
 
-def _nodes(model: keras.Model) -> list:
-    """The calls (nodes) of a functional or Sequential model, inputs excluded."""
+def layer_calls(model: keras.Model) -> list:
+    """The calls (nodes) of a functional or Sequential model, inputs
+    excluded, in topological order: each has `layer`, `input_shapes`,
+    `output_shapes` and `outputs` (the memory plan walks them too).
+
+    Raises:
+        ConfigError: For a subclassed or unbuilt model.
+    """
     by_depth = getattr(model, "_nodes_by_depth", None)
     if not getattr(model, "_is_graph_network", False) or not by_depth:
         raise ConfigError(
@@ -219,7 +226,7 @@ def forward_flops(model: keras.Model) -> int:
             shapes are not static (a `ValueError` too).
     """
     total = 0
-    for node in _nodes(model):
+    for node in layer_calls(model):
         total += _call_flops(node.layer, node.input_shapes, node.output_shapes)
     return total
 

@@ -27,6 +27,7 @@ from kerastrain.training.fine_tune import fine_tune
 from kerastrain.training.fit import TrainResult, compile_model, train_model
 from kerastrain.training.fit import find_learning_rate as _range_test
 from kerastrain.training.losses import make_loss, one_hot_labels
+from kerastrain.training.memory import MemoryPlan, MiB, check_memory, device_memory, plan_memory
 from kerastrain.training.optimizers import steps_per_epoch
 from kerastrain.training.precision import (
     choose_precision,
@@ -35,6 +36,7 @@ from kerastrain.training.precision import (
     remembered_precision,
     resolve_precision,
 )
+from kerastrain.training.recompute import recompute_twin, share_compilation
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +112,9 @@ def _build(
     batch_size: int,
     distribute: DistributeConfig | None,
     probe_data: tf.data.Dataset | None = None,
-) -> tuple[keras.Model, Decision, float | None]:
-    """`build_compiled_model`, measuring the precision when it can.
+) -> tuple[keras.Model, Decision, float | None, MemoryPlan]:
+    """`build_compiled_model`, measuring the precision when it can, after
+    checking its memory plan (refused with a `ResourceError` when it cannot fit).
 
     With `execution.mixed_precision="auto"` choosing a reduced precision on a
     CPU, a model with a large enough step is timed against its float32 twin
@@ -122,8 +125,9 @@ def _build(
     of it (without data to measure on) make the same choice.
 
     Returns:
-        The compiled model, the precision decision, and the measured seconds
-        of one step of the kept model (None when nothing was measured).
+        The compiled model, the precision decision, the measured seconds
+        of one step of the kept model (None when nothing was measured), and
+        the memory plan.
     """
     task = prepared.task
     global_batch = global_batch_size(batch_size, strategy, train.gradient_accumulation)
@@ -137,6 +141,7 @@ def _build(
             )
 
     model = build(precision.value)
+    plan = _check_memory(model, train, strategy, batch_size, precision.value)
     step_seconds = None
     if train.execution.mixed_precision == "auto":
         model, precision, step_seconds = choose_precision(
@@ -145,6 +150,8 @@ def _build(
         if precision.value == "float32" and not computes_in_float32(model):
             model = build("float32")  # no float32 copy of it could be made
         logger.info("mixed_precision='auto' chose %s: %s.", precision.value, precision.reason)
+        if precision.value != plan.precision:
+            plan = _check_memory(model, train, strategy, batch_size, precision.value)
     with strategy.scope():
         compile_model(
             model,
@@ -153,7 +160,32 @@ def _build(
             steps_per_epoch=steps_per_epoch(_training_rows(prepared), global_batch),
         )
     logger.info("Model %r: %s parameters.", model.name, f"{model.count_params():,}")
-    return model, precision, step_seconds
+    return model, precision, step_seconds, plan
+
+
+def _check_memory(
+    model: keras.Model,
+    train: TrainConfig,
+    strategy: tf.distribute.Strategy,
+    batch_size: int,
+    precision: str,
+) -> MemoryPlan:
+    """The memory plan of training ``model`` (`kerastrain.training.memory`),
+    checked against `train.memory_limit_mb` or the device's memory."""
+    if train.memory_limit_mb is not None:
+        available, source = int(train.memory_limit_mb * MiB), "train.memory_limit_mb"
+    else:
+        available, source = device_memory(strategy)
+    plan = plan_memory(
+        model,
+        train,
+        batch_size=batch_size,
+        precision=precision,
+        available=available,
+        source=source,
+    )
+    check_memory(plan)
+    return plan
 
 
 def run_training(
@@ -195,7 +227,12 @@ def run_training(
         memory: The data as tensors, to share between runs. Defaults to `None`.
 
     Returns:
-        The trained model and what training produced.
+        The trained model and what training produced (its `memory_plan` the
+        plan checked before training).
+
+    Raises:
+        ResourceError: When the memory plan says the run cannot fit the
+            device (`train.memory_limit_mb`), before anything trains.
     """
     global_batch = global_batch_size(batch_size, strategy, train.gradient_accumulation)
     steps: dict[str, int] = {}
@@ -211,12 +248,12 @@ def run_training(
         train_ds, val_ds = make_datasets(
             train, prepared, strategy, memory, batch_size=batch_size, seed=seed
         )
-    step_seconds = None
+    step_seconds = plan = None
     if model is None:
         # The measured batch comes from the validation data when there is
         # some: one more pass over the reshuffling training data would change
         # the order of the epochs that follow.
-        model, precision, step_seconds = _build(
+        model, precision, step_seconds, plan = _build(
             train,
             prepared,
             strategy,
@@ -232,7 +269,7 @@ def run_training(
         )
     train_config = distributed_train_config(train, distribute or DistributeConfig(), strategy)
     result = train_model(
-        model,
+        _fitted(model, train_config, prepared, strategy, global_batch),
         train_ds,
         val_ds,
         train_config,
@@ -258,7 +295,31 @@ def run_training(
         **steps,
     )
     result.performance["mixed_precision"] = precision
+    result.memory_plan = plan.as_dict() if plan is not None else None
     return model, result
+
+
+def _fitted(
+    model: keras.Model,
+    train: TrainConfig,
+    prepared: Prepared,
+    strategy: tf.distribute.Strategy,
+    global_batch: int,
+) -> keras.Model:
+    """The model `model.fit` runs on: ``model`` itself, or with
+    `train.recompute` its twin over the same variables and optimizer whose
+    blocks recompute their activations (`kerastrain.training.recompute`)."""
+    if not train.recompute:
+        return model
+    with strategy.scope():
+        twin = recompute_twin(model, train.recompute)
+        compile_model(
+            twin,
+            prepared.task,
+            train,
+            steps_per_epoch=steps_per_epoch(_training_rows(prepared), global_batch),
+        )
+    return share_compilation(twin, model)
 
 
 def find_learning_rate(
