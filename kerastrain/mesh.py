@@ -61,6 +61,7 @@ __all__ = [
     "replicate_constants",
     "shard_shapes",
     "per_device_parameter_bytes",
+    "planned_parameter_bytes",
     "dtensor_dataset",
     "random_generator",
 ]
@@ -472,6 +473,18 @@ def per_device_parameter_bytes(model: keras.Model) -> int:
         except (TypeError, ValueError, tf.errors.OpError):  # not a DTensor: whole
             shape = tuple(variable.shape)
         total += math.prod(shape) * variable.dtype.size
+    return total
+
+
+def planned_parameter_bytes(model: keras.Model, plan: Plan) -> int:
+    """Bytes of weights each device would hold under ``plan`` (from shapes alone:
+    nothing is placed). Each split dimension is divided by its axis's size."""
+    paths = weight_paths(model)
+    total = 0
+    for weight in model.weights:
+        spec = plan.specs.get(paths.get(id(weight), ""), ())
+        share = math.prod(plan.mesh[axis] for axis in spec if axis is not None)
+        total += weight.shape.num_elements() * weight.dtype.size // share
     return total
 
 

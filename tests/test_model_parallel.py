@@ -16,8 +16,9 @@ import pytest
 
 import kerastrain
 from kerastrain import ConfigError
+from kerastrain._keras import keras
 from kerastrain.config import DistributeConfig, ExportConfig
-from kerastrain.mesh import mesh_shape
+from kerastrain.mesh import mesh_shape, plan_layouts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,3 +77,45 @@ def test_two_by_two_mesh_trains_like_one_device_exports_and_resumes(tmp_path):
     assert report["crashed"] == "simulated crash"
     assert report["resumed_epochs"] == 4
     assert "resumed at epoch 3" in report["resumed_reason"]
+
+
+def _planned(model, overrides=None):
+    return plan_layouts(model, {"batch": 1, "model": 2}, overrides)
+
+
+def test_default_plan_pairs_dense_layers_and_splits_conv_and_embedding():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(16, activation="relu", name="d1")(x)
+    x = keras.layers.Dense(16, name="d2")(x)
+    x = keras.layers.Dense(3, name="out")(x)
+    plan = _planned(keras.Model(inputs, x))
+    assert plan.specs["conv.kernel"] == (None, None, None, "model")
+    assert plan.specs["bn.gamma"] == ("model",)  # follows the conv's split channels
+    assert plan.specs["d1.kernel"] == (None, "model") and plan.specs["d1.bias"] == ("model",)
+    assert plan.specs["d2.kernel"] == ("model", None) and "d2.bias" not in plan.specs
+    assert "not divisible by 2" in plan.replicated["out"]
+
+    tokens = keras.Input((5,), dtype="int32")
+    table = keras.layers.Embedding(20, 6, name="emb")(tokens)
+    odd = keras.layers.Embedding(20, 5, name="odd")(tokens)
+    plan = _planned(keras.Model(tokens, [table, odd]))
+    assert plan.specs["emb.embeddings"] == (None, "model")
+    assert "odd" in plan.replicated
+
+
+def test_layout_overrides_replace_the_plan_and_bad_ones_are_refused():
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(8, name="d1")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="d2")(x))
+    plan = _planned(model, {r"d1\.kernel": [None, None], r"d2\.kernel": ["model", None]})
+    assert "d1.kernel" not in plan.specs and plan.specs["d2.kernel"] == ("model", None)
+    with pytest.raises(ConfigError, match="matches a weight path"):
+        _planned(model, {"nothing.*": [None]})
+    with pytest.raises(ConfigError, match="2 entries"):
+        _planned(model, {r"d1\.kernel": ["model"]})
+    odd = keras.Model(inputs, keras.layers.Dense(3, name="d3")(inputs))
+    with pytest.raises(ConfigError, match="not divisible"):
+        _planned(odd, {r"d3\.bias": ["model"]})
