@@ -23,6 +23,11 @@ Sides are interleaved and repeated; medians. Exits with status 2 and a
 message when TensorFlow sees no GPU. A few minutes on one datacenter GPU.
 
 Run: PYTHONPATH=. python benchmarks/gpu.py [--epochs 4] [--repeats 2] [--width 64]
+
+`--model-parallel` runs the other section instead: model parallel (DTensor)
+vs data parallel on the same wide MLP, throughput and parameter bytes per
+device (see `_model_parallel.py`; `--cpu-dry-run` checks it on logical CPUs):
+    PYTHONPATH=. python benchmarks/gpu.py --model-parallel [--devices 2]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import _model_parallel  # noqa: E402
 import numpy as np  # noqa: E402
 from _common import interleave, peak_rss_mib, table
 from cnn_flops import COMPUTE_DTYPE, kerastrain_fit, plain_fit, report  # noqa: E402
@@ -70,7 +76,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--width", type=int, default=64, help="resnet filters of the first stage")
     parser.add_argument("--peak-size", type=int, default=8192)
+    parser.add_argument("--model-parallel", action="store_true", help="the DTensor section")
+    parser.add_argument("--devices", type=int, default=2, help="model-parallel mesh size")
+    parser.add_argument("--mp-width", type=int, default=8192, help="model-parallel MLP width")
+    parser.add_argument("--mp-depth", type=int, default=4, help="model-parallel MLP depth")
+    parser.add_argument("--memory-mb", type=int, default=30000, help="per logical GPU")
+    parser.add_argument("--cpu-dry-run", action="store_true", help="model-parallel, tiny, CPU")
     args = parser.parse_args()
+    if args.model_parallel:
+        if not args.cpu_dry_run:
+            require_gpu()
+        _model_parallel.run(args)
+        return
     gpus = require_gpu()
     details = tf.config.experimental.get_device_details(gpus[0])
     tf32 = tf.config.experimental.tensor_float_32_execution_enabled()

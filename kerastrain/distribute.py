@@ -39,6 +39,7 @@ from kerastrain.config.distribute import (
     tf_config,
 )
 from kerastrain.errors import ConfigError, config_error, message, one_of
+from kerastrain.mesh import mesh_shape
 from kerastrain.runs import ProcessRole
 
 logger = logging.getLogger(__name__)
@@ -428,6 +429,21 @@ def _auto(options: DistributeConfig) -> tf.distribute.Strategy:
     return strategy
 
 
+def _model_parallel(options: DistributeConfig) -> tf.distribute.Strategy:
+    """The mesh is checked against the devices now; the weights are laid on it
+    when the model is built (`kerastrain.training.model_parallel`). DTensor
+    replaces a `tf.distribute` strategy there: the one in scope stays TensorFlow's
+    default."""
+    batch, model = mesh_shape(options)
+    logger.info(
+        "strategy='model_parallel': a mesh of %d device(s), batch=%d x model=%d.",
+        batch * model,
+        batch,
+        model,
+    )
+    return tf.distribute.get_strategy()
+
+
 #: How each strategy name of the config (`STRATEGIES`) is built; a test keeps
 #: the two in step.
 STRATEGY_BUILDERS: dict[str, Callable[[DistributeConfig], tf.distribute.Strategy]] = {
@@ -438,6 +454,7 @@ STRATEGY_BUILDERS: dict[str, Callable[[DistributeConfig], tf.distribute.Strategy
     "multi_worker": _multi_worker,
     "parameter_server": lambda options: _parameter_server(),
     "tpu": lambda options: _tpu_strategy(_tpu_resolver(options.tpu_address), options.tpu_address),
+    "model_parallel": _model_parallel,
 }
 
 
@@ -653,6 +670,13 @@ def distributed_train_config(
 
 def strategy_summary(config: PipelineConfig, strategy: Any) -> dict[str, str]:
     """Facts for the report: the strategy, the global batch, the learning rate."""
+    if config.strategy_kind == "model_parallel":
+        batch, model = mesh_shape(config.distribute)
+        return {
+            "strategy": f"model parallel (DTensor), mesh batch={batch} x model={model}",
+            "global batch": f"{config.batch_size} per batch shard x {batch} = "
+            f"{config.batch_size * batch}",
+        }
     replicas = strategy.num_replicas_in_sync
     workers = getattr(strategy.extended, "_num_workers", 1) or 1
     where = f" on {workers} workers" if workers > 1 else ""

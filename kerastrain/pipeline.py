@@ -57,6 +57,7 @@ from kerastrain.training.finished import (
     restore_finished,
 )
 from kerastrain.training.memory import memory_section
+from kerastrain.training.model_parallel import run_model_parallel
 
 if TYPE_CHECKING:  # KerasTuner is imported only when a run tunes
     from kerastrain.tune.search import TuneResult
@@ -344,7 +345,9 @@ def _train(
     if record is not None:  # killed after training: go on from the trained weights
         trained = as_float32(build_compiled_model(cfg.train, prepared, strategy, **recipe))
         return cfg, trained, restore_finished(record, trained)
-    trained, fit = run_training(
+    # strategy="model_parallel" trains with the weights split over a mesh (DTensor).
+    train_run = run_model_parallel if cfg.strategy_kind == "model_parallel" else run_training
+    trained, fit = train_run(
         cfg.train,
         prepared,
         strategy,

@@ -27,6 +27,7 @@ TESTED = {
     "data_images",
     "data_tfds",
     "multi_gpu",
+    "model_parallel",
     "multi_worker",
     "parameter_server",
     "quickstart",
@@ -176,6 +177,17 @@ def test_multi_gpu_mirrors_over_two_logical_cpus(tmp_path):
     assert "Mirroring over 2 devices" in done.stdout
     assert "Global batch: 64 x 2 replicas = 128" in done.stdout
     assert (folder / "savedmodel" / "saved_model.pb").is_file()
+
+
+@pytest.mark.subprocess
+@pytest.mark.slow
+def test_model_parallel_on_a_two_by_two_mesh_of_logical_cpus(tmp_path):
+    done = run_example("model_parallel", tmp_path)
+    folder = check_ran(done, tmp_path, "model_parallel")
+    check_reports(done, tmp_path, folder)
+    assert "Mesh: mesh batch=2 x model=2" in done.stdout
+    assert "dense_1 (input units, paired with dense_0)" in done.stdout
+    assert (folder / "model.tflite").is_file()
 
 
 @pytest.mark.subprocess

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -27,11 +28,35 @@ __all__ = [
     "STRATEGY_KINDS",
     "check_strategy_spec",
     "TASK_TYPES",
+    "MESH_AXES",
+    "PIPELINE_REFUSAL",
 ]
 
 #: The names the top-level `strategy` option accepts (besides a
 #: `tf.distribute.Strategy`); `kerastrain.distribute` builds each.
-STRATEGIES = ("auto", "cpu", "gpu", "mirrored", "multi_worker", "parameter_server", "tpu")
+STRATEGIES = (
+    "auto",
+    "cpu",
+    "gpu",
+    "mirrored",
+    "multi_worker",
+    "parameter_server",
+    "tpu",
+    "model_parallel",
+)
+#: The axes of a `strategy="model_parallel"` device mesh: examples are split
+#: over "batch", weights over "model".
+MESH_AXES = ("batch", "model")
+#: Why `strategy="pipeline"` is refused, and what to use instead.
+PIPELINE_REFUSAL = (
+    "strategy='pipeline' is not available: no tf_keras (Keras 2) engine offers "
+    "pipeline parallelism on TensorFlow 2.21 (there is no GPipe-style scheduler for "
+    "Keras 2), and kerastrain does not build a home-made one. For a model too large "
+    "for one device use strategy='model_parallel' (weights split over a device mesh "
+    "with DTensor); to save memory on one device use train.recompute (activation "
+    "recomputation), train.execution.mixed_precision, or train.gradient_accumulation "
+    "(a smaller micro-batch with the same update)"
+)
 #: The kinds of a strategy given as a mapping (``{"kind": "mirrored", "devices":
 #: [...]}``), each with its options and whether they are required. config.yaml
 #: records a `tf.distribute.Strategy` object this way
@@ -70,6 +95,21 @@ class DistributeConfig(Section):
         port_base: With `cluster="slurm"`, the port of the first task on each
             node (the next tasks on the node take the next ports).
             Defaults to `8888`.
+        mesh: The device mesh of `strategy="model_parallel"`: devices per
+            axis, `{"batch": B, "model": M}` (examples are split over
+            "batch", weights over "model"); `B x M` must equal the number of
+            local devices (the GPUs, else the logical CPUs). Either key may
+            be left out. Defaults to `None`: every device on "model" (`B=1`).
+        layouts: How `strategy="model_parallel"` splits chosen weights,
+            overriding the default plan: a mapping from a regular expression,
+            matched (`re.match`, as tf_keras's `LayoutMap`) against each
+            weight's path `"<layer name>.<attribute>"` (`"dense_1.kernel"`,
+            `"conv2d.bias"`), to one mesh axis (`"batch"`, `"model"`) or
+            `None` (not split) per dimension of the weight, e.g.
+            `{"dense_1.kernel": [None, "model"]}`. The first matching entry
+            wins. Defaults to `None`: the default plan (Megatron-style pairs
+            of Dense layers, Conv2D on output channels, Embedding on the
+            embedding dimension).
     """
 
     _path: ClassVar[str] = "distribute"
@@ -78,6 +118,8 @@ class DistributeConfig(Section):
     tpu_address: str | None = None
     cluster: Literal["tf_config", "slurm"] = "tf_config"
     port_base: int = option(8888, gt=0, lt=65536)
+    mesh: dict[str, Any] | None = None
+    layouts: dict[str, Any] | None = None
 
     def validate(self) -> None:
         if self.tpu_address is not None and not self.tpu_address.strip():
@@ -86,6 +128,35 @@ class DistributeConfig(Section):
                 self.tpu_address,
                 "a TPU name, 'local' or 'grpc://host:port', or None",
             )
+        if self.mesh is not None:
+            for axis, size in self.mesh.items():
+                if axis not in MESH_AXES:
+                    raise config_error(
+                        "distribute.mesh", self.mesh, f"keys among {MESH_AXES}", MESH_AXES
+                    )
+                if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                    raise config_error(f"distribute.mesh.{axis}", size, "a whole number >= 1")
+        for pattern, spec in (self.layouts or {}).items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise config_error(
+                    "distribute.layouts", pattern, f"a regular expression ({exc})"
+                ) from None
+            if isinstance(spec, str) or not isinstance(spec, Sequence):
+                raise config_error(
+                    f"distribute.layouts[{pattern!r}]",
+                    spec,
+                    "a list with one mesh axis ('batch', 'model') or None per dimension",
+                )
+            for axis in spec:
+                if axis is not None and axis not in MESH_AXES:
+                    raise config_error(
+                        f"distribute.layouts[{pattern!r}]",
+                        spec,
+                        "a list whose items are 'batch', 'model' or None",
+                        MESH_AXES,
+                    )
 
 
 def check_strategy_spec(spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,12 @@ import yaml
 from kerastrain.config.base import Section
 from kerastrain.config.compress import CompressConfig
 from kerastrain.config.data import DataConfig
-from kerastrain.config.distribute import STRATEGIES, DistributeConfig, check_strategy_spec
+from kerastrain.config.distribute import (
+    PIPELINE_REFUSAL,
+    STRATEGIES,
+    DistributeConfig,
+    check_strategy_spec,
+)
 from kerastrain.config.evaluate import EvaluateConfig
 from kerastrain.config.export import ExportConfig
 from kerastrain.config.report import ReportConfig
@@ -92,6 +97,8 @@ class PipelineConfig(Section):
 
     def validate(self) -> None:
         if isinstance(self.strategy, str):
+            if self.strategy == "pipeline":
+                raise ConfigError(message(PIPELINE_REFUSAL, received={"strategy": "pipeline"}))
             if self.strategy not in STRATEGIES:
                 raise config_error(
                     "strategy",
@@ -130,6 +137,7 @@ class PipelineConfig(Section):
             )
         if self.tune is not None:
             self.tune.check_train(self.train)
+        self._check_model_parallel()
         if self.compress is not None and self.strategy_kind == "parameter_server":
             raise ConfigError(
                 "compress is not available with strategy='parameter_server': "
@@ -148,6 +156,59 @@ class PipelineConfig(Section):
                 "a list that includes 'tflite' when compress.budget is set (the "
                 "budget is the size of the TFLite file)",
             )
+
+    def _check_model_parallel(self) -> None:
+        """The mesh options belong to `strategy="model_parallel"`, which
+        trains one model (no tuning search over many)."""
+        given = [k for k in ("mesh", "layouts") if getattr(self.distribute, k) is not None]
+        if self.strategy_kind != "model_parallel":
+            if given:
+                raise config_error(
+                    f"distribute.{given[0]}",
+                    getattr(self.distribute, given[0]),
+                    "None unless strategy='model_parallel' (only it lays weights on a mesh)",
+                )
+            return
+        if self.tune is not None:
+            raise ConfigError(
+                message(
+                    "tune is not available with strategy='model_parallel': each trial would "
+                    "build a sharded model, which the tuner's trials do not do",
+                    received={"strategy": "model_parallel"},
+                    allowed="Tune on one device (or 'mirrored') with a smaller model, then "
+                    "train the chosen configuration with strategy='model_parallel'",
+                )
+            )
+        train, execution = self.train, self.train.execution
+        unsupported = {
+            "train.learning_rate": (train.learning_rate, train.learning_rate == "find"),
+            "train.gradient_accumulation": (
+                train.gradient_accumulation,
+                train.gradient_accumulation != 1,
+            ),
+            "train.ema": (train.ema, train.ema is not None),
+            "train.execution.mixed_precision": (
+                execution.mixed_precision,
+                execution.mixed_precision not in ("auto", "float32"),
+            ),
+            "train.execution.jit_compile": (execution.jit_compile, execution.jit_compile is True),
+            "train.execution.steps_per_execution": (
+                execution.steps_per_execution,
+                execution.steps_per_execution not in ("auto", 1),
+            ),
+        }
+        for name, (value, refused) in unsupported.items():
+            if refused:
+                raise ConfigError(
+                    message(
+                        f"{name} is not available with strategy='model_parallel': the "
+                        "DTensor training step kerastrain runs there trains in float32, one "
+                        "step per call, without XLA, gradient accumulation, EMA or the "
+                        "learning-rate range test",
+                        received={name: value},
+                        allowed="leave it at its default with strategy='model_parallel'",
+                    )
+                )
 
     @property
     def strategy_kind(self) -> str | None:

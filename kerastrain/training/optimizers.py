@@ -176,7 +176,11 @@ def make_learning_rate(train: TrainConfig, steps_per_epoch: int | None = None) -
 
 
 def make_optimizer(
-    train: TrainConfig, learning_rate: Any = None, *, steps_per_epoch: int | None = None
+    train: TrainConfig,
+    learning_rate: Any = None,
+    *,
+    steps_per_epoch: int | None = None,
+    mesh: Any = None,
 ) -> keras.optimizers.Optimizer:
     """The optimizer ``train`` describes.
 
@@ -187,6 +191,9 @@ def make_optimizer(
             of `train`'s rate and schedule. Defaults to `None`.
         steps_per_epoch: Optimizer steps per epoch, to build schedules given in
             epochs. Defaults to `None`.
+        mesh: A `dtensor.Mesh`: the optimizer of a model laid out on it
+            (`strategy="model_parallel"`), whose slots take their weights'
+            layouts. Defaults to `None`.
 
     Returns:
         A tf_keras optimizer (`weight_decay` is decoupled, as in AdamW). With
@@ -208,6 +215,8 @@ def make_optimizer(
             kwargs[key] = getattr(train, key)
     if train.ema is not None:
         kwargs.update(use_ema=True, ema_momentum=train.ema.momentum)
+    if mesh is not None:
+        kwargs["mesh"] = mesh
     lr = make_learning_rate(train, steps_per_epoch) if learning_rate is None else learning_rate
     if train.blowup_guard is not None and isinstance(lr, schedules.LearningRateSchedule):
         lr = Scaled(lr)

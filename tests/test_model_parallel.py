@@ -1,0 +1,121 @@
+"""strategy='model_parallel': weights split over a DTensor mesh of logical CPUs.
+
+The mesh needs logical devices configured before TensorFlow starts, so the
+training checks run in their own process (`model_parallel_child.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kerastrain
+from kerastrain import ConfigError
+from kerastrain._keras import keras
+from kerastrain.config import DistributeConfig, ExportConfig
+from kerastrain.mesh import mesh_shape, plan_layouts
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pipeline_strategy_refused_with_the_alternatives():
+    with pytest.raises(ConfigError) as caught:
+        kerastrain.fit_pipeline("digits", strategy="pipeline")
+    text = str(caught.value)
+    for alternative in ("model_parallel", "recompute", "mixed_precision", "gradient_accumulation"):
+        assert alternative in text
+
+
+def test_mesh_that_does_not_fit_the_devices_names_both():
+    with pytest.raises(ConfigError) as caught:
+        mesh_shape(DistributeConfig(mesh={"batch": 3, "model": 2}), devices=4)
+    assert "3 x 2" in str(caught.value) and "has 4" in str(caught.value)
+    assert mesh_shape(DistributeConfig(), devices=4) == (1, 4)
+    assert mesh_shape(DistributeConfig(mesh={"batch": 2}), devices=4) == (2, 2)
+
+
+def test_mesh_options_refused_without_model_parallel_and_unsupported_options_refused():
+    with pytest.raises(ConfigError, match="distribute.mesh"):
+        kerastrain.fit_pipeline("digits", distribute={"mesh": {"model": 2}})
+    with pytest.raises(ConfigError, match="gradient_accumulation"):
+        kerastrain.fit_pipeline(
+            "digits", strategy="model_parallel", train={"gradient_accumulation": 2}
+        )
+    with pytest.raises(ConfigError, match="distribute.layouts"):
+        DistributeConfig(layouts={"dense.*kernel": ["rows", None]})
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_two_by_two_mesh_trains_like_one_device_exports_and_resumes(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "model_parallel_child.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    report = json.loads(lines[-1][len("REPORT ") :])
+    # The first 3 epochs' training losses against one device at the same global batch and seed.
+    assert max(report["rel"]) < 1e-2, report
+    # Each split kernel's piece on a device holds 1/M of its columns (or rows), M=2.
+    whole, pieces = report["shards"]["dense_0/kernel:0"]
+    assert all(piece == [whole[0], whole[1] // 2] for piece in pieces)
+    whole, pieces = report["shards"]["dense_1/kernel:0"]
+    assert all(piece == [whole[0] // 2, whole[1]] for piece in pieces)
+    # The exported TFLite model answers like the sharded model.
+    assert report["tflite_max_diff"] <= ExportConfig().atol
+    # Killed after epoch 2 of 4, rerun: resumed at epoch 3, no epoch lost.
+    assert report["crashed"] == "simulated crash"
+    assert report["resumed_epochs"] == 4
+    assert "resumed at epoch 3" in report["resumed_reason"]
+
+
+def _planned(model, overrides=None):
+    return plan_layouts(model, {"batch": 1, "model": 2}, overrides)
+
+
+def test_default_plan_pairs_dense_layers_and_splits_conv_and_embedding():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(16, activation="relu", name="d1")(x)
+    x = keras.layers.Dense(16, name="d2")(x)
+    x = keras.layers.Dense(3, name="out")(x)
+    plan = _planned(keras.Model(inputs, x))
+    assert plan.specs["conv.kernel"] == (None, None, None, "model")
+    assert plan.specs["bn.gamma"] == ("model",)  # follows the conv's split channels
+    assert plan.specs["d1.kernel"] == (None, "model") and plan.specs["d1.bias"] == ("model",)
+    assert plan.specs["d2.kernel"] == ("model", None) and "d2.bias" not in plan.specs
+    assert "not divisible by 2" in plan.replicated["out"]
+
+    tokens = keras.Input((5,), dtype="int32")
+    table = keras.layers.Embedding(20, 6, name="emb")(tokens)
+    odd = keras.layers.Embedding(20, 5, name="odd")(tokens)
+    plan = _planned(keras.Model(tokens, [table, odd]))
+    assert plan.specs["emb.embeddings"] == (None, "model")
+    assert "odd" in plan.replicated
+
+
+def test_layout_overrides_replace_the_plan_and_bad_ones_are_refused():
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(8, name="d1")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="d2")(x))
+    plan = _planned(model, {r"d1\.kernel": [None, None], r"d2\.kernel": ["model", None]})
+    assert "d1.kernel" not in plan.specs and plan.specs["d2.kernel"] == ("model", None)
+    with pytest.raises(ConfigError, match="matches a weight path"):
+        _planned(model, {"nothing.*": [None]})
+    with pytest.raises(ConfigError, match="2 entries"):
+        _planned(model, {r"d1\.kernel": ["model"]})
+    odd = keras.Model(inputs, keras.layers.Dense(3, name="d3")(inputs))
+    with pytest.raises(ConfigError, match="not divisible"):
+        _planned(odd, {r"d3\.bias": ["model"]})
