@@ -39,6 +39,7 @@ from kerastrain.metrics import compute_metrics
 from kerastrain.report import ReportInputs, Section, write_report
 from kerastrain.runs import RunFolder, open_run_folder, run_seed
 from kerastrain.threshold import check_threshold
+from kerastrain.synthetic import refuse_source, synthesize_stage, synthetic_section
 from kerastrain.tracking import track_run, training_callbacks
 from kerastrain.training import (
     Decision,
@@ -84,6 +85,9 @@ class PipelineResult:
             execution, XLA) was resolved, and why.
         data_quality: The data audit's findings (`data_options.audit`), or
             None when it was off.
+        synthetic: The synthetic rows' figures (fidelity, TSTR, diversity,
+            memorisation, whether they were used and why), or None when
+            `data_options.synthesize` was not set.
     """
 
     model: keras.Model
@@ -98,6 +102,7 @@ class PipelineResult:
     stop_reason: str
     performance: dict[str, Decision] = dataclasses.field(default_factory=dict)
     data_quality: DataQuality | None = None
+    synthetic: dict[str, Any] | None = None
 
 
 class _Stages:
@@ -201,6 +206,7 @@ def fit_pipeline(
             run.path / "config.yaml",
         )
         with stage("data"):
+            refuse_source(cfg.data, cfg.data_options)
             prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
             check_explainable(cfg.report.explain, prepared)
             check_onnx_data(cfg.export.formats, prepared)
@@ -210,6 +216,10 @@ def fit_pipeline(
         if cfg.data_options.audit:  # before any training: "strict" raises here
             with stage("audit"):
                 quality = _audit(cfg, prepared)
+        synthetic = None
+        if cfg.data_options.synthesize is not None:
+            with stage("synthesize"):
+                prepared, synthetic = synthesize_stage(prepared, cfg.seed, run.path)
         tuned = None
         if cfg.tune is not None:
             from kerastrain.tune import tune_stage  # imports KerasTuner only when asked
@@ -243,7 +253,7 @@ def fit_pipeline(
             with stage("report"):
                 report_path = _report(
                     run, cfg, prepared, strategy_obj, fit, evaluation, metrics, artifacts,
-                    explanations, tuned, compressed, stage.timings, quality,
+                    explanations, tuned, compressed, stage.timings, quality, synthetic,
                 )  # fmt: skip
         if role.chief and (cfg.tracking.tensorboard or cfg.tracking.mlflow):
             with stage("track"):
@@ -274,6 +284,7 @@ def fit_pipeline(
         stop_reason=fit.stop_reason,
         performance=fit.performance,
         data_quality=quality,
+        synthetic=synthetic,
     )
 
 
@@ -434,6 +445,7 @@ def _report(
     compressed: CompressResult | None,
     timings: dict[str, float],
     quality: DataQuality | None = None,
+    synthetic: dict[str, Any] | None = None,
 ) -> Path:
     """metrics.json, history.json and the report with everything the run did."""
     write_json(run.path / "metrics.json", metrics)
@@ -464,6 +476,7 @@ def _report(
                 *([Section(**quality.report_section())] if quality else ()),
                 *([Section(**tuned.report_section())] if tuned else ()),
                 *compression_sections(compressed, metrics, artifacts),
+                *([Section(**synthetic_section(synthetic))] if synthetic else ()),
             ],
         )
     )

@@ -23,6 +23,7 @@ from typing import Any
 
 from kerastrain import callbacks as kcb
 from kerastrain._keras import ensure_tf_keras, keras, tf
+from kerastrain.callbacks.adaptive_augment import AdaptiveAugmentation
 from kerastrain.callbacks.early_stopping import MAXIMIZED, monitor_mode
 from kerastrain.callbacks.guard import schedule_of
 from kerastrain.config import TrainConfig
@@ -345,6 +346,7 @@ def train_model(
     steps_per_epoch: int | None = None,
     validation_steps: int | None = None,
     step_seconds: float | None = None,
+    augment: AdaptiveAugmentation | None = None,
 ) -> TrainResult:
     """Fits a compiled model with kerastrain's callbacks.
 
@@ -374,6 +376,9 @@ def train_model(
         step_seconds: One step of this model on this data, already measured
             (for `steps_per_execution="auto"`). Defaults to `None`: measured
             here when needed.
+        augment: The adaptive augmentation's callback: it runs first (so the
+            history backup records `augment_magnitude`), and a resumed fit
+            restores its magnitude. Defaults to `None`.
 
     Returns:
         The history and why training stopped.
@@ -415,6 +420,10 @@ def train_model(
         examples_per_epoch=examples_per_epoch,
         chief=chief,
     )
+    if augment is not None:
+        if previous:
+            augment.restore(previous)
+        own.insert(0, augment)
     performance = configure_execution(
         model,
         train_ds,
