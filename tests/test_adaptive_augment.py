@@ -9,13 +9,14 @@ import pytest
 
 from kerastrain import ConfigError
 from kerastrain._keras import keras, tf
-from kerastrain.callbacks.adaptive_augment import AdaptiveAugmentation, next_magnitude
-from kerastrain.config import DataConfig, load_config
+from kerastrain.config import DataConfig, TrainConfig, load_config
 from kerastrain.config.adaptive import parse_auto
 from kerastrain.data.adaptive import magnitude_variable
 from kerastrain.data.feed import training_datasets
 from kerastrain.data.prepare import prepare_data
-from kerastrain.training import run_training
+from kerastrain.task import Task
+from kerastrain.training import compile_model, run_training, train_model
+from kerastrain.training.adaptive_augment import AdaptiveAugmentation, next_magnitude
 
 POLICY = parse_auto("auto")
 
@@ -92,7 +93,15 @@ def _fit(data, model, epochs, initial, tmp_path, **train):
             "validation_split": 0.3,
             "test_split": 0.0,
         },
-        train={"epochs": epochs, "verbose": 0, "early_stopping": None, "batch_size": 32, **train},
+        train={
+            "epochs": epochs,
+            "verbose": 0,
+            "early_stopping": None,
+            "batch_size": 32,
+            "checkpoints": False,
+            "execution": {"mixed_precision": "float32", "jit_compile": False},
+            **train,
+        },
     )
     prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
     _, result = run_training(
@@ -114,8 +123,8 @@ def test_magnitude_rises_on_an_overfitting_set_and_falls_on_an_underfitting_one(
 ):
     x, y = digits_arrays
     # 150 images and a wide MLP: the validation loss pulls away from the training loss.
-    over = _fit((x[:150], y[:150]), "mlp", 10, 0.0, tmp_path / "o", learning_rate=3e-3)
-    assert len(over["augment_magnitude"]) == 10
+    over = _fit((x[:150], y[:150]), "mlp", 8, 0.0, tmp_path / "o", learning_rate=3e-3)
+    assert len(over["augment_magnitude"]) == 8
     assert over["augment_magnitude"][0] == 0.0 and over["augment_magnitude"][-1] > 0.0
 
     def tiny(input_shape, num_outputs):  # one unit after pooling: cannot fit 10 classes
@@ -123,5 +132,46 @@ def test_magnitude_rises_on_an_overfitting_set_and_falls_on_an_underfitting_one(
         h = keras.layers.Dense(1)(keras.layers.GlobalAveragePooling2D()(inp))
         return keras.Model(inp, keras.layers.Dense(num_outputs, activation="softmax")(h))
 
-    under = _fit((x[:150], y[:150]), tiny, 8, 0.5, tmp_path / "u", learning_rate=1e-4)
+    under = _fit((x[:150], y[:150]), tiny, 6, 0.5, tmp_path / "u", learning_rate=1e-4)
     assert under["augment_magnitude"][0] == 0.5 and under["augment_magnitude"][-1] < 0.5
+
+
+class _Crash(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 2:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.mark.slow
+def test_a_resumed_fit_restores_the_magnitude(breast_cancer_arrays, tmp_path):
+    x, y = breast_cancer_arrays
+    x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+    train_ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32))).batch(64)
+    # Validation labels flipped: the better the fit, the wider the gap, so the magnitude rises.
+    val_ds = tf.data.Dataset.from_tensor_slices((x, 1.0 - y.astype(np.float32))).batch(256)
+    policy = parse_auto({"policy": "auto", "initial": 0.3, "patience": 1})
+    cfg = TrainConfig(
+        epochs=5, early_stopping=None, verbose=0, checkpoints=False, backup={"interval": 0}
+    )
+
+    def fit(callbacks=()):
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential(
+            [keras.Input((30,)), keras.layers.Dense(8, "relu"), keras.layers.Dense(1, "sigmoid")]
+        )
+        compile_model(model, Task("binary"), cfg.replace(learning_rate=0.01))
+        augment = AdaptiveAugmentation(magnitude_variable(policy["initial"]), policy)
+        result = train_model(
+            model, train_ds, val_ds, cfg, backup_dir=tmp_path, callbacks=callbacks, augment=augment
+        )
+        return result
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit([_Crash()])
+    result = fit()
+    assert result.resumed_at == 4
+    used = result.history["augment_magnitude"]
+    assert len(used) == 5 and used[3] > 0.3  # not back at the initial value
+    for epoch in range(1, 5):  # each epoch's value follows from the ones before, across the crash
+        history = {k: result.history[k][:epoch] for k in ("loss", "val_loss")}
+        assert used[epoch] == pytest.approx(next_magnitude(history, used[epoch - 1], policy)[0])

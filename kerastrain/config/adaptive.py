@@ -1,6 +1,6 @@
 """The ``data_options.augment="auto"`` policy: one magnitude in [0, 1] scales
 every augmentation and follows the learning curves while training
-(`kerastrain.data.adaptive`, `kerastrain.callbacks.adaptive_augment`).
+(`kerastrain.data.adaptive`, `kerastrain.training.adaptive_augment`).
 
 This module knows nothing of TensorFlow.
 """

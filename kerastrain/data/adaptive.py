@@ -7,7 +7,7 @@ angles, zoom and translation ranges and the contrast range are drawn within
 ``m`` times their factor, Gaussian noise has ``m`` times its deviation, and
 each example is mixed (mixup or cutmix) with probability ``m``. The
 augmentation reads the variable on every batch, so the callback that moves
-it between epochs (`kerastrain.callbacks.AdaptiveAugmentation`) changes the
+it between epochs (`kerastrain.training.adaptive_augment.AdaptiveAugmentation`) changes the
 next epoch's batches without retracing the input pipeline. Rotation, zoom
 and translation are one random affine map per image (nearest fill); every
 draw is stateless and keyed by the batch's seed, as the fixed policies are.

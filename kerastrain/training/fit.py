@@ -23,7 +23,6 @@ from typing import Any
 
 from kerastrain import callbacks as kcb
 from kerastrain._keras import ensure_tf_keras, keras, tf
-from kerastrain.callbacks.adaptive_augment import AdaptiveAugmentation
 from kerastrain.callbacks.early_stopping import MAXIMIZED, monitor_mode
 from kerastrain.callbacks.guard import schedule_of
 from kerastrain.config import TrainConfig
@@ -31,6 +30,7 @@ from kerastrain.errors import ConfigError, TrainingDivergedError, message
 from kerastrain.files import atomic_write
 from kerastrain.logs import log_once
 from kerastrain.task import Task
+from kerastrain.training.adaptive_augment import AdaptiveAugmentation
 from kerastrain.training.execution import Decision, configure_execution
 from kerastrain.training.losses import make_loss, make_metrics
 from kerastrain.training.optimizers import accumulate_gradients, make_optimizer

@@ -15,7 +15,6 @@ import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.batching import empty_outputs
-from kerastrain.callbacks.adaptive_augment import AdaptiveAugmentation
 from kerastrain.config import DistributeConfig, TrainConfig
 from kerastrain.data.balance import resampled_size
 from kerastrain.data.adaptive import magnitude_variable
@@ -24,6 +23,7 @@ from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import model_inputs
 from kerastrain.distribute import distributed_train_config, uses_coordinator
 from kerastrain.models import Head, build_model, fine_tune_plan
+from kerastrain.training.adaptive_augment import AdaptiveAugmentation
 from kerastrain.training.execution import Decision
 from kerastrain.training.fine_tune import fine_tune
 from kerastrain.training.fit import TrainResult, compile_model, train_model
