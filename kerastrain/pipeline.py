@@ -38,8 +38,8 @@ from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics
 from kerastrain.report import ReportInputs, Section, write_report
 from kerastrain.runs import RunFolder, open_run_folder, run_seed
-from kerastrain.threshold import check_threshold
 from kerastrain.synthetic import refuse_source, synthesize_stage, synthetic_section
+from kerastrain.threshold import check_threshold
 from kerastrain.tracking import track_run, training_callbacks
 from kerastrain.training import (
     Decision,

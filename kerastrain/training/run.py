@@ -16,8 +16,8 @@ import numpy as np
 from kerastrain._keras import keras, tf
 from kerastrain.batching import empty_outputs
 from kerastrain.config import DistributeConfig, TrainConfig
-from kerastrain.data.balance import resampled_size
 from kerastrain.data.adaptive import magnitude_variable
+from kerastrain.data.balance import resampled_size
 from kerastrain.data.feed import InMemory, coordinator_datasets, make_dataset, training_datasets
 from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import model_inputs
