@@ -48,6 +48,8 @@ _LAZY = {
     "explain": "kerastrain.explanation",
     "CrossValidationResult": "kerastrain.cv",
     "cross_validate": "kerastrain.cv",
+    "synthesize": "kerastrain.synthetic",
+    "Synthesis": "kerastrain.synthetic",
 }
 
 __all__ = [

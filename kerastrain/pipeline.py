@@ -38,6 +38,7 @@ from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics
 from kerastrain.report import ReportInputs, Section, write_report
 from kerastrain.runs import RunFolder, open_run_folder, run_seed
+from kerastrain.synthetic import refuse_source, synthesize_stage, synthetic_section
 from kerastrain.threshold import check_threshold
 from kerastrain.tracking import track_run, training_callbacks
 from kerastrain.training import (
@@ -90,6 +91,9 @@ class PipelineResult:
             bytes per device of parameters, gradients, optimizer slots and
             activations, the total, the memory available and its source
             (`kerastrain.training.memory.MemoryPlan.as_dict()`), or None.
+        synthetic: The synthetic rows' figures (fidelity, TSTR, diversity,
+            memorisation, whether they were used and why), or None when
+            `data_options.synthesize` was not set.
     """
 
     model: keras.Model
@@ -105,6 +109,7 @@ class PipelineResult:
     performance: dict[str, Decision] = dataclasses.field(default_factory=dict)
     data_quality: DataQuality | None = None
     memory_plan: dict[str, Any] | None = None
+    synthetic: dict[str, Any] | None = None
 
 
 class _Stages:
@@ -208,6 +213,7 @@ def fit_pipeline(
             run.path / "config.yaml",
         )
         with stage("data"):
+            refuse_source(cfg.data, cfg.data_options)
             prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
             check_explainable(cfg.report.explain, prepared)
             check_onnx_data(cfg.export.formats, prepared)
@@ -217,6 +223,10 @@ def fit_pipeline(
         if cfg.data_options.audit:  # before any training: "strict" raises here
             with stage("audit"):
                 quality = _audit(cfg, prepared)
+        synthetic = None
+        if cfg.data_options.synthesize is not None:
+            with stage("synthesize"):
+                prepared, synthetic = synthesize_stage(prepared, cfg.seed, run.path)
         tuned = None
         if cfg.tune is not None:
             from kerastrain.tune import tune_stage  # imports KerasTuner only when asked
@@ -250,7 +260,7 @@ def fit_pipeline(
             with stage("report"):
                 report_path = _report(
                     run, cfg, prepared, strategy_obj, fit, evaluation, metrics, artifacts,
-                    explanations, tuned, compressed, stage.timings, quality,
+                    explanations, tuned, compressed, stage.timings, quality, synthetic,
                 )  # fmt: skip
         if role.chief and (cfg.tracking.tensorboard or cfg.tracking.mlflow):
             with stage("track"):
@@ -282,6 +292,7 @@ def fit_pipeline(
         performance=fit.performance,
         data_quality=quality,
         memory_plan=fit.memory_plan,
+        synthetic=synthetic,
     )
 
 
@@ -444,6 +455,7 @@ def _report(
     compressed: CompressResult | None,
     timings: dict[str, float],
     quality: DataQuality | None = None,
+    synthetic: dict[str, Any] | None = None,
 ) -> Path:
     """metrics.json, history.json and the report with everything the run did."""
     write_json(run.path / "metrics.json", metrics)
@@ -475,6 +487,7 @@ def _report(
                 *([Section(**tuned.report_section())] if tuned else ()),
                 *compression_sections(compressed, metrics, artifacts),
                 *([Section(**memory_section(fit.memory_plan))] if fit.memory_plan else ()),
+                *([Section(**synthetic_section(synthetic))] if synthetic else ()),
             ],
         )
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
+from kerastrain.config.adaptive import AUTO_AUGMENTATIONS, parse_auto
 from kerastrain.config.base import Section, option
+from kerastrain.config.synthesize import parse_synthesize
 from kerastrain.errors import config_error
 
 Task = Literal["auto", "binary", "multiclass", "regression"]
@@ -70,14 +72,16 @@ def parse_augment(value: Any, kind: str | None = None) -> list[dict[str, Any]]:
     path = "data_options.augment"
     if value is None:
         return []
+    if parse_auto(value) is not None:  # the adaptive policy: its full-strength list
+        return parse_augment(AUTO_AUGMENTATIONS[kind]) if kind else []
     if isinstance(value, str):
         if value in PRESETS:
             return parse_augment(PRESETS[value][kind]) if kind else []
         raise config_error(
             path,
             value,
-            "'light', 'strong', a list of augmentations, or None",
-            [*PRESETS, *AUGMENTATIONS],
+            "'light', 'strong', 'auto', a list of augmentations, or None",
+            [*PRESETS, "auto", *AUGMENTATIONS],
         )
     if not isinstance(value, (list, tuple)):
         raise config_error(path, value, "'light', 'strong', a list of augmentations, or None")
@@ -188,7 +192,24 @@ class DataConfig(Section):
             `zoom`, `translation`, `contrast`, `crop` (images), `mixup`,
             `cutmix` (batches), `noise` (tables), each a name or
             `{name: parameters}`. Applied to training batches only, never to
-            evaluation or the exported model. Defaults to `None`.
+            evaluation or the exported model. `"auto"` (or `{"policy":
+            "auto", "max_magnitude": 1.0, "initial": 0.3, "step": 0.1,
+            "patience": 2}`): one magnitude in [0, `max_magnitude`] scales
+            rotation, zoom, translation, contrast, noise and the mixup
+            probability; after each epoch it rises a `step` when the
+            train-validation loss gap grew for `patience` epochs (or the
+            diagnosis sees over-fitting) and falls a `step` on under-fitting;
+            the history records `augment_magnitude`. Defaults to `None`.
+        synthesize: Add synthetic training rows from a class-conditional GAN
+            trained on the training split only (classification, in-memory
+            images or tables): `"gan"` or `{"method": "gan", "per_class": N or
+            "balance", "epochs": 300, "latent_dim": 32, "batch_size": 64,
+            "learning_rate": 2e-4, "min_fidelity": 0.7, "collapse_patience":
+            20, "max_seconds": None}`. `"balance"` tops the minority classes
+            up to the largest one's count. The rows are used only when a
+            classifier trained on the real training rows labels at least
+            `min_fidelity` of them as their class; validation and test never
+            hold synthetic rows. Defaults to `None`.
         image_size: `[height, width]` images are resized to (image folders,
             TFDS). Defaults to `None` (the first image's size).
         channels: 1 (grayscale) or 3 (RGB) for image folders. Defaults to
@@ -251,6 +272,7 @@ class DataConfig(Section):
     impute: Literal["auto", "median", "mean", "most_frequent", "drop", "error"] = "auto"
     missing_indicator: bool = False
     augment: Any = None
+    synthesize: Any = None
     image_size: list[int] | None = None
     channels: Literal[1, 3, None] = None
     tfds_split: str | dict[str, str] = "train"
@@ -288,6 +310,7 @@ class DataConfig(Section):
                 "absent: it is the target column",
             )
         parse_augment(self.augment)
+        parse_synthesize(self.synthesize)
         if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
             raise config_error(
                 "data_options.image_size",

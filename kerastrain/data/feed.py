@@ -284,6 +284,7 @@ def training_datasets(
     one_hot_depth: int | None = None,
     memory: InMemory | None = None,
     class_weight: Any = None,
+    magnitude: tf.Variable | None = None,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
     """The training and validation datasets of a `Prepared`.
 
@@ -303,11 +304,15 @@ def training_datasets(
         class_weight: `train.class_weight`: `None`, `"balanced"` (counted on
             the rows trained on) or a mapping label -> weight.
             Defaults to `None`.
+        magnitude: The adaptive policy's magnitude variable
+            (`data.adaptive.magnitude_variable`), read on every batch.
+            Defaults to `None`: a fixed one at the policy's `initial`.
 
     Returns:
         The training dataset (shuffled, augmented) and the validation one
         (or None when there is no validation split).
     """
+    from kerastrain.data.adaptive import adaptive_augmenter, magnitude_variable
     from kerastrain.data.augment import batch_augmenter
 
     if memory is None:
@@ -324,13 +329,23 @@ def training_datasets(
         from kerastrain.data.preprocess import fit_standardizer
 
         scale = np.sqrt(fit_standardizer(prepared.x, prepared.splits.train).variance)
-    augment = batch_augmenter(
-        prepared.augment,
-        prepared.x,
-        seed=seed or 0,
-        example_shape=prepared.feature_shape,
-        scale=scale,
-    )
+    policy = getattr(prepared, "augment_policy", None)
+    if policy is not None:
+        augment = adaptive_augmenter(
+            prepared.augment,
+            prepared.x,
+            example_shape=prepared.feature_shape,
+            magnitude=magnitude if magnitude is not None else magnitude_variable(policy["initial"]),
+            scale=scale,
+        )
+    else:
+        augment = batch_augmenter(
+            prepared.augment,
+            prepared.x,
+            seed=seed or 0,
+            example_shape=prepared.feature_shape,
+            scale=scale,
+        )
     rows = resample_rows(
         prepared.y, prepared.splits.train, getattr(prepared.options, "resample", None), seed
     )

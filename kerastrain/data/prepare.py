@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from kerastrain.config import DataConfig
+from kerastrain.config.adaptive import parse_auto
 from kerastrain.config.data import IMAGE_AUGMENTATIONS, parse_augment
 from kerastrain.data.audit import drop_duplicates
 from kerastrain.data.preprocess import Standardizer, fit_standardizer, fit_target_scaler
@@ -49,7 +50,10 @@ class Prepared:
         feature_names: Column names when known.
         encoding: For tables: each column's encoding, learned on train.
         table: For tables: each column's kind and original name.
-        augment: The augmentations of training batches, parsed.
+        augment: The augmentations of training batches, parsed (for the
+            adaptive policy, at full strength).
+        augment_policy: The adaptive policy's options (`augment="auto"`),
+            else None.
         dropped: Rows of the original data dropped on request
             (`impute="drop"`), else empty.
         options: The data options it was prepared with.
@@ -71,6 +75,7 @@ class Prepared:
     dropped: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
     options: DataConfig = dataclasses.field(default_factory=DataConfig)
     duplicates: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
+    augment_policy: dict[str, Any] | None = None
 
     @property
     def is_table(self) -> bool:
@@ -339,4 +344,5 @@ def prepare_data(data: Any, options: DataConfig, seed: int) -> Prepared:
         dropped=dropped,
         options=options,
         duplicates=duplicates,
+        augment_policy=parse_auto(options.augment),
     )

@@ -23,6 +23,8 @@ __all__ = [
 
 #: The history keys that hold the learning rate.
 LEARNING_RATE_KEYS = ("lr", "learning_rate")
+#: The history key of the adaptive augmentation's magnitude (its own panel).
+MAGNITUDE_KEY = "augment_magnitude"
 #: Largest class count whose confusion matrix cells get their numbers written.
 ANNOTATED_CLASSES = 12
 #: Largest class count whose curves get one line each (more: the legend is dropped).
@@ -30,18 +32,23 @@ LEGEND_CLASSES = 10
 
 
 def plot_history(history: Mapping[str, Sequence[float]], path: Path) -> Path | None:
-    """Plots the loss, each logged metric against its validation twin, and
-    the learning rate when it was logged; returns the PNG (None when empty)."""
+    """Plots the loss, each logged metric against its validation twin, the
+    learning rate and the adaptive augmentation's magnitude when they were
+    logged; returns the PNG (None when empty)."""
     from matplotlib.ticker import MaxNLocator
 
     names = [
         k
         for k in history
-        if not k.startswith("val_") and k not in LEARNING_RATE_KEYS and len(history[k])
+        if not k.startswith("val_")
+        and k not in LEARNING_RATE_KEYS
+        and k != MAGNITUDE_KEY
+        and len(history[k])
     ]
     names.sort(key=lambda k: k != "loss")
     rate = next((k for k in LEARNING_RATE_KEYS if len(history.get(k, ()))), None)
-    panels = names + ([rate] if rate else [])
+    magnitude = MAGNITUDE_KEY if len(history.get(MAGNITUDE_KEY, ())) else None
+    panels = names + ([rate] if rate else []) + ([magnitude] if magnitude else [])
     if not panels:
         return None
     with figure(path, 1, len(panels), figsize=(4.3 * len(panels), 3.4), squeeze=False) as (
@@ -56,6 +63,10 @@ def plot_history(history: Mapping[str, Sequence[float]], path: Path) -> Path | N
                 ax.set_title("learning rate")
                 if min(values) > 0:
                     ax.set_yscale("log")
+            elif name == magnitude:
+                ax.step(epochs, values, where="mid", color="tab:purple")
+                ax.set_ylim(-0.05, 1.05)
+                ax.set_title("augmentation magnitude")
             else:
                 ax.plot(epochs, values, label="train")
                 if len(history.get(f"val_{name}", ())):

@@ -30,6 +30,7 @@ from kerastrain.errors import ConfigError, TrainingDivergedError, message
 from kerastrain.files import atomic_write
 from kerastrain.logs import log_once
 from kerastrain.task import Task
+from kerastrain.training.adaptive_augment import AdaptiveAugmentation
 from kerastrain.training.execution import Decision, configure_execution
 from kerastrain.training.losses import make_loss, make_metrics
 from kerastrain.training.optimizers import accumulate_gradients, make_optimizer
@@ -349,6 +350,7 @@ def train_model(
     steps_per_epoch: int | None = None,
     validation_steps: int | None = None,
     step_seconds: float | None = None,
+    augment: AdaptiveAugmentation | None = None,
 ) -> TrainResult:
     """Fits a compiled model with kerastrain's callbacks.
 
@@ -378,6 +380,9 @@ def train_model(
         step_seconds: One step of this model on this data, already measured
             (for `steps_per_execution="auto"`). Defaults to `None`: measured
             here when needed.
+        augment: The adaptive augmentation's callback: it runs first (so the
+            history backup records `augment_magnitude`), and a resumed fit
+            restores its magnitude. Defaults to `None`.
 
     Returns:
         The history and why training stopped.
@@ -419,6 +424,10 @@ def train_model(
         examples_per_epoch=examples_per_epoch,
         chief=chief,
     )
+    if augment is not None:
+        if previous:
+            augment.restore(previous)
+        own.insert(0, augment)
     performance = configure_execution(
         model,
         train_ds,

@@ -16,12 +16,14 @@ import numpy as np
 from kerastrain._keras import keras, tf
 from kerastrain.batching import empty_outputs
 from kerastrain.config import DistributeConfig, TrainConfig
+from kerastrain.data.adaptive import magnitude_variable
 from kerastrain.data.balance import resampled_size
 from kerastrain.data.feed import InMemory, coordinator_datasets, make_dataset, training_datasets
 from kerastrain.data.prepare import Prepared
 from kerastrain.data.preprocess import model_inputs
 from kerastrain.distribute import distributed_train_config, uses_coordinator
 from kerastrain.models import Head, build_model, fine_tune_plan
+from kerastrain.training.adaptive_augment import AdaptiveAugmentation
 from kerastrain.training.execution import Decision
 from kerastrain.training.fine_tune import fine_tune
 from kerastrain.training.fit import TrainResult, compile_model, train_model
@@ -69,12 +71,14 @@ def make_datasets(
     *,
     batch_size: int,
     seed: int | None = None,
+    magnitude: tf.Variable | None = None,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
     """Training and validation datasets with the global batch size.
 
     The global batch is `batch_size` per replica times the replicas
     (times `train.gradient_accumulation`: each batch holds the micro-batches
-    of one update). `seed` seeds the shuffle and the augmentations.
+    of one update). `seed` seeds the shuffle and the augmentations;
+    `magnitude` is the adaptive augmentation's variable.
     """
     depth = prepared.task.num_classes if one_hot_labels(prepared.task, train) else None
     return training_datasets(
@@ -84,6 +88,7 @@ def make_datasets(
         one_hot_depth=depth,
         memory=memory,
         class_weight=train.class_weight,
+        magnitude=magnitude,
     )
 
 
@@ -236,6 +241,11 @@ def run_training(
     """
     global_batch = global_batch_size(batch_size, strategy, train.gradient_accumulation)
     steps: dict[str, int] = {}
+    # The adaptive augmentation's magnitude, moved between epochs by its callback.
+    policy, magnitude, adaptive = prepared.augment_policy, None, None
+    if policy is not None and not uses_coordinator(strategy):
+        magnitude = magnitude_variable(policy["initial"])
+        adaptive = AdaptiveAugmentation(magnitude, policy)
     if uses_coordinator(strategy):  # parameter servers: each worker builds its own pipeline
         train_ds, val_ds, steps = coordinator_datasets(
             lambda: make_datasets(
@@ -246,8 +256,9 @@ def run_training(
         )
     else:
         train_ds, val_ds = make_datasets(
-            train, prepared, strategy, memory, batch_size=batch_size, seed=seed
-        )
+            train, prepared, strategy, memory, batch_size=batch_size, seed=seed,
+            magnitude=magnitude,
+        )  # fmt: skip
     step_seconds = plan = None
     if model is None:
         # The measured batch comes from the validation data when there is
@@ -279,6 +290,7 @@ def run_training(
         backup_dir=backup_dir,
         examples_per_epoch=_training_rows(prepared),
         step_seconds=step_seconds,
+        augment=adaptive,
         **steps,
     )
     result = fine_tune(
