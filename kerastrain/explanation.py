@@ -598,7 +598,7 @@ def explain_run(
         return []
     y = prepared.y[rows]
     # Sample the rows first, then gather only those (a large split is never copied whole).
-    table = isinstance(prepared.x, dict)
+    table = isinstance(prepared.x, dict) or prepared.table is not None  # in memory or streamed
     if table or method == "permutation" and len(rows) > config.max_explain_rows:
         keep = np.sort(
             np.random.default_rng(seed).choice(

@@ -223,9 +223,16 @@ class DataConfig(Section):
             `None` (TFDS's own default, `~/tensorflow_datasets`).
         tfds_download: Download and prepare a TFDS data set that is not in
             `tfds_data_dir`. Defaults to `True`.
-        in_memory_mb: File-based sources (image folders, TFDS) are decoded into
-            memory when they take at most this many MiB, else streamed from
-            their files every epoch. Defaults to `1024`.
+        in_memory_mb: File-based sources (image folders, TFDS, CSV, Parquet
+            and TFRecord tables) are decoded into memory when they take at
+            most this many MiB, else streamed from their files every epoch
+            (a table after one statistics pass over its training rows).
+            Defaults to `1024`.
+        split_key: A column of a table read from files whose stable hash
+            decides each row's split (rows that share a key share a split;
+            the same split every run, in memory or streamed). Defaults to
+            `None` (a streamed table hashes each row's file name and
+            position; an in-memory one is split as `split` says).
         max_dataset_rows: The most examples read from a `tf.data.Dataset`
             (which is read into memory to be checked and split); a dataset
             with more, or a generator that never ends, is refused with a
@@ -284,6 +291,7 @@ class DataConfig(Section):
     audit_rows: int = option(50_000, ge=100)
     deduplicate: bool = False
     resample: Literal["oversample", "undersample"] | None = None
+    split_key: str | None = None
 
     def validate(self) -> None:
         held_out = self.validation_split + self.test_split

@@ -219,7 +219,18 @@ def make_dataset(
     """
     indices = np.asarray(indices, dtype=np.int64)
     policy = tf.data.experimental.AutoShardPolicy.DATA
-    if data.stream is not None:
+    if data.stream is not None and getattr(data.stream, "batched", False):
+        # A table read from its files: parsed, filtered and batched by the
+        # stream itself; the labels are gathered by row index.
+        y = data.y
+        ds = data.stream.batches(indices, batch_size, shuffle=training, seed=seed)
+        ds = ds.map(
+            lambda i, x: (x, _take(y, i)),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=not training,
+        )
+        policy = getattr(tf.data.experimental.AutoShardPolicy, data.stream.shard_policy())
+    elif data.stream is not None:
         y = data.y
         ds = data.stream.examples(indices, shuffle=training, seed=seed)
         ds = ds.map(

@@ -17,6 +17,7 @@ from kerastrain.data.preprocess import Standardizer, fit_standardizer, fit_targe
 from kerastrain.data.sources import load_data
 from kerastrain.data.split import Splits, fixed_splits, split_indices
 from kerastrain.data.stream import Stream
+from kerastrain.data.table_stream import TableStream, streamed_table_facts
 from kerastrain.data.tabular import Table, TabularEncoding, fit_encoding, take_rows
 from kerastrain.data.validate import check_labels, rows, validate
 from kerastrain.errors import DataError, config_error, message
@@ -147,7 +148,9 @@ class Prepared:
             "task": self.task.kind,
             "splits": self.splits.sizes(),
         }
-        if self.is_stream:
+        if isinstance(self.x, TableStream):
+            facts.update(streamed_table_facts(self.x))
+        elif self.is_stream:
             facts["read"] = "streamed from the files every epoch"
         if self.task.is_classification:
             counts = np.bincount(self.y.astype(np.int64), minlength=self.task.num_classes)
@@ -156,7 +159,7 @@ class Prepared:
         if self.encoding is not None:
             facts["columns"] = self.encoding.describe()
             held = np.concatenate([self.splits.val, self.splits.test])
-            unseen = self.encoding.unseen(self.x, held)
+            unseen = {} if self.is_stream else self.encoding.unseen(self.x, held)
             if unseen:
                 facts["categories unseen in training (out-of-vocabulary)"] = unseen
         if len(self.dropped):
@@ -182,6 +185,8 @@ class Prepared:
 def _fit(
     x: Any, table: Table | None, train: np.ndarray, options: DataConfig
 ) -> tuple[Standardizer | None, TabularEncoding | None]:
+    if table is not None and isinstance(x, TableStream):
+        return None, x.encoding_for(train)
     if table is not None:
         return None, fit_encoding(x, table, train, options)
     if not options.normalize:
@@ -312,7 +317,7 @@ def prepare_data(data: Any, options: DataConfig, seed: int) -> Prepared:
         task = dataclasses.replace(task, soft_labels=True)
     standardizer, encoding = _fit(x, loaded.table, splits.train, options)
     dropped = loaded.table.dropped_rows if loaded.table is not None else np.empty(0, np.int64)
-    if encoding is not None:
+    if encoding is not None and not isinstance(x, Stream):
         held = np.concatenate([splits.val, splits.test])
         for column, what in encoding.unseen(x, held).items():
             logger.warning(

@@ -7,8 +7,9 @@ is known about them (feature and class names, where they came from).
 Sources: the scikit-learn sets by name, `(x, y)` arrays, a `tf.data.Dataset`,
 a DataFrame or a CSV file (a dict of column arrays, see `tabular`), a folder
 of class sub-folders of images (see `images`), and ``"tfds:NAME"`` (see
-`tfds`). Image folders and TFDS sets too large for memory come back as a
-`Stream` in place of the feature array.
+`tfds`), CSV, Parquet or TFRecord files, one, a glob or a folder of them
+(see `table_stream`). Image folders, TFDS sets and file tables too large for
+memory come back as a `Stream` in place of the feature array.
 """
 
 from __future__ import annotations
@@ -103,7 +104,39 @@ def _from_dataframe(frame: Any, options: DataConfig) -> Loaded:
     return _from_table(*read_table(frame, options, source=source), source)
 
 
+def _from_table_files(data: str | os.PathLike, options: DataConfig) -> Loaded | None:
+    """CSV, Parquet or TFRecord files (a file, a glob, a folder), in memory or
+    streamed; None for a single small CSV file (read as it always was) and
+    for anything else."""
+    from kerastrain.data.table_files import find_table_files
+
+    tables = find_table_files(data)
+    if tables is None:
+        return None
+    if (
+        tables.format == "csv"
+        and len(tables.files) == 1
+        and options.split_key is None
+        and tables.size_mb() <= options.in_memory_mb
+    ):
+        return None
+    from kerastrain.data.table_stream import read_table_files
+
+    x, y, table, parts = read_table_files(tables, options)
+    return Loaded(
+        x=x,
+        y=y,
+        source=tables.description,
+        feature_names=list(table.sources.values()),
+        table=table,
+        parts=parts,
+    )
+
+
 def _from_path(data: str | os.PathLike, options: DataConfig) -> Loaded | None:
+    files = _from_table_files(data, options)
+    if files is not None:
+        return files
     path = Path(data)
     if path.is_dir():
         from kerastrain.data.images import read_image_folder
@@ -310,7 +343,9 @@ def load_data(data: Any, options: DataConfig) -> Loaded:
     Args:
         data: `"digits"` or another name in `BUILTIN_DATASETS`, an `(x, y)`
             pair of arrays, a pandas DataFrame or the path of a CSV file (with
-            `options.target`), a folder of class sub-folders of images,
+            `options.target`), Parquet or TFRecord files (a file, a glob, a
+            folder; streamed above `options.in_memory_mb`), a folder of class
+            sub-folders of images,
             `"tfds:NAME"`, or a finite `tf.data.Dataset` of `(x, y)` pairs,
             batched or not.
         options: The data options.
