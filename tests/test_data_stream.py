@@ -275,3 +275,27 @@ def test_a_streamed_table_trains_exports_raw_columns_and_scores_like_in_memory(
         # 1 point of ~450 test rows is 4-5 rows; the two runs differ only by
         # their shuffle order.
         assert abs(memory.metrics["test"]["accuracy"] - accuracy) <= 0.01
+
+
+def test_each_worker_reads_its_own_share_of_the_training_rows(tmp_path):
+    # The rewrite a multi-worker strategy applies to each worker's dataset
+    # (each worker builds its own, from the same seed).
+    from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
+
+    for fmt in ("csv", "tfrecord", "parquet"):
+        pattern = _write(_frame(rows=800), tmp_path / fmt, fmt, files=4)
+        stream = prepare_data(pattern, _options(in_memory_mb=TINY_MB), seed=0).x
+        train = stream.train
+        shares = []
+        for worker in range(2):
+            ds = stream.batches(train, 32, shuffle=True, seed=0)
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = getattr(
+                tf.data.experimental.AutoShardPolicy, stream.shard_policy()
+            )
+            sharded = _AutoShardDataset(ds.with_options(options), 2, worker)
+            shares.append(np.concatenate([i for i, _ in sharded.as_numpy_iterator()]))
+        assert stream.shard_policy() == ("DATA" if fmt == "parquet" else "FILE")
+        assert len(np.intersect1d(*shares)) == 0, fmt  # no row read twice
+        np.testing.assert_array_equal(np.union1d(*shares), train)  # none left out
+        assert min(len(s) for s in shares) > 0.3 * len(train)

@@ -374,12 +374,13 @@ def file_schema(
 # --------------------------------------------------------------------------- reading in Python
 
 
-def _arrow_column(array: Any, column: FileColumn) -> np.ndarray:
+def _arrow_column(array: Any, column: FileColumn, arrow_text: bool) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if column.text:
-        return pc.fill_null(pc.cast(array, pa.string()), "").to_numpy(zero_copy_only=False)
+        text = pc.fill_null(pc.cast(array, pa.string()), "")
+        return text if arrow_text else text.to_numpy(zero_copy_only=False)
     if column.dtype in ("int64",) and array.null_count == 0:
         return array.to_numpy(zero_copy_only=False)
     return pc.cast(array, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -474,22 +475,33 @@ def _tf_feature_type(column: FileColumn) -> Any:
 
 
 def iter_file_batches(
-    tables: TableFiles, path: str, wanted: list[FileColumn]
-) -> Iterator[dict[str, np.ndarray]]:
+    tables: TableFiles,
+    path: str,
+    wanted: list[FileColumn],
+    *,
+    arrow_text: bool = False,
+    batch_rows: int = READ_ROWS,
+) -> Iterator[dict[str, Any]]:
     """The columns ``wanted`` of one file, batch by batch, in row order.
 
     Numbers come as float64 (NaN where missing; int64 for integer label or
-    key columns without gaps), categories as strings (``""`` where missing).
+    key columns without gaps), categories as strings (``""`` where missing):
+    a NumPy object array, or with ``arrow_text`` a pyarrow string array
+    (counted without making Python strings).
 
     Raises:
         DataError: Naming the file and the column that cannot be read.
     """
     if tables.format == "tfrecord":
+        import pyarrow as pa
+
         for batch in _tfrecord_batches(path, wanted):
             yield {
-                c.source: _plain(batch[c.source], c)
-                if c.text or c.dtype == "int64"
-                else batch[c.source].astype(np.float64)
+                c.source: (
+                    pa.array(batch[c.source], pa.string()) if arrow_text else batch[c.source]
+                )
+                if c.text
+                else _plain(batch[c.source], c)
                 for c in wanted
             }
         return
@@ -497,18 +509,18 @@ def iter_file_batches(
         import pyarrow.parquet as pq
 
         batches = pq.ParquetFile(path).iter_batches(
-            batch_size=READ_ROWS, columns=[c.source for c in wanted]
+            batch_size=batch_rows, columns=[c.source for c in wanted]
         )
     else:
         batches = _csv_batches(path, wanted)
     for batch in batches:
-        yield {c.source: _arrow_column(batch.column(c.source), c) for c in wanted}
+        yield {c.source: _arrow_column(batch.column(c.source), c, arrow_text) for c in wanted}
 
 
 def _plain(values: np.ndarray, column: FileColumn) -> np.ndarray:
-    if column.text:
+    if column.kind == "label" and column.dtype == "int64":
         return values
-    return values if column.kind == "label" else values.astype(np.float64)
+    return values.astype(np.float64)
 
 
 def read_frame(tables: TableFiles, columns: list[FileColumn]) -> Any:

@@ -74,6 +74,8 @@ __all__ = [
 SHUFFLE_ROWS = 16384
 #: Lines or records parsed at a time by tf.data.
 PARSE_ROWS = 1024
+#: Parsed blocks pooled and permuted together into training batches.
+MIX_BLOCKS = 8
 #: Values kept per numeric column to estimate its median (exact below this).
 MEDIAN_SAMPLE = 200_000
 #: Distinct values counted per categorical column; rarer ones are out of vocabulary.
@@ -160,14 +162,35 @@ class _CategoryStats:
         self.counts: collections.Counter = collections.Counter()
         self.capped = False
 
-    def add(self, values: np.ndarray, text: bool) -> None:
+    def add(self, values: Any, train: np.ndarray) -> None:
+        """Counts the training rows of ``values`` (floats, or a pyarrow
+        string array: counted in C++, no Python string made)."""
+        if isinstance(values, np.ndarray) and values.dtype == object:  # text split key
+            import pyarrow as pa
+
+            values = pa.array(values, pa.string())
+        if isinstance(values, np.ndarray):
+            values = values[train]
+            present = values[~np.isnan(values)]
+            distinct, counts = np.unique(present, return_counts=True)
+            pairs = zip(distinct.tolist(), counts.tolist())
+        else:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            values = values.filter(pa.array(train))
+            counted = pc.value_counts(values)
+            pairs = (
+                (v, n)
+                for v, n in zip(
+                    counted.field("values").to_pylist(), counted.field("counts").to_pylist()
+                )
+                if v != ""
+            )
         self.rows += len(values)
-        present = values[values != ""] if text else values[~np.isnan(values)]
-        self.present += len(present)
-        if not len(present):
-            return
-        distinct, counts = np.unique(present, return_counts=True)
-        self.counts.update(dict(zip(distinct.tolist(), counts.tolist())))
+        for value, count in pairs:
+            self.counts[value] += count
+            self.present += count
         if len(self.counts) > 2 * VOCABULARY_LIMIT:
             self.counts = collections.Counter(dict(self.counts.most_common(VOCABULARY_LIMIT)))
             self.capped = True
@@ -240,11 +263,19 @@ def _statistics(
     categories = {c.source: _CategoryStats() for c in columns}
     wanted = [*columns, label] + ([key] if key is not None and key.source != label.source else [])
     wanted = list({c.source: c for c in wanted}.values())
+    # As NumPy: the label and the key (hashed); text features stay pyarrow arrays.
+    plain = {label.source} | ({key.source} if key is not None else set())
     labels, codes, counts = [], [], []
     progress = _Progress(tables)
     for file_index, path in enumerate(tables.files):
         position = 0
-        for batch in iter_file_batches(tables, path, wanted):
+        for batch in iter_file_batches(tables, path, wanted, arrow_text=True):
+            batch = {
+                k: v.to_numpy(zero_copy_only=False)
+                if k in plain and not isinstance(v, np.ndarray)
+                else v
+                for k, v in batch.items()
+            }
             n = len(batch[label.source])
             y = batch[label.source]
             missing_label = (y == "") if y.dtype == object else np.isnan(y.astype(np.float64))
@@ -265,7 +296,9 @@ def _statistics(
             for c in columns:
                 values = batch[c.source]
                 if options.impute == "error":
-                    gap = (values == "") if c.text else np.isnan(values)
+                    gap = (
+                        values.to_numpy(zero_copy_only=False) == "" if c.text else np.isnan(values)
+                    )
                     if gap.any():
                         raise DataError(
                             message(
@@ -278,7 +311,7 @@ def _statistics(
                 if c.kind == "numeric":
                     numeric[c.source].add(values[train].astype(np.float64))
                 else:
-                    categories[c.source].add(values[train], c.text)
+                    categories[c.source].add(values, train)
             labels.append(y)
             codes.append(code)
             position += n
@@ -417,11 +450,13 @@ class TableStream(Stream):
             read = self._tfrecord_reader()
         else:
             read = self._parquet_reader()
+        # Sharded by record (DATA), every worker must see the batches in the
+        # same order to keep its own share: then the order is deterministic.
         return ds.interleave(
             read,
             cycle_length=min(len(self.tables.files), 4),
             num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=not shuffle,
+            deterministic=not shuffle or self.shard_policy() == "DATA",
         )
 
     def _csv_reader(self) -> Any:
@@ -446,10 +481,16 @@ class TableStream(Stream):
             values = tf.io.decode_csv(lines, defaults, field_delim=sep, select_cols=select)
             return position, {c.name: v for c, v in zip(chosen, values)}
 
+        def number(count: Any, lines: Any) -> Any:
+            lines = tf.boolean_mask(lines, tf.strings.length(lines) > 0)  # blank lines
+            n = tf.size(lines, out_type=tf.int64)
+            return count + n, (count + tf.range(n, dtype=tf.int64), lines)
+
         def read(path: Any, offset: Any) -> Any:
-            lines = tf.data.TextLineDataset(path).skip(1)
-            lines = lines.filter(lambda line: tf.strings.length(line) > 0).enumerate()
-            return lines.batch(PARSE_ROWS).map(parse).map(lambda p, x: (p + offset, x))
+            # Batches of lines, not lines: tf.data's cost is per element.
+            lines = tf.data.TextLineDataset(path, buffer_size=1 << 20).skip(1).batch(PARSE_ROWS)
+            lines = lines.scan(tf.constant(0, tf.int64), number)
+            return lines.map(lambda p, text: parse(p + offset, text))
 
         return read
 
@@ -470,8 +511,14 @@ class TableStream(Stream):
             }
 
         def read(path: Any, offset: Any) -> Any:
-            records = tf.data.TFRecordDataset(path).enumerate().batch(PARSE_ROWS)
-            return records.map(parse).map(lambda p, x: (p + offset, x))
+            # Every batch but the last is full: batch b starts at b * PARSE_ROWS.
+            records = tf.data.TFRecordDataset(path, buffer_size=1 << 20).batch(PARSE_ROWS)
+
+            def positions(b: Any, r: Any) -> Any:
+                start = offset + b * PARSE_ROWS
+                return parse(start + tf.range(tf.size(r, out_type=tf.int64)), r)
+
+            return records.enumerate().map(positions)
 
         return read
 
@@ -482,7 +529,9 @@ class TableStream(Stream):
 
         def batches(path: bytes) -> Any:
             position = 0
-            for batch in iter_file_batches(tables, path.decode(), columns):
+            for batch in iter_file_batches(
+                tables, path.decode(), columns, batch_rows=8 * PARSE_ROWS
+            ):
                 n = len(batch[columns[0].source])
                 yield (
                     np.arange(position, position + n, dtype=np.int64),
@@ -530,10 +579,29 @@ class TableStream(Stream):
 
         ds = self._parsed(shuffle, seed).map(keep, num_parallel_calls=tf.data.AUTOTUNE)
         if shuffle:
-            ds = ds.unbatch().shuffle(SHUFFLE_ROWS, seed=seed, reshuffle_each_iteration=True)
-            ds = ds.batch(batch_size)
-        else:
-            ds = ds.rebatch(batch_size)
+            # Parsed blocks wait in a buffer of SHUFFLE_ROWS rows; MIX_BLOCKS of
+            # them drawn at random are pooled and their rows permuted, then cut
+            # into batches: no per-row tf.data element.
+            blocks = max(1, SHUFFLE_ROWS // PARSE_ROWS)
+            ds = ds.shuffle(blocks, seed=seed, reshuffle_each_iteration=True)
+            ds = ds.ragged_batch(MIX_BLOCKS)
+
+            def mix(position: Any, x: Any) -> Any:
+                position = position.flat_values
+                # Seeded by the pool's rows, which the seeded buffer changes
+                # every epoch (no random source beside the files: a worker's
+                # share by file needs the files to be the only source).
+                draw = tf.math.reduce_sum(position * 2654435761) + tf.size(position, tf.int64)
+                order = tf.random.experimental.stateless_shuffle(
+                    tf.range(tf.size(position)),
+                    seed=tf.stack([draw, tf.constant(seed or 0, tf.int64)]),
+                )
+                return tf.gather(position, order), {
+                    k: tf.gather(v.flat_values, order) for k, v in x.items()
+                }
+
+            ds = ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.rebatch(batch_size)
         rows = len(indices)
         return ds.apply(tf.data.experimental.assert_cardinality(-(-rows // batch_size)))
 
