@@ -299,3 +299,16 @@ def test_each_worker_reads_its_own_share_of_the_training_rows(tmp_path):
         assert len(np.intersect1d(*shares)) == 0, fmt  # no row read twice
         np.testing.assert_array_equal(np.union1d(*shares), train)  # none left out
         assert min(len(s) for s in shares) > 0.3 * len(train)
+
+
+def test_a_folder_of_table_parts_is_a_table_and_an_image_folder_stays_one(tmp_path, frame):
+    from kerastrain.data.table_files import find_table_files
+
+    _write(frame.iloc[:50], tmp_path / "table", "parquet", files=2)
+    found = find_table_files(tmp_path / "table")
+    assert found.format == "parquet" and len(found.files) == 2
+    images = tmp_path / "images" / "cat"
+    images.mkdir(parents=True)
+    (images / "a.png").write_bytes(b"")
+    frame.iloc[:5].to_csv(tmp_path / "images" / "labels.csv", index=False)
+    assert find_table_files(tmp_path / "images") is None

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from kerastrain.config import DataConfig
+from kerastrain.data.images import IMAGE_EXTENSIONS
 from kerastrain.data.tabular import _infer_kind, _input_name, _missing
 from kerastrain.errors import DataError, message
 
@@ -135,7 +136,10 @@ def find_table_files(data: Any) -> TableFiles | None:
         fmt = _format(text)
         return TableFiles([text], fmt, text) if fmt in ("parquet", "tfrecord") else None
     if path.is_dir():
-        files = sorted(str(p) for p in path.rglob("*") if p.is_file() and _format(str(p)))
+        found = [p for p in path.rglob("*") if p.is_file()]
+        if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in found):
+            return None  # an image folder (a labels.csv beside the images is no table)
+        files = sorted(str(p) for p in found if _format(str(p)))
         if not files:
             return None
     elif any(c in text for c in "*?["):
