@@ -165,6 +165,7 @@ def test_statistics_pass_logs_rows_and_rate(files, monkeypatch, caplog):
         prepare_data(pattern, _options(in_memory_mb=TINY_MB), seed=0)
     assert "Statistics pass:" in caplog.text and "rows/s" in caplog.text
     assert "s left" in caplog.text
+    assert "Training rows per label: {0: " in caplog.text
 
 
 def test_workers_share_by_file_when_files_suffice_else_by_record():
@@ -213,6 +214,12 @@ def test_a_split_key_that_is_not_a_column_names_file_and_column(tmp_path, frame,
     pattern = _write(frame, tmp_path, fmt)
     with pytest.raises(DataError, match=r"split_key=.user. is not a column of the file .*part-0"):
         prepare_data(pattern, _options(in_memory_mb=TINY_MB, split_key="user"), seed=0)
+
+
+def test_a_time_split_of_a_streamed_table_is_refused_before_any_pass(tmp_path, frame):
+    pattern = _write(frame.iloc[:100], tmp_path, "parquet")
+    with pytest.raises(DataError, match=r"split='time'.*is streamed"):
+        prepare_data(pattern, _options(in_memory_mb=TINY_MB, split="time"), seed=0)
 
 
 def test_a_word_in_a_numeric_csv_column_names_file_and_column(tmp_path, frame):

@@ -80,6 +80,8 @@ MIX_BLOCKS = 8
 MEDIAN_SAMPLE = 200_000
 #: Distinct values counted per categorical column; rarer ones are out of vocabulary.
 VOCABULARY_LIMIT = 100_000
+#: Labels with at most this many distinct values have their counts logged.
+CLASS_COUNT_LIMIT = 100
 #: Seconds between two progress lines of the statistics pass.
 PROGRESS_SECONDS = 10.0
 
@@ -339,6 +341,12 @@ def _statistics(
         missing_rates[c.source] = 1.0 - stats.present / max(stats.rows, 1)
         encoded.append(stats.column(c, options))
     elapsed = time.monotonic() - progress.start
+    classes, class_counts = np.unique(y[code == TRAIN], return_counts=True)
+    if len(classes) <= CLASS_COUNT_LIMIT:  # labels of classes, not regression targets
+        logger.info(
+            "Training rows per label: %s.",
+            dict(zip(classes.tolist(), class_counts.tolist())),
+        )
     logger.info(
         "Statistics pass over %s: %s rows in %.1f s (%s rows/s); splits %s.",
         tables.description,
