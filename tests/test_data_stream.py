@@ -216,6 +216,15 @@ def test_a_split_key_that_is_not_a_column_names_file_and_column(tmp_path, frame,
         prepare_data(pattern, _options(in_memory_mb=TINY_MB, split_key="user"), seed=0)
 
 
+def test_one_large_csv_file_is_streamed_and_a_small_one_read_as_before(tmp_path, frame):
+    path = tmp_path / "one.csv"
+    frame.to_csv(path, index=False)
+    streamed = prepare_data(str(path), _options(in_memory_mb=TINY_MB), seed=0)
+    assert isinstance(streamed.x, TableStream) and streamed.num_rows == ROWS
+    memory = prepare_data(str(path), _options(), seed=0)
+    assert isinstance(memory.x, dict) and memory.source == f"CSV {path}"
+
+
 def test_a_time_split_of_a_streamed_table_is_refused_before_any_pass(tmp_path, frame):
     pattern = _write(frame.iloc[:100], tmp_path, "parquet")
     with pytest.raises(DataError, match=r"split='time'.*is streamed"):

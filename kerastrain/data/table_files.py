@@ -134,7 +134,7 @@ def find_table_files(data: Any) -> TableFiles | None:
     path = Path(text)
     if path.is_file():
         fmt = _format(text)
-        return TableFiles([text], fmt, text) if fmt in ("parquet", "tfrecord") else None
+        return TableFiles([text], fmt, text) if fmt else None
     if path.is_dir():
         found = [p for p in path.rglob("*") if p.is_file()]
         if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in found):
