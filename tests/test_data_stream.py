@@ -328,3 +328,23 @@ def test_a_folder_of_table_parts_is_a_table_and_an_image_folder_stays_one(tmp_pa
     (images / "a.png").write_bytes(b"")
     frame.iloc[:5].to_csv(tmp_path / "images" / "labels.csv", index=False)
     assert find_table_files(tmp_path / "images") is None
+
+
+def test_the_data_audit_reads_a_sample_of_a_streamed_table(files):
+    from kerastrain.data.audit import audit_data
+
+    _, pattern = files
+    prepared = prepare_data(pattern, _options(in_memory_mb=TINY_MB), seed=0)
+    quality = audit_data(
+        prepared.x,
+        prepared.y,
+        prepared.task,
+        prepared.splits,
+        seed=0,
+        table=prepared.table,
+        feature_names=prepared.feature_names,
+        sample_rows=500,
+    )
+    assert quality.rows == ROWS and quality.rows_hashed == 500
+    assert quality.columns_checked == 5  # id, x1, x2, colour, level
+    assert quality.missing["x1"] == pytest.approx(0.05, abs=0.03)

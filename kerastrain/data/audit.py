@@ -246,6 +246,12 @@ def _array_hash(block: np.ndarray) -> np.ndarray:
     return h
 
 
+def _block_hash(block: Any) -> np.ndarray:
+    """Row hashes of rows read from a `Stream`: an array, or a dict of
+    columns (a table streamed from its files)."""
+    return row_hashes(block) if isinstance(block, dict) else _array_hash(np.asarray(block))
+
+
 def row_hashes(x: Any, rows: np.ndarray | None = None) -> np.ndarray:
     """A 64-bit hash of each row's features (rows with equal features, and
     only those up to a 2⁻⁶⁴ chance, hash alike).
@@ -266,10 +272,7 @@ def row_hashes(x: Any, rows: np.ndarray | None = None) -> np.ndarray:
         return h
     n = len(x)
     picked = np.arange(n) if rows is None else rows
-    parts = [
-        _array_hash(np.asarray(x[picked[i : i + HASH_BLOCK]]))
-        for i in range(0, len(picked), HASH_BLOCK)
-    ]
+    parts = [_block_hash(x[picked[i : i + HASH_BLOCK]]) for i in range(0, len(picked), HASH_BLOCK)]
     return np.concatenate(parts) if parts else np.zeros(0, np.uint64)
 
 
@@ -428,7 +431,10 @@ def _columns(
             sources.get(k, k): (v[rows], kinds.get(k) == "categorical" or v.dtype == object)
             for k, v in x.items()
         }
-    block = np.asarray(x[rows]).reshape(len(rows), -1).astype(np.float64)
+    block = x[rows]
+    if isinstance(block, dict):  # rows of a table streamed from its files
+        return _columns(block, np.arange(len(rows)), table, names)
+    block = np.asarray(block).reshape(len(rows), -1).astype(np.float64)
     labels = list(names) if names and len(names) == block.shape[1] else None
     return {
         (labels[j] if labels else f"x[{j}]"): (block[:, j], False) for j in range(block.shape[1])
