@@ -31,7 +31,7 @@ Workloads:
   gratings under noise), kerastrain's ``resnet`` (width 16, 2 stages).
 
 Run: python benchmarks/time_to_accuracy.py [--quick] [--workloads table digits resnet]
-     [--repeats 3] [--target 0.9]
+     [--repeats 3] [--epochs N] [--target 0.9] [--variant LABEL "{train options}" ...]
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ from kerastrain._keras import keras, tf  # noqa: E402
 from kerastrain.models import Head, ModelInputs, cnn, mlp, resnet  # noqa: E402
 
 NAIVE, CAREFUL, KERASTRAIN = "naive", "careful", "kerastrain"
-SIDES = (NAIVE, CAREFUL, KERASTRAIN)
 VAL, TEST = 0.15, 0.15
 CAREFUL_BATCH, CAREFUL_LR = 256, 3e-3
 
@@ -270,26 +269,28 @@ def benchmark(name: str, spec: dict[str, Any], args: argparse.Namespace) -> None
     rows = spec["quick_rows"] if args.quick else spec["rows"]
     epochs = args.epochs or (2 if args.quick else spec["epochs"])
     data = splits(*spec["data"](rows))
-    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
     sides = {
         NAIVE: lambda seed: run_naive(spec, data, epochs, seed),
         CAREFUL: lambda seed: run_careful(spec, data, epochs, seed),
-        KERASTRAIN: lambda seed: run_kerastrain(spec, data, epochs, seed, args.train),
     }
+    for label, train in args.variants:
+        sides[label] = lambda seed, train=train: run_kerastrain(spec, data, epochs, seed, train)
+    names = list(sides)
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in names}
     for repeat in range(args.repeats):
-        order = list(SIDES) if repeat % 2 == 0 else list(reversed(SIDES))
-        for side in order:
+        for side in names if repeat % 2 == 0 else reversed(names):
             runs[side].append(sides[side](repeat))
             keras.backend.clear_session()
-    finals = {side: [r["final"] for r in runs[side]] for side in SIDES}
+    finals = {side: [r["final"] for r in runs[side]] for side in names}
     target = args.target if args.target is not None else statistics.median(finals[NAIVE])
     print(f"\n== {name}: {rows:,} rows, {epochs} epochs, {args.repeats} repeats "
           f"(seeds 0..{args.repeats - 1}); target test accuracy {target:.4f}"
           f"{' (given)' if args.target is not None else ' (naive median final)'}")  # fmt: skip
-    print(f"{'side':<12}{'to target s':>12}{'epochs':>8}{'final acc':>11}{'whole s':>10}   "
+    width = max(len(n) for n in names) + 2
+    print(f"{'side':<{width}}{'to target s':>12}{'epochs':>8}{'final acc':>11}{'whole s':>10}   "
           "per seed: (seconds to target, final accuracy)")  # fmt: skip
     medians: dict[str, dict[str, Any]] = {}
-    for side in SIDES:
+    for side in names:
         hits = [reached(r["curve"], target) for r in runs[side]]
         seconds = median_or_none([h[0] if h else None for h in hits])
         epochs_to = median_or_none([h[1] if h else None for h in hits])
@@ -300,29 +301,30 @@ def benchmark(name: str, spec: dict[str, Any], args: argparse.Namespace) -> None
             for h, r in zip(hits, runs[side])
         )
         shown = f"{seconds:.1f}" if seconds is not None else "not reached"
-        shown_epochs = f"{epochs_to:.0f}" if epochs_to is not None else "-"
-        print(f"{side:<12}{shown:>12}{shown_epochs:>8}{statistics.median(finals[side]):>11.4f}"
+        shown_epochs = f"{epochs_to:.1f}" if epochs_to is not None else "-"
+        print(f"{side:<{width}}{shown:>12}{shown_epochs:>8}{statistics.median(finals[side]):>11.4f}"
               f"{wall:>10.1f}   {per_seed}")  # fmt: skip
-    kt = medians[KERASTRAIN]["seconds"]
-    for other in (NAIVE, CAREFUL):
-        theirs = medians[other]["seconds"]
-        if kt and theirs:
-            print(f"ratio {other} / kerastrain, time to target: {theirs / kt:.2f}")
-        else:
-            print(f"ratio {other} / kerastrain, time to target: n/a (a side did not reach it)")
-        print(f"ratio {other} / kerastrain, whole wall time: "
-              f"{medians[other]['wall'] / medians[KERASTRAIN]['wall']:.2f}")  # fmt: skip
-    gap = (statistics.median(finals[KERASTRAIN]) - statistics.median(finals[NAIVE])) * 100
-    print(f"final accuracy kerastrain - naive: {gap:+.2f} points (goal >= -0.3)")
-    shares: dict[str, list[float]] = {}
-    for r in runs[KERASTRAIN]:
-        whole = r["wall"] - r["eval"]
-        for stage, seconds in r["timings"].items():
-            shares.setdefault(stage, []).append(seconds / whole)
-    print("kerastrain stage shares (median, of the whole wall time): " + ", ".join(
-        f"{stage} {statistics.median(v) * 100:.0f}%" for stage, v in shares.items()))  # fmt: skip
-    print(f"kerastrain epochs run: {[r['epochs_run'] for r in runs[KERASTRAIN]]}; "
-          f"chose: {runs[KERASTRAIN][0]['choices']}")  # fmt: skip
+    for label, _ in args.variants:
+        print(f"-- {label}")
+        kt = medians[label]["seconds"]
+        for other in (NAIVE, CAREFUL):
+            theirs = medians[other]["seconds"]
+            ratio = f"{theirs / kt:.2f}" if kt and theirs else "n/a (a side did not reach it)"
+            print(f"ratio {other} / {label}, time to target: {ratio}; whole wall time: "
+                  f"{medians[other]['wall'] / medians[label]['wall']:.2f}")  # fmt: skip
+        gap = (statistics.median(finals[label]) - statistics.median(finals[NAIVE])) * 100
+        print(f"final accuracy {label} - naive: {gap:+.2f} points (goal >= -0.3)")
+        shares: dict[str, list[float]] = {}
+        for r in runs[label]:
+            whole = r["wall"] - r["eval"]
+            for stage, seconds in r["timings"].items():
+                shares.setdefault(stage, []).append(seconds / whole)
+        print("stage shares (median, of the whole wall time): " + ", ".join(
+            f"{stage} {statistics.median(v) * 100:.0f}%" for stage, v in shares.items()))  # fmt: skip
+        choices = runs[label][0]["choices"]
+        milestones = choices.pop("milestones", None)
+        print(f"epochs run: {[r['epochs_run'] for r in runs[label]]}; chose: {choices}")
+        print(f"milestones (validation accuracy: seconds of epochs), seed 0: {milestones}")
 
 
 def main() -> None:
@@ -333,13 +335,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="replaces each workload's")
     parser.add_argument("--target", type=float, default=None)
     parser.add_argument(
-        "--train",
-        default="{}",
-        help="extra kerastrain train options as a Python dict, e.g. \"{'schedule': 'constant'}\"",
+        "--variant",
+        nargs=2,
+        action="append",
+        metavar=("LABEL", "TRAIN"),
+        help="a kerastrain side with these train options (a Python dict), e.g. "
+        "auto-batch \"{'batch_size': 'auto'}\"; repeatable. Defaults to kerastrain \"{}\"",
     )
     args = parser.parse_args()
     args.repeats = args.repeats or (1 if args.quick else 3)
-    args.train = eval(args.train, {})  # a benchmark's own command line
+    # A benchmark's own command line: the dicts are evaluated as Python.
+    args.variants = [
+        (label, eval(text, {})) for label, text in args.variant or [(KERASTRAIN, "{}")]
+    ]
     logging.getLogger("kerastrain").setLevel(logging.WARNING)
     tf.get_logger().setLevel(logging.ERROR)
     warm = splits(*table_data(2000))  # TensorFlow's one-time costs, outside every side
