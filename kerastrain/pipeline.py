@@ -85,7 +85,9 @@ class PipelineResult:
         timings: Seconds spent in each stage.
         stop_reason: Why training stopped.
         performance: How each `"auto"` speed option (precision, steps per
-            execution, XLA) was resolved, and why.
+            execution, XLA, batch size) was resolved, and why; and under
+            `"milestones"`, the seconds of training until validation accuracy
+            first reached 0.5, 0.8, 0.9, ... (`training.milestones`).
         data_quality: The data audit's findings (`data_options.audit`), or
             None when it was off.
         memory_plan: The memory plan checked before training: estimated

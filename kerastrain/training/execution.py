@@ -416,5 +416,10 @@ def configure_execution(
 
 
 def describe_decisions(decisions: dict[str, Decision]) -> dict[str, str]:
-    """Report lines: ``{"steps_per_execution": "50 (a step takes ...)"}``."""
-    return {name: f"{d.value} ({d.reason})" for name, d in decisions.items()}
+    """Report lines: ``{"steps_per_execution": "50 (a step takes ...)"}``; a
+    decision whose value is a mapping (the accuracy milestones) by its reason,
+    which says the same in words."""
+    return {
+        name: d.reason if isinstance(d.value, dict) else f"{d.value} ({d.reason})"
+        for name, d in decisions.items()
+    }
