@@ -31,7 +31,7 @@ Workloads:
   gratings under noise), kerastrain's ``resnet`` (width 16, 2 stages).
 
 Run: python benchmarks/time_to_accuracy.py [--quick] [--workloads table digits resnet]
-     [--repeats 3] [--epochs N] [--target 0.9] [--variant LABEL "{train options}" ...]
+     [--repeats 3] [--epochs N] [--rows N] [--target 0.9] [--variant LABEL "{train options}" ...]
 """
 
 from __future__ import annotations
@@ -266,7 +266,7 @@ def median_or_none(values: list[float | None]) -> float | None:
 
 
 def benchmark(name: str, spec: dict[str, Any], args: argparse.Namespace) -> None:
-    rows = spec["quick_rows"] if args.quick else spec["rows"]
+    rows = args.rows or (spec["quick_rows"] if args.quick else spec["rows"])
     epochs = args.epochs or (2 if args.quick else spec["epochs"])
     data = splits(*spec["data"](rows))
     sides = {
@@ -281,6 +281,10 @@ def benchmark(name: str, spec: dict[str, Any], args: argparse.Namespace) -> None
         for side in names if repeat % 2 == 0 else reversed(names):
             runs[side].append(sides[side](repeat))
             keras.backend.clear_session()
+            done = runs[side][-1]
+            print(f"  [{name}] {side} seed {repeat}: final {done['final']:.4f}, whole "
+                  f"{done['wall'] - done['eval']:.1f} s, curve "
+                  + ", ".join(f"{a:.3f}@{t:.1f}s" for t, _, a in done["curve"]), flush=True)  # fmt: skip
     finals = {side: [r["final"] for r in runs[side]] for side in names}
     target = args.target if args.target is not None else statistics.median(finals[NAIVE])
     print(f"\n== {name}: {rows:,} rows, {epochs} epochs, {args.repeats} repeats "
@@ -333,6 +337,7 @@ def main() -> None:
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None, help="replaces each workload's")
+    parser.add_argument("--rows", type=int, default=None, help="replaces each workload's")
     parser.add_argument("--target", type=float, default=None)
     parser.add_argument(
         "--variant",
