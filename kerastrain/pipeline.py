@@ -51,6 +51,7 @@ from kerastrain.training import (
     predict_split,
     run_training,
 )
+from kerastrain.training.batch_size import pick_batch_size
 from kerastrain.training.finished import (
     discard_finished,
     finished_record,
@@ -84,7 +85,9 @@ class PipelineResult:
         timings: Seconds spent in each stage.
         stop_reason: Why training stopped.
         performance: How each `"auto"` speed option (precision, steps per
-            execution, XLA) was resolved, and why.
+            execution, XLA, batch size) was resolved, and why; and under
+            `"milestones"`, the seconds of training until validation accuracy
+            first reached 0.5, 0.8, 0.9, ... (`training.milestones`).
         data_quality: The data audit's findings (`data_options.audit`), or
             None when it was off.
         memory_plan: The memory plan checked before training: estimated
@@ -227,6 +230,10 @@ def fit_pipeline(
         if cfg.data_options.synthesize is not None:
             with stage("synthesize"):
                 prepared, synthetic = synthesize_stage(prepared, cfg.seed, run.path)
+        batch_choice = None
+        if cfg.train.batch_size == "auto":
+            with stage("batch_size"):
+                cfg, batch_choice = _auto_batch_size(cfg, prepared, strategy_obj)
         tuned = None
         if cfg.tune is not None:
             from kerastrain.tune import tune_stage  # imports KerasTuner only when asked
@@ -236,6 +243,8 @@ def fit_pipeline(
             cfg = tuned.config
         with stage("train"):
             cfg, trained, fit = _train(cfg, prepared, strategy_obj, run)
+        if batch_choice is not None:
+            fit.performance["batch_size"] = batch_choice
         compressed, export_cfg = None, cfg.export
         if cfg.compress is not None:
             with stage("compress"):
@@ -330,6 +339,23 @@ def _audit(cfg: PipelineConfig, prepared: Prepared) -> DataQuality:
         feature_names=prepared.feature_names,
         sample_rows=cfg.data_options.audit_rows,
     )
+
+
+def _auto_batch_size(
+    cfg: PipelineConfig, prepared: Prepared, strategy: tf.distribute.Strategy
+) -> tuple[PipelineConfig, Any]:
+    """`train.batch_size="auto"` measured and resolved (with its scaled
+    learning rate) in the config; the seeds are set again after the sweep's
+    probe model, so the run trains as one given that batch would."""
+    train, decision = pick_batch_size(
+        cfg.train, prepared, strategy, model_spec=cfg.model, model_options=cfg.model_options,
+        distribute=cfg.distribute, seed=cfg.seed,
+    )  # fmt: skip
+    cfg = dataclasses.replace(
+        cfg, train=train, data_options=cfg.data_options.replace(batch_size=train.batch_size)
+    )
+    _seed(cfg)
+    return cfg, decision
 
 
 def _train(

@@ -287,7 +287,7 @@ def test_names_are_listed_once_and_the_builders_cover_them():
     assert tuple(STRATEGY_BUILDERS) == STRATEGIES
     with pytest.raises(ConfigError, match=r"one of 'sgd', 'adam', 'adamw'"):
         TrainConfig(optimizer="lion")
-    with pytest.raises(ConfigError, match=r"one of 'constant', 'step'.*'plateau'"):
+    with pytest.raises(ConfigError, match=r"one of 'auto', 'constant', 'step'.*'plateau'"):
         TrainConfig(schedule="linear")
 
 
@@ -320,5 +320,8 @@ def test_fit_pipeline_leaves_the_callers_train_config_as_it_was(tmp_path):
     assert train.to_dict() == before and train.batch_size is None
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]
     assert saved["batch_size"] == 32
-    assert saved["warmup"]["epochs"] == 0.0 and saved["execution"]["mixed_precision"] == "auto"
+    # The default schedule ("auto") is recorded as what it resolved to: cosine after a
+    # warmup of 5% of the epochs.
+    assert saved["schedule"] == "cosine" and saved["warmup"]["epochs"] == 0.05
+    assert saved["execution"]["mixed_precision"] == "auto"
     assert not {old for old, _, _ in RENAMED} & set(saved)

@@ -161,8 +161,9 @@ class DataConfig(Section):
             validation, the latest test, so nothing is learned from the
             future (cross-validation then uses scikit-learn's
             `TimeSeriesSplit`). Defaults to `"random"`.
-        batch_size: Alias of `train.batch_size` kept for the design's contract;
-            setting both to different values is an error. Defaults to `None`.
+        batch_size: Alias of `train.batch_size` kept for the design's contract
+            (an integer or `"auto"`); setting both to different values is an
+            error. Defaults to `None`.
         normalize: Standardize the features with a `Normalization` layer adapted
             on the training split and placed inside the exported model.
             Defaults to `True`.
@@ -270,7 +271,7 @@ class DataConfig(Section):
     test_split: float = option(0.15, ge=0.0, lt=1.0)
     stratify: bool = True
     split: Literal["random", "time"] = "random"
-    batch_size: int | None = option(None, gt=0)
+    batch_size: int | Literal["auto"] | None = option(None, gt=0)
     normalize: bool = True
     scale_target: bool = True
     columns: dict[str, Any] = dataclasses.field(default_factory=dict)

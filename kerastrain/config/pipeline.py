@@ -23,7 +23,7 @@ from kerastrain.config.evaluate import EvaluateConfig
 from kerastrain.config.export import ExportConfig
 from kerastrain.config.report import ReportConfig
 from kerastrain.config.tracking import TrackingConfig
-from kerastrain.config.train import TrainConfig
+from kerastrain.config.train import TrainConfig, resolve_schedule
 from kerastrain.config.tune import TuneConfig
 from kerastrain.errors import ConfigError, config_error, did_you_mean, message
 from kerastrain.files import atomic_write
@@ -135,6 +135,8 @@ class PipelineConfig(Section):
             object.__setattr__(
                 self, "data_options", self.data_options.replace(batch_size=batch_size)
             )
+        # schedule="auto": the resolved config names the schedule trained with.
+        object.__setattr__(self, "train", resolve_schedule(self.train))
         if self.tune is not None:
             self.tune.check_train(self.train)
         self._check_model_parallel()
@@ -220,7 +222,21 @@ class PipelineConfig(Section):
 
     @property
     def batch_size(self) -> int:
-        """The resolved batch size (per replica)."""
+        """The resolved batch size (per replica).
+
+        Raises:
+            ConfigError: While `train.batch_size` is still `"auto"` (the
+                pipeline measures it after reading the data).
+        """
+        if self.train.batch_size == "auto":
+            raise ConfigError(
+                message(
+                    "train.batch_size='auto' is measured by fit_pipeline after the data "
+                    "is read; it has no value yet",
+                    received={"train.batch_size": "auto"},
+                    allowed="kerastrain.training.batch_size.pick_batch_size resolves it",
+                )
+            )
         return int(self.train.batch_size)
 
 

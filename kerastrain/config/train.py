@@ -346,6 +346,13 @@ SCHEDULE_OPTIONS: dict[str, type[ScheduleOptions]] = {
 #: The schedule names.
 SCHEDULES: tuple[str, ...] = tuple(SCHEDULE_OPTIONS)
 Schedule = Literal[SCHEDULES]  # type: ignore[valid-type]
+#: ``train.schedule`` may also be ``"auto"`` (no options: `resolve_schedule`
+#: turns it into one of `SCHEDULES`).
+SCHEDULE_CHOICES: dict[str, type[ScheduleOptions]] = {**SCHEDULE_OPTIONS, "auto": ConstantOptions}
+#: The default schedule's warmup: this fraction of the planned epochs, at most
+#: `AUTO_WARMUP_MAX_EPOCHS`.
+AUTO_WARMUP_FRACTION = 0.05
+AUTO_WARMUP_MAX_EPOCHS = 1.0
 
 
 def is_schedule_object(value: Any) -> bool:
@@ -491,8 +498,16 @@ class TrainConfig(Section):
         epochs: Training epochs (an upper bound with early stopping).
             Defaults to `20`.
         batch_size: Examples per step (per replica under a distribution
-            strategy, per micro-batch with gradient accumulation). Defaults to
-            `32` when neither this nor `data_options.batch_size` is set.
+            strategy, per micro-batch with gradient accumulation), or `"auto"`:
+            `fit_pipeline` times one training step at 32, 64, 128, ... and
+            keeps the largest batch past which examples/second stops rising
+            (by 15%), at most the training split, a fiftieth of it (50 updates
+            an epoch) and 4096; a numeric `learning_rate` (the rate for batch
+            32) is scaled by `sqrt(batch / 32)`. The choice and its reason are
+            in `result.performance["batch_size"]` and the report, the number
+            in the resolved config (`kerastrain.training.batch_size`).
+            Defaults to `32` when neither this nor `data_options.batch_size`
+            is set.
         optimizer: One of sgd, adam, adamw, rmsprop, adagrad, nadam.
             Defaults to `"adam"`.
         optimizer_options: Extra keyword arguments of the optimizer, e.g.
@@ -509,8 +524,14 @@ class TrainConfig(Section):
             Defaults to `0.0`.
         schedule: `"constant"`, `"step"`, `"multistep"`, `"exponential"`,
             `"polynomial"`, `"cosine"`, `"cosine_restarts"`, `"onecycle"`,
-            `"inverse_sqrt"`, or `"plateau"` (`ReduceLROnPlateau`).
-            Defaults to `"constant"`.
+            `"inverse_sqrt"`, `"plateau"` (`ReduceLROnPlateau`), or `"auto"`:
+            `fit_pipeline` resolves it (`resolve_schedule`) to `"cosine"`
+            (decay to 0 over the planned epochs) after a linear warmup over 5%
+            of the epochs (at most one; the warmup given, when one is), or to
+            `"constant"` when `learning_rate` is a schedule object; the
+            resolved config records the choice. Outside `fit_pipeline` an
+            unresolved `"auto"` trains as `"constant"`. An explicit schedule is
+            never replaced. Defaults to `"auto"`.
         schedule_options: The chosen schedule's options, lengths in epochs:
             a mapping of the options of its section (`StepOptions`,
             `CosineOptions`, ...; `SCHEDULE_OPTIONS`), which it becomes.
@@ -595,14 +616,14 @@ class TrainConfig(Section):
     }
 
     epochs: int = option(20, gt=0)
-    batch_size: int | None = option(None, gt=0)
+    batch_size: int | Literal["auto"] | None = option(None, gt=0)
     optimizer: Optimizer = "adam"
     optimizer_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     learning_rate: float | Literal["find"] | Any = option(1e-3, gt=0.0)
     weight_decay: float = option(0.0, ge=0.0)
-    schedule: Schedule = "constant"
+    schedule: Literal["auto"] | Schedule = "auto"
     schedule_options: ScheduleOptions | dict[str, Any] = option(
-        default_factory=dict, chosen_by="schedule", sections=SCHEDULE_OPTIONS
+        default_factory=dict, chosen_by="schedule", sections=SCHEDULE_CHOICES
     )
     warmup: WarmupConfig = dataclasses.field(default_factory=WarmupConfig)
     lr_finder: LRFinderConfig = dataclasses.field(default_factory=LRFinderConfig)
@@ -708,7 +729,7 @@ class TrainConfig(Section):
                     "itself, which a schedule would fight. Use a number as learning_rate and no "
                     "warmup, or choose a schedule other than 'plateau'."
                 )
-        elif is_schedule_object(self.learning_rate) and self.schedule != "constant":
+        elif is_schedule_object(self.learning_rate) and self.schedule not in ("constant", "auto"):
             raise ConfigError(
                 f"train.learning_rate is a LearningRateSchedule object, so it already is the "
                 f"schedule; schedule={self.schedule!r} would replace it. Leave schedule as "
@@ -738,3 +759,33 @@ def check_class_weight_values(class_weight: Any) -> None:
                 weight,
                 "a number > 0 (the weight of that class in the training loss)",
             )
+
+
+def resolve_schedule(train: TrainConfig) -> TrainConfig:
+    """``train`` with ``schedule="auto"`` replaced by the schedule it stands for.
+
+    `"cosine"` (decay to 0 over the epochs after warmup), with a linear warmup
+    over `AUTO_WARMUP_FRACTION` of the planned epochs (at most
+    `AUTO_WARMUP_MAX_EPOCHS`) unless a warmup was given: a short warmup keeps
+    the first updates of a fresh Adam (or of a larger batch's scaled rate)
+    from overshooting, and the decay reaches a given accuracy in fewer epochs
+    than a constant rate. A `LearningRateSchedule` object as `learning_rate`
+    is the schedule already: `"constant"`. Any other schedule is returned
+    unchanged.
+
+    Example:
+        >>> resolve_schedule(TrainConfig(epochs=10)).schedule
+        'cosine'
+        >>> resolve_schedule(TrainConfig(schedule="step")).schedule
+        'step'
+    """
+    if train.schedule != "auto":
+        return train
+    if is_schedule_object(train.learning_rate):
+        return train.replace(schedule="constant")
+    if train.warmup.enabled:
+        return train.replace(schedule="cosine")
+    warmup = min(AUTO_WARMUP_FRACTION * train.epochs, AUTO_WARMUP_MAX_EPOCHS)
+    return train.replace(
+        schedule="cosine", warmup=train.warmup.replace(epochs=round(warmup, 4), steps=None)
+    )

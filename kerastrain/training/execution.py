@@ -33,6 +33,8 @@ __all__ = [
     "cpu_flags",
     "device_info",
     "measure_step_seconds",
+    "gradient_steps",
+    "fastest_step_seconds",
     "pick_steps_per_execution",
     "pick_jit",
     "configure_execution",
@@ -188,6 +190,39 @@ def measure_step_seconds(
         one = timed(1)
         estimates.append((timed(k) - one) / (k - 1))
     return max(statistics.median(estimates), 1e-7)
+
+
+def gradient_steps(model: keras.Model, loss: Any) -> Any:
+    """The step probe's traced function, ``run(x, y, n)``: `n` forward and
+    backward passes in one graph call, changing no weight or state. One
+    function serves batches of several sizes (it is traced with relaxed
+    shapes), so a sweep over batch sizes traces it about twice, not once a size."""
+    return _gradient_steps(model, loss, False)
+
+
+def fastest_step_seconds(run: Any, batch: tuple[Any, Any], *, repeats: int = 3) -> float:
+    """Seconds per step of the fastest of `repeats` calls of `run` (from
+    `gradient_steps`), each running enough steps for about
+    `PROBE_SECONDS_PER_CALL` of work.
+
+    The fastest call, not the median: other processes on the machine only
+    ever add time, and a ratio of two sizes' medians under such noise can
+    come out at any value (`measure_step_seconds`' difference of two calls
+    is finer for the step alone, but not for comparing sizes on a busy
+    machine). The cost of the call is shared by its steps, as
+    `steps_per_execution` shares it in training.
+    """
+    x, y = batch
+
+    def timed(n: int) -> float:
+        start = time.perf_counter()
+        run(x, y, tf.constant(n)).numpy()
+        return time.perf_counter() - start
+
+    timed(1)  # trace (the first sizes) and warm up
+    single = min(timed(1) for _ in range(2))
+    k = int(min(max(PROBE_SECONDS_PER_CALL / max(single, 1e-6), 2), MAX_PROBE_STEPS))
+    return max(min(timed(k) for _ in range(repeats)) / k, 1e-7)
 
 
 def _needs_every_step(callbacks: Sequence[Any]) -> list[str]:
@@ -381,5 +416,10 @@ def configure_execution(
 
 
 def describe_decisions(decisions: dict[str, Decision]) -> dict[str, str]:
-    """Report lines: ``{"steps_per_execution": "50 (a step takes ...)"}``."""
-    return {name: f"{d.value} ({d.reason})" for name, d in decisions.items()}
+    """Report lines: ``{"steps_per_execution": "50 (a step takes ...)"}``; a
+    decision whose value is a mapping (the accuracy milestones) by its reason,
+    which says the same in words."""
+    return {
+        name: d.reason if isinstance(d.value, dict) else f"{d.value} ({d.reason})"
+        for name, d in decisions.items()
+    }

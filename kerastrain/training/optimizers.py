@@ -52,7 +52,7 @@ def _decay_schedule(
     opts: Any = train.schedule_options
     remaining = max(train.epochs - warmup_steps / steps_per_epoch, 1.0 / steps_per_epoch)
     steps = lambda epochs: _steps(epochs, steps_per_epoch)  # noqa: E731
-    kind = train.schedule
+    kind = "constant" if train.schedule == "auto" else train.schedule  # unresolved: constant
     if kind in ("constant", "plateau"):
         return schedules.Constant(peak)
     if kind == "step":
@@ -146,7 +146,7 @@ def make_learning_rate(train: TrainConfig, steps_per_epoch: int | None = None) -
             )
         )
     warmup_options = train.warmup
-    uses_steps = warmup_options.enabled or train.schedule not in ("constant", "plateau")
+    uses_steps = warmup_options.enabled or train.schedule not in ("constant", "plateau", "auto")
     if uses_steps and not steps_per_epoch:
         raise ConfigError(
             message(

@@ -30,6 +30,7 @@ from kerastrain.training.fit import TrainResult, compile_model, train_model
 from kerastrain.training.fit import find_learning_rate as _range_test
 from kerastrain.training.losses import make_loss, one_hot_labels
 from kerastrain.training.memory import MemoryPlan, MiB, check_memory, device_memory, plan_memory
+from kerastrain.training.milestones import accuracy_milestones
 from kerastrain.training.optimizers import steps_per_epoch
 from kerastrain.training.precision import (
     choose_precision,
@@ -308,6 +309,9 @@ def run_training(
     )
     result.performance["mixed_precision"] = precision
     result.memory_plan = plan.as_dict() if plan is not None else None
+    milestones = accuracy_milestones(result.history)
+    if milestones is not None:
+        result.performance["milestones"] = milestones
     return model, result
 
 
