@@ -34,6 +34,7 @@ from kerastrain.evaluation import Evaluation, evaluate_run
 from kerastrain.explanation import check_explainable, explain_run
 from kerastrain.export import check_onnx_data, export_model, verify_artifacts
 from kerastrain.export.model_info import write_model_info
+from kerastrain.export.text import check_text_export
 from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics
 from kerastrain.report import ReportInputs, Section, write_report
@@ -219,6 +220,7 @@ def fit_pipeline(
             check_onnx_data(cfg.export.formats, prepared)
             check_balance_options(cfg.train.class_weight, cfg.data_options.resample, prepared.task)
             check_threshold(cfg.evaluate.threshold, prepared.task, len(prepared.splits.val))
+            check_text_export(cfg.export.formats, cfg.export.tflite_modes, prepared)
         quality = None
         if cfg.data_options.audit:  # before any training: "strict" raises here
             with stage("audit"):

@@ -147,7 +147,8 @@ class PaddingMask(keras.layers.Layer):
         self.max_length = int(max_length)
 
     def call(self, ids: tf.Tensor) -> tf.Tensor:
-        return tf.not_equal(ids[:, : self.max_length], 0)[:, tf.newaxis, :]
+        # expand_dims, not [:, tf.newaxis]: TFLite's strided slice takes no bool new axis.
+        return tf.expand_dims(tf.not_equal(ids[:, : self.max_length], 0), 1)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "max_length": self.max_length}
