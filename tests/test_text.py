@@ -20,6 +20,7 @@ from kerastrain.data.prepare import prepare_data
 from kerastrain.data.preprocess import model_inputs
 from kerastrain.export.predictors import TFLiteRunner
 from kerastrain.models import Head, build_model
+from kerastrain.training.flops import flops_per_token
 
 POSITIVE = ["great", "lovely", "excellent", "fine", "happy"]
 NEGATIVE = ["awful", "bad", "terrible", "sad", "poor"]
@@ -217,6 +218,16 @@ def test_the_transformer_reads_numeric_sequences():
     model = build_model("transformer", inputs, Head(1, "sigmoid"), {"d_model": 8, "heads": 2})
     assert model.predict(x[:5], verbose=0).shape == (5, 1)
     assert model.get_layer("block1_attention") is not None
+
+
+def test_flops_per_token_counts_attention_and_the_mlp():
+    prepared = _prepared(_reviews(40))
+    d, ff, length, blocks = 16, 24, 10, 2
+    model = _encoder(prepared, layers=blocks, heads=2, d_model=d, ff=ff, max_length=length)
+    per_block = 2 * (4 * d * d + 2 * length * d + 2 * d * ff)  # projections, QK^T and AV, MLP
+    head = 2 * (d + 1 + 3)  # the output over the pooled vector, score, kind one-hot (x, y, OOV)
+    assert flops_per_token(model) == pytest.approx(blocks * per_block + head / length)
+    assert flops_per_token(model, 20) > flops_per_token(model, 10)  # attention grows with length
 
 
 # ------------------------------------------------------------------------------ end to end
