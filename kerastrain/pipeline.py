@@ -51,6 +51,7 @@ from kerastrain.training import (
     find_learning_rate,
     predict_split,
     run_training,
+    text_model_sections,
 )
 from kerastrain.training.finished import (
     discard_finished,
@@ -263,6 +264,7 @@ def fit_pipeline(
                 report_path = _report(
                     run, cfg, prepared, strategy_obj, fit, evaluation, metrics, artifacts,
                     explanations, tuned, compressed, stage.timings, quality, synthetic,
+                    text_model_sections(trained, prepared, fit.history),
                 )  # fmt: skip
         if role.chief and (cfg.tracking.tensorboard or cfg.tracking.mlflow):
             with stage("track"):
@@ -458,8 +460,10 @@ def _report(
     timings: dict[str, float],
     quality: DataQuality | None = None,
     synthetic: dict[str, Any] | None = None,
+    extra: list[Section] | None = None,
 ) -> Path:
-    """metrics.json, history.json and the report with everything the run did."""
+    """metrics.json, history.json and the report with everything the run did
+    (``extra``: the sections of a text model)."""
     write_json(run.path / "metrics.json", metrics)
     write_json(run.path / "history.json", fit.history)
     if quality is not None:
@@ -490,6 +494,7 @@ def _report(
                 *compression_sections(compressed, metrics, artifacts),
                 *([Section(**memory_section(fit.memory_plan))] if fit.memory_plan else ()),
                 *([Section(**synthetic_section(synthetic))] if synthetic else ()),
+                *(extra or ()),
             ],
         )
     )

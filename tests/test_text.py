@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -15,11 +17,12 @@ import pytest
 import kerastrain
 from kerastrain import ConfigError, DataError
 from kerastrain._keras import keras, tf
-from kerastrain.config import DataConfig
+from kerastrain.config import DataConfig, TrainConfig
 from kerastrain.data.prepare import prepare_data
 from kerastrain.data.preprocess import model_inputs
 from kerastrain.export.predictors import TFLiteRunner
 from kerastrain.models import Head, build_model
+from kerastrain.training.execution import DeviceInfo, configure_execution, pick_jit
 from kerastrain.training.flops import flops_per_token
 
 POSITIVE = ["great", "lovely", "excellent", "fine", "happy"]
@@ -55,6 +58,15 @@ def test_a_string_column_of_free_text_is_detected_beside_numbers_and_categories(
         "kind": "categorical",
     }
     assert prepared.summary()["columns"]["review"].startswith("text, word tokens")
+
+
+def test_a_csv_text_column_with_commas_and_quotes_reads_as_text(tmp_path):
+    frame = _reviews(40)
+    frame["review"] = frame["review"].str.replace(" ", ", ", n=1) + ' "quoted"'
+    frame.to_csv(tmp_path / "reviews.csv", index=False)
+    prepared = prepare_data(str(tmp_path / "reviews.csv"), DataConfig(target="label"), seed=0)
+    assert prepared.table.columns["review"] == "text"
+    assert prepared.x["review"][0] == frame["review"][0]
 
 
 def test_text_columns_are_named_when_detection_would_say_categories():
@@ -230,6 +242,46 @@ def test_flops_per_token_counts_attention_and_the_mlp():
     assert flops_per_token(model, 20) > flops_per_token(model, 10)  # attention grows with length
 
 
+@pytest.mark.subprocess
+def test_a_transformers_keras_file_loads_in_a_fresh_process_for_evaluate(tmp_path):
+    frame = _reviews(40)
+    model = _encoder(_prepared(frame), layers=1, heads=2, d_model=8)
+    model.save(tmp_path / "model.keras")
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    script = (
+        "import kerastrain, sys; "
+        "m = kerastrain.evaluate(sys.argv[1], sys.argv[2], target='label'); "
+        "print('examples', m['examples'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "model.keras"), str(tmp_path / "rows.csv")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "examples 40" in done.stdout
+
+
+def test_jit_auto_on_a_model_that_takes_strings_is_off_instead_of_crashing():
+    # XLA has no string kernels: the probe of a long run raised InvalidArgumentError.
+    prepared = _prepared(_reviews(64))
+    model = _encoder(prepared, layers=1, heads=2, d_model=8)
+    model.compile("adam", "binary_crossentropy")
+    x, y = prepared.part("train")
+    dataset = tf.data.Dataset.from_tensor_slices((x, y.astype(np.float32)[:, None])).batch(16)
+    decisions = configure_execution(model, dataset, TrainConfig(), [], epochs=10**7)
+    assert decisions["jit_compile"].value is False
+    assert "takes strings" in decisions["jit_compile"].reason
+
+    def failing_probe():
+        raise tf.errors.InvalidArgumentError(None, None, "Detected unsupported operations\nmore")
+
+    decision = pick_jit(DeviceInfo("cpu"), run_seconds=600, probe=failing_probe)
+    assert decision.value is False
+    assert "XLA could not compile the step (InvalidArgumentError: Detected" in decision.reason
+
+
 # ------------------------------------------------------------------------------ end to end
 
 
@@ -255,6 +307,9 @@ def test_a_table_with_text_trains_and_every_artifact_answers_raw_strings(tmp_pat
         output_dir=str(tmp_path / "run"),
     )
     assert result.model.name == "transformer"  # auto chose it for the text column
+    report = result.report_path.read_text()
+    assert "Text model" in report and "forward FLOPs per token at" in report
+    assert "real (non-padding) tokens per second" in report
     assert result.metrics["test"]["accuracy"] >= 0.9
     for artifact in ("savedmodel", "tflite"):  # the verify stage's parity
         assert result.metrics[artifact]["max_abs_diff"] < 1e-4

@@ -166,7 +166,7 @@ def _build(
             steps_per_epoch=steps_per_epoch(_training_rows(prepared), global_batch),
         )
     logger.info("Model %r: %s parameters.", model.name, f"{model.count_params():,}")
-    if prepared.encoding is not None and any(c.kind == "text" for c in prepared.encoding.columns):
+    if prepared.has_text:
         per_token = flops_per_token(model)
         if per_token is not None:
             logger.info("Model %r: %s forward FLOPs per token.", model.name, f"{per_token:,.0f}")
