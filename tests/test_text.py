@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,6 +88,15 @@ def test_the_vocabulary_is_learned_on_the_training_rows_only():
     assert "zebra" not in column.vocabulary and "great" in column.vocabulary
     assert len(column.lengths) == len(prepared.splits.train)
     assert column.lengths.tolist() == [8] * len(prepared.splits.train)
+
+
+def test_the_character_tokenizer_keeps_case_and_punctuation_as_tokens():
+    frame = pd.DataFrame({"s": ["Ab, c!", "bA c", "x y z."] * 8, "label": [0, 1, 0] * 8})
+    prepared = _prepared(frame, text_columns=["s"], tokenizer="character")
+    (column,) = prepared.encoding.columns
+    assert {"A", "b", ",", "!", " "} <= set(column.vocabulary)
+    expected = [len(frame["s"][i]) for i in prepared.splits.train]  # one token per character
+    assert column.lengths.tolist() == expected
 
 
 def test_a_folder_of_text_files_reads_as_a_text_column_with_its_classes(tmp_path):
@@ -299,8 +311,7 @@ def test_a_table_with_text_trains_and_every_artifact_answers_raw_strings(tmp_pat
             "batch_size": 32,
             "verbose": 0,
             "early_stopping": None,
-            "mixed_precision": "float32",
-            "jit_compile": False,
+            "execution": {"mixed_precision": "float32", "jit_compile": False},
         },
         export={"formats": ["savedmodel", "tflite"], "latency_runs": 0},
         report={"explain": "none"},
@@ -332,3 +343,59 @@ def test_a_table_with_text_trains_and_every_artifact_answers_raw_strings(tmp_pat
     runner = TFLiteRunner(result.artifacts["tflite"])
     assert runner.feed(rows)["review"].dtype == np.int64
     np.testing.assert_allclose(runner(rows), direct, atol=1e-5)
+
+
+MIRRORED_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import numpy as np
+    sys.path.insert(0, sys.argv[2])
+    from test_text import _reviews
+    from kerastrain.pipeline import fit_pipeline
+
+    common = dict(data=_reviews(120), model="transformer", seed=3, export={"formats": []},
+                  model_options={"layers": 1, "heads": 2, "d_model": 8, "dropout": 0.0},
+                  data_options={"target": "label", "validation_split": 0.2, "test_split": 0.2},
+                  report={"explain": "none"})
+    train = {"epochs": 1, "optimizer": "sgd", "learning_rate": 0.1, "early_stopping": None,
+             "verbose": 0, "execution": {"mixed_precision": "float32", "jit_compile": False,
+                                         "steps_per_execution": 1}}
+    # 72 training rows: 3 steps of 24 examples either way.
+    single = fit_pipeline(**common, strategy="cpu", train={**train, "batch_size": 24},
+                          output_dir=sys.argv[1] + "/single")
+    mirrored = fit_pipeline(**common, strategy="mirrored", train={**train, "batch_size": 12},
+                            output_dir=sys.argv[1] + "/mirrored")
+    diffs = [float(np.max(np.abs(a - b))) for a, b in
+             zip(single.model.get_weights(), mirrored.model.get_weights())]
+    print(json.dumps({"single": single.history["loss"][0],
+                      "mirrored": mirrored.history["loss"][0],
+                      "replicas": mirrored.model.distribute_strategy.num_replicas_in_sync,
+                      "max_weight_diff": max(diffs)}))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_mirrored_over_two_cpus_trains_the_transformer_like_one_device(tmp_path):
+    tests = Path(__file__).resolve().parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tests.parent), os.environ.get("PYTHONPATH", "")]),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "TF_USE_LEGACY_KERAS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", MIRRORED_SCRIPT, str(tmp_path), str(tests)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = json.loads(done.stdout.strip().splitlines()[-1])
+    assert run["replicas"] == 2
+    assert run["mirrored"] == pytest.approx(run["single"], abs=1e-5)  # the first epoch's loss
+    assert run["max_weight_diff"] < 1e-5
