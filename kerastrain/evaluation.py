@@ -18,7 +18,6 @@ from typing import Any, Literal
 import numpy as np
 
 import kerastrain.data.layers  # noqa: F401 - registers a table model's layers: its .keras/.h5 load
-import kerastrain.models.layers  # noqa: F401 - registers a transformer's layers: its .keras loads
 from kerastrain._keras import ensure_tf_keras, keras
 from kerastrain.batching import DIRECT_CALL_ROWS, PREDICT_CHUNK_ROWS, predict_batched, predict_model
 from kerastrain.config import DataConfig

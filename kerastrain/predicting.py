@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 import kerastrain.data.layers  # noqa: F401 - registers a table model's layers: its .h5 loads
-import kerastrain.models.layers  # noqa: F401 - registers a transformer's layers: its .keras loads
 from kerastrain.batching import take
 from kerastrain.data.images import IMAGE_EXTENSIONS, ImageStream, scan_folder
 from kerastrain.data.validate import check_finite, rows

@@ -8,7 +8,8 @@ The pooled vectors, with a table's other columns encoded, feed the head.
 
 The blocks are plain functional layers, named ``<column>_block<i>_attention``,
 ``_mlp_in``, ``_mlp_out``, so that a layer can be found by name; the few that
-tf_keras lacks are in `kerastrain.models.layers`.
+tf_keras lacks are in `kerastrain.data.layers`, beside the table layers (so
+that loading a `.keras` file registers both).
 """
 
 from __future__ import annotations
@@ -19,10 +20,7 @@ from typing import Any
 import numpy as np
 
 from kerastrain._keras import keras
-from kerastrain.data.preprocess import ModelInputs
-from kerastrain.errors import ConfigError, config_error, message
-from kerastrain.models.base import Head, output_layer
-from kerastrain.models.layers import (
+from kerastrain.data.layers import (
     AllPositions,
     LayerNorm,
     MaskedMeanPool,
@@ -30,6 +28,9 @@ from kerastrain.models.layers import (
     PositionEmbedding,
     TokenEmbedding,
 )
+from kerastrain.data.preprocess import ModelInputs
+from kerastrain.errors import ConfigError, config_error, message
+from kerastrain.models.base import Head, output_layer
 
 logger = logging.getLogger(__name__)
 
