@@ -254,6 +254,7 @@ def test_flops_per_token_counts_attention_and_the_mlp():
     assert flops_per_token(model, 20) > flops_per_token(model, 10)  # attention grows with length
 
 
+@pytest.mark.slow
 @pytest.mark.subprocess
 def test_a_transformers_keras_file_loads_in_a_fresh_process_for_evaluate(tmp_path):
     frame = _reviews(40)
