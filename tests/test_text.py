@@ -111,6 +111,19 @@ def test_a_folder_of_text_files_reads_as_a_text_column_with_its_classes(tmp_path
     assert prepared.y.tolist() == [0] * 12 + [1] * 12
 
 
+def test_an_image_folder_with_a_stray_text_file_stays_an_image_folder(tmp_path):
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(10):
+            pixels = np.full((8, 8), 12 * i + (100 if label == "b" else 0), np.uint8)
+            Image.fromarray(pixels).save(tmp_path / label / f"{i}.png")
+    (tmp_path / "a" / "notes.txt").write_text("collected by hand", "utf-8")
+    prepared = prepare_data(str(tmp_path), DataConfig(), seed=0)
+    assert prepared.table is None and prepared.x.shape[1:3] == (8, 8)
+
+
 # ----------------------------------------------------------------------------- bad text
 
 

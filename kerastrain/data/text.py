@@ -28,6 +28,7 @@ import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.config import DataConfig
+from kerastrain.data.images import IMAGE_EXTENSIONS
 from kerastrain.data.validate import rows
 from kerastrain.errors import DataError, message
 
@@ -131,8 +132,16 @@ def check_text_column(
 
 
 def is_text_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder of class sub-folders holding `.txt` files."""
-    return path.is_dir() and any(sub.is_dir() and any(sub.glob("*.txt")) for sub in path.iterdir())
+    """Whether ``path`` is a folder of class sub-folders holding `.txt`
+    files and no image (an image folder with a stray `notes.txt` stays an
+    image folder)."""
+    if not path.is_dir():
+        return False
+    subs = [sub for sub in path.iterdir() if sub.is_dir()]
+    has_text = any(any(sub.glob("*.txt")) for sub in subs)
+    return has_text and not any(
+        f.suffix.lower() in IMAGE_EXTENSIONS for sub in subs for f in sub.iterdir()
+    )
 
 
 def _read_utf8(file: Path) -> str:
