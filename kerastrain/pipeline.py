@@ -34,6 +34,7 @@ from kerastrain.evaluation import Evaluation, evaluate_run
 from kerastrain.explanation import check_explainable, explain_run
 from kerastrain.export import check_onnx_data, export_model, verify_artifacts
 from kerastrain.export.model_info import write_model_info
+from kerastrain.export.text import check_text_export
 from kerastrain.files import write_json
 from kerastrain.metrics import compute_metrics
 from kerastrain.report import ReportInputs, Section, write_report
@@ -50,6 +51,7 @@ from kerastrain.training import (
     find_learning_rate,
     predict_split,
     run_training,
+    text_model_sections,
 )
 from kerastrain.training.batch_size import pick_batch_size
 from kerastrain.training.finished import (
@@ -222,6 +224,7 @@ def fit_pipeline(
             check_onnx_data(cfg.export.formats, prepared)
             check_balance_options(cfg.train.class_weight, cfg.data_options.resample, prepared.task)
             check_threshold(cfg.evaluate.threshold, prepared.task, len(prepared.splits.val))
+            check_text_export(cfg.export.formats, cfg.export.tflite_modes, prepared)
         quality = None
         if cfg.data_options.audit:  # before any training: "strict" raises here
             with stage("audit"):
@@ -270,6 +273,7 @@ def fit_pipeline(
                 report_path = _report(
                     run, cfg, prepared, strategy_obj, fit, evaluation, metrics, artifacts,
                     explanations, tuned, compressed, stage.timings, quality, synthetic,
+                    text_model_sections(trained, prepared, fit.history),
                 )  # fmt: skip
         if role.chief and (cfg.tracking.tensorboard or cfg.tracking.mlflow):
             with stage("track"):
@@ -482,8 +486,10 @@ def _report(
     timings: dict[str, float],
     quality: DataQuality | None = None,
     synthetic: dict[str, Any] | None = None,
+    extra: list[Section] | None = None,
 ) -> Path:
-    """metrics.json, history.json and the report with everything the run did."""
+    """metrics.json, history.json and the report with everything the run did
+    (``extra``: the sections of a text model)."""
     write_json(run.path / "metrics.json", metrics)
     write_json(run.path / "history.json", fit.history)
     if quality is not None:
@@ -514,6 +520,7 @@ def _report(
                 *compression_sections(compressed, metrics, artifacts),
                 *([Section(**memory_section(fit.memory_plan))] if fit.memory_plan else ()),
                 *([Section(**synthetic_section(synthetic))] if synthetic else ()),
+                *(extra or ()),
             ],
         )
     )

@@ -11,7 +11,7 @@ from kerastrain.config.synthesize import parse_synthesize
 from kerastrain.errors import config_error
 
 Task = Literal["auto", "binary", "multiclass", "regression"]
-ColumnKind = Literal["numeric", "categorical", "drop"]
+ColumnKind = Literal["numeric", "categorical", "text", "drop"]
 
 #: Augmentations and their parameters (name -> {parameter: default}).
 #: Image ones are tf_keras preprocessing layers; mixup and cutmix mix whole
@@ -171,10 +171,22 @@ class DataConfig(Section):
             append a `Rescaling` layer that maps outputs back to the original
             units, so the exported model answers in those units.
             Defaults to `True`.
-        columns: Table columns by name: `"numeric"`, `"categorical"` or
-            `"drop"`; columns not named are inferred (strings, booleans and
-            integer columns with at most 10 distinct values are categorical).
-            Defaults to `{}`.
+        columns: Table columns by name: `"numeric"`, `"categorical"`,
+            `"text"` or `"drop"`; columns not named are inferred (strings,
+            booleans and integer columns with at most 10 distinct values are
+            categorical; strings of several words, most of them distinct,
+            are text). Defaults to `{}`.
+        text_columns: Table columns that hold free text (same as
+            `columns={name: "text"}`): each is tokenized by a vocabulary
+            learned on the training split, inside the model, so the exported
+            model takes raw strings. Defaults to `[]` (detected).
+        tokenizer: How text is cut into tokens: `"word"` (lower-cased,
+            punctuation stripped, split on whitespace) or `"character"`.
+            Defaults to `"word"`.
+        vocabulary_size: The most tokens a text vocabulary keeps (the most
+            frequent in training, counting the padding and out-of-vocabulary
+            tokens); a token outside it maps to out-of-vocabulary.
+            Defaults to `20000`.
         categorical: Encoding of categorical columns: `"one_hot"`,
             `"embedding"`, or `"auto"` (one-hot up to 32 categories, else an
             embedding). Unseen categories map to an out-of-vocabulary bucket.
@@ -275,6 +287,9 @@ class DataConfig(Section):
     normalize: bool = True
     scale_target: bool = True
     columns: dict[str, Any] = dataclasses.field(default_factory=dict)
+    text_columns: list[str] = dataclasses.field(default_factory=list)
+    tokenizer: Literal["word", "character"] = "word"
+    vocabulary_size: int = option(20000, ge=3)
     categorical: Literal["auto", "one_hot", "embedding"] = "auto"
     embedding_dim: int | None = option(None, gt=0)
     impute: Literal["auto", "median", "mean", "most_frequent", "drop", "error"] = "auto"
@@ -303,7 +318,7 @@ class DataConfig(Section):
                 f"small enough that validation_split + test_split < 1 "
                 f"(test_split={self.test_split}, sum={held_out:g})",
             )
-        kinds = ("numeric", "categorical", "drop")
+        kinds = ("numeric", "categorical", "text", "drop")
         for name, kind in self.columns.items():
             if kind not in kinds:
                 raise config_error(
@@ -318,6 +333,14 @@ class DataConfig(Section):
                 self.columns[self.target],
                 "absent: it is the target column",
             )
+        for name in self.text_columns:
+            if self.columns.get(name, "text") != "text" or name == self.target:
+                raise config_error(
+                    "data_options.text_columns",
+                    self.text_columns,
+                    f"columns that are neither the target nor declared otherwise ({name!r} is "
+                    f"{'the target' if name == self.target else repr(self.columns[name])})",
+                )
         parse_augment(self.augment)
         parse_synthesize(self.synthesize)
         if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):

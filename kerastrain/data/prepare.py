@@ -83,6 +83,11 @@ class Prepared:
         return isinstance(self.x, dict)
 
     @property
+    def has_text(self) -> bool:
+        """Whether the data has text columns (tokenized inside the model)."""
+        return self.encoding is not None and any(c.kind == "text" for c in self.encoding.columns)
+
+    @property
     def is_stream(self) -> bool:
         return isinstance(self.x, Stream)
 

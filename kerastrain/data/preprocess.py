@@ -42,15 +42,23 @@ class ModelInputs:
 
     Attributes:
         inputs: The `keras.Input` (or a dict of them) the model is called on.
-        features: The tensor the factory's first layer receives.
+        features: The tensor the factory's first layer receives (for a table,
+            its numeric and categorical columns encoded; None when it has
+            only text columns).
+        text: Each text column's token ids (`kerastrain.data.text.TextFeature`),
+            by input name; empty when the data has no text.
     """
 
     inputs: Any
     features: Any
+    text: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def feature_shape(self) -> tuple[int | None, ...]:
-        """Shape of one example of ``features`` (without the batch axis)."""
+        """Shape of one example of ``features`` (without the batch axis);
+        `(0,)` when there are only text columns."""
+        if self.features is None:
+            return (0,)
         return tuple(self.features.shape[1:])
 
 
@@ -191,8 +199,8 @@ def model_inputs(
         The inputs and the features a factory builds on.
     """
     if encoding is not None:
-        inputs, features = encoding.build()
-        return ModelInputs(inputs=inputs, features=features)
+        inputs, features, text = encoding.build()
+        return ModelInputs(inputs=inputs, features=features, text=text)
     inputs = keras.Input(shape=feature_shape, name="inputs")
     features = inputs
     if standardizer is not None:

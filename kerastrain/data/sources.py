@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from kerastrain.config import DataConfig
+from kerastrain.data.tabular import Table
+from kerastrain.data.text import TEXT_COLUMN, is_text_folder, read_text_folder
 from kerastrain.data.validate import rows
 from kerastrain.errors import DataError, message
 
@@ -138,6 +140,11 @@ def _from_path(data: str | os.PathLike, options: DataConfig) -> Loaded | None:
     if files is not None:
         return files
     path = Path(data)
+    if is_text_folder(path):
+        x, y, class_names = read_text_folder(path)
+        table = Table(columns={TEXT_COLUMN: "text"}, sources={TEXT_COLUMN: TEXT_COLUMN})
+        loaded = _from_table(x, y, table, f"text folder {path}")
+        return dataclasses.replace(loaded, class_names=class_names)
     if path.is_dir():
         from kerastrain.data.images import read_image_folder
 

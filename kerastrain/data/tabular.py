@@ -31,6 +31,13 @@ from typing import Any
 import numpy as np
 
 from kerastrain.config import DataConfig
+from kerastrain.data.text import (
+    TextFeature,
+    check_text_column,
+    fit_vocabulary,
+    looks_like_text,
+    tokenizer_layer,
+)
 from kerastrain.data.validate import FLOAT32_MAX, check_finite, rows
 from kerastrain.errors import DataError, message
 
@@ -60,7 +67,7 @@ class Table:
     """A table as model inputs: one array per column, before any statistic.
 
     Attributes:
-        columns: Input name to kind (`"numeric"` or `"categorical"`).
+        columns: Input name to kind (`"numeric"`, `"categorical"` or `"text"`).
         sources: Input name to the original column name.
         dropped_rows: Row positions of the original data dropped on request
             (`impute="drop"`).
@@ -80,14 +87,17 @@ class Column:
 
     Attributes:
         name: The model input's name.
-        kind: `"numeric"` or `"categorical"`.
+        kind: `"numeric"`, `"categorical"` or `"text"`.
         text: The input holds strings (else float32).
         fill: The value that replaces a missing one.
         mean: Numeric: training mean after imputation.
         variance: Numeric: training variance after imputation.
         indicator: Numeric: add a 0/1 missing indicator.
         vocabulary: Categorical: the training values, most frequent first.
+            Text: the training tokens, most frequent first.
         embedding_dim: Categorical: 0 for one-hot, else the embedding width.
+        tokenizer: Text: `"word"` or `"character"`.
+        lengths: Text: the tokens of each training row.
     """
 
     name: str
@@ -99,6 +109,8 @@ class Column:
     indicator: bool = False
     vocabulary: list[Any] = dataclasses.field(default_factory=list)
     embedding_dim: int = 0
+    tokenizer: str = "word"
+    lengths: np.ndarray | None = None
 
 
 def is_table(x: Any) -> bool:
@@ -179,7 +191,7 @@ def _infer_kind(name: str, values: np.ndarray, missing: np.ndarray, line_offset:
                 f"data_options.columns={{{name!r}: 'categorical'}}",
             )
         )
-    return "categorical"
+    return "text" if looks_like_text(values, missing) else "categorical"
 
 
 def _refuse_repeated(names: list[str], source: str) -> None:
@@ -238,7 +250,7 @@ def read_table(
                 near=target,
             )
         )
-    for name in options.columns:
+    for name in [*options.columns, *options.text_columns]:
         if name not in frame.columns:
             raise DataError(
                 message(
@@ -275,9 +287,17 @@ def read_table(
                     f"data_options.columns={{{str(column)!r}: 'drop'}}",
                 )
             )
-        kind = options.columns.get(column) or _infer_kind(str(column), values, missing, line_offset)
+        kind = (
+            options.columns.get(column)
+            or ("text" if column in options.text_columns else None)
+            or _infer_kind(str(column), values, missing, line_offset)
+        )
         name = _input_name(column, taken)
-        if kind == "numeric":
+        if kind == "text":
+            x[name] = check_text_column(
+                str(column), values, missing, source, lambda bad: _where(bad, line_offset)
+            )
+        elif kind == "numeric":
             numbers, bad = _as_numbers(values, missing)
             if len(bad):
                 raise DataError(
@@ -354,11 +374,12 @@ def read_table(
             )
         )
     logger.info(
-        "Table %s: %d rows; numeric columns %s; categorical columns %s.",
+        "Table %s: %d rows; numeric columns %s; categorical columns %s; text columns %s.",
         source,
         len(y),
         [sources[k] for k, v in kinds.items() if v == "numeric"],
         [sources[k] for k, v in kinds.items() if v == "categorical"],
+        [sources[k] for k, v in kinds.items() if v == "text"],
     )
     return (
         x,
@@ -454,6 +475,20 @@ def fit_encoding(
                 )
             )
         present = values[~missing]
+        if kind == "text":
+            vocabulary, lengths = fit_vocabulary(values, options, table.sources[name])
+            columns.append(
+                Column(
+                    name,
+                    kind,
+                    text=True,
+                    fill="",
+                    vocabulary=vocabulary,
+                    tokenizer=options.tokenizer,
+                    lengths=lengths,
+                )
+            )
+            continue
         if kind == "categorical":
             vocabulary, fill = _most_frequent(present)
             columns.append(
@@ -543,6 +578,13 @@ class TabularEncoding:
                 out[c.name] = f"numeric, missing -> {c.fill:.4g}" + (
                     ", with indicator" if c.indicator else ""
                 )
+            elif c.kind == "text":
+                lengths = c.lengths if c.lengths is not None else np.zeros(1)
+                out[c.name] = (
+                    f"text, {c.tokenizer} tokens, vocabulary of {len(c.vocabulary)} + padding "
+                    f"and out-of-vocabulary, {np.median(lengths):g} tokens per training row "
+                    f"(median; longest {int(lengths.max())})"
+                )
             else:
                 encoding = f"embedding({c.embedding_dim})" if c.embedding_dim else "one-hot"
                 out[c.name] = (
@@ -551,8 +593,10 @@ class TabularEncoding:
                 )
         return out
 
-    def build(self) -> tuple[dict[str, Any], Any]:
-        """The model's `Input`s (one per column) and the encoded features.
+    def build(self) -> tuple[dict[str, Any], Any, dict[str, TextFeature]]:
+        """The model's `Input`s (one per column), the encoded features of
+        the numeric and categorical columns (None when there are none), and
+        each text column's token ids.
 
         Call inside the strategy scope: the layers' variables are made here.
         """
@@ -585,6 +629,18 @@ class TabularEncoding:
             flagged = [inputs[c.name] for c in numeric if c.indicator]
             if flagged:
                 parts.append(layers.MissingIndicator(name="missing_indicator", **f32)(flagged))
+        text = {
+            c.name: TextFeature(
+                ids=tokenizer_layer(c.vocabulary, c.tokenizer, f"tokenize_{c.name}")(
+                    inputs[c.name]
+                ),
+                vocabulary_size=len(c.vocabulary) + 2,
+                lengths=c.lengths if c.lengths is not None else np.zeros(0, np.int64),
+                source=c.name,
+            )
+            for c in self.columns
+            if c.kind == "text"
+        }
         for c in self.columns:
             if c.kind != "categorical":
                 continue
@@ -600,10 +656,12 @@ class TabularEncoding:
                     len(c.vocabulary) + 1, c.embedding_dim, name=f"embed_{c.name}", **f32
                 )(encoded)
             parts.append(encoded)
+        if not parts:
+            return inputs, None, text
         features = (
             parts[0] if len(parts) == 1 else keras.layers.Concatenate(name="features", **f32)(parts)
         )
-        return inputs, features
+        return inputs, features, text
 
 
 def take_rows(x: dict[str, np.ndarray], index: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:

@@ -22,6 +22,7 @@ from kerastrain._keras import keras, tf
 from kerastrain.batching import predict_batched, take
 from kerastrain.errors import ExportError, message
 from kerastrain.export.model_files import check_model_file
+from kerastrain.export.text import Tokenizers
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,9 @@ def _plain(column: Any) -> Any:
 
 class TFLiteRunner:
     """A TFLite file's `serving_default` signature, run on rows of inputs
-    (an array, or a dict of columns for a table).
+    (an array, or a dict of columns for a table). The text columns of a
+    model that takes text are tokenized with the `tokenizer.json` beside the
+    file (see `kerastrain.export.text`).
 
     It starts with the default delegates (XNNPACK) and falls back to the
     built-in kernels, saying so, when they fail: XNNPACK refuses to prepare
@@ -76,6 +79,7 @@ class TFLiteRunner:
     def __init__(self, path: Path, num_threads: int | None = None):
         self.path = path
         self.num_threads = num_threads
+        self.tokenizers = Tokenizers.beside(path)  # a text model's file takes token ids
         self.kernels = "default delegates (XNNPACK)"
         try:
             self._open(fallback=False)
@@ -105,7 +109,9 @@ class TFLiteRunner:
         for name, detail in self._inputs.items():
             value, dtype = given[name], detail["dtype"]
             scale, zero = detail["quantization"]
-            if dtype == np.bytes_:
+            if self.tokenizers is not None and name in self.tokenizers.layers:
+                inputs[name] = self.tokenizers(name, value)
+            elif dtype == np.bytes_:
                 inputs[name] = np.char.encode(_plain(value), "utf-8")
             elif np.issubdtype(dtype, np.integer) and scale:
                 info = np.iinfo(dtype)

@@ -30,6 +30,7 @@ from kerastrain.config import ExportConfig
 from kerastrain.config.export import TFLiteMode
 from kerastrain.errors import ConfigError, ExportError, KerastrainError, message, one_of
 from kerastrain.export.onnx import convert_to_onnx
+from kerastrain.export.text import save_token_savedmodel, text_inputs, write_tokenizer
 from kerastrain.files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class Artifacts(dict):
         sources: Artifact name -> the in-memory model it was written from,
             when that is not the model being verified (a QAT model's float
             twin, in `.keras`/`.h5`): it is checked against that model.
+        tokenizer: For a model that takes text, the `tokenizer.json` its
+            TFLite files (which take token ids) are used with; else None.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class Artifacts(dict):
         super().__init__(*args, **kwargs)
         self.approximate: set[str] = set(approximate or ())
         self.sources: dict[str, keras.Model] = dict(sources or {})
+        self.tokenizer: Path | None = None
 
 
 def tflite_key(mode: str) -> str:
@@ -329,7 +333,7 @@ def export_model(
     run_dir = Path(run_dir)
     artifacts = Artifacts()
     savedmodel_dir: Path | None = None
-    scratch = None
+    scratch = token_dir = None
     sample = (
         None
         if representative is None
@@ -351,7 +355,13 @@ def export_model(
                         scratch = Path(tempfile.mkdtemp(prefix="kerastrain-export-"))
                         savedmodel_dir = scratch / "savedmodel"
                         _save_savedmodel(model, savedmodel_dir)
-                    if fmt == "onnx":
+                    if fmt == "tflite" and text_inputs(model):  # from token ids: see export.text
+                        if token_dir is None:
+                            token_dir = Path(tempfile.mkdtemp(prefix="kerastrain-tokens-"))
+                            save_token_savedmodel(model, token_dir / "savedmodel")
+                            artifacts.tokenizer = write_tokenizer(model, run_dir)
+                        content = _convert_tflite(token_dir / "savedmodel", mode)
+                    elif fmt == "onnx":
                         content = convert_to_onnx(savedmodel_dir)
                     else:
                         content = _convert_tflite(
@@ -386,8 +396,9 @@ def export_model(
                 packed / 1024,
             )
     finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        for folder in (scratch, token_dir):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
     return artifacts
 
 

@@ -1,4 +1,5 @@
-"""Model factories: `mlp`, `cnn`, `resnet`, `transfer`, and the registry that names them.
+"""Model factories: `mlp`, `cnn`, `resnet`, `transfer`, `transformer`, and the
+registry that names them.
 
 A `transfer` model's second training phase is a plain value, its
 `FineTunePlan` (`fine_tune_plan`), which the training stage runs.
@@ -18,6 +19,7 @@ from kerastrain.models.registry import (
 )
 from kerastrain.models.resnet import resnet
 from kerastrain.models.transfer import FineTunePlan, transfer
+from kerastrain.models.transformer import transformer
 
 __all__ = [
     "Head",
@@ -33,4 +35,5 @@ __all__ = [
     "register_model",
     "resnet",
     "transfer",
+    "transformer",
 ]

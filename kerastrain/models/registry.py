@@ -19,6 +19,7 @@ from kerastrain.models.cnn import cnn
 from kerastrain.models.mlp import mlp
 from kerastrain.models.resnet import resnet
 from kerastrain.models.transfer import FineTunePlan, transfer
+from kerastrain.models.transformer import transformer
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,13 @@ __all__ = [
 
 Factory = Callable[..., keras.Model]
 
-MODELS: dict[str, Factory] = {"mlp": mlp, "cnn": cnn, "resnet": resnet, "transfer": transfer}
+MODELS: dict[str, Factory] = {
+    "mlp": mlp,
+    "cnn": cnn,
+    "resnet": resnet,
+    "transfer": transfer,
+    "transformer": transformer,
+}
 
 #: Arguments kerastrain passes itself; never model options.
 _RESERVED = ("inputs", "head")
@@ -62,14 +69,14 @@ def register_model(name: str, factory: Factory, *, overwrite: bool = False) -> N
     MODELS[name] = factory
 
 
-def factory_for(spec: str, feature_shape: tuple) -> Factory:
+def factory_for(spec: str, feature_shape: tuple, *, text: bool = False) -> Factory:
     """The factory that ``model=spec`` names; ``"auto"`` picks by input rank.
 
-    ``"auto"`` is `mlp` for one feature axis and `cnn` for images
-    (`(h, w)` or `(h, w, c)`).
+    ``"auto"`` is `transformer` when the data has text columns, `mlp` for
+    one feature axis and `cnn` for images (`(h, w)` or `(h, w, c)`).
     """
     if spec == "auto":
-        chosen = "mlp" if len(feature_shape) == 1 else "cnn"
+        chosen = "transformer" if text else "mlp" if len(feature_shape) == 1 else "cnn"
         logger.info("model='auto' chose %r for inputs of shape %s.", chosen, feature_shape)
         return MODELS[chosen]
     if spec not in MODELS:
@@ -111,8 +118,22 @@ def _check_options(factory: Callable[..., Any], options: Mapping[str, Any], name
             )
 
 
+def _check_reads_text(factory: Callable[..., Any], inputs: ModelInputs, name: str) -> None:
+    """Refuses text columns to a factory that would leave them unread."""
+    if inputs.text and not getattr(factory, "reads_text", False):
+        columns = [feature.source for feature in inputs.text.values()]
+        raise ConfigError(
+            message(
+                f"model={name!r} cannot read the text column(s) {columns}",
+                allowed="Use model='transformer' (or 'auto'), or drop the column(s) with "
+                "data_options.columns={name: 'drop'}",
+            )
+        )
+
+
 def _wrap(model: keras.Model, inputs: ModelInputs) -> keras.Model:
     """Puts the preprocessing in front of a model built on raw inputs."""
+    _check_reads_text(lambda: None, inputs, getattr(model, "name", "model"))
     expected = tuple(model.input_shape[1:])
     got = inputs.feature_shape
     if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
@@ -164,8 +185,9 @@ def build_model(
     """
     options = dict(options or {})
     if isinstance(spec, str):
-        factory = factory_for(spec, inputs.feature_shape)
+        factory = factory_for(spec, inputs.feature_shape, text=bool(inputs.text))
         _check_options(factory, options, spec)
+        _check_reads_text(factory, inputs, spec)
         model = factory(inputs, head, **options)
     elif isinstance(spec, keras.Model) or hasattr(spec, "layers"):
         ensure_tf_keras(spec, "model")

@@ -17,6 +17,7 @@ from kerastrain.training.run import (
     predict_split,
     run_training,
 )
+from kerastrain.training.text_facts import text_model_sections
 
 __all__ = [
     "Decision",
@@ -31,5 +32,6 @@ __all__ = [
     "make_datasets",
     "predict_split",
     "run_training",
+    "text_model_sections",
     "train_model",
 ]

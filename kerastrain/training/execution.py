@@ -295,7 +295,11 @@ def pick_jit(device: DeviceInfo, *, run_seconds: float, probe: Any = None) -> De
             f"training is estimated at {length} on {device.kind.upper()}, too short to "
             f"pay for an XLA compilation (probed from {JIT_PROBE_MIN_RUN_SECONDS:.0f} s)",
         )
-    without, with_xla = probe()
+    try:
+        without, with_xla = probe()
+    except (ValueError, TypeError, RuntimeError, tf.errors.OpError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return Decision(False, f"XLA could not compile the step ({type(exc).__name__}: {first})")
     speedup = without / max(with_xla, 1e-9)
     if speedup >= JIT_MIN_SPEEDUP:
         return Decision(True, f"XLA probe: {speedup:.2f}x faster per step")
@@ -397,6 +401,11 @@ def configure_execution(
         device = device_info(strategy)
         if step_seconds is None and device.kind != "tpu":
             decision = Decision(False, reason)
+        elif any(t.dtype == tf.string for t in tf.nest.flatten(model.inputs)):
+            decision = Decision(
+                False,
+                "the model takes strings (text or category columns), whose ops XLA cannot compile",
+            )
         else:
             run_seconds = (step_seconds or 0.0) * (steps or 1) * max(epochs, 1)
             decision = pick_jit(

@@ -33,6 +33,8 @@ __all__ = [
     "matmul_peak_flops",
     "layer_flops",
     "layer_calls",
+    "attention_flops",
+    "flops_per_token",
     "TRAINING_MULTIPLIER",
     "PEAK_DTYPES",
 ]
@@ -54,7 +56,6 @@ _UNCOUNTED_MATMUL_LAYERS = (
     "LSTM",
     "GRU",
     "Bidirectional",
-    "MultiHeadAttention",
     "Attention",
     "AdditiveAttention",
     "EinsumDense",
@@ -111,6 +112,10 @@ def layer_flops(layer: Any, input_shape: Any, output_shape: Any) -> int:
         FLOPs (2 per multiply-add) for one example.
     """
     layers = keras.layers
+    if isinstance(layer, layers.MultiHeadAttention):
+        out = _dims(output_shape)
+        length = _known_prod(out[1:-1], layer)
+        return attention_flops(layer, length, length)
     if isinstance(layer, layers.TimeDistributed):
         inner_in = _dims(input_shape)
         inner_out = _dims(output_shape)
@@ -162,6 +167,80 @@ def layer_flops(layer: Any, input_shape: Any, output_shape: Any) -> int:
             type(layer).__name__,
         )
     return 0
+
+
+def attention_flops(layer: Any, query_length: int, key_length: int) -> int:
+    """Forward FLOPs of a built `MultiHeadAttention` for one example.
+
+    The four projections (``2 * length * prod(kernel)`` each: query and
+    output over the query positions, key and value over the key positions),
+    the scores ``Q K^T`` (``2 * Lq * Lk * heads * key_dim``) and the weighted
+    sum of values (``2 * Lq * Lk * heads * value_dim``). The softmax and
+    biases count 0, as elsewhere.
+
+    Args:
+        layer: A built `MultiHeadAttention`.
+        query_length: Query positions.
+        key_length: Key (and value) positions.
+
+    Returns:
+        FLOPs (2 per multiply-add) for one example.
+    """
+    query = math.prod(layer._query_dense.kernel.shape)
+    key = math.prod(layer._key_dense.kernel.shape)
+    value = math.prod(layer._value_dense.kernel.shape)
+    output = math.prod(layer._output_dense.kernel.shape)
+    heads, key_dim = layer._num_heads, layer._key_dim
+    value_dim = layer._value_dim or key_dim
+    projections = query_length * (query + output) + key_length * (key + value)
+    mixing = query_length * key_length * heads * (key_dim + value_dim)
+    return 2 * (projections + mixing)
+
+
+def _with_length(shape: Any, length: int) -> Any:
+    """``shape`` with an unknown sequence axis (axis 1 of a 3-D shape) set to ``length``."""
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
+        return type(shape)(_with_length(s, length) for s in shape)
+    try:
+        dims = _dims(shape)
+    except (TypeError, ValueError):  # a structure no layer's count reads
+        return shape
+    if len(dims) == 3 and dims[1] is None:
+        return (dims[0], length, dims[2])
+    return dims
+
+
+def flops_per_token(model: keras.Model, length: int | None = None) -> float | None:
+    """Forward FLOPs per token of a sequence model at ``length`` tokens.
+
+    Every layer is counted as `forward_flops` counts it, with an unknown
+    sequence axis set to ``length`` (attention then costs ``length``
+    squared), and the total divided by ``length``: what one token of a
+    ``length``-token row costs, the head's per-row work spread over its
+    tokens.
+
+    Args:
+        model: A built functional model.
+        length: Tokens per row. Defaults to `None`: the largest
+            ``max_length`` of the model's layers (kerastrain's `transformer`
+            keeps one in its embeddings).
+
+    Returns:
+        FLOPs per token, or None when the model has no sequence length.
+    """
+    if length is None:
+        lengths = [getattr(layer, "max_length", None) for layer in model.layers]
+        length = max((n for n in lengths if isinstance(n, int)), default=None)
+    if not length:
+        return None
+    total = 0
+    for node in layer_calls(model):
+        total += _call_flops(
+            node.layer,
+            _with_length(node.input_shapes, length),
+            _with_length(node.output_shapes, length),
+        )
+    return total / length
 
 
 def _call_flops(layer: Any, input_shape: Any, output_shape: Any) -> int:

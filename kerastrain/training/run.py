@@ -28,6 +28,7 @@ from kerastrain.training.execution import Decision
 from kerastrain.training.fine_tune import fine_tune
 from kerastrain.training.fit import TrainResult, compile_model, train_model
 from kerastrain.training.fit import find_learning_rate as _range_test
+from kerastrain.training.flops import flops_per_token
 from kerastrain.training.losses import make_loss, one_hot_labels
 from kerastrain.training.memory import MemoryPlan, MiB, check_memory, device_memory, plan_memory
 from kerastrain.training.milestones import accuracy_milestones
@@ -166,6 +167,10 @@ def _build(
             steps_per_epoch=steps_per_epoch(_training_rows(prepared), global_batch),
         )
     logger.info("Model %r: %s parameters.", model.name, f"{model.count_params():,}")
+    if prepared.has_text:
+        per_token = flops_per_token(model)
+        if per_token is not None:
+            logger.info("Model %r: %s forward FLOPs per token.", model.name, f"{per_token:,.0f}")
     return model, precision, step_seconds, plan
 
 

@@ -408,7 +408,9 @@ def open_search(
         },
     )
     hyperparameters = space.discover()
-    check_model_options(config, hyperparameters, prepared.feature_shape, space.returns_model)
+    check_model_options(
+        config, hyperparameters, prepared.feature_shape, space.returns_model, prepared.has_text
+    )
     computed = _computed_metrics(config, prepared)
     parts = _folds(prepared, tune.cv_folds, config.seed) if tune.cv_folds else [prepared]
     shared = InMemory(prepared.x, prepared.training_targets)

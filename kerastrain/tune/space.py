@@ -194,6 +194,7 @@ def check_model_options(
     space_hp: kt.HyperParameters,
     feature_shape: tuple[int, ...],
     builds_model: bool,
+    text: bool = False,
 ) -> None:
     """Refuses a model option the factory does not accept, before searching.
 
@@ -205,7 +206,7 @@ def check_model_options(
         return
     spec = config.model
     if isinstance(spec, str):
-        factory, label = factory_for(spec, feature_shape), spec
+        factory, label = factory_for(spec, feature_shape, text=text), spec
     elif callable(spec) and not isinstance(spec, keras.Model):
         factory, label = spec, getattr(spec, "__name__", "callable")
     else:

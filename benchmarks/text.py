@@ -1,0 +1,180 @@
+"""Text classification on installed libraries' docstrings (issue 22).
+
+Which of numpy, pandas, scikit-learn and SciPy does a docstring (its first
+600 characters) come from? Three sides on one split (kerastrain's, seeded):
+
+- TF-IDF (words and bigrams) + logistic regression, fitted on the training
+  rows: the baseline;
+- kerastrain's `transformer` trained from scratch from a DataFrame text
+  column (`fit_pipeline`), test accuracy and the exported SavedModel's
+  parity on raw strings;
+- the plain tf_keras Transformer of the Keras text-classification tutorial
+  (post-norm blocks, as many as kerastrain's, key width d_model / heads as
+  kerastrain's, fixed-length padding), on the same tokens, for speed: both
+  report real (non-padding) tokens per second of training, steady epochs
+  only (kerastrain's epochs include its validation pass; kerastrain trains
+  with its default early stopping, restoring the best epoch).
+
+Usage:
+    python benchmarks/text.py --epochs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import pkgutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import _common  # noqa: E402, F401  (sets TF's log level)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+LIBRARIES = ("numpy", "pandas", "sklearn", "scipy")
+MAX_CHARS = 600
+
+
+def docstrings() -> pd.DataFrame:
+    """One row per distinct docstring of a public function or class defined
+    in one of `LIBRARIES` (a docstring found in two libraries is dropped)."""
+    found: dict[str, set[str]] = {}
+    for library in LIBRARIES:
+        root = importlib.import_module(library)
+        modules = [root]
+        for info in pkgutil.walk_packages(root.__path__, f"{library}."):
+            if any(part.startswith("_") or part in ("tests", "testing") for part in
+                   info.name.split(".")[1:]):  # fmt: skip
+                continue
+            try:
+                modules.append(importlib.import_module(info.name))
+            except Exception:  # optional dependencies missing: skip the module
+                continue
+        for module in modules:
+            for name, obj in vars(module).items():
+                if name.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
+                    continue
+                if not str(getattr(obj, "__module__", "")).startswith(library):
+                    continue
+                doc = inspect.getdoc(obj)
+                if doc and len(doc) >= 40:
+                    found.setdefault(doc[:MAX_CHARS], set()).add(library)
+    rows = [(text, next(iter(libs))) for text, libs in found.items() if len(libs) == 1]
+    return pd.DataFrame(rows, columns=["text", "library"])
+
+
+def tutorial_model(
+    vocabulary: int, length: int, d: int, heads: int, ff: int, classes: int, blocks: int
+):
+    """The Keras tutorial's Transformer classifier ("Text classification with
+    Transformer"), in tf_keras, with ``blocks`` of its post-norm block (the
+    tutorial has one) so that both sides do the same work."""
+    from kerastrain._keras import keras, tf
+
+    class TokenAndPosition(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.token = keras.layers.Embedding(vocabulary, d)
+            self.position = keras.layers.Embedding(length, d)
+
+        def call(self, x):
+            return self.token(x) + self.position(tf.range(tf.shape(x)[-1]))
+
+    inputs = keras.Input((length,), dtype="int64")
+    x = TokenAndPosition()(inputs)
+    for _ in range(blocks):
+        attention = keras.layers.MultiHeadAttention(heads, d // heads)(x, x)
+        x = keras.layers.LayerNormalization(epsilon=1e-6)(x + keras.layers.Dropout(0.1)(attention))
+        h = keras.layers.Dense(ff, activation="relu")(x)
+        h = keras.layers.Dense(d)(h)
+        x = keras.layers.LayerNormalization(epsilon=1e-6)(x + keras.layers.Dropout(0.1)(h))
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    x = keras.layers.Dropout(0.1)(x)
+    x = keras.layers.Dense(20, activation="relu")(x)
+    x = keras.layers.Dropout(0.1)(x)
+    outputs = keras.layers.Dense(classes, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--d-model", type=int, default=64)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    import kerastrain
+    from kerastrain.config import DataConfig
+    from kerastrain.data.prepare import prepare_data
+
+    frame = docstrings()
+    print(f"{len(frame)} docstrings: {frame['library'].value_counts().to_dict()}")
+    options = {"target": "library", "text_columns": ["text"], "test_split": 0.25}
+    prepared = prepare_data(frame, DataConfig(**options), args.seed)
+    train, test = prepared.splits.train, prepared.splits.test
+    texts, labels = frame["text"].to_numpy(), prepared.y
+
+    tfidf = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2)
+    baseline = LogisticRegression(max_iter=2000, C=10.0)
+    baseline.fit(tfidf.fit_transform(texts[train]), labels[train])
+    tfidf_accuracy = float((baseline.predict(tfidf.transform(texts[test])) == labels[test]).mean())
+
+    d, heads = args.d_model, 4
+    run_dir = Path(tempfile.mkdtemp(prefix="kerastrain-text-bench-"))
+    start = time.perf_counter()
+    result = kerastrain.fit_pipeline(
+        frame,
+        "transformer",
+        seed=args.seed,
+        data_options=options,
+        model_options={"layers": args.layers, "heads": heads, "d_model": d, "dropout": 0.1},
+        train={"epochs": args.epochs, "batch_size": 32, "verbose": 0},
+        export={"formats": ["savedmodel"], "latency_runs": 0},
+        report={"explain": "none"},
+        output_dir=str(run_dir / "run"),
+    )
+    seconds = time.perf_counter() - start
+    (column,) = [c for c in prepared.encoding.columns if c.kind == "text"]
+    length = int(result.model.get_layer("token_embedding").max_length)
+    tokens_per_row = float(np.minimum(column.lengths, length).mean())
+    rates = result.history.get("examples_per_second", [])
+    ours = tokens_per_row * float(np.median(rates[1:] or rates))
+
+    from _common import epoch_timer, steady_rate
+
+    tokenize = result.model.get_layer("tokenize_text")
+    ids = tokenize(np.asarray(texts[train], str)).numpy()[:, :length]
+    ids = np.pad(ids, ((0, 0), (0, length - ids.shape[1])))
+    tutorial = tutorial_model(tokenize.vocabulary_size(), length, d, heads, 4 * d, 4, args.layers)
+    times: list[float] = []
+    tutorial.fit(
+        ids, labels[train], batch_size=32, epochs=3, verbose=0, callbacks=[epoch_timer(times)]
+    )
+    theirs = tokens_per_row * steady_rate(len(train), times)
+
+    print(f"TF-IDF + logistic regression, test accuracy: {tfidf_accuracy:.3f}")
+    print(
+        f"kerastrain transformer ({args.layers} layers, d_model {d}), test accuracy: "
+        f"{result.metrics['test']['accuracy']:.3f} ({seconds:.0f} s in all, "
+        f"{result.model.count_params():,} parameters, max_length {length})"
+    )
+    print(
+        f"SavedModel on raw strings, max |difference|: {result.metrics['savedmodel']['max_abs_diff']:.2g}"
+    )
+    print(f"real tokens/s in training: kerastrain {ours:,.0f}, tutorial {theirs:,.0f}, "
+          f"ratio {ours / theirs:.2f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""A Transformer encoder for text columns (and 3-D numeric sequences).
+
+Each text column's token ids are truncated to ``max_length``, embedded
+(token plus learned position embeddings), passed through pre-norm blocks
+(multi-head self-attention, then a GELU MLP, each with dropout and a
+residual connection) and mean-pooled over the tokens that are not padding.
+The pooled vectors, with a table's other columns encoded, feed the head.
+
+The blocks are plain functional layers, named ``<column>_block<i>_attention``,
+``_mlp_in``, ``_mlp_out``, so that a layer can be found by name; the few that
+tf_keras lacks are in `kerastrain.data.layers`, beside the table layers (so
+that loading a `.keras` file registers both).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from kerastrain._keras import keras
+from kerastrain.data.layers import (
+    AllPositions,
+    LayerNorm,
+    MaskedMeanPool,
+    PaddingMask,
+    PositionEmbedding,
+    TokenEmbedding,
+)
+from kerastrain.data.preprocess import ModelInputs
+from kerastrain.errors import ConfigError, config_error, message
+from kerastrain.models.base import Head, output_layer
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "transformer",
+    "DEFAULT_MAX_LENGTH_QUANTILE",
+    "MAX_AUTO_LENGTH",
+]
+
+#: `max_length=None` covers this quantile of the training rows' lengths ...
+DEFAULT_MAX_LENGTH_QUANTILE = 0.95
+#: ... but no more than this many tokens.
+MAX_AUTO_LENGTH = 512
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise config_error(f"model_options.{name}", value, "a positive integer")
+    return int(value)
+
+
+def _auto_length(lengths: np.ndarray) -> int:
+    if not len(lengths):
+        return MAX_AUTO_LENGTH
+    covered = int(np.ceil(np.quantile(lengths, DEFAULT_MAX_LENGTH_QUANTILE)))
+    return int(min(MAX_AUTO_LENGTH, max(8, covered)))
+
+
+def _log_truncation(source: str, lengths: np.ndarray, max_length: int) -> None:
+    cut = int((lengths > max_length).sum())
+    level = logging.WARNING if cut > len(lengths) // 10 else logging.INFO
+    logger.log(
+        level,
+        "Text column %r: max_length=%d truncates %d of the %d training rows (longest %d tokens).",
+        source,
+        max_length,
+        cut,
+        len(lengths),
+        int(lengths.max()) if len(lengths) else 0,
+    )
+
+
+def _encoder(
+    x: Any,
+    mask: Any,
+    prefix: str,
+    *,
+    layers: int,
+    heads: int,
+    d_model: int,
+    ff: int,
+    dropout: float,
+) -> Any:
+    """Pre-norm blocks over ``(batch, length, d_model)`` vectors, then the
+    final normalization and the masked mean."""
+    for i in range(layers):
+        name = f"{prefix}block{i}"
+        h = LayerNorm(name=f"{name}_norm1")(x)
+        h = keras.layers.MultiHeadAttention(
+            heads, d_model // heads, dropout=dropout, name=f"{name}_attention"
+        )(h, h, attention_mask=mask)
+        if dropout:
+            h = keras.layers.Dropout(dropout, name=f"{name}_dropout1")(h)
+        x = keras.layers.Add(name=f"{name}_residual1")([x, h])
+        h = LayerNorm(name=f"{name}_norm2")(x)
+        h = keras.layers.Dense(ff, activation="gelu", name=f"{name}_mlp_in")(h)
+        h = keras.layers.Dense(d_model, name=f"{name}_mlp_out")(h)
+        if dropout:
+            h = keras.layers.Dropout(dropout, name=f"{name}_dropout2")(h)
+        x = keras.layers.Add(name=f"{name}_residual2")([x, h])
+    x = LayerNorm(name=f"{prefix}final_norm")(x)
+    return MaskedMeanPool(name=f"{prefix}pool")([x, mask])
+
+
+def transformer(
+    inputs: ModelInputs,
+    head: Head,
+    *,
+    layers: int = 2,
+    heads: int = 4,
+    d_model: int = 128,
+    ff: int | None = None,
+    max_length: int | None = None,
+    dropout: float = 0.1,
+) -> keras.Model:
+    """A Transformer encoder over each text column (or a numeric sequence).
+
+    Args:
+        inputs: The model's inputs: text columns' token ids (`inputs.text`),
+            and a table's other columns encoded; or `(length, features)`
+            numeric sequences as `inputs.features`.
+        head: The output layer the task needs.
+        layers: Encoder blocks. Defaults to `2`.
+        heads: Attention heads per block (`d_model` must divide by it).
+            Defaults to `4`.
+        d_model: Width of the token vectors. Defaults to `128`.
+        ff: Width of each block's MLP. Defaults to `None` (`4 * d_model`).
+        max_length: Tokens kept per text row (the first ones); the number of
+            training rows it truncates is logged. Defaults to `None` (the
+            95th percentile of the training rows' lengths, from 8 to 512).
+        dropout: Dropout rate of the attention weights, each block's
+            outputs and the pooled vector. Defaults to `0.1`.
+
+    Returns:
+        An uncompiled functional `tf_keras.Model`.
+
+    Raises:
+        ConfigError: For a bad option, or data with neither text columns nor
+            `(length, features)` sequences.
+    """
+    layers, heads, d_model = (
+        _positive("layers", layers),
+        _positive("heads", heads),
+        _positive("d_model", d_model),
+    )
+    ff = 4 * d_model if ff is None else _positive("ff", ff)
+    if max_length is not None:
+        max_length = _positive("max_length", max_length)
+    if d_model % heads:
+        raise config_error(
+            "model_options.d_model", d_model, f"a multiple of model_options.heads={heads}"
+        )
+    if not 0.0 <= float(dropout) < 1.0:
+        raise config_error("model_options.dropout", dropout, "a rate from 0 to below 1")
+    options = dict(layers=layers, heads=heads, d_model=d_model, ff=ff, dropout=float(dropout))
+    pooled = []
+    several = len(inputs.text) > 1
+    for name, feature in inputs.text.items():
+        length = max_length or _auto_length(feature.lengths)
+        _log_truncation(feature.source, feature.lengths, length)
+        prefix = f"{name}_" if several else ""
+        x = TokenEmbedding(
+            feature.vocabulary_size, d_model, length, name=f"{prefix}token_embedding"
+        )(feature.ids)
+        x = PositionEmbedding(length, name=f"{prefix}position_embedding")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"{prefix}embedding_dropout")(x)
+        mask = PaddingMask(length, name=f"{prefix}padding_mask")(feature.ids)
+        pooled.append(_encoder(x, mask, prefix, **options))
+    features = inputs.features
+    if not inputs.text:
+        if features is None or len(features.shape) != 3:
+            raise ConfigError(
+                message(
+                    "model='transformer' reads text columns or numeric sequences of shape "
+                    f"(length, features); the data's examples have shape {inputs.feature_shape}",
+                    allowed="Pass a table with a text column (data_options.text_columns), a "
+                    "folder of .txt files, or arrays of shape (rows, length, features)",
+                )
+            )
+        steps = int(features.shape[1])
+        if max_length is not None and max_length != steps:
+            raise config_error(
+                "model_options.max_length",
+                max_length,
+                f"None or the sequences' length, {steps}",
+            )
+        x = keras.layers.Dense(d_model, name="project")(features)
+        x = PositionEmbedding(steps, name="position_embedding")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+        mask = AllPositions(name="all_positions")(features)
+        pooled.append(_encoder(x, mask, "", **options))
+        features = None
+    if features is not None:
+        pooled.append(features)
+    x = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate(name="joined")(pooled)
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    return keras.Model(inputs.inputs, output_layer(head)(x), name="transformer")
+
+
+transformer.reads_text = True  # type: ignore[attr-defined]
