@@ -320,8 +320,6 @@ def test_fit_pipeline_leaves_the_callers_train_config_as_it_was(tmp_path):
     assert train.to_dict() == before and train.batch_size is None
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]
     assert saved["batch_size"] == 32
-    # The default schedule ("auto") is recorded as what it resolved to: cosine after a
-    # warmup of 5% of the epochs.
-    assert saved["schedule"] == "cosine" and saved["warmup"]["epochs"] == 0.05
+    assert saved["schedule"] == "constant" and saved["warmup"]["epochs"] == 0.0
     assert saved["execution"]["mixed_precision"] == "auto"
     assert not {old for old, _, _ in RENAMED} & set(saved)

@@ -111,8 +111,9 @@ def test_auto_batch_is_recorded_and_reaches_batch_32_accuracy_on_digits(tmp_path
 
 
 # --------------------------------------------------------------------------- the default schedule
-def test_the_default_schedule_is_recorded_in_the_resolved_config():
-    cfg = load_config(None, train={"epochs": 10})
+def test_the_auto_schedule_is_recorded_in_the_resolved_config():
+    assert load_config(None).train.schedule == "constant"  # the default: "auto" is asked for
+    cfg = load_config(None, train={"epochs": 10, "schedule": "auto"})
     assert cfg.train.schedule == "cosine"
     assert cfg.train.warmup.epochs == pytest.approx(0.5)
     assert cfg.to_dict()["train"]["schedule"] == "cosine"
@@ -127,21 +128,21 @@ def test_an_explicit_schedule_is_never_replaced(schedule):
     assert cfg.train.warmup.epochs == 0.0
 
 
-def test_a_given_warmup_is_kept_by_the_default_schedule():
-    cfg = load_config(None, train={"warmup": {"epochs": 2}})
+def test_a_given_warmup_is_kept_by_the_auto_schedule():
+    cfg = load_config(None, train={"schedule": "auto", "warmup": {"epochs": 2}})
     assert (cfg.train.schedule, cfg.train.warmup.epochs) == ("cosine", 2.0)
 
 
-def test_a_schedule_object_makes_the_default_schedule_constant():
+def test_a_schedule_object_makes_the_auto_schedule_constant():
     schedule = keras.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.9)
-    train = resolve_schedule(TrainConfig(learning_rate=schedule))
+    train = resolve_schedule(TrainConfig(learning_rate=schedule, schedule="auto"))
     assert train.schedule == "constant" and train.learning_rate is schedule
 
 
 def test_an_unresolved_auto_schedule_trains_as_constant():
     from kerastrain.training.optimizers import make_learning_rate
 
-    assert make_learning_rate(TrainConfig(learning_rate=0.01)) == 0.01
+    assert make_learning_rate(TrainConfig(learning_rate=0.01, schedule="auto")) == 0.01
 
 
 # --------------------------------------------------------------------------- milestones

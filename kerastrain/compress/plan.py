@@ -203,7 +203,9 @@ def apply_plan(model: keras.Model, plan: Plan, ctx: Context) -> PlanResult:
                 )
     else:
         with strategy.scope():
-            compile_model(current, ctx.prepared.task, ctx.train_options())
+            compile_model(
+                current, ctx.prepared.task, ctx.train_options(), steps_per_epoch=ctx.steps_per_epoch
+            )
     result.model = current
     return result
 
@@ -278,7 +280,9 @@ def distill(
     finally:
         teacher.trainable = was_trainable
     with ctx.strategy.scope():
-        compile_model(student, ctx.prepared.task, ctx.train_options())
+        compile_model(
+            student, ctx.prepared.task, ctx.train_options(), steps_per_epoch=ctx.steps_per_epoch
+        )
     step = Step(
         "distill",
         fit.epochs_run,

@@ -530,8 +530,11 @@ class TrainConfig(Section):
             of the epochs (at most one; the warmup given, when one is), or to
             `"constant"` when `learning_rate` is a schedule object; the
             resolved config records the choice. Outside `fit_pipeline` an
-            unresolved `"auto"` trains as `"constant"`. An explicit schedule is
-            never replaced. Defaults to `"auto"`.
+            unresolved `"auto"` trains as `"constant"`. On the digits CNN
+            `"auto"` reached the target accuracy in half the time of
+            `"constant"`; it is not the default because short runs (2-3
+            epochs) decay the rate before the model has learnt much.
+            Defaults to `"constant"`.
         schedule_options: The chosen schedule's options, lengths in epochs:
             a mapping of the options of its section (`StepOptions`,
             `CosineOptions`, ...; `SCHEDULE_OPTIONS`), which it becomes.
@@ -621,7 +624,7 @@ class TrainConfig(Section):
     optimizer_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     learning_rate: float | Literal["find"] | Any = option(1e-3, gt=0.0)
     weight_decay: float = option(0.0, ge=0.0)
-    schedule: Literal["auto"] | Schedule = "auto"
+    schedule: Literal["auto"] | Schedule = "constant"
     schedule_options: ScheduleOptions | dict[str, Any] = option(
         default_factory=dict, chosen_by="schedule", sections=SCHEDULE_CHOICES
     )
@@ -774,7 +777,7 @@ def resolve_schedule(train: TrainConfig) -> TrainConfig:
     unchanged.
 
     Example:
-        >>> resolve_schedule(TrainConfig(epochs=10)).schedule
+        >>> resolve_schedule(TrainConfig(epochs=10, schedule="auto")).schedule
         'cosine'
         >>> resolve_schedule(TrainConfig(schedule="step")).schedule
         'step'

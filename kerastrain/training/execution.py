@@ -401,7 +401,8 @@ def configure_execution(
         device = device_info(strategy)
         if step_seconds is None and device.kind != "tpu":
             decision = Decision(False, reason)
-        elif any(t.dtype == tf.string for t in tf.nest.flatten(model.inputs)):
+        # a subclassed model (a distiller) has no `inputs`: its probe decides
+        elif any(t.dtype == tf.string for t in tf.nest.flatten(model.inputs or [])):
             decision = Decision(
                 False,
                 "the model takes strings (text or category columns), whose ops XLA cannot compile",
