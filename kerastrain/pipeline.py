@@ -433,7 +433,11 @@ def _export(
         model,
         run.path,
         export_cfg,
-        representative=prepared.sample("train", export_cfg.representative_rows),
+        # Read only for an int8 TFLite file: a streamed table's sample costs a
+        # pass over its files.
+        representative=prepared.sample("train", export_cfg.representative_rows)
+        if "tflite" in export_cfg.formats and "int8" in export_cfg.tflite_modes
+        else None,
         float_model=compressed.float_model if compressed else None,
     )
     if artifacts:  # what the files answer and take, for `kerastrain predict` and `evaluate`

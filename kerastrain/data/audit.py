@@ -778,13 +778,31 @@ def audit_data(
     split_of = np.full(n, -1, np.int8)
     for code, part in enumerate((splits.train, splits.val, splits.test)):
         split_of[part] = code
-    findings = _row_checks(row_hashes(x, hashed), y, hashed, task, split_of[hashed])
-    images = not isinstance(x, dict) and len(x.shape) >= 3
     sampled = _sample(n, sample_rows, seed + 1)
+    hashed_from, sampled_from = x, x
+    if getattr(x, "batched", False):
+        # A table streamed from its files: both samples' rows are read in
+        # one pass over the files (each `read` is one), then picked apart.
+        both = np.union1d(hashed, sampled)
+        block = x.read(both)
+        hashed_from = {k: v[np.searchsorted(both, hashed)] for k, v in block.items()}
+        sampled_from = {k: v[np.searchsorted(both, sampled)] for k, v in block.items()}
+        del block
+    findings = _row_checks(
+        row_hashes(hashed_from, None if hashed_from is not x else hashed),
+        y,
+        hashed,
+        task,
+        split_of[hashed],
+    )
+    images = not isinstance(x, dict) and len(x.shape) >= 3
     missing: dict[str, float] = {}
     columns_checked = 0
     if not images and n:
-        columns = _columns(x, sampled, table, feature_names)
+        if sampled_from is x:
+            columns = _columns(x, sampled, table, feature_names)
+        else:
+            columns = _columns(sampled_from, np.arange(len(sampled)), table, feature_names)
         columns_checked = len(columns)
         more, missing = _column_checks(columns, y[sampled], sampled, task, split_of[sampled], seed)
         findings += more

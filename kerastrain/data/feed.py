@@ -68,6 +68,22 @@ def _shared(array: np.ndarray) -> tuple[Any, bool]:
     return array, False
 
 
+def _compact_targets(y: np.ndarray) -> np.ndarray:
+    """Labels that are whole numbers (classes; binary labels are float32
+    0/1) in the smallest integer type of their range, else as they are; the
+    feed casts each batch back (`InMemory.y_dtype`)."""
+    if not len(y) or y.dtype.kind not in "iuf":
+        return y
+    if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+        return y
+    low, high = y.min(), y.max()
+    for dtype in (np.int8, np.int16):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return y.astype(dtype)
+    return y
+
+
 def _take(source: Any, idx: tf.Tensor) -> tf.Tensor:
     """Rows ``idx`` of a tensor, or of a large NumPy array (in NumPy); uint8
     pixels come out as float32."""
@@ -120,6 +136,11 @@ class InMemory:
 
     def __init__(self, x: Any, y: np.ndarray, cache_bytes: float = CACHE_BYTES):
         self.stream = x if isinstance(x, Stream) else None
+        self.y_dtype = tf.as_dtype(y.dtype)
+        if getattr(self.stream, "batched", False):
+            # A table streamed from its files: its labels are the one array of
+            # the table's length here, held in the fewest bytes that keep them.
+            y = _compact_targets(y)
         if self.stream is not None:
             self.x, x_in_tf = x, True
             self.row_bytes = x.decoded_bytes(1)
@@ -217,15 +238,17 @@ def make_dataset(
     Returns:
         A `tf.data.Dataset` of `(x, y)` batches.
     """
-    indices = np.asarray(indices, dtype=np.int64)
     policy = tf.data.experimental.AutoShardPolicy.DATA
-    if data.stream is not None and getattr(data.stream, "batched", False):
+    table_stream = data.stream is not None and getattr(data.stream, "batched", False)
+    # A table stream's split indices stay as they are (int32): no int64 copy.
+    indices = np.asarray(indices) if table_stream else np.asarray(indices, dtype=np.int64)
+    if table_stream:
         # A table read from its files: parsed, filtered and batched by the
         # stream itself; the labels are gathered by row index.
-        y = data.y
+        y, y_dtype = data.y, data.y_dtype
         ds = data.stream.batches(indices, batch_size, shuffle=training, seed=seed)
         ds = ds.map(
-            lambda i, x: (x, _take(y, i)),
+            lambda i, x: (x, tf.cast(_take(y, i), y_dtype)),
             num_parallel_calls=AUTOTUNE,
             deterministic=not training,
         )
@@ -250,7 +273,10 @@ def make_dataset(
             num_parallel_calls=AUTOTUNE,
             deterministic=True,
         )
-    if not training and len(indices) * data.row_bytes <= data.cache_bytes:
+    # A table stream is read from its files again rather than cached: a
+    # cached held-out split would hold its rows in memory, which is what
+    # streaming is for not doing.
+    if not training and not table_stream and len(indices) * data.row_bytes <= data.cache_bytes:
         ds = ds.cache()
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = policy
@@ -369,7 +395,11 @@ def training_datasets(
         map_batch=map_batch,
         augment=augment,
     )
-    weights = class_weights(class_weight, prepared.y[rows], prepared.task)
+    weights = (
+        None
+        if class_weight is None
+        else class_weights(class_weight, prepared.y[rows], prepared.task)
+    )
     if weights is not None:
         train_ds = with_sample_weights(train_ds, weights, prepared.task.kind == "binary")
     val_ds = None

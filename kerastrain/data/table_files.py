@@ -578,7 +578,7 @@ def split_codes(hashes: np.ndarray, options: DataConfig) -> np.ndarray:
     """`TRAIN`, `VAL` or `TEST` for each hash: the test share first, then
     validation, so raising `validation_split` never moves a test row."""
     u = (hashes >> np.uint64(11)).astype(np.float64) / float(2**53)
-    codes = np.full(len(hashes), TRAIN, np.uint8)
+    codes = np.full(len(hashes), TRAIN, np.int8)
     codes[u < options.test_split + options.validation_split] = VAL
     codes[u < options.test_split] = TEST
     return codes

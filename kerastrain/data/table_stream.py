@@ -86,6 +86,67 @@ CLASS_COUNT_LIMIT = 100
 PROGRESS_SECONDS = 10.0
 
 
+#: Rows handled at a time when split rows are listed or checked (bounds the
+#: temporary arrays to a few MiB whatever the table's size).
+ROW_CHUNK = 1 << 20
+
+
+# --------------------------------------------------------------------------- per-row state
+
+
+def compact_labels(y: np.ndarray, shared: dict[Any, Any]) -> np.ndarray:
+    """A batch of raw labels in the smallest dtype that holds them exactly.
+
+    Integers go to the smallest integer type of their range, floats to
+    float32 when no value changes; text labels point at one Python string
+    per distinct value, kept in ``shared`` across batches (8 bytes a row, not
+    a string object each). What the labels say, and so the task inferred
+    from them, is unchanged.
+
+    Args:
+        y: One batch of a label column, as read.
+        shared: The distinct text labels seen so far (updated).
+
+    Returns:
+        The same values, held in fewer bytes a row when possible.
+    """
+    if not len(y):
+        return y
+    if y.dtype == object:
+        distinct, inverse = np.unique(y, return_inverse=True)
+        canonical = np.array([shared.setdefault(v, v) for v in distinct.tolist()], dtype=object)
+        return canonical[inverse.reshape(-1)]
+    if y.dtype.kind in "iu":
+        low, high = int(y.min()), int(y.max())
+        for dtype in (np.int8, np.int16, np.int32):
+            info = np.iinfo(dtype)
+            if info.min <= low and high <= info.max:
+                return y.astype(dtype)
+        return y
+    if y.dtype == np.float64:
+        narrow = y.astype(np.float32)
+        if np.array_equal(narrow.astype(np.float64), y):
+            return narrow
+    return y
+
+
+def row_index_dtype(rows: int) -> np.dtype:
+    """The dtype of row indices into a table of ``rows`` rows: int32 below
+    2³¹ rows (half the bytes of int64), else int64."""
+    return np.dtype(np.int32 if rows < 2**31 else np.int64)
+
+
+def split_rows(code: np.ndarray, value: int) -> np.ndarray:
+    """The sorted rows whose split code is ``value``, as `row_index_dtype`
+    indices, listed a chunk at a time (no int64 array of the table's size)."""
+    dtype = row_index_dtype(len(code))
+    chunks = [
+        np.flatnonzero(code[start : start + ROW_CHUNK] == value).astype(dtype) + dtype.type(start)
+        for start in range(0, len(code), ROW_CHUNK)
+    ]
+    return np.concatenate(chunks) if chunks else np.empty(0, dtype)
+
+
 # --------------------------------------------------------------------------- statistics
 
 
@@ -268,6 +329,7 @@ def _statistics(
     # As NumPy: the label and the key (hashed); text features stay pyarrow arrays.
     plain = {label.source} | ({key.source} if key is not None else set())
     labels, codes, counts = [], [], []
+    text_labels: dict[Any, Any] = {}
     progress = _Progress(tables)
     for file_index, path in enumerate(tables.files):
         position = 0
@@ -314,14 +376,17 @@ def _statistics(
                     numeric[c.source].add(values[train].astype(np.float64))
                 else:
                     categories[c.source].add(values, train)
-            labels.append(y)
+            labels.append(compact_labels(y, text_labels))
             codes.append(code)
             position += n
             progress.update(n, file_index)
         counts.append(position)
         progress.update(0, file_index, file_done=True)
+    # NumPy promotes batches of mixed types to one that holds every value exactly.
     y = np.concatenate(labels) if labels else np.empty(0)
-    code = np.concatenate(codes) if codes else np.empty(0, np.uint8)
+    del labels
+    code = np.concatenate(codes) if codes else np.empty(0, np.int8)
+    del codes
     if not len(y):
         raise DataError(
             message(f"The data ({tables.description}) has no rows", allowed="Give rows")
@@ -389,7 +454,10 @@ class TableStream(Stream):
         columns: The feature columns.
         counts: Rows of each file.
         encoding: The encoding learned by the statistics pass.
-        train: The training rows the encoding was learned on.
+        code: Each row's split (`TRAIN`, `VAL` or `TEST`, one int8 a row):
+            the only per-row state the stream keeps. The encoding was
+            learned on the `TRAIN` rows, and a split's dataset keeps its rows
+            by looking their code up, with no mask of its own.
         missing_rates: Each column's missing rate in training.
     """
 
@@ -401,7 +469,7 @@ class TableStream(Stream):
         columns: list[FileColumn],
         counts: list[int],
         encoding: TabularEncoding,
-        train: np.ndarray,
+        code: np.ndarray,
         missing_rates: dict[str, float],
     ):
         self.tables = tables
@@ -412,8 +480,36 @@ class TableStream(Stream):
         self.example_shape = (len(columns),)
         self.description = tables.description
         self.encoding = encoding
-        self.train = train
+        self.code = np.asarray(code, np.int8)
+        self.split_sizes = {v: int(np.count_nonzero(self.code == v)) for v in (TRAIN, VAL, TEST)}
         self.missing_rates = missing_rates
+        self._code_tensor: Any = None
+
+    @property
+    def train(self) -> np.ndarray:
+        """The training rows the encoding was learned on (listed from the
+        split codes on each call, not kept)."""
+        return split_rows(self.code, TRAIN)
+
+    def split_of(self, indices: np.ndarray) -> int | None:
+        """The split code whose rows ``indices`` are, all of them once and in
+        order, else None (other rows: a fold, a resampled training split).
+        Checked a chunk at a time."""
+        indices = np.asarray(indices)
+        for value, size in self.split_sizes.items():
+            if len(indices) != size:
+                continue
+            last = -1
+            for start in range(0, size, ROW_CHUNK):
+                chunk = indices[start : start + ROW_CHUNK]
+                if chunk[0] <= last or np.any(chunk[1:] <= chunk[:-1]):
+                    break
+                if np.any(self.code[chunk] != value):
+                    break
+                last = chunk[-1]
+            else:
+                return value
+        return None
 
     @property
     def dtype(self) -> np.dtype:
@@ -430,7 +526,7 @@ class TableStream(Stream):
             DataError: For other training rows (cross-validation folds): their
                 statistics would need another pass over the files.
         """
-        if not np.array_equal(np.asarray(train), self.train):
+        if self.split_of(train) != TRAIN:
             raise DataError(
                 message(
                     f"{self.description} is streamed, and its statistics were computed on its "
@@ -575,12 +671,27 @@ class TableStream(Stream):
         """
         from kerastrain._keras import tf
 
-        member = np.zeros(self.num_rows, bool)
-        member[np.asarray(indices, np.int64)] = True
-        member = tf.constant(member)
+        split = self.split_of(indices)
+        if split is not None:
+            # A whole split: its rows are looked up in the one code array
+            # every split shares (one byte a row for the whole table).
+            if self._code_tensor is None:
+                self._code_tensor = tf.constant(self.code)
+            code, value = self._code_tensor, tf.constant(split, tf.int8)
+
+            def member(position: Any) -> Any:
+                return tf.equal(tf.gather(code, position), value)
+
+        else:
+            chosen = np.zeros(self.num_rows, bool)
+            chosen[np.asarray(indices)] = True
+            chosen = tf.constant(chosen)
+
+            def member(position: Any) -> Any:
+                return tf.gather(chosen, position)
 
         def keep(position: Any, x: Any) -> Any:
-            mask = tf.gather(member, position)
+            mask = member(position)
             return tf.boolean_mask(position, mask), {
                 k: tf.boolean_mask(v, mask) for k, v in x.items()
             }
@@ -752,10 +863,9 @@ def read_table_files(
         tables, columns, label, key, options, seed
     )
     parts = {
-        name: np.flatnonzero(code == v)
-        for name, v in (("train", TRAIN), ("val", VAL), ("test", TEST))
+        name: split_rows(code, v) for name, v in (("train", TRAIN), ("val", VAL), ("test", TEST))
     }
-    stream = TableStream(tables, columns, counts, encoding, parts["train"], missing_rates)
+    stream = TableStream(tables, columns, counts, encoding, code, missing_rates)
     table = Table(
         columns={c.name: c.kind for c in columns}, sources={c.name: c.source for c in columns}
     )
