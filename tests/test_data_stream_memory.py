@@ -179,3 +179,18 @@ def test_split_rows_and_split_of_work_chunk_by_chunk(prepared, monkeypatch):
     swapped = s.train.copy()
     swapped[[99, 100]] = swapped[[100, 99]]  # out of order across two chunks
     assert stream.split_of(swapped) is None
+
+
+def test_int8_labels_are_checked_as_int64_ones_are():
+    from kerastrain.data.validate import check_labels
+    from kerastrain.errors import DataError
+
+    small = np.array([0, 2, 1, 2, 0], np.int8)
+    got, task = check_labels(small, DataConfig())
+    want, want_task = check_labels(small.astype(np.int64), DataConfig())
+    assert got.dtype == want.dtype == np.int32 and task == want_task
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(DataError, match=r"rows 1 \(1 row\) are negative \(first: -1\)"):
+        check_labels(np.array([0, -1, 1], np.int8), DataConfig())
+    with pytest.raises(DataError, match="outside the class range 0..1"):
+        check_labels(np.array([0, 1, 5], np.int8), DataConfig(num_classes=2))

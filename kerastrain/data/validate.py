@@ -284,7 +284,8 @@ def _labels(y: Any, options: DataConfig, class_names: list[str] | None) -> tuple
                 allowed="Use data_options.task='regression' for continuous targets",
             )
         )
-    y = y.astype(np.int64)
+    if y.dtype.kind not in "iu":  # integers (a streamed table's int8 labels) are not widened
+        y = y.astype(np.int64)
     negative = np.flatnonzero(y < 0)
     if len(negative):
         raise DataError(
