@@ -21,6 +21,7 @@ import kerastrain.data.layers  # noqa: F401 - registers a table model's layers: 
 from kerastrain._keras import ensure_tf_keras, keras
 from kerastrain.batching import DIRECT_CALL_ROWS, PREDICT_CHUNK_ROWS, predict_batched, predict_model
 from kerastrain.config import DataConfig
+from kerastrain.data.feed import InMemory, make_dataset
 from kerastrain.data.sources import load_data
 from kerastrain.data.validate import rows as row_list
 from kerastrain.data.validate import validate
@@ -333,6 +334,8 @@ def evaluate_run(
     y = prepared.y[rows]
 
     def predict(indices: np.ndarray) -> np.ndarray:
+        if getattr(prepared.x, "batched", False) and np.all(indices[1:] > indices[:-1]):
+            return _predict_table_stream(model, prepared, indices)
         # Chunk by chunk: a large data set's split is never copied whole.
         return predict_batched(
             lambda chunk: predict_model(
@@ -361,6 +364,15 @@ def evaluate_run(
         threshold=chosen,
         threshold_metrics=at_threshold,
     )
+
+
+def _predict_table_stream(model: Any, prepared: Any, indices: np.ndarray) -> np.ndarray:
+    """The outputs on the rows ``indices`` (sorted) of a table streamed from
+    its files: one `tf.data` pass over the files, which yields an unshuffled
+    split's rows in their order; no Python read of the rows, no copy."""
+    memory = InMemory(prepared.x, prepared.y)
+    dataset = make_dataset(memory, indices, 512, training=False)
+    return model.predict(dataset.map(lambda x, y: x), verbose=0)
 
 
 # --------------------------------------------------------------------------- evaluate()

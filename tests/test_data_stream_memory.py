@@ -194,3 +194,29 @@ def test_int8_labels_are_checked_as_int64_ones_are():
         check_labels(np.array([0, -1, 1], np.int8), DataConfig())
     with pytest.raises(DataError, match="outside the class range 0..1"):
         check_labels(np.array([0, 1, 5], np.int8), DataConfig(num_classes=2))
+
+
+def test_unshuffled_batches_of_a_multi_file_stream_come_in_row_order(prepared, monkeypatch):
+    # Several parse batches a file: interleaved files would mix their rows,
+    # and outputs paired with `y[split]` by position would be another row's.
+    monkeypatch.setattr(table_stream, "PARSE_ROWS", 64)
+    stream, s = prepared.x, prepared.splits
+    for rows in (s.val, s.test, s.train[::5]):
+        read = np.concatenate(
+            [i for i, _ in stream.batches(rows, 100, shuffle=False).as_numpy_iterator()]
+        )
+        np.testing.assert_array_equal(read, rows)
+
+
+def test_a_streamed_split_is_predicted_in_its_rows_order(prepared, monkeypatch):
+    from kerastrain._keras import keras
+    from kerastrain.evaluation import _predict_table_stream
+
+    monkeypatch.setattr(table_stream, "PARSE_ROWS", 64)
+    # A model that answers its x1 column: the outputs are the rows' values.
+    x1 = keras.Input(shape=(), name="x1")
+    colour = keras.Input(shape=(), name="colour", dtype=tf.string)
+    model = keras.Model([x1, colour], keras.layers.Reshape((1,))(x1))
+    rows = prepared.splits.test
+    outputs = _predict_table_stream(model, prepared, rows)
+    np.testing.assert_allclose(outputs[:, 0], prepared.x.read(rows)["x1"], rtol=1e-6)

@@ -556,9 +556,13 @@ class TableStream(Stream):
             read = self._parquet_reader()
         # Sharded by record (DATA), every worker must see the batches in the
         # same order to keep its own share: then the order is deterministic.
+        # Unshuffled (evaluation, prediction), the files are read one after
+        # the other, so the rows come in their order, as the split lists them
+        # (whoever pairs outputs with labels by position needs that); each
+        # file's batches are still parsed in parallel.
         return ds.interleave(
             read,
-            cycle_length=min(len(self.tables.files), 4),
+            cycle_length=min(len(self.tables.files), 4) if shuffle else 1,
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=not shuffle or self.shard_policy() == "DATA",
         )
@@ -594,7 +598,9 @@ class TableStream(Stream):
             # Batches of lines, not lines: tf.data's cost is per element.
             lines = tf.data.TextLineDataset(path, buffer_size=1 << 20).skip(1).batch(PARSE_ROWS)
             lines = lines.scan(tf.constant(0, tf.int64), number)
-            return lines.map(lambda p, text: parse(p + offset, text))
+            return lines.map(
+                lambda p, text: parse(p + offset, text), num_parallel_calls=tf.data.AUTOTUNE
+            )
 
         return read
 
@@ -622,7 +628,7 @@ class TableStream(Stream):
                 start = offset + b * PARSE_ROWS
                 return parse(start + tf.range(tf.size(r, out_type=tf.int64)), r)
 
-            return records.enumerate().map(positions)
+            return records.enumerate().map(positions, num_parallel_calls=tf.data.AUTOTUNE)
 
         return read
 
