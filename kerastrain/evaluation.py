@@ -334,7 +334,8 @@ def evaluate_run(
     y = prepared.y[rows]
 
     def predict(indices: np.ndarray) -> np.ndarray:
-        if getattr(prepared.x, "batched", False) and np.all(indices[1:] > indices[:-1]):
+        stream = getattr(prepared.x, "batched", False) and len(indices)
+        if stream and np.all(indices[1:] > indices[:-1]):
             return _predict_table_stream(model, prepared, indices)
         # Chunk by chunk: a large data set's split is never copied whole.
         return predict_batched(

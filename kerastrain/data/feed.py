@@ -129,15 +129,20 @@ class InMemory:
     Args:
         x: Features: a float32 or uint8 array, a dict of column arrays (a
             table), or a `Stream` (kept as is: read from its files).
-        y: Labels (the training targets).
-        cache_bytes: Evaluation splits up to this size are cached.
+        y: Labels (the training targets). For a table streamed from its
+            files they are held in the smallest integer type when they are
+            whole numbers, and each batch is cast back to their dtype
+            (`y_dtype`).
+        cache_bytes: Evaluation splits up to this size are cached (never a
+            table stream's: it is read from its files again).
             Defaults to `CACHE_BYTES`.
     """
 
     def __init__(self, x: Any, y: np.ndarray, cache_bytes: float = CACHE_BYTES):
         self.stream = x if isinstance(x, Stream) else None
-        self.y_dtype = tf.as_dtype(y.dtype)
+        self.y_dtype = None
         if getattr(self.stream, "batched", False):
+            self.y_dtype = tf.as_dtype(y.dtype)
             # A table streamed from its files: its labels are the one array of
             # the table's length here, held in the fewest bytes that keep them.
             y = _compact_targets(y)
