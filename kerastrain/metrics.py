@@ -18,6 +18,7 @@ from kerastrain.task import Task
 
 __all__ = [
     "compute_metrics",
+    "label_metrics",
     "predicted_classes",
     "class_probabilities",
     "class_names",
@@ -131,6 +132,38 @@ def compute_metrics(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict
     proba = normalized(class_probabilities(task, outputs))
     y_pred = proba.argmax(axis=1)
     labels = list(range(task.num_classes))
+    result = label_metrics(task, y_true, y_pred)
+    result["roc_auc"] = _roc_auc(task, y_true, proba)
+    result["pr_auc"] = _pr_auc(task, y_true, proba)
+    result["log_loss"] = float(skm.log_loss(y_true, proba, labels=labels))
+    result["ece"] = reliability(task, y_true, proba)["ece"]
+    if task.num_classes >= TOP_K_MIN_CLASSES:
+        result[f"top_{TOP_K}_accuracy"] = float(
+            skm.top_k_accuracy_score(y_true, proba, k=TOP_K, labels=labels)
+        )
+    result["confusion_matrix_normalized"] = skm.confusion_matrix(
+        y_true, y_pred, labels=labels, normalize="true"
+    ).tolist()
+    return result
+
+
+def label_metrics(task: Task, y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """The metrics of predicted labels (no probabilities): accuracy, balanced
+    accuracy, macro and weighted precision, recall and F1, each class's, the
+    confusion matrix and the number of examples. `compute_metrics` and the
+    metrics at a decision threshold both use it.
+
+    Args:
+        task: A classification task (its classes and their names).
+        y_true: Class indices.
+        y_pred: Predicted class indices.
+
+    Returns:
+        A JSON-ready dict.
+    """
+    from sklearn import metrics as skm
+
+    labels = list(range(task.num_classes))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true"
         result: dict[str, Any] = {
@@ -157,18 +190,7 @@ def compute_metrics(task: Task, y_true: np.ndarray, outputs: np.ndarray) -> dict
         }
         for i, name in enumerate(class_names(task))
     }
-    result["roc_auc"] = _roc_auc(task, y_true, proba)
-    result["pr_auc"] = _pr_auc(task, y_true, proba)
-    result["log_loss"] = float(skm.log_loss(y_true, proba, labels=labels))
-    result["ece"] = reliability(task, y_true, proba)["ece"]
-    if task.num_classes >= TOP_K_MIN_CLASSES:
-        result[f"top_{TOP_K}_accuracy"] = float(
-            skm.top_k_accuracy_score(y_true, proba, k=TOP_K, labels=labels)
-        )
     result["confusion_matrix"] = skm.confusion_matrix(y_true, y_pred, labels=labels).tolist()
-    result["confusion_matrix_normalized"] = skm.confusion_matrix(
-        y_true, y_pred, labels=labels, normalize="true"
-    ).tolist()
     result["examples"] = int(len(y_true))
     return result
 

@@ -11,13 +11,12 @@ scikit-learn: nothing here imports a stage.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 
 from kerastrain.errors import config_error
-from kerastrain.metrics import class_names
+from kerastrain.metrics import label_metrics
 from kerastrain.task import Task
 
 __all__ = ["choose_threshold", "metrics_at_threshold", "check_threshold", "positive_scores"]
@@ -111,39 +110,12 @@ def metrics_at_threshold(
         threshold: A row is positive when its score is at least this.
 
     Returns:
-        `threshold`, `accuracy`, `balanced_accuracy`, `precision`, `recall`,
-        `f1`, `per_class`, `confusion_matrix`, `examples`.
+        `threshold` and `label_metrics`' figures (accuracy, balanced
+        accuracy, macro and weighted precision, recall, F1, per class, the
+        confusion matrix, examples).
     """
-    from sklearn import metrics as skm
-
     y = np.asarray(y_true).astype(np.int64)
     if not len(y):
         return {}
     pred = (positive_scores(outputs) >= threshold).astype(np.int64)
-    labels = [0, 1]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result: dict[str, Any] = {
-            "threshold": float(threshold),
-            "accuracy": float(skm.accuracy_score(y, pred)),
-            "balanced_accuracy": float(skm.balanced_accuracy_score(y, pred)),
-        }
-    p, r, f, _ = skm.precision_recall_fscore_support(
-        y, pred, labels=labels, average="macro", zero_division=0
-    )
-    result.update({"precision": float(p), "recall": float(r), "f1": float(f)})
-    p, r, f, support = skm.precision_recall_fscore_support(
-        y, pred, labels=labels, average=None, zero_division=0
-    )
-    result["per_class"] = {
-        name: {
-            "precision": float(p[i]),
-            "recall": float(r[i]),
-            "f1": float(f[i]),
-            "support": int(support[i]),
-        }
-        for i, name in enumerate(class_names(task))
-    }
-    result["confusion_matrix"] = skm.confusion_matrix(y, pred, labels=labels).tolist()
-    result["examples"] = int(len(y))
-    return result
+    return {"threshold": float(threshold), **label_metrics(task, y, pred)}
