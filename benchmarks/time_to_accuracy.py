@@ -124,6 +124,16 @@ class TestAccuracy(keras.callbacks.Callback):
 
     kerastrain_step_safe = True
 
+    def outcome(self) -> dict[str, Any]:
+        """The contender's curve, final test accuracy, wall time since `start`
+        and the time spent evaluating."""
+        return {
+            "curve": self.curve,
+            "final": self.curve[-1][2],
+            "wall": time.perf_counter() - self.start,
+            "eval": self.evaluating,
+        }
+
     def __init__(self, x: np.ndarray, y: np.ndarray, start: float):
         super().__init__()
         self.x, self.y, self.start = x, y, start
@@ -182,13 +192,7 @@ def run_naive(spec, data, epochs: int, seed: int) -> dict[str, Any]:
         verbose=0,
         callbacks=[probe],
     )
-    wall = time.perf_counter() - probe.start
-    return {
-        "curve": probe.curve,
-        "final": probe.curve[-1][2],
-        "wall": wall,
-        "eval": probe.evaluating,
-    }
+    return probe.outcome()
 
 
 def run_careful(spec, data, epochs: int, seed: int) -> dict[str, Any]:
@@ -213,13 +217,7 @@ def run_careful(spec, data, epochs: int, seed: int) -> dict[str, Any]:
         verbose=0,
         callbacks=[probe],
     )
-    wall = time.perf_counter() - probe.start
-    return {
-        "curve": probe.curve,
-        "final": probe.curve[-1][2],
-        "wall": wall,
-        "eval": probe.evaluating,
-    }
+    return probe.outcome()
 
 
 def run_kerastrain(spec, data, epochs: int, seed: int, train: dict[str, Any]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from kerastrain.config import DataConfig
 from kerastrain.data.images import IMAGE_EXTENSIONS
-from kerastrain.data.tabular import _infer_kind, _input_name, _missing
+from kerastrain.data.tabular import _column, _infer_kind, _input_name
 from kerastrain.errors import DataError, message
 
 __all__ = [
@@ -335,10 +335,7 @@ def file_schema(
     for column in names:
         if column == target or options.columns.get(column) == "drop":
             continue
-        values = frame[column].to_numpy()
-        if str(frame[column].dtype) == "category":
-            values = values.astype(object)
-        missing = _missing(values)
+        values, missing = _column(frame, column)
         declared = options.columns.get(column)
         if missing.all() and not declared:
             kind = "numeric" if values.dtype.kind in "fiub" else "categorical"

@@ -149,6 +149,15 @@ def _missing(values: np.ndarray) -> np.ndarray:
     return missing
 
 
+def _column(frame: Any, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """A DataFrame column's values (a categorical dtype as objects) and
+    where they are missing."""
+    values = frame[column].to_numpy()
+    if str(frame[column].dtype) == "category":
+        values = values.astype(object)
+    return values, _missing(values)
+
+
 def _as_numbers(values: np.ndarray, missing: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Float32 values (NaN where missing) and the positions that are not numbers."""
     out = np.full(len(values), np.nan, np.float32)
@@ -275,10 +284,7 @@ def read_table(
     for column in frame.columns:
         if column == target or options.columns.get(column) == "drop":
             continue
-        values = frame[column].to_numpy()
-        if str(frame[column].dtype) == "category":
-            values = values.astype(object)
-        missing = _missing(values)
+        values, missing = _column(frame, column)
         if missing.all():
             raise DataError(
                 message(
