@@ -9,7 +9,9 @@ image model looks at.
 - ``"integrated_gradients"``: the gradients averaged along the straight path
   from a baseline image (black by default) to the input, times the
   difference (Sundararajan et al., 2017); the attributions of an image sum
-  to the change in the output between the baseline and the image.
+  to the change in the output between the baseline and the image. For a
+  model that reads text, the same integral runs over the token embeddings
+  and gives one attribution per token (`kerastrain.explain_text`).
 
 Attribution maps are computed for a few correctly and a few incorrectly
 classified images, and drawn as one figure.
@@ -28,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from kerastrain._keras import ensure_tf_keras, keras, tf
-from kerastrain.batching import DIRECT_CALL_ROWS, predict_model
+from kerastrain.batching import DIRECT_CALL_ROWS, predict_model, take
 from kerastrain.errors import DataError, config_error, message, one_of
 from kerastrain.evaluation import (
     TaskArg,
@@ -37,6 +39,13 @@ from kerastrain.evaluation import (
     output_activation,
     read_labelled,
 )
+from kerastrain.explain_text import (
+    DEFAULT_TEXTS,
+    TokenAttributions,
+    text_embeddings,
+    token_attributions,
+)
+from kerastrain.explain_text import class_score as _target_score
 from kerastrain.figures import figure
 from kerastrain.metrics import class_names, class_probabilities, normalized, predicted_classes
 from kerastrain.task import Task
@@ -49,6 +58,7 @@ __all__ = [
     "check_explainable",
     "PermutationImportance",
     "AttributionMaps",
+    "TokenAttributions",
     "METHODS",
     "SCORINGS",
 ]
@@ -218,7 +228,7 @@ class AttributionMaps:
         axes[1, 0].set_ylabel(self.method.replace("_", " "), fontsize=8)
 
 
-Explanation = PermutationImportance | AttributionMaps
+Explanation = PermutationImportance | AttributionMaps | TokenAttributions
 
 
 def _call(model: keras.Model, batch_size: int = 1024) -> Callable[[np.ndarray], np.ndarray]:
@@ -349,14 +359,6 @@ def _choose(correct: np.ndarray, examples: int, seed: int) -> np.ndarray:
     return np.concatenate([right[:n_right], wrong[:n_wrong]]).astype(np.int64)
 
 
-def _target_score(task: Task, outputs: Any, target: np.ndarray) -> Any:
-    """The probability the model gives the class each row is explained for."""
-    if task.kind == "binary":
-        p = tf.reshape(outputs, (-1,))
-        return tf.where(tf.constant(target == 1), p, 1.0 - p)
-    return tf.gather(tf.reshape(outputs, (tf.shape(outputs)[0], -1)), target, axis=1, batch_dims=1)
-
-
 def _gradients(model: keras.Model, task: Task, x: np.ndarray, target: np.ndarray) -> np.ndarray:
     inputs = tf.convert_to_tensor(x, tf.float32)
     with tf.GradientTape() as tape:
@@ -461,12 +463,13 @@ def explain(
     feature_names: Sequence[str] | None = None,
     scoring: str = "auto",
     repeats: int = 5,
-    examples: int = 6,
+    examples: int | None = None,
     steps: int = 64,
     baseline: Any = None,
     target: str | None = None,
     seed: int = 0,
-) -> PermutationImportance | AttributionMaps:
+    text_column: str | None = None,
+) -> PermutationImportance | AttributionMaps | TokenAttributions:
     """Explains what a trained model relies on.
 
     Args:
@@ -474,7 +477,9 @@ def explain(
         data: Labelled rows: `(x, y)`, a built-in data set name, a DataFrame
             with `target`.
         method: `"permutation"` (rows of features), `"saliency"` or
-            `"integrated_gradients"` (images). Defaults to `"permutation"`.
+            `"integrated_gradients"` (images), `"integrated_gradients"` (a
+            model that reads text: per-token attributions). Defaults to
+            `"permutation"`.
         task: The task, or `"auto"` to read it from the model's outputs.
             Defaults to `"auto"`.
         feature_names: Names of the features. Defaults to the data's column
@@ -483,21 +488,28 @@ def explain(
             `SCORINGS`; `"auto"` is accuracy (classification) or R².
             Defaults to `"auto"`.
         repeats: Permutation: shuffles per feature. Defaults to `5`.
-        examples: Maps: images explained, up to half of them wrongly
-            classified when there are such. Defaults to `6`.
+        examples: Maps: images (or texts) explained, up to half of them
+            wrongly classified when there are such. Defaults to `None`
+            (6 images, 5 texts).
         steps: Integrated gradients: steps of the path integral.
             Defaults to `64`.
         baseline: Integrated gradients: the reference input, broadcast to an
-            image's shape. Defaults to `None` (zeros: a black image).
+            image's shape; for text `"zero"` (zero vectors) or `"padding"`
+            (the padding token's vector). Defaults to `None` (zeros: a
+            black image, zero vectors).
         target: The label column when `data` is a DataFrame.
             Defaults to `None`.
         seed: Seed of the shuffles and of the choice of images.
             Defaults to `0`.
+        text_column: A text model's column whose tokens are explained.
+            Defaults to `None` (the first text column the model reads).
 
     Returns:
         A `PermutationImportance` (with `importances_mean` and
-        `importances_std` per feature, as scikit-learn's) or an
-        `AttributionMaps`; both draw themselves with `plot(path)`.
+        `importances_std` per feature, as scikit-learn's), an
+        `AttributionMaps`, or, for a text model, a `TokenAttributions`
+        (tokens as vocabulary strings and one attribution per token); all
+        draw themselves with `plot(path)`.
 
     Raises:
         ConfigError: For an unknown method or scoring, or a model that is not
@@ -516,25 +528,49 @@ def explain(
         raise config_error("method", method, one_of(METHODS), METHODS)
     for key, value, low in (
         ("repeats", repeats, 1),
-        ("examples", examples, 1),
+        ("examples", 1 if examples is None else examples, 1),
         ("steps", steps, 2),
     ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise config_error(key, value, f"an integer >= {low}")
     x, y, loaded = read_labelled(data, target)
-    outputs = _call(model)(x[:1])
+    outputs = _call(model)(take(x, 0, 1))
     resolved = infer_task(
         outputs, y, activation=output_activation(model), task=task, class_names=loaded.class_names
     )
     y = labels_for(resolved, y)
+    if method != "permutation" and isinstance(x, dict) and text_embeddings(model):
+        if method == "saliency":
+            raise config_error(
+                "method", method, "'integrated_gradients' or 'permutation' for a text model"
+            )
+        return token_attributions(
+            model,
+            x,
+            y,
+            resolved,
+            column=text_column,
+            texts=DEFAULT_TEXTS if examples is None else examples,
+            steps=steps,
+            baseline=baseline,
+            seed=seed,
+        )[0]
     if method == "permutation":
+        if isinstance(x, dict):  # a table's raw columns, permuted as a DataFrame's
+            import pandas as pd
+
+            x = pd.DataFrame(x)
         return _permutation(
             model, resolved, x, y, feature_names or loaded.feature_names, scoring, repeats, seed
         )
-    return _attributions(model, resolved, x, y, method, examples, steps, baseline, seed)
+    return _attributions(
+        model, resolved, x, y, method, 6 if examples is None else examples, steps, baseline, seed
+    )
 
 
 def _method_for(method: str, prepared: Any) -> str:
+    if getattr(prepared, "has_text", False):
+        return method  # "auto": token attributions (and permutation beside other columns)
     images = not isinstance(prepared.x, dict) and len(prepared.x.shape) >= 3
     if method == "auto":
         if images:
@@ -551,9 +587,20 @@ def check_explainable(method: str, prepared: Any) -> None:
         prepared: The prepared data.
 
     Raises:
-        ConfigError: For permutation importance of images, or attribution
-            maps of rows of features or of a regression model.
+        ConfigError: For permutation importance of images, attribution
+            maps of rows of features or of a regression model, or saliency
+            of a model that reads text.
     """
+    if getattr(prepared, "has_text", False):
+        if method == "saliency":
+            raise config_error(
+                "report.explain",
+                method,
+                "'integrated_gradients' (token attributions), 'permutation', 'auto' or 'none' "
+                "for data with text columns",
+                ("integrated_gradients", "auto"),
+            )
+        return
     method = _method_for(method, prepared)
     images = not isinstance(prepared.x, dict) and len(prepared.x.shape) >= 3
     if method == "permutation" and images:
@@ -577,8 +624,14 @@ def check_explainable(method: str, prepared: Any) -> None:
 
 def explain_run(
     model: keras.Model, prepared: Any, config: Any, seed: int = 0
-) -> list[PermutationImportance | AttributionMaps]:
+) -> list[PermutationImportance | AttributionMaps | TokenAttributions]:
     """The explanation the run report shows, on the held-out rows.
+
+    Data with text columns gets token attributions (integrated gradients
+    over the token embeddings of `config.explain_texts` texts per text
+    column, `config.explain_steps` steps) with `"auto"` or
+    `"integrated_gradients"`, and permutation importance of the columns with
+    `"permutation"`, or with `"auto"` when the table has other columns too.
 
     Args:
         model: The trained model.
@@ -588,9 +641,11 @@ def explain_run(
             Defaults to `0`.
 
     Returns:
-        One explanation, or none when `config.explain` resolves to `"none"`.
+        The explanations (one per text column for token attributions), or
+        none when `config.explain` resolves to `"none"`.
     """
     method = _method_for(config.explain, prepared)
+    text = getattr(prepared, "has_text", False)
     splits = prepared.splits
     split = "test" if len(splits.test) else "val" if len(splits.val) else "train"
     rows = getattr(splits, split)
@@ -607,6 +662,11 @@ def explain_run(
         )
         rows, y = rows[keep], y[keep]
     x = prepared.rows(rows)
+    found: list[Any] = []
+    if text and method in ("auto", "integrated_gradients"):
+        found = _token_run(model, prepared, config, x, y, rows, seed)
+        if method != "auto" or len(x) == 1:  # permuting a lone text column says nothing more
+            return found
     if table:  # permute its raw columns
         import pandas as pd
 
@@ -620,7 +680,8 @@ def explain_run(
                 "auto",
                 config.permutation_repeats,
                 seed,
-            )
+            ),
+            *found,
         ]
     return [
         explain(
@@ -634,3 +695,34 @@ def explain_run(
             seed=seed,
         )
     ]
+
+
+def _token_run(
+    model: keras.Model,
+    prepared: Any,
+    config: Any,
+    x: dict[str, np.ndarray],
+    y: np.ndarray,
+    rows: np.ndarray,
+    seed: int,
+) -> list[TokenAttributions]:
+    """The run's token attributions of a model that reads text (none, with
+    the reason logged, when the model has no token embedding layer to take
+    gradients at, e.g. one whose layers compression wrapped)."""
+    if not text_embeddings(model):
+        logger.warning(
+            "Token attributions skipped: the model %r has no token embedding layer "
+            "(kerastrain.data.layers.TokenEmbedding) at its top level.",
+            model.name,
+        )
+        return []
+    return token_attributions(
+        model,
+        x,
+        labels_for(prepared.task, y),
+        prepared.task,
+        texts=config.explain_texts,
+        steps=config.explain_steps,
+        seed=seed,
+        rows=rows,
+    )

@@ -17,11 +17,20 @@ class ReportConfig(Section):
     Attributes:
         explain: The explanation drawn in the report: `"permutation"`
             importance (rows of features), `"saliency"` or
-            `"integrated_gradients"` maps (images), `"none"`, or `"auto"`
-            (permutation for rows of features, saliency for images of a
-            classifier). Defaults to `"auto"`.
+            `"integrated_gradients"` maps (images; for text columns,
+            token attributions), `"none"`, or `"auto"` (permutation for
+            rows of features, saliency for images of a classifier, token
+            attributions for text, with permutation of the columns when a
+            table has others). Defaults to `"auto"`.
         explain_examples: Images explained by attribution maps (up to half
             of them wrongly classified). Defaults to `6`.
+        explain_texts: Texts explained by token attributions (integrated
+            gradients over the token embeddings) per text column of a model
+            that reads text, up to half of them wrongly classified.
+            Defaults to `5`.
+        explain_steps: Steps of the integrated-gradients path integral of
+            token attributions (more: a closer sum to the change in the
+            score, and a slower explanation). At least 2. Defaults to `64`.
         permutation_repeats: Shuffles per feature for permutation importance.
             Defaults to `5`.
         max_explain_rows: Held-out rows used by permutation importance at
@@ -36,6 +45,8 @@ class ReportConfig(Section):
 
     explain: ExplainMethod = "auto"
     explain_examples: int = option(6, ge=1)
+    explain_texts: int = option(5, ge=1)
+    explain_steps: int = option(64, ge=2)
     permutation_repeats: int = option(5, ge=1)
     max_explain_rows: int = option(2000, ge=10)
     intended_use: str | None = None

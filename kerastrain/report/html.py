@@ -290,9 +290,13 @@ def _evaluation_parts(evaluation: Any, run_dir: Path) -> list[_Part]:
 def _explanations_part(explanations: Sequence[Any], run_dir: Path) -> _Part:
     body = ""
     for explanation in explanations:
-        png = explanation.plot(run_dir / f"explanation_{explanation.method}.png")
         body += f"<h3>{html.escape(explanation.title)}</h3>"
         body += _paragraphs(explanation.describe())
+        drawn = getattr(explanation, "html", None)
+        if callable(drawn):  # drawn as HTML (token attributions), escaped by the explanation
+            body += drawn() + _table(explanation.rows())
+            continue
+        png = explanation.plot(run_dir / f"explanation_{explanation.method}.png")
         body += _figure(png, explanation.title.lower()) + _table(explanation.rows())
     return _Part("explanations", "Explanations", body)
 
@@ -350,7 +354,9 @@ class ReportInputs:
         diagnosis: Findings (`kind`, `observation`, `suggestion`). Defaults
             to `None`: the evaluation's.
         explanations: Objects with `method`, `title`, `describe()`, `rows()`
-            and `plot(path)` (the explanation stage's results). Defaults to `()`.
+            and `plot(path)` (the explanation stage's results); one with an
+            `html()` method (token attributions) is drawn by the HTML
+            fragment it returns instead of a figure. Defaults to `()`.
         sections: Extra sections from other stages (tuning, compression).
             Defaults to `()`.
         model_card: Also write `MODEL_CARD.md`. Defaults to `True`.
