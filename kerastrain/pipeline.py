@@ -342,6 +342,7 @@ def _audit(cfg: PipelineConfig, prepared: Prepared) -> DataQuality:
         table=prepared.table,
         feature_names=prepared.feature_names,
         sample_rows=cfg.data_options.audit_rows,
+        tokenizer=cfg.data_options.tokenizer,
     )
 
 

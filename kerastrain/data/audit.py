@@ -18,6 +18,20 @@ pair; the column checks read a seeded sample of at most
 read. Image arrays get the row checks only (a pixel is not a column worth
 auditing). Row numbers are positions in the data as it is trained on (after
 rows dropped on request).
+
+Text columns (`Table.columns` kind ``"text"``) get their own checks instead
+of the column checks, which treat a text as a category and say nothing true
+of free text: nearly every text is a category of one row, so the drift test
+compares categories that never recur (and misses a change in the texts'
+lengths); a text's label looked up from the same text is memory, which the
+repeated-text checks report by row, not a leaking column; an empty text is
+read as no tokens, not imputed; a text has no outliers by z-score. Instead:
+texts repeated within the training split and texts shared by the training
+split and a held-out one (leakage), both compared after lower-casing and
+collapsing whitespace (empty texts left out), empty rows, and drift of the
+texts' lengths in tokens. Each text column's length
+statistics are in `DataQuality.text`. The text checks read the rows the row
+checks hash (every row in memory; a stream's sample).
 """
 
 from __future__ import annotations
@@ -46,6 +60,7 @@ __all__ = [
     "row_hashes",
     "duplicate_rows",
     "drop_duplicates",
+    "token_counts",
     "LEAKAGE_SCORE",
 ]
 
@@ -72,6 +87,9 @@ BINS = 20
 SHOWN_ROWS = 10
 #: Rows hashed per block (bounds the memory of the row checks).
 HASH_BLOCK = 65_536
+#: The punctuation the word tokenizer strips (`TextVectorization`'s
+#: ``"lower_and_strip_punctuation"``), for counting a text's tokens.
+_PUNCTUATION = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -85,7 +103,9 @@ class DataFinding:
     Attributes:
         check: `"duplicates"`, `"cross_split_duplicates"`,
             `"conflicting_labels"`, `"constant"`, `"near_constant"`,
-            `"target_leakage"`, `"outliers"`, `"missing"` or `"drift"`.
+            `"target_leakage"`, `"outliers"`, `"missing"`, `"drift"`, or for
+            text columns `"duplicate_texts"`, `"cross_split_texts"`,
+            `"empty_texts"` and `"length_drift"`.
         severity: `"leakage"` (raised by `audit="strict"`), `"warning"` or
             `"info"`.
         message: What was found, with numbers.
@@ -129,8 +149,11 @@ class DataQuality:
             data has more than `data_options.audit_rows`).
         columns_checked: Columns the column checks looked at (0 for images).
         missing: Missing rate of each column that has missing values (in the
-            sample).
+            sample; for a text column, its empty rows).
         seconds: Time the audit took.
+        text: Each text column's length statistics: `rows` read,
+            `mean_tokens`, `max_tokens`, `empty_rows` and the token `unit`
+            (`"word"`, or `"character"` for the character tokenizer).
     """
 
     findings: list[DataFinding]
@@ -140,6 +163,7 @@ class DataQuality:
     columns_checked: int
     missing: dict[str, float] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    text: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def of(self, check: str) -> list[DataFinding]:
         """The findings of one check (``of("drift")``)."""
@@ -174,6 +198,7 @@ class DataQuality:
             "columns_checked": self.columns_checked,
             "missing": dict(self.missing),
             "seconds": self.seconds,
+            "text": {k: dict(v) for k, v in self.text.items()},
             "findings": [f.to_dict() for f in self.findings],
         }
 
@@ -192,6 +217,11 @@ class DataQuality:
             for f in self.findings
         ]
         text = self.describe()
+        for name, stats in self.text.items():
+            text += (
+                f" Text column {name!r}: {stats['mean_tokens']:.1f} {stats['unit']}s per row on "
+                f"average, at most {stats['max_tokens']}, {stats['empty_rows']} empty rows."
+            )
         if not rows:
             text += " Nothing to report."
         return {"title": "Data quality", "text": text, "rows": rows, "key": "data-quality"}
@@ -718,6 +748,133 @@ def _column_checks(
     return findings, missing_rates
 
 
+# --------------------------------------------------------------------------- text columns
+
+
+def _normalized_texts(values: np.ndarray) -> np.ndarray:
+    """Texts lower-cased, with runs of whitespace made one space and the
+    ends stripped (``"Good  Movie "`` and ``"good movie"`` compare equal)."""
+    import pandas as pd
+
+    texts = pd.Series(np.asarray(values, dtype=object)).fillna("").astype(str)
+    return texts.str.lower().str.replace(r"\s+", " ", regex=True).str.strip().to_numpy(object)
+
+
+def token_counts(values: np.ndarray, tokenizer: str = "word") -> np.ndarray:
+    """Tokens in each text as the tokenizer cuts it: characters for
+    ``"character"``, else words (lower-cased, punctuation stripped, split at
+    whitespace, as the ``"word"`` tokenizer does)."""
+    import pandas as pd
+
+    texts = pd.Series(np.asarray(values, dtype=object)).fillna("").astype(str)
+    if tokenizer == "character":
+        return texts.str.len().to_numpy(np.int64)
+    words = texts.str.lower().str.replace(_PUNCTUATION, "", regex=True).str.split()
+    return words.str.len().fillna(0).to_numpy(np.int64)
+
+
+def _text_checks(
+    name: str,
+    values: np.ndarray,
+    positions: np.ndarray,
+    split_of: np.ndarray,
+    tokenizer: str,
+) -> tuple[list[DataFinding], dict[str, Any], float]:
+    """One text column's findings, its length statistics and its empty rate,
+    from the rows ``positions`` (``split_of`` per row: 0 train, 1
+    validation, 2 test)."""
+    import pandas as pd
+
+    findings = []
+    normal = _normalized_texts(values)
+    empty = normal == ""
+    counts = token_counts(values, tokenizer)
+    unit = "character" if tokenizer == "character" else "word"
+    stats = {
+        "rows": len(values),
+        "mean_tokens": float(counts.mean()) if len(counts) else 0.0,
+        "max_tokens": int(counts.max()) if len(counts) else 0,
+        "empty_rows": int((counts == 0).sum()),
+        "unit": unit,
+    }
+    rate = float(empty.mean()) if len(empty) else 0.0
+    if empty.any():
+        findings.append(
+            DataFinding(
+                "empty_texts",
+                "warning" if rate >= MISSING_WARNING else "info",
+                f"Text column {name!r} is empty or blank in {int(empty.sum())} of the "
+                f"{len(empty)} rows read ({rate:.1%}): rows {row_list(positions[empty], SHOWN_ROWS)}"
+                "; the model reads them as no tokens.",
+                columns=(name,),
+                rows=_shown(positions[empty]),
+                count=int(empty.sum()),
+                value=rate,
+            )
+        )
+    hashes = pd.util.hash_array(normal, categorize=True)
+    train = (split_of == 0) & ~empty
+    repeats = np.zeros(len(values), bool)
+    repeats[train] = pd.Series(hashes[train]).duplicated(keep="first").to_numpy()
+    if repeats.any():
+        where = positions[repeats]
+        findings.append(
+            DataFinding(
+                "duplicate_texts",
+                "warning",
+                f"Text column {name!r}: {int(repeats.sum())} training rows repeat the text of an "
+                f"earlier training row (ignoring case and whitespace): rows "
+                f"{row_list(where, SHOWN_ROWS)}. Repeated texts weigh more in training.",
+                columns=(name,),
+                rows=_shown(where),
+                count=int(repeats.sum()),
+            )
+        )
+    seen = pd.unique(hashes[train])
+    for code, split in ((2, "test"), (1, "validation")):
+        held = (split_of == code) & ~empty
+        if not held.any() or not len(seen):
+            continue
+        shared = held & pd.Series(hashes).isin(seen).to_numpy()
+        if shared.any():
+            where = positions[shared]
+            findings.append(
+                DataFinding(
+                    "cross_split_texts",
+                    "leakage",
+                    f"Text column {name!r}: {int(shared.sum())} {split} rows have the text of a "
+                    f"training row (ignoring case and whitespace): rows "
+                    f"{row_list(where, SHOWN_ROWS)}. The {split} score partly measures memory; "
+                    "remove the repeated texts before the split.",
+                    columns=(name,),
+                    rows=_shown(where),
+                    count=int(shared.sum()),
+                )
+            )
+    held = split_of == 2 if (split_of == 2).any() else split_of == 1
+    held_name = "test" if (split_of == 2).any() else "validation"
+    if (split_of == 0).any() and held.any():
+        drift = _drift(counts.astype(np.float64), False, split_of == 0, held)
+        if drift is not None:
+            psi, p, outside = drift
+            if psi >= DRIFT_PSI and p < DRIFT_ALPHA:
+                findings.append(
+                    DataFinding(
+                        "length_drift",
+                        "warning",
+                        f"Text column {name!r}: the {held_name} texts' lengths differ from the "
+                        f"training texts' (PSI {psi:.3f}, p-value {p:.2g}; mean "
+                        f"{counts[held].mean():.1f} against {counts[split_of == 0].mean():.1f} "
+                        f"{unit}s): the score there may not predict the score on new data.",
+                        columns=(name,),
+                        rows=_shown(positions[np.flatnonzero(held)[outside]]),
+                        count=len(outside),
+                        value=psi,
+                    )
+                )
+    return findings, stats, rate
+
+
 # --------------------------------------------------------------------------- the audit
 
 
@@ -738,6 +895,7 @@ def audit_data(
     table: Table | None = None,
     feature_names: Sequence[str] | None = None,
     sample_rows: int = 50_000,
+    tokenizer: str = "word",
 ) -> DataQuality:
     """Audits the data's quality (see the module's docstring).
 
@@ -755,13 +913,16 @@ def audit_data(
         feature_names: An array's column names. Defaults to `None`.
         sample_rows: Rows read by the column checks at most (and hashed, for
             a stream). Defaults to `50_000`.
+        tokenizer: `data_options.tokenizer`, the unit a text column's
+            lengths are counted in. Defaults to `"word"`.
 
     Returns:
         The findings.
 
     Raises:
-        DataError: With `mode="strict"`, when rows are shared by two splits or
-            a column is suspected of target leakage, naming them.
+        DataError: With `mode="strict"`, when rows (or a text column's
+            texts) are shared by two splits or a column is suspected of
+            target leakage, naming them.
 
     Example:
         >>> quality = audit_data(x, y, task, splits)  # doctest: +SKIP
@@ -797,15 +958,28 @@ def audit_data(
     )
     images = not isinstance(x, dict) and len(x.shape) >= 3
     missing: dict[str, float] = {}
+    text_stats: dict[str, dict[str, Any]] = {}
     columns_checked = 0
     if not images and n:
         if sampled_from is x:
             columns = _columns(x, sampled, table, feature_names)
         else:
             columns = _columns(sampled_from, np.arange(len(sampled)), table, feature_names)
-        columns_checked = len(columns)
-        more, missing = _column_checks(columns, y[sampled], sampled, task, split_of[sampled], seed)
+        texts = [k for k, kind in (table.columns if table else {}).items() if kind == "text"]
+        for key in texts:  # their own checks, on the hashed rows
+            name = table.sources.get(key, key)
+            columns.pop(name, None)
+            values = hashed_from[key][hashed] if hashed_from is x else hashed_from[key]
+            more, text_stats[name], rate = _text_checks(
+                name, values, hashed, split_of[hashed], tokenizer
+            )
+            findings += more
+            if rate > 0:
+                missing[name] = rate
+        columns_checked = len(columns) + len(texts)
+        more, rates = _column_checks(columns, y[sampled], sampled, task, split_of[sampled], seed)
         findings += more
+        missing.update(rates)
     order = {"leakage": 0, "warning": 1, "info": 2}
     findings.sort(key=lambda f: order[f.severity])
     quality = DataQuality(
@@ -816,6 +990,7 @@ def audit_data(
         columns_checked=columns_checked,
         missing=missing,
         seconds=time.perf_counter() - start,
+        text=text_stats,
     )
     logger.info(quality.describe())
     for finding in findings:
@@ -829,7 +1004,8 @@ def audit_data(
                 "on: " + " ".join(f.message for f in leaks),
                 received={"data_options.audit": "strict"},
                 allowed="Fix the data (data_options.deduplicate=True drops duplicate rows "
-                "before the split; drop a leaking column with data_options.columns), or set "
+                "before the split; remove texts repeated across splits; drop a leaking column "
+                "with data_options.columns), or set "
                 "data_options.audit=True to train anyway with warnings",
             )
         )
