@@ -127,3 +127,26 @@ def test_strict_audit_refuses_texts_shared_across_splits_before_training(tmp_pat
             seed=0,
         )
     assert not _Untouched.called
+
+
+# ------------------------------------------------------------------------- bad text
+
+
+@pytest.mark.parametrize("empty", [None, np.nan, "", "csv"])
+def test_an_empty_text_column_is_refused_by_name(tmp_path, empty):
+    from kerastrain.data.prepare import prepare_data
+
+    frame = pd.DataFrame(
+        {
+            "body": [None if empty == "csv" else empty] * 30,
+            "x": np.arange(30.0),
+            "label": [0, 1] * 15,
+        }
+    )
+    data: object = frame
+    source = "DataFrame"
+    if empty == "csv":  # empty cells of a CSV file
+        frame.to_csv(tmp_path / "empty.csv", index=False)
+        data, source = str(tmp_path / "empty.csv"), "empty.csv"
+    with pytest.raises(DataError, match=rf"Column 'body' of .*{source}.* has no value in any of"):
+        prepare_data(data, DataConfig(target="label", text_columns=["body"]), seed=0)

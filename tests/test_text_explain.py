@@ -203,3 +203,37 @@ def test_explain_takes_a_tables_columns(untrained):
     x, y = prepared.part("test")
     result = kerastrain.explain(model, (x, y), "permutation", repeats=2)
     assert result.feature_names == ["text"] and result.importances.shape == (1, 2)
+
+
+def test_a_tables_other_columns_are_held_fixed_and_permuted_beside_the_tokens():
+    """A mixed table: the run permutes the columns and explains the tokens; a
+    multi-class softmax and the other inputs pass through the split model."""
+    from kerastrain.task import Task
+
+    rng = np.random.default_rng(0)
+    frame = _keyword_frame(60).assign(
+        stars=rng.normal(size=60), kind=rng.choice(["x", "y"], 60), label=np.arange(60) % 3
+    )
+    prepared = prepare_data(frame, DataConfig(target="label", text_columns=["text"]), seed=0)
+    inputs = model_inputs(prepared.feature_shape, prepared.standardizer, prepared.encoding)
+    options = {"layers": 1, "heads": 2, "d_model": 8, "dropout": 0.0}
+    model = build_model("transformer", inputs, Head(3, "softmax"), options)
+    permuted, tokens = explain_run(
+        model, prepared, ReportConfig(explain_texts=2, explain_steps=64, permutation_repeats=2)
+    )
+    assert permuted.method == "permutation" and set(permuted.feature_names) >= {"stars", "kind"}
+    assert tokens.class_names == ["0", "1", "2"] and len(tokens.indices) == 2
+    change = tokens.scores - tokens.baseline_scores
+    sums = np.array([a.sum() for a in tokens.attributions])
+    np.testing.assert_allclose(sums, change, rtol=0.02, atol=1e-5)
+    # Regression: the prediction itself is explained, just as completely.
+    reg = build_model("transformer", inputs, Head(1, "linear"), options)
+    x, y = prepared.part("test")
+    (result,) = token_attributions(reg, x, y.astype(float), Task("regression", 1), texts=2)
+    assert result.class_names == []
+    np.testing.assert_allclose(
+        [a.sum() for a in result.attributions],
+        result.scores - result.baseline_scores,
+        rtol=0.02,
+        atol=1e-5,
+    )
