@@ -150,3 +150,25 @@ def test_an_empty_text_column_is_refused_by_name(tmp_path, empty):
         data, source = str(tmp_path / "empty.csv"), "empty.csv"
     with pytest.raises(DataError, match=rf"Column 'body' of .*{source}.* has no value in any of"):
         prepare_data(data, DataConfig(target="label", text_columns=["body"]), seed=0)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "tfrecord"])
+def test_a_table_files_text_column_reads_as_text_and_a_streamed_one_is_refused(tmp_path, fmt):
+    # Regression: the file reader (Parquet, TFRecord, several CSV files) knew
+    # only numeric and categorical columns, so a text column (detected or
+    # named) was parsed as numbers: pyarrow's "Failed to parse string ... as a
+    # scalar of type double".
+    from test_data_stream import _write
+
+    from kerastrain.data.prepare import prepare_data
+
+    frame = _frame()
+    files = _write(frame, tmp_path / fmt, fmt)
+    for options in ({}, {"text_columns": ["review"]}):
+        prepared = prepare_data(files, DataConfig(target="label", **options), seed=0)
+        assert prepared.table.columns == {"review": "text", "stars": "numeric"}
+        assert list(prepared.x["review"]) == list(frame.review)
+    with pytest.raises(
+        DataError, match=r"streamed, and its text column\(s\) \['review'\] are read"
+    ):
+        prepare_data(files, DataConfig(target="label", in_memory_mb=0), seed=0)

@@ -102,7 +102,8 @@ class FileColumn:
     Attributes:
         source: The column's name in the files.
         name: The model input's name.
-        kind: `"numeric"` or `"categorical"`.
+        kind: `"numeric"`, `"categorical"` or `"text"` (free text, read
+            in memory only).
         text: The values are strings (else numbers, read as float32).
         dtype: For TFRecord: the feature's type (`"float"`, `"int64"`,
             `"bytes"`); for the label and key columns of CSV and Parquet, the
@@ -318,6 +319,7 @@ def file_schema(
         ("target", target),
         ("split_key", options.split_key),
         *(("columns", c) for c in options.columns),
+        *(("text_columns", c) for c in options.text_columns),
     ):
         if name is not None and name not in names:
             raise DataError(
@@ -336,7 +338,9 @@ def file_schema(
         if column == target or options.columns.get(column) == "drop":
             continue
         values, missing = _column(frame, column)
-        declared = options.columns.get(column)
+        declared = options.columns.get(column) or (
+            "text" if column in options.text_columns else None
+        )
         if missing.all() and not declared:
             kind = "numeric" if values.dtype.kind in "fiub" else "categorical"
         else:
@@ -344,9 +348,10 @@ def file_schema(
                 kind = declared or _infer_kind(column, values, missing, None)
             except DataError as exc:
                 raise DataError(f"In the file {first!r}: {exc}") from None
-        text = values.dtype.kind not in "fiub" and kind == "categorical"
+        strings = kind in ("categorical", "text")  # read as strings, not numbers
+        text = values.dtype.kind not in "fiub" and strings
         if feature_types:
-            text = feature_types.get(column) == "bytes" and kind == "categorical"
+            text = feature_types.get(column) == "bytes" and strings
         columns.append(
             FileColumn(
                 column, _input_name(column, taken), kind, text, feature_types.get(column, "")

@@ -847,6 +847,19 @@ def read_table_files(
             options.in_memory_mb,
         )
         return x, y, table, parts
+    texts = [c.source for c in columns if c.kind == "text"]
+    if texts:
+        raise DataError(
+            message(
+                f"{tables.description} ({size:,.0f} MiB) is streamed, and its text column(s) "
+                f"{texts} are read in memory only (their tokenizer learns its vocabulary from "
+                "every training row before training)",
+                received={"data_options.in_memory_mb": options.in_memory_mb},
+                allowed=f"Raise data_options.in_memory_mb to at least {int(size) + 1} to read "
+                "the table in memory, or drop the text column(s) with data_options.columns="
+                "{name: 'drop'}",
+            )
+        )
     if options.impute == "drop":
         raise DataError(
             message(
