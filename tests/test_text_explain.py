@@ -124,7 +124,7 @@ def test_saliency_and_an_unknown_baseline_are_refused_for_text(untrained):
         check_explainable("saliency", prepared)
 
 
-def test_the_run_explains_a_text_model_by_its_tokens(untrained):
+def test_the_run_explains_a_text_model_by_its_tokens(untrained, tmp_path):
     model, prepared = untrained
     config = ReportConfig(explain_texts=2, explain_steps=16)
     (result,) = explain_run(model, prepared, config, seed=0)
@@ -132,6 +132,7 @@ def test_the_run_explains_a_text_model_by_its_tokens(untrained):
     assert len(result.indices) == 2 and set(result.indices) <= set(prepared.splits.test)
     for row, text in zip(result.indices, result.texts):
         assert prepared.x["text"][row] == text  # rows named as the data numbers them
+    assert result.plot(tmp_path / "tokens.png").stat().st_size > 1000  # the API's figure
     permuted = explain_run(model, prepared, ReportConfig(explain="permutation"), seed=0)
     assert [e.method for e in permuted] == ["permutation"]
 
