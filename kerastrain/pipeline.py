@@ -20,6 +20,7 @@ from kerastrain.compress import CompressResult, compress_model, compression_sect
 from kerastrain.config import ExportConfig, PipelineConfig, load_config, save_config
 from kerastrain.data.audit import DataQuality, audit_data
 from kerastrain.data.balance import check_balance_options
+from kerastrain.data.corpus import prepare_corpus, windows
 from kerastrain.data.feed import InMemory
 from kerastrain.data.prepare import Prepared, prepare_data
 from kerastrain.data.preprocess import with_target_scale
@@ -30,12 +31,15 @@ from kerastrain.distribute import (
     strategy_summary,
     warn_if_unreachable_by_tpu,
 )
+from kerastrain.errors import ConfigError, message
 from kerastrain.evaluation import Evaluation, evaluate_run
 from kerastrain.explanation import check_explainable, explain_run
 from kerastrain.export import check_onnx_data, export_model, verify_artifacts
+from kerastrain.export.language_model import export_language_model, verify_language_model
 from kerastrain.export.model_info import write_model_info
 from kerastrain.export.text import check_text_export
 from kerastrain.files import write_json
+from kerastrain.generation import Generator
 from kerastrain.metrics import compute_metrics
 from kerastrain.report import ReportInputs, Section, write_report
 from kerastrain.runs import RunFolder, open_run_folder, run_seed
@@ -59,6 +63,13 @@ from kerastrain.training.finished import (
     finished_record,
     record_finished,
     restore_finished,
+)
+from kerastrain.training.language_model import (
+    language_model_defaults,
+    language_model_section,
+    lm_context,
+    score_language_model,
+    train_language_model,
 )
 from kerastrain.training.memory import memory_section
 from kerastrain.training.model_parallel import run_model_parallel
@@ -99,6 +110,8 @@ class PipelineResult:
         synthetic: The synthetic rows' figures (fidelity, TSTR, diversity,
             memorisation, whether they were used and why), or None when
             `data_options.synthesize` was not set.
+        generator: A language model's `kerastrain.generation.Generator`
+            (`generate`), else None.
     """
 
     model: keras.Model
@@ -115,6 +128,33 @@ class PipelineResult:
     data_quality: DataQuality | None = None
     memory_plan: dict[str, Any] | None = None
     synthetic: dict[str, Any] | None = None
+    generator: Generator | None = None
+
+    def generate(
+        self,
+        prompt: str,
+        max_tokens: int = 100,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int = 0,
+    ) -> str:
+        """A language model's continuation of ``prompt``: the same text for
+        the same seed (`kerastrain.generation.Generator.generate`; a prompt
+        longer than the context keeps its last `max_length` tokens, with a
+        warning).
+
+        Raises:
+            ConfigError: When the run did not train a language model.
+        """
+        if self.generator is None:
+            raise ConfigError(
+                message(
+                    "generate() needs a language model",
+                    received={"model": self.config.model},
+                    allowed="Train with model='transformer_lm' on a corpus",
+                )
+            )
+        return self.generator.generate(prompt, max_tokens, temperature, top_k, seed)
 
 
 class _Stages:
@@ -211,6 +251,9 @@ def fit_pipeline(
     warn_if_unreachable_by_tpu(strategy_obj, cfg.output_dir)
     role = process_role(strategy_obj)
     run = open_run_folder(cfg, role)  # a temporary one off the chief
+    if cfg.model == "transformer_lm":  # a corpus, next-token prediction: its own stages
+        cfg = language_model_defaults(cfg, {**given, "config": config})
+        return _language_model(cfg, strategy_obj, run, stage)
     try:
         # A strategy object is recorded by kind and options, so that the file repeats the run.
         save_config(
@@ -529,3 +572,59 @@ def _report(
             ],
         )
     )
+
+
+def _language_model(
+    cfg: PipelineConfig, strategy: tf.distribute.Strategy, run: RunFolder, stage: _Stages
+) -> PipelineResult:
+    """`model="transformer_lm"`: corpus, training, scoring (perplexity and
+    bits per byte), export, parity of next-token logits, report."""
+    context = lm_context(cfg.model_options)
+    try:
+        save_config(cfg.replace(strategy=recorded_strategy(cfg.strategy, strategy)),
+                    run.path / "config.yaml")  # fmt: skip
+        with stage("data"):
+            corpus = prepare_corpus(cfg.data, cfg.data_options, cfg.seed, context)
+        with stage("train"):
+            trained, fit = train_language_model(
+                cfg.train, corpus, strategy, model_options=cfg.model_options,
+                batch_size=cfg.batch_size, seed=cfg.seed, backup_dir=run.backup_dir,
+                callbacks=training_callbacks(cfg.tracking, run.path),
+            )  # fmt: skip
+        with stage("evaluate"):
+            metrics = {
+                s: score_language_model(trained, corpus, s, context) for s in ("val", "test")
+            }
+            metrics = {split: m for split, m in metrics.items() if m is not None}
+        generator = Generator.from_model(trained, corpus.vocabulary, corpus.tokenizer, context)
+        with stage("export"):
+            artifacts = export_language_model(
+                trained, corpus.vocabulary, corpus.tokenizer, context, run.path, cfg.export
+            )
+        held_out = "test" if len(corpus.ids["test"]) > 1 else "train"
+        if cfg.export.verify:
+            with stage("verify"):
+                prompts = [corpus.text[held_out][:n] or "a" for n in (1, 7, 3 * context)]
+                x = windows(corpus.ids[held_out], context, held_out=True)[0]
+                metrics.update(verify_language_model(
+                    trained, artifacts, x, prompts, generator, cfg.export))  # fmt: skip
+        with stage("report"):
+            write_json(run.path / "metrics.json", metrics)
+            write_json(run.path / "history.json", fit.history)
+            report_path = write_report(ReportInputs(
+                run.path, name=cfg.name, history=fit.history, summary=corpus.summary(),
+                metrics=metrics, artifacts=artifacts, timings=stage.timings,
+                stop_reason=fit.stop_reason, config=cfg,
+                sections=[language_model_section(trained, corpus, metrics, fit.history, context)],
+            ))  # fmt: skip
+    except BaseException as exc:
+        run.mark("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    run.mark("finished", timings=stage.timings)
+    discard_finished(run.backup_dir)
+    return PipelineResult(
+        model=trained, history=fit.history, metrics=metrics, artifacts=artifacts,
+        best_hyperparameters=None, report_path=report_path, config=cfg, run_dir=run.path,
+        timings=stage.timings, stop_reason=fit.stop_reason, performance=fit.performance,
+        generator=generator,
+    )  # fmt: skip

@@ -40,6 +40,7 @@ __all__ = [
     "check_text_column",
     "is_text_folder",
     "read_text_folder",
+    "read_utf8",
     "fit_vocabulary",
     "tokenizer_layer",
     "TEXT_COLUMN",
@@ -144,7 +145,12 @@ def is_text_folder(path: Path) -> bool:
     )
 
 
-def _read_utf8(file: Path) -> str:
+def read_utf8(file: Path) -> str:
+    """The text of ``file``.
+
+    Raises:
+        DataError: When it is not UTF-8 (file and byte offset named).
+    """
     content = file.read_bytes()
     try:
         return content.decode("utf-8")
@@ -183,7 +189,7 @@ def read_text_folder(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, lis
     texts, labels = [], []
     for index, name in enumerate(classes):
         for file in sorted((path / name).glob("*.txt")):
-            texts.append(_read_utf8(file))
+            texts.append(read_utf8(file))
             labels.append(index)
             if len(texts) % PROGRESS_FILES == 0:
                 logger.info("Read %d text files of %s so far.", len(texts), path)

@@ -19,7 +19,7 @@ from kerastrain.models.cnn import cnn
 from kerastrain.models.mlp import mlp
 from kerastrain.models.resnet import resnet
 from kerastrain.models.transfer import FineTunePlan, transfer
-from kerastrain.models.transformer import transformer
+from kerastrain.models.transformer import transformer, transformer_lm
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ MODELS: dict[str, Factory] = {
     "resnet": resnet,
     "transfer": transfer,
     "transformer": transformer,
+    "transformer_lm": transformer_lm,
 }
 
 #: Arguments kerastrain passes itself; never model options.

@@ -36,10 +36,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "transformer",
+    "transformer_lm",
+    "LM_MAX_LENGTH",
     "DEFAULT_MAX_LENGTH_QUANTILE",
     "MAX_AUTO_LENGTH",
 ]
 
+#: The language model's default context, in tokens.
+LM_MAX_LENGTH = 128
 #: `max_length=None` covers this quantile of the training rows' lengths ...
 DEFAULT_MAX_LENGTH_QUANTILE = 0.95
 #: ... but no more than this many tokens.
@@ -73,7 +77,24 @@ def _log_truncation(source: str, lengths: np.ndarray, max_length: int) -> None:
     )
 
 
-def _encoder(
+def _block_options(layers: Any, heads: Any, d_model: Any, ff: Any, dropout: Any) -> dict:
+    """The blocks' options, checked (`ff=None` is `4 * d_model`)."""
+    layers, heads, d_model = (
+        _positive("layers", layers),
+        _positive("heads", heads),
+        _positive("d_model", d_model),
+    )
+    ff = 4 * d_model if ff is None else _positive("ff", ff)
+    if d_model % heads:
+        raise config_error(
+            "model_options.d_model", d_model, f"a multiple of model_options.heads={heads}"
+        )
+    if not 0.0 <= float(dropout) < 1.0:
+        raise config_error("model_options.dropout", dropout, "a rate from 0 to below 1")
+    return dict(layers=layers, heads=heads, d_model=d_model, ff=ff, dropout=float(dropout))
+
+
+def _blocks(
     x: Any,
     mask: Any,
     prefix: str,
@@ -83,15 +104,18 @@ def _encoder(
     d_model: int,
     ff: int,
     dropout: float,
+    causal: bool = False,
 ) -> Any:
     """Pre-norm blocks over ``(batch, length, d_model)`` vectors, then the
-    final normalization and the masked mean."""
+    final normalization: the encoder's (``causal=False``) and the language
+    model's (``causal=True``: each position attends to itself and the
+    positions before it only, besides ``mask``)."""
     for i in range(layers):
         name = f"{prefix}block{i}"
         h = LayerNorm(name=f"{name}_norm1")(x)
         h = keras.layers.MultiHeadAttention(
             heads, d_model // heads, dropout=dropout, name=f"{name}_attention"
-        )(h, h, attention_mask=mask)
+        )(h, h, attention_mask=mask, use_causal_mask=causal)
         if dropout:
             h = keras.layers.Dropout(dropout, name=f"{name}_dropout1")(h)
         x = keras.layers.Add(name=f"{name}_residual1")([x, h])
@@ -101,7 +125,12 @@ def _encoder(
         if dropout:
             h = keras.layers.Dropout(dropout, name=f"{name}_dropout2")(h)
         x = keras.layers.Add(name=f"{name}_residual2")([x, h])
-    x = LayerNorm(name=f"{prefix}final_norm")(x)
+    return LayerNorm(name=f"{prefix}final_norm")(x)
+
+
+def _encoder(x: Any, mask: Any, prefix: str, **options: Any) -> Any:
+    """The encoder's blocks, then the masked mean."""
+    x = _blocks(x, mask, prefix, **options)
     return MaskedMeanPool(name=f"{prefix}pool")([x, mask])
 
 
@@ -141,21 +170,10 @@ def transformer(
         ConfigError: For a bad option, or data with neither text columns nor
             `(length, features)` sequences.
     """
-    layers, heads, d_model = (
-        _positive("layers", layers),
-        _positive("heads", heads),
-        _positive("d_model", d_model),
-    )
-    ff = 4 * d_model if ff is None else _positive("ff", ff)
+    options = _block_options(layers, heads, d_model, ff, dropout)
+    d_model = options["d_model"]
     if max_length is not None:
         max_length = _positive("max_length", max_length)
-    if d_model % heads:
-        raise config_error(
-            "model_options.d_model", d_model, f"a multiple of model_options.heads={heads}"
-        )
-    if not 0.0 <= float(dropout) < 1.0:
-        raise config_error("model_options.dropout", dropout, "a rate from 0 to below 1")
-    options = dict(layers=layers, heads=heads, d_model=d_model, ff=ff, dropout=float(dropout))
     pooled = []
     several = len(inputs.text) > 1
     for name, feature in inputs.text.items():
@@ -204,3 +222,70 @@ def transformer(
 
 
 transformer.reads_text = True  # type: ignore[attr-defined]
+
+
+def transformer_lm(
+    inputs: ModelInputs,
+    head: Head,
+    *,
+    layers: int = 2,
+    heads: int = 4,
+    d_model: int = 128,
+    ff: int | None = None,
+    max_length: int = LM_MAX_LENGTH,
+    dropout: float = 0.1,
+) -> keras.Model:
+    """A causal Transformer decoder: token ids to next-token logits.
+
+    The same pre-norm blocks as `transformer` with causal self-attention
+    (position `t` attends to positions `0..t` that are not padding), and
+    the layer names of a single-column encoder (`token_embedding`,
+    `position_embedding`, `block{i}_norm1`, `block{i}_attention`,
+    `block{i}_mlp_in`, `block{i}_mlp_out`, `block{i}_norm2`, `final_norm`),
+    then `lm_head`, a float32 `Dense` to one logit per vocabulary id.
+
+    Args:
+        inputs: One text feature (`inputs.text`) whose `ids` are the
+            `(batch, length)` int token ids the model is called on (0 pads).
+        head: `units` is the vocabulary size (padding and out-of-vocabulary
+            included); the activation is ignored (logits).
+        layers: Decoder blocks. Defaults to `2`.
+        heads: Attention heads per block (`d_model` must divide by it).
+            Defaults to `4`.
+        d_model: Width of the token vectors. Defaults to `128`.
+        ff: Width of each block's MLP. Defaults to `None` (`4 * d_model`).
+        max_length: The context: the most tokens a call reads (the first
+            ones). Defaults to `LM_MAX_LENGTH` (128).
+        dropout: Dropout rate of the attention weights, the embeddings and
+            each block's outputs. Defaults to `0.1`.
+
+    Returns:
+        An uncompiled functional `tf_keras.Model` named `"transformer_lm"`.
+
+    Raises:
+        ConfigError: For a bad option, or inputs that are not one text feature.
+    """
+    options = _block_options(layers, heads, d_model, ff, dropout)
+    max_length = _positive("max_length", max_length)
+    if len(inputs.text) != 1 or inputs.features is not None:
+        raise ConfigError(
+            message(
+                "model='transformer_lm' reads one stream of token ids (a corpus), not "
+                f"{len(inputs.text)} text column(s) and other features",
+                allowed="Pass a .txt file, a folder of .txt files or a list of strings",
+            )
+        )
+    (feature,) = inputs.text.values()
+    x = TokenEmbedding(
+        feature.vocabulary_size, options["d_model"], max_length, name="token_embedding"
+    )(feature.ids)
+    x = PositionEmbedding(max_length, name="position_embedding")(x)
+    if options["dropout"]:
+        x = keras.layers.Dropout(options["dropout"], name="embedding_dropout")(x)
+    mask = PaddingMask(max_length, name="padding_mask")(feature.ids)
+    x = _blocks(x, mask, "", causal=True, **options)
+    logits = keras.layers.Dense(head.units, dtype="float32", name="lm_head")(x)
+    return keras.Model(inputs.inputs, logits, name="transformer_lm")
+
+
+transformer_lm.reads_text = True  # type: ignore[attr-defined]
