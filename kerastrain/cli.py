@@ -1,6 +1,7 @@
 """The ``kerastrain`` command: ``run``, ``tune``, ``demo``, ``launch``,
 ``predict`` and ``evaluate`` (an exported artifact on a data file, see
-`kerastrain.predicting`).
+`kerastrain.predicting`), and ``generate`` (a language model's text, see
+`kerastrain.generation`).
 
 Errors in the config or the data print one paragraph and exit with code 2,
 without a traceback (wrapped at spaces only: a path in the message stays
@@ -192,6 +193,34 @@ def _parser() -> argparse.ArgumentParser:
         help="the run folder (default: %(default)s)",
     )
     demo.add_argument("--epochs", type=int, default=20, help="training epochs (default: 20)")
+
+    generate = commands.add_parser(
+        "generate",
+        help="continue a prompt with a language model (model='transformer_lm')",
+        description="Print PROMPT followed by the tokens a language model generates. The same "
+        "seed gives the same text. A prompt longer than the model's context keeps its last "
+        "max_length tokens (with a warning); unknown characters or words are the "
+        "out-of-vocabulary token.",
+    )
+    generate.add_argument(
+        "artifact",
+        metavar="ARTIFACT",
+        help="the run folder of a language model, its SavedModel folder or its model.keras",
+    )
+    generate.add_argument("prompt", metavar="PROMPT", help="the text to continue")
+    generate.add_argument(
+        "--max-tokens", type=int, default=100, help="tokens to add (default: %(default)s)"
+    )
+    generate.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="0 picks the most likely token; above, samples (default: %(default)s)",
+    )
+    generate.add_argument(
+        "--top-k", type=int, default=None, help="sample among the K most likely tokens only"
+    )
+    generate.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     return parser
 
 
@@ -231,6 +260,21 @@ def _artifact_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    """``generate``: the work is `kerastrain.generation`'s."""
+    from kerastrain.generation import load_generator
+
+    text = load_generator(args.artifact).generate(
+        args.prompt,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+    )
+    print(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -255,6 +299,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.command in ("predict", "evaluate"):
             return _artifact_command(args)
+        if args.command == "generate":
+            return _generate(args)
         if args.command == "launch":
             config = load_config(
                 args.config, output_dir=args.output_dir, overwrite=args.overwrite or None
