@@ -235,7 +235,10 @@ def _summary(result) -> str:  # noqa: ANN001 - PipelineResult, imported lazily
             continue
         key = "accuracy" if "accuracy" in values else "rmse"
         label = "Keras model" if where == "test" else f"{where} model"
-        lines.append(f"Test {key} ({label}): {values[key]:.4f}")
+        if "bits_per_byte" in values:  # a language model
+            lines.append(f"Test bits per byte ({label}): {values['bits_per_byte']:.4f}")
+        if key in values:  # a language model's artifacts have their parity instead
+            lines.append(f"Test {key} ({label}): {values[key]:.4f}")
     return "\n".join(lines)
 
 

@@ -202,9 +202,14 @@ def fit_pipeline(
         data: `"digits"` (the embedded default), `(x, y)` arrays, a DataFrame
             or CSV path with `data_options={"target": ...}`, a folder of class
             sub-folders of images, `"tfds:NAME"`, or a `tf.data.Dataset` of
-            `(x, y)`. Defaults to the config's, else `"digits"`.
-        model: `"auto"`, `"mlp"`, `"cnn"`, a factory callable, or a built
-            tf_keras model. Defaults to the config's, else `"auto"`.
+            `(x, y)`; for `model="transformer_lm"`, a corpus: a `.txt` file,
+            a folder of them or a list of strings (`kerastrain.data.corpus`).
+            Defaults to the config's, else `"digits"`.
+        model: `"auto"`, `"mlp"`, `"cnn"`, `"transformer"`,
+            `"transformer_lm"` (a language model: its metrics are perplexity
+            and bits per byte, and `PipelineResult.generate` writes text), a
+            factory callable, or a built tf_keras model. Defaults to the
+            config's, else `"auto"`.
         data_options: Mapping or `DataConfig`. Defaults to `None`.
         train: Mapping or `TrainConfig`. Defaults to `None`.
         tune: Mapping or `TuneConfig`: search hyper-parameters first, then

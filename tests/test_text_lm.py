@@ -282,6 +282,10 @@ def test_the_run_s_keras_file_and_savedmodel_answer_like_the_trained_model(run):
     saved = tf.saved_model.load(str(run.run_dir / "savedmodel"))
     got = saved.signatures["serving_default"](ids=tf.constant(ids))["logits"].numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
+    as_keras = keras.models.load_model(run.run_dir / "savedmodel", compile=False)
+    assert as_keras.name == "transformer_lm"
+    assert set(SPEC_LAYERS) <= {layer.name for layer in as_keras.layers}
+    np.testing.assert_allclose(as_keras(ids).numpy(), want, atol=1e-5)
     prompt = "the cat"
     expected = run.model(run.generator.encode(prompt)[np.newaxis]).numpy()[0, -1]
     strings = saved.signatures["next_token"](text=tf.constant([prompt, "a"]))["logits"].numpy()

@@ -182,7 +182,8 @@ class DataConfig(Section):
             model takes raw strings. Defaults to `[]` (detected).
         tokenizer: How text is cut into tokens: `"word"` (lower-cased,
             punctuation stripped, split on whitespace) or `"character"`.
-            Defaults to `"word"`.
+            Defaults to `"word"`; for `model="transformer_lm"`,
+            `"character"` when not set (lossless, so bits per byte is honest).
         vocabulary_size: The most tokens a text vocabulary keeps (the most
             frequent in training, counting the padding and out-of-vocabulary
             tokens); a token outside it maps to out-of-vocabulary.

@@ -9,7 +9,9 @@ The run folder of `model="transformer_lm"` gets:
   (the format of `kerastrain.export.text`);
 - `model_info.json`: ``"task": "language_model"``, the tokenizer, the
   vocabulary size and the context (`max_length`);
-- `savedmodel/` (with `"savedmodel"` in `export.formats`): the signature
+- `savedmodel/` (with `"savedmodel"` in `export.formats`): the tf_keras
+  model saved as a SavedModel (`tf_keras.models.load_model` reloads it, with
+  the tokenizer as one more layer, ``lm_tokenizer``); the signature
   ``serving_default`` takes ``ids`` and returns ``logits`` as the `.keras`
   model; the signature ``next_token`` takes raw strings ``text`` (batch,),
   tokenizes them inside the graph (the tokenizer is part of the SavedModel;
@@ -55,27 +57,28 @@ NEXT_TOKEN_SIGNATURE = "next_token"
 PARITY_WINDOWS = 8
 
 
-class _Serving(tf.Module):
-    """The SavedModel's module: the ids model and the tokenizer."""
-
-    def __init__(self, model: keras.Model, tokenizer: keras.layers.TextVectorization, length: int):
-        super().__init__()
-        self.model = model
-        self.tokenizer = tokenizer
-        self.length = length
+def _signatures(
+    model: keras.Model, tokenizer: keras.layers.TextVectorization, length: int
+) -> dict[str, Any]:
+    """The SavedModel's signatures: ids to logits, raw strings to the logits
+    after each string's last token (its last ``length`` tokens read)."""
 
     @tf.function(input_signature=[tf.TensorSpec((None, None), tf.int32, name="ids")])
-    def ids(self, ids: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"logits": self.model(ids, training=False)}
+    def ids(ids: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"logits": model(ids, training=False)}
 
     @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, name=TEXT_COLUMN)])
-    def next_token(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
-        tokens = self.tokenizer(text)  # ragged: each row's own length
-        tokens = tf.cast(tokens[:, -self.length :], tf.int32)
+    def next_token(text: tf.Tensor) -> dict[str, tf.Tensor]:
+        tokens = tf.cast(tokenizer(text)[:, -length:], tf.int32)  # ragged: each row's own length
         lengths = tf.cast(tokens.row_lengths(), tf.int32)
-        logits = self.model(tokens.to_tensor(default_value=0), training=False)
+        logits = model(tokens.to_tensor(default_value=0), training=False)
         last = tf.maximum(lengths - 1, 0)
         return {"logits": tf.gather(logits, last, axis=1, batch_dims=1)}
+
+    return {
+        "serving_default": ids.get_concrete_function(),
+        NEXT_TOKEN_SIGNATURE: next_token.get_concrete_function(),
+    }
 
 
 def _tokenizer_json(vocabulary: list[str], tokenizer: str, path: Path) -> None:
@@ -148,17 +151,16 @@ def export_language_model(
             ragged=True,
             name="tokenizer",
         )
-        serving = _Serving(model, ragged, max_length)
+        signatures = _signatures(model, ragged, max_length)
         final = run_dir / FILENAMES["savedmodel"]
-        with atomic_path(final) as tmp:
-            tf.saved_model.save(
-                serving,
-                str(tmp),
-                signatures={
-                    "serving_default": serving.ids.get_concrete_function(),
-                    NEXT_TOKEN_SIGNATURE: serving.next_token.get_concrete_function(),
-                },
-            )
+        # The tokenizer rides on the model while it is saved, so that its
+        # vocabulary table is saved with the string signature.
+        model.lm_tokenizer = ragged
+        try:
+            with atomic_path(final) as tmp:
+                model.save(tmp, save_format="tf", include_optimizer=False, signatures=signatures)
+        finally:
+            del model.lm_tokenizer
         if "savedmodel" in config.formats:
             artifacts["savedmodel"] = final
         if "tflite" in config.formats:
@@ -168,7 +170,7 @@ def export_language_model(
                     "A language model's TFLite file is float32 only: %s not written.", modes
                 )
             converter = tf.lite.TFLiteConverter.from_concrete_functions(
-                [serving.ids.get_concrete_function()], serving
+                [signatures["serving_default"]], model
             )
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
             atomic_write(run_dir / FILENAMES["tflite"], converter.convert())

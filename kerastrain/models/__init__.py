@@ -1,4 +1,4 @@
-"""Model factories: `mlp`, `cnn`, `resnet`, `transfer`, `transformer`, and the
+"""Model factories: `mlp`, `cnn`, `resnet`, `transfer`, `transformer`, `transformer_lm`, and the
 registry that names them.
 
 A `transfer` model's second training phase is a plain value, its
@@ -19,7 +19,7 @@ from kerastrain.models.registry import (
 )
 from kerastrain.models.resnet import resnet
 from kerastrain.models.transfer import FineTunePlan, transfer
-from kerastrain.models.transformer import transformer
+from kerastrain.models.transformer import transformer, transformer_lm
 
 __all__ = [
     "Head",
@@ -36,4 +36,5 @@ __all__ = [
     "resnet",
     "transfer",
     "transformer",
+    "transformer_lm",
 ]

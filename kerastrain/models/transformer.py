@@ -1,4 +1,5 @@
-"""A Transformer encoder for text columns (and 3-D numeric sequences).
+"""A Transformer encoder for text columns (and 3-D numeric sequences), and
+the causal decoder of a language model (`transformer_lm`).
 
 Each text column's token ids are truncated to ``max_length``, embedded
 (token plus learned position embeddings), passed through pre-norm blocks
@@ -10,6 +11,13 @@ The blocks are plain functional layers, named ``<column>_block<i>_attention``,
 ``_mlp_in``, ``_mlp_out``, so that a layer can be found by name; the few that
 tf_keras lacks are in `kerastrain.data.layers`, beside the table layers (so
 that loading a `.keras` file registers both).
+
+`transformer_lm` is the same block code (`_blocks`, with ``causal=True``)
+from token ids to next-token logits; its layers carry the single-column
+names (``token_embedding``, ``block<i>_attention``, ..., ``final_norm``)
+and the output is ``lm_head``. Its corpus, training and generation live in
+`kerastrain.data.corpus`, `kerastrain.training.language_model` and
+`kerastrain.generation`.
 """
 
 from __future__ import annotations

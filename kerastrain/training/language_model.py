@@ -250,6 +250,8 @@ def language_model_defaults(cfg: PipelineConfig, given: Mapping[str, Any]) -> Pi
         cfg: The resolved config.
         given: `fit_pipeline`'s arguments as passed (`train`, `data_options`,
             `config`: a mapping, a section or config object, or a YAML path).
+            In a section or config object (as `kerastrain run` passes one), a
+            value equal to its default counts as not set.
 
     Returns:
         The config to train the language model with.
