@@ -604,7 +604,7 @@ def _language_model(
         generator = Generator.from_model(trained, corpus.vocabulary, corpus.tokenizer, context)
         with stage("export"):
             artifacts = export_language_model(
-                trained, corpus.vocabulary, corpus.tokenizer, context, run.path, cfg.export
+                trained, generator.layer, context, run.path, cfg.export
             )
         held_out = "test" if len(corpus.ids["test"]) > 1 else "train"
         if cfg.export.verify:

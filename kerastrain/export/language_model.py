@@ -39,7 +39,6 @@ import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.config import ExportConfig
-from kerastrain.data.text import TEXT_COLUMN, tokenizer_layer
 from kerastrain.errors import ExportError, message
 from kerastrain.export.text import TOKENIZER_FILE
 from kerastrain.export.writing import FILENAMES
@@ -53,6 +52,8 @@ __all__ = ["export_language_model", "verify_language_model", "LM_TASK", "NEXT_TO
 LM_TASK = "language_model"
 #: The SavedModel signature from raw strings to next-token logits.
 NEXT_TOKEN_SIGNATURE = "next_token"
+#: The name of the string signature's input (as in ``tokenizer.json``).
+TEXT_COLUMN = "text"
 #: Held-out windows the parity check runs.
 PARITY_WINDOWS = 8
 
@@ -81,13 +82,13 @@ def _signatures(
     }
 
 
-def _tokenizer_json(vocabulary: list[str], tokenizer: str, path: Path) -> None:
-    config = tokenizer_layer(vocabulary, tokenizer, "spec").get_config()
+def _tokenizer_json(tokenizer: keras.layers.TextVectorization, path: Path) -> None:
+    config = tokenizer.get_config()
     write_json(
         path,
         {
             TEXT_COLUMN: {
-                "vocabulary": ["", "[UNK]", *vocabulary],
+                "vocabulary": [str(token) for token in tokenizer.get_vocabulary()],
                 "standardize": config["standardize"],
                 "split": config["split"],
                 "padding_id": 0,
@@ -99,8 +100,7 @@ def _tokenizer_json(vocabulary: list[str], tokenizer: str, path: Path) -> None:
 
 def export_language_model(
     model: keras.Model,
-    vocabulary: list[str],
-    tokenizer: str,
+    tokenizer: keras.layers.TextVectorization,
     max_length: int,
     run_dir: str | Path,
     config: ExportConfig,
@@ -109,8 +109,8 @@ def export_language_model(
 
     Args:
         model: The trained ids-to-logits model.
-        vocabulary: The learned vocabulary (without padding and OOV).
-        tokenizer: `"character"` or `"word"`.
+        tokenizer: The tokenizer (a `TextVectorization` layer with the
+            learned vocabulary, padding and out-of-vocabulary first).
         max_length: The model's context.
         run_dir: The run folder.
         config: `formats` (`"savedmodel"`, `"tflite"`; `model.keras` is
@@ -124,13 +124,16 @@ def export_language_model(
     with atomic_path(run_dir / FILENAMES["keras"]) as tmp:
         model.save(tmp)
     artifacts["keras"] = run_dir / FILENAMES["keras"]
-    _tokenizer_json(vocabulary, tokenizer, run_dir / TOKENIZER_FILE)
+    _tokenizer_json(tokenizer, run_dir / TOKENIZER_FILE)
+    spec = tokenizer.get_config()
+    vocabulary = [str(token) for token in tokenizer.get_vocabulary()[2:]]
+    kind = "character" if spec["split"] == "character" else "word"
     write_json(
         run_dir / "model_info.json",
         {
             "version": 1,
             "task": LM_TASK,
-            "tokenizer": tokenizer,
+            "tokenizer": kind,
             "vocabulary_size": len(vocabulary) + 2,
             "max_length": int(max_length),
             "inputs": [{"name": "ids", "dtype": "int32", "shape": [None]}],
@@ -142,9 +145,8 @@ def export_language_model(
         },
     )
     if "savedmodel" in config.formats or "tflite" in config.formats:
-        spec = tokenizer_layer(vocabulary, tokenizer, "spec").get_config()
         ragged = keras.layers.TextVectorization(
-            vocabulary=list(vocabulary),
+            vocabulary=vocabulary,
             standardize=spec["standardize"],
             split=spec["split"],
             output_mode="int",
