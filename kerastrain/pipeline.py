@@ -250,6 +250,8 @@ def fit_pipeline(
     """
     given = dict(locals())  # the keyword arguments, which override the config's sections
     cfg = _resolve(given.pop("config"), **given)
+    if cfg.model == "transformer_lm":  # its defaults and refusals, before anything runs
+        cfg = language_model_defaults(cfg, {**given, "config": config})
     _seed(cfg)
     stage = _Stages()
     strategy_obj = make_strategy(cfg.strategy, cfg.distribute)  # first: it may wait for workers
@@ -257,7 +259,6 @@ def fit_pipeline(
     role = process_role(strategy_obj)
     run = open_run_folder(cfg, role)  # a temporary one off the chief
     if cfg.model == "transformer_lm":  # a corpus, next-token prediction: its own stages
-        cfg = language_model_defaults(cfg, {**given, "config": config})
         return _language_model(cfg, strategy_obj, run, stage)
     try:
         # A strategy object is recorded by kind and options, so that the file repeats the run.

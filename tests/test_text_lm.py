@@ -198,6 +198,17 @@ def test_a_language_model_defaults_to_characters_and_warmup_cosine_unless_told()
     assert kept.data_options.tokenizer == "word" and kept.train.schedule == "constant"
 
 
+def test_options_a_language_model_run_does_not_carry_out_are_refused_not_ignored(tmp_path):
+    with pytest.raises(ConfigError, match="does not support compress"):
+        fit_pipeline(
+            _documents(),
+            "transformer_lm",
+            compress={"prune": {"target_sparsity": 0.5}},
+            output_dir=tmp_path / "run",
+        )
+    assert not (tmp_path / "run").exists()  # refused before the run folder
+
+
 # ------------------------------------------------------------------------- generation
 
 

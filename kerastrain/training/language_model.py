@@ -32,6 +32,7 @@ from kerastrain.config.train import resolve_schedule
 from kerastrain.data.corpus import Corpus, windows
 from kerastrain.data.preprocess import ModelInputs
 from kerastrain.data.text import TextFeature
+from kerastrain.errors import ConfigError, message
 from kerastrain.models import Head, build_model
 from kerastrain.models.transformer import LM_MAX_LENGTH
 from kerastrain.report.section import Section
@@ -255,6 +256,12 @@ def language_model_defaults(cfg: PipelineConfig, given: Mapping[str, Any]) -> Pi
 
     Returns:
         The config to train the language model with.
+
+    Raises:
+        ConfigError: For an option a language model run does not carry out
+            (`tune`, `compress`, `data_options.synthesize`,
+            `train.gradient_accumulation`, `train.recompute`, the
+            `"model_parallel"` and `"parameter_server"` strategies).
     """
     config = given.get("config")
     if isinstance(config, (str, os.PathLike)):
@@ -271,7 +278,32 @@ def language_model_defaults(cfg: PipelineConfig, given: Mapping[str, Any]) -> Pi
         train = resolve_schedule(train.replace(schedule="auto"))
     if not any(_given(s, "tokenizer", DataConfig()) for s in data_given):
         data = data.replace(tokenizer="character")
-    return cfg.replace(train=train, data_options=data)
+    cfg = cfg.replace(train=train, data_options=data)
+    _refuse_unsupported(cfg)
+    return cfg
+
+
+def _refuse_unsupported(cfg: PipelineConfig) -> None:
+    """Refuses, before any data is read, the options a language model run
+    does not carry out (rather than ignoring them)."""
+    refused = {
+        "tune": cfg.tune is not None,
+        "compress": cfg.compress is not None,
+        "data_options.synthesize": cfg.data_options.synthesize is not None,
+        "train.gradient_accumulation": cfg.train.gradient_accumulation > 1,
+        "train.recompute": bool(cfg.train.recompute),
+        "strategy": cfg.strategy_kind in ("model_parallel", "parameter_server"),
+    }
+    given = [name for name, on in refused.items() if on]
+    if given:
+        raise ConfigError(
+            message(
+                f"model='transformer_lm' does not support {', '.join(given)}",
+                received={name: getattr(cfg, name, None) for name in given if "." not in name},
+                allowed="Leave them unset (the strategy may be 'auto', 'default', 'mirrored' "
+                "or 'multi_worker')",
+            )
+        )
 
 
 def language_model_section(
