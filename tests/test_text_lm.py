@@ -311,3 +311,15 @@ def test_result_generate_and_the_cli_give_the_same_text_for_a_seed(run, capsys):
     assert capsys.readouterr().out == text + "\n"
     from_savedmodel = load_generator(run.run_dir / "savedmodel")
     assert from_savedmodel.generate("the ", max_tokens=20, seed=7) == text
+
+
+def test_the_word_tokenizer_splits_on_words_and_generates_words():
+    corpus = prepare_corpus(
+        [" ".join(SENTENCES) * 20], DataConfig(tokenizer="word", test_split=0.1), 0, 8
+    )
+    assert "cat" in corpus.vocabulary and "cat." not in corpus.vocabulary
+    vocabulary = corpus.vocabulary
+    generator = Generator.from_model(_tiny_model(corpus.vocabulary_size), vocabulary, "word", 8)
+    text = generator.generate("The Cat sat", max_tokens=4, seed=0)
+    assert text.startswith("The Cat sat ") and len(text.split()) == 7
+    assert all(word in vocabulary for word in text.split()[3:])
