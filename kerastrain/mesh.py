@@ -9,9 +9,13 @@ several. This module holds what does not train:
   else the logical CPUs) and made a `dtensor.Mesh`;
 - :func:`plan_layouts`: where each weight goes. By default, Megatron-style
   pairs of Dense layers (the first split on its output units, the next on its
-  input units, so the pair needs one all-reduce), Conv2D kernels on their
-  output channels, Embedding tables on the embedding dimension, biases and
-  normalization weights following their kernels; `distribute.layouts`
+  input units, so the pair needs one all-reduce), Embedding tables on the
+  embedding dimension, biases and normalization weights following their
+  kernels (Conv2D kernels stay whole: DTensor's convolution takes no split
+  filter); MultiHeadAttention split on
+  its heads (query, key and value projections on their heads, the output
+  projection on its input heads: again one all-reduce), kerastrain's token
+  and position embeddings whole (`TABLE_REPLICATED` says why); `distribute.layouts`
   overrides any of it. What cannot be split stays replicated, with the reason;
 - :func:`layout_map` and :func:`check_layouts`: the tf_keras `LayoutMap`
   built from a plan, and every variable of the built model checked against it
@@ -40,6 +44,7 @@ import numpy as np
 from kerastrain._keras import keras, tf
 from kerastrain.config import DistributeConfig
 from kerastrain.config.distribute import MESH_AXES
+from kerastrain.data.layers import LayerNorm, PositionEmbedding, TokenEmbedding
 from kerastrain.errors import ConfigError, config_error, message
 
 logger = logging.getLogger(__name__)
@@ -64,7 +69,23 @@ __all__ = [
     "planned_parameter_bytes",
     "dtensor_dataset",
     "random_generator",
+    "dense_gradients",
+    "mesh_config",
 ]
+
+#: Why a convolution's kernel stays whole on a mesh.
+CONV_REPLICATED = (
+    "DTensor's convolution needs its filter whole on every device ('Filter for convolution "
+    "must have fully replicated layout')"
+)
+
+#: Why kerastrain's token and position embeddings stay whole on a mesh.
+TABLE_REPLICATED = (
+    "its vectors feed a layer normalization: split on the embedding dimension, DTensor "
+    "(TF 2.21) lost the table's and the norm's updates in training (measured on a 2x2 mesh)"
+)
+
+_CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 
 #: Layers whose output has the shape of their input, element by element along
 #: the features: a Megatron pair may run through them (Dense, then ReLU or
@@ -177,18 +198,78 @@ def random_generator() -> Iterator[None]:
             experimental.disable_tf_random_generator()
 
 
+def _densified(grads_and_vars: Any) -> list[tuple[Any, Any]]:
+    return [
+        (tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g, v)
+        for g, v in grads_and_vars
+    ]
+
+
+def dense_gradients(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """Makes ``optimizer`` apply a sparse gradient (an embedding table's rows,
+    a `tf.IndexedSlices`) as a dense one.
+
+    Applied sparse, the update is a `ResourceScatterAdd`, which DTensor cannot
+    lay out ("does not implement layout propagation"); the dense sum of the
+    same rows is laid out like the table. Changes this instance only.
+
+    Returns:
+        ``optimizer``.
+    """
+    apply = optimizer.apply_gradients
+
+    def apply_dense(grads_and_vars: Any, *args: Any, **kwargs: Any) -> Any:
+        return apply(_densified(grads_and_vars), *args, **kwargs)
+
+    optimizer.apply_gradients = apply_dense
+    return optimizer
+
+
+def mesh_config(config: Any) -> Any:
+    """A model's `get_config()` with what DTensor cannot lay out replaced by
+    its equal: each `BatchNormalization` unfused (`FusedBatchNormV3` has no
+    layout propagation; the unfused one computes the same normalization with
+    `tf.nn.moments`). Nested models' layers too; ``config`` is not changed."""
+    if isinstance(config, list):
+        return [mesh_config(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    out = {key: mesh_config(value) for key, value in config.items()}
+    if out.get("class_name") == "BatchNormalization" and isinstance(out.get("config"), dict):
+        out["config"] = {**out["config"], "fused": False}
+    return out
+
+
 # --------------------------------------------------------------------------- the plan
 
 
+#: Attributes tf_keras's `LayoutMap` skips when it names a variable by its
+#: object path (`tf_keras.src.dtensor.layout_map._KERAS_ATTRIBUTES_TO_SKIP`).
+_SKIPPED_ATTRIBUTES = frozenset(
+    ("_self_tracked_trackables", "_trainable_weights", "_non_trainable_weights",
+     "_captured_weight_regularizer")
+)  # fmt: skip
+
+
 def weight_paths(model: keras.Model) -> dict[int, str]:
-    """Each weight's path as tf_keras's `LayoutMap` sees it (`"dense_1.kernel"`),
-    by the variable's `id`."""
+    """Each weight's path as tf_keras's `LayoutMap` sees it (`"dense_1.kernel"`,
+    `"block0_attention._output_dense.kernel"` for a weight of a layer inside a
+    layer), by the variable's `id`."""
     paths = {}
     for layer in model.layers:
         weights = {id(w) for w in layer.weights}
         for attr, value in vars(layer).items():
             if isinstance(value, tf.Variable) and id(value) in weights:
                 paths.setdefault(id(value), f"{layer.name}.{attr}")
+        if all(id(w) in paths for w in layer.weights):
+            continue
+        # A layer's sub-layers (MultiHeadAttention's projections): the first
+        # object path in tf_keras's own walk, as the LayoutMap names them.
+        for path, value in layer._flatten(  # noqa: SLF001 (the walk LayoutMap uses)
+            predicate=lambda obj: isinstance(obj, tf.Variable), with_path=True
+        ):
+            if id(value) in weights and not _SKIPPED_ATTRIBUTES.intersection(map(str, path)):
+                paths.setdefault(id(value), ".".join([layer.name, *map(str, path)]))
     return paths
 
 
@@ -259,14 +340,9 @@ class _Planner:
             self.keep(layer, f"{cols} output units are not divisible by {self.size} devices")
 
     def conv(self, layer: keras.layers.Conv2D) -> None:
-        filters = layer.kernel.shape[-1]
-        if filters % self.size == 0:
-            self.put(layer, "kernel", (None, None, None, "model"))
-            self.put(layer, "bias", ("model",))
-            self.plan.split[layer.name] = "output channels"
-            self.pending, self.split_features = None, filters
-        else:
-            self.keep(layer, f"{filters} filters are not divisible by {self.size} devices")
+        """Kept whole: DTensor's convolution refuses a split filter (TF 2.21:
+        "Filter for convolution must have fully replicated layout")."""
+        self.keep(layer, CONV_REPLICATED)
 
     def embedding(self, layer: keras.layers.Embedding) -> None:
         width = layer.embeddings.shape[-1]
@@ -286,6 +362,33 @@ class _Planner:
         else:
             self.plan.replicated[layer.name] = "its features are not split before it"
 
+    def attention(self, layer: keras.layers.MultiHeadAttention) -> None:
+        """Megatron-style attention: the query, key and value projections
+        split on their heads (each device attends with its own heads), the
+        output projection on its input heads (one all-reduce after it)."""
+        heads = layer._num_heads  # noqa: SLF001 (tf_keras keeps it private)
+        if heads % self.size:
+            self.keep(layer, f"{heads} heads are not divisible by {self.size} devices")
+            return
+        for sub in (layer._query_dense, layer._key_dense, layer._value_dense):  # noqa: SLF001
+            self.put(sub, "kernel", (None, "model", None))  # (width, heads, head size)
+            self.put(sub, "bias", ("model", None))  # (heads, head size)
+        self.put(layer._output_dense, "kernel", ("model", None, None))  # noqa: SLF001
+        self.plan.split[layer.name] = (
+            f"heads ({heads // self.size} of {heads} per device: query, key and value on "
+            "their heads, the output projection on its input heads)"
+        )
+        self.pending, self.split_features = None, 0
+
+    def table(self, layer: keras.layers.Layer) -> None:
+        """kerastrain's token and position embeddings stay whole (see
+        `TABLE_REPLICATED`); the attention and MLP weights after them split."""
+        self.keep(layer, TABLE_REPLICATED)
+
+    def layer_norm(self, layer: keras.layers.Layer) -> None:
+        """A layer normalization reads every feature: its two vectors stay whole."""
+        self.keep(layer, "a layer normalization reads all its features (kept whole)")
+
     def walk(self) -> Plan:
         if self.size == 1:
             for layer in self.model.layers:
@@ -297,6 +400,10 @@ class _Planner:
             (keras.layers.Conv2D, self.conv),
             (keras.layers.Embedding, self.embedding),
             (keras.layers.BatchNormalization, self.batch_norm),
+            (keras.layers.MultiHeadAttention, self.attention),
+            (TokenEmbedding, self.table),
+            (PositionEmbedding, self.table),
+            (LayerNorm, self.layer_norm),
         )
         for layer in self.model.layers:
             rule = next((r for kind, r in rules if type(layer) is kind), None)
@@ -367,6 +474,14 @@ def plan_layouts(
             continue
         spec = tuple(overrides[pattern])
         _check_spec(path, shape, spec, mesh)
+        if (
+            any(spec)
+            and path.endswith(".kernel")
+            and isinstance(model.get_layer(path.split(".", 1)[0]), _CONVOLUTIONS)
+        ):
+            raise config_error(
+                f"distribute.layouts (for {path})", list(spec), f"[None, ...]: {CONV_REPLICATED}"
+            )
         layer = owners[path]
         if any(spec):
             plan.specs[path] = spec

@@ -13,7 +13,15 @@ from kerastrain.data.preprocess import model_inputs
 from kerastrain.errors import ResourceError
 from kerastrain.models import Head, build_model
 from kerastrain.training import run_training
-from kerastrain.training.memory import MiB, memory_section, optimizer_slots, plan_memory
+from kerastrain.training.flops import layer_calls
+from kerastrain.training.memory import (
+    MiB,
+    attention_bytes,
+    check_memory,
+    memory_section,
+    optimizer_slots,
+    plan_memory,
+)
 
 
 def _mlp(width=32, depth=2, **options):
@@ -161,3 +169,43 @@ def test_a_subclassed_model_is_planned_without_its_inside():
     model(np.zeros((1, 5), np.float32))
     plan = plan_memory(model, TrainConfig(optimizer="sgd"), batch_size=4, precision="float32")
     assert plan.parameters == plan.gradients == 4 * 18 and plan.optimizer_slots == 0
+
+
+def _sequence_transformer(length, **options):
+    inputs = model_inputs((length, 3), None, None)
+    options = {"layers": 2, "heads": 4, "d_model": 16, "dropout": 0.0, **options}
+    return build_model("transformer", inputs, Head(1, "sigmoid"), options)
+
+
+def test_attention_scores_and_softmax_are_counted_batch_heads_length_squared():
+    model = _sequence_transformer(64)
+    plan = plan_memory(model, TrainConfig(), batch_size=8, precision="float32")
+    outputs = (
+        sum(
+            int(np.prod(t.shape[1:])) * t.dtype.size
+            for node in layer_calls(model)
+            for t in tf.nest.flatten(node.outputs)
+        )
+        + int(np.prod(model.inputs[0].shape[1:])) * 4
+    )
+    # By hand: 2 blocks x (scores + softmax) x 4 heads x 64 x 64 float32 values.
+    attention = 2 * 2 * 4 * 64 * 64 * 4
+    assert plan.activations == 8 * (outputs + attention)
+    layer = next(lay for lay in model.layers if isinstance(lay, keras.layers.MultiHeadAttention))
+    assert attention_bytes(layer, 64, 64) == attention // 2
+    assert attention_bytes(layer, 64, 64, half=True) == attention // 4
+
+
+def test_a_long_max_length_is_refused_by_its_attention_activations():
+    limit = 40 * MiB
+    train = TrainConfig(memory_limit_mb=40)
+    short = plan_memory(
+        _sequence_transformer(64), train, batch_size=32, precision="float32", available=limit
+    )
+    check_memory(short)  # fits
+    model = _sequence_transformer(512)
+    long = plan_memory(model, train, batch_size=32, precision="float32", available=limit)
+    # 2 blocks x 2 x 4 heads x 512² float32 values per example: 16 MiB, x 32 rows.
+    assert long.activations >= 32 * 2 * 2 * 4 * 512 * 512 * 4
+    with pytest.raises(ResourceError, match="activations"):
+        check_memory(long)

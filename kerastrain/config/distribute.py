@@ -108,8 +108,8 @@ class DistributeConfig(Section):
             `None` (not split) per dimension of the weight, e.g.
             `{"dense_1.kernel": [None, "model"]}`. The first matching entry
             wins. Defaults to `None`: the default plan (Megatron-style pairs
-            of Dense layers, Conv2D on output channels, Embedding on the
-            embedding dimension).
+            of Dense layers, MultiHeadAttention on its heads, Embedding on
+            the embedding dimension; convolutions whole, as DTensor needs).
     """
 
     _path: ClassVar[str] = "distribute"

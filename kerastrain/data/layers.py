@@ -191,8 +191,14 @@ class PositionEmbedding(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        length = tf.shape(x)[1]
-        return x + tf.cast(self.positions[:length], x.dtype)[tf.newaxis]
+        # On a DTensor mesh (inputs padded to max_length) the table is used
+        # whole and `expand_dims` adds the batch axis: there a slice of a
+        # run-time length fails to lay out, and `[tf.newaxis]` (a strided
+        # slice with a new axis) crashed the process.
+        positions = self.positions
+        if x.shape[1] != self.max_length:  # shorter, or known only at run time
+            positions = positions[: tf.shape(x)[1] if x.shape[1] is None else x.shape[1]]
+        return x + tf.expand_dims(tf.cast(positions, x.dtype), 0)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "max_length": self.max_length}

@@ -12,7 +12,10 @@ built model's shapes (walking its layer calls as `flops.forward_flops` does):
 - activations: the output of every layer call, in its compute dtype, for a
   batch of `batch_size` (per device, per micro-batch): what the backward pass
   keeps. Under `train.recompute`, only the blocks' inputs and outputs and one
-  block's inside are kept.
+  block's inside are kept. Each `MultiHeadAttention` call adds its scores
+  and softmax (batch x heads x length², `attention_bytes`), and a sequence
+  padded per batch counts at the model's `max_length`: a long `max_length`
+  is refused before training with the right estimate.
 
 `check_memory` compares the total with the device's memory
 (`train.memory_limit_mb`, else the GPU's memory as TensorFlow's allocator
@@ -53,6 +56,7 @@ __all__ = [
     "device_memory",
     "memory_section",
     "optimizer_slots",
+    "attention_bytes",
 ]
 
 MiB = 2**20
@@ -180,8 +184,17 @@ def optimizer_slots(train: TrainConfig) -> int:
     return slots + bool(train.ema)
 
 
-def _tensor_bytes(tensor: Any, half: bool) -> int:
+def _sequence_length(model: keras.Model) -> int | None:
+    """The tokens per row of a sequence model: the largest `max_length` its
+    layers keep (kerastrain's transformer keeps one in its embeddings)."""
+    lengths = [getattr(layer, "max_length", None) for layer in model.layers]
+    return max((n for n in lengths if isinstance(n, int)), default=None)
+
+
+def _tensor_bytes(tensor: Any, half: bool, length: int | None = None) -> int:
     shape = tensor.shape.as_list()[1:]
+    if length is not None and len(shape) == 2 and shape[0] is None:
+        shape[0] = length  # a sequence padded per batch: counted at its max_length
     if any(d is None for d in shape):
         return 0  # a dimension known only at run time: not counted
     size = tensor.dtype.size
@@ -190,19 +203,52 @@ def _tensor_bytes(tensor: Any, half: bool) -> int:
     return math.prod(shape) * size
 
 
-def _call_bytes(model: keras.Model, half: bool) -> list[int]:
+def attention_bytes(layer: Any, query_length: int, key_length: int, half: bool = False) -> int:
+    """Bytes per example a `MultiHeadAttention` call keeps for the backward
+    pass besides its output: the scores ``Q K^T`` and their softmax, each
+    ``heads x query_length x key_length`` values (the attention dropout's
+    output too when it has a rate), in the compute dtype.
+
+    Example:
+        >>> mha = keras.layers.MultiHeadAttention(4, 8)
+        >>> _ = mha(tf.zeros((1, 16, 32)), tf.zeros((1, 16, 32)))
+        >>> attention_bytes(mha, 16, 16)  # 4 heads x 16 x 16, twice, 4 bytes
+        8192
+    """
+    copies = 2 + bool(getattr(layer, "_dropout", 0))
+    heads = layer._num_heads  # noqa: SLF001 (tf_keras keeps it private)
+    return copies * heads * query_length * key_length * (2 if half else 4)
+
+
+def _attention_call_bytes(node: Any, half: bool, length: int | None) -> int:
+    args = [a for a in node.call_args if hasattr(a, "shape")]  # query, value[, key]
+    shapes = [a.shape.as_list() for a in args]
+    query = shapes[0][1] if shapes and len(shapes[0]) == 3 else None
+    key = shapes[1][1] if len(shapes) > 1 and len(shapes[1]) == 3 else query
+    query, key = query or length, key or length
+    if not query or not key:
+        return 0  # a length known only at run time: not counted
+    return attention_bytes(node.layer, query, key, half)
+
+
+def _call_bytes(model: keras.Model, half: bool, length: int | None = None) -> list[int]:
     """Bytes per example of each layer call's outputs, in topological order
     (a nested model's calls summed in); under `half`, float32 outputs are
-    counted as a mixed-precision policy computes them."""
+    counted as a mixed-precision policy computes them. A sequence axis known
+    only at run time counts at the model's `max_length`, and each attention
+    call adds its scores and softmax (`attention_bytes`)."""
     out = []
     nodes = layer_calls(model)
+    length = length or _sequence_length(model)
     for i, node in enumerate(nodes):
         # The output layer stays float32 (`models.base.output_layer`).
         halved = half and i < len(nodes) - 1
         if isinstance(node.layer, keras.Model) and getattr(node.layer, "_is_graph_network", False):
-            out.append(sum(_call_bytes(node.layer, halved)))
+            out.append(sum(_call_bytes(node.layer, halved, length)))
         else:
-            out.append(sum(_tensor_bytes(t, halved) for t in tf.nest.flatten(node.outputs)))
+            out.append(sum(_tensor_bytes(t, halved, length) for t in tf.nest.flatten(node.outputs)))
+            if isinstance(node.layer, keras.layers.MultiHeadAttention):
+                out[-1] += _attention_call_bytes(node, halved, length)
     return out
 
 

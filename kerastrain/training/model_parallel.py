@@ -40,6 +40,7 @@ from kerastrain.data.feed import training_datasets
 from kerastrain.data.prepare import Prepared
 from kerastrain.training.execution import Decision
 from kerastrain.training.fit import TrainResult, compile_options, train_model
+from kerastrain.training.host_inputs import split_host_inputs
 from kerastrain.training.losses import make_loss, make_metrics, one_hot_labels
 from kerastrain.training.optimizers import make_optimizer, steps_per_epoch
 from kerastrain.training.run import build_compiled_model
@@ -82,29 +83,37 @@ def _set_weights(model: keras.Model, weights: Sequence[Any]) -> None:
         meshes.scatter(variable, value)
 
 
-def _save_weights(model: keras.Model, plain: keras.Model, filepath: Any, *args, **kwargs) -> None:
-    gather_into(model, plain).save_weights(filepath, *args, **kwargs)
+def _save_weights(
+    model: keras.Model, plain: keras.Model, owner: keras.Model, filepath: Any, *args, **kwargs
+) -> None:
+    gather_into(model, plain)
+    owner.save_weights(filepath, *args, **kwargs)
 
 
-def shard_model(plain: keras.Model, plan: meshes.Plan, mesh: Any) -> keras.Model:
+def shard_model(
+    plain: keras.Model, plan: meshes.Plan, mesh: Any, *, owner: keras.Model | None = None
+) -> keras.Model:
     """``plain``'s architecture rebuilt with its weights laid out by ``plan``.
 
     The weights are ``plain``'s own, scattered to the devices. The returned
     model's `get_weights`, `set_weights` and `save_weights` work on whole
     values (gathering and scattering the shards; `save_weights` writes
-    ``plain`` with the gathered weights), as callbacks expect.
+    ``owner`` with the gathered weights), as callbacks expect.
+
+    ``owner`` is the model ``plain``'s layers belong to when ``plain`` is
+    only its part on the mesh (`training.host_inputs`); defaults to ``plain``.
 
     Raises:
         RuntimeError: When a variable did not get its planned layout.
     """
     with meshes.random_generator(), meshes.layout_map(plan, mesh).scope():
-        sharded = plain.__class__.from_config(plain.get_config())
+        sharded = plain.__class__.from_config(meshes.mesh_config(plain.get_config()))
     meshes.check_layouts(sharded, plan)
     meshes.replicate_constants(sharded, mesh)
     _set_weights(sharded, plain.get_weights())
     sharded.get_weights = functools.partial(_get_weights, sharded)
     sharded.set_weights = functools.partial(_set_weights, sharded)
-    sharded.save_weights = functools.partial(_save_weights, sharded, plain)
+    sharded.save_weights = functools.partial(_save_weights, sharded, plain, owner or plain)
     return sharded
 
 
@@ -196,17 +205,24 @@ def run_model_parallel(
             batch_size=global_batch,
             distribute=distribute,
         )
+    # String layers (tokenizers, category lookups) run before the mesh.
+    host = split_host_inputs(plain)
+    network = plain if host is None else host.network
+    if host is not None:
+        train_ds = host.map(train_ds)
+        val_ds = None if val_ds is None else host.map(val_ds)
     plan = meshes.plan_layouts(
-        plain, {"batch": batch_axis, "model": model_axis}, distribute.layouts
+        network, {"batch": batch_axis, "model": model_axis}, distribute.layouts
     )
-    _log_plan(plan, plain)
-    sharded = shard_model(plain, plan, mesh)
+    _log_plan(plan, network)
+    sharded = shard_model(network, plan, mesh, owner=plain)
     sharded.compile(
         optimizer=make_optimizer(train, steps_per_epoch=steps, mesh=mesh),
         loss=make_loss(prepared.task, train),
         metrics=_metrics_on_mesh(make_metrics(prepared.task, train), mesh),
         **compile_options(train),
     )
+    meshes.dense_gradients(sharded.optimizer)  # embeddings: no sparse update on a mesh
     logger.info(
         "Parameter bytes on the most loaded device: %s of %s in all.",
         f"{meshes.per_device_parameter_bytes(sharded):,}",
@@ -229,7 +245,7 @@ def run_model_parallel(
         steps_per_epoch=steps,
         validation_steps=validation_steps,
     )
-    gather_into(sharded, plain)
+    gather_into(sharded, network)  # the same variables as plain's
     result.performance["mixed_precision"] = Decision(
         "float32", "strategy='model_parallel' trains in float32"
     )
