@@ -210,5 +210,5 @@ def test_transformer_cnn_and_embedding_train_on_a_two_by_two_mesh(tmp_path):
         case = report[kind]
         assert case["sharded"] == pytest.approx(case["single"], rel=1e-5), case
         assert case["moved"] > 1e-3
-    assert report["cnn"]["split"] == ["hidden"] and "conv" in report["cnn"]["replicated"]
+    assert report["cnn"]["split"] == ["hidden", "out"] and "conv" in report["cnn"]["replicated"]
     assert report["embedding"]["split"] == ["emb"]
