@@ -13,7 +13,7 @@ PYTEST_WORKERS ?= -n 2 --dist loadfile
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[test,mlflow,onnx,docs]'
+	$(BIN)/pip install -e '.[test,mlflow,onnx,docs,text]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from typing import Any, ClassVar, Literal
 
 from kerastrain.config.adaptive import AUTO_AUGMENTATIONS, parse_auto
 from kerastrain.config.base import Section, option
 from kerastrain.config.synthesize import parse_synthesize
-from kerastrain.errors import config_error
+from kerastrain.errors import ConfigError, config_error
+from kerastrain.extras import missing_extra
 
 Task = Literal["auto", "binary", "multiclass", "regression"]
 ColumnKind = Literal["numeric", "categorical", "text", "drop"]
@@ -28,6 +30,8 @@ AUGMENTATIONS: dict[str, dict[str, Any]] = {
     "noise": {"stddev": 0.05},
 }
 IMAGE_AUGMENTATIONS = ("flip", "rotation", "zoom", "translation", "contrast", "crop", "cutmix")
+#: The module `tokenizer="subword"` needs (the extra ``kerastrain[text]``).
+SUBWORD_MODULE = "tensorflow_text"
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical")
 
 #: What the presets mean for images and for tables (in the list syntax).
@@ -181,7 +185,11 @@ class DataConfig(Section):
             learned on the training split, inside the model, so the exported
             model takes raw strings. Defaults to `[]` (detected).
         tokenizer: How text is cut into tokens: `"word"` (lower-cased,
-            punctuation stripped, split on whitespace) or `"character"`.
+            punctuation stripped, split on whitespace), `"character"`, or
+            `"subword"` (a WordPiece vocabulary learned on the training rows
+            with tensorflow-text, the extra `pip install 'kerastrain[text]'`:
+            lower-cased words split on punctuation, then cut into the
+            vocabulary's pieces, so an unseen word is spelled from pieces).
             Defaults to `"word"`; for `model="transformer_lm"`,
             `"character"` when not set (lossless, so bits per byte is honest).
         vocabulary_size: The most tokens a text vocabulary keeps (the most
@@ -289,7 +297,7 @@ class DataConfig(Section):
     scale_target: bool = True
     columns: dict[str, Any] = dataclasses.field(default_factory=dict)
     text_columns: list[str] = dataclasses.field(default_factory=list)
-    tokenizer: Literal["word", "character"] = "word"
+    tokenizer: Literal["word", "character", "subword"] = "word"
     vocabulary_size: int = option(20000, ge=3)
     categorical: Literal["auto", "one_hot", "embedding"] = "auto"
     embedding_dim: int | None = option(None, gt=0)
@@ -342,6 +350,10 @@ class DataConfig(Section):
                     f"columns that are neither the target nor declared otherwise ({name!r} is "
                     f"{'the target' if name == self.target else repr(self.columns[name])})",
                 )
+        if self.tokenizer == "subword" and importlib.util.find_spec(SUBWORD_MODULE) is None:
+            raise ConfigError(
+                missing_extra("data_options.tokenizer='subword'", "text", SUBWORD_MODULE)
+            )
         parse_augment(self.augment)
         parse_synthesize(self.synthesize)
         if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):

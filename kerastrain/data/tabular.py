@@ -96,8 +96,9 @@ class Column:
         vocabulary: Categorical: the training values, most frequent first.
             Text: the training tokens, most frequent first.
         embedding_dim: Categorical: 0 for one-hot, else the embedding width.
-        tokenizer: Text: `"word"` or `"character"`.
-        lengths: Text: the tokens of each training row.
+        tokenizer: Text: `"word"`, `"character"` or `"subword"`.
+        lengths: Text: the tokens of each training row (of a uniform
+            sample of them for a streamed table).
     """
 
     name: str

@@ -8,6 +8,15 @@ id (1), the padding id is 0. Sequences are padded per batch to the longest
 row of the batch; the model truncates them to its `max_length` (the
 `transformer` logs how many training rows that cuts).
 
+With ``tokenizer="subword"`` the tokenizer is a WordPiece vocabulary
+(`kerastrain.wordpiece`, the optional extra ``kerastrain[text]``) learned
+the same way and applied by a `WordPieceTokenizer` layer inside the model.
+
+A table streamed from files learns its vocabulary from token counts gathered
+batch by batch (`count_tokens`, `vocabulary_from_counts`): ranked as
+`TextVectorization.adapt` ranks them, so the vocabulary equals the one the
+same rows give in memory.
+
 A folder of class sub-folders of `.txt` files reads as a table of one text
 column named ``"text"``.
 
@@ -18,6 +27,7 @@ UTF-8 (file and byte offset named), a folder without `.txt` files.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -31,6 +41,7 @@ from kerastrain.config import DataConfig
 from kerastrain.data.images import IMAGE_EXTENSIONS
 from kerastrain.data.validate import rows
 from kerastrain.errors import DataError, message
+from kerastrain.extras import require
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +54,10 @@ __all__ = [
     "read_utf8",
     "fit_vocabulary",
     "tokenizer_layer",
+    "count_tokens",
+    "vocabulary_from_counts",
+    "row_lengths",
+    "wordpiece",
     "TEXT_COLUMN",
     "PAD_ID",
     "OOV_ID",
@@ -67,6 +82,8 @@ _TOKENIZERS = {
     "word": {"standardize": "lower_and_strip_punctuation", "split": "whitespace"},
     "character": {"standardize": None, "split": "character"},
 }
+#: `TextVectorization`'s punctuation, stripped by the `"word"` tokenizer.
+_PUNCTUATION = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,12 +214,32 @@ def read_text_folder(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, lis
     return {TEXT_COLUMN: np.array(texts, dtype=object)}, np.array(labels, np.int64), classes
 
 
+def wordpiece() -> Any:
+    """The module `kerastrain.wordpiece` (it imports tensorflow-text).
+
+    Raises:
+        ConfigError: When tensorflow-text is not installed, naming the
+            extra ``kerastrain[text]``.
+    """
+    return require(
+        "kerastrain.wordpiece",
+        dependency="tensorflow_text",
+        extra="text",
+        feature="data_options.tokenizer='subword'",
+    )
+
+
 def tokenizer_layer(
     vocabulary: list[str] | None, tokenizer: str, name: str, *, max_tokens: int | None = None
-) -> keras.layers.TextVectorization:
-    """The `TextVectorization` layer of one text column: from its learned
+) -> keras.layers.Layer:
+    """The tokenizer layer of one text column: from its learned
     ``vocabulary`` (padding and out-of-vocabulary not included), or, when
-    None, a layer to adapt."""
+    None, a layer to adapt. A `TextVectorization` for `"word"` and
+    `"character"`, a `kerastrain.wordpiece.WordPieceTokenizer` for
+    `"subword"`; either maps raw strings to int64 ids (0 pads, 1 is out of
+    vocabulary) and has `adapt` and `get_vocabulary`."""
+    if tokenizer == "subword":
+        return wordpiece().WordPieceTokenizer(vocabulary, max_tokens=max_tokens, name=name)
     return keras.layers.TextVectorization(
         max_tokens=max_tokens,
         vocabulary=vocabulary,
@@ -236,12 +273,7 @@ def fit_vocabulary(
                 allowed="Give the column words, or use data_options.tokenizer='character'",
             )
         )
-    lengths = np.concatenate(
-        [
-            _row_lengths(layer, strings[start : start + LENGTH_CHUNK])
-            for start in range(0, len(values), LENGTH_CHUNK)
-        ]
-    )
+    lengths = _lengths(layer, values)
     empty = np.flatnonzero(lengths == 0)
     if len(empty):
         logger.info(
@@ -253,7 +285,56 @@ def fit_vocabulary(
     return vocabulary, lengths
 
 
-def _row_lengths(layer: keras.layers.TextVectorization, strings: tf.Tensor) -> np.ndarray:
-    """Tokens in each string (the standardization and split of ``layer``)."""
-    ids = layer(strings).numpy()
-    return (ids != PAD_ID).sum(axis=1).astype(np.int64)
+def _lengths(layer: keras.layers.Layer, values: np.ndarray) -> np.ndarray:
+    """Tokens in each row of ``values`` (as ``layer`` cuts them)."""
+    strings = tf.constant(np.asarray(values).astype(str))
+    chunks = [
+        (layer(strings[start : start + LENGTH_CHUNK]).numpy() != PAD_ID).sum(axis=1)
+        for start in range(0, len(values), LENGTH_CHUNK)
+    ]
+    return np.concatenate(chunks).astype(np.int64) if chunks else np.zeros(0, np.int64)
+
+
+def row_lengths(values: np.ndarray, vocabulary: list[str], tokenizer: str) -> np.ndarray:
+    """Tokens in each row of ``values`` under a learned vocabulary."""
+    return _lengths(tokenizer_layer(vocabulary, tokenizer, "lengths"), values)
+
+
+def count_tokens(
+    values: np.ndarray, tokenizer: str, counts: collections.Counter
+) -> collections.Counter:
+    """Adds the tokens of a batch of rows to ``counts`` (updated and
+    returned): the `"word"` and `"character"` tokens as `TextVectorization`
+    cuts them, or for `"subword"` the words the WordPiece learner counts."""
+    if tokenizer == "subword":
+        return wordpiece().count_words(values, counts)
+    strings = tf.constant(np.asarray(values).astype(str))
+    if tokenizer == "word":
+        tokens = tf.strings.split(
+            tf.strings.regex_replace(tf.strings.lower(strings), _PUNCTUATION, "")
+        )
+    else:
+        tokens = tf.strings.unicode_split(strings, "UTF-8")
+    flat = tokens.flat_values.numpy()
+    if len(flat):
+        distinct, seen = np.unique(flat, return_counts=True)
+        for token, n in zip(distinct.tolist(), seen.tolist()):
+            counts[token.decode("utf-8")] += n
+    return counts
+
+
+def vocabulary_from_counts(
+    counts: collections.Counter, tokenizer: str, max_tokens: int | None
+) -> list[str]:
+    """A vocabulary (padding and out-of-vocabulary not included) from the
+    training rows' `count_tokens`: the most frequent tokens, ties broken as
+    `TextVectorization.adapt` breaks them (the later token in code-point
+    order first), or for `"subword"` the WordPiece pieces learned from the
+    word counts; ``max_tokens`` counts the padding and out-of-vocabulary
+    tokens."""
+    if tokenizer == "subword":
+        return wordpiece().learn_vocabulary(counts, max_tokens)
+    ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+    if max_tokens is not None:
+        ranked = ranked[: max(max_tokens - 2, 0)]
+    return [token for token, _ in ranked]

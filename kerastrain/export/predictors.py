@@ -20,9 +20,9 @@ import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.batching import predict_batched, take
-from kerastrain.errors import ExportError, message
+from kerastrain.errors import ConfigError, ExportError, message
 from kerastrain.export.model_files import check_model_file
-from kerastrain.export.text import Tokenizers
+from kerastrain.export.text import Tokenizers, load_text_ops
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ Predictor = Callable[[Any], np.ndarray]
 
 
 def _savedmodel_predictor(path: Path) -> Predictor:
+    load_text_ops(path)  # a subword tokenizer's ops come from tensorflow-text
     loaded = tf.saved_model.load(str(path))
     if "serving_default" not in loaded.signatures:
         raise ExportError(
@@ -285,10 +286,11 @@ def load_predictor(
         elif kind == "onnx":
             fn = _onnx_predictor(path)
         else:
+            load_text_ops(path)  # a subword tokenizer's layer and ops
             options = {"safe_mode": not trust} if kind == "keras" else {}
             model = keras.models.load_model(path, compile=False, **options)
             fn = lambda x: model(x, training=False).numpy()  # noqa: E731
-    except ExportError:
+    except (ExportError, ConfigError):  # ConfigError: an extra it needs is missing
         raise
     except Exception as exc:
         raise ExportError(

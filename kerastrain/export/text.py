@@ -11,13 +11,19 @@ each text input's vocabulary and tokenizer settings; `Tokenizers` applies
 them (a TFLite runner given raw strings tokenizes them first), and a client
 in another language does the same: lower-case, strip punctuation, split on
 whitespace, look each token up (index in the vocabulary list; an unknown
-token is 1).
+token is 1). A subword column (``"kind": "wordpiece"``) is cut as
+`kerastrain.wordpiece` says: BERT's basic uncased tokenization, then the
+longest pieces of the vocabulary (``##`` marks a piece inside a word); its
+tokenizer here is that module's layer, so its ops come from tensorflow-text,
+which also has to be imported before a SavedModel holding them loads
+(`load_text_ops`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,7 @@ import numpy as np
 
 from kerastrain._keras import keras, tf
 from kerastrain.errors import ConfigError, message
+from kerastrain.extras import require
 from kerastrain.files import write_json
 
 __all__ = [
@@ -34,10 +41,63 @@ __all__ = [
     "save_token_savedmodel",
     "write_tokenizer",
     "Tokenizers",
+    "load_text_ops",
+    "is_tokenizer",
 ]
 
 #: The file beside a text model's `.tflite` files.
 TOKENIZER_FILE = "tokenizer.json"
+#: What a subword tokenizer leaves in a model's description: its
+#: tensorflow-text op in a SavedModel's graph, its layer class in a Keras config.
+SUBWORD_MARKERS = (b"FastWordpieceTokenize", b"WordPieceTokenizer")
+
+
+def _wordpiece() -> Any:
+    return require(
+        "kerastrain.wordpiece",
+        dependency="tensorflow_text",
+        extra="text",
+        feature="A model with a subword tokenizer",
+    )
+
+
+def load_text_ops(path: str | os.PathLike) -> None:
+    """Loads what reading a model with a subword tokenizer needs, when the
+    model at ``path`` has one: tensorflow-text's ops (for
+    ``tf.saved_model.load``) and `kerastrain.wordpiece.WordPieceTokenizer`
+    (for ``tf_keras.models.load_model``, which does not import a custom
+    layer's module itself); nothing otherwise.
+
+    Args:
+        path: A SavedModel folder or a `.keras` or `.h5` file.
+
+    Raises:
+        ConfigError: When the model has a subword tokenizer and
+            tensorflow-text is not installed.
+    """
+    path = Path(path)
+    described = b""
+    if (path / "saved_model.pb").is_file():
+        described = (path / "saved_model.pb").read_bytes()
+    elif path.suffix == ".keras" and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if "config.json" in archive.namelist():
+                described = archive.read("config.json")
+    elif path.suffix == ".h5" and path.is_file():
+        import h5py  # installed with tf_keras
+
+        with h5py.File(path, "r") as h5:
+            config = h5.attrs.get("model_config", b"")
+            described = config.encode() if isinstance(config, str) else bytes(config)
+    if any(marker in described for marker in SUBWORD_MARKERS):
+        _wordpiece()
+
+
+def is_tokenizer(layer: keras.layers.Layer) -> bool:
+    """Whether ``layer`` turns raw strings into token ids: a
+    `TextVectorization`, or a layer that describes itself for
+    ``tokenizer.json`` (`kerastrain.wordpiece.WordPieceTokenizer`)."""
+    return isinstance(layer, keras.layers.TextVectorization) or hasattr(layer, "tokenizer_spec")
 
 
 def check_text_export(formats: list[str], modes: list[str], prepared: Any) -> None:
@@ -63,12 +123,12 @@ def check_text_export(formats: list[str], modes: list[str], prepared: Any) -> No
         )
 
 
-def text_inputs(model: keras.Model) -> dict[str, keras.layers.TextVectorization]:
-    """The model's inputs that feed a `TextVectorization` layer, by input
-    name, with that layer (empty for a model without text)."""
+def text_inputs(model: keras.Model) -> dict[str, keras.layers.Layer]:
+    """The model's inputs that feed a tokenizer layer (`is_tokenizer`), by
+    input name, with that layer (empty for a model without text)."""
     found = {}
     for layer in model.layers:
-        if not isinstance(layer, keras.layers.TextVectorization) or not layer.inbound_nodes:
+        if not is_tokenizer(layer) or not layer.inbound_nodes:
             continue
         (inbound,) = tf.nest.flatten(layer.inbound_nodes[0].inbound_layers)
         if isinstance(inbound, keras.layers.InputLayer):
@@ -104,6 +164,9 @@ def write_tokenizer(model: keras.Model, run_dir: str | os.PathLike) -> Path:
     ``run_dir``; returns its path."""
     described = {}
     for name, layer in text_inputs(model).items():
+        if hasattr(layer, "tokenizer_spec"):
+            described[name] = layer.tokenizer_spec()
+            continue
         config = layer.get_config()
         described[name] = {
             "vocabulary": [str(token) for token in layer.get_vocabulary()],
@@ -123,15 +186,18 @@ class Tokenizers:
 
     def __init__(self, path: str | os.PathLike):
         described = json.loads(Path(path).read_text(encoding="utf-8"))
-        self.layers = {
-            name: keras.layers.TextVectorization(
-                vocabulary=spec["vocabulary"][2:],
-                standardize=spec["standardize"],
-                split=spec["split"],
-                output_mode="int",
-            )
-            for name, spec in described.items()
-        }
+        self.layers = {name: self._layer(spec) for name, spec in described.items()}
+
+    @staticmethod
+    def _layer(spec: dict[str, Any]) -> keras.layers.Layer:
+        if spec.get("kind") == "wordpiece":
+            return _wordpiece().WordPieceTokenizer(spec["vocabulary"][2:])
+        return keras.layers.TextVectorization(
+            vocabulary=spec["vocabulary"][2:],
+            standardize=spec["standardize"],
+            split=spec["split"],
+            output_mode="int",
+        )
 
     @classmethod
     def beside(cls, path: Path) -> Tokenizers | None:
