@@ -12,6 +12,7 @@ import kerastrain
 from kerastrain.config import DataConfig
 from kerastrain.data.audit import audit_data, token_counts
 from kerastrain.data.split import Splits
+from kerastrain.data.table_stream import TableStream
 from kerastrain.data.tabular import read_table
 from kerastrain.errors import DataError
 from kerastrain.task import Task
@@ -153,7 +154,7 @@ def test_an_empty_text_column_is_refused_by_name(tmp_path, empty):
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "tfrecord"])
-def test_a_table_files_text_column_reads_as_text_and_a_streamed_one_is_refused(tmp_path, fmt):
+def test_a_table_files_text_column_reads_as_text_in_memory_and_streamed(tmp_path, fmt):
     # Regression: the file reader (Parquet, TFRecord, several CSV files) knew
     # only numeric and categorical columns, so a text column (detected or
     # named) was parsed as numbers: pyarrow's "Failed to parse string ... as a
@@ -168,7 +169,9 @@ def test_a_table_files_text_column_reads_as_text_and_a_streamed_one_is_refused(t
         prepared = prepare_data(files, DataConfig(target="label", **options), seed=0)
         assert prepared.table.columns == {"review": "text", "stars": "numeric"}
         assert list(prepared.x["review"]) == list(frame.review)
-    with pytest.raises(
-        DataError, match=r"streamed, and its text column\(s\) \['review'\] are read"
-    ):
-        prepare_data(files, DataConfig(target="label", in_memory_mb=0), seed=0)
+    # Streamed, it is a text column too (its vocabulary from the statistics pass).
+    streamed = prepare_data(files, DataConfig(target="label", in_memory_mb=0), seed=0)
+    assert isinstance(streamed.x, TableStream)
+    assert streamed.table.columns == {"review": "text", "stars": "numeric"}
+    (column,) = [c for c in streamed.encoding.columns if c.kind == "text"]
+    assert column.text and column.vocabulary

@@ -102,8 +102,7 @@ class FileColumn:
     Attributes:
         source: The column's name in the files.
         name: The model input's name.
-        kind: `"numeric"`, `"categorical"` or `"text"` (free text, read
-            in memory only).
+        kind: `"numeric"`, `"categorical"` or `"text"` (free text).
         text: The values are strings (else numbers, read as float32).
         dtype: For TFRecord: the feature's type (`"float"`, `"int64"`,
             `"bytes"`); for the label and key columns of CSV and Parquet, the

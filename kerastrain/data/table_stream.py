@@ -10,7 +10,10 @@ DataFrame is (`tabular.read_table`). A larger one is streamed:
    name and position), and over the training rows only each numeric column's
    count, mean, variance, missing rate and a bounded sample for its median,
    and each categorical column's value counts (the vocabulary, most frequent
-   first; unseen values go to the out-of-vocabulary bucket). Only the labels
+   first; unseen values go to the out-of-vocabulary bucket), and each text
+   column's token counts (`_TextStats`: the vocabulary as `TextVectorization`
+   ranks it, or a WordPiece vocabulary learned from the word counts, in a
+   counter capped at `TEXT_TOKEN_LIMIT` distinct tokens). Only the labels
    (one number a row) and the splits (one byte a row) stay in memory.
    Progress (rows read, rows/s, time left) is logged.
 2. every epoch, `tf.data` reads the files in parallel (interleaved over the
@@ -57,6 +60,7 @@ from kerastrain.data.table_files import (
     split_codes,
 )
 from kerastrain.data.tabular import Column, Table, TabularEncoding, _embedding_dim, read_table
+from kerastrain.data.text import count_tokens, row_lengths, vocabulary_from_counts
 from kerastrain.data.validate import FLOAT32_MAX
 from kerastrain.errors import DataError, message
 
@@ -80,6 +84,14 @@ MIX_BLOCKS = 8
 MEDIAN_SAMPLE = 200_000
 #: Distinct values counted per categorical column; rarer ones are out of vocabulary.
 VOCABULARY_LIMIT = 100_000
+#: Distinct tokens (words for the subword tokenizer) a text column's counter
+#: keeps, at least (twice `vocabulary_size` when that is more): past twice
+#: this many it is cut back to the most frequent this many, so a token rarer
+#: than those may lose the count it had (the vocabulary is then approximate in
+#: its rarest entries, and the log says so).
+TEXT_TOKEN_LIMIT = 200_000
+#: Training rows of a text column sampled (uniformly) to measure their lengths.
+TEXT_LENGTH_SAMPLE = 20_000
 #: Labels with at most this many distinct values have their counts logged.
 CLASS_COUNT_LIMIT = 100
 #: Seconds between two progress lines of the statistics pass.
@@ -278,6 +290,78 @@ class _CategoryStats:
         )
 
 
+class _TextStats:
+    """Token counts of one text column over the training rows, in a capped
+    counter (`TEXT_TOKEN_LIMIT`), and a uniform sample of its training rows
+    for their lengths."""
+
+    def __init__(self, options: DataConfig, seed: int):
+        self.tokenizer = options.tokenizer
+        self.limit = max(TEXT_TOKEN_LIMIT, 2 * options.vocabulary_size)
+        self.rows = 0
+        self.present = 0
+        self.counts: collections.Counter = collections.Counter()
+        self.capped = False
+        self.sample: list[str] = []
+        self.seen = 0
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, values: Any, train: np.ndarray) -> None:
+        """Counts the tokens of the training rows of ``values`` (a pyarrow
+        string array, or an object array)."""
+        if not isinstance(values, np.ndarray):
+            import pyarrow as pa
+
+            values = values.filter(pa.array(train)).to_numpy(zero_copy_only=False)
+        else:
+            values = values[train]
+        self.rows += len(values)
+        present = values[values != ""]
+        self.present += len(present)
+        if not len(present):
+            return
+        count_tokens(present, self.tokenizer, self.counts)
+        if len(self.counts) > 2 * self.limit:
+            self.counts = collections.Counter(dict(self.counts.most_common(self.limit)))
+            self.capped = True
+        for text in values.tolist():  # reservoir sampling, rows of "" included
+            self.seen += 1
+            if len(self.sample) < TEXT_LENGTH_SAMPLE:
+                self.sample.append(text)
+            else:
+                slot = int(self.rng.integers(0, self.seen))
+                if slot < TEXT_LENGTH_SAMPLE:
+                    self.sample[slot] = text
+
+    def column(self, c: FileColumn, options: DataConfig) -> Column:
+        if self.capped:
+            logger.warning(
+                "Text column %r has more than %d distinct tokens in training; the counter kept "
+                "the most frequent, so the rarest vocabulary entries are approximate.",
+                c.source,
+                self.limit,
+            )
+        vocabulary = vocabulary_from_counts(self.counts, self.tokenizer, options.vocabulary_size)
+        if not vocabulary:
+            raise DataError(
+                message(
+                    f"Text column {c.source!r} holds no token in its training rows (once "
+                    "lower-cased and stripped of punctuation)",
+                    allowed="Give the column words, or use data_options.tokenizer='character'",
+                )
+            )
+        sample = np.array(self.sample, dtype=object)
+        return Column(
+            c.name,
+            "text",
+            text=True,
+            fill="",
+            vocabulary=vocabulary,
+            tokenizer=self.tokenizer,
+            lengths=row_lengths(sample, vocabulary, self.tokenizer),
+        )
+
+
 class _Progress:
     """Logs rows read, rows/s and the time left, every `PROGRESS_SECONDS`."""
 
@@ -323,7 +407,10 @@ def _statistics(
     row's label and split code, each file's row count, each column's missing
     rate in training."""
     numeric = {c.source: _NumericStats(seed + i) for i, c in enumerate(columns)}
-    categories = {c.source: _CategoryStats() for c in columns}
+    categories: dict[str, Any] = {
+        c.source: _TextStats(options, seed + i) if c.kind == "text" else _CategoryStats()
+        for i, c in enumerate(columns)
+    }
     wanted = [*columns, label] + ([key] if key is not None and key.source != label.source else [])
     wanted = list({c.source: c for c in wanted}.values())
     # As NumPy: the label and the key (hashed); text features stay pyarrow arrays.
@@ -847,19 +934,6 @@ def read_table_files(
             options.in_memory_mb,
         )
         return x, y, table, parts
-    texts = [c.source for c in columns if c.kind == "text"]
-    if texts:
-        raise DataError(
-            message(
-                f"{tables.description} ({size:,.0f} MiB) is streamed, and its text column(s) "
-                f"{texts} are read in memory only (their tokenizer learns its vocabulary from "
-                "every training row before training)",
-                received={"data_options.in_memory_mb": options.in_memory_mb},
-                allowed=f"Raise data_options.in_memory_mb to at least {int(size) + 1} to read "
-                "the table in memory, or drop the text column(s) with data_options.columns="
-                "{name: 'drop'}",
-            )
-        )
     if options.impute == "drop":
         raise DataError(
             message(
