@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import kerastrain
-from kerastrain import ConfigError
+from kerastrain import ConfigError, DataError
 from kerastrain._keras import tf
 from kerastrain.config import DataConfig
 from kerastrain.data import table_stream
@@ -247,3 +247,16 @@ def test_a_streamed_csv_with_a_text_column_trains_and_its_savedmodel_takes_raw_s
     served = load_predictor(result.artifacts["savedmodel"])(rows)
     np.testing.assert_allclose(served, result.model(rows, training=False).numpy(), atol=1e-5)
     assert served[0, 0] > 0.5 > served[1, 0]
+
+
+def test_a_line_break_inside_a_streamed_csv_text_value_is_refused_with_its_row(tmp_path):
+    # The streamed reader parses lines: the row would be cut in two.
+    frame = _reviews(300)
+    frame.loc[7, "review"] = 'great line one\nand line two, "quoted"'
+    frame.to_csv(tmp_path / "reviews.csv", index=False)
+    options = DataConfig(target="label", in_memory_mb=TINY_MB)
+    with pytest.raises(DataError, match=r"Column 'review' of the CSV file .* line break .*row 7"):
+        prepare_data(str(tmp_path / "reviews.csv"), options, seed=0)
+    # Read whole (in memory), the same file is fine.
+    memory = prepare_data(str(tmp_path / "reviews.csv"), DataConfig(target="label"), seed=0)
+    assert memory.x["review"][7] == frame["review"][7]

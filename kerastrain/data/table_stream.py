@@ -395,6 +395,31 @@ class _Progress:
         )
 
 
+def _refuse_line_breaks(values: Any, c: FileColumn, path: str, position: int) -> None:
+    """Refuses a CSV string value that holds a line break: the streamed
+    reader parses the file line by line (`tf.io.decode_csv` on batches of
+    lines), so such a row would be cut in two.
+
+    Raises:
+        DataError: Naming the file, the column and the first row.
+    """
+    import pyarrow.compute as pc
+
+    broken = pc.match_substring_regex(values, "[\\r\\n]")
+    if pc.any(broken).as_py():
+        row = position + int(np.flatnonzero(broken.to_numpy(zero_copy_only=False))[0])
+        raise DataError(
+            message(
+                f"Column {c.source!r} of the CSV file {path!r} holds a line break inside a "
+                f"value (first in row {row}); a streamed CSV is read line by line, so that "
+                "row would be cut in two",
+                allowed="Replace the line breaks (e.g. by spaces), write the table as Parquet "
+                "or TFRecord, or raise data_options.in_memory_mb above the file's size to "
+                "read it whole",
+            )
+        )
+
+
 def _statistics(
     tables: TableFiles,
     columns: list[FileColumn],
@@ -446,6 +471,8 @@ def _statistics(
             train = code == TRAIN
             for c in columns:
                 values = batch[c.source]
+                if c.text and tables.format == "csv":
+                    _refuse_line_breaks(values, c, path, position)
                 if options.impute == "error":
                     gap = (
                         values.to_numpy(zero_copy_only=False) == "" if c.text else np.isnan(values)
