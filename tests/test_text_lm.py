@@ -207,6 +207,14 @@ def test_options_a_language_model_run_does_not_carry_out_are_refused_not_ignored
             output_dir=tmp_path / "run",
         )
     assert not (tmp_path / "run").exists()  # refused before the run folder
+    with pytest.raises(ConfigError, match="tokenizer='subword'"):
+        fit_pipeline(
+            _documents(),
+            "transformer_lm",
+            data_options={"tokenizer": "subword"},
+            output_dir=tmp_path / "run",
+        )
+    assert not (tmp_path / "run").exists()
 
 
 # ------------------------------------------------------------------------- generation

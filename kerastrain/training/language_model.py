@@ -293,6 +293,10 @@ def _refuse_unsupported(cfg: PipelineConfig) -> None:
         "train.gradient_accumulation": cfg.train.gradient_accumulation > 1,
         "train.recompute": bool(cfg.train.recompute),
         "strategy": cfg.strategy_kind in ("model_parallel", "parameter_server"),
+        # WordPiece ids do not decode back to the text they came from (the
+        # "##" joins and the dropped case are lost), so generation and
+        # bits per byte would not be honest.
+        "data_options.tokenizer='subword'": cfg.data_options.tokenizer == "subword",
     }
     given = [name for name, on in refused.items() if on]
     if given:
@@ -301,7 +305,7 @@ def _refuse_unsupported(cfg: PipelineConfig) -> None:
                 f"model='transformer_lm' does not support {', '.join(given)}",
                 received={name: getattr(cfg, name, None) for name in given if "." not in name},
                 allowed="Leave them unset (the strategy may be 'auto', 'default', 'mirrored' "
-                "or 'multi_worker')",
+                "or 'multi_worker'; the tokenizer 'character' or 'word')",
             )
         )
 
