@@ -358,7 +358,18 @@ def _run(args: argparse.Namespace) -> int:
             check_folder(config.output_dir)  # a file there is refused before TensorFlow loads
         from kerastrain.pipeline import fit_pipeline
 
-        result = fit_pipeline(config=config)
+        if args.command == "run":
+            # The file itself, with the command's options over it, so that the
+            # run knows which options the file sets (a language model takes its
+            # own defaults only for the options a config leaves out).
+            result = fit_pipeline(
+                config=args.config,
+                output_dir=args.output_dir,
+                overwrite=args.overwrite or None,
+                model_options=config.model_options if args.trust else None,
+            )
+        else:
+            result = fit_pipeline(config=config)
     except (ConfigError, DataError, ExportError) as exc:
         kind = type(exc).__name__
         print(_paragraph(f"kerastrain: {kind}: {exc}"), file=sys.stderr)

@@ -331,3 +331,29 @@ def test_the_word_tokenizer_splits_on_words_and_generates_words():
     text = generator.generate("The Cat sat", max_tokens=4, seed=0)
     assert text.startswith("The Cat sat ") and len(text.split()) == 7
     assert all(word in vocabulary for word in text.split()[3:])
+
+
+@pytest.mark.slow
+def test_kerastrain_run_keeps_the_tokenizer_a_config_file_sets(tmp_path):
+    # "word" equals DataConfig's default; a config object could not tell that the
+    # file set it, and the language model's default ("character") replaced it.
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(_documents()), encoding="utf-8")
+    config = tmp_path / "lm.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "data": str(corpus),
+                "model": "transformer_lm",
+                "data_options": {"tokenizer": "word"},
+                "model_options": TINY,
+                "train": {"epochs": 1, "batch_size": 16},
+                "export": {"formats": ["keras"]},
+                "seed": 0,
+            }
+        ),
+        encoding="utf-8",
+    )
+    assert main(["run", str(config), "--output-dir", str(tmp_path / "run")]) == 0
+    info = json.loads((tmp_path / "run" / "model_info.json").read_text(encoding="utf-8"))
+    assert info["tokenizer"] == "word"
