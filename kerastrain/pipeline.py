@@ -56,6 +56,7 @@ from kerastrain.training import (
     predict_split,
     run_training,
     text_model_sections,
+    text_throughput,
 )
 from kerastrain.training.batch_size import pick_batch_size
 from kerastrain.training.finished import (
@@ -297,6 +298,8 @@ def fit_pipeline(
             cfg, trained, fit = _train(cfg, prepared, strategy_obj, run)
         if batch_choice is not None:
             fit.performance["batch_size"] = batch_choice
+        precision_used = getattr(fit.performance.get("mixed_precision"), "value", "float32")
+        fit.performance.update(text_throughput(trained, prepared, fit.history, precision_used))
         compressed, export_cfg = None, cfg.export
         if cfg.compress is not None:
             with stage("compress"):
@@ -322,7 +325,7 @@ def fit_pipeline(
                 report_path = _report(
                     run, cfg, prepared, strategy_obj, fit, evaluation, metrics, artifacts,
                     explanations, tuned, compressed, stage.timings, quality, synthetic,
-                    text_model_sections(trained, prepared, fit.history),
+                    text_model_sections(trained, prepared, fit.history, fit.performance),
                 )  # fmt: skip
         if role.chief and (cfg.tracking.tensorboard or cfg.tracking.mlflow):
             with stage("track"):
