@@ -101,7 +101,8 @@ class PipelineResult:
         performance: How each `"auto"` speed option (precision, steps per
             execution, XLA, batch size) was resolved, and why; and under
             `"milestones"`, the seconds of training until validation accuracy
-            first reached 0.5, 0.8, 0.9, ... (`training.milestones`).
+            first reached 0.5, 0.8, 0.9, ... (`training.milestones`); for
+            text, `"tokens_per_second"` and `"mfu"` (`training.throughput`).
         data_quality: The data audit's findings (`data_options.audit`), or
             None when it was off.
         memory_plan: The memory plan checked before training: estimated

@@ -178,8 +178,8 @@ def transformer(
             the pooled vector. Defaults to `0.1`.
         attention_dropout: Dropout rate of the attention weights. Defaults
             to `0.0`, as the Keras tutorial's Transformer: dropping attention
-            weights draws a random number per (row, head, query, key), and
-            cost a small encoder's CPU step about a quarter of its time
+            weights draws a random number per (row, head, query, key), a
+            fifth of a small encoder's CPU training step here
             (benchmarks/RESULTS.md, issue 22).
 
     Returns:
