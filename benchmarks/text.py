@@ -10,10 +10,15 @@ Which of numpy, pandas, scikit-learn and SciPy does a docstring (its first
   parity on raw strings;
 - the plain tf_keras Transformer of the Keras text-classification tutorial
   (post-norm blocks, as many as kerastrain's, key width d_model / heads as
-  kerastrain's, fixed-length padding), on the same tokens, for speed: both
-  report real (non-padding) tokens per second of training, steady epochs
-  only (kerastrain's epochs include its validation pass; kerastrain trains
-  with its default early stopping, restoring the best epoch).
+  kerastrain's, ReLU MLP, no padding mask, no final norm, fixed-length
+  padding), for speed: kerastrain's model (built and compiled by kerastrain,
+  fed raw strings padded per batch by its own pipeline) and the tutorial's
+  (the same rows' ids padded to max_length) train one epoch each in turn,
+  `--repeats` times, in this process, after one untimed epoch each; both
+  report real (non-padding) tokens per second (validation excluded) and the
+  model FLOPs utilisation against a measured float32 matmul peak.
+  `--cpu-time` holds TensorFlow to one thread and times the epochs in CPU
+  seconds, for a steadier ratio on a shared machine.
 
 ``--tokenizer`` picks `data_options.tokenizer` (`word`, `subword`: a
 WordPiece vocabulary through tensorflow-text, or `character`);
@@ -23,6 +28,7 @@ several times longer); ``--no-tutorial`` skips the speed comparison.
 Usage:
     python benchmarks/text.py --epochs 20
     python benchmarks/text.py --epochs 6 --tokenizer subword --no-tutorial
+    python benchmarks/text.py --epochs 3 --repeats 5 --cpu-time
 """
 
 from __future__ import annotations
@@ -109,6 +115,56 @@ def tutorial_model(
     return model
 
 
+def _interleaved_speed(result, prepared, texts, labels, length, tokens_per_row, args):
+    """Real tokens/s of kerastrain's transformer and of the tutorial model,
+    one training epoch each in turn (after one untimed epoch each), in this
+    process: kerastrain's model built and compiled by kerastrain
+    (`build_compiled_model`, the precision its run chose) and fed by its own
+    pipeline (raw strings, padded per batch; `make_datasets`), the tutorial's
+    on the same rows' ids padded to ``length``; both batch 32, plain
+    ``model.fit`` (no validation pass), the same epoch order."""
+    from _common import epoch_timer, interleave
+
+    from kerastrain._keras import tf
+    from kerastrain.training import build_compiled_model, make_datasets
+    from kerastrain.training.flops import flops_per_token
+    from kerastrain.training.throughput import device_peak_flops
+
+    strategy = tf.distribute.get_strategy()
+    train = result.config.train
+    chosen = result.performance["mixed_precision"].value
+    train = train.replace(execution=train.execution.replace(mixed_precision=chosen))
+    ours = build_compiled_model(
+        train, prepared, strategy, model_spec="transformer",
+        model_options=result.config.model_options, batch_size=32,
+    )  # fmt: skip
+    ours_data, _ = make_datasets(train, prepared, strategy, batch_size=32, seed=args.seed)
+    tokenize = result.model.get_layer("tokenize_text")
+    ids = tokenize(np.asarray(texts, str)).numpy()[:, :length]
+    ids = np.pad(ids, ((0, 0), (0, length - ids.shape[1])))
+    d, heads = args.d_model, 4
+    tutorial = tutorial_model(tokenize.vocabulary_size(), length, d, heads, 4 * d, 4, args.layers)
+
+    def epoch(model, *data, **kwargs):
+        times: list[float] = []
+        if args.cpu_time:  # the process's CPU seconds: the work, not the wait for a core
+            start = time.process_time()
+            model.fit(*data, epochs=1, verbose=0, **kwargs)
+            times.append(time.process_time() - start)
+        else:
+            model.fit(*data, epochs=1, verbose=0, callbacks=[epoch_timer(times)], **kwargs)
+        return tokens_per_row * len(texts) / times[0]
+
+    sides = {
+        "kerastrain": lambda _: epoch(ours, ours_data),
+        "tutorial": lambda _: epoch(tutorial, ids, labels, batch_size=32),
+    }
+    interleave(sides, 1)  # untimed: traces the graphs
+    rates = interleave(sides, args.repeats)
+    per_token = flops_per_token(ours)
+    return rates["kerastrain"], rates["tutorial"], per_token, device_peak_flops("float32")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=20)
@@ -118,7 +174,19 @@ def main() -> None:
     parser.add_argument("--tokenizer", choices=("word", "subword", "character"), default="word")
     parser.add_argument("--max-length", type=int, default=None)
     parser.add_argument("--no-tutorial", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="TensorFlow on one thread, epochs timed in process CPU seconds (steadier on a "
+        "shared machine; the tokens/s are then per core)",
+    )
     args = parser.parse_args()
+    if args.cpu_time:
+        from kerastrain._keras import tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
 
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -169,7 +237,7 @@ def main() -> None:
     length = int(result.model.get_layer("token_embedding").max_length)
     tokens_per_row = float(np.minimum(column.lengths, length).mean())
     rates = result.history.get("examples_per_second", [])
-    ours = tokens_per_row * float(np.median(rates[1:] or rates))
+    in_pipeline = tokens_per_row * float(np.median(rates[1:] or rates))
 
     print(f"TF-IDF + logistic regression, test accuracy: {tfidf_accuracy:.3f}")
     print(
@@ -186,20 +254,24 @@ def main() -> None:
     if args.no_tutorial:
         return
 
-    from _common import epoch_timer, steady_rate
-
-    tokenize = result.model.get_layer("tokenize_text")
-    ids = tokenize(np.asarray(texts[train], str)).numpy()[:, :length]
-    ids = np.pad(ids, ((0, 0), (0, length - ids.shape[1])))
-    tutorial = tutorial_model(tokenize.vocabulary_size(), length, d, heads, 4 * d, 4, args.layers)
-    times: list[float] = []
-    tutorial.fit(
-        ids, labels[train], batch_size=32, epochs=3, verbose=0, callbacks=[epoch_timer(times)]
+    ours, theirs, per_token, peak = _interleaved_speed(
+        result, prepared, texts[train], labels[train], length, tokens_per_row, args
     )
-    theirs = tokens_per_row * steady_rate(len(train), times)
-
-    print(f"real tokens/s in training: kerastrain {ours:,.0f}, tutorial {theirs:,.0f}, "
-          f"ratio {ours / theirs:.2f}")  # fmt: skip
+    mfu = lambda rate: 3 * per_token * rate / peak  # noqa: E731
+    print(
+        f"real tokens/s in training, interleaved, median of {args.repeats}: kerastrain "
+        f"{np.median(ours):,.0f} ({', '.join(f'{r:,.0f}' for r in ours)}), tutorial "
+        f"{np.median(theirs):,.0f} ({', '.join(f'{r:,.0f}' for r in theirs)}), ratio "
+        f"{np.median(ours) / np.median(theirs):.2f} (per round: "
+        f"{', '.join(f'{a / b:.2f}' for a, b in zip(ours, theirs))})"
+    )
+    print(
+        f"MFU ({3 * per_token:,.0f} training FLOPs per token over a measured float32 matmul peak "
+        f"of {peak / 1e9:,.1f} GFLOP/s): kerastrain {mfu(np.median(ours)):.2%}, tutorial "
+        f"{mfu(np.median(theirs)):.2%}; fit_pipeline's own steady epochs (not interleaved): "
+        f"{in_pipeline:,.0f} tokens/s, result.performance mfu "
+        f"{result.performance['mfu'].value:.2%}"
+    )
 
 
 if __name__ == "__main__":

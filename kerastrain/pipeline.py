@@ -56,6 +56,7 @@ from kerastrain.training import (
     predict_split,
     run_training,
     text_model_sections,
+    text_throughput,
 )
 from kerastrain.training.batch_size import pick_batch_size
 from kerastrain.training.finished import (
@@ -100,7 +101,8 @@ class PipelineResult:
         performance: How each `"auto"` speed option (precision, steps per
             execution, XLA, batch size) was resolved, and why; and under
             `"milestones"`, the seconds of training until validation accuracy
-            first reached 0.5, 0.8, 0.9, ... (`training.milestones`).
+            first reached 0.5, 0.8, 0.9, ... (`training.milestones`); for
+            text, `"tokens_per_second"` and `"mfu"` (`training.throughput`).
         data_quality: The data audit's findings (`data_options.audit`), or
             None when it was off.
         memory_plan: The memory plan checked before training: estimated
@@ -297,6 +299,8 @@ def fit_pipeline(
             cfg, trained, fit = _train(cfg, prepared, strategy_obj, run)
         if batch_choice is not None:
             fit.performance["batch_size"] = batch_choice
+        precision_used = getattr(fit.performance.get("mixed_precision"), "value", "float32")
+        fit.performance.update(text_throughput(trained, prepared, fit.history, precision_used))
         compressed, export_cfg = None, cfg.export
         if cfg.compress is not None:
             with stage("compress"):
@@ -322,7 +326,7 @@ def fit_pipeline(
                 report_path = _report(
                     run, cfg, prepared, strategy_obj, fit, evaluation, metrics, artifacts,
                     explanations, tuned, compressed, stage.timings, quality, synthetic,
-                    text_model_sections(trained, prepared, fit.history),
+                    text_model_sections(trained, prepared, fit.history, fit.performance),
                 )  # fmt: skip
         if role.chief and (cfg.tracking.tensorboard or cfg.tracking.mlflow):
             with stage("track"):

@@ -207,7 +207,17 @@ class PositionEmbedding(keras.layers.Layer):
 @_register
 class LayerNorm(keras.layers.Layer):
     """Layer normalization over the last axis, computed with `tf.nn.moments`
-    in float32 (whatever the mixed-precision policy)."""
+    in float32 (whatever the mixed-precision policy).
+
+    One path for every device and for a model-parallel mesh (DTensor has no
+    layout propagation for the `FusedBatchNormV3` that tf_keras's
+    `LayerNormalization` lowers to when its epsilon is at least 1.001e-5; at
+    1e-6, as here and in the Keras tutorial's Transformer, tf_keras computes
+    the same moments). It costs no speed: on the 2-core
+    AVX-512 CPU the fused kernel took 2.7 ms of CPU time per forward and
+    backward pass of a ``(32, 96, 64)`` batch against 2.2 ms for these
+    operations (one thread, medians of 15 rounds; issue 22).
+    """
 
     def __init__(self, epsilon: float = 1e-6, **kwargs: Any):
         super().__init__(**kwargs)

@@ -113,16 +113,21 @@ def _blocks(
     ff: int,
     dropout: float,
     causal: bool = False,
+    attention_dropout: float | None = None,
 ) -> Any:
     """Pre-norm blocks over ``(batch, length, d_model)`` vectors, then the
     final normalization: the encoder's (``causal=False``) and the language
     model's (``causal=True``: each position attends to itself and the
-    positions before it only, besides ``mask``)."""
+    positions before it only, besides ``mask``). ``attention_dropout`` is the
+    rate on the attention weights (None: ``dropout``)."""
     for i in range(layers):
         name = f"{prefix}block{i}"
         h = LayerNorm(name=f"{name}_norm1")(x)
         h = keras.layers.MultiHeadAttention(
-            heads, d_model // heads, dropout=dropout, name=f"{name}_attention"
+            heads,
+            d_model // heads,
+            dropout=dropout if attention_dropout is None else attention_dropout,
+            name=f"{name}_attention",
         )(h, h, attention_mask=mask, use_causal_mask=causal)
         if dropout:
             h = keras.layers.Dropout(dropout, name=f"{name}_dropout1")(h)
@@ -152,6 +157,7 @@ def transformer(
     ff: int | None = None,
     max_length: int | None = None,
     dropout: float = 0.1,
+    attention_dropout: float = 0.0,
 ) -> keras.Model:
     """A Transformer encoder over each text column (or a numeric sequence).
 
@@ -168,8 +174,13 @@ def transformer(
         max_length: Tokens kept per text row (the first ones); the number of
             training rows it truncates is logged. Defaults to `None` (the
             95th percentile of the training rows' lengths, from 8 to 512).
-        dropout: Dropout rate of the attention weights, each block's
-            outputs and the pooled vector. Defaults to `0.1`.
+        dropout: Dropout rate of the embeddings, each block's outputs and
+            the pooled vector. Defaults to `0.1`.
+        attention_dropout: Dropout rate of the attention weights. Defaults
+            to `0.0`, as the Keras tutorial's Transformer: dropping attention
+            weights draws a random number per (row, head, query, key), a
+            fifth of a small encoder's CPU training step here
+            (benchmarks/RESULTS.md, issue 22).
 
     Returns:
         An uncompiled functional `tf_keras.Model`.
@@ -179,6 +190,11 @@ def transformer(
             `(length, features)` sequences.
     """
     options = _block_options(layers, heads, d_model, ff, dropout)
+    if not 0.0 <= float(attention_dropout) < 1.0:
+        raise config_error(
+            "model_options.attention_dropout", attention_dropout, "a rate from 0 to below 1"
+        )
+    options["attention_dropout"] = float(attention_dropout)
     d_model = options["d_model"]
     if max_length is not None:
         max_length = _positive("max_length", max_length)

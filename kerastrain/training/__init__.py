@@ -18,6 +18,7 @@ from kerastrain.training.run import (
     run_training,
 )
 from kerastrain.training.text_facts import text_model_sections
+from kerastrain.training.throughput import text_throughput
 
 __all__ = [
     "Decision",
@@ -33,5 +34,6 @@ __all__ = [
     "predict_split",
     "run_training",
     "text_model_sections",
+    "text_throughput",
     "train_model",
 ]

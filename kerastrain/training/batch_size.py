@@ -207,7 +207,10 @@ def pick_batch_size(
             dataset, _ = make_datasets(probe_train, prepared, strategy, batch_size=size, seed=seed)
             x, y = next(iter(dataset.take(1)))
             if not traced:  # one graph for every size, its batch dimension unknown as in fit
-                specs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in (x, y)]
+                # A table's (or text's) features are a dict of columns: one spec each.
+                specs = tf.nest.map_structure(
+                    lambda t: tf.TensorSpec((None, *t.shape[1:]), t.dtype), (x, y)
+                )
                 traced.append(run.get_concrete_function(*specs, tf.TensorSpec([], tf.int32)))
             seconds = fastest_step_seconds(traced[0], (x, y), repeats=5)
             return size * replicas / seconds, seconds

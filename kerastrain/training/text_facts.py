@@ -16,7 +16,10 @@ __all__ = ["text_model_sections"]
 
 
 def text_model_sections(
-    model: keras.Model, prepared: Any, history: Mapping[str, Sequence[float]]
+    model: keras.Model,
+    prepared: Any,
+    history: Mapping[str, Sequence[float]],
+    performance: Mapping[str, Any] | None = None,
 ) -> list[Section]:
     """The report's "Text model" section (none when the data has no text).
 
@@ -31,6 +34,9 @@ def text_model_sections(
         prepared: The prepared data (its `encoding` has each text column's
             training lengths).
         history: The fit's history (`examples_per_second` per epoch).
+        performance: The run's decisions; its ``"mfu"``
+            (`kerastrain.training.throughput.text_throughput`) is stated.
+            Defaults to `None`.
 
     Returns:
         `kerastrain.report.Section`s for `write_report(sections=...)`.
@@ -63,4 +69,7 @@ def text_model_sections(
         text.append(f"{per_token:,.0f} forward FLOPs per token at {length} tokens per row.")
     if rate is not None:
         text.append(f"Training read {rate:,.0f} real (non-padding) tokens per second.")
+    mfu = (performance or {}).get("mfu")
+    if mfu is not None:
+        text.append(f"Model FLOPs utilisation {mfu.value:.1%}: {mfu.reason}.")
     return [Section("Text model", text=" ".join(text), rows=rows)]
