@@ -58,6 +58,11 @@ FORMATS = {
 SAMPLE_ROWS = 2000
 #: Rows per batch when reading files in Python.
 READ_ROWS = 65536
+#: Bytes read from a Parquet file at a time while its pages are decoded. A
+#: file is opened without pre-buffering (pyarrow's default reads a row
+#: group's column chunks whole and keeps them beside the decoded columns,
+#: about twice the row group's size for each file open at once).
+PARQUET_BUFFER = 1 << 20
 #: Split codes.
 TRAIN, VAL, TEST = 0, 1, 2
 
@@ -511,15 +516,21 @@ def iter_file_batches(
             }
         return
     if tables.format == "parquet":
-        import pyarrow.parquet as pq
-
-        batches = pq.ParquetFile(path).iter_batches(
+        batches = _open_parquet(path).iter_batches(
             batch_size=batch_rows, columns=[c.source for c in wanted]
         )
     else:
         batches = _csv_batches(path, wanted)
     for batch in batches:
         yield {c.source: _arrow_column(batch.column(c.source), c, arrow_text) for c in wanted}
+
+
+def _open_parquet(path: str) -> Any:
+    """A `pyarrow.parquet.ParquetFile` read a page at a time: no
+    pre-buffering of whole column chunks, `PARQUET_BUFFER` bytes a read."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=PARQUET_BUFFER)
 
 
 def _plain(values: np.ndarray, column: FileColumn) -> np.ndarray:

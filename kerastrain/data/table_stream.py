@@ -78,6 +78,9 @@ __all__ = [
 SHUFFLE_ROWS = 16384
 #: Lines or records parsed at a time by tf.data.
 PARSE_ROWS = 1024
+#: Parquet files read at once by the training stream (each holds one decoded
+#: row group while it is open).
+PARQUET_OPEN = 2
 #: Parsed blocks pooled and permuted together into training batches.
 MIX_BLOCKS = 8
 #: Values kept per numeric column to estimate its median (exact below this).
@@ -668,6 +671,14 @@ class TableStream(Stream):
             read = self._tfrecord_reader()
         else:
             read = self._parquet_reader()
+        cycle = min(len(self.tables.files), PARQUET_OPEN if fmt == "parquet" else 4)
+        if fmt == "parquet":
+            # Each open Parquet file holds a decoded row group, and a parallel
+            # interleave opens as many files again ahead of need: at most
+            # `cycle` files are open here (pyarrow decodes on its own threads),
+            # in a deterministic order; the batches are prefetched.
+            ds = ds.interleave(read, cycle_length=cycle if shuffle else 1)
+            return ds.prefetch(tf.data.AUTOTUNE)
         # Sharded by record (DATA), every worker must see the batches in the
         # same order to keep its own share: then the order is deterministic.
         # Unshuffled (evaluation, prediction), the files are read one after
@@ -676,7 +687,7 @@ class TableStream(Stream):
         # file's batches are still parsed in parallel.
         return ds.interleave(
             read,
-            cycle_length=min(len(self.tables.files), 4) if shuffle else 1,
+            cycle_length=cycle if shuffle else 1,
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=not shuffle or self.shard_policy() == "DATA",
         )
@@ -773,7 +784,9 @@ class TableStream(Stream):
 
         def read(path: Any, offset: Any) -> Any:
             ds = tf.data.Dataset.from_generator(batches, output_signature=signature, args=(path,))
-            return ds.map(lambda p, x: (p + offset, x))
+            # Blocks of PARSE_ROWS as the other formats': the shuffle buffer
+            # holds SHUFFLE_ROWS rows, not eight times as many.
+            return ds.map(lambda p, x: (p + offset, x)).rebatch(PARSE_ROWS)
 
         return read
 
