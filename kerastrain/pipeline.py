@@ -38,6 +38,7 @@ from kerastrain.export import check_onnx_data, export_model, verify_artifacts
 from kerastrain.export.language_model import export_language_model, verify_language_model
 from kerastrain.export.model_info import write_model_info
 from kerastrain.export.text import check_text_export
+from kerastrain.export.verify import STREAM_VERIFY_ROWS, verification_sample
 from kerastrain.files import write_json
 from kerastrain.generation import Generator
 from kerastrain.metrics import compute_metrics
@@ -513,10 +514,20 @@ def _verify(
     prepared: Prepared,
     export_cfg: ExportConfig,
 ) -> dict[str, dict[str, Any]]:
-    """Every artifact's answers on the held-out split, against the model's."""
-    x, y = prepared.part(evaluation.split)
+    """Every artifact's answers on the held-out split, against the model's
+    (on a seeded sample of a split streamed from files: `verification_sample`)."""
+    reference, split_rows = evaluation.outputs, None
+    rows = getattr(prepared.splits, evaluation.split)
+    sample = None
+    if getattr(prepared.x, "batched", False):  # read from the files, never whole
+        sample = verification_sample(len(rows), STREAM_VERIFY_ROWS)
+    if sample is None:
+        x, y = prepared.part(evaluation.split)
+    else:
+        x, y = prepared.rows(rows[sample]), prepared.y[rows[sample]]
+        reference, split_rows = reference[sample], len(rows)
     return verify_artifacts(
-        evaluation.outputs,
+        reference,
         artifacts,
         x,
         y,
@@ -526,6 +537,7 @@ def _verify(
         min_agreement=export_cfg.min_agreement,
         latency_runs=export_cfg.latency_runs,
         latency_batch=export_cfg.latency_batch,
+        split_rows=split_rows,
     )
 
 

@@ -220,3 +220,89 @@ def test_a_streamed_split_is_predicted_in_its_rows_order(prepared, monkeypatch):
     rows = prepared.splits.test
     outputs = _predict_table_stream(model, prepared, rows)
     np.testing.assert_allclose(outputs[:, 0], prepared.x.read(rows)["x1"], rtol=1e-6)
+
+
+PARQUET_FILES, PARQUET_ROWS = 8, 400
+
+
+@pytest.fixture(scope="module")
+def parquet_stream(tmp_path_factory):
+    rng = np.random.default_rng(1)
+    folder = tmp_path_factory.mktemp("parquet")
+    for i in range(PARQUET_FILES):
+        x1 = rng.normal(size=PARQUET_ROWS)
+        colour = rng.choice(["red", "green", "blue"], size=PARQUET_ROWS)
+        label = (x1 + (colour == "red") > 0.3).astype(np.int64)
+        frame = pd.DataFrame({"x1": x1, "colour": colour, "label": label})
+        frame.to_parquet(folder / f"part-{i}.parquet", index=False)
+    pattern = str(folder / "part-*.parquet")
+    return prepare_data(pattern, DataConfig(target="label", in_memory_mb=TINY_MB), seed=0)
+
+
+def test_a_parquet_stream_has_at_most_parquet_open_files_open(parquet_stream, monkeypatch):
+    # Each open Parquet file holds a decoded row group: the training stream's
+    # memory is bounded by the files open at once. A parallel interleave
+    # opened as many files again ahead of need (8 of 8 here, 4 at most
+    # asked for), so the peak grew with the number of files up to 8.
+    monkeypatch.setattr(table_stream, "PARSE_ROWS", 16)  # several batches a file
+    read = table_stream.iter_file_batches
+    open_now, most, seen = [0], [0], set()
+
+    def counted(tables, path, *args, **kwargs):
+        open_now[0] += 1
+        most[0] = max(most[0], open_now[0])
+        seen.add(path)
+        try:
+            yield from read(tables, path, *args, **kwargs)
+        finally:
+            open_now[0] -= 1
+
+    monkeypatch.setattr(table_stream, "iter_file_batches", counted)
+    stream, train = parquet_stream.x, parquet_stream.splits.train
+    rows = np.concatenate(
+        [i for i, _ in stream.batches(train, 64, shuffle=True, seed=0).as_numpy_iterator()]
+    )
+    np.testing.assert_array_equal(np.sort(rows), train)  # each training row once
+    assert len(seen) == PARQUET_FILES
+    assert most[0] <= 2, most[0]
+
+
+def test_parquet_blocks_are_as_small_as_the_other_formats(parquet_stream, monkeypatch):
+    # The training shuffle buffer holds SHUFFLE_ROWS // PARSE_ROWS blocks:
+    # Parquet's 8x larger read batches made it hold 8x the rows.
+    monkeypatch.setattr(table_stream, "PARSE_ROWS", 32)
+    sizes = [len(i) for i, _ in parquet_stream.x._parsed(True, 0).as_numpy_iterator()]
+    assert max(sizes) <= 32 and sum(sizes) == PARQUET_FILES * PARQUET_ROWS
+
+
+@pytest.mark.slow
+def test_verification_of_a_streamed_split_reads_a_sample_of_it(tmp_path, monkeypatch):
+    import kerastrain
+    from kerastrain import pipeline
+
+    # The whole test split of a large stream would be read into memory as
+    # Python objects; a seeded sample of it is read from the files instead.
+    monkeypatch.setattr(pipeline, "STREAM_VERIFY_ROWS", 50, raising=False)
+    reads = []
+    read = TableStream.read
+    monkeypatch.setattr(
+        TableStream, "read", lambda self, rows: reads.append(len(rows)) or read(self, rows)
+    )
+    result = kerastrain.fit_pipeline(
+        _pattern(tmp_path),
+        "mlp",
+        seed=0,
+        output_dir=str(tmp_path / "run"),
+        data_options={"target": "label", "in_memory_mb": TINY_MB, "audit": False},
+        train={"epochs": 1, "verbose": 0, "early_stopping": None},
+        model_options={"width": 8},
+        export={"formats": ["savedmodel"]},
+        report={"explain": "none"},
+    )
+    test_rows = result.metrics["test"]["examples"]
+    assert test_rows > 50
+    assert reads == [50]  # the only rows read in Python: the sample
+    verified = result.metrics["savedmodel"]
+    assert verified["verified_rows"] == 50 and verified["split_rows"] == test_rows
+    # The sample's outputs are paired with the model's on the same rows.
+    assert verified["max_abs_diff"] < 1e-4

@@ -32,7 +32,13 @@ from kerastrain.task import Task
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["verify_artifacts", "ONE_ROW_CHECKS", "LATENCY_BUDGET_S"]
+__all__ = [
+    "verify_artifacts",
+    "verification_sample",
+    "ONE_ROW_CHECKS",
+    "LATENCY_BUDGET_S",
+    "STREAM_VERIFY_ROWS",
+]
 
 #: Held-out rows each artifact answers one at a time.
 ONE_ROW_CHECKS = 8
@@ -42,8 +48,25 @@ LATENCY_BUDGET_S = 2.0
 #: Held-out rows each artifact answers a call at a time; a split of many
 #: batches logs its progress with the time left.
 VERIFY_BATCH = 512
+#: Held-out rows of a table streamed from its files that verification reads
+#: at most (a seeded sample, read from the files): the whole split would be
+#: held in memory as Python objects, millions of rows of a large table.
+STREAM_VERIFY_ROWS = 20_000
 #: The kernels a user's `Interpreter(model_path=...)` runs.
 _DEFAULT_KERNELS = "default delegates (XNNPACK)"
+
+
+def verification_sample(rows: int, limit: int, seed: int = 0) -> np.ndarray | None:
+    """Positions (sorted) of a seeded sample of ``limit`` of ``rows`` held-out
+    rows, or None when there are no more than ``limit``: then all are checked.
+
+    Example:
+        >>> verification_sample(10, 3, seed=0).tolist()  # doctest: +SKIP
+        [2, 6, 8]
+    """
+    if rows <= limit:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(rows, limit, replace=False))
 
 
 def _predictor(path: Path) -> tuple[Callable[[Any], np.ndarray], TFLiteRunner | None]:
@@ -150,6 +173,7 @@ def verify_artifacts(
     min_agreement: float = 0.98,
     latency_runs: int = 0,
     latency_batch: int = 1,
+    split_rows: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Reloads each artifact, scores it and checks it answers like the model.
 
@@ -179,13 +203,18 @@ def verify_artifacts(
         latency_batch: Rows of the batch call also timed for each TFLite
             file (`batch_latency_ms`, `batch_rows`); `1` times single
             examples only. Defaults to `1`.
+        split_rows: The rows of the held-out split when `x` is a sample of
+            them (`verification_sample`): each artifact's metrics then say
+            `verified_rows` of `split_rows`, and so does the log. Defaults
+            to `None` (`x` is the whole split).
 
     Returns:
         For each artifact, its metrics plus `max_abs_diff`, `agreement` (see
         `agreement`), `bytes`, `gzip_bytes`, `one_row_checked` (rows asked
         alone), for TFLite files the `kernels` that ran, and with
         `latency_runs` its `latency_ms`, `latency_p90_ms` and
-        `latency_runs` (the runs timed). Without held-out rows nothing is
+        `latency_runs` (the runs timed), and with `split_rows` the
+        `verified_rows` and `split_rows`. Without held-out rows nothing is
         run: `latency_ms` is `None` and `latency_note` says why.
 
     Raises:
@@ -199,6 +228,13 @@ def verify_artifacts(
     sources = getattr(artifacts, "sources", {})
     results: dict[str, dict[str, Any]] = {}
     rows = num_rows(x)
+    if split_rows is not None:
+        logger.info(
+            "Verifying the artifacts on a seeded sample of %d of the %d held-out rows (metrics "
+            "of the artifacts are on the sample).",
+            rows,
+            split_rows,
+        )
     for name, path in artifacts.items():
         path = Path(path)
         predict, runner = _predictor(path)
@@ -242,6 +278,8 @@ def verify_artifacts(
                 f"export.atol={atol:g} + export.rtol={rtol:g} x |output|)."
             )
         metrics["one_row_checked"] = single
+        if split_rows is not None:
+            metrics["verified_rows"], metrics["split_rows"] = rows, split_rows
         _check_default_kernels(name, path, runners)
         if runner is not None:
             metrics["kernels"] = runner.kernels
