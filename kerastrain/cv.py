@@ -23,6 +23,8 @@ import numpy as np
 from kerastrain._keras import keras
 from kerastrain.batching import predict_model
 from kerastrain.config import PipelineConfig, load_config
+from kerastrain.data.audit import DataQuality
+from kerastrain.data.audit_folds import audit_folds
 from kerastrain.data.prepare import prepare_data
 from kerastrain.data.split import Splits, fold_indices, split_indices
 from kerastrain.files import write_json
@@ -51,6 +53,9 @@ class CrossValidationResult:
             no fold held out, as in time-series folds).
         config: The resolved configuration.
         run_dir: The folder holding one sub-folder per fold and `cv.json`.
+        data_quality: The data-quality audit of the whole data, run once
+            before the folds (`audit_folds`); None with `data_options.audit`
+            off.
     """
 
     metrics: dict[str, dict[str, Any]]
@@ -61,6 +66,7 @@ class CrossValidationResult:
     predictions: np.ndarray
     config: PipelineConfig
     run_dir: Path
+    data_quality: DataQuality | None = None
 
     def summary(self) -> str:
         """``"accuracy 0.951 ± 0.012, f1 ..."`` over the folds."""
@@ -99,7 +105,9 @@ def cross_validate(
     the folds are scikit-learn's `TimeSeriesSplit` (each fold trains on the
     past only); classification with `stratify` uses `StratifiedKFold`;
     anything else `KFold`. `test_split` is not used: each fold's held-out
-    rows are its test split. A built model passed as `model` is cloned per
+    rows are its test split. The data-quality audit (`data_options.audit`)
+    runs once on the whole data before the folds (`audit_folds`), its
+    findings in `data_quality` and `cv.json`. A built model passed as `model` is cloned per
     fold (fresh weights), so the folds are independent.
 
     Args:
@@ -119,7 +127,9 @@ def cross_validate(
 
     Raises:
         ConfigError: For a bad option, before any data is read.
-        DataError: For data that cannot be split into `folds` folds.
+        DataError: For data that cannot be split into `folds` folds, or with
+            `data_options.audit="strict"`, for rows shared by two folds or a
+            column suspected of target leakage (before any fold trains).
 
     Example:
         >>> cv = cross_validate("wine", "mlp", folds=5, train={"epochs": 30})  # doctest: +SKIP
@@ -134,6 +144,10 @@ def cross_validate(
     data_options = cfg.data_options
     prepared = prepare_data(cfg.data, data_options, cfg.seed)
     pairs = fold_indices(prepared.y, prepared.task, data_options, folds, cfg.seed)
+    # Once on the whole data, before any fold trains ("strict" stops here);
+    # the folds themselves are not audited again.
+    quality = audit_folds(prepared, pairs, data_options, cfg.seed)
+    fold_cfg = cfg.replace(data_options=data_options.replace(audit=False))
     predictions: np.ndarray | None = None
     results, fold_metrics = [], []
     progress = Progress(logger, "Fold", len(pairs), every=0)
@@ -156,7 +170,7 @@ def cross_validate(
         result = fit_pipeline(
             fold,
             spec,
-            config=cfg,
+            config=fold_cfg,
             output_dir=str(root / f"fold_{i}"),
             seed=cfg.seed + i,
             name=f"{cfg.name}-fold{i}",
@@ -174,6 +188,7 @@ def cross_validate(
         "metrics": metrics,
         "fold_metrics": fold_metrics,
         "held_out_rows": [len(h) for _, h in pairs],
+        "data_quality": quality.to_dict() if quality is not None else None,
     }
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "cv.json", summary)
@@ -186,6 +201,7 @@ def cross_validate(
         predictions=predictions,
         config=cfg,
         run_dir=root,
+        data_quality=quality,
     )
     logger.info("Cross-validation over %d folds: %s.", folds, outcome.summary())
     return outcome

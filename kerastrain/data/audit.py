@@ -61,6 +61,7 @@ __all__ = [
     "duplicate_rows",
     "drop_duplicates",
     "token_counts",
+    "leakage_error",
     "LEAKAGE_SCORE",
 ]
 
@@ -998,15 +999,20 @@ def audit_data(
         logger.log(level, "Data audit (%s): %s", finding.check, finding.message)
     leaks = [f for f in findings if f.severity == "leakage"]
     if mode == "strict" and leaks:
-        raise DataError(
-            message(
-                "The data audit found leakage between the data and what the model is scored "
-                "on: " + " ".join(f.message for f in leaks),
-                received={"data_options.audit": "strict"},
-                allowed="Fix the data (data_options.deduplicate=True drops duplicate rows "
-                "before the split; remove texts repeated across splits; drop a leaking column "
-                "with data_options.columns), or set "
-                "data_options.audit=True to train anyway with warnings",
-            )
-        )
+        raise leakage_error(leaks)
     return quality
+
+
+def leakage_error(leaks: Sequence[DataFinding]) -> DataError:
+    """The `DataError` of `audit="strict"` for the leakage findings ``leaks``."""
+    return DataError(
+        message(
+            "The data audit found leakage between the data and what the model is scored "
+            "on: " + " ".join(f.message for f in leaks),
+            received={"data_options.audit": "strict"},
+            allowed="Fix the data (data_options.deduplicate=True drops duplicate rows "
+            "before the split; remove texts repeated across splits; drop a leaking column "
+            "with data_options.columns), or set "
+            "data_options.audit=True to train anyway with warnings",
+        )
+    )

@@ -3,7 +3,8 @@
 Started by `kerastrain.tune.distributed.serve` with KerasTuner's environment
 (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``, ``KERASTUNER_ORACLE_PORT``).
 It rebuilds the run from the folder's config, prepares the same data with the
-same seed, and runs the trials the chief hands out until the search ends.
+same seed, audits it (`data_options.audit`; `"strict"` stops the worker on
+leakage), and runs the trials the chief hands out until the search ends.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from kerastrain._keras import keras
     from kerastrain.config import load_config
+    from kerastrain.data.audit_folds import audit_prepared
     from kerastrain.data.prepare import prepare_data
     from kerastrain.distribute import make_strategy
     from kerastrain.tune.distributed import WORKER_CONFIG
@@ -37,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = load_config(directory / WORKER_CONFIG)
     keras.utils.set_random_seed(config.seed)
     prepared = prepare_data(config.data, config.data_options, config.seed)
+    # The chief audits in fit_pipeline; a worker prepares its own copy, and
+    # stops on it too with audit="strict" (it would wait for no trials).
+    audit_prepared(prepared, config.data_options, config.seed)
     search = open_search(
         config, prepared, make_strategy(config.strategy, config.distribute), role="worker"
     )
