@@ -56,6 +56,7 @@ def audit_prepared(prepared: Any, options: DataConfig, seed: int) -> DataQuality
         table=prepared.table,
         feature_names=prepared.feature_names,
         sample_rows=options.audit_rows,
+        tokenizer=options.tokenizer,
     )
 
 
@@ -123,6 +124,7 @@ def audit_folds(
         table=prepared.table,
         feature_names=prepared.feature_names,
         sample_rows=options.audit_rows,
+        tokenizer=options.tokenizer,
     )
     shared = cross_fold_duplicates(prepared.x, folds, prepared.num_rows)
     if shared is not None:
