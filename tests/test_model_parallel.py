@@ -66,8 +66,10 @@ def test_two_by_two_mesh_trains_like_one_device_exports_and_resumes(tmp_path):
     lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
     report = json.loads(lines[-1][len("REPORT ") :])
-    # The first 3 epochs' training losses against one device at the same global batch and seed.
-    assert max(report["rel"]) < 1e-2, report
+    # The first 3 epochs' training losses against one device at the same global batch and seed
+    # (the issue asks 1e-3; every device fed the same batches in one device's order, they
+    # match to float rounding: 1.3e-7 measured).
+    assert max(report["rel"]) < 1e-4, report
     # Each split kernel's piece on a device holds 1/M of its columns (or rows), M=2.
     whole, pieces = report["shards"]["dense_0/kernel:0"]
     assert all(piece == [whole[0], whole[1] // 2] for piece in pieces)
@@ -75,6 +77,11 @@ def test_two_by_two_mesh_trains_like_one_device_exports_and_resumes(tmp_path):
     assert all(piece == [whole[0] // 2, whole[1]] for piece in pieces)
     # The exported TFLite model answers like the sharded model.
     assert report["tflite_max_diff"] <= ExportConfig().atol
+    # The blow-up guard (on in these runs) restores the split weights and optimizer slots
+    # after a NaN loss and halves the learning rate.
+    assert report["guard_split_slots"] >= 4
+    assert report["guard_weights_diff"] == 0 and report["guard_slots_diff"] == 0, report
+    assert report["guard_lr"][1] == pytest.approx(report["guard_lr"][0] / 2)
     # Killed after epoch 2 of 4, rerun: resumed at epoch 3, no epoch lost.
     assert report["crashed"] == "simulated crash"
     assert report["resumed_epochs"] == 4
