@@ -19,6 +19,7 @@ import kerastrain
 from kerastrain import ConfigError
 from kerastrain._keras import keras
 from kerastrain.config import DistributeConfig, ExportConfig
+from kerastrain.data.feed import InMemory, epoch_seeds, make_dataset
 from kerastrain.data.layers import LayerNorm, PositionEmbedding, TokenEmbedding
 from kerastrain.mesh import mesh_config, mesh_shape, plan_layouts, weight_paths
 
@@ -219,3 +220,24 @@ def test_transformer_cnn_and_embedding_train_on_a_two_by_two_mesh(tmp_path):
         assert case["moved"] > 1e-3
     assert report["cnn"]["split"] == ["hidden", "out"] and "conv" in report["cnn"]["replicated"]
     assert report["embedding"]["split"] == ["emb"]
+
+
+def test_epoch_seeds_give_every_iterator_the_epochs_a_single_device_fit_sees():
+    # DTensorDataset opens one iterator per device: each must yield the same batches, and
+    # in the order tf_keras's fit sees over the reshuffling dataset (it opens one iterator
+    # it never reads, then one per epoch).
+    x = np.arange(40, dtype="float32").reshape(20, 2)
+    memory = InMemory(x, np.arange(20))
+    rows = np.arange(20)
+
+    def epoch_of(iterator):
+        return np.concatenate([xb.numpy()[:, 0] for xb, _ in iterator])
+
+    plain = make_dataset(memory, rows, 8, training=True, seed=5)
+    iter(plain)  # the iterator fit opens and drops
+    single = [epoch_of(iter(plain)) for _ in range(3)]
+    assert not np.array_equal(single[0], single[1])  # reshuffled every epoch
+    fixed = make_dataset(memory, rows, 8, training=True, seed=5, epoch_seeds=epoch_seeds(5, 3))
+    first, second = epoch_of(iter(fixed)), epoch_of(iter(fixed))
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(first, np.concatenate(single))
