@@ -64,6 +64,8 @@ __all__ = [
     "gather",
     "scatter",
     "replicate_constants",
+    "read_values",
+    "assign_values",
     "shard_shapes",
     "per_device_parameter_bytes",
     "planned_parameter_bytes",
@@ -574,6 +576,25 @@ def scatter(variable: Any, value: Any) -> None:
     variable.assign(dtensor.relayout(whole, layout))
 
 
+def read_values(variables: Sequence[Any]) -> list[Any]:
+    """The whole values of ``variables``, gathered from the mesh for those on one
+    (`keras.backend.batch_get_value` refuses a split DTensor)."""
+    plain = [v for v in variables if not dtensor.is_dtensor(v)]
+    values = iter(keras.backend.batch_get_value(plain))
+    return [gather(v) if dtensor.is_dtensor(v) else next(values) for v in variables]
+
+
+def assign_values(variables: Sequence[Any], values: Sequence[Any]) -> None:
+    """Assigns whole values to ``variables``, each device of a mesh its shard."""
+    plain = []
+    for variable, value in zip(variables, values):
+        if dtensor.is_dtensor(variable):
+            scatter(variable, value)
+        else:
+            plain.append((variable, value))
+    keras.backend.batch_set_value(plain)
+
+
 def shard_shapes(variable: Any) -> list[tuple[int, ...]]:
     """The shape of the piece of ``variable`` each device holds."""
     return [tuple(part.shape) for part in dtensor.unpack(variable.read_value())]
@@ -606,16 +627,23 @@ def planned_parameter_bytes(model: keras.Model, plan: Plan) -> int:
 def dtensor_dataset(dataset: tf.data.Dataset, global_batch: int, mesh: Any) -> Any:
     """``dataset``'s examples, repeated, in batches of `global_batch` on the mesh.
 
-    The batches come from one pass over ``dataset`` (one iterator), so they
-    hold the rows, in the order, that a single-device fit sees: a
-    `DTensorDataset` split on "batch" iterates the data once per batch shard,
-    and a dataset that reshuffles at each new iterator (kerastrain's does)
-    gives each shard another order. Each batch arrives whole on every device
-    (replicated over "batch"): measured on TF 2.21, a batch split over
-    "batch" (by the dataset's layout or by a relayout in the step) trained
-    wrongly, its weights 0.013 away from a single device's after one SGD
-    step, while the replicated batch matched to 1e-8. The "batch" axis
-    therefore holds copies of the computation, not shares of the batch.
+    `DTensorDataset` opens one iterator over ``dataset`` per local device, so
+    every iterator must yield the same batches: a dataset that reshuffles
+    at each new iterator (kerastrain's training batches, by default) gives
+    each device another order, and then a tensor laid out as one value holds
+    different rows on different devices, whose partial matmuls and
+    all-reduces mix them (measured on TF 2.21, 2x2 mesh: the first step's
+    loss 5e-3 off a single device's on the same weights, the epoch losses
+    4.7e-3 off). Give it the training batches as one pass over fixed epochs
+    (`kerastrain.data.feed.make_dataset`'s `epoch_seeds`).
+
+    Each batch arrives whole on every device (replicated over "batch"). With
+    the batches split over "batch" (`batch_dim="batch"`, every device's
+    iterator yielding the same batches), the first step's loss matched a
+    single device but its update was lost (the weights after it were the
+    initial ones, the logged loss mean read 0.0) and the later updates
+    differed (TF 2.21, 2x2 mesh): the "batch" axis therefore holds copies of
+    the computation, not shares of the batch.
 
     Args:
         dataset: Batches of `(x, y)`; they are re-batched.

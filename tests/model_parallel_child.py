@@ -16,6 +16,7 @@ import kerastrain
 import kerastrain.pipeline
 import kerastrain.training.model_parallel as mp
 from kerastrain._keras import keras, tf
+from kerastrain.callbacks.guard import BlowupGuard
 
 out = Path(sys.argv[1])
 t0 = time.time()
@@ -86,6 +87,31 @@ lite = interp.get_tensor(interp.get_output_details()[0]["index"])
 report["tflite_max_diff"] = float(np.abs(lite - out_sharded).max())
 report["plain_vs_sharded"] = float(
     np.abs(sharded_run.model.predict(val, verbose=0) - out_sharded).max()
+)
+
+# The blow-up guard on the sharded model: a non-finite loss puts back the last good weights
+# and optimizer slots (gathered and scattered over the mesh) and lowers the learning rate.
+guard = BlowupGuard(retries=1, lr_factor=0.5)
+guard.set_model(sharded)
+guard.on_train_begin()
+guard.on_epoch_begin(0)
+good = sharded.get_weights()
+good_slots = meshes.read_values(sharded.optimizer.variables)
+lr = float(keras.backend.get_value(sharded.optimizer.learning_rate))
+sharded.set_weights([w + 100 for w in good])
+for v in sharded.optimizer.variables[1:]:
+    meshes.assign_values([v], [np.full(v.shape, 7, v.dtype.as_numpy_dtype)])
+guard.on_train_batch_end(0, {"loss": float("nan")})
+report["guard_weights_diff"] = max(
+    float(np.abs(a - b).max()) for a, b in zip(sharded.get_weights(), good)
+)
+report["guard_slots_diff"] = max(
+    float(np.abs(np.asarray(a, float) - np.asarray(b, float)).max())
+    for a, b in zip(meshes.read_values(sharded.optimizer.variables), good_slots)
+)
+report["guard_lr"] = [lr, float(keras.backend.get_value(sharded.optimizer.learning_rate))]
+report["guard_split_slots"] = sum(
+    not dt.fetch_layout(v).is_fully_replicated() for v in sharded.optimizer.variables
 )
 report["verify"] = {
     k: v

@@ -13,8 +13,10 @@ from kerastrain.data.prepare import prepare_data
 from kerastrain.data.preprocess import model_inputs
 from kerastrain.errors import ConfigError
 from kerastrain.models import Head, build_model
+from kerastrain.training import fit as fit_module
 from kerastrain.training import run_training
 from kerastrain.training.recompute import RecomputedBlock, find_blocks, recompute_twin
+from kerastrain.training.run import find_learning_rate
 
 DEEP = {"width": 16, "depth": 6, "residual": True, "batch_norm": True, "dropout": 0.0}
 
@@ -123,3 +125,47 @@ def test_recompute_trains_to_the_same_first_epoch_loss(breast_cancer_arrays):
     assert steps[True] == steps[False] > 0  # the plain model's optimizer did the updates
     assert losses[True][0] == pytest.approx(losses[False][0], abs=1e-5)
     assert losses[True][0] < 5  # trained: a finite, sane loss
+
+
+@pytest.mark.slow
+def test_the_learning_rate_range_test_probes_the_recomputing_twin(
+    breast_cancer_arrays, monkeypatch
+):
+    x, y = breast_cancer_arrays
+    cfg = PipelineConfig(
+        data=(x[:96], y[:96]),
+        model="mlp",
+        model_options=DEEP,
+        seed=0,
+        train={
+            "learning_rate": "find",
+            "batch_size": 32,
+            "recompute": True,
+            "lr_finder": {"steps": 6},
+            "execution": {"mixed_precision": "float32"},
+        },
+    )
+    probes = []
+    sweep = fit_module.kcb.lr_range_test
+
+    def recorded(model, *args, **kwargs):
+        result = sweep(model, *args, **kwargs)
+        probes.append((model, result))
+        return result
+
+    monkeypatch.setattr(fit_module.kcb, "lr_range_test", recorded)
+    prepared = prepare_data(cfg.data, cfg.data_options, cfg.seed)
+    train = find_learning_rate(
+        cfg.train,
+        prepared,
+        tf.distribute.get_strategy(),
+        model_spec=cfg.model,
+        model_options=cfg.model_options,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+    )
+    ((probe, sweep_result),) = probes
+    # The sweep ran on the twin whose blocks recompute (as the run's fit will).
+    assert sum(isinstance(layer, RecomputedBlock) for layer in probe.layers) >= 2
+    assert len(sweep_result.losses) == 6 and np.isfinite(sweep_result.losses[0])
+    assert train.learning_rate == pytest.approx(sweep_result.suggestion)

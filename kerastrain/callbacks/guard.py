@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from kerastrain import mesh as meshes
 from kerastrain._keras import keras, tf
 from kerastrain.errors import ConfigError, TrainingDivergedError, message
 
@@ -194,14 +195,16 @@ class BlowupGuard(keras.callbacks.Callback):
         return list(self.model.weights), list(self.model.optimizer.variables)
 
     def _read(self) -> tuple[list[Any], list[Any]]:
+        # Whole values: a model split over a DTensor mesh (model parallel) has
+        # its weights and optimizer slots gathered from the devices.
         weights, opt_vars = self._variables()
-        return keras.backend.batch_get_value(weights), keras.backend.batch_get_value(opt_vars)
+        return meshes.read_values(weights), meshes.read_values(opt_vars)
 
     def _restore(self) -> None:
         weights, opt_vars = self._variables()
         saved_weights, saved_opt = self._good
-        keras.backend.batch_set_value(list(zip(weights, saved_weights)))
-        keras.backend.batch_set_value(list(zip(opt_vars, saved_opt)))
+        meshes.assign_values(weights, saved_weights)
+        meshes.assign_values(opt_vars, saved_opt)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         optimizer = self.model.optimizer

@@ -28,7 +28,7 @@ there, as TensorFlow documents it.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from kerastrain.errors import ConfigError
 
 __all__ = [
     "make_dataset",
+    "epoch_seeds",
     "InMemory",
     "training_datasets",
     "coordinator_datasets",
@@ -172,13 +173,21 @@ class InMemory:
         return x, _take(self.y, idx)
 
     def batches(
-        self, indices: np.ndarray, batch_size: int, *, shuffle: bool, seed: int | None
+        self,
+        indices: np.ndarray,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int | None,
+        epoch_seeds: Sequence[int] | None = None,
     ) -> tf.data.Dataset:
         """Batches of the rows ``indices``, reshuffled every epoch when asked.
 
         Data held in TensorFlow is gathered an epoch at a time (one gather,
         then batches are slices of it: tf.data sees one element per batch);
-        large NumPy arrays are gathered batch by batch, never whole.
+        large NumPy arrays are gathered batch by batch, never whole. With
+        ``epoch_seeds``, one pass holds one epoch per seed (see
+        `make_dataset`).
         """
         rows = len(indices)
         idx = tf.constant(indices, tf.int64)
@@ -202,6 +211,8 @@ class InMemory:
             # A seed per epoch (a fresh draw at each new iterator, as
             # `reshuffle_each_iteration` does), and one shuffle of the indices.
             draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+            if epoch_seeds is not None:
+                draws = tf.data.Dataset.from_tensor_slices(tf.constant(epoch_seeds, tf.int64))
             ds = draws.flat_map(
                 lambda s: epoch(
                     tf.random.experimental.stateless_shuffle(
@@ -211,7 +222,20 @@ class InMemory:
             )
         else:
             ds = epoch(idx)
-        return ds.apply(tf.data.experimental.assert_cardinality(-(-rows // batch_size)))
+        epochs = 1 if epoch_seeds is None or not shuffle else len(epoch_seeds)
+        return ds.apply(tf.data.experimental.assert_cardinality(epochs * -(-rows // batch_size)))
+
+
+def epoch_seeds(seed: int | None, epochs: int) -> list[int]:
+    """The shuffle seeds of a single-device `fit`'s first ``epochs`` epochs.
+
+    `make_dataset` draws an epoch's seed at each new iterator; tf_keras's
+    `fit` over a finite dataset opens one it never reads, then one per
+    epoch, so epoch `e` gets the draw `e + 1`. Drawn here from a twin of
+    that random source, for `make_dataset(..., epoch_seeds=...)`.
+    """
+    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+    return [int(next(iter(draws))) for _ in range(epochs + 1)][1:]
 
 
 def make_dataset(
@@ -223,6 +247,7 @@ def make_dataset(
     seed: int | None = None,
     map_batch: Callable[[Any, Any], tuple[Any, Any]] | None = None,
     augment: Callable[[Any, Any, Any], tuple[Any, Any]] | None = None,
+    epoch_seeds: Sequence[int] | None = None,
 ) -> tf.data.Dataset:
     """A batched, prefetched dataset of the rows ``indices`` of ``data``.
 
@@ -239,6 +264,13 @@ def make_dataset(
         augment: `augment(x, y, seed)` applied to each batch after
             `map_batch`, with a `[2]` seed drawn per batch from `seed`
             (training only). Defaults to `None`.
+        epoch_seeds: For in-memory data in training: one pass holds one
+            epoch per seed, each shuffled by its seed (`epoch_seeds(seed, n)`
+            gives the ones a single-device `fit` draws), and the augmentation
+            seeds are one fixed stream, so that every iterator over the
+            dataset yields the same batches (a DTensor mesh opens one per
+            device). Defaults to `None`: one epoch, reshuffled at each new
+            iterator.
 
     Returns:
         A `tf.data.Dataset` of `(x, y)` batches.
@@ -268,11 +300,13 @@ def make_dataset(
         ).batch(batch_size)
         policy = tf.data.experimental.AutoShardPolicy.AUTO
     else:
-        ds = data.batches(indices, batch_size, shuffle=training, seed=seed)
+        ds = data.batches(indices, batch_size, shuffle=training, seed=seed, epoch_seeds=epoch_seeds)
     if map_batch is not None:
         ds = ds.map(map_batch, num_parallel_calls=AUTOTUNE, deterministic=True)
     if training and augment is not None:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        seeds = tf.data.Dataset.random(
+            seed=seed, rerandomize_each_iteration=epoch_seeds is None
+        ).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda batch, s: augment(batch[0], batch[1], s),
             num_parallel_calls=AUTOTUNE,
@@ -327,6 +361,7 @@ def training_datasets(
     memory: InMemory | None = None,
     class_weight: Any = None,
     magnitude: tf.Variable | None = None,
+    epoch_seeds: Sequence[int] | None = None,
 ) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
     """The training and validation datasets of a `Prepared`.
 
@@ -349,6 +384,8 @@ def training_datasets(
         magnitude: The adaptive policy's magnitude variable
             (`data.adaptive.magnitude_variable`), read on every batch.
             Defaults to `None`: a fixed one at the policy's `initial`.
+        epoch_seeds: The training batches as one pass over these epochs
+            (`make_dataset`). Defaults to `None`.
 
     Returns:
         The training dataset (shuffled, augmented) and the validation one
@@ -399,6 +436,7 @@ def training_datasets(
         seed=seed,
         map_batch=map_batch,
         augment=augment,
+        epoch_seeds=epoch_seeds,
     )
     weights = (
         None

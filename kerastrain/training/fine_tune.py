@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ def fine_tune(
     *,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     backup_dir: str | os.PathLike | None = None,
+    fitted: Callable[[keras.Model], keras.Model] | None = None,
     **fit_options: Any,
 ) -> TrainResult:
     """Phase 2 of a transfer model: unfreeze the top layers and train on.
@@ -55,6 +56,10 @@ def fine_tune(
         callbacks: Extra callbacks, as in phase 1. Defaults to `()`.
         backup_dir: Phase 1's backup folder; phase 2 uses a sub-folder.
             Defaults to `None`.
+        fitted: Given the recompiled model, the model `fit` runs on, as in
+            phase 1 (with `train.recompute`, its twin whose blocks recompute
+            their activations, over the same variables and optimizer).
+            Defaults to `None`: the model itself.
         **fit_options: More arguments of `train_model`, as phase 1 got them
             (steps per epoch under a parameter-server strategy).
 
@@ -76,7 +81,7 @@ def fine_tune(
     )
     start = phase1.epochs_run
     phase2 = train_model(
-        model,
+        model if fitted is None else fitted(model),
         train_ds,
         val_ds,
         train,

@@ -12,11 +12,12 @@ DTensor mesh (`kerastrain.mesh`):
    are scattered into it; it is compiled with a DTensor-aware optimizer (the
    tf_keras optimizer given the mesh);
 3. the training and validation batches become `DTensorDataset`s (repeating,
-   so `fit` counts steps per epoch), whole on every device
-   (`mesh.dtensor_dataset` says why they are not split over "batch");
+   so `fit` counts steps per epoch), whole on every device, each device's
+   iterator yielding the same batches, in a single-device run's order
+   (`mesh.dtensor_dataset` says why, and why they are not split over "batch");
 4. the sharded model's `get_weights`, `set_weights` and `save_weights` gather
    and scatter its shards, so early stopping and checkpoints work unchanged
-   (the blow-up guard, which snapshots the optimizer's split slots, is off);
+   (the blow-up guard gathers and scatters the optimizer's split slots too);
    `BackupAndRestore` saves the sharded variables themselves (a killed run
    resumes at its next epoch);
 5. after `fit`, the shards are gathered into the single-device model, which is
@@ -36,7 +37,7 @@ from typing import Any
 from kerastrain import mesh as meshes
 from kerastrain._keras import keras, tf
 from kerastrain.config import DistributeConfig, TrainConfig
-from kerastrain.data.feed import training_datasets
+from kerastrain.data.feed import epoch_seeds, training_datasets
 from kerastrain.data.prepare import Prepared
 from kerastrain.training.execution import Decision
 from kerastrain.training.fit import TrainResult, compile_options, train_model
@@ -56,12 +57,7 @@ def _single_step_float32(train: TrainConfig) -> TrainConfig:
     execution = train.execution.replace(
         mixed_precision="float32", jit_compile=False, steps_per_execution=1
     )
-    if train.blowup_guard is not None:
-        logger.info(
-            "strategy='model_parallel' trains without the blow-up guard: it snapshots the "
-            "optimizer's slots, which are split over the mesh."
-        )
-    return train.replace(execution=execution, blowup_guard=None)
+    return train.replace(execution=execution)
 
 
 def gather_into(sharded: keras.Model, plain: keras.Model) -> keras.Model:
@@ -193,7 +189,15 @@ def run_model_parallel(
     ):
         train = train.replace(learning_rate=train.learning_rate * batch_axis)
     depth = prepared.task.num_classes if one_hot_labels(prepared.task, train) else None
-    train_ds, val_ds = training_datasets(prepared, global_batch, seed=seed, one_hot_depth=depth)
+    # Every device's iterator must yield the same batches (`mesh.dtensor_dataset`):
+    # one pass over the epochs a single-device fit would draw.
+    train_ds, val_ds = training_datasets(
+        prepared,
+        global_batch,
+        seed=seed,
+        one_hot_depth=depth,
+        epoch_seeds=epoch_seeds(seed, train.epochs),
+    )
     steps = steps_per_epoch(len(prepared.splits.train), global_batch)
     with strategy.scope():
         plain = build_compiled_model(

@@ -310,6 +310,7 @@ def run_training(
         strategy,
         callbacks=callbacks,
         backup_dir=backup_dir,
+        fitted=lambda phase2: _fitted(phase2, train_config, prepared, strategy, global_batch),
         **steps,
     )
     result.performance["mixed_precision"] = precision
@@ -366,14 +367,23 @@ def find_learning_rate(
     """
     if train.learning_rate != "find":
         return train
-    build = lambda probe: build_compiled_model(  # noqa: E731
+    global_batch = global_batch_size(batch_size, strategy, train.gradient_accumulation)
+    # Under train.recompute the probe trains as the run will (its recomputing
+    # twin), so the sweep fits in the memory the run fits in.
+    build = lambda probe: _fitted(  # noqa: E731
+        build_compiled_model(
+            probe,
+            prepared,
+            strategy,
+            model_spec=model_spec,
+            model_options=model_options,
+            batch_size=batch_size,
+            distribute=distribute,
+        ),
         probe,
         prepared,
         strategy,
-        model_spec=model_spec,
-        model_options=model_options,
-        batch_size=batch_size,
-        distribute=distribute,
+        global_batch,
     )
     train_ds, _ = make_datasets(train, prepared, strategy, batch_size=batch_size, seed=seed)
     train, _ = _range_test(
