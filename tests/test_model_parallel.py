@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import kerastrain
@@ -51,6 +52,24 @@ def test_mesh_options_refused_without_model_parallel_and_unsupported_options_ref
         )
     with pytest.raises(ConfigError, match="distribute.layouts"):
         DistributeConfig(layouts={"dense.*kernel": ["rows", None]})
+
+
+def test_streamed_data_is_refused_before_training(tmp_path):
+    # Each device's iterator would reshuffle a stream: the mesh would mix rows.
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(120, 3)), columns=["a", "b", "c"])
+    frame["label"] = (frame["a"] + frame["b"] > 0).astype(int)
+    frame.to_csv(tmp_path / "table.csv", index=False)
+    with pytest.raises(ConfigError, match="in_memory_mb"):
+        kerastrain.fit_pipeline(
+            str(tmp_path / "table.csv"),
+            "mlp",
+            strategy="model_parallel",
+            data_options={"target": "label", "in_memory_mb": 0.0},
+            train={"epochs": 1},
+            output_dir=tmp_path / "run",
+        )
+    assert not (tmp_path / "run" / "model.keras").exists()
 
 
 @pytest.mark.slow

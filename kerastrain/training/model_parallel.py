@@ -39,6 +39,8 @@ from kerastrain._keras import keras, tf
 from kerastrain.config import DistributeConfig, TrainConfig
 from kerastrain.data.feed import epoch_seeds, training_datasets
 from kerastrain.data.prepare import Prepared
+from kerastrain.data.stream import Stream
+from kerastrain.errors import ConfigError, message
 from kerastrain.training.execution import Decision
 from kerastrain.training.fit import TrainResult, compile_options, train_model
 from kerastrain.training.host_inputs import split_host_inputs
@@ -177,6 +179,19 @@ def run_model_parallel(
         and what training produced; `performance["model_parallel"]` holds the
         mesh and which layers were split or kept whole.
     """
+    if isinstance(prepared.x, Stream):
+        # A mesh opens one iterator per device; only in-memory data can give
+        # every one of them the same batches (`epoch_seeds`).
+        raise ConfigError(
+            message(
+                "strategy='model_parallel' needs the data in memory: a stream read from "
+                "files is reshuffled by each device's iterator, so the devices of the mesh "
+                "would train on different rows",
+                received={"data_options.in_memory_mb": prepared.options.in_memory_mb},
+                allowed="Raise data_options.in_memory_mb above the data's size, or train "
+                "streamed data with a data-parallel strategy ('mirrored', 'multi_worker')",
+            )
+        )
     distribute = distribute or DistributeConfig()
     mesh = meshes.make_mesh(distribute)
     batch_axis, model_axis = mesh.dim_size("batch"), mesh.dim_size("model")
