@@ -41,7 +41,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from kerastrain._keras import ensure_tf_keras, keras
+from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.data.layers import (
     LastTokenPool,
     LayerNorm,
@@ -269,8 +269,13 @@ def load_text_backbone(spec: Any, trust: bool = False) -> TextBackbone:
     except ExportError as exc:
         raise ConfigError(message(str(exc), received={_OPTION: str(path)})) from None
     try:
-        options = {"safe_mode": not trust} if kind == "keras" else {}
-        model = keras.models.load_model(file, compile=False, **options)
+        if kind == "savedmodel" and not (file / "keras_metadata.pb").is_file():
+            model = _lm_from_savedmodel(file, str(path))  # tf.saved_model.save wrote it
+        else:
+            options = {"safe_mode": not trust} if kind == "keras" else {}
+            model = keras.models.load_model(file, compile=False, **options)
+    except ConfigError:
+        raise
     except Exception as exc:
         raise ConfigError(
             message(
@@ -280,6 +285,72 @@ def load_text_backbone(spec: Any, trust: bool = False) -> TextBackbone:
             )
         ) from None
     return TextBackbone(model, str(path), folders)
+
+
+def _lm_layout(
+    vocabulary: int, d_model: int, length: int, blocks: int, heads: int, key_dim: int, ff: int
+) -> keras.Model:
+    """An untrained kerastrain language model of the given sizes, its layers
+    built in the order (and so its variables listed in the order) of
+    `model="transformer_lm"`'s, without dropout."""
+    ids = keras.Input((None,), dtype="int64", name="ids")
+    x = TokenEmbedding(vocabulary, d_model, length, name="token_embedding")(ids)
+    x = PositionEmbedding(length, name="position_embedding")(x)
+    mask = PaddingMask(length, name="padding_mask")(ids)
+    for i in range(blocks):
+        h = LayerNorm(name=f"block{i}_norm1")(x)
+        h = keras.layers.MultiHeadAttention(heads, key_dim, name=f"block{i}_attention")(
+            h, h, attention_mask=mask, use_causal_mask=True
+        )
+        x = keras.layers.Add(name=f"block{i}_residual1")([x, h])
+        h = LayerNorm(name=f"block{i}_norm2")(x)
+        h = keras.layers.Dense(ff, activation="gelu", name=f"block{i}_mlp_in")(h)
+        h = keras.layers.Dense(d_model, name=f"block{i}_mlp_out")(h)
+        x = keras.layers.Add(name=f"block{i}_residual2")([x, h])
+    x = LayerNorm(name="final_norm")(x)
+    logits = keras.layers.Dense(vocabulary, name="lm_head")(x)
+    return keras.Model(ids, logits, name=LM_NAME)
+
+
+#: Variables of a language model's block (two norms, attention, MLP), and
+#: outside the blocks (two embeddings; the final norm and the head).
+_BLOCK_VARIABLES, _OTHER_VARIABLES = 16, 6
+
+
+def _lm_from_savedmodel(path: Path, source: str) -> keras.Model:
+    """The language model inside a SavedModel that kerastrain wrote with
+    `tf.saved_model.save` (a `transformer_lm`'s serving SavedModel, which has
+    no Keras metadata to rebuild it from): its `model` object's variables,
+    in order, copied into `_lm_layout` of the sizes they have (the blocks'
+    dropout is not stored and is left out)."""
+    loaded = tf.saved_model.load(str(path))
+    values = list(getattr(getattr(loaded, "model", None), "variables", None) or [])
+    shapes = [tuple(int(d) for d in v.shape) for v in values]
+    blocks, extra = divmod(len(values) - _OTHER_VARIABLES, _BLOCK_VARIABLES)
+    model = None
+    if len(values) > _OTHER_VARIABLES and not extra and len(shapes[0]) == 2:
+        (vocabulary, d_model), (length, _) = shapes[0], shapes[1]
+        query, mlp_in = shapes[4], shapes[14]
+        if len(query) == 3 and len(mlp_in) == 2:
+            model = _lm_layout(vocabulary, d_model, length, blocks, query[1], query[2], mlp_in[1])
+    if model is None or [tuple(w.shape) for w in model.variables] != shapes:
+        raise ConfigError(
+            message(
+                f"The SavedModel {str(path)!r} has no Keras metadata and does not hold a "
+                "kerastrain language model's variables",
+                received={_OPTION: source},
+                allowed="Give the run folder or the .keras file of a kerastrain text model, "
+                "or a SavedModel written by model.save",
+            )
+        )
+    for variable, value in zip(model.variables, values):
+        variable.assign(value)
+    logger.info(
+        "Backbone %s: a language model rebuilt from its SavedModel's variables (%d blocks).",
+        source,
+        blocks,
+    )
+    return model
 
 
 def looks_like_text_backbone(spec: Any) -> bool:
