@@ -18,7 +18,8 @@ SciPy a docstring comes from), on one seeded split, kerastrain's
   against the full fine-tune's, and the parity of its exported SavedModel
   and TFLite file (adapters merged into the kernels).
 
-Every model has the same width and blocks (`--layers`, `--d-model`, 4 heads).
+Every model has the same width, blocks and context (`--layers`, `--d-model`,
+4 heads, `--lm-max-length` tokens).
 The held-out rows' text is never seen by the language model.
 
 Usage:
@@ -97,12 +98,20 @@ def main() -> None:
         data=frame,
         model="transformer",
         data_options=options,
-        model_options={"layers": args.layers, "heads": heads, "d_model": d, "dropout": 0.1},
+        model_options={
+            "layers": args.layers,
+            "heads": heads,
+            "d_model": d,
+            "dropout": 0.1,
+            "max_length": args.lm_max_length,  # the backbone's context: the same tokens read
+        },
         train={"epochs": args.epochs, "batch_size": 32, "verbose": 0},
         export={"formats": []},
         output_dir=str(work / "scratch"),
     )
-    rows.append(("transformer from scratch", scratch.metrics["test"]["accuracy"], f"{seconds:.0f} s"))
+    rows.append(
+        ("transformer from scratch", scratch.metrics["test"]["accuracy"], f"{seconds:.0f} s")
+    )
 
     backbone = args.backbone
     if backbone is None:
@@ -154,7 +163,9 @@ def main() -> None:
             output_dir=str(work / f"full-{pooling}"),
         )
         full[pooling] = result.metrics["test"]["accuracy"]
-        rows.append((f"fine-tuned from the LM, {pooling} pooling", full[pooling], f"{seconds:.0f} s"))
+        rows.append(
+            (f"fine-tuned from the LM, {pooling} pooling", full[pooling], f"{seconds:.0f} s")
+        )
     best = max(full, key=full.get)
 
     lora, seconds = timed(
@@ -163,7 +174,12 @@ def main() -> None:
         model="transfer",
         data_options=options,
         model_options={"backbone": backbone, "pooling": best, "lora": {"rank": 8, "alpha": 16}},
-        train={"epochs": args.epochs, "batch_size": 32, "verbose": 0, "learning_rate": args.lora_lr},
+        train={
+            "epochs": args.epochs,
+            "batch_size": 32,
+            "verbose": 0,
+            "learning_rate": args.lora_lr,
+        },
         export={"formats": ["savedmodel", "tflite"], "latency_runs": 0},
         output_dir=str(work / "lora"),
     )
