@@ -174,6 +174,29 @@ def test_a_language_model_backbone_keeps_its_causal_attention(tmp_path):
     assert not np.allclose(ours[0, 0], ours[1, 0])
 
 
+@pytest.mark.slow
+def test_a_language_models_serving_savedmodel_is_rebuilt_from_its_variables(tmp_path):
+    words = sorted({w for text in _frame()["review"] for w in text.split()})
+    folder, lm = _lm_folder(tmp_path / "lm", words)
+    module = tf.Module()
+    module.model = lm  # as kerastrain's serving SavedModel holds it, without Keras metadata
+    serve = tf.function(
+        lambda ids: lm(ids), input_signature=[tf.TensorSpec((None, None), tf.int64)]
+    )
+    tf.saved_model.save(
+        module, str(folder / "savedmodel"), signatures=serve.get_concrete_function()
+    )
+    assert not (folder / "savedmodel" / "keras_metadata.pb").exists()
+    from_file = _build({"backbone": str(folder / "model.keras"), "dropout": 0.0})
+    from_savedmodel = _build({"backbone": str(folder / "savedmodel"), "dropout": 0.0})
+    hidden = [
+        keras.Model(m.inputs, m.get_layer("final_norm").output)({"review": ROWS}).numpy()
+        for m in (from_file, from_savedmodel)
+    ]
+    np.testing.assert_allclose(hidden[0], hidden[1], atol=1e-6)
+    assert from_savedmodel._kerastrain_text_backbone["kind"] == "causal language model"
+
+
 # ------------------------------------------------------------------------- training
 
 
