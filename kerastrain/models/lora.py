@@ -44,6 +44,7 @@ __all__ = [
     "adapter_layers",
     "lora_parameters",
     "merge_lora",
+    "check_lora",
 ]
 
 _register = keras.utils.register_keras_serializable(package="kerastrain")
@@ -59,7 +60,12 @@ ATTENTION_TARGETS = {
 _LORA_KEYS = ("lora_rank", "lora_alpha", "lora_targets")
 
 
-def _check(rank: Any, alpha: Any) -> tuple[int, float]:
+def check_lora(rank: Any, alpha: Any) -> tuple[int, float]:
+    """``rank`` and ``alpha`` checked: a positive integer and a positive number.
+
+    Raises:
+        ConfigError: Naming `model_options.lora.rank` or `.alpha`.
+    """
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
         raise config_error("model_options.lora.rank", rank, "a positive integer")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
@@ -145,7 +151,7 @@ class LoraDense(_Adapter, keras.layers.Dense):
 
     def __init__(self, units: int, lora_rank: int = 8, lora_alpha: float = 16.0, **kwargs: Any):
         super().__init__(units, **kwargs)
-        self.lora_rank, self.lora_alpha = _check(lora_rank, lora_alpha)
+        self.lora_rank, self.lora_alpha = check_lora(lora_rank, lora_alpha)
 
     def build(self, input_shape: Any) -> None:
         super().build(input_shape)
@@ -187,7 +193,7 @@ class LoraEinsumDense(_Adapter, keras.layers.EinsumDense):
         **kwargs: Any,
     ):
         super().__init__(equation, output_shape, **kwargs)
-        self.lora_rank, self.lora_alpha = _check(lora_rank, lora_alpha)
+        self.lora_rank, self.lora_alpha = check_lora(lora_rank, lora_alpha)
 
     def _in_axes(self, kernel_rank: int) -> list[int]:
         inputs, rest = self.equation.split(",")
@@ -234,7 +240,7 @@ class LoraMultiHeadAttention(keras.layers.MultiHeadAttention):
         **kwargs: Any,
     ):
         super().__init__(num_heads, key_dim, **kwargs)
-        self.lora_rank, self.lora_alpha = _check(lora_rank, lora_alpha)
+        self.lora_rank, self.lora_alpha = check_lora(lora_rank, lora_alpha)
         self.lora_targets = [t for t in ATTENTION_TARGETS if t in lora_targets]
 
     def _build_from_signature(self, query: Any, value: Any, key: Any = None) -> None:

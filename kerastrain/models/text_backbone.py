@@ -58,6 +58,7 @@ from kerastrain.models.lora import (
     ATTENTION_TARGETS,
     LoraDense,
     LoraMultiHeadAttention,
+    check_lora,
     lora_parameters,
 )
 
@@ -418,11 +419,8 @@ def _lora_options(lora: Any) -> dict[str, Any] | None:
         raise config_error(
             "model_options.lora.targets", targets, "at least one of " + one_of(LORA_TARGETS)
         )
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
-        raise config_error("model_options.lora.rank", rank, "a positive integer")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise config_error("model_options.lora.alpha", alpha, "a positive number")
-    return {"rank": int(rank), "alpha": float(alpha), "targets": targets}
+    rank, alpha = check_lora(rank, alpha)
+    return {"rank": rank, "alpha": alpha, "targets": targets}
 
 
 def _text_column(inputs: ModelInputs, source: str) -> str:
