@@ -23,7 +23,7 @@ Every model has the same width, blocks and context (`--layers`, `--d-model`,
 The held-out rows' text is never seen by the language model.
 
 Usage:
-    python benchmarks/text_pretrain.py --epochs 20 --lm-epochs 10
+    python benchmarks/text_pretrain.py --epochs 6 --head-epochs 2 --lm-epochs 2 --lm-max-length 64
     python benchmarks/text_pretrain.py --backbone saved_models/docstrings-lm  # reuse one
 """
 
@@ -49,6 +49,9 @@ def main() -> None:
     parser.add_argument("--head-epochs", type=int, default=3, help="phase 1 (head only)")
     parser.add_argument("--lm-epochs", type=int, default=10)
     parser.add_argument("--lm-max-length", type=int, default=128)
+    parser.add_argument(
+        "--lm-vocabulary", type=int, default=4000, help="its softmax is the LM's main cost"
+    )
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--fine-tune-lr", type=float, default=0.3, help="phase 2 rate factor")
@@ -120,7 +123,7 @@ def main() -> None:
             "language model",
             data=corpus,
             model="transformer_lm",
-            data_options={"tokenizer": "word"},
+            data_options={"tokenizer": "word", "vocabulary_size": args.lm_vocabulary},
             model_options={
                 "layers": args.layers,
                 "heads": heads,
