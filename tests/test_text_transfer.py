@@ -197,6 +197,33 @@ def test_a_language_models_serving_savedmodel_is_rebuilt_from_its_variables(tmp_
     assert from_savedmodel._kerastrain_text_backbone["kind"] == "causal language model"
 
 
+@pytest.mark.slow
+def test_a_kerastrain_language_model_is_a_backbone_from_its_run_folder_and_savedmodel(tmp_path):
+    lm = kerastrain.fit_pipeline(
+        [str(text) for text in _reviews(200, seed=5)["review"]],
+        "transformer_lm",
+        seed=0,
+        data_options={"tokenizer": "word"},
+        model_options={"layers": 1, "heads": 2, "d_model": 16, "max_length": 16},
+        train=TRAIN,
+        export={"formats": ["keras", "savedmodel"], "verify": False},
+        report={"explain": "none"},
+        output_dir=str(tmp_path / "lm"),
+    )
+    original = _loaded(lm.run_dir / "model.keras")
+    assert original.name == "transformer_lm"
+    hidden = keras.Model(original.inputs, original.get_layer("final_norm").output)
+    for path in (lm.run_dir, lm.run_dir / "savedmodel"):
+        model = _build({"backbone": str(path), "dropout": 0.0})
+        assert model._kerastrain_text_backbone["kind"] == "causal language model"
+        tokens = model.get_layer("tokenize_review")(tf.constant(ROWS.astype(str))).numpy()
+        ours = keras.Model(model.inputs, model.get_layer("final_norm").output)
+        real = tokens != 0
+        np.testing.assert_allclose(
+            ours({"review": ROWS}).numpy()[real], hidden(tokens).numpy()[real], atol=1e-5
+        )
+
+
 # ------------------------------------------------------------------------- training
 
 
