@@ -124,6 +124,25 @@ def test_a_savedmodel_backbone_builds_the_same_model(backbone_run, tmp_path):
         assert model.get_layer("tokenize_review").vocabulary_size() == 22
 
 
+@pytest.mark.slow
+def test_a_subword_backbone_brings_its_wordpiece_tokenizer(tmp_path):
+    frame = _reviews(160)[["review", "label"]]
+    prepared = prepare_data(frame, DataConfig(target="label", tokenizer="subword"), seed=0)
+    original = build_model(
+        "transformer",
+        model_inputs(prepared.feature_shape, prepared.standardizer, prepared.encoding),
+        Head(1, "sigmoid"),
+        {"layers": 1, "heads": 2, "d_model": 16, "max_length": 12},
+    )
+    original.save(tmp_path / "subword.keras")
+    model = _build({"backbone": str(tmp_path / "subword.keras"), "dropout": 0.0})
+    ours, theirs = model.get_layer("tokenize_review"), original.get_layer("tokenize_review")
+    assert type(ours).__name__ == "WordPieceTokenizer" and ours.vocabulary == theirs.vocabulary
+    pooled = keras.Model(model.inputs, model.get_layer("pool").output)({"review": ROWS})
+    before = keras.Model(original.inputs, original.get_layer("pool").output)({"review": ROWS})
+    np.testing.assert_allclose(pooled.numpy(), before.numpy(), atol=1e-6)
+
+
 def _lm_folder(folder: Path, vocabulary: list[str], causal_name: str = "transformer_lm") -> Path:
     """A language model shaped as lm_spec.md describes: ids in, next-token
     logits out, layers named like the encoder, model.keras and tokenizer.json."""

@@ -51,6 +51,7 @@ from kerastrain.data.layers import (
     TokenEmbedding,
 )
 from kerastrain.data.preprocess import ModelInputs
+from kerastrain.data.text import tokenizer_layer
 from kerastrain.errors import ConfigError, ExportError, config_error, message, one_of
 from kerastrain.export.model_files import check_model_file
 from kerastrain.models.base import Head, make_initializer, output_layer, regularizer
@@ -86,6 +87,9 @@ LM_NAME = "transformer_lm"
 TOKENIZER_FILE = "tokenizer.json"
 #: Model files of a run folder, in the order they are looked for.
 _RUN_FILES = ("model.keras", "savedmodel", "model.h5")
+#: The class of a subword (WordPiece) tokenizer layer (`kerastrain.wordpiece`), and
+#: the `split` a `TextBackbone` records for it.
+SUBWORD_LAYER, SUBWORD = "WordPieceTokenizer", "subword"
 #: The model attribute naming a text transfer model's backbone layers, in order.
 BACKBONE_LAYERS = "_kerastrain_backbone_layers"
 #: The model attribute holding what `text_backbone_section` reports.
@@ -176,6 +180,9 @@ def _tokenizer(
 ) -> tuple[list[str], Any, Any]:
     """The backbone's vocabulary, standardize and split settings: from its
     `TextVectorization` layer, else from ``tokenizer.json`` in ``folders``."""
+    pieces = [layer for layer in model.layers if type(layer).__name__ == SUBWORD_LAYER]
+    if len(pieces) == 1:  # data_options.tokenizer="subword"
+        return [str(p) for p in pieces[0].vocabulary], None, SUBWORD
     layers = [layer for layer in model.layers if isinstance(layer, keras.layers.TextVectorization)]
     if len(layers) == 1:
         config = layers[0].get_config()
@@ -195,6 +202,8 @@ def _tokenizer(
                 )
             )
         (spec,) = described.values()
+        if spec.get("kind") == "wordpiece":
+            return [str(t) for t in spec["vocabulary"][2:]], None, SUBWORD
         return [str(t) for t in spec["vocabulary"][2:]], spec["standardize"], spec["split"]
     raise ConfigError(
         message(
@@ -508,13 +517,16 @@ def text_transfer(
     bb = load_text_backbone(backbone, trust_model_file)
     pool = "mean" if pooling == "auto" else pooling
     raw = inputs.inputs[column] if isinstance(inputs.inputs, dict) else inputs.inputs
-    tokenizer = keras.layers.TextVectorization(
-        vocabulary=bb.vocabulary,
-        standardize=bb.standardize,
-        split=bb.split,
-        output_mode="int",
-        name=f"tokenize_{column}",
-    )
+    if bb.split == SUBWORD:
+        tokenizer = tokenizer_layer(bb.vocabulary, SUBWORD, f"tokenize_{column}")
+    else:
+        tokenizer = keras.layers.TextVectorization(
+            vocabulary=bb.vocabulary,
+            standardize=bb.standardize,
+            split=bb.split,
+            output_mode="int",
+            name=f"tokenize_{column}",
+        )
     ids = tokenizer(raw)
     logger.info(
         "Text column %r is tokenized by the backbone's tokenizer (split %r, vocabulary of %d + "
