@@ -42,6 +42,8 @@ from kerastrain.export.verify import STREAM_VERIFY_ROWS, verification_sample
 from kerastrain.files import write_json
 from kerastrain.generation import Generator
 from kerastrain.metrics import compute_metrics
+from kerastrain.models.lora import merge_lora
+from kerastrain.models.text_backbone import text_backbone_section
 from kerastrain.report import ReportInputs, Section, write_report
 from kerastrain.runs import RunFolder, open_run_folder, run_seed
 from kerastrain.synthetic import refuse_source, synthesize_stage, synthetic_section
@@ -298,6 +300,7 @@ def fit_pipeline(
             cfg = tuned.config
         with stage("train"):
             cfg, trained, fit = _train(cfg, prepared, strategy_obj, run)
+        backbone = text_backbone_section(trained)  # a text transfer model's backbone, trainable
         if batch_choice is not None:
             fit.performance["batch_size"] = batch_choice
         precision_used = getattr(fit.performance.get("mixed_precision"), "value", "float32")
@@ -305,6 +308,7 @@ def fit_pipeline(
         compressed, export_cfg = None, cfg.export
         if cfg.compress is not None:
             with stage("compress"):
+                trained = merge_lora(trained)  # LoRA adapters folded into the kernels
                 compressed = compress_model(trained, prepared, cfg, strategy_obj, run_dir=run.path)
             trained, export_cfg = compressed.model, compressed.export
         else:
@@ -315,6 +319,9 @@ def fit_pipeline(
             metrics.update(evaluation.threshold_metrics)  # beside "val" and "test", at 0.5
             metrics.update(compressed.metrics if compressed else {})
         with stage("export"):
+            # LoRA adapters folded into the kernels: the files hold a plain model, verified
+            # below against the adapted model's answers.
+            trained = merge_lora(trained)
             artifacts = _export(trained, prepared, export_cfg, compressed, run, evaluation)
         if export_cfg.verify and artifacts:
             with stage("verify"):
@@ -327,7 +334,8 @@ def fit_pipeline(
                 report_path = _report(
                     run, cfg, prepared, strategy_obj, fit, evaluation, metrics, artifacts,
                     explanations, tuned, compressed, stage.timings, quality, synthetic,
-                    text_model_sections(trained, prepared, fit.history, fit.performance),
+                    [*text_model_sections(trained, prepared, fit.history, fit.performance),
+                     *([Section(**backbone)] if backbone else ())],
                 )  # fmt: skip
         if role.chief and (cfg.tracking.tensorboard or cfg.tracking.mlflow):
             with stage("track"):

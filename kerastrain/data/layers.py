@@ -25,6 +25,7 @@ __all__ = [
     "PaddingMask",
     "AllPositions",
     "MaskedMeanPool",
+    "LastTokenPool",
 ]
 
 _register = keras.utils.register_keras_serializable(package="kerastrain")
@@ -277,3 +278,19 @@ class MaskedMeanPool(keras.layers.Layer):
         total = tf.reduce_sum(x * keep, axis=1)
         count = tf.maximum(tf.reduce_sum(keep, axis=1), tf.ones([], x.dtype))
         return total / count
+
+
+@_register
+class LastTokenPool(keras.layers.Layer):
+    """The vector of the last position the mask keeps, per row, of
+    ``(batch, length, d)`` vectors (a row with none gives zeros): what a
+    causal model has read of the whole row (a `transfer` model's pooling on
+    a language-model backbone, `model_options.pooling="last"`)."""
+
+    def call(self, inputs: Any) -> tf.Tensor:
+        x, mask = inputs
+        keep = tf.reduce_any(mask, axis=1)  # (batch, length); no bool slicing for TFLite
+        positions = tf.expand_dims(tf.range(tf.shape(x)[1]), 0)
+        last = tf.reduce_max(tf.where(keep, positions, -tf.ones_like(positions)), axis=1)
+        pick = tf.cast(tf.equal(positions, tf.expand_dims(last, 1)), x.dtype)
+        return tf.reduce_sum(x * tf.expand_dims(pick, 2), axis=1)

@@ -2,12 +2,15 @@
 registry that names them.
 
 A `transfer` model's second training phase is a plain value, its
-`FineTunePlan` (`fine_tune_plan`), which the training stage runs.
+`FineTunePlan` (`fine_tune_plan`), which the training stage runs. On a
+kerastrain text backbone it can train LoRA adapters instead
+(`kerastrain.models.lora`), which `merge_lora` folds into the kernels.
 """
 
 from kerastrain.data.preprocess import ModelInputs
 from kerastrain.models.base import Head
 from kerastrain.models.cnn import cnn
+from kerastrain.models.lora import merge_lora
 from kerastrain.models.mlp import mlp
 from kerastrain.models.registry import (
     MODELS,
@@ -31,6 +34,7 @@ __all__ = [
     "factory_options",
     "fine_tune_plan",
     "FineTunePlan",
+    "merge_lora",
     "mlp",
     "register_model",
     "resnet",

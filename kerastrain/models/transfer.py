@@ -40,6 +40,12 @@ from kerastrain.data.preprocess import ModelInputs
 from kerastrain.errors import ConfigError, ExportError, config_error, message, one_of
 from kerastrain.export.model_files import check_model_file
 from kerastrain.models.base import Head, make_initializer, output_layer, regularizer
+from kerastrain.models.text_backbone import (
+    BACKBONE_LAYERS,
+    looks_like_text_backbone,
+    text_transfer,
+    unfreeze_text_backbone,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +96,10 @@ class FineTunePlan:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> FineTunePlan:
-        """The plan of the model `transfer(inputs, head, **options)` builds."""
+        """The plan of the model `transfer(inputs, head, **options)` builds
+        (none with LoRA: the adapters train with the head, in phase 1)."""
+        if options.get("lora") not in (None, False):
+            return cls(0, 0)
         return cls(
             options.get("fine_tune_layers", cls.layers),
             options.get("fine_tune_epochs", cls.epochs),
@@ -216,8 +225,13 @@ def transfer(
     initializer: str = "glorot_uniform",
     activation: str = "relu",
     trust_model_file: bool = False,
+    lora: Mapping[str, Any] | None = None,
+    pooling: str = "auto",
 ) -> keras.Model:
     """A frozen pretrained backbone and a new head.
+
+    On text, the backbone is a kerastrain text model (a `transformer`
+    classifier or a `transformer_lm`; see `kerastrain.models.text_backbone`).
 
     Args:
         inputs: The model's inputs; the backbone reads the raw ones.
@@ -249,6 +263,14 @@ def transfer(
             code it carries (a `Lambda` layer; see the trust model in
             `kerastrain.export.model_files`); otherwise such a file is refused.
             Defaults to `False`.
+        lora: Text backbones: `{"rank": 8, "alpha": 16, "targets": [...]}`
+            trains low-rank adapters on the frozen backbone (targets among
+            `"query"`, `"key"`, `"value"`, `"attention_output"`, `"mlp_in"`,
+            `"mlp_out"`; all by default; alpha twice the rank by default),
+            merged into the kernels at export; no phase 2. Defaults to `None`.
+        pooling: Text backbones: `"mean"` (masked mean of the tokens),
+            `"last"` (the last token) or `"auto"` (the mean). Defaults to
+            `"auto"`.
 
     Returns:
         An uncompiled model whose backbone is frozen. Its phase 2 is
@@ -260,6 +282,25 @@ def transfer(
             file that is damaged, or would run code and is not trusted.
     """
     plan = FineTunePlan(fine_tune_layers, fine_tune_epochs, fine_tune_learning_rate)  # checked
+    text_backbone = not (isinstance(backbone, str) and backbone in BACKBONES) and (
+        inputs.text or lora is not None or looks_like_text_backbone(backbone)
+    )
+    if text_backbone:
+        return text_transfer(
+            inputs, head, backbone=backbone, lora=lora, pooling=pooling, dense=dense,
+            dropout=dropout, fine_tune_layers=fine_tune_layers, l1=l1, l2=l2,
+            initializer=initializer, activation=activation, trust_model_file=trust_model_file,
+        )  # fmt: skip
+    if lora is not None or inputs.text:
+        raise ConfigError(
+            message(
+                f"model_options.lora and text columns need a kerastrain text backbone; "
+                f"{backbone!r} is an image network",
+                received={"model_options.backbone": backbone},
+                allowed="Give the run folder, .keras file or SavedModel of a kerastrain "
+                "'transformer' or 'transformer_lm' as model_options.backbone",
+            )
+        )
     x = inputs.inputs
     if isinstance(x, dict):
         raise config_error("model", "transfer", "a factory for images; the data is a table")
@@ -344,4 +385,9 @@ def unfreeze_backbone(model: keras.Model, count: int) -> int:
     """Makes the top ``count`` layers of a `transfer` model's backbone
     trainable (BatchNormalization layers stay frozen; see `unfreeze_top`);
     returns how many layers hold trainable weights."""
+    if hasattr(model, BACKBONE_LAYERS):  # a text backbone's layers, in the model itself
+        return unfreeze_text_backbone(model, count)
     return unfreeze_top(model.get_layer(BACKBONE_NAME), count)
+
+
+transfer.reads_text = True  # type: ignore[attr-defined]  # with a kerastrain text backbone
