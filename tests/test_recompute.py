@@ -33,11 +33,13 @@ def _deep_mlp(**options):
     return build_model("mlp", _inputs((10,)), Head(1, "sigmoid"), {**DEEP, **options})
 
 
-def _loss_and_grads(model, x, y):
+def _loss_and_grads(model, x, y, variables=None):
+    """The loss and its gradients for ``variables`` (``model``'s by default:
+    pass the plain model's to compare a twin's gradients weight by weight)."""
     with tf.GradientTape() as tape:
         loss = keras.losses.binary_crossentropy(y, model(x, training=True))
         loss = tf.reduce_mean(loss)
-    return loss, tape.gradient(loss, model.trainable_variables)
+    return loss, tape.gradient(loss, variables or model.trainable_variables)
 
 
 @pytest.mark.parametrize("graph", [False, True], ids=["eager", "graph"])
@@ -247,7 +249,7 @@ def test_the_transformer_twins_gradients_equal_the_plain_models(graph):
     y = frame["label"].to_numpy(np.float32)[:, None]
     run = tf.function(_loss_and_grads) if graph else _loss_and_grads
     loss, grads = run(model, x, y)
-    twin_loss, twin_grads = run(twin, x, y)
+    twin_loss, twin_grads = run(twin, x, y, model.trainable_variables)
     assert float(twin_loss) == pytest.approx(float(loss), abs=1e-6)
     assert len(grads) == len(twin_grads) == len(model.trainable_variables)
     for a, b in zip(grads, twin_grads):
@@ -319,3 +321,28 @@ def test_fit_pipeline_recomputes_the_transformer_to_the_same_loss_and_ships_it_p
     assert recomputed.metrics["savedmodel"]["max_abs_diff"] < 1e-4
     for a, b in zip(plain.model.get_weights(), recomputed.model.get_weights()):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_side_input_with_weights_behind_it_gets_its_gradient_through_the_block():
+    x, z = keras.Input((8,), name="x"), keras.Input((4,), name="z")
+    a = keras.layers.Dense(8, name="a")(x)
+    side = keras.layers.Dense(8, name="side")(z)
+    h = keras.layers.Dense(8, activation="tanh", name="b")(a)
+    h = keras.layers.Add(name="join")([h, side])
+    h = keras.layers.Dense(8, activation="tanh", name="c")(h)
+    model = keras.Model([x, z], keras.layers.Dense(1, name="out")(h))
+    twin = recompute_twin(model)
+    recomputed = [layer for layer in twin.layers if isinstance(layer, RecomputedBlock)]
+    assert [layer.name for layer in recomputed] == ["recompute_a", "recompute_b", "recompute_c"]
+    assert len(recomputed[1].inbound_nodes[0].keras_inputs) == 2  # a's output and side's
+    data = [
+        tf.random.stateless_normal((16, 8), (1, 1)),
+        tf.random.stateless_normal((16, 4), (2, 2)),
+    ]
+    y = tf.ones((16, 1))
+    loss, grads = _loss_and_grads(model, data, y)
+    twin_loss, twin_grads = _loss_and_grads(twin, data, y, model.trainable_variables)
+    assert float(twin_loss) == pytest.approx(float(loss), abs=1e-6)
+    for variable, a_, b_ in zip(model.trainable_variables, grads, twin_grads):
+        assert b_ is not None, variable.name  # "side" would get none if captured
+        np.testing.assert_allclose(a_.numpy(), b_.numpy(), atol=1e-6)
