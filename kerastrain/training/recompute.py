@@ -201,9 +201,11 @@ def _has_kernel(layer: Any) -> bool:
     )
 
 
-def _blocks(model: keras.Model) -> list[dict[str, Any]]:
+def _blocks(model: keras.Model, random_plain: list[str] | None = None) -> list[dict[str, Any]]:
     """The blocks, each as a dict: ``nodes`` (positions, the output's last),
-    ``inputs`` (the running tensor, then the side inputs) and ``output``."""
+    ``inputs`` (the running tensor, then the side inputs) and ``output``.
+    The random layers that leave a block plain are appended to
+    ``random_plain``."""
     if not getattr(model, "_is_graph_network", False):
         raise ConfigError(
             message(
@@ -269,6 +271,8 @@ def _blocks(model: keras.Model) -> list[dict[str, Any]]:
         random = [nodes[k].layer.name for k in inside if isinstance(nodes[k].layer, _RANDOM_LAYERS)]
         first = nodes[i].layer.name
         if random:
+            if random_plain is not None:
+                random_plain.extend(random)
             logger.warning(
                 "train.recompute leaves the block of %s plain: it holds %s, whose random "
                 "mask would differ when recomputed.",
@@ -345,11 +349,18 @@ def recompute_twin(model: keras.Model, blocks: bool | int = True) -> keras.Model
         ConfigError: For a model with no graph, one with no block to
             recompute, or a block count larger than the blocks there are.
     """
-    found = _blocks(model)
+    random_plain: list[str] = []
+    found = _blocks(model, random_plain)
     if not found:
+        why = (
+            f" (the blocks that hold random layers stay plain: {', '.join(random_plain)}; "
+            "with their rate at 0, e.g. model_options.dropout=0, they are recomputed)"
+            if random_plain
+            else ""
+        )
         raise ConfigError(
             message(
-                f"train.recompute found no block to recompute in model {model.name!r}",
+                f"train.recompute found no block to recompute in model {model.name!r}{why}",
                 received={"train.recompute": blocks},
                 allowed="A block starts where one running tensor (beside side inputs such as "
                 "an attention mask) enters a stretch with a Dense, convolution or attention "
