@@ -19,7 +19,12 @@ from kerastrain.training import fit as fit_module
 from kerastrain.training import run_training
 from kerastrain.training.flops import layer_calls
 from kerastrain.training.memory import _call_bytes, plan_memory
-from kerastrain.training.recompute import RecomputedBlock, find_blocks, recompute_twin
+from kerastrain.training.recompute import (
+    RecomputedBlock,
+    block_nodes,
+    find_blocks,
+    recompute_twin,
+)
 from kerastrain.training.run import find_learning_rate
 
 DEEP = {"width": 16, "depth": 6, "residual": True, "batch_norm": True, "dropout": 0.0}
@@ -264,6 +269,12 @@ def test_a_transformer_with_dropout_in_its_blocks_is_refused_and_the_log_says_wh
         with pytest.raises(ConfigError, match=r"no block to recompute.*block0_dropout1.*dropout=0"):
             recompute_twin(model)
     assert "block0_norm1 plain: it holds block0_dropout1" in caplog.text
+    # Dropout on the attention weights, inside MultiHeadAttention, counts too.
+    model = _text_transformer(_reviews(), attention_dropout=0.1)
+    assert [len(block) for block in block_nodes(model)] == [
+        4,
+        7,
+    ]  # the MLPs only (the last to `joined`)
 
 
 def test_the_memory_plan_frees_the_transformer_blocks_insides():

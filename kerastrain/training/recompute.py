@@ -193,11 +193,19 @@ def _cuts(model: keras.Model, nodes: Sequence[Any]) -> list[Any | None]:
 
 
 def _has_kernel(layer: Any) -> bool:
-    """Whether a layer holds a weight matrix (a `Dense` or convolution, or a
-    `MultiHeadAttention` through its projections)."""
-    return hasattr(layer, "kernel") or any(
-        hasattr(inner, "kernel")
-        for inner in layer._flatten_layers(include_self=False)  # noqa: SLF001 (tf_keras)
+    """Whether a layer holds a weight matrix: a `Dense` or convolution, or a
+    `MultiHeadAttention` through its projections (a nested model does not
+    count: it starts no block)."""
+    return hasattr(layer, "kernel") or isinstance(layer, keras.layers.MultiHeadAttention)
+
+
+def _draws_random(layer: Any) -> bool:
+    """Whether a layer, or one inside it (a `MultiHeadAttention`'s attention
+    dropout, a nested model's dropout), draws random numbers in training."""
+    return any(
+        isinstance(inner, _RANDOM_LAYERS)
+        and not (isinstance(getattr(inner, "rate", None), (int, float)) and inner.rate == 0)
+        for inner in layer._flatten_layers(include_self=True)  # noqa: SLF001 (tf_keras)
     )
 
 
@@ -244,9 +252,7 @@ def _blocks(model: keras.Model, random_plain: list[str] | None = None) -> list[d
             i += 1
             continue
         end = next_cut(i)
-        while end < len(nodes) and not (
-            starts_block(end) or isinstance(nodes[end].layer, _RANDOM_LAYERS)
-        ):
+        while end < len(nodes) and not (starts_block(end) or _draws_random(nodes[end].layer)):
             end = next_cut(end)
         running = cuts[i]
         # The block's nodes: those in the stretch computed from its running tensor.
@@ -268,7 +274,7 @@ def _blocks(model: keras.Model, random_plain: list[str] | None = None) -> list[d
         leaving = [
             t for k in inside for t in _tensors(nodes[k]) if id(t) in later or id(t) in outputs
         ]
-        random = [nodes[k].layer.name for k in inside if isinstance(nodes[k].layer, _RANDOM_LAYERS)]
+        random = [nodes[k].layer.name for k in inside if _draws_random(nodes[k].layer)]
         first = nodes[i].layer.name
         if random:
             if random_plain is not None:
