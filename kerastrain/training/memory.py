@@ -44,7 +44,7 @@ from kerastrain._keras import keras, tf
 from kerastrain.config import TrainConfig
 from kerastrain.errors import ResourceError, message
 from kerastrain.training.flops import layer_calls
-from kerastrain.training.recompute import find_blocks
+from kerastrain.training.recompute import block_nodes, find_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -266,14 +266,14 @@ def _activations_per_example(model: keras.Model, *, half: bool, recompute: bool 
     calls = _call_bytes(model, half)
     if not recompute:
         return inputs + sum(calls)
-    blocks = find_blocks(model)
+    blocks = block_nodes(model)  # positions in `layer_calls` order, as `calls`
     if recompute is not True:
         blocks = blocks[:recompute]
     inside = set()
     widest = 0
-    for start, end in blocks:
-        inside.update(range(start, end - 1))  # the block's output stays
-        widest = max(widest, sum(calls[start:end]))
+    for positions in blocks:
+        inside.update(positions[:-1])  # the block's output stays
+        widest = max(widest, sum(calls[k] for k in positions))
     return inputs + sum(b for i, b in enumerate(calls) if i not in inside) + widest
 
 

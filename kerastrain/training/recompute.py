@@ -7,19 +7,28 @@ get the activations it needs. The gradients are those of the plain model;
 the peak memory of the activations falls to about one block's worth plus the
 block inputs.
 
-A block is found in the functional graph, so the `mlp`, `cnn` and `resnet`
-factories (and a user's functional model) need no change: a *cut* is a place
-in the layer order where a single tensor carries everything later layers
-read, and a block runs from a cut before a layer with a kernel (`Dense`,
-`Conv*`) to the next such cut. A residual block is one block (its shortcut
-spans it). Layers that draw random numbers (dropout, noise) stay outside the
+A block is found in the functional graph, so the `mlp`, `cnn`, `resnet` and
+`transformer` factories (and a user's functional model) need no change: a
+*cut* is a place in the layer order where one running tensor carries what the
+later layers compute from, beside *side inputs* that pass it unchanged (the
+Transformer's attention mask, which reaches the activations only as
+`attention_mask=`; a table's other columns' features beside a text
+encoder), and a block runs from a cut before a stretch holding a layer with a
+kernel (`Dense`, `Conv*`, `MultiHeadAttention`) to the next such cut on the
+same stream. A residual block is one block (its shortcut spans it); each
+pre-norm Transformer block is two, its attention and its MLP, each a residual.
+A block's own layers are those of the stretch computed from its running
+tensor (other branches' layers there stay outside), and one tensor must
+leave it. Layers that draw random numbers (dropout, noise) stay outside the
 blocks: run twice they would draw a different mask in the backward pass, and
-the gradient would not be the forward pass's; a block with one inside is left
-plain. The block holding the model's output is left plain too.
+the gradient would not be the forward pass's; a block with one inside (the
+Transformer's residual dropout when `dropout > 0`) is left plain and the log
+says so. The block holding the model's output is left plain too.
 
 Two details keep the twin equal to the plain model: each block's function
-takes its input as an argument (a tensor captured from the enclosing scope
-gets no gradient through `tf.recompute_grad`), and the recomputation puts back
+takes its running tensor and its float side inputs as arguments (a tensor
+captured from the enclosing scope gets no gradient through
+`tf.recompute_grad`; a boolean mask, which has none, is captured), and the recomputation puts back
 the non-trainable variables (batch-norm moving averages) it updated, so they
 move once per step as in the plain model.
 
@@ -39,7 +48,13 @@ from kerastrain.errors import ConfigError, config_error, message
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RecomputedBlock", "find_blocks", "recompute_twin", "share_compilation"]
+__all__ = [
+    "RecomputedBlock",
+    "block_nodes",
+    "find_blocks",
+    "recompute_twin",
+    "share_compilation",
+]
 
 #: Layers that draw new random numbers on each call in training.
 _RANDOM_LAYERS = (
@@ -55,8 +70,10 @@ class RecomputedBlock(keras.layers.Layer):
     `tf.recompute_grad`.
 
     Args:
-        block: The block: a functional `tf_keras.Model` from one tensor to one
-            tensor, built over the layers of the model it belongs to.
+        block: The block: a functional `tf_keras.Model` from its running
+            tensor (then any side inputs, such as an attention mask, as a
+            list) to one tensor, built over the layers of the model it
+            belongs to.
         **kwargs: `tf_keras.layers.Layer` arguments (`name`).
     """
 
@@ -66,11 +83,22 @@ class RecomputedBlock(keras.layers.Layer):
         super().__init__(autocast=False, **kwargs)
         self.block = block
 
-    def call(self, inputs: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+    def call(self, inputs: Any, training: bool | None = None) -> tf.Tensor:
         calls = []  # the first run is the forward pass, any later one a recomputation
         block = self.block
+        several = isinstance(inputs, (list, tuple))
+        tensors = list(inputs) if several else [inputs]
+        # Every float input is an argument: a tensor the function captured
+        # instead would get no gradient through `tf.recompute_grad`. A
+        # boolean or integer one (an attention mask) has no gradient to lose
+        # and is captured: the gradient function cannot take it.
+        differentiable = [i for i, t in enumerate(tensors) if t.dtype.is_floating]
 
-        def run(x: tf.Tensor) -> tf.Tensor:
+        def run(*args: tf.Tensor) -> tf.Tensor:
+            given = list(tensors)
+            for i, arg in zip(differentiable, args):
+                given[i] = arg
+            x = given if several else given[0]
             recomputing = bool(calls)
             calls.append(1)
             if not recomputing:
@@ -83,7 +111,7 @@ class RecomputedBlock(keras.layers.Layer):
                     variable.assign(value)  # the forward pass already moved them
             return y
 
-        return tf.recompute_grad(run)(inputs)
+        return tf.recompute_grad(run)(*(tensors[i] for i in differentiable))
 
 
 def _order(model: keras.Model) -> list[Any]:
@@ -100,39 +128,92 @@ def _tensors(node: Any) -> list[Any]:
     return list(tf.nest.flatten(node.outputs))
 
 
+def _ancestors(nodes: Sequence[Any], data_only: bool = False) -> dict[int, set[int]]:
+    """For each tensor the nodes produce, the ids of the tensors it is
+    computed from (model inputs included); with ``data_only``, through the
+    layers' positional arguments only (not through a keyword tensor such as
+    ``attention_mask=``, which conditions a layer rather than feeding it)."""
+    ancestors: dict[int, set[int]] = {}
+    for node in nodes:
+        above: set[int] = set()
+        reads = (
+            [t for t in tf.nest.flatten(node.call_args) if keras.backend.is_keras_tensor(t)]
+            if data_only
+            else node.keras_inputs
+        )
+        for t in reads:
+            above.add(id(t))
+            above |= ancestors.get(id(t), set())
+        for t in _tensors(node):
+            ancestors[id(t)] = above
+    return ancestors
+
+
 def _cuts(model: keras.Model, nodes: Sequence[Any]) -> list[Any | None]:
-    """For each node position, the single tensor alive before it, or None
-    when several tensors are (not a cut)."""
+    """For each node position, the *running* tensor when the position is a
+    cut, else None.
+
+    A position is a cut when the node there reads one tensor (the running
+    one; a float one is preferred to a boolean mask) such that no other
+    tensor alive there is computed from it or feeds it as data (through a
+    layer's positional arguments). Those others (an attention mask, which
+    reaches the running tensor only as `attention_mask=`; a table's other
+    columns' features) pass beside the blocks and enter them as side inputs.
+    In a one-input chain a cut is where a single tensor is alive; inside a
+    residual block the shortcut's tensor feeds the branch's as data, so no
+    cut falls there.
+    """
     last_use: dict[int, int] = {}
     for i, node in enumerate(nodes):
         for t in node.keras_inputs:
             last_use[id(t)] = i
     for t in tf.nest.flatten(model.outputs):
         last_use[id(t)] = len(nodes)
+    ancestors, data = _ancestors(nodes), _ancestors(nodes, data_only=True)
+
+    def related(running: Any, other: Any) -> bool:
+        return id(running) in ancestors.get(id(other), ()) or id(other) in data.get(id(running), ())
+
     alive: dict[int, Any] = {id(t): t for t in tf.nest.flatten(model.inputs)}
     cuts: list[Any | None] = []
     for i, node in enumerate(nodes):
         alive = {k: t for k, t in alive.items() if last_use.get(k, -1) >= i}
-        cuts.append(next(iter(alive.values())) if len(alive) == 1 else None)
+        read = {id(t): t for t in node.keras_inputs if id(t) in alive}
+        running = [
+            t
+            for t in read.values()
+            if not any(related(t, other) for k, other in alive.items() if k != id(t))
+        ]
+        floating = [t for t in running if t.dtype.is_floating]
+        running = floating if len(floating) == 1 else running
+        cuts.append(running[0] if len(running) == 1 else None)
         for t in _tensors(node):
             alive[id(t)] = t
     return cuts
 
 
-def find_blocks(model: keras.Model) -> list[tuple[int, int]]:
-    """The blocks that can be recomputed, as `[start, end)` node positions
-    in the model's topological order.
+def _has_kernel(layer: Any) -> bool:
+    """Whether a layer holds a weight matrix: a `Dense` or convolution, or a
+    `MultiHeadAttention` through its projections (a nested model does not
+    count: it starts no block)."""
+    return hasattr(layer, "kernel") or isinstance(layer, keras.layers.MultiHeadAttention)
 
-    Args:
-        model: A functional tf_keras model.
 
-    Returns:
-        The blocks, in order (an empty list when none is found).
+def _draws_random(layer: Any) -> bool:
+    """Whether a layer, or one inside it (a `MultiHeadAttention`'s attention
+    dropout, a nested model's dropout), draws random numbers in training."""
+    return any(
+        isinstance(inner, _RANDOM_LAYERS)
+        and not (isinstance(getattr(inner, "rate", None), (int, float)) and inner.rate == 0)
+        for inner in layer._flatten_layers(include_self=True)  # noqa: SLF001 (tf_keras)
+    )
 
-    Raises:
-        ConfigError: For a model that is not functional (a subclassed or
-            Sequential-in-name-only model has no graph to cut).
-    """
+
+def _blocks(model: keras.Model, random_plain: list[str] | None = None) -> list[dict[str, Any]]:
+    """The blocks, each as a dict: ``nodes`` (positions, the output's last),
+    ``inputs`` (the running tensor, then the side inputs) and ``output``.
+    The random layers that leave a block plain are appended to
+    ``random_plain``."""
     if not getattr(model, "_is_graph_network", False):
         raise ConfigError(
             message(
@@ -143,14 +224,25 @@ def find_blocks(model: keras.Model) -> list[tuple[int, int]]:
         )
     nodes = _order(model)
     cuts = _cuts(model, nodes)
+    ancestors = _ancestors(nodes)
     outputs = {id(t) for t in tf.nest.flatten(model.outputs)}
 
-    def starts_block(i: int) -> bool:
-        return cuts[i] is not None and hasattr(nodes[i].layer, "kernel")
+    def follows(i: int, j: int) -> bool:  # the cut at j is on the stream of the cut at i
+        return cuts[j] is not None and id(cuts[i]) in ancestors.get(id(cuts[j]), ())
 
-    def ends_block(i: int) -> bool:  # a cut before position i closes a block
-        return cuts[i] is not None and (
-            starts_block(i) or isinstance(nodes[i].layer, _RANDOM_LAYERS)
+    def next_cut(i: int) -> int:
+        j = i + 1
+        while j < len(nodes) and not follows(i, j):
+            j += 1
+        return j
+
+    def starts_block(i: int) -> bool:  # a stretch to the next cut holds a kernel
+        if cuts[i] is None:
+            return False
+        return any(
+            _has_kernel(nodes[k].layer)
+            for k in range(i, next_cut(i))
+            if k == i or id(cuts[i]) in ancestors.get(id(_tensors(nodes[k])[0]), ())
         )
 
     blocks = []
@@ -159,23 +251,87 @@ def find_blocks(model: keras.Model) -> list[tuple[int, int]]:
         if not starts_block(i):
             i += 1
             continue
-        end = i + 1
-        while end < len(nodes) and not ends_block(end):
-            end += 1
-        inside = nodes[i:end]
-        produces_output = any(id(t) in outputs for n in inside for t in _tensors(n))
-        random = [n.layer.name for n in inside if isinstance(n.layer, _RANDOM_LAYERS)]
+        end = next_cut(i)
+        while end < len(nodes) and not (starts_block(end) or _draws_random(nodes[end].layer)):
+            end = next_cut(end)
+        running = cuts[i]
+        # The block's nodes: those in the stretch computed from its running tensor.
+        inside = [i] + [
+            k
+            for k in range(i + 1, end)
+            if any(
+                id(t) == id(running) or id(running) in ancestors.get(id(t), ())
+                for t in nodes[k].keras_inputs
+            )
+        ]
+        produced = {id(t) for k in inside for t in _tensors(nodes[k])}
+        side: dict[int, Any] = {}
+        for k in inside:
+            for t in nodes[k].keras_inputs:
+                if id(t) not in produced and id(t) != id(running):
+                    side[id(t)] = t
+        later = {id(t) for k, n in enumerate(nodes) if k not in inside for t in n.keras_inputs}
+        leaving = [
+            t for k in inside for t in _tensors(nodes[k]) if id(t) in later or id(t) in outputs
+        ]
+        random = [nodes[k].layer.name for k in inside if _draws_random(nodes[k].layer)]
+        first = nodes[i].layer.name
         if random:
+            if random_plain is not None:
+                random_plain.extend(random)
             logger.warning(
                 "train.recompute leaves the block of %s plain: it holds %s, whose random "
                 "mask would differ when recomputed.",
-                inside[0].layer.name,
+                first,
                 ", ".join(random),
             )
-        elif not produces_output:  # then a cut closes it: one tensor leaves
-            blocks.append((i, end))
+        elif any(id(t) in outputs for t in leaving):
+            pass  # the block holding the model's output stays plain
+        elif len(leaving) == 1 and id(leaving[0]) == id(_tensors(nodes[inside[-1]])[0]):
+            blocks.append(
+                {"nodes": inside, "inputs": [running, *side.values()], "output": leaving[0]}
+            )
+        else:
+            logger.info(
+                "train.recompute leaves the block of %s plain: %d tensors leave it.",
+                first,
+                len(leaving),
+            )
         i = end
     return blocks
+
+
+def find_blocks(model: keras.Model) -> list[tuple[int, int]]:
+    """The blocks that can be recomputed, as `[start, end)` node positions
+    in the model's topological order (`flops.layer_calls`'s).
+
+    A block runs from a cut (one running tensor, beside side inputs that
+    pass it unchanged, such as an attention mask) to the next one on the
+    same stream; it holds the nodes of that stretch computed from its
+    running tensor, so a `[start, end)` range may also span nodes of other
+    branches, which stay outside it (`block_nodes` lists a block's own).
+
+    Args:
+        model: A functional tf_keras model.
+
+    Returns:
+        The blocks, in order (an empty list when none is found).
+
+    Raises:
+        ConfigError: For a model that is not functional (a subclassed or
+            Sequential-in-name-only model has no graph to cut into blocks).
+    """
+    return [(b["nodes"][0], b["nodes"][-1] + 1) for b in _blocks(model)]
+
+
+def block_nodes(model: keras.Model) -> list[list[int]]:
+    """Each block's own node positions (the node making its output last),
+    in the order of `find_blocks`.
+
+    Raises:
+        ConfigError: As `find_blocks`.
+    """
+    return [list(b["nodes"]) for b in _blocks(model)]
 
 
 def recompute_twin(model: keras.Model, blocks: bool | int = True) -> keras.Model:
@@ -199,14 +355,23 @@ def recompute_twin(model: keras.Model, blocks: bool | int = True) -> keras.Model
         ConfigError: For a model with no graph, one with no block to
             recompute, or a block count larger than the blocks there are.
     """
-    found = find_blocks(model)
+    random_plain: list[str] = []
+    found = _blocks(model, random_plain)
     if not found:
+        why = (
+            f" (the blocks that hold random layers stay plain: {', '.join(random_plain)}; "
+            "with their rate at 0, e.g. model_options.dropout=0, they are recomputed)"
+            if random_plain
+            else ""
+        )
         raise ConfigError(
             message(
-                f"train.recompute found no block to recompute in model {model.name!r}",
+                f"train.recompute found no block to recompute in model {model.name!r}{why}",
                 received={"train.recompute": blocks},
-                allowed="A block starts where one tensor enters a Dense or convolution layer "
-                "and ends where one tensor leaves; leave train.recompute off for this model",
+                allowed="A block starts where one running tensor (beside side inputs such as "
+                "an attention mask) enters a stretch with a Dense, convolution or attention "
+                "layer, and ends where one tensor leaves; leave train.recompute off for "
+                "this model",
             )
         )
     if blocks is not True:
@@ -219,28 +384,31 @@ def recompute_twin(model: keras.Model, blocks: bool | int = True) -> keras.Model
             )
         found = found[:blocks]
     nodes = _order(model)
-    cuts = _cuts(model, nodes)
-    starts = {start: end for start, end in found}
+    # A block is called where its output's node stands: by then its side
+    # inputs are made, and the other branches' nodes in its stretch read
+    # nothing from it.
+    at_output = {b["nodes"][-1]: b for b in found}
+    skipped = {k for b in found for k in b["nodes"]}
     mapping: dict[int, Any] = {id(t): t for t in tf.nest.flatten(model.inputs)}
 
     def mapped(structure: Any) -> Any:
         return tf.nest.map_structure(lambda t: mapping.get(id(t), t), structure)
 
-    i = 0
-    while i < len(nodes):
-        if i in starts:
-            end = starts[i]
-            block_in, block_out = cuts[i], cuts[end]
-            block = keras.Model(block_in, block_out, name=f"{nodes[i].layer.name}_block")
-            layer = RecomputedBlock(block, name=f"recompute_{nodes[i].layer.name}")
-            mapping[id(block_out)] = layer(mapping[id(block_in)])
-            i = end
+    for i, node in enumerate(nodes):
+        if i in at_output:
+            found_block = at_output[i]
+            name = nodes[found_block["nodes"][0]].layer.name
+            ins, out = found_block["inputs"], found_block["output"]
+            block = keras.Model(ins if len(ins) > 1 else ins[0], out, name=f"{name}_block")
+            layer = RecomputedBlock(block, name=f"recompute_{name}")
+            args = [mapping[id(t)] for t in ins]
+            mapping[id(out)] = layer(args if len(args) > 1 else args[0])
             continue
-        node = nodes[i]
+        if i in skipped:
+            continue
         outputs = node.layer(*mapped(node.call_args), **mapped(node.call_kwargs))
         for old, new in zip(_tensors(node), tf.nest.flatten(outputs)):
             mapping[id(old)] = new
-        i += 1
     logger.info(
         "train.recompute: %d block(s) of model %r recompute their activations in the "
         "backward pass.",
