@@ -576,19 +576,26 @@ def scatter(variable: Any, value: Any) -> None:
     variable.assign(dtensor.relayout(whole, layout))
 
 
+def _on_mesh(variable: Any) -> bool:
+    """Whether ``variable`` lives on a DTensor mesh. Asked of the variable's
+    class: `dtensor.is_dtensor` fails on a `tf.distribute` variable (a
+    mirrored one hands it a tensor with no handle)."""
+    return isinstance(variable, dtensor.DVariable)
+
+
 def read_values(variables: Sequence[Any]) -> list[Any]:
     """The whole values of ``variables``, gathered from the mesh for those on one
     (`keras.backend.batch_get_value` refuses a split DTensor)."""
-    plain = [v for v in variables if not dtensor.is_dtensor(v)]
+    plain = [v for v in variables if not _on_mesh(v)]
     values = iter(keras.backend.batch_get_value(plain))
-    return [gather(v) if dtensor.is_dtensor(v) else next(values) for v in variables]
+    return [gather(v) if _on_mesh(v) else next(values) for v in variables]
 
 
 def assign_values(variables: Sequence[Any], values: Sequence[Any]) -> None:
     """Assigns whole values to ``variables``, each device of a mesh its shard."""
     plain = []
     for variable, value in zip(variables, values):
-        if dtensor.is_dtensor(variable):
+        if _on_mesh(variable):
             scatter(variable, value)
         else:
             plain.append((variable, value))
