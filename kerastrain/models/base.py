@@ -67,3 +67,33 @@ def make_initializer(name: str, seed: int | None = None) -> keras.initializers.I
             INITIALIZERS,
         )
     return keras.initializers.get({"class_name": name, "config": {"seed": seed}})
+
+
+def transfer_head(
+    features: Any,
+    head: Head,
+    *,
+    dense: int,
+    dropout: float,
+    activation: str,
+    l1: float,
+    l2: float,
+    initializer: str,
+) -> Any:
+    """A transfer model's new head on a backbone's pooled features: dropout,
+    an optional `Dense` of ``dense`` units (``head_dense``), then the output
+    layer, both with the L1/L2 penalty and the named initializer."""
+    reg = regularizer(l1, l2)
+    if dropout:
+        features = keras.layers.Dropout(dropout, name="head_dropout")(features)
+    if dense:
+        features = keras.layers.Dense(
+            dense,
+            activation=activation,
+            kernel_regularizer=reg,
+            kernel_initializer=make_initializer(initializer),
+            name="head_dense",
+        )(features)
+    return output_layer(
+        head, kernel_regularizer=reg, kernel_initializer=make_initializer(initializer)
+    )(features)

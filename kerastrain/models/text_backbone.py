@@ -54,7 +54,7 @@ from kerastrain.data.preprocess import ModelInputs
 from kerastrain.data.text import tokenizer_layer
 from kerastrain.errors import ConfigError, ExportError, config_error, message, one_of
 from kerastrain.export.model_files import check_model_file
-from kerastrain.models.base import Head, make_initializer, output_layer, regularizer
+from kerastrain.models.base import Head, transfer_head
 from kerastrain.models.lora import (
     ATTENTION_TARGETS,
     LoraDense,
@@ -612,19 +612,16 @@ def text_transfer(
     pooled = (MaskedMeanPool if pool == "mean" else LastTokenPool)(name="pool")([x, mask])
     if inputs.features is not None:  # the table's other columns, encoded
         pooled = keras.layers.Concatenate(name="joined")([pooled, inputs.features])
-    reg = regularizer(l1, l2)
-    features = keras.layers.Dropout(dropout, name="head_dropout")(pooled) if dropout else pooled
-    if dense:
-        features = keras.layers.Dense(
-            dense,
-            activation=activation,
-            kernel_regularizer=reg,
-            kernel_initializer=make_initializer(initializer),
-            name="head_dense",
-        )(features)
-    outputs = output_layer(
-        head, kernel_regularizer=reg, kernel_initializer=make_initializer(initializer)
-    )(features)
+    outputs = transfer_head(
+        pooled,
+        head,
+        dense=dense,
+        dropout=dropout,
+        activation=activation,
+        l1=l1,
+        l2=l2,
+        initializer=initializer,
+    )
     model = keras.Model(inputs.inputs, outputs, name="transfer")
     _copy_backbone(bb, built)
     for layer in built:

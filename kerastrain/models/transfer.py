@@ -39,7 +39,7 @@ from kerastrain._keras import ensure_tf_keras, keras, tf
 from kerastrain.data.preprocess import ModelInputs
 from kerastrain.errors import ConfigError, ExportError, config_error, message, one_of
 from kerastrain.export.model_files import check_model_file
-from kerastrain.models.base import Head, make_initializer, output_layer, regularizer
+from kerastrain.models.base import Head, transfer_head
 from kerastrain.models.text_backbone import (
     BACKBONE_LAYERS,
     looks_like_text_backbone,
@@ -343,20 +343,16 @@ def transfer(
         features = keras.layers.GlobalAveragePooling2D(name="global_pool")(features)
     elif len(features.shape) > 2:
         features = keras.layers.Flatten(name="flatten")(features)
-    reg = regularizer(l1, l2)
-    if dropout:
-        features = keras.layers.Dropout(dropout, name="head_dropout")(features)
-    if dense:
-        features = keras.layers.Dense(
-            dense,
-            activation=activation,
-            kernel_regularizer=reg,
-            kernel_initializer=make_initializer(initializer),
-            name="head_dense",
-        )(features)
-    outputs = output_layer(
-        head, kernel_regularizer=reg, kernel_initializer=make_initializer(initializer)
-    )(features)
+    outputs = transfer_head(
+        features,
+        head,
+        dense=dense,
+        dropout=dropout,
+        activation=activation,
+        l1=l1,
+        l2=l2,
+        initializer=initializer,
+    )
     model = keras.Model(inputs.inputs, outputs, name="transfer")
     logger.info(
         "Transfer model: backbone %s (%d layers, frozen), head on %d features; then %s.",
