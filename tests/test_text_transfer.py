@@ -286,6 +286,25 @@ def test_pretrain_then_two_phases_train_the_head_then_the_top_backbone_layers(tm
     assert "Text backbone" in report and "phase 2" in report
 
 
+@pytest.mark.slow
+def test_the_head_learns_on_frozen_features_that_differ_little_between_rows(backbone_run):
+    # A pretrained language model's mean-pooled final norm: a large part all
+    # rows share, a small part telling them apart (measured on the docstring
+    # LM: per feature a spread ~2% of the size). Mimicked with the final
+    # norm's offset at 1 and its scale at 0.02. The head alone (the frozen
+    # backbone's phase 1) must still learn the reviews' labels from it.
+    model = _build({"backbone": str(backbone_run), "dropout": 0.0})
+    norm = model.get_layer("final_norm")
+    norm.set_weights([np.full_like(norm.gamma, 0.02), np.ones_like(norm.beta)])
+    frame = _frame(192)
+    x, y = {"review": frame["review"].to_numpy(object)}, frame["label"].to_numpy()
+    model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy", metrics=["accuracy"])
+    keras.utils.set_random_seed(0)
+    model.fit(x, y, batch_size=32, epochs=8, verbose=0)
+    majority = max(y.mean(), 1 - y.mean())
+    assert model.evaluate(x, y, verbose=0)[1] >= majority + 0.15
+
+
 def _lora_count(model: keras.Model, rank: int, targets=LORA_TARGETS) -> int:
     """Adapter parameters from the shapes: rank * (in + out) per target."""
     total = 0

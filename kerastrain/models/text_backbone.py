@@ -15,7 +15,10 @@ model takes the data's text column as raw strings and holds:
   weights copied layer by layer; a language model's blocks keep their
   causal attention;
 - a pooling of the final norm's vectors (``pooling``: the masked mean, or
-  the last token), the data's other columns if any, and a new head.
+  the last token), the data's other columns if any, each feature
+  standardized over the batch (``head_standardize``, a `BatchNormalization`
+  without scale or offset: a frozen backbone's pooled vectors differ little
+  between rows next to what they share), and a new head.
 
 The backbone layers are frozen for phase 1; phase 2 (`FineTunePlan`)
 unfreezes the top ``fine_tune_layers`` of them (`unfreeze_text_backbone`).
@@ -612,6 +615,14 @@ def text_transfer(
     pooled = (MaskedMeanPool if pool == "mean" else LastTokenPool)(name="pool")([x, mask])
     if inputs.features is not None:  # the table's other columns, encoded
         pooled = keras.layers.Concatenate(name="joined")([pooled, inputs.features])
+    # The pooled vectors of a frozen backbone share a large common part and
+    # differ little between rows (a language model's mean-pooled final norm:
+    # per feature, a spread ~2% of its size), so a linear head on them barely
+    # moves at usual rates; each feature is standardized over the batch
+    # first (moving statistics at inference), as linear probes do.
+    pooled = keras.layers.BatchNormalization(
+        momentum=0.9, center=False, scale=False, name="head_standardize"
+    )(pooled)
     outputs = transfer_head(
         pooled,
         head,
