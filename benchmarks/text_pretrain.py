@@ -55,7 +55,17 @@ def main() -> None:
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--fine-tune-lr", type=float, default=0.3, help="phase 2 rate factor")
-    parser.add_argument("--lora-lr", type=float, default=3e-3)
+    parser.add_argument(
+        "--lora-lr", type=float, nargs="+", default=[3e-3], help="chosen on validation"
+    )
+    parser.add_argument(
+        "--extra-docs",
+        type=int,
+        default=0,
+        help="pretrain on the training rows plus up to this many other packages' docstrings "
+        "and help topics (benchmarks/docstring_corpus.py; none equal to or holding a held-out "
+        "docstring)",
+    )
     parser.add_argument("--pooling", nargs="+", default=["mean", "last"])
     parser.add_argument("--backbone", help="a pretrained kerastrain language model to reuse")
     parser.add_argument(
@@ -124,6 +134,14 @@ def main() -> None:
     backbone = args.backbone
     if backbone is None:
         corpus = [str(t) for t in texts[train]]  # the training rows' text, no labels
+        if args.extra_docs:
+            from docstring_corpus import corpus as extra_corpus
+
+            held_out = [str(t) for t in texts[np.concatenate([prepared.splits.val, test])]]
+            extra, facts = extra_corpus(held_out, args.extra_docs, args.seed)
+            corpus += extra
+            print(f"LM corpus: {len(train)} training docstrings + {facts}", flush=True)
+        print(f"LM corpus: {len(corpus)} texts, {sum(map(len, corpus)):,} characters", flush=True)
         lm, seconds = timed(
             "language model",
             data=corpus,
@@ -141,6 +159,7 @@ def main() -> None:
             output_dir=str(work / "lm"),
         )
         backbone = str(lm.run_dir)
+        print(f"language model: {backbone}, test {lm.metrics.get('test')}", flush=True)
         test_metrics = lm.metrics.get("test", {})
         rows.append(
             (
@@ -173,7 +192,11 @@ def main() -> None:
         full[pooling] = result.metrics["test"]["accuracy"]
         full_val[pooling] = result.metrics["val"]["accuracy"]
         rows.append(
-            (f"fine-tuned from the LM, {pooling} pooling", full[pooling], f"{seconds:.0f} s")
+            (
+                f"fine-tuned from the LM, {pooling} pooling",
+                full[pooling],
+                f"(val {full_val[pooling]:.3f}; history {_phases(result)}) {seconds:.0f} s",
+            )
         )
     # The pooling is chosen on the validation split, never on the test split.
     best = max(full_val, key=full_val.get) if full_val else args.pooling[0]
@@ -181,27 +204,37 @@ def main() -> None:
         _show(rows, full, best, scratch, tfidf_accuracy, None)
         return
 
-    lora, seconds = timed(
-        "LoRA",
-        data=frame,
-        model="transfer",
-        data_options=options,
-        model_options={"backbone": backbone, "pooling": best, "lora": {"rank": 8, "alpha": 16}},
-        train={
-            "epochs": args.epochs,
-            "batch_size": 32,
-            "verbose": 0,
-            "learning_rate": args.lora_lr,
-        },
-        export={"formats": ["savedmodel", "tflite"], "latency_runs": 0},
-        output_dir=str(work / "lora"),
-    )
+    lora_runs = {}
+    for rate in args.lora_lr:
+        result, seconds = timed(
+            f"LoRA, lr {rate:g}",
+            data=frame,
+            model="transfer",
+            data_options=options,
+            model_options={
+                "backbone": backbone,
+                "pooling": best,
+                "lora": {"rank": 8, "alpha": 16},
+            },
+            train={"epochs": args.epochs, "batch_size": 32, "verbose": 0, "learning_rate": rate},
+            export={"formats": ["savedmodel", "tflite"], "latency_runs": 0},
+            output_dir=str(work / f"lora-{rate:g}"),
+        )
+        lora_runs[rate] = (result, seconds)
+        print(
+            f"LoRA lr {rate:g}: val {result.metrics['val']['accuracy']:.3f}, test "
+            f"{result.metrics['test']['accuracy']:.3f}; history {_phases(result)}",
+            flush=True,
+        )
+    # The rate is chosen on the validation split, never on the test split.
+    rate = max(lora_runs, key=lambda r: lora_runs[r][0].metrics["val"]["accuracy"])
+    lora, seconds = lora_runs[rate]
     facts = lora.model._kerastrain_text_backbone
     parity = max(lora.metrics[a]["max_abs_diff"] for a in ("savedmodel", "tflite"))
     adapters = [w.name for w in lora.model.weights if "lora" in w.name]
     rows.append(
         (
-            f"LoRA rank 8, alpha 16, {best} pooling",
+            f"LoRA rank 8, alpha 16, {best} pooling, lr {rate:g} (chosen on validation)",
             lora.metrics["test"]["accuracy"],
             f"trains {facts['trainable']:,} of {facts['parameters']:,} parameters "
             f"({100 * facts['trainable_share']:.1f}%); exported SavedModel/TFLite max |diff| "
@@ -211,6 +244,14 @@ def main() -> None:
 
     print(f"\nsplit: {len(train)} train, {len(prepared.splits.val)} val, {len(test)} test")
     _show(rows, full, best, scratch, tfidf_accuracy, lora.metrics["test"]["accuracy"])
+
+
+def _phases(result) -> str:
+    """Validation accuracy per epoch, with the phase of each (full fine-tune)."""
+    history = result.history
+    val = history.get("val_accuracy", [])
+    phase = history.get("phase", [1.0] * len(val))
+    return ", ".join(f"p{int(p)}:{v:.2f}" for p, v in zip(phase, val))
 
 
 def _show(rows, full, best, scratch, tfidf_accuracy, lora_accuracy) -> None:
