@@ -8,9 +8,11 @@ SciPy a docstring comes from), on one seeded split, kerastrain's
   the reference;
 - kerastrain's `transformer` trained from scratch on the labelled training
   rows (`fit_pipeline(frame, "transformer")`);
-- a kerastrain `transformer_lm` pretrained on the training rows' text only,
-  without labels (`fit_pipeline(list_of_strings, "transformer_lm")`, word
-  tokens), then `model="transfer"` with it as the backbone: phase 1 trains
+- a kerastrain `transformer_lm` pretrained without labels on the training
+  rows' text, plus with ``--extra-docs N`` up to N docstrings of other
+  installed packages and Python's help topics (`docstring_corpus.py`; none
+  equal to or holding a validation or test docstring)
+  (`fit_pipeline(list_of_strings, "transformer_lm")`, word tokens), then `model="transfer"` with it as the backbone: phase 1 trains
   the head on the frozen backbone, phase 2 every backbone layer at a lower
   rate (the full fine-tune), for each `--pooling`;
 - the same backbone with LoRA rank 8, alpha 16 on every attention projection
@@ -24,6 +26,9 @@ The held-out rows' text is never seen by the language model.
 
 Usage:
     python benchmarks/text_pretrain.py --epochs 6 --head-epochs 2 --lm-epochs 2 --lm-max-length 64
+    python benchmarks/text_pretrain.py --sides full lora --pooling mean last --epochs 6 \
+        --head-epochs 2 --lm-epochs 3 --lm-max-length 64 --extra-docs 8000 \
+        --lora-lr 1e-3 3e-3 --lora-epochs 12
     python benchmarks/text_pretrain.py --backbone saved_models/docstrings-lm  # reuse one
 """
 
@@ -48,6 +53,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="scratch and phase-2 epochs")
     parser.add_argument("--head-epochs", type=int, default=3, help="phase 1 (head only)")
     parser.add_argument("--lm-epochs", type=int, default=10)
+    parser.add_argument("--lora-epochs", type=int, help="LoRA's epochs (default: --epochs)")
     parser.add_argument("--lm-max-length", type=int, default=128)
     parser.add_argument(
         "--lm-vocabulary", type=int, default=4000, help="its softmax is the LM's main cost"
@@ -216,7 +222,12 @@ def main() -> None:
                 "pooling": best,
                 "lora": {"rank": 8, "alpha": 16},
             },
-            train={"epochs": args.epochs, "batch_size": 32, "verbose": 0, "learning_rate": rate},
+            train={
+                "epochs": args.lora_epochs or args.epochs,
+                "batch_size": 32,
+                "verbose": 0,
+                "learning_rate": rate,
+            },
             export={"formats": ["savedmodel", "tflite"], "latency_runs": 0},
             output_dir=str(work / f"lora-{rate:g}"),
         )
